@@ -1,0 +1,98 @@
+//! Command-line grammar (clap derive). No logic: each subcommand's arguments live beside its
+//! handler in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+
+/// Run untrusted code in locked-down Linux containers through containerd.
+#[derive(Debug, Parser)]
+#[command(name = "stockade", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Log verbosity (repeat for more); `STOCKADE_LOG` takes a tracing filter instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new sandbox and exit with its exit code.
+    Run(commands::run::RunArgs),
+    /// Print the OCI runtime spec that `run` would use.
+    Spec(commands::spec::SpecArgs),
+    /// Lint OCI specs or the live containers of a containerd host.
+    Audit(commands::audit::AuditArgs),
+    /// Build, import, list and remove base images.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Report what this host supports and what is missing.
+    Doctor(commands::doctor::DoctorArgs),
+    /// Check and compile seccomp profiles.
+    #[command(subcommand)]
+    Seccomp(commands::seccomp::SeccompCommand),
+    /// Render and check AppArmor profiles.
+    #[command(subcommand)]
+    Apparmor(commands::apparmor::AppArmorCommand),
+    /// Remove what crashed runs left behind.
+    Gc(commands::gc::GcArgs),
+    /// Manage stockade's private containerd.
+    #[command(subcommand)]
+    Daemon(commands::daemon::DaemonCommand),
+}
+
+/// Policy flags shared by `run`, `spec` and `pool`. Each replaces the policy file's value.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyArgs {
+    /// Policy file (TOML). Without it, the built-in defaults apply.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Image to run [default: busybox].
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
+    /// Memory limit, e.g. 256M or 1Gi; swap is disabled [default: 512Mi].
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU quota in cores, e.g. 0.5 [default: 1].
+    #[arg(long, value_name = "CORES")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes and threads [default: 256].
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
+    /// Wall-clock limit, e.g. 30s, 1500ms, 5m; exit 124 when hit [default: 300s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// none (only AF_UNIX sockets) or loopback (own loopback only) [default: none].
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+    /// Host directory mounted read-write at /workspace.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Host directory mounted read-only at /input.
+    #[arg(long, value_name = "DIR")]
+    pub input: Option<PathBuf>,
+    /// Environment variable K=V (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// UID[:GID] to run as [default: 65534:65534].
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Cap on each of stdout and stderr, e.g. 1M [default: 10Mi].
+    #[arg(long, value_name = "SIZE")]
+    pub max_output: Option<String>,
+    /// Grant a capability from the safe allowlist (repeatable; prints a warning).
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Seccomp profile: default, strict, a file, or unconfined [default: default].
+    #[arg(long, value_name = "PROFILE")]
+    pub seccomp: Option<String>,
+    /// AppArmor profile name or unconfined [default: stockade-default].
+    #[arg(long, value_name = "PROFILE")]
+    pub apparmor: Option<String>,
+    /// Make the root filesystem writable.
+    #[arg(long)]
+    pub read_write_root: bool,
+}

@@ -1,0 +1,68 @@
+//! One module per subcommand: its arguments and its handler. Handlers return the process
+//! exit code; an `Err` becomes exit 125 with a one-line message.
+
+pub mod apparmor;
+pub mod audit;
+pub mod daemon;
+pub mod doctor;
+pub mod gc;
+pub mod image;
+pub mod run;
+pub mod seccomp;
+pub mod spec;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{Cli, Command, PolicyArgs};
+use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
+
+/// Runs the chosen subcommand.
+pub async fn dispatch(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Run(a) => run::run(a).await,
+        Command::Spec(a) => spec::run(a).await,
+        Command::Audit(a) => audit::run(a).await,
+        Command::Image(a) => image::run(a).await,
+        Command::Doctor(a) => doctor::run(a).await,
+        Command::Seccomp(a) => seccomp::run(a).await,
+        Command::Apparmor(a) => apparmor::run(a).await,
+        Command::Gc(a) => gc::run(a).await,
+        Command::Daemon(a) => daemon::run(a).await,
+    }
+}
+
+/// Reads the policy file (if any), applies the flags and validates the result. Warnings
+/// about loosened protections go to stderr.
+pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
+    let (policy, file) = match &args.policy {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--policy {name}: cannot read"))?;
+            (Policy::from_toml(&text, &name)?, Some(name))
+        }
+        None => (Policy::default(), None),
+    };
+    let overrides = PolicyOverrides {
+        image: args.image.clone(),
+        memory: args.memory.clone(),
+        cpus: args.cpus.clone(),
+        pids: args.pids.clone(),
+        timeout: args.timeout.clone(),
+        network: args.network.clone(),
+        workspace: args.workspace.clone(),
+        input: args.input.clone(),
+        env: args.env.clone(),
+        user: args.user.clone(),
+        max_output: args.max_output.clone(),
+        cap_add: args.cap_add.clone(),
+        seccomp: args.seccomp.clone(),
+        apparmor: args.apparmor.clone(),
+        read_write_root: args.read_write_root,
+    };
+    let validated = policy.validate(file.as_deref(), &overrides, &HostPolicyEnv)?;
+    for w in &validated.warnings {
+        eprintln!("stockade: warning: {w}");
+    }
+    Ok(validated)
+}

@@ -1,0 +1,54 @@
+//! `stockade spec`: print the exact OCI spec `stockade run` would use.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::cli::PolicyArgs;
+use stockade::spec::{self, SpecRequest};
+
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Write the spec to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Container id to put in the spec (names its cgroup) [default: spec].
+    #[arg(long, default_value = "spec")]
+    pub id: String,
+    /// Allocate a terminal, as `run -t` would.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub async fn run(args: SpecArgs) -> Result<u8> {
+    let policy = super::load_policy(&args.policy)?;
+    let host = super::doctor::host_facts_for_spec();
+    let built = spec::build(
+        &policy,
+        &host,
+        &SpecRequest {
+            id: &args.id,
+            args: &args.command,
+            terminal: args.tty,
+        },
+    )?;
+    for n in &built.not_enforced {
+        eprintln!(
+            "stockade: not enforced on this host: {}: {}",
+            n.protection, n.reason
+        );
+    }
+    let json = spec::to_pretty_json(&built.spec) + "\n";
+    match &args.output {
+        Some(path) => std::fs::write(path, json)
+            .with_context(|| format!("-o {}: cannot write", path.display()))?,
+        None => print!("{json}"),
+    }
+    Ok(0)
+}

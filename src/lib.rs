@@ -1,0 +1,17 @@
+//! stockade: run untrusted code in locked-down Linux containers through containerd.
+//!
+//! The pure core turns a [`policy::Policy`] into an OCI runtime [`Spec`](oci_spec::runtime::Spec)
+//! ([`spec::build`]) and audits specs ([`audit`]); the edges talk to containerd
+//! ([`containerd`]), build images ([`images`]) and run sandboxes ([`runner`]).
+
+pub mod apparmor;
+pub mod audit;
+pub mod containerd;
+pub mod host;
+pub mod images;
+pub mod policy;
+pub mod runner;
+pub mod seccomp;
+pub mod spec;
+
+pub use oci_spec;

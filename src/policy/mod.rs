@@ -1,0 +1,354 @@
+//! Sandbox policies: the TOML document a user writes, the flags that override it, and the
+//! validated form the spec builder consumes.
+//!
+//! Everything here is pure: the only access to the outside world is through
+//! [`PolicyEnv`], which the binary implements with the real filesystem and tests fake.
+//!
+//! Every default below is the safe one and is the one in DESIGN.md's security table; a
+//! policy loosens a protection only by naming it.
+
+mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
+pub use validate::{
+    AppArmorChoice, IdMap, Limits, NetworkMode, SeccompChoice, User, ValidatedPolicy,
+};
+
+/// The name of the image a policy runs when it names none.
+pub const DEFAULT_IMAGE: &str = "busybox";
+
+/// A sandbox policy as written in TOML. Every field is optional; an absent field takes the
+/// default documented on it. Unknown keys are an error, so a typo never silently loosens
+/// nothing and tightens nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Image to run. Default: `busybox`.
+    pub image: Option<String>,
+    /// The process inside the sandbox.
+    #[serde(default)]
+    pub process: ProcessSection,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Network access.
+    #[serde(default)]
+    pub network: NetworkSection,
+    /// Root filesystem and host directories.
+    #[serde(default)]
+    pub filesystem: FilesystemSection,
+    /// Kernel-level confinement.
+    #[serde(default)]
+    pub security: SecuritySection,
+}
+
+/// `[process]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// `UID[:GID]` the command runs as. Default: `65534:65534` (nobody), no supplementary
+    /// groups. Root (0) is allowed only when said explicitly.
+    pub user: Option<String>,
+    /// Extra environment, `K=V` each. Default: only `PATH`, `HOME=/tmp` and `TERM=xterm`...
+    /// see [`validate::DEFAULT_ENV`].
+    pub env: Option<Vec<String>>,
+    /// Working directory inside the sandbox. Default: `/workspace` when a workspace is
+    /// mounted, else `/tmp`.
+    pub cwd: Option<String>,
+    /// Hostname inside the UTS namespace. Default: `sandbox`.
+    pub hostname: Option<String>,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Memory limit (cgroup); swap is set equal so the sandbox can never swap. Default `512Mi`.
+    pub memory: Option<String>,
+    /// CPU quota in cores (`0.5` is half a core). Default `1`.
+    pub cpus: Option<f64>,
+    /// Maximum number of tasks (pids cgroup). Default `256`.
+    pub pids: Option<i64>,
+    /// `RLIMIT_NOFILE`, soft and hard. Default `1024`.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_NPROC`, soft and hard. Default: unset, because the kernel counts it per UID
+    /// across the whole host, so it would couple unrelated sandboxes; the pids cgroup is the
+    /// per-sandbox limit.
+    pub nproc: Option<u64>,
+    /// `RLIMIT_FSIZE`: the largest file the sandbox may write. Default `1Gi`.
+    pub fsize: Option<String>,
+    /// Wall-clock limit; past it the whole sandbox is killed and the run exits 124.
+    /// Default `300s`.
+    pub timeout: Option<String>,
+    /// Cap on each of stdout and stderr; the rest is dropped and the result says so.
+    /// Default `10Mi`.
+    pub max_output: Option<String>,
+    /// Size of the `/tmp` tmpfs (counted against the memory limit). Default `64Mi`.
+    pub tmp_size: Option<String>,
+    /// Size of `/dev/shm`. Default `64Mi`.
+    pub shm_size: Option<String>,
+    /// Block-IO weight, 10–1000. Default: unset (the host's default weight).
+    pub io_weight: Option<u16>,
+    /// `oom_score_adj` of the sandbox's processes: the kernel kills the sandbox before host
+    /// services when the whole host is short of memory. Default `500`.
+    pub oom_score_adj: Option<i32>,
+}
+
+/// `[network]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSection {
+    /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created)
+    /// or `loopback` (a new network namespace with only its own loopback; IP sockets
+    /// allowed). Default `none`. The host's network is never shared.
+    pub mode: Option<String>,
+}
+
+/// `[filesystem]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemSection {
+    /// Make the root filesystem writable. Default `false`: read-only.
+    pub read_write_root: Option<bool>,
+    /// Host directory bind-mounted read-write at `/workspace`. Default: none.
+    pub workspace: Option<PathBuf>,
+    /// Host directory bind-mounted read-only at `/input`. Default: none.
+    pub input: Option<PathBuf>,
+}
+
+/// `[security]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Capabilities to grant (all five sets but ambient... see the spec builder), only from
+    /// [`validate::CAP_ADD_ALLOWLIST`]. Default: none.
+    pub cap_add: Option<Vec<String>>,
+    /// `default`, `strict`, a path to a Docker-format profile, or `unconfined`.
+    /// Default `default`.
+    pub seccomp: Option<String>,
+    /// AppArmor profile name, or `unconfined`. Default `stockade-default` (applied only where
+    /// the kernel has AppArmor; elsewhere the run reports it as not enforced).
+    pub apparmor: Option<String>,
+    /// `no_new_privileges`. Default `true`; `false` must be written out.
+    pub no_new_privileges: Option<bool>,
+    /// Run in a user namespace, mapping container root to an unprivileged host range.
+    /// Default: no user namespace (the process is already an unprivileged UID).
+    pub user_namespace: Option<UserNamespaceSection>,
+}
+
+/// `[security.user_namespace]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserNamespaceSection {
+    /// First host UID/GID of the mapped range. Default `100000`.
+    pub host_id: Option<u32>,
+    /// Number of IDs mapped, starting at container ID 0. Default `65536`.
+    pub size: Option<u32>,
+}
+
+/// Values given on the command line; each one replaces the policy file's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyOverrides {
+    pub image: Option<String>,
+    pub memory: Option<String>,
+    pub cpus: Option<String>,
+    pub pids: Option<String>,
+    pub timeout: Option<String>,
+    pub network: Option<String>,
+    pub workspace: Option<PathBuf>,
+    pub input: Option<PathBuf>,
+    /// Added to the policy's environment (a later `K` replaces an earlier one).
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub max_output: Option<String>,
+    /// Added to the policy's `cap_add`.
+    pub cap_add: Vec<String>,
+    pub seccomp: Option<String>,
+    pub apparmor: Option<String>,
+    pub read_write_root: bool,
+}
+
+/// Why a policy could not be read or validated. Each variant renders as one line naming
+/// where the bad value came from (a file and field, or a flag).
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("{origin}: {message}")]
+    Field { origin: String, message: String },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+}
+
+/// What policy validation needs from the outside world. The binary implements it with the
+/// filesystem; tests use an in-memory fake.
+pub trait PolicyEnv {
+    /// Reads a seccomp profile given by path.
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String>;
+    /// Resolves a host directory to an absolute, symlink-free path; fails if it is missing
+    /// or not a directory.
+    fn canonical_dir(&self, path: &std::path::Path) -> std::io::Result<PathBuf>;
+}
+
+/// The real filesystem.
+pub struct HostPolicyEnv;
+
+impl PolicyEnv for HostPolicyEnv {
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn canonical_dir(&self, path: &std::path::Path) -> std::io::Result<PathBuf> {
+        let p = std::fs::canonicalize(path)?;
+        if !p.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origins {
+    file: Option<String>,
+    flags: BTreeMap<&'static str, &'static str>,
+}
+
+impl Origins {
+    /// `--memory` when the flag set it, else `policy.toml: limits.memory`, else `limits.memory`.
+    pub(crate) fn of(&self, field: &'static str) -> String {
+        if let Some(flag) = self.flags.get(field) {
+            return (*flag).to_string();
+        }
+        match &self.file {
+            Some(f) => format!("{f}: {field}"),
+            None => field.to_string(),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses a policy document; `file` names it in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Policy, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError::Parse {
+            file: file.to_string(),
+            message: one_line(&e.to_string()),
+        })
+    }
+
+    /// Applies command-line overrides, validates everything and returns the policy the spec
+    /// builder uses. `file` is the policy file's name, if there is one, for error messages.
+    pub fn validate(
+        mut self,
+        file: Option<&str>,
+        overrides: &PolicyOverrides,
+        env: &dyn PolicyEnv,
+    ) -> Result<ValidatedPolicy, PolicyError> {
+        let mut origins = Origins {
+            file: file.map(str::to_string),
+            ..Origins::default()
+        };
+        self.apply(overrides, &mut origins);
+        validate::validate(&self, &origins, env)
+    }
+
+    fn apply(&mut self, o: &PolicyOverrides, origins: &mut Origins) {
+        macro_rules! set {
+            ($src:expr, $dst:expr, $field:literal, $flag:literal) => {
+                if let Some(v) = &$src {
+                    $dst = Some(v.clone());
+                    origins.flags.insert($field, $flag);
+                }
+            };
+        }
+        set!(o.image, self.image, "image", "--image");
+        set!(o.memory, self.limits.memory, "limits.memory", "--memory");
+        set!(
+            o.timeout,
+            self.limits.timeout,
+            "limits.timeout",
+            "--timeout"
+        );
+        set!(o.network, self.network.mode, "network.mode", "--network");
+        set!(
+            o.workspace,
+            self.filesystem.workspace,
+            "filesystem.workspace",
+            "--workspace"
+        );
+        set!(
+            o.input,
+            self.filesystem.input,
+            "filesystem.input",
+            "--input"
+        );
+        set!(o.user, self.process.user, "process.user", "--user");
+        set!(
+            o.max_output,
+            self.limits.max_output,
+            "limits.max_output",
+            "--max-output"
+        );
+        set!(
+            o.seccomp,
+            self.security.seccomp,
+            "security.seccomp",
+            "--seccomp"
+        );
+        set!(
+            o.apparmor,
+            self.security.apparmor,
+            "security.apparmor",
+            "--apparmor"
+        );
+        if let Some(c) = &o.cpus {
+            origins.flags.insert("limits.cpus", "--cpus");
+            // Parsed later so that the error names the flag; NaN marks "unparseable".
+            self.limits.cpus = Some(c.trim().parse().unwrap_or(f64::NAN));
+        }
+        if let Some(p) = &o.pids {
+            origins.flags.insert("limits.pids", "--pids");
+            self.limits.pids = Some(p.trim().parse().unwrap_or(i64::MIN));
+        }
+        if !o.env.is_empty() {
+            origins.flags.insert("process.env", "--env");
+            self.process
+                .env
+                .get_or_insert_with(Vec::new)
+                .extend(o.env.iter().cloned());
+        }
+        if !o.cap_add.is_empty() {
+            origins.flags.insert("security.cap_add", "--cap-add");
+            self.security
+                .cap_add
+                .get_or_insert_with(Vec::new)
+                .extend(o.cap_add.iter().cloned());
+        }
+        if o.read_write_root {
+            origins
+                .flags
+                .insert("filesystem.read_write_root", "--read-write-root");
+            self.filesystem.read_write_root = Some(true);
+        }
+    }
+}
+
+/// Collapses a multi-line message (toml's errors carry a source excerpt) into one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.chars().all(|c| c == '^'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,659 @@
+//! Policy → [`ValidatedPolicy`]: every value parsed, range-checked and resolved, or one
+//! error naming the field or flag at fault.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{Capability, LinuxSeccomp};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{parse_duration, parse_size, Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
+use crate::seccomp;
+
+/// The unprivileged identity commands run as unless a policy says otherwise: `nobody`.
+pub const DEFAULT_UID: u32 = 65534;
+/// See [`DEFAULT_UID`].
+pub const DEFAULT_GID: u32 = 65534;
+/// Environment every sandbox starts with; policy and `--env` entries add to or replace it.
+/// `HOME` is `/tmp` because the root filesystem is read-only.
+pub const DEFAULT_ENV: &[&str] = &[
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/tmp",
+];
+/// Default hostname inside the sandbox's UTS namespace.
+pub const DEFAULT_HOSTNAME: &str = "sandbox";
+/// Default memory limit: 512 MiB, swap equal (no swap).
+pub const DEFAULT_MEMORY: u64 = 512 << 20;
+/// Default CPU quota, in thousandths of a core: one core.
+pub const DEFAULT_CPU_MILLIS: u32 = 1000;
+/// Default pids limit.
+pub const DEFAULT_PIDS: i64 = 256;
+/// Default `RLIMIT_NOFILE`.
+pub const DEFAULT_NOFILE: u64 = 1024;
+/// Default `RLIMIT_FSIZE`: 1 GiB.
+pub const DEFAULT_FSIZE: u64 = 1 << 30;
+/// Default wall-clock timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default cap on each output stream: 10 MiB.
+pub const DEFAULT_MAX_OUTPUT: u64 = 10 << 20;
+/// Default `/tmp` tmpfs size: 64 MiB.
+pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
+/// Default `/dev/shm` size: 64 MiB (Docker's).
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+/// Default `oom_score_adj`: sandboxes die before host services.
+pub const DEFAULT_OOM_SCORE_ADJ: i32 = 500;
+/// Default seccomp profile.
+pub const DEFAULT_SECCOMP: &str = "default";
+/// Default AppArmor profile.
+pub const DEFAULT_APPARMOR: &str = "stockade-default";
+/// Default first host ID of a user-namespace mapping.
+pub const DEFAULT_USERNS_HOST_ID: u32 = 100_000;
+/// Default size of a user-namespace mapping.
+pub const DEFAULT_USERNS_SIZE: u32 = 65_536;
+
+/// The smallest memory limit accepted: below this runc's own init cannot start (Docker uses
+/// the same floor).
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// The only capabilities `cap_add` may grant. Each is one Docker grants by default and none
+/// reaches outside the sandbox's namespaces on its own: no `SYS_ADMIN`, `NET_ADMIN`,
+/// `NET_RAW` (raw sockets), `MKNOD`, `SYS_PTRACE`, `SYS_MODULE`, `DAC_READ_SEARCH`
+/// (open_by_handle_at, the "shocker" escape) or `SETFCAP`.
+pub const CAP_ADD_ALLOWLIST: &[&str] = &[
+    // Change file owners inside the writable areas.
+    "CAP_CHOWN",
+    // Bypass file permission checks on files the sandbox can already reach.
+    "CAP_DAC_OVERRIDE",
+    // Bypass ownership checks for chmod/utime on reachable files.
+    "CAP_FOWNER",
+    // Keep setuid bits when modifying files (no effect with nosuid mounts).
+    "CAP_FSETID",
+    // Signal processes of other UIDs in the sandbox's own pid namespace.
+    "CAP_KILL",
+    // Switch GID/UID inside the sandbox (package managers drop to a build user).
+    "CAP_SETGID",
+    "CAP_SETUID",
+    // Bind ports below 1024 in the sandbox's own network namespace.
+    "CAP_NET_BIND_SERVICE",
+    // Write to the audit log (login-style programs expect it).
+    "CAP_AUDIT_WRITE",
+];
+
+/// Network modes. The host's network namespace is never an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// New network namespace; only `AF_UNIX` sockets can be created.
+    None,
+    /// New network namespace with its own loopback; IP sockets allowed.
+    Loopback,
+}
+
+/// The identity of the sandboxed process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Validated, parsed limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    /// Bytes; swap is set equal.
+    pub memory: u64,
+    /// CPU quota in thousandths of a core.
+    pub cpu_millis: u32,
+    pub pids: i64,
+    pub nofile: u64,
+    pub nproc: Option<u64>,
+    pub fsize: u64,
+    pub timeout: Duration,
+    pub max_output: u64,
+    pub tmp_size: u64,
+    pub shm_size: u64,
+    pub io_weight: Option<u16>,
+    pub oom_score_adj: i32,
+}
+
+/// A resolved seccomp choice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum SeccompChoice {
+    /// No filter at all (said explicitly with `unconfined`).
+    Unconfined,
+    /// A profile (built-in name or file path) and its converted form.
+    Profile { name: String, filter: LinuxSeccomp },
+}
+
+/// A resolved AppArmor choice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AppArmorChoice {
+    Unconfined,
+    Profile(String),
+}
+
+/// A user-namespace mapping: container IDs `0..size` map to host `host_id..host_id+size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IdMap {
+    pub host_id: u32,
+    pub size: u32,
+}
+
+/// A policy whose every value is known to be usable. Only [`Policy::validate`] makes one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValidatedPolicy {
+    pub image: String,
+    pub user: User,
+    /// `K=V` entries, defaults first, later keys replacing earlier ones.
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub hostname: String,
+    pub limits: Limits,
+    pub network: NetworkMode,
+    pub read_only_root: bool,
+    /// Canonical host path mounted read-write at `/workspace`.
+    pub workspace: Option<PathBuf>,
+    /// Canonical host path mounted read-only at `/input`.
+    pub input: Option<PathBuf>,
+    /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
+    pub cap_add: Vec<Capability>,
+    pub seccomp: SeccompChoice,
+    pub apparmor: AppArmorChoice,
+    pub no_new_privileges: bool,
+    pub user_namespace: Option<IdMap>,
+    /// Loosenings the user asked for, each one line, for the terminal and the run result.
+    pub warnings: Vec<String>,
+}
+
+impl ValidatedPolicy {
+    /// `sha256:<hex>` of the policy's canonical JSON form: two runs with the same hash ran
+    /// under the same policy.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a validated policy always serializes");
+        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+    }
+}
+
+/// Host paths that may never be mounted into a sandbox, nor any directory that contains
+/// one of them: mounting them would hand the sandbox the host.
+const PROTECTED_HOST_PATHS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/var/run",
+    "/boot",
+    "/etc",
+    "/root",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/var/lib/containerd",
+    "/var/lib/stockade",
+    "/var/log",
+];
+
+fn err(origins: &Origins, field: &'static str, message: impl Into<String>) -> PolicyError {
+    PolicyError::Field {
+        origin: origins.of(field),
+        message: message.into(),
+    }
+}
+
+fn size(
+    o: &Origins,
+    field: &'static str,
+    v: &Option<String>,
+    default: u64,
+) -> Result<u64, PolicyError> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            let n = parse_size(s).map_err(|e| err(o, field, e.to_string()))?;
+            if n == 0 {
+                return Err(err(o, field, format!("`{s}` must be greater than zero")));
+            }
+            Ok(n)
+        }
+    }
+}
+
+pub(super) fn validate(
+    p: &Policy,
+    o: &Origins,
+    env: &dyn PolicyEnv,
+) -> Result<ValidatedPolicy, PolicyError> {
+    let mut warnings = Vec::new();
+
+    let image = p.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.to_string());
+    if image.is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(o, "image", format!("`{image}` is not an image name")));
+    }
+
+    let user = parse_user(o, p.process.user.as_deref())?;
+    if user.uid == 0 {
+        warnings.push(format!(
+            "{}: the command runs as uid 0 inside the sandbox",
+            o.of("process.user")
+        ));
+    }
+
+    let envs = merge_env(o, p.process.env.as_deref().unwrap_or(&[]))?;
+
+    let hostname = p
+        .process
+        .hostname
+        .clone()
+        .unwrap_or_else(|| DEFAULT_HOSTNAME.to_string());
+    if hostname.is_empty()
+        || hostname.len() > 63
+        || !hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(err(
+            o,
+            "process.hostname",
+            format!("`{hostname}` is not a hostname (letters, digits, `-`, `.`; at most 63)"),
+        ));
+    }
+
+    let l = &p.limits;
+    let memory = size(o, "limits.memory", &l.memory, DEFAULT_MEMORY)?;
+    if memory < MIN_MEMORY {
+        return Err(err(
+            o,
+            "limits.memory",
+            format!(
+                "{} is below the minimum of 6Mi",
+                l.memory.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    let cpu_millis = match l.cpus {
+        None => DEFAULT_CPU_MILLIS,
+        Some(c) if c.is_finite() && (0.01..=1024.0).contains(&c) => (c * 1000.0).round() as u32,
+        Some(c) if c.is_nan() => {
+            return Err(err(o, "limits.cpus", "not a number of cores such as 0.5"))
+        }
+        Some(c) => {
+            return Err(err(
+                o,
+                "limits.cpus",
+                format!("{c} cores is out of range (0.01 to 1024)"),
+            ))
+        }
+    };
+    let pids = match l.pids {
+        None => DEFAULT_PIDS,
+        Some(i64::MIN) => return Err(err(o, "limits.pids", "not a whole number")),
+        Some(n) if n >= 1 => n,
+        Some(n) => return Err(err(o, "limits.pids", format!("{n} must be at least 1"))),
+    };
+    let nofile = match l.nofile {
+        None => DEFAULT_NOFILE,
+        Some(0) => return Err(err(o, "limits.nofile", "must be greater than zero")),
+        Some(n) => n,
+    };
+    let nproc = match l.nproc {
+        Some(0) => return Err(err(o, "limits.nproc", "must be greater than zero")),
+        n => n,
+    };
+    let fsize = size(o, "limits.fsize", &l.fsize, DEFAULT_FSIZE)?;
+    let timeout = match &l.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(s) => {
+            let d = parse_duration(s).map_err(|e| err(o, "limits.timeout", e.to_string()))?;
+            if d.is_zero() {
+                return Err(err(
+                    o,
+                    "limits.timeout",
+                    format!("`{s}` must be greater than zero"),
+                ));
+            }
+            d
+        }
+    };
+    let max_output = size(o, "limits.max_output", &l.max_output, DEFAULT_MAX_OUTPUT)?;
+    let tmp_size = size(o, "limits.tmp_size", &l.tmp_size, DEFAULT_TMP_SIZE)?;
+    let shm_size = size(o, "limits.shm_size", &l.shm_size, DEFAULT_SHM_SIZE)?;
+    let io_weight = match l.io_weight {
+        Some(w) if !(10..=1000).contains(&w) => {
+            return Err(err(
+                o,
+                "limits.io_weight",
+                format!("{w} is outside 10–1000"),
+            ))
+        }
+        w => w,
+    };
+    let oom_score_adj = match l.oom_score_adj {
+        None => DEFAULT_OOM_SCORE_ADJ,
+        Some(n) if (0..=1000).contains(&n) => n,
+        Some(n) => {
+            return Err(err(
+                o,
+                "limits.oom_score_adj",
+                format!("{n} is outside 0–1000 (a sandbox may not make itself harder to kill)"),
+            ))
+        }
+    };
+
+    let network = match p.network.mode.as_deref() {
+        None | Some("none") => NetworkMode::None,
+        Some("loopback") => NetworkMode::Loopback,
+        Some(other) => {
+            return Err(err(
+                o,
+                "network.mode",
+                format!("`{other}` is not a network mode (none, loopback)"),
+            ))
+        }
+    };
+
+    let read_only_root = !p.filesystem.read_write_root.unwrap_or(false);
+    if !read_only_root {
+        warnings.push(format!(
+            "{}: the root filesystem is writable",
+            o.of("filesystem.read_write_root")
+        ));
+    }
+    let workspace = host_dir(
+        o,
+        "filesystem.workspace",
+        p.filesystem.workspace.as_deref(),
+        env,
+    )?;
+    let input = host_dir(o, "filesystem.input", p.filesystem.input.as_deref(), env)?;
+
+    let cwd = match &p.process.cwd {
+        Some(c) => c.clone(),
+        None if workspace.is_some() => "/workspace".to_string(),
+        None => "/tmp".to_string(),
+    };
+    if !cwd.starts_with('/') || cwd.split('/').any(|c| c == "..") {
+        return Err(err(
+            o,
+            "process.cwd",
+            format!("`{cwd}` must be an absolute path without `..`"),
+        ));
+    }
+
+    let cap_add = parse_caps(o, p.security.cap_add.as_deref().unwrap_or(&[]))?;
+    if !cap_add.is_empty() {
+        warnings.push(format!(
+            "{}: capabilities granted: {}",
+            o.of("security.cap_add"),
+            cap_add
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
+    let seccomp = resolve_seccomp(o, p.security.seccomp.as_deref(), env)?;
+    if seccomp == SeccompChoice::Unconfined {
+        warnings.push(format!("{}: seccomp is disabled", o.of("security.seccomp")));
+    }
+
+    let apparmor = match p.security.apparmor.as_deref() {
+        None => AppArmorChoice::Profile(DEFAULT_APPARMOR.to_string()),
+        Some("unconfined") => {
+            warnings.push(format!(
+                "{}: AppArmor is disabled",
+                o.of("security.apparmor")
+            ));
+            AppArmorChoice::Unconfined
+        }
+        Some(name)
+            if !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+        {
+            AppArmorChoice::Profile(name.to_string())
+        }
+        Some(name) => {
+            return Err(err(
+                o,
+                "security.apparmor",
+                format!("`{name}` is not an AppArmor profile name"),
+            ))
+        }
+    };
+
+    let no_new_privileges = p.security.no_new_privileges.unwrap_or(true);
+    if !no_new_privileges {
+        warnings.push(format!(
+            "{}: setuid binaries can gain privileges",
+            o.of("security.no_new_privileges")
+        ));
+    }
+
+    let user_namespace = match &p.security.user_namespace {
+        None => None,
+        Some(u) => {
+            let m = IdMap {
+                host_id: u.host_id.unwrap_or(DEFAULT_USERNS_HOST_ID),
+                size: u.size.unwrap_or(DEFAULT_USERNS_SIZE),
+            };
+            if m.host_id == 0 {
+                return Err(err(
+                    o,
+                    "security.user_namespace.host_id",
+                    "0 would map container root to host root",
+                ));
+            }
+            if m.size == 0 || m.host_id.checked_add(m.size).is_none() {
+                return Err(err(
+                    o,
+                    "security.user_namespace.size",
+                    format!("{} IDs from {} is not a usable range", m.size, m.host_id),
+                ));
+            }
+            if user.uid >= m.size || user.gid >= m.size {
+                return Err(err(
+                    o,
+                    "process.user",
+                    format!(
+                        "{}:{} is outside the user namespace's {} mapped IDs",
+                        user.uid, user.gid, m.size
+                    ),
+                ));
+            }
+            Some(m)
+        }
+    };
+
+    Ok(ValidatedPolicy {
+        image,
+        user,
+        env: envs,
+        cwd,
+        hostname,
+        limits: Limits {
+            memory,
+            cpu_millis,
+            pids,
+            nofile,
+            nproc,
+            fsize,
+            timeout,
+            max_output,
+            tmp_size,
+            shm_size,
+            io_weight,
+            oom_score_adj,
+        },
+        network,
+        read_only_root,
+        workspace,
+        input,
+        cap_add,
+        seccomp,
+        apparmor,
+        no_new_privileges,
+        user_namespace,
+        warnings,
+    })
+}
+
+fn parse_user(o: &Origins, v: Option<&str>) -> Result<User, PolicyError> {
+    let Some(s) = v else {
+        return Ok(User {
+            uid: DEFAULT_UID,
+            gid: DEFAULT_GID,
+        });
+    };
+    let bad = || {
+        err(
+            o,
+            "process.user",
+            format!("`{s}` is not UID[:GID] (numbers, e.g. 1000:1000)"),
+        )
+    };
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid: u32 = u.parse().map_err(|_| bad())?;
+    let gid: u32 = match g {
+        Some(g) => g.parse().map_err(|_| bad())?,
+        None => uid,
+    };
+    // 4294967295 is (uid_t)-1, "no change" to the kernel.
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(bad());
+    }
+    Ok(User { uid, gid })
+}
+
+fn merge_env(o: &Origins, extra: &[String]) -> Result<Vec<String>, PolicyError> {
+    let mut out: Vec<String> = DEFAULT_ENV.iter().map(|s| s.to_string()).collect();
+    for kv in extra {
+        let Some((k, _)) = kv.split_once('=') else {
+            return Err(err(o, "process.env", format!("`{kv}` is not K=V")));
+        };
+        if k.is_empty()
+            || kv.contains('\0')
+            || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(err(
+                o,
+                "process.env",
+                format!("`{kv}`: variable names are letters, digits and `_`"),
+            ));
+        }
+        let prefix = format!("{k}=");
+        out.retain(|e| !e.starts_with(&prefix));
+        out.push(kv.clone());
+    }
+    Ok(out)
+}
+
+fn host_dir(
+    o: &Origins,
+    field: &'static str,
+    v: Option<&Path>,
+    env: &dyn PolicyEnv,
+) -> Result<Option<PathBuf>, PolicyError> {
+    let Some(path) = v else { return Ok(None) };
+    let canon = env
+        .canonical_dir(path)
+        .map_err(|e| err(o, field, format!("{}: {}", path.display(), io_reason(&e))))?;
+    let protected = PROTECTED_HOST_PATHS
+        .iter()
+        .map(Path::new)
+        .find(|p| canon == Path::new("/") || canon.starts_with(p) || p.starts_with(&canon));
+    if canon == Path::new("/") || protected.is_some() {
+        return Err(err(
+            o,
+            field,
+            format!(
+                "{} may not be mounted into a sandbox (it is or contains a protected host path{})",
+                canon.display(),
+                protected
+                    .map(|p| format!(" such as {}", p.display()))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(Some(canon))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn parse_caps(o: &Origins, names: &[String]) -> Result<Vec<Capability>, PolicyError> {
+    let mut out: Vec<Capability> = Vec::new();
+    for name in names {
+        let upper = name.trim().to_ascii_uppercase();
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        let cap: Capability = full.parse().map_err(|_| {
+            err(
+                o,
+                "security.cap_add",
+                format!("`{name}` is not a capability"),
+            )
+        })?;
+        if !CAP_ADD_ALLOWLIST.contains(&full.as_str()) {
+            return Err(err(
+                o,
+                "security.cap_add",
+                format!(
+                    "{full} is not one stockade grants (allowed: {})",
+                    CAP_ADD_ALLOWLIST.join(", ")
+                ),
+            ));
+        }
+        if !out.contains(&cap) {
+            out.push(cap);
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_seccomp(
+    o: &Origins,
+    v: Option<&str>,
+    env: &dyn PolicyEnv,
+) -> Result<SeccompChoice, PolicyError> {
+    let name = v.unwrap_or(DEFAULT_SECCOMP);
+    if name == "unconfined" {
+        return Ok(SeccompChoice::Unconfined);
+    }
+    let text = match seccomp::builtin_profile(name) {
+        Some(t) => t.to_string(),
+        None => env.read_file(Path::new(name)).map_err(|e| {
+            err(
+                o,
+                "security.seccomp",
+                format!(
+                    "`{name}` is neither a built-in profile ({}) nor a readable file: {}",
+                    seccomp::BUILTIN_PROFILES.join(", "),
+                    e
+                ),
+            )
+        })?,
+    };
+    let filter = seccomp::Profile::parse(&text)
+        .and_then(|p| p.to_oci())
+        .map_err(|e| err(o, "security.seccomp", format!("{name}: {e}")))?;
+    Ok(SeccompChoice::Profile {
+        name: name.to_string(),
+        filter,
+    })
+}

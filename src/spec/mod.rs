@@ -1,0 +1,145 @@
+//! [`ValidatedPolicy`] + [`HostFacts`] → OCI runtime [`Spec`]. Pure: no filesystem, no
+//! syscalls. The same spec is what `stockade spec` prints and what `stockade run` runs.
+
+mod linux;
+mod mounts;
+mod process;
+
+use oci_spec::runtime::{RootBuilder, Spec, SpecBuilder};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::host::HostFacts;
+use crate::policy::ValidatedPolicy;
+
+pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
+pub use mounts::{masked_paths, readonly_paths};
+
+/// The OCI runtime-spec version stockade's specs declare (what runc 1.1 implements).
+pub const OCI_VERSION: &str = "1.0.2";
+/// Annotation carrying the policy hash.
+pub const ANNOTATION_POLICY_HASH: &str = "org.stockade.policy.hash";
+/// Annotation carrying the seccomp profile's name.
+pub const ANNOTATION_SECCOMP: &str = "org.stockade.seccomp.profile";
+/// Annotation carrying the image name.
+pub const ANNOTATION_IMAGE: &str = "org.stockade.image";
+/// Where the workspace appears inside the sandbox.
+pub const WORKSPACE_PATH: &str = "/workspace";
+/// Where the read-only input appears inside the sandbox.
+pub const INPUT_PATH: &str = "/input";
+
+/// What one run adds to a policy: its id, its command, whether it has a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecRequest<'a> {
+    /// Container id; names the cgroup. Letters, digits, `-`, `_`, `.`.
+    pub id: &'a str,
+    /// The command and its arguments.
+    pub args: &'a [String],
+    /// Allocate a pseudo-terminal (adds `/dev/ptmx` and `/dev/pts/*` to the device list).
+    pub terminal: bool,
+}
+
+/// A protection the policy asked for that this host cannot enforce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotEnforced {
+    /// `apparmor`, `seccomp`, `swap`, `io_weight`, …
+    pub protection: String,
+    /// One line on why.
+    pub reason: String,
+}
+
+/// A built spec and what of the policy it could not carry out on this host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltSpec {
+    pub spec: Spec,
+    pub not_enforced: Vec<NotEnforced>,
+}
+
+/// Why a spec could not be built.
+#[derive(Debug, Error)]
+pub enum SpecError {
+    #[error("no command given (put it after `--`)")]
+    EmptyCommand,
+    #[error("container id `{0}` must be 1–64 letters, digits, `-`, `_` or `.`")]
+    BadId(String),
+    #[error("command argument {index} contains a NUL byte")]
+    NulInArgument { index: usize },
+    #[error("building the {part} section: {message}")]
+    Builder { part: &'static str, message: String },
+}
+
+pub(crate) fn builder_err(part: &'static str) -> impl Fn(oci_spec::OciSpecError) -> SpecError {
+    move |e| SpecError::Builder {
+        part,
+        message: e.to_string(),
+    }
+}
+
+/// Builds the spec `stockade run` uses for `req` under `policy` on `host`.
+pub fn build(
+    policy: &ValidatedPolicy,
+    host: &HostFacts,
+    req: &SpecRequest<'_>,
+) -> Result<BuiltSpec, SpecError> {
+    if req.args.is_empty() {
+        return Err(SpecError::EmptyCommand);
+    }
+    if let Some(index) = req.args.iter().position(|a| a.contains('\0')) {
+        return Err(SpecError::NulInArgument { index });
+    }
+    if req.id.is_empty()
+        || req.id.len() > 64
+        || !req
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(SpecError::BadId(req.id.to_string()));
+    }
+
+    let mut not_enforced = Vec::new();
+    let process = process::build(policy, host, req, &mut not_enforced)?;
+    let linux = linux::build(policy, host, req, &mut not_enforced)?;
+
+    let mut annotations = std::collections::HashMap::new();
+    annotations.insert(ANNOTATION_POLICY_HASH.to_string(), policy.hash());
+    annotations.insert(ANNOTATION_IMAGE.to_string(), policy.image.clone());
+    if let crate::policy::SeccompChoice::Profile { name, .. } = &policy.seccomp {
+        annotations.insert(ANNOTATION_SECCOMP.to_string(), name.clone());
+    }
+
+    let spec = SpecBuilder::default()
+        .version(OCI_VERSION)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(policy.read_only_root)
+                .build()
+                .map_err(builder_err("root"))?,
+        )
+        .hostname(policy.hostname.clone())
+        .process(process)
+        .mounts(mounts::build(policy))
+        .linux(linux)
+        .annotations(annotations)
+        .build()
+        .map_err(builder_err("spec"))?;
+    Ok(BuiltSpec { spec, not_enforced })
+}
+
+/// `sha256:<hex>` of the spec's JSON: the identity of exactly what ran.
+pub fn digest(spec: &Spec) -> String {
+    let json = serde_json::to_vec(spec).expect("a spec always serializes");
+    format!("sha256:{}", hex::encode(Sha256::digest(json)))
+}
+
+/// Pretty JSON, as `stockade spec` prints it (keys in a stable order).
+pub fn to_pretty_json(spec: &Spec) -> String {
+    // Through `Value` so that maps (annotations) come out sorted and output is stable.
+    let value = serde_json::to_value(spec).expect("a spec always serializes");
+    serde_json::to_string_pretty(&value).expect("a JSON value always serializes")
+}
+
+#[cfg(test)]
+mod tests;

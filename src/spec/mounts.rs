@@ -1,0 +1,144 @@
+//! Mounts, masked paths and read-only paths.
+
+use oci_spec::runtime::{Mount, MountBuilder};
+
+use super::{INPUT_PATH, WORKSPACE_PATH};
+use crate::policy::ValidatedPolicy;
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .expect("every mount field is set")
+}
+
+/// The sandbox's mounts. Everything is `nosuid` and `nodev`; kernel interfaces and shared
+/// memory are also `noexec`; `/sys` and the cgroup tree are read-only.
+pub(super) fn build(policy: &ValidatedPolicy) -> Vec<Mount> {
+    let tmp_size = format!("size={}k", policy.limits.tmp_size.div_ceil(1024));
+    let shm_size = format!("size={}k", policy.limits.shm_size.div_ceil(1024));
+    let mut m = vec![
+        // The sandbox's own pid namespace's /proc; sensitive files masked below.
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        // A private /dev holding only the device nodes runc creates (null, zero, full,
+        // random, urandom, tty, ptmx); 64 KiB is room for those nodes and nothing else.
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        // A new devpts instance, so the host's terminals are not visible.
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        // Read-only: no writes to kernel knobs through /sys.
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        // The sandbox's own cgroup (cgroup namespace), read-only, so programs can read their
+        // limits but not change them.
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+        // Scratch space, sized; it counts against the memory limit. Executables are allowed
+        // here because the workspace allows them too.
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &tmp_size],
+        ),
+    ];
+    if let Some(ws) = &policy.workspace {
+        // The only writable host directory. A plain (not recursive) bind: host mounts below
+        // it do not follow it in. Private propagation: nothing leaks back to the host.
+        m.push(mount(
+            WORKSPACE_PATH,
+            "bind",
+            &ws.to_string_lossy(),
+            &["bind", "rprivate", "nosuid", "nodev", "rw"],
+        ));
+    }
+    if let Some(input) = &policy.input {
+        m.push(mount(
+            INPUT_PATH,
+            "bind",
+            &input.to_string_lossy(),
+            &["bind", "rprivate", "nosuid", "nodev", "noexec", "ro"],
+        ));
+    }
+    m
+}
+
+/// Paths hidden from the sandbox: containerd's defaults, then Docker's additions. Each
+/// leaks host state or offers a kernel attack surface. runc skips paths that do not exist.
+pub fn masked_paths(cpu_count: usize) -> Vec<String> {
+    let mut v: Vec<String> = [
+        // containerd's defaults.
+        "/proc/acpi",          // ACPI tables and events of the host.
+        "/proc/asound",        // the host's sound cards.
+        "/proc/kcore",         // the host's physical memory.
+        "/proc/keys",          // keys of every keyring the host kernel holds.
+        "/proc/latency_stats", // host scheduler latency, a side channel.
+        "/proc/timer_list",    // host timers, leaks addresses and other tasks.
+        "/proc/timer_stats",   // same.
+        "/proc/sched_debug",   // every task on the host.
+        "/proc/scsi",          // host SCSI devices, some writable.
+        "/sys/firmware",       // firmware tables (ACPI, DMI, EFI variables).
+        // Docker's additions.
+        "/proc/interrupts", // per-CPU interrupt counts of the host, a side channel.
+        "/sys/devices/virtual/powercap", // RAPL energy counters (Platypus side channel).
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Per-CPU thermal throttle counters, as Docker masks them.
+    v.extend((0..cpu_count).map(|n| format!("/sys/devices/system/cpu/cpu{n}/thermal_throttle")));
+    v
+}
+
+/// Paths that stay visible but read-only: containerd's defaults.
+pub fn readonly_paths() -> Vec<String> {
+    [
+        "/proc/bus",           // PCI and USB device config space.
+        "/proc/fs",            // filesystem tunables.
+        "/proc/irq",           // interrupt affinity.
+        "/proc/sys",           // every sysctl.
+        "/proc/sysrq-trigger", // reboot, crash or sync the host.
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
