@@ -1,1 +1,571 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use proptest::prelude::*;
+
+use super::*;
+
+/// An in-memory filesystem: directories that exist (by the path the user gives, mapped to
+/// their canonical form) and files with contents.
+#[derive(Default)]
+struct FakeEnv {
+    dirs: HashMap<PathBuf, PathBuf>,
+    files: HashMap<PathBuf, String>,
+}
+
+impl FakeEnv {
+    fn with_dir(mut self, given: &str, canonical: &str) -> Self {
+        self.dirs.insert(given.into(), canonical.into());
+        self
+    }
+    fn with_file(mut self, path: &str, text: &str) -> Self {
+        self.files.insert(path.into(), text.into());
+        self
+    }
+}
+
+impl PolicyEnv for FakeEnv {
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+    fn canonical_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
+        self.dirs
+            .get(path)
+            .cloned()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+}
+
+fn validate_toml(text: &str) -> Result<ValidatedPolicy, PolicyError> {
+    Policy::from_toml(text, "p.toml")?.validate(
+        Some("p.toml"),
+        &PolicyOverrides::default(),
+        &FakeEnv::default(),
+    )
+}
+
+fn validate_flags(o: PolicyOverrides) -> Result<ValidatedPolicy, PolicyError> {
+    Policy::default().validate(None, &o, &FakeEnv::default().with_dir("/w", "/srv/w"))
+}
+
+#[test]
+fn defaults_are_the_design_security_table() {
+    let p = Policy::default()
+        .validate(None, &PolicyOverrides::default(), &FakeEnv::default())
+        .unwrap();
+    assert_eq!(p.image, "busybox");
+    assert_eq!(
+        p.user,
+        User {
+            uid: 65534,
+            gid: 65534
+        }
+    );
+    assert!(p.no_new_privileges);
+    assert!(p.cap_add.is_empty());
+    assert!(p.read_only_root);
+    assert_eq!(p.network, NetworkMode::None);
+    assert_eq!(p.limits.memory, 512 << 20);
+    assert_eq!(p.limits.cpu_millis, 1000);
+    assert_eq!(p.limits.pids, 256);
+    assert_eq!(p.limits.nofile, 1024);
+    assert_eq!(p.limits.timeout, Duration::from_secs(300));
+    assert_eq!(p.limits.max_output, 10 << 20);
+    assert!(matches!(&p.seccomp, SeccompChoice::Profile { name, .. } if name == "default"));
+    assert_eq!(
+        p.apparmor,
+        AppArmorChoice::Profile("stockade-default".into())
+    );
+    assert_eq!(p.workspace, None);
+    assert_eq!(p.input, None);
+    assert_eq!(p.user_namespace, None);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn every_field_of_a_full_policy_is_carried() {
+    let text = r#"
+image = "python"
+[process]
+user = "1000:2000"
+env = ["LANG=C.UTF-8", "HOME=/workspace"]
+cwd = "/workspace/src"
+hostname = "agent-1"
+[limits]
+memory = "256M"
+cpus = 0.5
+pids = 64
+nofile = 512
+nproc = 100
+fsize = "16Mi"
+timeout = "30s"
+max_output = "1M"
+tmp_size = "32Mi"
+shm_size = "8Mi"
+io_weight = 100
+oom_score_adj = 900
+[network]
+mode = "loopback"
+[filesystem]
+read_write_root = true
+workspace = "/w"
+input = "/in"
+[security]
+cap_add = ["NET_BIND_SERVICE", "cap_chown"]
+seccomp = "strict"
+apparmor = "my-profile"
+no_new_privileges = false
+[security.user_namespace]
+host_id = 200000
+size = 65536
+"#;
+    let env = FakeEnv::default()
+        .with_dir("/w", "/srv/w")
+        .with_dir("/in", "/srv/in");
+    let p = Policy::from_toml(text, "p.toml")
+        .unwrap()
+        .validate(Some("p.toml"), &PolicyOverrides::default(), &env)
+        .unwrap();
+    assert_eq!(p.image, "python");
+    assert_eq!(
+        p.user,
+        User {
+            uid: 1000,
+            gid: 2000
+        }
+    );
+    assert!(p.env.contains(&"LANG=C.UTF-8".to_string()));
+    assert!(p.env.contains(&"HOME=/workspace".to_string()));
+    assert!(
+        !p.env.contains(&"HOME=/tmp".to_string()),
+        "later HOME replaces default"
+    );
+    assert_eq!(p.cwd, "/workspace/src");
+    assert_eq!(p.hostname, "agent-1");
+    assert_eq!(p.limits.memory, 256 << 20);
+    assert_eq!(p.limits.cpu_millis, 500);
+    assert_eq!(p.limits.pids, 64);
+    assert_eq!(p.limits.nofile, 512);
+    assert_eq!(p.limits.nproc, Some(100));
+    assert_eq!(p.limits.fsize, 16 << 20);
+    assert_eq!(p.limits.timeout, Duration::from_secs(30));
+    assert_eq!(p.limits.max_output, 1 << 20);
+    assert_eq!(p.limits.tmp_size, 32 << 20);
+    assert_eq!(p.limits.shm_size, 8 << 20);
+    assert_eq!(p.limits.io_weight, Some(100));
+    assert_eq!(p.limits.oom_score_adj, 900);
+    assert_eq!(p.network, NetworkMode::Loopback);
+    assert!(!p.read_only_root);
+    assert_eq!(p.workspace, Some(PathBuf::from("/srv/w")));
+    assert_eq!(p.input, Some(PathBuf::from("/srv/in")));
+    assert_eq!(p.cap_add.len(), 2);
+    assert!(matches!(&p.seccomp, SeccompChoice::Profile { name, .. } if name == "strict"));
+    assert_eq!(p.apparmor, AppArmorChoice::Profile("my-profile".into()));
+    assert!(!p.no_new_privileges);
+    assert_eq!(
+        p.user_namespace,
+        Some(IdMap {
+            host_id: 200000,
+            size: 65536
+        })
+    );
+    // Every loosening is announced.
+    assert_eq!(p.warnings.len(), 3, "{:?}", p.warnings);
+}
+
+#[test]
+fn flags_override_the_file() {
+    let o = PolicyOverrides {
+        image: Some("python".into()),
+        memory: Some("256M".into()),
+        cpus: Some("0.5".into()),
+        pids: Some("64".into()),
+        timeout: Some("1500ms".into()),
+        network: Some("loopback".into()),
+        workspace: Some("/w".into()),
+        env: vec!["A=1".into(), "A=2".into()],
+        user: Some("1000".into()),
+        max_output: Some("1K".into()),
+        seccomp: Some("unconfined".into()),
+        apparmor: Some("unconfined".into()),
+        read_write_root: true,
+        ..Default::default()
+    };
+    let p = Policy::from_toml("[limits]\nmemory = \"1G\"\npids = 10\n", "p.toml")
+        .unwrap()
+        .validate(
+            Some("p.toml"),
+            &o,
+            &FakeEnv::default().with_dir("/w", "/srv/w"),
+        )
+        .unwrap();
+    assert_eq!(p.image, "python");
+    assert_eq!(p.limits.memory, 256 << 20);
+    assert_eq!(p.limits.cpu_millis, 500);
+    assert_eq!(p.limits.pids, 64);
+    assert_eq!(p.limits.timeout, Duration::from_millis(1500));
+    assert_eq!(p.network, NetworkMode::Loopback);
+    assert_eq!(p.workspace, Some(PathBuf::from("/srv/w")));
+    assert_eq!(p.cwd, "/workspace");
+    assert_eq!(p.env.iter().filter(|e| e.starts_with("A=")).count(), 1);
+    assert!(p.env.contains(&"A=2".to_string()));
+    assert_eq!(
+        p.user,
+        User {
+            uid: 1000,
+            gid: 1000
+        }
+    );
+    assert_eq!(p.limits.max_output, 1024);
+    assert_eq!(p.seccomp, SeccompChoice::Unconfined);
+    assert_eq!(p.apparmor, AppArmorChoice::Unconfined);
+    assert!(!p.read_only_root);
+}
+
+/// Bad input: each case must fail with one line that names where the value came from.
+#[test]
+fn bad_input_names_the_field_or_flag() {
+    let file_cases: &[(&str, &str)] = &[
+        ("bogus = 1", "p.toml"),
+        ("[limits]\nmemroy = \"1G\"", "memroy"),
+        ("[limits]\nmemory = \"1X\"", "p.toml: limits.memory"),
+        ("[limits]\nmemory = \"0\"", "p.toml: limits.memory"),
+        ("[limits]\nmemory = \"1M\"", "p.toml: limits.memory"),
+        ("[limits]\ncpus = 0", "p.toml: limits.cpus"),
+        ("[limits]\ncpus = -1.0", "p.toml: limits.cpus"),
+        ("[limits]\ncpus = 2000.0", "p.toml: limits.cpus"),
+        ("[limits]\npids = 0", "p.toml: limits.pids"),
+        ("[limits]\npids = -5", "p.toml: limits.pids"),
+        ("[limits]\nnofile = 0", "p.toml: limits.nofile"),
+        ("[limits]\ntimeout = \"0s\"", "p.toml: limits.timeout"),
+        ("[limits]\ntimeout = \"soon\"", "p.toml: limits.timeout"),
+        ("[limits]\nmax_output = \"0\"", "p.toml: limits.max_output"),
+        ("[limits]\nio_weight = 5", "p.toml: limits.io_weight"),
+        (
+            "[limits]\noom_score_adj = -1000",
+            "p.toml: limits.oom_score_adj",
+        ),
+        ("[network]\nmode = \"host\"", "p.toml: network.mode"),
+        ("[process]\nuser = \"root\"", "p.toml: process.user"),
+        ("[process]\nuser = \"1:2:3\"", "p.toml: process.user"),
+        ("[process]\nenv = [\"NOEQUALS\"]", "p.toml: process.env"),
+        ("[process]\nenv = [\"=v\"]", "p.toml: process.env"),
+        ("[process]\ncwd = \"relative\"", "p.toml: process.cwd"),
+        ("[process]\ncwd = \"/a/../..\"", "p.toml: process.cwd"),
+        (
+            "[process]\nhostname = \"bad host\"",
+            "p.toml: process.hostname",
+        ),
+        (
+            "[filesystem]\nworkspace = \"/missing\"",
+            "p.toml: filesystem.workspace",
+        ),
+        (
+            "[security]\ncap_add = [\"CAP_BOGUS\"]",
+            "p.toml: security.cap_add",
+        ),
+        (
+            "[security]\ncap_add = [\"SYS_ADMIN\"]",
+            "p.toml: security.cap_add",
+        ),
+        (
+            "[security]\ncap_add = [\"NET_RAW\"]",
+            "p.toml: security.cap_add",
+        ),
+        (
+            "[security]\nseccomp = \"/no/such.json\"",
+            "p.toml: security.seccomp",
+        ),
+        (
+            "[security]\napparmor = \"a b\"",
+            "p.toml: security.apparmor",
+        ),
+        (
+            "[security.user_namespace]\nhost_id = 0",
+            "p.toml: security.user_namespace.host_id",
+        ),
+        (
+            "[security.user_namespace]\nsize = 0",
+            "p.toml: security.user_namespace.size",
+        ),
+        (
+            "[security.user_namespace]\nsize = 10",
+            "p.toml: process.user",
+        ),
+        ("image = \"\"", "p.toml: image"),
+        ("[limits]\nmemory = 5", "p.toml"),
+    ];
+    for (text, want) in file_cases {
+        let e = validate_toml(text).expect_err(text).to_string();
+        assert!(e.contains(want), "{text:?}: {e:?} should name {want:?}");
+        assert!(!e.contains('\n'), "{text:?}: error is not one line: {e:?}");
+    }
+
+    let flag_cases: Vec<(PolicyOverrides, &str)> = vec![
+        (
+            PolicyOverrides {
+                memory: Some("lots".into()),
+                ..Default::default()
+            },
+            "--memory",
+        ),
+        (
+            PolicyOverrides {
+                cpus: Some("half".into()),
+                ..Default::default()
+            },
+            "--cpus",
+        ),
+        (
+            PolicyOverrides {
+                cpus: Some("0".into()),
+                ..Default::default()
+            },
+            "--cpus",
+        ),
+        (
+            PolicyOverrides {
+                pids: Some("-1".into()),
+                ..Default::default()
+            },
+            "--pids",
+        ),
+        (
+            PolicyOverrides {
+                pids: Some("many".into()),
+                ..Default::default()
+            },
+            "--pids",
+        ),
+        (
+            PolicyOverrides {
+                timeout: Some("5d".into()),
+                ..Default::default()
+            },
+            "--timeout",
+        ),
+        (
+            PolicyOverrides {
+                network: Some("bridge".into()),
+                ..Default::default()
+            },
+            "--network",
+        ),
+        (
+            PolicyOverrides {
+                workspace: Some("/nope".into()),
+                ..Default::default()
+            },
+            "--workspace",
+        ),
+        (
+            PolicyOverrides {
+                input: Some("/nope".into()),
+                ..Default::default()
+            },
+            "--input",
+        ),
+        (
+            PolicyOverrides {
+                env: vec!["X".into()],
+                ..Default::default()
+            },
+            "--env",
+        ),
+        (
+            PolicyOverrides {
+                user: Some("-1".into()),
+                ..Default::default()
+            },
+            "--user",
+        ),
+        (
+            PolicyOverrides {
+                max_output: Some("0".into()),
+                ..Default::default()
+            },
+            "--max-output",
+        ),
+        (
+            PolicyOverrides {
+                cap_add: vec!["SYS_PTRACE".into()],
+                ..Default::default()
+            },
+            "--cap-add",
+        ),
+        (
+            PolicyOverrides {
+                seccomp: Some("nope.json".into()),
+                ..Default::default()
+            },
+            "--seccomp",
+        ),
+        (
+            PolicyOverrides {
+                apparmor: Some("".into()),
+                ..Default::default()
+            },
+            "--apparmor",
+        ),
+    ];
+    for (o, want) in flag_cases {
+        let e = validate_flags(o.clone()).expect_err(want).to_string();
+        assert!(
+            e.starts_with(want),
+            "{o:?}: {e:?} should start with {want:?}"
+        );
+        assert!(!e.contains('\n'), "error is not one line: {e:?}");
+    }
+}
+
+#[test]
+fn protected_host_paths_cannot_be_mounted() {
+    for (given, canonical) in [
+        ("/", "/"),
+        ("/etc", "/etc"),
+        ("/proc/1", "/proc/1"),
+        ("/var", "/var"),
+        ("/var/lib", "/var/lib"),
+        ("/run/containerd", "/run/containerd"),
+        // A symlink that resolves into a protected path is judged by its target.
+        (
+            "/tmp/innocent",
+            "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs",
+        ),
+    ] {
+        let env = FakeEnv::default().with_dir(given, canonical);
+        for field in ["workspace", "input"] {
+            let o = PolicyOverrides {
+                workspace: (field == "workspace").then(|| given.into()),
+                input: (field == "input").then(|| given.into()),
+                ..Default::default()
+            };
+            let e = Policy::default().validate(None, &o, &env).expect_err(given);
+            assert!(
+                e.to_string().starts_with(&format!("--{field}")),
+                "{given} as {field}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn seccomp_profile_from_a_file_is_loaded_and_bad_json_is_rejected() {
+    let env = FakeEnv::default()
+        .with_file(
+            "/p/good.json",
+            crate::seccomp::builtin_profile("default").unwrap(),
+        )
+        .with_file("/p/bad.json", "{ not json");
+    let ok = Policy::default().validate(
+        None,
+        &PolicyOverrides {
+            seccomp: Some("/p/good.json".into()),
+            ..Default::default()
+        },
+        &env,
+    );
+    assert!(
+        matches!(ok.unwrap().seccomp, SeccompChoice::Profile { name, .. } if name == "/p/good.json")
+    );
+    let e = Policy::default()
+        .validate(
+            None,
+            &PolicyOverrides {
+                seccomp: Some("/p/bad.json".into()),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("--seccomp: /p/bad.json"), "{e}");
+}
+
+#[test]
+fn cap_add_accepts_any_spelling_and_dedups() {
+    let o = PolicyOverrides {
+        cap_add: vec![
+            "net_bind_service".into(),
+            "CAP_NET_BIND_SERVICE".into(),
+            "Chown".into(),
+        ],
+        ..Default::default()
+    };
+    let p = validate_flags(o).unwrap();
+    assert_eq!(p.cap_add.len(), 2);
+    assert_eq!(p.warnings.len(), 1);
+}
+
+#[test]
+fn policy_hash_changes_with_any_field_and_is_stable() {
+    let a = validate_flags(PolicyOverrides::default()).unwrap();
+    let b = validate_flags(PolicyOverrides::default()).unwrap();
+    assert_eq!(a.hash(), b.hash());
+    let c = validate_flags(PolicyOverrides {
+        pids: Some("255".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_ne!(a.hash(), c.hash());
+    assert!(a.hash().starts_with("sha256:"));
+}
+
+#[test]
+fn example_policies_parse_and_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display().to_string();
+        let env = FakeEnv::default()
+            .with_dir("/srv/workspace", "/srv/workspace")
+            .with_dir("/srv/input", "/srv/input");
+        Policy::from_toml(&text, &name)
+            .and_then(|p| p.validate(Some(&name), &PolicyOverrides::default(), &env))
+            .unwrap_or_else(|e| panic!("{e}"));
+        n += 1;
+    }
+    assert!(n >= 4, "expected at least four example policies, found {n}");
+}
+
+proptest! {
+    /// Whatever the document, parsing and validation return a value or an error; never panic.
+    #[test]
+    fn arbitrary_toml_never_panics(text in "\\PC{0,200}") {
+        let _ = validate_toml(&text);
+    }
+
+    /// Structured fuzzing of the limits section with arbitrary strings.
+    #[test]
+    fn arbitrary_limit_values_never_panic(
+        memory in "\\PC{0,12}", timeout in "\\PC{0,12}", cpus in any::<f64>(), pids in any::<i64>()
+    ) {
+        let p = Policy {
+            limits: LimitsSection {
+                memory: Some(memory),
+                timeout: Some(timeout),
+                cpus: Some(cpus),
+                pids: Some(pids),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let _ = p.validate(None, &PolicyOverrides::default(), &FakeEnv::default());
+    }
+
+    /// Any accepted user string round-trips to the numbers in it.
+    #[test]
+    fn user_parses_numbers(uid in 0u32..u32::MAX, gid in 0u32..u32::MAX) {
+        let p = validate_flags(PolicyOverrides { user: Some(format!("{uid}:{gid}")), ..Default::default() }).unwrap();
+        prop_assert_eq!(p.user, User { uid, gid });
+    }
+}

@@ -386,11 +386,7 @@ pub(super) fn validate(
         warnings.push(format!(
             "{}: capabilities granted: {}",
             o.of("security.cap_add"),
-            cap_add
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            cap_add.iter().map(cap_name).collect::<Vec<_>>().join(", ")
         ));
     }
 
@@ -602,13 +598,14 @@ fn parse_caps(o: &Origins, names: &[String]) -> Result<Vec<Capability>, PolicyEr
         } else {
             format!("CAP_{upper}")
         };
-        let cap: Capability = full.parse().map_err(|_| {
-            err(
-                o,
-                "security.cap_add",
-                format!("`{name}` is not a capability"),
-            )
-        })?;
+        let cap: Capability = serde_json::from_value(serde_json::Value::String(full.clone()))
+            .map_err(|_| {
+                err(
+                    o,
+                    "security.cap_add",
+                    format!("`{name}` is not a capability"),
+                )
+            })?;
         if !CAP_ADD_ALLOWLIST.contains(&full.as_str()) {
             return Err(err(
                 o,
@@ -656,4 +653,12 @@ fn resolve_seccomp(
         name: name.to_string(),
         filter,
     })
+}
+
+/// `CAP_NET_BIND_SERVICE` for [`Capability::NetBindService`] (the spec's spelling).
+pub fn cap_name(c: &Capability) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{c:?}"))
 }

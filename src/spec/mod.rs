@@ -128,17 +128,33 @@ pub fn build(
     Ok(BuiltSpec { spec, not_enforced })
 }
 
-/// `sha256:<hex>` of the spec's JSON: the identity of exactly what ran.
+/// The spec as JSON in a canonical form: object keys sorted (serde_json's map is ordered)
+/// and capability sets, which oci-spec keeps as hash sets, sorted. Equal specs give equal
+/// values, whatever the hash seed.
+pub fn canonical_json(spec: &Spec) -> serde_json::Value {
+    let mut value = serde_json::to_value(spec).expect("a spec always serializes");
+    if let Some(caps) = value
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        for set in caps.values_mut() {
+            if let Some(list) = set.as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+        }
+    }
+    value
+}
+
+/// `sha256:<hex>` of the spec's canonical JSON: the identity of exactly what ran.
 pub fn digest(spec: &Spec) -> String {
-    let json = serde_json::to_vec(spec).expect("a spec always serializes");
+    let json = serde_json::to_vec(&canonical_json(spec)).expect("a JSON value always serializes");
     format!("sha256:{}", hex::encode(Sha256::digest(json)))
 }
 
-/// Pretty JSON, as `stockade spec` prints it (keys in a stable order).
+/// Pretty canonical JSON, as `stockade spec` prints it.
 pub fn to_pretty_json(spec: &Spec) -> String {
-    // Through `Value` so that maps (annotations) come out sorted and output is stable.
-    let value = serde_json::to_value(spec).expect("a spec always serializes");
-    serde_json::to_string_pretty(&value).expect("a JSON value always serializes")
+    serde_json::to_string_pretty(&canonical_json(spec)).expect("a JSON value always serializes")
 }
 
 #[cfg(test)]

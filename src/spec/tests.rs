@@ -1,1 +1,640 @@
+//! Each policy field → the spec field it controls; defaults → DESIGN.md's security table.
 
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, PosixRlimitType, Spec};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::host::{CgroupMode, HostFacts};
+use crate::policy::{Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
+
+struct Dirs;
+impl PolicyEnv for Dirs {
+    fn read_file(&self, p: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            p.display().to_string(),
+        ))
+    }
+    fn canonical_dir(&self, p: &Path) -> std::io::Result<PathBuf> {
+        Ok(Path::new("/srv").join(p.strip_prefix("/").unwrap()))
+    }
+}
+
+fn policy(toml: &str, o: PolicyOverrides) -> ValidatedPolicy {
+    Policy::from_toml(toml, "t.toml")
+        .unwrap()
+        .validate(Some("t.toml"), &o, &Dirs)
+        .unwrap()
+}
+
+fn build_json(p: &ValidatedPolicy, host: &HostFacts, terminal: bool) -> (Value, Vec<NotEnforced>) {
+    let args = vec!["/bin/true".to_string()];
+    let b = build(
+        p,
+        host,
+        &SpecRequest {
+            id: "t1",
+            args: &args,
+            terminal,
+        },
+    )
+    .unwrap();
+    (serde_json::to_value(&b.spec).unwrap(), b.not_enforced)
+}
+
+fn default_json() -> Value {
+    build_json(
+        &policy("", PolicyOverrides::default()),
+        &HostFacts::capable_v2(),
+        false,
+    )
+    .0
+}
+
+fn sorted(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn default_spec_has_every_default_of_the_security_table() {
+    let s = default_json();
+    // Namespaces: pid, mount, ipc, uts, network, cgroup; none joined by path; no user ns.
+    let ns: Vec<&str> = s["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            assert!(n.get("path").is_none(), "namespace joined by path: {n}");
+            n["type"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ns, ["pid", "mount", "ipc", "uts", "network", "cgroup"]);
+    // User 65534:65534, no supplementary groups, noNewPrivileges.
+    assert_eq!(s["process"]["user"]["uid"], 65534);
+    assert_eq!(s["process"]["user"]["gid"], 65534);
+    assert_eq!(
+        s["process"]["user"]
+            .get("additionalGids")
+            .cloned()
+            .unwrap_or(json!([])),
+        json!([])
+    );
+    assert_eq!(s["process"]["noNewPrivileges"], true);
+    // No capability in any of the five sets.
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        assert_eq!(
+            s["process"]["capabilities"][set],
+            json!([]),
+            "capability set {set}"
+        );
+    }
+    // Seccomp on, default action errno, AppArmor named on an AppArmor host.
+    assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(s["process"]["apparmorProfile"], "stockade-default");
+    // Read-only root; /tmp a sized tmpfs; no writable bind mount.
+    assert_eq!(s["root"]["readonly"], true);
+    assert_eq!(s["root"]["path"], "rootfs");
+    let mounts = s["mounts"].as_array().unwrap();
+    let tmp = mounts.iter().find(|m| m["destination"] == "/tmp").unwrap();
+    assert_eq!(tmp["type"], "tmpfs");
+    assert!(sorted(&tmp["options"]).contains(&"size=65536k".to_string()));
+    assert!(!mounts.iter().any(|m| m["type"] == "bind"));
+    // Limits: 512 MiB memory with no swap, 1 CPU, 256 pids, nofile 1024, core 0.
+    let r = &s["linux"]["resources"];
+    assert_eq!(r["memory"]["limit"], 512 << 20);
+    assert_eq!(r["memory"]["swap"], 512 << 20);
+    assert_eq!(r["cpu"]["quota"], 100_000);
+    assert_eq!(r["cpu"]["period"], 100_000);
+    assert_eq!(r["pids"]["limit"], 256);
+    let rl = s["process"]["rlimits"].as_array().unwrap();
+    let get = |t: &str| rl.iter().find(|r| r["type"] == t).cloned();
+    assert_eq!(get("RLIMIT_NOFILE").unwrap()["hard"], 1024);
+    assert_eq!(get("RLIMIT_NOFILE").unwrap()["soft"], 1024);
+    assert_eq!(get("RLIMIT_CORE").unwrap()["hard"], 0);
+    assert_eq!(get("RLIMIT_FSIZE").unwrap()["hard"], 1u64 << 30);
+    assert!(get("RLIMIT_NPROC").is_none());
+    // Devices: deny all first, then only null, zero, full, random, urandom, tty.
+    let dev = r["devices"].as_array().unwrap();
+    assert_eq!(dev[0], json!({"allow": false, "access": "rwm"}));
+    let allowed: Vec<(i64, i64)> = dev[1..]
+        .iter()
+        .map(|d| {
+            assert_eq!(d["allow"], true);
+            assert_eq!(d["type"], "c");
+            (d["major"].as_i64().unwrap(), d["minor"].as_i64().unwrap())
+        })
+        .collect();
+    assert_eq!(allowed, [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0)]);
+    // Host-visible cgroup under /stockade/<id>.
+    assert_eq!(s["linux"]["cgroupsPath"], "/stockade/t1");
+    assert_eq!(s["hostname"], "sandbox");
+    assert_eq!(s["process"]["oomScoreAdj"], 500);
+    assert_eq!(s["process"]["cwd"], "/tmp");
+    assert_eq!(s["process"]["terminal"], false);
+}
+
+#[test]
+fn masked_and_readonly_paths_cover_containerd_and_docker_defaults() {
+    let s = default_json();
+    let masked = sorted(&s["linux"]["maskedPaths"]);
+    // containerd's defaults (oci-spec carries the same list).
+    for p in oci_spec::runtime::get_default_maskedpaths() {
+        assert!(masked.contains(&p), "missing containerd masked path {p}");
+    }
+    // Docker's additions.
+    for p in [
+        "/proc/interrupts",
+        "/sys/devices/virtual/powercap",
+        "/sys/devices/system/cpu/cpu0/thermal_throttle",
+        "/sys/devices/system/cpu/cpu1/thermal_throttle",
+    ] {
+        assert!(
+            masked.contains(&p.to_string()),
+            "missing Docker masked path {p}"
+        );
+    }
+    let ro = sorted(&s["linux"]["readonlyPaths"]);
+    for p in oci_spec::runtime::get_default_readonly_paths() {
+        assert!(ro.contains(&p), "missing read-only path {p}");
+    }
+}
+
+#[test]
+fn every_mount_is_nosuid_and_kernel_interfaces_are_noexec() {
+    let p = policy(
+        "",
+        PolicyOverrides {
+            workspace: Some("/w".into()),
+            input: Some("/i".into()),
+            ..Default::default()
+        },
+    );
+    let (s, _) = build_json(&p, &HostFacts::capable_v2(), false);
+    for m in s["mounts"].as_array().unwrap() {
+        let opts = sorted(&m["options"]);
+        let dest = m["destination"].as_str().unwrap();
+        assert!(opts.contains(&"nosuid".to_string()), "{dest} lacks nosuid");
+        if dest != "/dev" && dest != "/dev/pts" {
+            assert!(opts.contains(&"nodev".to_string()), "{dest} lacks nodev");
+        }
+        if [
+            "/proc",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/dev/pts",
+            "/input",
+        ]
+        .contains(&dest)
+        {
+            assert!(opts.contains(&"noexec".to_string()), "{dest} lacks noexec");
+        }
+        if ["/sys", "/sys/fs/cgroup", "/input"].contains(&dest) {
+            assert!(opts.contains(&"ro".to_string()), "{dest} is not read-only");
+        }
+    }
+    let ws = s["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/workspace")
+        .unwrap();
+    assert_eq!(ws["source"], "/srv/w");
+    assert!(sorted(&ws["options"]).contains(&"rw".to_string()));
+    assert!(sorted(&ws["options"]).contains(&"rprivate".to_string()));
+    assert!(!sorted(&ws["options"]).contains(&"rbind".to_string()));
+    let input = s["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/input")
+        .unwrap();
+    assert_eq!(input["source"], "/srv/i");
+    assert_eq!(s["process"]["cwd"], "/workspace");
+}
+
+/// One row per policy knob: the TOML that sets it and the spec fields it must change.
+#[test]
+fn policy_fields_map_to_spec_fields() {
+    struct Case {
+        name: &'static str,
+        toml: &'static str,
+        check: fn(&Value),
+    }
+    let cases = [
+        Case {
+            name: "memory",
+            toml: "[limits]\nmemory = \"256M\"",
+            check: |s| {
+                assert_eq!(s["linux"]["resources"]["memory"]["limit"], 256 << 20);
+                assert_eq!(s["linux"]["resources"]["memory"]["swap"], 256 << 20);
+            },
+        },
+        Case {
+            name: "cpus",
+            toml: "[limits]\ncpus = 0.5",
+            check: |s| {
+                assert_eq!(s["linux"]["resources"]["cpu"]["quota"], 50_000);
+                assert_eq!(s["linux"]["resources"]["cpu"]["period"], 100_000);
+                assert_eq!(s["linux"]["resources"]["cpu"]["shares"], 512);
+            },
+        },
+        Case {
+            name: "pids",
+            toml: "[limits]\npids = 64",
+            check: |s| assert_eq!(s["linux"]["resources"]["pids"]["limit"], 64),
+        },
+        Case {
+            name: "nofile",
+            toml: "[limits]\nnofile = 64",
+            check: |s| {
+                let r = &s["process"]["rlimits"];
+                assert!(r
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["type"] == "RLIMIT_NOFILE" && r["soft"] == 64 && r["hard"] == 64));
+            },
+        },
+        Case {
+            name: "nproc",
+            toml: "[limits]\nnproc = 77",
+            check: |s| {
+                let r = &s["process"]["rlimits"];
+                assert!(r
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["type"] == "RLIMIT_NPROC" && r["hard"] == 77));
+            },
+        },
+        Case {
+            name: "fsize",
+            toml: "[limits]\nfsize = \"1M\"",
+            check: |s| {
+                let r = &s["process"]["rlimits"];
+                assert!(r
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| r["type"] == "RLIMIT_FSIZE" && r["hard"] == 1 << 20));
+            },
+        },
+        Case {
+            name: "tmp_size",
+            toml: "[limits]\ntmp_size = \"1M\"",
+            check: |s| {
+                let tmp = s["mounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["destination"] == "/tmp")
+                    .unwrap()
+                    .clone();
+                assert!(sorted(&tmp["options"]).contains(&"size=1024k".to_string()));
+            },
+        },
+        Case {
+            name: "shm_size",
+            toml: "[limits]\nshm_size = \"2M\"",
+            check: |s| {
+                let shm = s["mounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["destination"] == "/dev/shm")
+                    .unwrap()
+                    .clone();
+                assert!(sorted(&shm["options"]).contains(&"size=2048k".to_string()));
+            },
+        },
+        Case {
+            name: "io_weight",
+            toml: "[limits]\nio_weight = 300",
+            check: |s| assert_eq!(s["linux"]["resources"]["blockIO"]["weight"], 300),
+        },
+        Case {
+            name: "oom_score_adj",
+            toml: "[limits]\noom_score_adj = 1000",
+            check: |s| assert_eq!(s["process"]["oomScoreAdj"], 1000),
+        },
+        Case {
+            name: "user",
+            toml: "[process]\nuser = \"1000:100\"",
+            check: |s| {
+                assert_eq!(s["process"]["user"]["uid"], 1000);
+                assert_eq!(s["process"]["user"]["gid"], 100);
+            },
+        },
+        Case {
+            name: "env",
+            toml: "[process]\nenv = [\"A=b\"]",
+            check: |s| assert!(sorted(&s["process"]["env"]).contains(&"A=b".to_string())),
+        },
+        Case {
+            name: "cwd",
+            toml: "[process]\ncwd = \"/opt\"",
+            check: |s| assert_eq!(s["process"]["cwd"], "/opt"),
+        },
+        Case {
+            name: "hostname",
+            toml: "[process]\nhostname = \"box\"",
+            check: |s| assert_eq!(s["hostname"], "box"),
+        },
+        Case {
+            name: "read_write_root",
+            toml: "[filesystem]\nread_write_root = true",
+            check: |s| assert_eq!(s["root"]["readonly"], false),
+        },
+        Case {
+            name: "no_new_privileges",
+            toml: "[security]\nno_new_privileges = false",
+            check: |s| assert_eq!(s["process"]["noNewPrivileges"], false),
+        },
+        Case {
+            name: "apparmor",
+            toml: "[security]\napparmor = \"other\"",
+            check: |s| assert_eq!(s["process"]["apparmorProfile"], "other"),
+        },
+        Case {
+            name: "apparmor unconfined",
+            toml: "[security]\napparmor = \"unconfined\"",
+            check: |s| assert!(s["process"].get("apparmorProfile").is_none()),
+        },
+        Case {
+            name: "seccomp unconfined",
+            toml: "[security]\nseccomp = \"unconfined\"",
+            check: |s| assert!(s["linux"].get("seccomp").is_none()),
+        },
+        Case {
+            name: "seccomp strict",
+            toml: "[security]\nseccomp = \"strict\"",
+            check: |s| {
+                assert_eq!(s["annotations"][ANNOTATION_SECCOMP], "strict");
+                assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+            },
+        },
+        Case {
+            name: "cap_add as non-root",
+            toml: "[security]\ncap_add = [\"NET_BIND_SERVICE\"]",
+            check: |s| {
+                // A non-root process keeps a capability across execve only when it is also
+                // inheritable and ambient.
+                for set in [
+                    "bounding",
+                    "effective",
+                    "permitted",
+                    "inheritable",
+                    "ambient",
+                ] {
+                    assert_eq!(
+                        s["process"]["capabilities"][set],
+                        json!(["CAP_NET_BIND_SERVICE"]),
+                        "{set}"
+                    );
+                }
+            },
+        },
+        Case {
+            name: "cap_add as root",
+            toml: "[process]\nuser = \"0\"\n[security]\ncap_add = [\"CHOWN\"]",
+            check: |s| {
+                for set in ["bounding", "effective", "permitted"] {
+                    assert_eq!(
+                        s["process"]["capabilities"][set],
+                        json!(["CAP_CHOWN"]),
+                        "{set}"
+                    );
+                }
+                for set in ["inheritable", "ambient"] {
+                    assert_eq!(s["process"]["capabilities"][set], json!([]), "{set}");
+                }
+            },
+        },
+        Case {
+            name: "user namespace",
+            toml: "[security.user_namespace]\nhost_id = 300000\nsize = 65536",
+            check: |s| {
+                assert!(s["linux"]["namespaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|n| n["type"] == "user"));
+                let want = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+                assert_eq!(s["linux"]["uidMappings"], want);
+                assert_eq!(s["linux"]["gidMappings"], want);
+            },
+        },
+        Case {
+            name: "image",
+            toml: "image = \"python\"",
+            check: |s| assert_eq!(s["annotations"][ANNOTATION_IMAGE], "python"),
+        },
+    ];
+    for c in cases {
+        let p = policy(c.toml, PolicyOverrides::default());
+        let (s, _) = build_json(&p, &HostFacts::capable_v2(), false);
+        (c.check)(&s);
+        // Every change shows in the policy hash the spec carries.
+        assert_ne!(
+            s["annotations"][ANNOTATION_POLICY_HASH],
+            default_json()["annotations"][ANNOTATION_POLICY_HASH],
+            "{}",
+            c.name
+        );
+    }
+}
+
+#[test]
+fn network_none_allows_only_unix_sockets_and_loopback_keeps_the_profile() {
+    let none = policy("", PolicyOverrides::default());
+    let (s, _) = build_json(&none, &HostFacts::capable_v2(), false);
+    let spec: Spec = serde_json::from_value(s).unwrap();
+    let rules = spec
+        .linux()
+        .as_ref()
+        .unwrap()
+        .seccomp()
+        .as_ref()
+        .unwrap()
+        .syscalls()
+        .clone()
+        .unwrap_or_default();
+    for r in rules
+        .iter()
+        .filter(|r| r.names().iter().any(|n| n == "socket"))
+    {
+        assert_eq!(r.action(), LinuxSeccompAction::ScmpActAllow);
+        let args = r
+            .args()
+            .as_ref()
+            .expect("socket allowed without a condition");
+        assert_eq!(args.len(), 1);
+        assert_eq!(args[0].index(), 0);
+        assert_eq!(args[0].value(), 1, "only AF_UNIX");
+    }
+    let lo = policy("[network]\nmode = \"loopback\"", PolicyOverrides::default());
+    let crate::policy::SeccompChoice::Profile { filter, .. } = &lo.seccomp else {
+        panic!()
+    };
+    let (s, _) = build_json(&lo, &HostFacts::capable_v2(), false);
+    assert_eq!(s["linux"]["seccomp"], serde_json::to_value(filter).unwrap());
+    // Both keep their own network namespace: the host's is never shared.
+    for s in [build_json(&none, &HostFacts::capable_v2(), false).0, s] {
+        assert!(s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network" && n.get("path").is_none()));
+    }
+}
+
+#[test]
+fn seccomp_network_narrowing_rewrites_socket_rules() {
+    use oci_spec::runtime::{LinuxSeccompBuilder, LinuxSyscallBuilder};
+    let filter = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(vec!["read".to_string(), "socket".to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .unwrap(),
+            LinuxSyscallBuilder::default()
+                .names(vec!["socket".to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let out = seccomp_for_network(&filter, crate::policy::NetworkMode::None).unwrap();
+    let rules = out.syscalls().clone().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[0].names(), &["read".to_string()]);
+    assert_eq!(rules[1].names(), &["socket".to_string()]);
+    assert_eq!(rules[1].args().as_ref().unwrap()[0].value(), 1);
+}
+
+#[test]
+fn hosts_without_apparmor_or_swap_accounting_say_what_is_not_enforced() {
+    let p = policy("", PolicyOverrides::default());
+    let (s, ne) = build_json(&p, &HostFacts::hybrid_no_apparmor(), false);
+    assert!(s["process"].get("apparmorProfile").is_none());
+    assert!(ne.iter().any(|n| n.protection == "apparmor"));
+    let mut v1 = HostFacts::hybrid_no_apparmor();
+    v1.cgroup = CgroupMode::V1;
+    v1.swap_accounting = false;
+    let (s, ne) = build_json(&p, &v1, false);
+    assert!(s["linux"]["resources"]["memory"].get("swap").is_none());
+    assert!(ne.iter().any(|n| n.protection == "swap"));
+    let (_, ne) = build_json(&p, &HostFacts::capable_v2(), false);
+    assert!(ne.is_empty(), "{ne:?}");
+}
+
+#[test]
+fn terminal_adds_only_the_pty_devices() {
+    let p = policy("", PolicyOverrides::default());
+    let (s, _) = build_json(&p, &HostFacts::capable_v2(), true);
+    assert_eq!(s["process"]["terminal"], true);
+    let dev = s["linux"]["resources"]["devices"].as_array().unwrap();
+    assert_eq!(dev.len(), 1 + 6 + 2);
+    assert!(dev
+        .iter()
+        .any(|d| d["major"] == 136 && d.get("minor").is_none()));
+    assert!(dev.iter().any(|d| d["major"] == 5 && d["minor"] == 2));
+}
+
+#[test]
+fn bad_requests_are_rejected() {
+    let p = policy("", PolicyOverrides::default());
+    let host = HostFacts::capable_v2();
+    let cmd = vec!["x".to_string()];
+    let cases: Vec<(SpecRequest, &str)> = vec![
+        (
+            SpecRequest {
+                id: "ok",
+                args: &[],
+                terminal: false,
+            },
+            "no command",
+        ),
+        (
+            SpecRequest {
+                id: "",
+                args: &cmd,
+                terminal: false,
+            },
+            "container id",
+        ),
+        (
+            SpecRequest {
+                id: "a/b",
+                args: &cmd,
+                terminal: false,
+            },
+            "container id",
+        ),
+        (
+            SpecRequest {
+                id: "../x",
+                args: &cmd,
+                terminal: false,
+            },
+            "container id",
+        ),
+    ];
+    for (req, want) in cases {
+        let e = build(&p, &host, &req).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let nul = vec!["a\0b".to_string()];
+    assert!(build(
+        &p,
+        &host,
+        &SpecRequest {
+            id: "x",
+            args: &nul,
+            terminal: false
+        }
+    )
+    .is_err());
+}
+
+#[test]
+fn digest_and_pretty_json_are_stable() {
+    let p = policy(
+        "[security]\ncap_add = [\"CHOWN\", \"KILL\", \"SETUID\", \"SETGID\"]",
+        PolicyOverrides::default(),
+    );
+    let args = vec!["true".to_string()];
+    let req = SpecRequest {
+        id: "x",
+        args: &args,
+        terminal: false,
+    };
+    let a = build(&p, &HostFacts::capable_v2(), &req).unwrap().spec;
+    let b = build(&p, &HostFacts::capable_v2(), &req).unwrap().spec;
+    assert_eq!(digest(&a), digest(&b));
+    assert_eq!(to_pretty_json(&a), to_pretty_json(&b));
+    let parsed: Spec = serde_json::from_str(&to_pretty_json(&a)).unwrap();
+    assert_eq!(parsed, a);
+    let _ = LinuxNamespaceType::Pid;
+    let _ = PosixRlimitType::RlimitCore;
+}

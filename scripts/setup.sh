@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs what stockade needs on a Debian 12 host, builds it, and builds the busybox base
+# image. Safe to run again: every step is skipped when already done.
+#
+#   sudo scripts/setup.sh            # install, build, build the busybox image
+#   sudo scripts/setup.sh --no-image # install and build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_image=1
+for a in "$@"; do
+  case "$a" in
+    --no-image) want_image=0 ;;
+    *) echo "setup.sh: unknown argument $a" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup.sh: run as root (containers, cgroups and containerd need it)" >&2
+  exit 1
+fi
+
+# Debian packages: the runtime (containerd, runc), the build (protoc for containerd's
+# protos, libseccomp for the filters), the base images (busybox-static, mmdebstrap), the
+# AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
+# the tools the tests use (iproute2 for network namespaces, python3-jsonschema).
+packages=(containerd runc protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
+          busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
+          ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian package starts a system containerd through systemd where systemd runs; where
+# it does not (containers, CI machines), stockade starts its own private containerd on
+# demand, so nothing more is needed here.
+
+if ! command -v cargo >/dev/null; then
+  for c in "$HOME/.cargo/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
+    [[ -x $c ]] && export PATH="$(dirname "$c"):$PATH" && break
+  done
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup.sh: no Rust toolchain found: install one with rustup (https://rustup.rs), then rerun" >&2
+  exit 1
+fi
+
+log "building stockade (release)"
+cargo build --release --locked --bins
+install -m 0755 target/release/stockade /usr/local/bin/stockade
+
+if ((want_image)); then
+  log "building the busybox base image"
+  /usr/local/bin/stockade image build busybox
+fi
+log "ready: try  stockade run -- echo hello"
