@@ -1,6 +1,8 @@
 //! The connection to containerd: one gRPC channel over its Unix socket, the namespace (and
 //! lease) headers added in one place, one accessor per remote service, typed errors.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

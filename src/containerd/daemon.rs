@@ -1,0 +1,847 @@
+//! stockade's embedded private containerd.
+//!
+//! When no containerd answers at the resolved address (and none was named explicitly),
+//! stockade starts Debian's `/usr/bin/containerd` with a generated config of its own: its own
+//! root, state directory, socket, pidfile and log file, all given by [`DaemonPaths`] so tests
+//! run fully private daemons under a tempdir. The daemon outlives the invocation that started
+//! it (new session, stdio to the log file) and is reused by later ones: the pidfile plus a
+//! Version RPC on the socket say whether it is alive, and a lock file keeps two concurrent
+//! invocations from starting two daemons. `stockade daemon stop` ends it by PID, after
+//! checking `/proc/PID/cmdline` shows it really is this daemon.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+use thiserror::Error;
+
+use super::{resolve_address, Client, ContainerdError};
+
+/// The containerd binary Debian's `containerd` package installs.
+pub const DEFAULT_BINARY: &str = "/usr/bin/containerd";
+/// How long to wait for a freshly started daemon to answer the Version RPC.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits after SIGTERM before sending SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Plugins the private daemon never needs. The CRI plugin is Kubernetes' interface; the
+/// others are snapshotters this host does not use (each probes the host at start-up and
+/// logs a failure), and the tracing exporters.
+pub const DISABLED_PLUGINS: &[&str] = &[
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.tracing.processor.v1.otlp",
+    "io.containerd.internal.v1.tracing",
+];
+
+/// Where the private daemon keeps everything. Every path is a parameter so that tests can
+/// run a daemon of their own under a tempdir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonPaths {
+    /// The containerd binary to start.
+    pub binary: PathBuf,
+    /// containerd's persistent root (metadata, content store, snapshots).
+    pub root: PathBuf,
+    /// containerd's state directory (runtime state, the socket, pidfile, config, lock).
+    pub state: PathBuf,
+    /// The gRPC socket. Must be shorter than 108 bytes (a Unix socket path limit).
+    pub socket: PathBuf,
+    /// The PID of the running daemon, written by whoever started it.
+    pub pidfile: PathBuf,
+    /// The generated containerd config.
+    pub config: PathBuf,
+    /// Lock taken while checking for and starting the daemon.
+    pub lock: PathBuf,
+    /// The daemon's stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl DaemonPaths {
+    /// The host-wide private daemon: root `/var/lib/stockade/containerd`, state
+    /// `/run/stockade/containerd` (socket `containerd.sock`, `containerd.pid`,
+    /// `config.toml`, `start.lock` inside it), log `/var/log/stockade/containerd.log`.
+    pub fn system() -> DaemonPaths {
+        DaemonPaths::with_roots(
+            Path::new("/var/lib/stockade/containerd"),
+            Path::new("/run/stockade/containerd"),
+            Path::new("/var/log/stockade/containerd.log"),
+        )
+    }
+
+    /// A daemon entirely under `base` (`base/root`, `base/state`, `base/containerd.log`).
+    /// Keep `base` short: the socket is `base/state/containerd.sock`.
+    pub fn under(base: &Path) -> DaemonPaths {
+        DaemonPaths::with_roots(
+            &base.join("root"),
+            &base.join("state"),
+            &base.join("containerd.log"),
+        )
+    }
+
+    /// Paths derived from a root, a state directory and a log file.
+    pub fn with_roots(root: &Path, state: &Path, log: &Path) -> DaemonPaths {
+        DaemonPaths {
+            binary: PathBuf::from(DEFAULT_BINARY),
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            socket: state.join("containerd.sock"),
+            pidfile: state.join("containerd.pid"),
+            config: state.join("config.toml"),
+            lock: state.join("start.lock"),
+            log: log.to_path_buf(),
+        }
+    }
+}
+
+/// Errors starting, finding or stopping the private daemon.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("containerd not reachable at {address} and {binary} not found")]
+    BinaryMissing { address: PathBuf, binary: PathBuf },
+    #[error("{}", unreachable_message(.address, .reason))]
+    Unreachable { address: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("socket path {0} is {1} bytes; Unix sockets allow at most 107")]
+    SocketTooLong(PathBuf, usize),
+    #[error("starting {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("private containerd exited during start-up ({status}); see {log}: {tail}")]
+    Exited {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "private containerd (pid {pid}) did not answer on {socket} within {waited:?}; see {log}"
+    )]
+    NotReady {
+        pid: i32,
+        socket: PathBuf,
+        waited: Duration,
+        log: PathBuf,
+    },
+    #[error("pidfile {pidfile} names pid {pid}, which is not this stockade containerd ({cmdline}); not signalling it")]
+    NotOurs {
+        pidfile: PathBuf,
+        pid: i32,
+        cmdline: String,
+    },
+    #[error("private containerd (pid {pid}) survived SIGKILL")]
+    Unkillable { pid: i32 },
+    #[error("signalling pid {pid}: {errno}")]
+    Signal { pid: i32, errno: Errno },
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+}
+
+fn unreachable_message(address: &Path, reason: &str) -> String {
+    format!(
+        "containerd not reachable at {} ({reason}); it was named explicitly, so no private containerd is started",
+        address.display()
+    )
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `status` found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DaemonStatus {
+    /// The socket the private daemon listens on.
+    pub socket: PathBuf,
+    /// The PID from the pidfile, when that process is this daemon and alive.
+    pub pid: Option<i32>,
+    /// containerd's version, when the socket answered.
+    pub version: Option<String>,
+}
+
+impl DaemonStatus {
+    /// Alive and answering.
+    pub fn is_running(&self) -> bool {
+        self.pid.is_some() && self.version.is_some()
+    }
+}
+
+/// Connects to the containerd named by `address_flag` (else `$CONTAINERD_ADDRESS`, else the
+/// default socket). If nothing answers there and the address was not named explicitly (flag
+/// or environment), connects to the private daemon under `paths`, starting it if needed.
+pub async fn connect_or_start(
+    address_flag: Option<&Path>,
+    namespace: &str,
+    paths: &DaemonPaths,
+) -> Result<Client, DaemonError> {
+    let explicit = address_flag.is_some()
+        || std::env::var_os("CONTAINERD_ADDRESS").is_some_and(|v| !v.is_empty());
+    let address = resolve_address(address_flag);
+    let first = match try_connect(&address, namespace).await {
+        Ok(client) => return Ok(client),
+        Err(e @ ContainerdError::BadNamespace(_)) => return Err(e.into()),
+        Err(e) => e,
+    };
+    if explicit {
+        return Err(DaemonError::Unreachable {
+            address,
+            reason: match first {
+                ContainerdError::Connect { reason, .. } => reason,
+                other => other.to_string(),
+            },
+        });
+    }
+    if !paths.binary.exists() {
+        return Err(DaemonError::BinaryMissing {
+            address,
+            binary: paths.binary.clone(),
+        });
+    }
+    ensure_running(paths).await?;
+    Ok(Client::connect(&paths.socket, namespace).await?)
+}
+
+/// Connects and proves the daemon answers with a Version RPC.
+async fn try_connect(address: &Path, namespace: &str) -> Result<Client, ContainerdError> {
+    let client = Client::connect(address, namespace).await?;
+    client.server_version().await?;
+    Ok(client)
+}
+
+/// Starts the private daemon under `paths` unless it is already running, and waits until it
+/// answers. Returns its PID. Safe to call concurrently from several processes.
+pub async fn ensure_running(paths: &DaemonPaths) -> Result<i32, DaemonError> {
+    let len = paths.socket.as_os_str().len();
+    if len > 107 {
+        return Err(DaemonError::SocketTooLong(paths.socket.clone(), len));
+    }
+    std::fs::create_dir_all(&paths.state).map_err(io_err(&paths.state))?;
+    let lock_path = paths.lock.clone();
+    let _lock = tokio::task::spawn_blocking(move || lock_exclusive(&lock_path))
+        .await
+        .map_err(|e| DaemonError::Io {
+            path: paths.lock.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+
+    if let Some(pid) = our_pid(paths)? {
+        // Alive: it may still be starting (another invocation started it), so wait.
+        wait_ready(paths, pid, None).await?;
+        return Ok(pid);
+    }
+    // A stale pidfile (crash, reboot) names no live daemon of ours.
+    let _ = std::fs::remove_file(&paths.pidfile);
+    if !paths.binary.exists() {
+        return Err(DaemonError::BinaryMissing {
+            address: paths.socket.clone(),
+            binary: paths.binary.clone(),
+        });
+    }
+    let mut child = spawn(paths)?;
+    let pid = child.id() as i32;
+    std::fs::write(&paths.pidfile, format!("{pid}\n")).map_err(io_err(&paths.pidfile))?;
+    if let Err(e) = wait_ready(paths, pid, Some(&mut child)).await {
+        // Do not leave a half-started daemon behind.
+        let _ = stop_pid(pid, Duration::from_secs(2));
+        let _ = child.try_wait();
+        let _ = std::fs::remove_file(&paths.pidfile);
+        return Err(e);
+    }
+    Ok(pid)
+}
+
+fn lock_exclusive(path: &Path) -> Result<Flock<File>, DaemonError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| DaemonError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(errno),
+    })
+}
+
+/// The containerd config for `paths`: version 2, CRI and unused plugins disabled, every
+/// directory under the daemon's own root and state.
+pub fn render_config(paths: &DaemonPaths) -> String {
+    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let disabled: Vec<String> = DISABLED_PLUGINS
+        .iter()
+        .map(|p| toml::Value::String((*p).to_string()).to_string())
+        .collect();
+    format!(
+        "# Generated by stockade for its private containerd; rewritten on every start.\n\
+         version = 2\n\
+         root = {root}\n\
+         state = {state}\n\
+         disabled_plugins = [{disabled}]\n\
+         \n\
+         [grpc]\n\
+         address = {socket}\n\
+         \n\
+         [ttrpc]\n\
+         address = {ttrpc}\n\
+         \n\
+         # No debug or metrics listeners.\n\
+         [debug]\n\
+         address = \"\"\n\
+         level = \"info\"\n\
+         \n\
+         [metrics]\n\
+         address = \"\"\n\
+         \n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n\
+         path = {opt}\n",
+        root = q(&paths.root),
+        state = q(&paths.state),
+        disabled = disabled.join(", "),
+        socket = q(&paths.socket),
+        ttrpc = q(&paths.socket.with_extension("sock.ttrpc")),
+        opt = q(&paths.root.join("opt")),
+    )
+}
+
+/// Starts containerd in a session of its own, stdio to the log file, so that it survives
+/// the process that started it.
+fn spawn(paths: &DaemonPaths) -> Result<std::process::Child, DaemonError> {
+    for dir in [&paths.root, &paths.state] {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    if let Some(dir) = paths.log.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    std::fs::write(&paths.config, render_config(paths)).map_err(io_err(&paths.config))?;
+    // A socket left by a daemon that died would make the new one fail to listen.
+    let _ = std::fs::remove_file(&paths.socket);
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .map_err(io_err(&paths.log))?;
+    let log2 = log.try_clone().map_err(io_err(&paths.log))?;
+    // The runc v2 shim finds `runc` on PATH; Debian installs it in /usr/sbin.
+    let path_env = match std::env::var("PATH") {
+        Ok(p) if !p.is_empty() => {
+            format!("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{p}")
+        }
+        _ => "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    };
+    // `setsid` (util-linux) execs in place when the caller is not a process-group leader,
+    // which a freshly forked child never is, so the PID we get is containerd's own.
+    let setsid = Path::new("/usr/bin/setsid");
+    let mut cmd = if setsid.exists() {
+        let mut c = Command::new(setsid);
+        c.arg(&paths.binary);
+        c
+    } else {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(&paths.binary);
+        c.process_group(0);
+        c
+    };
+    cmd.arg("--config")
+        .arg(&paths.config)
+        .env("PATH", path_env)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .current_dir("/");
+    cmd.spawn().map_err(|source| DaemonError::Spawn {
+        binary: paths.binary.clone(),
+        source,
+    })
+}
+
+/// Polls the Version RPC until the daemon answers, it exits, or [`READY_TIMEOUT`] passes.
+async fn wait_ready(
+    paths: &DaemonPaths,
+    pid: i32,
+    mut child: Option<&mut std::process::Child>,
+) -> Result<(), DaemonError> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if paths.socket.exists() && try_connect(&paths.socket, "default").await.is_ok() {
+            return Ok(());
+        }
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(DaemonError::Exited {
+                    status: status.to_string(),
+                    log: paths.log.clone(),
+                    tail: log_tail(&paths.log),
+                });
+            }
+        } else if !is_alive(pid) {
+            return Err(DaemonError::Exited {
+                status: format!("pid {pid} is gone"),
+                log: paths.log.clone(),
+                tail: log_tail(&paths.log),
+            });
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(DaemonError::NotReady {
+                pid,
+                socket: paths.socket.clone(),
+                waited: READY_TIMEOUT,
+                log: paths.log.clone(),
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// The last error-looking line of the log, for one-line error messages.
+fn log_tail(log: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(log) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("level=fatal") || l.contains("level=error"))
+        .or(lines.last())
+        .map(|l| l.trim().to_string())
+        .unwrap_or_else(|| "(log is empty)".to_string())
+}
+
+/// The PID in the pidfile, if that process is alive and is this daemon.
+fn our_pid(paths: &DaemonPaths) -> Result<Option<i32>, DaemonError> {
+    let Some(pid) = read_pidfile(&paths.pidfile)? else {
+        return Ok(None);
+    };
+    if is_alive(pid) && is_our_daemon(&read_cmdline(pid), paths) {
+        Ok(Some(pid))
+    } else {
+        Ok(None)
+    }
+}
+
+fn read_pidfile(path: &Path) -> Result<Option<i32>, DaemonError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(s.trim().parse::<i32>().ok().filter(|p| *p > 1)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+/// `/proc/PID/cmdline` split at NULs (empty when the process is gone).
+fn read_cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| split_cmdline(&b))
+        .unwrap_or_default()
+}
+
+fn split_cmdline(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// True when `argv` is a containerd started with this daemon's config.
+pub fn is_our_daemon(argv: &[String], paths: &DaemonPaths) -> bool {
+    let Some(arg0) = argv.first() else {
+        return false;
+    };
+    let is_containerd = Path::new(arg0)
+        .file_name()
+        .is_some_and(|n| n == "containerd");
+    let config = paths.config.to_string_lossy();
+    let has_config = argv
+        .windows(2)
+        .any(|w| (w[0] == "--config" || w[0] == "-c") && w[1] == config)
+        || argv.iter().any(|a| *a == format!("--config={config}"));
+    is_containerd && has_config
+}
+
+/// Alive and not a zombie. Reaps the process if it is our own exited child.
+fn is_alive(pid: i32) -> bool {
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => process_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// The state letter of a `/proc/PID/stat` line (after the parenthesised command name).
+fn process_state(stat: &str) -> Option<char> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+/// Reports whether the private daemon under `paths` is running and answering.
+pub async fn status(paths: &DaemonPaths) -> Result<DaemonStatus, DaemonError> {
+    let pid = our_pid(paths)?;
+    let version = match pid {
+        Some(_) => match try_connect(&paths.socket, "default").await {
+            Ok(c) => c.server_version().await.ok(),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    Ok(DaemonStatus {
+        socket: paths.socket.clone(),
+        pid,
+        version,
+    })
+}
+
+/// Stops the private daemon under `paths`: SIGTERM to the PID in the pidfile (after checking
+/// its cmdline), up to `grace` to exit, then SIGKILL. Returns the PID stopped, or `None`
+/// when it was not running. Tasks' shims are separate processes and keep running.
+pub fn stop(paths: &DaemonPaths, grace: Duration) -> Result<Option<i32>, DaemonError> {
+    let Some(pid) = read_pidfile(&paths.pidfile)? else {
+        return Ok(None);
+    };
+    if !is_alive(pid) {
+        let _ = std::fs::remove_file(&paths.pidfile);
+        return Ok(None);
+    }
+    let argv = read_cmdline(pid);
+    if !is_our_daemon(&argv, paths) {
+        return Err(DaemonError::NotOurs {
+            pidfile: paths.pidfile.clone(),
+            pid,
+            cmdline: argv.join(" "),
+        });
+    }
+    stop_pid(pid, grace)?;
+    let _ = std::fs::remove_file(&paths.pidfile);
+    Ok(Some(pid))
+}
+
+fn stop_pid(pid: i32, grace: Duration) -> Result<(), DaemonError> {
+    for (signal, wait) in [
+        (Signal::SIGTERM, grace),
+        (Signal::SIGKILL, Duration::from_secs(5)),
+    ] {
+        match kill(Pid::from_raw(pid), signal) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => return Ok(()),
+            Err(errno) => return Err(DaemonError::Signal { pid, errno }),
+        }
+        if wait_gone(pid, wait) {
+            return Ok(());
+        }
+    }
+    Err(DaemonError::Unkillable { pid })
+}
+
+fn wait_gone(pid: i32, wait: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < wait {
+        if !is_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !is_alive(pid)
+}
+
+/// Mount points at or under `root`, deepest first, parsed from `/proc/self/mountinfo` text.
+pub fn mounts_under(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Unmounts (lazily) everything mounted at or under `root`. Returns the mount points.
+pub fn unmount_under(mountinfo_path: &Path, root: &Path) -> Result<Vec<PathBuf>, DaemonError> {
+    let text = std::fs::read_to_string(mountinfo_path).map_err(io_err(mountinfo_path))?;
+    let points = mounts_under(&text, root);
+    for p in &points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    Ok(points)
+}
+
+/// A shim process of some daemon, found in `/proc`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shim {
+    pub pid: i32,
+    /// The `-id` argument (the task's container id).
+    pub id: Option<String>,
+    /// The `-namespace` argument.
+    pub namespace: Option<String>,
+}
+
+/// Parses a shim's argv when it is a containerd shim serving the daemon at `socket`.
+pub fn shim_of(argv: &[String], socket: &Path) -> Option<(Option<String>, Option<String>)> {
+    let arg0 = Path::new(argv.first()?)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    if !arg0.starts_with("containerd-shim") {
+        return None;
+    }
+    let flag = |name: &str| {
+        argv.windows(2)
+            .find(|w| w[0] == name || w[0] == format!("-{name}"))
+            .map(|w| w[1].clone())
+    };
+    let address = flag("-address")?;
+    if Path::new(&address) != socket {
+        return None;
+    }
+    Some((flag("-id"), flag("-namespace")))
+}
+
+/// Every shim serving the daemon at `socket`.
+pub fn shims_for(socket: &Path) -> Vec<Shim> {
+    let mut shims = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return shims;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some((id, namespace)) = shim_of(&read_cmdline(pid), socket) {
+            shims.push(Shim { pid, id, namespace });
+        }
+    }
+    shims
+}
+
+/// Kills, by PID, every shim of the daemon at `socket` and the processes each shim
+/// parented (its containers' init processes). Returns the shims killed.
+pub fn kill_shims(socket: &Path) -> Vec<Shim> {
+    let shims = shims_for(socket);
+    for shim in &shims {
+        for child in children_of(shim.pid) {
+            let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(shim.pid), Signal::SIGKILL);
+        wait_gone(shim.pid, Duration::from_secs(2));
+    }
+    shims
+}
+
+/// PIDs whose parent is `ppid`.
+fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if parent_pid(&stat) == Some(ppid) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn parent_pid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_string).collect()
+    }
+
+    #[test]
+    fn system_paths_are_the_documented_ones() {
+        let p = DaemonPaths::system();
+        assert_eq!(p.root, Path::new("/var/lib/stockade/containerd"));
+        assert_eq!(p.state, Path::new("/run/stockade/containerd"));
+        assert_eq!(
+            p.socket,
+            Path::new("/run/stockade/containerd/containerd.sock")
+        );
+        assert_eq!(p.log, Path::new("/var/log/stockade/containerd.log"));
+    }
+
+    #[test]
+    fn config_is_valid_toml_with_everything_under_our_roots() {
+        let p = DaemonPaths::under(Path::new("/tmp/stk-x"));
+        let v: toml::Value = toml::from_str(&render_config(&p)).unwrap();
+        assert_eq!(v["version"].as_integer(), Some(2));
+        assert_eq!(v["root"].as_str(), Some("/tmp/stk-x/root"));
+        assert_eq!(v["state"].as_str(), Some("/tmp/stk-x/state"));
+        assert_eq!(
+            v["grpc"]["address"].as_str(),
+            Some("/tmp/stk-x/state/containerd.sock")
+        );
+        assert_eq!(
+            v["ttrpc"]["address"].as_str(),
+            Some("/tmp/stk-x/state/containerd.sock.ttrpc")
+        );
+        let disabled: Vec<&str> = v["disabled_plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        assert!(disabled.contains(&"io.containerd.grpc.v1.cri"));
+        assert!(!disabled.iter().any(|d| d.contains("overlayfs")));
+        assert_eq!(
+            v["plugins"]["io.containerd.internal.v1.opt"]["path"].as_str(),
+            Some("/tmp/stk-x/root/opt")
+        );
+    }
+
+    #[test]
+    fn only_a_containerd_with_our_config_is_ours() {
+        let p = DaemonPaths::under(Path::new("/tmp/stk-x"));
+        let cases = [
+            (
+                "/usr/bin/containerd --config /tmp/stk-x/state/config.toml",
+                true,
+            ),
+            ("containerd -c /tmp/stk-x/state/config.toml", true),
+            (
+                "/usr/bin/containerd --config=/tmp/stk-x/state/config.toml",
+                true,
+            ),
+            (
+                "/usr/bin/containerd --config /etc/containerd/config.toml",
+                false,
+            ),
+            ("/usr/bin/containerd", false),
+            ("/bin/sleep --config /tmp/stk-x/state/config.toml", false),
+            ("", false),
+        ];
+        for (cmd, want) in cases {
+            let a: Vec<String> = argv(cmd).into_iter().filter(|s| !s.is_empty()).collect();
+            assert_eq!(is_our_daemon(&a, &p), want, "{cmd}");
+        }
+    }
+
+    #[test]
+    fn cmdline_splits_at_nuls() {
+        assert_eq!(
+            split_cmdline(b"/usr/bin/containerd\0--config\0/x y\0"),
+            vec!["/usr/bin/containerd", "--config", "/x y"]
+        );
+        assert!(split_cmdline(b"").is_empty());
+    }
+
+    #[test]
+    fn process_state_and_parent_skip_the_command_name() {
+        let stat = "42 (a) b Z) S 7 42 42 0 -1";
+        assert_eq!(process_state(stat), Some('S'));
+        assert_eq!(parent_pid(stat), Some(7));
+        assert_eq!(process_state("garbage"), None);
+    }
+
+    #[test]
+    fn mounts_under_root_deepest_first_with_escapes() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/vda rw
+90 22 0:50 / /tmp/stk-a/root/snap/1/fs rw - overlay overlay rw
+91 22 0:51 / /tmp/stk-a/root/snap/1/fs/proc rw - proc proc rw
+92 22 0:52 / /tmp/stk-ab/other rw - tmpfs tmpfs rw
+93 22 0:53 / /tmp/stk-a/root/with\\040space rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mounts_under(info, Path::new("/tmp/stk-a/root")),
+            vec![
+                PathBuf::from("/tmp/stk-a/root/snap/1/fs/proc"),
+                PathBuf::from("/tmp/stk-a/root/snap/1/fs"),
+                PathBuf::from("/tmp/stk-a/root/with space"),
+            ]
+        );
+    }
+
+    #[test]
+    fn shims_are_matched_by_their_daemon_address() {
+        let sock = Path::new("/tmp/stk-a/state/containerd.sock");
+        let mine = argv("/usr/bin/containerd-shim-runc-v2 -namespace stockade -id c1 -address /tmp/stk-a/state/containerd.sock");
+        assert_eq!(
+            shim_of(&mine, sock),
+            Some((Some("c1".to_string()), Some("stockade".to_string())))
+        );
+        let other = argv("/usr/bin/containerd-shim-runc-v2 -namespace stockade -id c1 -address /run/containerd/containerd.sock");
+        assert_eq!(shim_of(&other, sock), None);
+        let not_shim = argv("/bin/sh -address /tmp/stk-a/state/containerd.sock");
+        assert_eq!(shim_of(&not_shim, sock), None);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_address() {
+        let e = DaemonError::BinaryMissing {
+            address: "/run/containerd/containerd.sock".into(),
+            binary: "/usr/bin/containerd".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "containerd not reachable at /run/containerd/containerd.sock and /usr/bin/containerd not found"
+        );
+        let e = DaemonError::Unreachable {
+            address: "/x.sock".into(),
+            reason: "no such socket".into(),
+        };
+        assert!(!e.to_string().contains('\n'));
+        assert!(e.to_string().contains("/x.sock"));
+    }
+}

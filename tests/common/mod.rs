@@ -1,0 +1,109 @@
+//! Support shared by the integration tests (`mod common;`): the root/CI gate, a private
+//! containerd per test under a short tempdir, and the busybox base image in it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stockade::containerd::daemon::{self, DaemonPaths};
+use stockade::containerd::Client;
+
+/// True when the test can run. When the host lacks what it needs (not root, or a binary in
+/// `needs` missing) it prints `skipping: <reason>` and returns false, except on CI
+/// (`CI=true`), where nothing may skip: there it panics instead.
+pub fn require_root_or_skip(reason: &str) -> bool {
+    require_or_skip(reason, &["/usr/bin/containerd", "/usr/sbin/runc"])
+}
+
+/// Like [`require_root_or_skip`], with an explicit list of binaries the test needs.
+pub fn require_or_skip(reason: &str, needs: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root".to_string());
+    }
+    for bin in needs {
+        if !Path::new(bin).exists() {
+            missing.push(bin.to_string());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{reason}: needs {}", missing.join(", "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true forbids skipping: {why}");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
+
+/// A containerd of the test's own (root, state, socket under `/tmp/stk-XXXXXX`). Dropping
+/// it kills its shims (and their containers) by PID, stops the daemon by PID, unmounts
+/// whatever is left mounted under its base and removes the base.
+pub struct PrivateContainerd {
+    base: tempfile::TempDir,
+    paths: DaemonPaths,
+    pid: i32,
+}
+
+impl PrivateContainerd {
+    /// Starts the daemon and waits until it answers.
+    pub async fn start() -> PrivateContainerd {
+        // Short on purpose: Unix socket paths must stay under 108 bytes.
+        let base = tempfile::Builder::new()
+            .prefix("stk-")
+            .tempdir_in("/tmp")
+            .expect("create /tmp/stk-* tempdir");
+        let paths = DaemonPaths::under(base.path());
+        let pid = daemon::ensure_running(&paths)
+            .await
+            .unwrap_or_else(|e| panic!("start private containerd: {e}"));
+        PrivateContainerd { base, paths, pid }
+    }
+
+    /// The socket to connect to.
+    pub fn address(&self) -> &Path {
+        &self.paths.socket
+    }
+
+    /// The daemon's paths (root, state, log, ...).
+    pub fn paths(&self) -> &DaemonPaths {
+        &self.paths
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The tempdir everything lives under.
+    pub fn base(&self) -> &Path {
+        self.base.path()
+    }
+
+    /// A client of this daemon in `namespace`.
+    pub async fn client(&self, namespace: &str) -> Client {
+        Client::connect(self.address(), namespace)
+            .await
+            .unwrap_or_else(|e| panic!("connect to private containerd: {e}"))
+    }
+}
+
+impl Drop for PrivateContainerd {
+    fn drop(&mut self) {
+        // Shims outlive containerd; end only those serving this daemon, by PID.
+        let shims = daemon::kill_shims(&self.paths.socket);
+        // The runc v2 shim keeps runc state under /run/containerd/runc/<namespace>/<id>.
+        for shim in &shims {
+            if let (Some(ns), Some(id)) = (&shim.namespace, &shim.id) {
+                let dir = PathBuf::from("/run/containerd/runc").join(ns).join(id);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        if let Err(e) = daemon::stop(&self.paths, Duration::from_secs(5)) {
+            eprintln!("stopping private containerd {}: {e}", self.pid);
+        }
+        let _ = daemon::unmount_under(Path::new("/proc/self/mountinfo"), self.base.path());
+        // TempDir's own drop removes the directory.
+    }
+}
