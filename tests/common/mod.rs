@@ -107,3 +107,25 @@ impl Drop for PrivateContainerd {
         // TempDir's own drop removes the directory.
     }
 }
+
+/// The busybox base image in `client`'s containerd and namespace: resolved when it is
+/// there, built from `rootfs/busybox.*` first when it is not (so once per containerd).
+pub async fn busybox_image(client: &Client) -> stockade::images::ImageRef {
+    use stockade::images::{self, build, ImageError, NoProgress};
+    match images::resolve(client, "busybox").await {
+        Ok(r) => r,
+        Err(ImageError::NotFound { .. }) | Err(ImageError::NotUnpacked { .. }) => {
+            build::build(
+                client,
+                "busybox",
+                None,
+                &build::BuildHost::system(),
+                &NoProgress,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("build busybox: {e}"))
+            .image
+        }
+        Err(e) => panic!("resolve busybox: {e}"),
+    }
+}

@@ -1,0 +1,265 @@
+//! The OCI image format as far as stockade needs it: media types, digests, chain ids, and
+//! the config and manifest documents (pure: bytes in, bytes out).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MEDIA_DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+pub const MEDIA_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// True for a well-formed `sha256:<64 lowercase hex>` digest.
+pub fn is_sha256_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The chain ids of a stack of layers, per the OCI image spec: the first is the first diff
+/// id; each next is `sha256(parent_chain_id + " " + diff_id)`. The last one names the
+/// committed snapshot of the whole image.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(parent) => sha256_digest(format!("{parent} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A content descriptor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: &str, bytes: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: sha256_digest(bytes),
+            size: bytes.len() as i64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An image manifest (OCI, or Docker schema 2, which has the same shape).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image index (OCI) or manifest list (Docker).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// The parts of an image config stockade reads and writes. Unknown fields are kept when
+/// reading someone else's config only in the sense that the bytes are stored unchanged;
+/// this struct is a view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfigFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub config: RuntimeConfig,
+    pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+}
+
+/// The `config` object of an image config: how to run it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    #[serde(
+        rename = "Env",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub env: Vec<String>,
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub entrypoint: Vec<String>,
+    #[serde(
+        rename = "Cmd",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub cmd: Vec<String>,
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub working_dir: String,
+}
+
+/// Docker writes `null` for empty lists.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The OCI architecture name of the host.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+/// True for layer media types containerd's applier unpacks, and whether they are gzip.
+pub fn layer_compression(media_type: &str) -> Option<bool> {
+    match media_type {
+        MEDIA_LAYER_TAR | MEDIA_DOCKER_LAYER_TAR => Some(false),
+        MEDIA_LAYER_GZIP | MEDIA_DOCKER_LAYER_GZIP => Some(true),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_id_of_one_layer_is_its_diff_id() {
+        let d = sha256_digest(b"a");
+        assert_eq!(chain_ids(std::slice::from_ref(&d)), vec![d]);
+    }
+
+    #[test]
+    fn chain_ids_follow_the_image_spec_recurrence() {
+        let a = sha256_digest(b"a");
+        let b = sha256_digest(b"b");
+        let c = sha256_digest(b"c");
+        let ids = chain_ids(&[a.clone(), b.clone(), c.clone()]);
+        let ab = sha256_digest(format!("{a} {b}").as_bytes());
+        let abc = sha256_digest(format!("{ab} {c}").as_bytes());
+        assert_eq!(ids, vec![a, ab, abc]);
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn chain_id_matches_a_known_value() {
+        // Two layers whose diff ids are the digests of the empty string and of "x": the
+        // value below was computed independently (Python hashlib).
+        let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let x = "sha256:2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+        assert_eq!(sha256_digest(b""), empty);
+        assert_eq!(sha256_digest(b"x"), x);
+        let ids = chain_ids(&[empty.to_string(), x.to_string()]);
+        assert_eq!(
+            ids[1],
+            "sha256:c8abc52cce3f8ec84ed9e29c80770946d96e0fc3d148ba971d71e9eaac1c4b14"
+        );
+    }
+
+    #[test]
+    fn digests_are_validated() {
+        let cases = [
+            (sha256_digest(b"a"), true),
+            ("sha256:abc".to_string(), false),
+            (format!("sha512:{}", "a".repeat(64)), false),
+            (format!("sha256:{}", "A".repeat(64)), false),
+            (format!("sha256:{}", "g".repeat(64)), false),
+        ];
+        for (d, want) in cases {
+            assert_eq!(is_sha256_digest(&d), want, "{d}");
+        }
+    }
+
+    #[test]
+    fn docker_configs_with_nulls_parse() {
+        let text = r#"{"architecture":"amd64","os":"linux",
+            "config":{"Env":null,"Cmd":["sh"],"Entrypoint":null,"WorkingDir":"","User":""},
+            "rootfs":{"type":"layers","diff_ids":["sha256:00"]}}"#;
+        let c: ImageConfigFile = serde_json::from_str(text).unwrap();
+        assert!(c.config.env.is_empty());
+        assert_eq!(c.config.cmd, vec!["sh"]);
+    }
+}

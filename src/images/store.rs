@@ -1,0 +1,636 @@
+//! Putting an image into containerd: blobs into the content store (digest-verified, skipped
+//! when already there), layers unpacked into committed overlayfs snapshots named by chain
+//! id, and an image record whose labels keep everything from the garbage collector. All of
+//! it under a lease, so that nothing is collected half-way through.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
+    DeleteRequest as DeleteLeaseRequest, Image, InfoRequest, ReadContentRequest,
+    UpdateImageRequest, UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
+};
+use containerd_client::types;
+use tokio::io::AsyncReadExt;
+use tokio_stream::StreamExt;
+
+use super::oci::{chain_ids, Descriptor, ImageConfigFile};
+use super::{ImageConfig, ImageError, ImageRef, Progress, LABEL_CONFIG, LABEL_SIZE, SNAPSHOTTER};
+use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+
+/// How much of a blob goes into one Write message (containerd accepts up to 16 MiB).
+const WRITE_CHUNK: usize = 1 << 20;
+/// A lease outlives a crashed import by at most this long.
+const LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// The GC label on content and images that keeps the committed snapshot.
+pub const LABEL_GC_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
+/// Prefix of GC labels from one blob to another.
+pub const LABEL_GC_CONTENT: &str = "containerd.io/gc.ref.content";
+
+/// Where a blob's bytes come from.
+#[derive(Clone, Debug)]
+pub enum BlobSource {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// A layer ready to be stored: its blob, descriptor and uncompressed digest.
+#[derive(Clone, Debug)]
+pub struct LayerSource {
+    pub descriptor: Descriptor,
+    pub diff_id: String,
+    pub source: BlobSource,
+}
+
+/// Everything an image is made of, read and checked, ready to be put into containerd.
+#[derive(Clone, Debug)]
+pub struct PreparedImage {
+    pub manifest: Vec<u8>,
+    pub manifest_descriptor: Descriptor,
+    pub config: Vec<u8>,
+    pub config_descriptor: Descriptor,
+    pub config_file: ImageConfigFile,
+    pub layers: Vec<LayerSource>,
+}
+
+impl PreparedImage {
+    /// The chain id of the whole image (the committed snapshot's name).
+    pub fn chain_id(&self) -> Result<String, ImageError> {
+        chain_ids(&self.config_file.rootfs.diff_ids)
+            .pop()
+            .ok_or_else(|| ImageError::Invalid {
+                what: "image config".into(),
+                reason: "rootfs.diff_ids is empty".into(),
+            })
+    }
+}
+
+pub(crate) fn to_proto(d: &Descriptor) -> types::Descriptor {
+    types::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: d
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// Random hex for keys and lease ids.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_err()
+    {
+        let n = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            ^ ((std::process::id() as u128) << 64);
+        buf = n.to_le_bytes()[..bytes.min(16)].to_vec();
+    }
+    hex::encode(buf)
+}
+
+/// A lease that expires by itself after [`LEASE_TTL`] should we crash before deleting it.
+struct Lease {
+    client: Client,
+    id: String,
+}
+
+impl Lease {
+    async fn create(client: &Client) -> Result<Lease, ImageError> {
+        let id = format!("stockade-import-{}", random_hex(8));
+        let expire = SystemTime::now() + LEASE_TTL;
+        let labels = HashMap::from([
+            ("containerd.io/gc.expire".to_string(), rfc3339(expire)),
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+        ]);
+        client
+            .leases()
+            .create(client.request(CreateLeaseRequest {
+                id: id.clone(),
+                labels,
+            }))
+            .await
+            .map_err(ContainerdError::rpc("leases.create"))?;
+        Ok(Lease {
+            client: client.clone(),
+            id,
+        })
+    }
+
+    async fn delete(self) -> Result<(), ImageError> {
+        self.client
+            .leases()
+            .delete(self.client.request(DeleteLeaseRequest {
+                id: self.id.clone(),
+                sync: false,
+            }))
+            .await
+            .map_err(ContainerdError::rpc("leases.delete"))?;
+        Ok(())
+    }
+}
+
+/// RFC 3339 UTC time (`2006-01-02T15:04:05Z`), as containerd's `gc.expire` label wants.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Stores `image` under `name` and unpacks it. Idempotent: blobs and snapshots that exist
+/// are kept, and the record is replaced.
+pub async fn store_image(
+    client: &Client,
+    name: &str,
+    image: &PreparedImage,
+    progress: &dyn Progress,
+) -> Result<ImageRef, ImageError> {
+    let chain_id = image.chain_id()?;
+    if image.layers.len() != image.config_file.rootfs.diff_ids.len() {
+        return Err(ImageError::Invalid {
+            what: "image".into(),
+            reason: format!(
+                "manifest has {} layers but config has {} diff ids",
+                image.layers.len(),
+                image.config_file.rootfs.diff_ids.len()
+            ),
+        });
+    }
+    let lease = Lease::create(client).await?;
+    let result = store_under_lease(
+        &client.with_lease(Some(lease.id.clone())),
+        name,
+        image,
+        &chain_id,
+        progress,
+    )
+    .await;
+    // Once the image record exists, it holds everything; the lease can go either way.
+    let deleted = lease.delete().await;
+    let image_ref = result?;
+    deleted?;
+    Ok(image_ref)
+}
+
+async fn store_under_lease(
+    lc: &Client,
+    name: &str,
+    image: &PreparedImage,
+    chain_id: &str,
+    progress: &dyn Progress,
+) -> Result<ImageRef, ImageError> {
+    let n = image.layers.len();
+    for (i, layer) in image.layers.iter().enumerate() {
+        progress.stage(&format!(
+            "storing layer {}/{n} ({})",
+            i + 1,
+            human(layer.descriptor.size as u64)
+        ));
+        write_blob(lc, &layer.descriptor, &layer.source, HashMap::new()).await?;
+    }
+    let config_labels = HashMap::from([(LABEL_GC_SNAPSHOT.to_string(), chain_id.to_string())]);
+    write_blob(
+        lc,
+        &image.config_descriptor,
+        &BlobSource::Bytes(image.config.clone()),
+        config_labels,
+    )
+    .await?;
+    let mut manifest_labels = HashMap::from([(
+        format!("{LABEL_GC_CONTENT}.config"),
+        image.config_descriptor.digest.clone(),
+    )]);
+    for (i, l) in image.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("{LABEL_GC_CONTENT}.l.{i}"),
+            l.descriptor.digest.clone(),
+        );
+    }
+    write_blob(
+        lc,
+        &image.manifest_descriptor,
+        &BlobSource::Bytes(image.manifest.clone()),
+        manifest_labels,
+    )
+    .await?;
+
+    let diff_ids = &image.config_file.rootfs.diff_ids;
+    let chains = chain_ids(diff_ids);
+    for (i, layer) in image.layers.iter().enumerate() {
+        progress.stage(&format!("unpacking layer {}/{n}", i + 1));
+        let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
+        unpack_layer(lc, layer, &diff_ids[i], parent, &chains[i]).await?;
+    }
+
+    let config = ImageConfig::from_file(&image.config_file);
+    let size: i64 = image.layers.iter().map(|l| l.descriptor.size).sum::<i64>()
+        + image.config_descriptor.size
+        + image.manifest_descriptor.size;
+    let mut labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_GC_SNAPSHOT.to_string(), chain_id.to_string()),
+        (
+            format!("{LABEL_GC_CONTENT}.config"),
+            image.config_descriptor.digest.clone(),
+        ),
+        (LABEL_SIZE.to_string(), size.to_string()),
+    ]);
+    // Cached so `resolve` needs no content reads; containerd caps a label at 4 KiB.
+    let config_json = serde_json::to_string(&config).unwrap_or_default();
+    if LABEL_CONFIG.len() + config_json.len() < 4000 {
+        labels.insert(LABEL_CONFIG.to_string(), config_json);
+    }
+    progress.stage(&format!("recording image {name}"));
+    let now = timestamp(SystemTime::now());
+    let record = Image {
+        name: name.to_string(),
+        labels,
+        target: Some(to_proto(&image.manifest_descriptor)),
+        created_at: Some(now),
+        updated_at: Some(now),
+    };
+    let created = lc
+        .images()
+        .create(lc.request(CreateImageRequest {
+            image: Some(record.clone()),
+            source_date_epoch: None,
+        }))
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            lc.images()
+                .update(lc.request(UpdateImageRequest {
+                    image: Some(Image {
+                        created_at: None,
+                        ..record
+                    }),
+                    update_mask: None,
+                    source_date_epoch: None,
+                }))
+                .await
+                .map_err(ContainerdError::rpc("images.update"))?;
+        }
+        Err(s) => return Err(ContainerdError::rpc("images.create")(s).into()),
+    }
+    Ok(ImageRef {
+        name: name.to_string(),
+        manifest_digest: image.manifest_descriptor.digest.clone(),
+        chain_id: chain_id.to_string(),
+        snapshotter: SNAPSHOTTER.to_string(),
+        config,
+    })
+}
+
+/// Writes one blob unless the store has it; sets `labels` on it either way. Returns
+/// whether bytes were written.
+pub async fn write_blob(
+    client: &Client,
+    desc: &Descriptor,
+    source: &BlobSource,
+    labels: HashMap<String, String>,
+) -> Result<bool, ImageError> {
+    if content_exists(client, &desc.digest).await? {
+        set_content_labels(client, &desc.digest, labels).await?;
+        return Ok(false);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+    let reference = format!("stockade-{}", desc.digest.replace(':', "-"));
+    let total = desc.size;
+    let expected = desc.digest.clone();
+    let feeder_source = source.clone();
+    let feeder_ref = reference.clone();
+    let feeder = tokio::spawn(async move {
+        let req = |action: WriteAction, offset: i64, data: Vec<u8>| WriteContentRequest {
+            action: action as i32,
+            r#ref: feeder_ref.clone(),
+            total,
+            expected: expected.clone(),
+            offset,
+            data,
+            labels: HashMap::new(),
+        };
+        let mut offset = 0i64;
+        match feeder_source {
+            BlobSource::Bytes(bytes) => {
+                for chunk in bytes.chunks(WRITE_CHUNK) {
+                    if tx
+                        .send(req(WriteAction::Write, offset, chunk.to_vec()))
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    offset += chunk.len() as i64;
+                }
+            }
+            BlobSource::File(path) => {
+                let mut f = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| (path.clone(), e))?;
+                loop {
+                    let mut buf = vec![0u8; WRITE_CHUNK];
+                    let mut filled = 0;
+                    while filled < buf.len() {
+                        let n = f
+                            .read(&mut buf[filled..])
+                            .await
+                            .map_err(|e| (path.clone(), e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        filled += n;
+                    }
+                    if filled == 0 {
+                        break;
+                    }
+                    buf.truncate(filled);
+                    if tx.send(req(WriteAction::Write, offset, buf)).await.is_err() {
+                        return Ok(());
+                    }
+                    offset += filled as i64;
+                }
+            }
+        }
+        let mut commit = req(WriteAction::Commit, offset, Vec::new());
+        commit.labels = labels;
+        let _ = tx.send(commit).await;
+        Ok::<(), (PathBuf, std::io::Error)>(())
+    });
+    let outcome = async {
+        let mut responses = client
+            .content()
+            .write(client.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+            .await?
+            .into_inner();
+        while let Some(r) = responses.next().await {
+            r?;
+        }
+        Ok::<(), tonic::Status>(())
+    }
+    .await;
+    let fed = feeder.await.map_err(|e| ImageError::Invalid {
+        what: desc.digest.clone(),
+        reason: format!("writer task failed: {e}"),
+    })?;
+    if let Err((path, source)) = fed {
+        return Err(ImageError::Io { path, source });
+    }
+    match outcome {
+        Ok(()) => Ok(true),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(false),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains("digest") => {
+            Err(ImageError::DigestMismatch {
+                what: format!("blob {reference}"),
+                expected: desc.digest.clone(),
+                actual: s.message().to_string(),
+            })
+        }
+        Err(s) => {
+            // Another writer may have committed the same blob meanwhile.
+            if content_exists(client, &desc.digest).await? {
+                return Ok(false);
+            }
+            Err(ContainerdError::rpc("content.write")(s).into())
+        }
+    }
+}
+
+async fn content_exists(client: &Client, digest: &str) -> Result<bool, ImageError> {
+    match client
+        .content()
+        .info(client.request(InfoRequest {
+            digest: digest.to_string(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+        Err(s) => Err(ContainerdError::rpc("content.info")(s).into()),
+    }
+}
+
+async fn set_content_labels(
+    client: &Client,
+    digest: &str,
+    labels: HashMap<String, String>,
+) -> Result<(), ImageError> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    client
+        .content()
+        .update(client.request(UpdateContentRequest {
+            info: Some(containerd_client::services::v1::Info {
+                digest: digest.to_string(),
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths }),
+        }))
+        .await
+        .map_err(ContainerdError::rpc("content.update"))?;
+    Ok(())
+}
+
+/// Reads a whole blob from the content store.
+pub async fn read_blob(client: &Client, digest: &str) -> Result<Vec<u8>, ImageError> {
+    let mut stream = client
+        .content()
+        .read(client.request(ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        }))
+        .await
+        .map_err(ContainerdError::rpc("content.read"))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.map_err(ContainerdError::rpc("content.read"))?.data);
+    }
+    Ok(out)
+}
+
+/// Stat of a snapshot: `Ok(None)` when it does not exist.
+pub async fn stat_snapshot(
+    client: &Client,
+    key: &str,
+) -> Result<Option<containerd_client::services::v1::snapshots::Info>, ImageError> {
+    match client
+        .snapshots()
+        .stat(client.request(StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: key.to_string(),
+        }))
+        .await
+    {
+        Ok(r) => Ok(r.into_inner().info),
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+        Err(s) => Err(ContainerdError::rpc("snapshots.stat")(s).into()),
+    }
+}
+
+/// Applies one layer on top of `parent` and commits it as `chain_id`, unless that snapshot
+/// is already committed.
+async fn unpack_layer(
+    lc: &Client,
+    layer: &LayerSource,
+    diff_id: &str,
+    parent: &str,
+    chain_id: &str,
+) -> Result<(), ImageError> {
+    if stat_snapshot(lc, chain_id).await?.is_some() {
+        return Ok(());
+    }
+    let key = format!("stockade-extract-{}-{}", random_hex(6), chain_id);
+    let mounts = lc
+        .snapshots()
+        .prepare(lc.request(PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: key.clone(),
+            parent: parent.to_string(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .map_err(ContainerdError::rpc("snapshots.prepare"))?
+        .into_inner()
+        .mounts;
+    let result = async {
+        let applied = lc
+            .diff()
+            .apply(lc.request(ApplyRequest {
+                diff: Some(to_proto(&layer.descriptor)),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: false,
+            }))
+            .await
+            .map_err(ContainerdError::rpc("diff.apply"))?
+            .into_inner()
+            .applied
+            .map(|d| d.digest)
+            .unwrap_or_default();
+        if applied != diff_id {
+            return Err(ImageError::DigestMismatch {
+                what: format!("layer {} uncompressed", layer.descriptor.digest),
+                expected: diff_id.to_string(),
+                actual: applied,
+            });
+        }
+        let committed = lc
+            .snapshots()
+            .commit(lc.request(CommitSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                name: chain_id.to_string(),
+                key: key.clone(),
+                labels: HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())]),
+            }))
+            .await;
+        match committed {
+            Ok(_) => Ok(false),
+            // Someone else committed the same layer stack meanwhile: theirs is as good.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(true),
+            Err(s) => Err(ContainerdError::rpc("snapshots.commit")(s).into()),
+        }
+    }
+    .await;
+    if !matches!(result, Ok(false)) {
+        let _ = lc
+            .snapshots()
+            .remove(lc.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key,
+            }))
+            .await;
+    }
+    result.map(|_| ())
+}
+
+/// `1.5 MiB`-style sizes for progress and tables.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        let cases = [
+            (0u64, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ];
+        for (secs, want) in cases {
+            let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(rfc3339(t), want);
+        }
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 << 20), "5.0 MiB");
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        assert_ne!(random_hex(8), random_hex(8));
+        assert_eq!(random_hex(8).len(), 16);
+    }
+}
