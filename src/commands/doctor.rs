@@ -1,14 +1,41 @@
-//! `stockade doctor` (being written).
+//! `stockade doctor`: what this host supports, what is missing, and what stockade cannot
+//! enforce here. Exit 0 when sandboxes can run, 1 when something required is missing.
 
-use anyhow::{bail, Result};
-#[derive(Debug, clap::Args)]
-pub struct DoctorArgs {}
+use anyhow::{Context, Result};
+use clap::Args;
 
-/// The host facts `stockade spec` builds against (placeholder until the probe lands).
-pub fn host_facts_for_spec() -> stockade::host::HostFacts {
-    stockade::host::HostFacts::hybrid_no_apparmor()
+use stockade::host::doctor::{self, SystemEffects};
+use stockade::host::{self, HostFacts, HostPaths};
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the report as JSON (for tools) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// containerd socket to check [default: $CONTAINERD_ADDRESS, else
+    /// /run/containerd/containerd.sock].
+    #[arg(long, value_name = "SOCKET")]
+    pub address: Option<String>,
 }
 
-pub async fn run(_args: DoctorArgs) -> Result<u8> {
-    bail!("`stockade doctor` is not available yet")
+/// The host facts `stockade spec` and `stockade run` build against: the cheap probe of the
+/// real host.
+pub fn host_facts_for_spec() -> Result<HostFacts> {
+    host::probe(&HostPaths::system()).context("probing the host")
+}
+
+pub async fn run(args: DoctorArgs) -> Result<u8> {
+    let facts = host_facts_for_spec()?;
+    let env = std::env::var("CONTAINERD_ADDRESS").ok();
+    let socket = doctor::containerd_socket(args.address.as_deref(), env.as_deref());
+    let report =
+        tokio::task::spawn_blocking(move || doctor::report(facts, &SystemEffects, &socket))
+            .await
+            .context("running the host checks")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.usable { 0 } else { 1 })
 }

@@ -28,7 +28,7 @@ pub struct SpecArgs {
 
 pub async fn run(args: SpecArgs) -> Result<u8> {
     let policy = super::load_policy(&args.policy)?;
-    let host = super::doctor::host_facts_for_spec();
+    let host = super::doctor::host_facts_for_spec()?;
     let built = spec::build(
         &policy,
         &host,

@@ -1,7 +1,19 @@
 //! What the host supports: cgroup mode and controllers, AppArmor, seccomp, user namespaces,
 //! overlayfs, runc and containerd. Probing reads paths passed in, so it tests in a tempdir.
+//!
+//! [`probe`] is cheap (a handful of small file reads, no processes) and runs before every
+//! sandbox; [`doctor::report`] adds what needs processes and sockets (runc and containerd
+//! versions, containerd reachability) for `stockade doctor`.
+
+pub mod doctor;
+mod probe;
+pub mod version;
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+pub use probe::probe;
 
 /// How cgroups are mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,13 +27,25 @@ pub enum CgroupMode {
     Hybrid,
 }
 
+impl std::fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::V2 => "v2",
+            CgroupMode::Hybrid => "hybrid",
+        })
+    }
+}
+
 /// Facts about the host that decide what a spec may ask for and what can be enforced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFacts {
     pub cgroup: CgroupMode,
-    /// Controllers available to containers (on v1/hybrid: the mounted v1 controllers).
+    /// Controllers available to containers, sorted (on v1/hybrid: the mounted v1 controllers;
+    /// on v2: the root's `cgroup.controllers`).
     pub cgroup_controllers: Vec<String>,
-    /// cgroup v1 `memory.memsw.*` exists (v2 always has `memory.swap.max`).
+    /// cgroup v1 `memory.memsw.*` exists (v2: `memory.swap.max` exists, or the memory
+    /// controller is on and no child cgroup shows otherwise).
     pub swap_accounting: bool,
     /// The kernel has AppArmor enabled.
     pub apparmor: bool,
@@ -33,8 +57,6 @@ pub struct HostFacts {
     pub user_namespaces: bool,
     /// overlayfs is available.
     pub overlayfs: bool,
-    pub runc_version: Option<String>,
-    pub containerd_version: Option<String>,
     /// Machine architecture (`x86_64`, `aarch64`).
     pub arch: String,
     /// Number of possible CPUs (for per-CPU masked paths).
@@ -67,8 +89,6 @@ impl HostFacts {
             .to_vec(),
             user_namespaces: true,
             overlayfs: true,
-            runc_version: Some("1.1.5".into()),
-            containerd_version: Some("1.6.20".into()),
             arch: "x86_64".into(),
             cpu_count: 2,
         }
@@ -87,4 +107,65 @@ impl HostFacts {
             ..HostFacts::capable_v2()
         }
     }
+
+    /// Whether `controller` is available to containers.
+    pub fn has_controller(&self, controller: &str) -> bool {
+        self.cgroup_controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// Where the probe looks. Every host path the probe reads is under one of these, so tests
+/// point them at a fake tree in a tempdir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPaths {
+    /// procfs. Default `/proc`.
+    pub proc: PathBuf,
+    /// sysfs. Default `/sys`.
+    pub sys: PathBuf,
+    /// The cgroup root as the mount table names it. Default `/sys/fs/cgroup` (where runc
+    /// and containerd look): a `cgroup2` mount here means a pure v2 host.
+    pub cgroup_root: PathBuf,
+    /// Prefix under which the absolute mount points read from the mount table (and
+    /// `/lib/modules`) are opened. Default `/`; a fixture root in tests.
+    pub root: PathBuf,
+}
+
+impl HostPaths {
+    /// The real host.
+    pub fn system() -> HostPaths {
+        HostPaths::under(Path::new("/"))
+    }
+
+    /// A host tree rooted at `root` (`root/proc`, `root/sys`, mount points under `root`).
+    pub fn under(root: &Path) -> HostPaths {
+        HostPaths {
+            proc: root.join("proc"),
+            sys: root.join("sys"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Where an absolute host path (a mount point from the mount table) is opened.
+    pub fn resolve(&self, absolute: &Path) -> PathBuf {
+        match absolute.strip_prefix("/") {
+            Ok(rel) => self.root.join(rel),
+            Err(_) => self.root.join(absolute),
+        }
+    }
+}
+
+/// Probing failed: a file that every Linux host has could not be read or parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{proc}: neither self/mountinfo nor mounts can be read")]
+    NoMountTable { proc: PathBuf },
 }
