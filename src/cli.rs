@@ -42,6 +42,8 @@ pub enum Command {
     /// Manage stockade's private containerd.
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
+    /// Measure start latency against `ctr run --rm` and bare `runc run`, in one run.
+    Bench(commands::bench::BenchArgs),
 }
 
 /// Policy flags shared by `run`, `spec` and `pool`. Each replaces the policy file's value.

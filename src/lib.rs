@@ -6,6 +6,7 @@
 
 pub mod apparmor;
 pub mod audit;
+pub mod bench;
 pub mod containerd;
 pub mod host;
 pub mod images;

@@ -3,6 +3,7 @@
 
 pub mod apparmor;
 pub mod audit;
+pub mod bench;
 pub mod daemon;
 pub mod doctor;
 pub mod gc;
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Apparmor(a) => apparmor::run(a).await,
         Command::Gc(a) => gc::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
+        Command::Bench(a) => bench::run(a).await,
     }
 }
 

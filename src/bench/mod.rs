@@ -1,0 +1,679 @@
+//! The start-latency benchmark: in one run, interleaved, the same commands through stockade
+//! (library and CLI), `ctr run --rm` on the same image and bare `runc run` on a bundle with
+//! the same root filesystem, at several concurrencies. Reports min/p50/p95/p99 end to end
+//! and per phase, ratios against `ctr` and `runc`, runs per second, JSON and an SVG CDF.
+//!
+//! Used by `stockade bench` and by `benches/start_latency.rs` (`cargo bench`).
+
+mod bundle;
+mod external;
+pub mod stats;
+pub mod svg;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::containerd::Client;
+use crate::host::HostFacts;
+use crate::policy::ValidatedPolicy;
+use crate::runner::{Output, RunRequest, Runner};
+pub use stats::{summarize, Summary};
+
+/// Why the benchmark could not run.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("benchmark setup: {0}")]
+    Setup(String),
+    #[error("{what}: cannot start: {message}")]
+    Spawn { what: String, message: String },
+    #[error("{what}: failed (exit {status:?}): {stderr}")]
+    Failed {
+        what: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    #[error("stockade run (library): {0}")]
+    Run(#[from] crate::runner::RunError),
+}
+
+/// The programs compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// [`Runner::run`] in this process: the path an embedding front end takes.
+    StockadeLib,
+    /// The `stockade run` binary, spawned per run: what a shell user sees.
+    StockadeCli,
+    /// `ctr run --rm` on the same image in the same containerd.
+    Ctr,
+    /// `runc run` on a prepared bundle: no containerd at all.
+    Runc,
+}
+
+impl Contender {
+    pub const ALL: [Contender; 4] = [
+        Contender::StockadeLib,
+        Contender::StockadeCli,
+        Contender::Ctr,
+        Contender::Runc,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::StockadeLib => "stockade-lib",
+            Contender::StockadeCli => "stockade-cli",
+            Contender::Ctr => "ctr-run",
+            Contender::Runc => "runc-run",
+        }
+    }
+}
+
+/// One command measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    /// `true`, `echo`, `python`.
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    /// What stdout must be (trimmed), so that every contender provably ran the command.
+    pub expect_stdout: Option<String>,
+}
+
+impl Workload {
+    /// The standard workloads: `/bin/true`, `echo hi` with its output captured, and a Python
+    /// one-liner (on the `python` image).
+    pub fn standard(names: &[String]) -> Result<Vec<Workload>, BenchError> {
+        names
+            .iter()
+            .map(|n| {
+                Ok(match n.as_str() {
+                    "true" => Workload {
+                        name: "true".into(),
+                        image: "busybox".into(),
+                        args: vec!["/bin/true".into()],
+                        expect_stdout: None,
+                    },
+                    "echo" => Workload {
+                        name: "echo".into(),
+                        image: "busybox".into(),
+                        args: vec!["echo".into(), "hi".into()],
+                        expect_stdout: Some("hi".into()),
+                    },
+                    "python" => Workload {
+                        name: "python".into(),
+                        image: "python".into(),
+                        args: vec!["python3".into(), "-c".into(), "print(6*7)".into()],
+                        expect_stdout: Some("42".into()),
+                    },
+                    other => {
+                        return Err(BenchError::Setup(format!(
+                            "unknown workload `{other}` (true, echo, python)"
+                        )))
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sample {
+    pub total_ms: f64,
+    /// Per-phase milliseconds, where the contender reports them (stockade-lib).
+    pub phases: BTreeMap<String, f64>,
+}
+
+impl Sample {
+    pub(crate) fn end_to_end(d: Duration) -> Sample {
+        Sample {
+            total_ms: d.as_secs_f64() * 1000.0,
+            phases: BTreeMap::new(),
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Runs per contender and workload at concurrency 1.
+    pub iterations: usize,
+    /// Unmeasured runs per contender first (connections, page cache, shims' binaries).
+    pub warmup: usize,
+    /// Concurrency levels; at each level above 1, `rounds` bursts of that many runs.
+    pub concurrency: Vec<usize>,
+    pub rounds: usize,
+    pub workloads: Vec<String>,
+    pub contenders: Vec<Contender>,
+    /// The `stockade` binary for the CLI contender.
+    pub stockade_bin: PathBuf,
+    /// Working directory for the runc bundle and state.
+    pub work_dir: PathBuf,
+}
+
+/// Results of one (workload, contender, concurrency) cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub workload: String,
+    pub contender: Contender,
+    pub concurrency: usize,
+    pub summary: Option<Summary>,
+    /// p50/p95/p99 of each phase, where reported.
+    pub phases: BTreeMap<String, Summary>,
+    /// Completed runs per second of wall time at this concurrency.
+    pub runs_per_sec: f64,
+    pub failures: usize,
+    /// The first failure's message, if any.
+    pub first_error: Option<String>,
+    /// Every end-to-end latency, in the order measured.
+    pub samples_ms: Vec<f64>,
+}
+
+/// A ratio of two contenders' p50s in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub workload: String,
+    pub concurrency: usize,
+    pub numerator: Contender,
+    pub denominator: Contender,
+    pub p50_ratio: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub host: HostInfo,
+    pub config: ConfigEcho,
+    pub cells: Vec<Cell>,
+    pub ratios: Vec<Ratio>,
+    pub notes: Vec<String>,
+}
+
+/// Where the figures were measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub kernel: String,
+    pub cpus: usize,
+    pub containerd: String,
+    pub runc: String,
+    pub cgroup: String,
+}
+
+/// The configuration, echoed into the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigEcho {
+    pub iterations: usize,
+    pub warmup: usize,
+    pub concurrency: Vec<usize>,
+    pub rounds: usize,
+    pub workloads: Vec<String>,
+}
+
+struct Contenders {
+    lib: Runner,
+    policy: ValidatedPolicy,
+    cli: external::StockadeCli,
+    ctr: Option<external::Ctr>,
+    runc: Option<external::Runc>,
+}
+
+impl Contenders {
+    async fn run_once(&self, c: Contender, w: &Workload, seq: usize) -> Result<Sample, BenchError> {
+        match c {
+            Contender::StockadeLib => {
+                let mut p = self.policy.clone();
+                p.image = w.image.clone();
+                let r = self
+                    .lib
+                    .run(RunRequest::new(p, w.args.clone()).output(Output::Capture))
+                    .await?;
+                if r.exit_code != 0 {
+                    return Err(BenchError::Failed {
+                        what: "stockade run (library)".into(),
+                        status: Some(i32::from(r.exit_code)),
+                        stderr: r.stderr.lines().last().unwrap_or_default().to_string(),
+                    });
+                }
+                external::check_output(w, r.stdout.as_bytes(), "stockade run (library)")?;
+                let mut phases = BTreeMap::new();
+                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&r.phases) {
+                    for (k, v) in m {
+                        if let Some(x) = v.as_f64() {
+                            phases.insert(k.trim_end_matches("_ms").to_string(), x);
+                        }
+                    }
+                }
+                Ok(Sample {
+                    total_ms: r.duration_ms,
+                    phases,
+                })
+            }
+            Contender::StockadeCli => self.cli.run(w).await,
+            Contender::Ctr => match &self.ctr {
+                Some(ctr) => {
+                    ctr.run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))
+                        .await
+                }
+                None => Err(BenchError::Setup("ctr is not installed".into())),
+            },
+            Contender::Runc => match &self.runc {
+                Some(runc) => {
+                    runc.run(w, &format!("bench-runc-{}-{seq}", std::process::id()))
+                        .await
+                }
+                None => Err(BenchError::Setup("runc bundle not prepared".into())),
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    samples: Vec<Sample>,
+    failures: usize,
+    first_error: Option<String>,
+    wall: Duration,
+    runs: usize,
+}
+
+/// Runs the benchmark against `client` (and the containerd at its address), with the base
+/// policy `policy` (its image is replaced per workload). `progress` is told about each step.
+pub async fn run(
+    client: Client,
+    host: HostFacts,
+    policy: ValidatedPolicy,
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Report, BenchError> {
+    let workloads = Workload::standard(&config.workloads)?;
+    let mut notes = Vec::new();
+    let lib = Runner::builder()
+        .client(client.clone())
+        .host(host.clone())
+        .build()?;
+
+    // The same image, resolved once; workloads whose image is missing are dropped, saying so.
+    let mut usable = Vec::new();
+    let mut image_refs = BTreeMap::new();
+    for w in workloads {
+        match crate::images::resolve(&client, &w.image).await {
+            Ok(img) => {
+                image_refs.insert(w.image.clone(), img);
+                usable.push(w);
+            }
+            Err(e) => notes.push(format!("workload {} skipped: {e}", w.name)),
+        }
+    }
+    if usable.is_empty() {
+        return Err(BenchError::Setup(
+            "no workload has its image (build one with `stockade image build busybox`)".into(),
+        ));
+    }
+
+    let cli = external::StockadeCli {
+        binary: config.stockade_bin.clone(),
+        address: client.address().to_path_buf(),
+        namespace: client.namespace().to_string(),
+        flags: Vec::new(),
+    };
+    let ctr = if external::have("ctr") {
+        // One reference for every workload's image; `ctr run` takes it per run.
+        Some(external::Ctr {
+            address: client.address().to_path_buf(),
+            namespace: client.namespace().to_string(),
+            image_ref: String::new(),
+        })
+    } else {
+        notes.push("ctr not found: ctr-run not measured".into());
+        None
+    };
+    let bundles = if config.contenders.contains(&Contender::Runc) && external::have("runc") {
+        progress("preparing runc bundles");
+        Some(
+            bundle::Bundles::prepare(
+                &client,
+                &host,
+                &policy,
+                &usable,
+                &image_refs,
+                &config.work_dir,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let runc = bundles.as_ref().map(|b| external::Runc {
+        root: b.state_dir(),
+        bundles: b.list(),
+    });
+    let contenders = Arc::new(Contenders {
+        lib,
+        policy,
+        cli,
+        ctr,
+        runc,
+    });
+
+    let outcome = measure(&contenders, &usable, &image_refs, config, progress).await;
+    contenders.lib.wait_cleanups().await;
+    if let Some(b) = bundles {
+        b.remove().await;
+    }
+    let mut cells = outcome?;
+    cells.sort_by(|a, b| {
+        (a.workload.as_str(), a.concurrency, a.contender).cmp(&(
+            b.workload.as_str(),
+            b.concurrency,
+            b.contender,
+        ))
+    });
+    let ratios = ratios(&cells);
+    Ok(Report {
+        host: host_info(&client, &host).await,
+        config: ConfigEcho {
+            iterations: config.iterations,
+            warmup: config.warmup,
+            concurrency: config.concurrency.clone(),
+            rounds: config.rounds,
+            workloads: usable.iter().map(|w| w.name.clone()).collect(),
+        },
+        cells,
+        ratios,
+        notes,
+    })
+}
+
+async fn measure(
+    contenders: &Arc<Contenders>,
+    workloads: &[Workload],
+    image_refs: &BTreeMap<String, crate::images::ImageRef>,
+    config: &BenchConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Cell>, BenchError> {
+    let mut acc: BTreeMap<(String, Contender, usize), Acc> = BTreeMap::new();
+    let mut seq = 0usize;
+    let workload_for = |w: &Workload| -> Workload { w.clone() };
+    let ctr_ref = |w: &Workload| image_refs.get(&w.image).map(|i| i.name.clone());
+
+    // Warm-up: not recorded.
+    for w in workloads {
+        for &c in &config.contenders {
+            for _ in 0..config.warmup {
+                seq += 1;
+                let _ = run_one(contenders, c, &workload_for(w), ctr_ref(w), seq).await;
+            }
+        }
+    }
+
+    for &level in &config.concurrency {
+        let rounds = if level == 1 {
+            config.iterations
+        } else {
+            config.rounds
+        };
+        for round in 0..rounds {
+            for w in workloads {
+                // Rotate the order every round so no contender always goes first.
+                let mut order = config.contenders.clone();
+                let len = order.len().max(1);
+                order.rotate_left(round % len);
+                for c in order {
+                    let t0 = Instant::now();
+                    let mut set = tokio::task::JoinSet::new();
+                    for _ in 0..level {
+                        seq += 1;
+                        let cs = Arc::clone(contenders);
+                        let wl = w.clone();
+                        let r = ctr_ref(w);
+                        let s = seq;
+                        set.spawn(async move { run_one(&cs, c, &wl, r, s).await });
+                    }
+                    let a = acc.entry((w.name.clone(), c, level)).or_default();
+                    while let Some(res) = set.join_next().await {
+                        match res {
+                            Ok(Ok(sample)) => a.samples.push(sample),
+                            Ok(Err(e)) => {
+                                a.failures += 1;
+                                a.first_error.get_or_insert_with(|| e.to_string());
+                            }
+                            Err(e) => {
+                                a.failures += 1;
+                                a.first_error.get_or_insert_with(|| e.to_string());
+                            }
+                        }
+                    }
+                    a.wall += t0.elapsed();
+                    a.runs += level;
+                }
+            }
+            if round % 10 == 9 || round + 1 == rounds {
+                progress(&format!(
+                    "concurrency {level}: round {}/{rounds}",
+                    round + 1
+                ));
+            }
+        }
+        // Let background cleanups of this level finish before the next one starts.
+        contenders.lib.wait_cleanups().await;
+    }
+
+    Ok(acc
+        .into_iter()
+        .map(|((workload, contender, concurrency), a)| {
+            let totals: Vec<f64> = a.samples.iter().map(|s| s.total_ms).collect();
+            let mut phase_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for s in &a.samples {
+                for (k, v) in &s.phases {
+                    phase_samples.entry(k.clone()).or_default().push(*v);
+                }
+            }
+            let completed = a.runs - a.failures;
+            Cell {
+                workload,
+                contender,
+                concurrency,
+                summary: summarize(&totals),
+                phases: phase_samples
+                    .into_iter()
+                    .filter_map(|(k, v)| summarize(&v).map(|s| (k, s)))
+                    .collect(),
+                runs_per_sec: if a.wall.is_zero() {
+                    0.0
+                } else {
+                    completed as f64 / a.wall.as_secs_f64()
+                },
+                failures: a.failures,
+                first_error: a.first_error,
+                samples_ms: totals,
+            }
+        })
+        .collect())
+}
+
+async fn run_one(
+    contenders: &Contenders,
+    c: Contender,
+    w: &Workload,
+    ctr_ref: Option<String>,
+    seq: usize,
+) -> Result<Sample, BenchError> {
+    if c == Contender::Ctr {
+        if let (Some(ctr), Some(r)) = (&contenders.ctr, ctr_ref) {
+            let ctr = external::Ctr {
+                image_ref: r,
+                address: ctr.address.clone(),
+                namespace: ctr.namespace.clone(),
+            };
+            return ctr
+                .run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))
+                .await;
+        }
+    }
+    contenders.run_once(c, w, seq).await
+}
+
+/// stockade's p50 over ctr's and runc's, per workload and concurrency.
+pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let p50 = |w: &str, c: Contender, n: usize| {
+        cells
+            .iter()
+            .find(|x| x.workload == w && x.contender == c && x.concurrency == n)
+            .and_then(|x| x.summary)
+            .map(|s| s.p50_ms)
+    };
+    let mut keys: Vec<(String, usize)> = cells
+        .iter()
+        .map(|c| (c.workload.clone(), c.concurrency))
+        .collect();
+    keys.dedup();
+    for (w, n) in keys {
+        for num in [Contender::StockadeLib, Contender::StockadeCli] {
+            for den in [Contender::Ctr, Contender::Runc] {
+                if let (Some(a), Some(b)) = (p50(&w, num, n), p50(&w, den, n)) {
+                    if b > 0.0 {
+                        out.push(Ratio {
+                            workload: w.clone(),
+                            concurrency: n,
+                            numerator: num,
+                            denominator: den,
+                            p50_ratio: a / b,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn host_info(client: &Client, host: &HostFacts) -> HostInfo {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let runc = tokio::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .await
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    HostInfo {
+        kernel,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        containerd: client.server_version().await.unwrap_or_default(),
+        runc,
+        cgroup: format!("{:?}", host.cgroup).to_lowercase(),
+    }
+}
+
+/// The report as a table for humans.
+pub fn render_table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "host: kernel {}, {} CPUs, containerd {}, {}, cgroup {}",
+        r.host.kernel, r.host.cpus, r.host.containerd, r.host.runc, r.host.cgroup
+    );
+    let _ = writeln!(
+        s,
+        "{:<8} {:>4} {:<14} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "workload", "conc", "contender", "n", "min", "p50", "p95", "p99", "runs/s", "fail"
+    );
+    for c in &r.cells {
+        let (n, min, p50, p95, p99) = c
+            .summary
+            .map(|s| (s.n, s.min_ms, s.p50_ms, s.p95_ms, s.p99_ms))
+            .unwrap_or((0, f64::NAN, f64::NAN, f64::NAN, f64::NAN));
+        let _ = writeln!(
+            s,
+            "{:<8} {:>4} {:<14} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+            c.workload,
+            c.concurrency,
+            c.contender.name(),
+            n,
+            min,
+            p50,
+            p95,
+            p99,
+            c.runs_per_sec,
+            c.failures
+        );
+    }
+    if let Some(lib) = r.cells.iter().find(|c| {
+        c.contender == Contender::StockadeLib && c.concurrency == 1 && !c.phases.is_empty()
+    }) {
+        let _ = writeln!(
+            s,
+            "\nstockade-lib phases ({}, concurrency 1), ms:",
+            lib.workload
+        );
+        for (k, v) in &lib.phases {
+            let _ = writeln!(
+                s,
+                "  {:<22} p50 {:>7.1}  p95 {:>7.1}  p99 {:>7.1}",
+                k, v.p50_ms, v.p95_ms, v.p99_ms
+            );
+        }
+    }
+    let _ = writeln!(s, "\nratios of p50 (same run):");
+    for x in &r.ratios {
+        let _ = writeln!(
+            s,
+            "  {:<8} conc {:>2}: {} / {} = {:.2}",
+            x.workload,
+            x.concurrency,
+            x.numerator.name(),
+            x.denominator.name(),
+            x.p50_ratio
+        );
+    }
+    for c in r.cells.iter().filter(|c| c.failures > 0) {
+        let _ = writeln!(
+            s,
+            "failures: {} {} conc {}: {} (first: {})",
+            c.workload,
+            c.contender.name(),
+            c.concurrency,
+            c.failures,
+            c.first_error.as_deref().unwrap_or("")
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+/// The CDF plot of every contender at concurrency 1, one plot per workload, stacked.
+pub fn render_svg(r: &Report, workload: &str) -> String {
+    let series: Vec<(String, Vec<f64>)> = r
+        .cells
+        .iter()
+        .filter(|c| c.workload == workload)
+        .map(|c| {
+            (
+                format!("{} ×{}", c.contender.name(), c.concurrency),
+                c.samples_ms.clone(),
+            )
+        })
+        .collect();
+    svg::cdf(
+        &format!("start latency, `{workload}` — kernel {}", r.host.kernel),
+        &series,
+    )
+}

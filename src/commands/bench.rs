@@ -1,0 +1,124 @@
+//! `stockade bench`: the start-latency benchmark against `ctr run --rm` and `runc run`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use stockade::bench::{self, BenchConfig, Contender};
+use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
+use stockade::containerd::DEFAULT_NAMESPACE;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub policy: crate::cli::PolicyArgs,
+    /// Measured runs per contender and workload at concurrency 1.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    /// Unmeasured runs per contender first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Bursts per concurrency level above 1.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Workloads, comma-separated: true, echo, python.
+    #[arg(long, value_delimiter = ',', default_value = "true,echo")]
+    pub workloads: Vec<String>,
+    /// Contenders, comma-separated: stockade-lib, stockade-cli, ctr, runc.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "stockade-lib,stockade-cli,ctr,runc"
+    )]
+    pub contenders: Vec<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write an SVG latency CDF of the first workload to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// The stockade binary the CLI contender runs [default: this one].
+    #[arg(long, value_name = "PATH")]
+    pub stockade_bin: Option<PathBuf>,
+    /// containerd socket [default: $CONTAINERD_ADDRESS, the system socket, or stockade's
+    /// private containerd].
+    #[arg(long, value_name = "SOCK")]
+    pub address: Option<PathBuf>,
+    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Working directory for runc bundles.
+    #[arg(long, value_name = "DIR", default_value = "/run/stockade/bench")]
+    pub work_dir: PathBuf,
+}
+
+fn contender(name: &str) -> Result<Contender> {
+    Ok(match name {
+        "stockade-lib" | "lib" => Contender::StockadeLib,
+        "stockade-cli" | "cli" => Contender::StockadeCli,
+        "ctr" | "ctr-run" => Contender::Ctr,
+        "runc" | "runc-run" => Contender::Runc,
+        other => bail!(
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, ctr, runc)"
+        ),
+    })
+}
+
+pub async fn run(args: BenchArgs) -> Result<u8> {
+    if args.iterations == 0 {
+        bail!("--iterations: must be at least 1");
+    }
+    if args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--concurrency: levels must be at least 1");
+    }
+    let contenders = args
+        .contenders
+        .iter()
+        .map(|c| contender(c))
+        .collect::<Result<Vec<_>>>()?;
+    let policy = super::load_policy(&args.policy)?;
+    let host = super::doctor::host_facts_for_spec()?;
+    let client = connect_or_start(
+        args.address.as_deref(),
+        &args.namespace,
+        &DaemonPaths::system(),
+    )
+    .await?;
+    let stockade_bin = match args.stockade_bin {
+        Some(p) => p,
+        None => std::env::current_exe().context("locating the stockade binary")?,
+    };
+    let config = BenchConfig {
+        iterations: args.iterations,
+        warmup: args.warmup,
+        concurrency: args.concurrency,
+        rounds: args.rounds,
+        workloads: args.workloads,
+        contenders,
+        stockade_bin,
+        work_dir: args.work_dir,
+    };
+    let report = bench::run(client, host, policy, &config, &|m| eprintln!("bench: {m}")).await?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json)
+            .with_context(|| format!("--out {}: cannot write", out.display()))?;
+    }
+    if let Some(svg) = &args.svg {
+        let first = report.config.workloads.first().cloned().unwrap_or_default();
+        std::fs::write(svg, bench::render_svg(&report, &first))
+            .with_context(|| format!("--svg {}: cannot write", svg.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", bench::render_table(&report));
+    }
+    Ok(0)
+}
