@@ -206,15 +206,21 @@ fn violations(mine: &Allowances, theirs: &Allowances) -> Vec<String> {
     out
 }
 
+/// Docker's reference profile: `$STOCKADE_DOCKER_SECCOMP`, or the shared reference data
+/// beside this checkout.
 fn docker() -> Allowances {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/moby/seccomp-default.json");
-    let path = if path.exists() {
-        path
-    } else {
-        Path::new("/work/shared/reference/moby/seccomp-default.json").to_path_buf()
-    };
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = std::env::var_os("STOCKADE_DOCKER_SECCOMP")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/reference/moby/seccomp-default.json")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "Docker's reference profile {}: {e} (set STOCKADE_DOCKER_SECCOMP)",
+            path.display()
+        )
+    });
     docker_allowances(&serde_json::from_str(&text).unwrap())
 }
 
