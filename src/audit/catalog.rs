@@ -77,7 +77,7 @@ pub struct Rule {
     pub rationale: &'static str,
     /// What to change in the spec (or the policy that produced it).
     pub remediation: &'static str,
-    /// CIS Docker Benchmark v1.2.0 section 5 items.
+    /// CIS Docker Benchmark v1.2.0 items (section 5; 4.1 for the container user).
     pub cis: &'static [&'static str],
     /// Kubernetes Pod Security Standards controls, as `level: control`.
     pub pss: &'static [&'static str],
@@ -576,8 +576,8 @@ pub fn markdown() -> String {
          markdown`; a test keeps this file current. Ids are stable.\n\n",
     );
     s.push_str(
-        "CIS: CIS Docker Benchmark v1.2.0, section 5. PSS: Kubernetes Pod Security Standards \
-         (`level: control`).\n\n",
+        "CIS: CIS Docker Benchmark v1.2.0 (section 5, Container Runtime; 4.1 for the container \
+         user). PSS: Kubernetes Pod Security Standards (`level: control`).\n\n",
     );
     s.push_str("| id | severity | title | CIS | PSS |\n|---|---|---|---|---|\n");
     for r in RULES {

@@ -16,12 +16,26 @@ pub(crate) fn esc(token: &str) -> String {
 struct Out(Vec<Finding>);
 
 impl Out {
+    /// A finding about the spec as a whole (no subject).
     fn add(&mut self, id: &str, pointer: impl Into<String>, message: impl Into<String>) {
+        self.add_about(id, pointer, "", message);
+    }
+
+    /// A finding about `subject`: the capability, namespace, mount destination, sysctl, …
+    /// it concerns, which names it across specs (for `--diff`).
+    fn add_about(
+        &mut self,
+        id: &str,
+        pointer: impl Into<String>,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let r = rule(id);
         self.0.push(Finding {
             rule: r.id,
             severity: r.severity,
             title: r.title,
+            subject: subject.into(),
             message: message.into(),
             pointer: pointer.into(),
         });
@@ -134,15 +148,16 @@ fn capabilities(spec: &SpecView, out: &mut Out) {
     }
     for (cap, (sets, pointer)) in &held {
         if let Some(id) = cap_rule(cap) {
-            out.add(id, pointer, format!("{cap} in {}", sets.join(", ")));
+            out.add_about(id, pointer, cap, format!("{cap} in {}", sets.join(", ")));
         }
     }
     for set in ["inheritable", "ambient"] {
         let list = caps.set(set);
         if !list.is_empty() {
-            out.add(
+            out.add_about(
                 "STK-CAP-005",
                 format!("/process/capabilities/{set}"),
+                set,
                 format!("{set} set holds {}", list.join(", ")),
             );
         }
@@ -204,33 +219,38 @@ fn namespaces(spec: &SpecView, out: &mut Out) {
     for (typ, id) in HOST_NAMESPACE_RULES {
         match namespace_state(spec, typ) {
             (NsState::Own, _) => {}
-            (NsState::Host, pointer) if pointer == "/linux/namespaces" => out.add(
+            (NsState::Host, pointer) if pointer == "/linux/namespaces" => out.add_about(
                 id,
                 pointer,
+                *typ,
                 format!("no `{typ}` namespace: the container shares the host's"),
             ),
-            (NsState::Host, pointer) => out.add(
+            (NsState::Host, pointer) => out.add_about(
                 id,
                 pointer,
+                *typ,
                 format!("`{typ}` namespace joined from the host's init or runtime"),
             ),
-            (NsState::Joined(path), pointer) => out.add(
+            (NsState::Joined(path), pointer) => out.add_about(
                 "STK-NS-008",
                 pointer,
+                *typ,
                 format!("`{typ}` namespace joined from {path}"),
             ),
         }
     }
     match namespace_state(spec, "user") {
         (NsState::Own, _) => {}
-        (NsState::Joined(path), pointer) => out.add(
+        (NsState::Joined(path), pointer) => out.add_about(
             "STK-NS-008",
             pointer,
+            "user",
             format!("`user` namespace joined from {path}"),
         ),
-        (NsState::Host, pointer) => out.add(
+        (NsState::Host, pointer) => out.add_about(
             "STK-NS-007",
             pointer,
+            "user",
             "no `user` namespace: container ids are host ids",
         ),
     }
@@ -295,7 +315,8 @@ fn seccomp(spec: &SpecView, out: &mut Out) {
             "STK-SEC-004" => "allowed for some arguments",
             _ => "left to a tracer or notifier",
         };
-        out.add(id, pointer, format!("{list} {verb} by {by}"));
+        let subject = calls.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(",");
+        out.add_about(id, pointer, subject, format!("{list} {verb} by {by}"));
     }
 }
 
@@ -311,18 +332,20 @@ fn mac(spec: &SpecView, out: &mut Out) {
     let apparmor = p.apparmor_profile.as_deref().filter(|s| !s.is_empty());
     let selinux = p.selinux_label.as_deref().filter(|s| !s.is_empty());
     if apparmor == Some("unconfined") {
-        out.add(
+        out.add_about(
             "STK-MAC-002",
             "/process/apparmorProfile",
+            "apparmorProfile",
             "apparmorProfile is `unconfined`",
         );
     }
     if let Some(label) = selinux {
         let typ = label.split(':').nth(2).unwrap_or_default();
         if UNCONFINED_SELINUX_TYPES.contains(&typ) {
-            out.add(
+            out.add_about(
                 "STK-MAC-002",
                 "/process/selinuxLabel",
+                "selinuxLabel",
                 format!("selinuxLabel {label} runs as the unconfined type {typ}"),
             );
         }
@@ -548,17 +571,19 @@ fn mount(i: usize, m: &MountView, out: &mut Out) {
         .flatten()
         .find(|o| *o == "shared" || *o == "rshared");
     if let Some(o) = shared {
-        out.add(
+        out.add_about(
             "STK-FS-005",
             format!("{base}/options"),
+            dest,
             format!("mount {dest} has {o} propagation"),
         );
     }
     let typ = m.typ.as_deref().unwrap_or_default();
     if matches!(typ, "sysfs" | "cgroup" | "cgroup2") && !m.is_read_only() {
-        out.add(
+        out.add_about(
             "STK-FS-008",
             format!("{base}/options"),
+            dest,
             format!("{typ} mounted at {dest} without `ro`"),
         );
     }
@@ -575,9 +600,10 @@ fn mount(i: usize, m: &MountView, out: &mut Out) {
     let file_name = src.rsplit('/').next().unwrap_or_default();
     if RUNTIME_SOCKETS.iter().any(|s| covers(&src, s)) || RUNTIME_SOCKET_NAMES.contains(&file_name)
     {
-        out.add(
+        out.add_about(
             "STK-FS-003",
             format!("{base}/source"),
+            dest,
             format!("host {src} (holds a container runtime socket) mounted at {dest} {rw}"),
         );
         reported = true;
@@ -595,17 +621,19 @@ fn mount(i: usize, m: &MountView, out: &mut Out) {
         } else {
             format!(" (under {p})")
         };
-        out.add(
+        out.add_about(
             "STK-FS-002",
             format!("{base}/source"),
+            dest,
             format!("host {src}{what} mounted at {dest} {rw}"),
         );
         reported = true;
     }
     if writable && !reported {
-        out.add(
+        out.add_about(
             "STK-FS-004",
             format!("{base}/options"),
+            dest,
             format!("host {src} mounted at {dest} read-write"),
         );
     }
@@ -668,9 +696,10 @@ fn devices(spec: &SpecView, out: &mut Out) {
             _ => None,
         };
         if let Some(what) = what {
-            out.add(
+            out.add_about(
                 "STK-DEV-002",
                 format!("/linux/resources/devices/{i}"),
+                format!("{typ} {}:{}", opt_num(r.major), opt_num(r.minor)),
                 format!(
                     "{what} {typ} {}:{} allowed with access {}",
                     opt_num(r.major),
@@ -689,9 +718,10 @@ fn devices(spec: &SpecView, out: &mut Out) {
         let block = d.typ.as_deref() == Some("b");
         let raw = d.typ.as_deref() == Some("c") && is_raw_memory(d.major, d.minor);
         if block || raw {
-            out.add(
+            out.add_about(
                 "STK-DEV-002",
                 format!("/linux/devices/{i}"),
+                d.path.as_deref().unwrap_or("?"),
                 format!(
                     "{} node {} ({}:{}) created in the container",
                     if block {
@@ -789,18 +819,20 @@ fn sysctls(spec: &SpecView, out: &mut Out) {
     for (key, value) in map {
         let pointer = format!("/linux/sysctl/{}", esc(key));
         match sysctl_namespace(key) {
-            None => out.add(
+            None => out.add_about(
                 "STK-SYS-001",
                 pointer,
+                key,
                 format!("{key}={value} is not namespaced"),
             ),
-            Some(ns) if namespace_state(spec, ns).0 == NsState::Host => out.add(
+            Some(ns) if namespace_state(spec, ns).0 == NsState::Host => out.add_about(
                 "STK-SYS-001",
                 pointer,
+                key,
                 format!("{key}={value}, and the {ns} namespace is the host's"),
             ),
             Some(_) if !PSS_SAFE_SYSCTLS.contains(&key.as_str()) => {
-                out.add("STK-SYS-002", pointer, format!("{key}={value}"))
+                out.add_about("STK-SYS-002", pointer, key, format!("{key}={value}"))
             }
             Some(_) => {}
         }
@@ -826,9 +858,10 @@ fn hooks(spec: &SpecView, out: &mut Out) {
             } else {
                 path.to_string()
             };
-            out.add(
+            out.add_about(
                 "STK-HOOK-001",
                 format!("/hooks/{kind}/{i}"),
+                format!("{kind} {path}"),
                 format!("{kind} hook runs {shown}"),
             );
         }

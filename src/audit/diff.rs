@@ -69,7 +69,8 @@ pub fn diff(old: &ParsedSpec, new: &ParsedSpec) -> Diff {
     hooks(o, n, &mut acc);
 
     let (ro, rn) = (old.audit(), new.audit());
-    let key = |f: &Finding| (f.rule, f.message.clone());
+    // Identity across specs: rule and subject (pointers and wording depend on layout).
+    let key = |f: &Finding| (f.rule, f.subject.clone());
     let old_keys: BTreeSet<_> = ro.findings.iter().map(key).collect();
     let new_keys: BTreeSet<_> = rn.findings.iter().map(key).collect();
     Diff {
@@ -89,12 +90,14 @@ pub fn diff(old: &ParsedSpec, new: &ParsedSpec) -> Diff {
     }
 }
 
-fn caps_of(s: &SpecView) -> BTreeMap<String, BTreeSet<&'static str>> {
-    let mut m: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
+/// Capability → the sets holding it, as indexes into [`CAP_SETS`] (so they print in the
+/// runtime spec's order).
+fn caps_of(s: &SpecView) -> BTreeMap<String, BTreeSet<usize>> {
+    let mut m: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
     if let Some(c) = s.process.as_ref().and_then(|p| p.capabilities.as_ref()) {
-        for set in CAP_SETS {
+        for (i, set) in CAP_SETS.iter().enumerate() {
             for cap in c.set(set) {
-                m.entry(normalize_cap(cap)).or_default().insert(set);
+                m.entry(normalize_cap(cap)).or_default().insert(i);
             }
         }
     }
@@ -108,8 +111,8 @@ fn capabilities(o: &SpecView, n: &SpecView, acc: &mut Acc) {
     for cap in all {
         let so = co.get(cap).unwrap_or(&empty);
         let sn = cn.get(cap).unwrap_or(&empty);
-        let gained: Vec<&str> = sn.difference(so).copied().collect();
-        let lost: Vec<&str> = so.difference(sn).copied().collect();
+        let gained: Vec<&str> = sn.difference(so).map(|i| CAP_SETS[*i]).collect();
+        let lost: Vec<&str> = so.difference(sn).map(|i| CAP_SETS[*i]).collect();
         if !gained.is_empty() {
             acc.push(
                 Direction::Loosened,
@@ -216,6 +219,8 @@ fn process(o: &SpecView, n: &SpecView, acc: &mut Acc) {
         );
         if a != b {
             let dir = match b.as_deref() {
+                // Unconfined and no profile are the same for the runtime.
+                None if a.as_deref() == Some("unconfined") => Direction::Changed,
                 None | Some("unconfined") => Direction::Loosened,
                 _ if a.is_none() => Direction::Tightened,
                 _ => Direction::Changed,
@@ -556,8 +561,13 @@ fn limits(o: &SpecView, n: &SpecView, acc: &mut Acc) {
     let (la, lb) = (rl(o), rl(n));
     let keys: BTreeSet<&String> = la.keys().chain(lb.keys()).collect();
     for k in keys {
-        let to_i =
-            |v: Option<&Option<u64>>| v.copied().flatten().map(|h| h.min(i64::MAX as u64) as i64);
+        // RLIM_INFINITY (u64::MAX) is no limit.
+        let to_i = |v: Option<&Option<u64>>| {
+            v.copied()
+                .flatten()
+                .filter(|h| *h != u64::MAX)
+                .map(|h| h.min(i64::MAX as u64 - 1) as i64)
+        };
         let (a, b) = (to_i(la.get(k)), to_i(lb.get(k)));
         // A hard limit of 0 (RLIMIT_CORE 0) is a limit, not "unlimited": compare +1.
         limit(

@@ -29,6 +29,9 @@ pub struct Finding {
     pub severity: Severity,
     /// The rule's title.
     pub title: &'static str,
+    /// What the finding is about (a capability, namespace type, mount destination, sysctl,
+    /// …), stable across specs; empty when it concerns the spec as a whole.
+    pub subject: String,
     /// What exactly, in this spec.
     pub message: String,
     /// RFC 6901 JSON pointer to the field at fault (or to where a missing field belongs).
