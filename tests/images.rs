@@ -1,14 +1,93 @@
-//! Base images against a real (private) containerd: build, resolve, idempotence, removal,
-//! import of OCI-layout and docker-save tarballs, and clear errors for broken ones.
+//! Base images against a real (private) containerd: build, resolve, idempotence, what the
+//! garbage collector keeps and drops, import of OCI-layout and docker-save tarballs, and
+//! clear errors for broken ones. Each test runs its own containerd under /tmp/stk-*.
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
-use stockade::images::{self, build, store, ImageError, NoProgress, SNAPSHOTTER};
+use containerd_client::services::v1::snapshots::{Kind, ListSnapshotsRequest};
+use containerd_client::services::v1::{
+    CreateImageRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+    Image, InfoRequest, ListImagesRequest,
+};
+use stockade::containerd::Client;
+use stockade::images::{self, archive, build, store, ImageError, NoProgress, SNAPSHOTTER};
+use tokio_stream::StreamExt;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("stk-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+/// Runs containerd's garbage collector now: deleting a lease with `sync` collects.
+async fn collect_garbage(client: &Client) {
+    let id = "stockade-test-gc".to_string();
+    client
+        .leases()
+        .create(client.request(CreateLeaseRequest {
+            id: id.clone(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .unwrap();
+    client
+        .leases()
+        .delete(client.request(DeleteLeaseRequest { id, sync: true }))
+        .await
+        .unwrap();
+}
+
+async fn content_exists(client: &Client, digest: &str) -> bool {
+    client
+        .content()
+        .info(client.request(InfoRequest {
+            digest: digest.to_string(),
+        }))
+        .await
+        .is_ok()
+}
+
+async fn snapshot_count(client: &Client) -> usize {
+    let mut s = client
+        .snapshots()
+        .list(client.request(ListSnapshotsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            filters: vec![],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut n = 0;
+    while let Some(r) = s.next().await {
+        n += r.unwrap().info.len();
+    }
+    n
+}
+
+async fn image_names(client: &Client) -> Vec<String> {
+    let mut v: Vec<String> = client
+        .images()
+        .list(client.request(ListImagesRequest { filters: vec![] }))
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    v.sort();
+    v
+}
 
 #[tokio::test]
-async fn busybox_builds_resolves_and_is_committed() {
+async fn busybox_builds_resolves_and_survives_garbage_collection() {
     if !common::require_root_or_skip("image build") {
         return;
     }
@@ -40,16 +119,358 @@ async fn busybox_builds_resolves_and_is_committed() {
     let r = images::resolve(&client, "busybox").await.unwrap();
     eprintln!("resolve: {:?}", t.elapsed());
     assert_eq!(r, built.image);
+    assert_eq!(
+        images::resolve(&client, "stockade/busybox:latest")
+            .await
+            .unwrap(),
+        r
+    );
     assert_eq!(r.snapshotter, SNAPSHOTTER);
     assert_eq!(r.config.cmd, vec!["/bin/sh"]);
     assert_eq!(r.config.working_dir, "/workspace");
+    assert!(r.config.env.iter().any(|e| e.starts_with("PATH=")));
 
+    // The import lease is gone; a collection must keep the snapshot and every blob.
+    collect_garbage(&client).await;
     let info = store::stat_snapshot(&client, &r.chain_id)
         .await
         .unwrap()
+        .expect("snapshot kept");
+    assert_eq!(info.kind, Kind::Committed as i32);
+    let exported = archive::export(&client, "busybox").await.unwrap();
+    assert_eq!(exported.manifest_descriptor.digest, r.manifest_digest);
+    for l in &exported.layers {
+        assert!(content_exists(&client, &l.descriptor.digest).await);
+    }
+    // The snapshot really holds the root filesystem: busybox and its applets.
+    assert_eq!(exported.layers.len(), 1);
+    let images::store::BlobSource::Bytes(layer) = &exported.layers[0].source else {
+        panic!("export reads into memory")
+    };
+    let names: Vec<String> = tar::Archive::new(&layer[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    for want in [
+        "bin/busybox",
+        "bin/sh",
+        "etc/passwd",
+        "tmp",
+        "workspace",
+        "input",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing");
+    }
+}
+
+#[tokio::test]
+async fn building_twice_is_idempotent_and_deterministic() {
+    if !common::require_root_or_skip("image build") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let host = build::BuildHost::system();
+    let a = build::build(&client, "busybox", None, &host, &NoProgress)
+        .await
         .unwrap();
+    let snapshots = snapshot_count(&client).await;
+    let b = build::build(&client, "busybox", None, &host, &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(a.image, b.image, "same recipe, same image");
+    assert_eq!(snapshot_count(&client).await, snapshots);
+    assert_eq!(image_names(&client).await, vec!["stockade/busybox:latest"]);
+}
+
+#[tokio::test]
+async fn missing_images_and_rm() {
+    if !common::require_root_or_skip("image rm") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let err = images::resolve(&client, "busybox").await.unwrap_err();
     assert_eq!(
-        info.kind,
-        containerd_client::services::v1::snapshots::Kind::Committed as i32
+        err.to_string(),
+        "image `busybox` not found in namespace stockade (build it with `stockade image build busybox`)"
     );
+
+    let r = common::busybox_image(&client).await;
+    // Another namespace does not see it.
+    let other = client.in_namespace("elsewhere");
+    assert!(matches!(
+        images::resolve(&other, "busybox").await,
+        Err(ImageError::NotFound { .. })
+    ));
+
+    assert_eq!(
+        images::remove(&client, "busybox").await.unwrap(),
+        "stockade/busybox:latest"
+    );
+    assert!(matches!(
+        images::resolve(&client, "busybox").await,
+        Err(ImageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        images::remove(&client, "busybox").await,
+        Err(ImageError::NotFound { .. })
+    ));
+    // Nothing else holds them, so the collector dropped the snapshot and the blobs.
+    collect_garbage(&client).await;
+    assert!(store::stat_snapshot(&client, &r.chain_id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!content_exists(&client, &r.manifest_digest).await);
+}
+
+#[tokio::test]
+async fn oci_layout_import_round_trips_and_is_idempotent() {
+    if !common::require_root_or_skip("image import") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let r = common::busybox_image(&client).await;
+    let tmp = scratch();
+    let tarball = tmp.path().join("busybox-oci.tar");
+    let exported = archive::export(&client, "busybox").await.unwrap();
+    archive::write_oci_layout(&tarball, "stockade/copied:1", &exported).unwrap();
+
+    // Into a second namespace: the same containerd, nothing shared at the image level.
+    let other = client.in_namespace("imported");
+    let first = archive::import(&other, &tarball, None, tmp.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].name, "stockade/copied:1");
+    assert_eq!(first[0].manifest_digest, r.manifest_digest);
+    assert_eq!(first[0].chain_id, r.chain_id);
+    assert_eq!(first[0].config, r.config);
+    let snapshots = snapshot_count(&other).await;
+    let again = archive::import(&other, &tarball, None, tmp.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(snapshot_count(&other).await, snapshots);
+    assert_eq!(image_names(&other).await, vec!["stockade/copied:1"]);
+
+    // gzip-compressed archive, renamed.
+    let gz = tmp.path().join("busybox-oci.tar.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&std::fs::read(&tarball).unwrap()).unwrap();
+    enc.finish().unwrap();
+    let renamed = archive::import(&other, &gz, Some("renamed"), tmp.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(renamed[0].name, "stockade/renamed:latest");
+    assert_eq!(
+        images::resolve(&other, "renamed").await.unwrap().chain_id,
+        r.chain_id
+    );
+}
+
+/// A `docker save`-shaped tarball: manifest.json, `<id>.json` config, `<id>/layer.tar`
+/// (here one layer gzip-compressed, as newer Dockers may write).
+fn write_docker_save(out: &Path, image: &store::PreparedImage, tag: &str, gzip_layer: bool) {
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    let config_name = format!("{}.json", &image.config_descriptor.digest[7..]);
+    add(&config_name, &image.config);
+    let mut layers = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        let store::BlobSource::Bytes(bytes) = &l.source else {
+            panic!("export reads into memory")
+        };
+        let data = if gzip_layer {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(bytes).unwrap();
+            enc.finish().unwrap()
+        } else {
+            bytes.clone()
+        };
+        let path = format!("layer{i}/layer.tar");
+        add(&path, &data);
+        layers.push(path);
+    }
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": layers,
+    }]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    b.into_inner().unwrap().flush().unwrap();
+}
+
+#[tokio::test]
+async fn docker_save_import_works_plain_and_gzip() {
+    if !common::require_root_or_skip("image import") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let r = common::busybox_image(&client).await;
+    let exported = archive::export(&client, "busybox").await.unwrap();
+    let tmp = scratch();
+    for (gzip, tag) in [(false, "savedbox:1"), (true, "savedbox:gz")] {
+        let tarball = tmp.path().join(format!("save-{gzip}.tar"));
+        write_docker_save(&tarball, &exported, tag, gzip);
+        let got = archive::import(&client, &tarball, None, tmp.path(), &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, format!("stockade/{tag}"));
+        // Same layer content: the same snapshot, whatever the compression.
+        assert_eq!(got[0].chain_id, r.chain_id);
+        assert_eq!(got[0].config, r.config);
+        let resolved = images::resolve(&client, tag).await.unwrap();
+        assert_eq!(resolved, got[0]);
+    }
+}
+
+#[tokio::test]
+async fn corrupted_archives_fail_clearly() {
+    if !common::require_root_or_skip("image import") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    common::busybox_image(&client).await;
+    let exported = archive::export(&client, "busybox").await.unwrap();
+    let tmp = scratch();
+    let good = tmp.path().join("good.tar");
+    archive::write_oci_layout(&good, "stockade/x:1", &exported).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let other = client.in_namespace("corrupt");
+
+    // Truncated in the middle of the layer.
+    let truncated = tmp.path().join("truncated.tar");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // One byte of the layer flipped (the layer is the last and largest blob).
+    let flipped = tmp.path().join("flipped.tar");
+    let mut f = bytes.clone();
+    let at = bytes.len() - 4096;
+    f[at] ^= 0x55;
+    std::fs::write(&flipped, &f).unwrap();
+    // Not a tar at all.
+    let garbage = tmp.path().join("garbage.tar");
+    std::fs::write(&garbage, b"this is not an image archive\n".repeat(40)).unwrap();
+
+    for (path, want) in [
+        (&truncated, "truncated.tar"),
+        (&flipped, "digest mismatch"),
+        (&garbage, "garbage.tar"),
+    ] {
+        let err = archive::import(&other, path, None, tmp.path(), &NoProgress)
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        eprintln!("{msg}");
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+    assert!(image_names(&other).await.is_empty());
+}
+
+/// An image record without stockade's labels (as `ctr` would make) still resolves, from
+/// the manifest and config in the content store.
+#[tokio::test]
+async fn a_foreign_record_resolves_from_content() {
+    if !common::require_root_or_skip("resolve") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let r = common::busybox_image(&client).await;
+    let exported = archive::export(&client, "busybox").await.unwrap();
+    let target = exported.manifest_descriptor.clone();
+    client
+        .images()
+        .create(client.request(CreateImageRequest {
+            image: Some(Image {
+                name: "example.com/plain:1".into(),
+                labels: HashMap::new(),
+                target: Some(containerd_client::types::Descriptor {
+                    media_type: target.media_type,
+                    digest: target.digest,
+                    size: target.size,
+                    annotations: HashMap::new(),
+                }),
+                created_at: None,
+                updated_at: None,
+            }),
+            source_date_epoch: None,
+        }))
+        .await
+        .unwrap();
+    let got = images::resolve(&client, "example.com/plain:1")
+        .await
+        .unwrap();
+    assert_eq!(got.chain_id, r.chain_id);
+    assert_eq!(got.config, r.config);
+}
+
+fn stockade(args: &[&str], address: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args(args)
+        .arg("--address")
+        .arg(address)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_image_commands() {
+    if !common::require_root_or_skip("stockade image") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let out = stockade(&["image", "build", "busybox"], d.address());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("stockade/busybox:latest sha256:"));
+
+    let out = stockade(&["image", "ls", "--json"], d.address());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "stockade/busybox:latest");
+    assert!(v[0]["chain_id"].as_str().unwrap().starts_with("sha256:"));
+    assert!(v[0]["size"].as_u64().unwrap() > 1_000_000);
+
+    let out = stockade(&["image", "ls"], d.address());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("stockade/busybox:latest"));
+
+    let out = stockade(&["image", "rm", "busybox"], d.address());
+    assert!(out.status.success());
+    let out = stockade(&["image", "rm", "busybox"], d.address());
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("image `busybox` not found"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = stockade(&["image", "build", "nosuch"], d.address());
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no recipe `nosuch` (known: busybox, python)"));
+
+    // An explicit address that does not answer is an error, not a private daemon.
+    let dead = d.base().join("dead.sock");
+    let out = stockade(&["image", "ls"], &dead);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dead.sock"));
 }

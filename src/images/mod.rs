@@ -10,6 +10,7 @@
 //! garbage collector (`containerd.io/gc.ref.*`) and a cached copy of its runtime config
 //! ([`LABEL_CONFIG`]) so that [`resolve`] costs one Images.Get and one Snapshots.Stat.
 
+pub mod archive;
 pub mod build;
 pub mod layer;
 pub mod oci;
@@ -175,7 +176,7 @@ fn not_found(client: &Client, name: &str) -> ImageError {
     ImageError::NotFound {
         name: name.to_string(),
         namespace: client.namespace().to_string(),
-        hint: missing_hint(name),
+        hint: missing_hint(&normalize_name(name).unwrap_or_else(|_| name.to_string())),
     }
 }
 
