@@ -302,6 +302,18 @@ pub fn ensure_loaded(
     Ok(Loaded::Loaded)
 }
 
+/// Renders the built-in profile for `network` and makes sure it is loaded (see
+/// [`ensure_loaded`]); returns the profile name the OCI spec must name.
+pub fn ensure_default_loaded(
+    parser: &dyn Parser,
+    ctx: &LoadContext,
+    network: NetworkMode,
+) -> Result<(String, Loaded), AppArmorError> {
+    let params = Params::default_for(network);
+    let loaded = ensure_loaded(parser, ctx, params.name(), &render(&params))?;
+    Ok((params.name, loaded))
+}
+
 /// Whether the kernel's profile list (`name (mode)` lines) has `name`.
 fn kernel_lists(profiles_file: &Path, name: &str) -> Result<bool, AppArmorError> {
     let text = match std::fs::read_to_string(profiles_file) {

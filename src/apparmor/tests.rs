@@ -375,3 +375,24 @@ fn content_hash_is_sha256() {
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
 }
+
+#[test]
+fn ensure_default_loaded_names_the_profile_per_network_mode() {
+    let f = load_fixture(true);
+    let p = FakeParser::accepting();
+    let (name, loaded) = ensure_default_loaded(&p, &f.ctx, NetworkMode::Loopback).expect("load");
+    assert_eq!(
+        (name.as_str(), loaded),
+        ("stockade-default-loopback", Loaded::Loaded)
+    );
+    assert!(p.calls.borrow()[0]
+        .1
+        .contains("profile stockade-default-loopback flags="));
+    f.kernel_lists(&["stockade-default-loopback"]);
+    let (_, again) = ensure_default_loaded(&p, &f.ctx, NetworkMode::Loopback).expect("again");
+    assert_eq!(again, Loaded::AlreadyLoaded);
+    // The other mode is a different profile: loading it leaves this one alone.
+    let (other, _) = ensure_default_loaded(&p, &f.ctx, NetworkMode::None).expect("none");
+    assert_eq!(other, "stockade-default");
+    assert_eq!(p.args().len(), 2);
+}

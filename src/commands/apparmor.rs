@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
+use super::doctor::write_stdout;
 use stockade::apparmor::{self, LoadContext, Loaded, Params, SystemParser};
 use stockade::host::{self, HostPaths};
 use stockade::policy::NetworkMode;
@@ -61,7 +62,7 @@ fn params(name: Option<&str>, network: &str) -> Result<Params> {
 pub async fn run(cmd: AppArmorCommand) -> Result<u8> {
     match cmd {
         AppArmorCommand::Render { name, network } => {
-            print!("{}", apparmor::render(&params(name.as_deref(), &network)?));
+            write_stdout(&apparmor::render(&params(name.as_deref(), &network)?))?;
             Ok(0)
         }
         AppArmorCommand::Check { file } => {
@@ -70,7 +71,7 @@ pub async fn run(cmd: AppArmorCommand) -> Result<u8> {
             let parser = SystemParser::find();
             match apparmor::check(&parser, &text) {
                 Ok(()) => {
-                    println!("{}: ok", file.display());
+                    write_stdout(&format!("{}: ok\n", file.display()))?;
                     Ok(0)
                 }
                 Err(e @ apparmor::AppArmorError::Rejected { .. }) => {
@@ -104,8 +105,10 @@ pub async fn run(cmd: AppArmorCommand) -> Result<u8> {
             let text = apparmor::render(&params);
             let done = apparmor::ensure_loaded(&SystemParser::find(), &ctx, params.name(), &text)?;
             match done {
-                Loaded::AlreadyLoaded => println!("{}: already loaded", params.name()),
-                Loaded::Loaded => println!("{}: loaded", params.name()),
+                Loaded::AlreadyLoaded => {
+                    write_stdout(&format!("{}: already loaded\n", params.name()))?
+                }
+                Loaded::Loaded => write_stdout(&format!("{}: loaded\n", params.name()))?,
             }
             Ok(0)
         }

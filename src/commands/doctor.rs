@@ -32,10 +32,21 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
         tokio::task::spawn_blocking(move || doctor::report(facts, &SystemEffects, &socket))
             .await
             .context("running the host checks")?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.to_text());
-    }
+        report.to_text()
+    };
+    write_stdout(&text)?;
     Ok(if report.usable { 0 } else { 1 })
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+pub(crate) fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
 }
