@@ -18,7 +18,8 @@ use thiserror::Error;
 
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
-    AppArmorChoice, IdMap, Limits, NetworkMode, SeccompChoice, User, ValidatedPolicy,
+    cap_name, AppArmorChoice, IdMap, Limits, NetworkMode, SeccompChoice, User, ValidatedPolicy,
+    DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE,
 };
 
 /// The name of the image a policy runs when it names none.

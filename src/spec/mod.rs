@@ -15,6 +15,7 @@ use crate::policy::ValidatedPolicy;
 
 pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
 pub use mounts::{masked_paths, readonly_paths};
+pub use process::apparmor_profile_name;
 
 /// The OCI runtime-spec version stockade's specs declare (what runc 1.1 implements).
 pub const OCI_VERSION: &str = "1.0.2";

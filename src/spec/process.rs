@@ -39,7 +39,7 @@ pub(super) fn build(
 
     match &policy.apparmor {
         AppArmorChoice::Profile(name) if host.apparmor => {
-            b = b.apparmor_profile(name.clone());
+            b = b.apparmor_profile(apparmor_profile_name(name, policy));
         }
         AppArmorChoice::Profile(name) => not_enforced.push(NotEnforced {
             protection: "apparmor".into(),
@@ -48,6 +48,18 @@ pub(super) fn build(
         AppArmorChoice::Unconfined => {}
     }
     b.build().map_err(builder_err("process"))
+}
+
+/// The profile a run is confined by. The built-in profile comes in one variant per network
+/// mode (their network rules differ, and reloading one profile would change every sandbox
+/// already running under it), so the default name resolves to the variant for the policy's
+/// network; any other name is used as given.
+pub fn apparmor_profile_name(name: &str, policy: &ValidatedPolicy) -> String {
+    if name == crate::policy::DEFAULT_APPARMOR_PROFILE {
+        crate::apparmor::default_profile_name(policy.network).to_string()
+    } else {
+        name.to_string()
+    }
 }
 
 /// No capability in any set unless the policy grants one. A granted capability goes into

@@ -538,6 +538,10 @@ fn hosts_without_apparmor_or_swap_accounting_say_what_is_not_enforced() {
     let (s, ne) = build_json(&p, &HostFacts::hybrid_no_apparmor(), false);
     assert!(s["process"].get("apparmorProfile").is_none());
     assert!(ne.iter().any(|n| n.protection == "apparmor"));
+    // On an AppArmor host, the built-in profile's variant follows the network mode.
+    let lo = policy("[network]\nmode = \"loopback\"", PolicyOverrides::default());
+    let (s, _) = build_json(&lo, &HostFacts::capable_v2(), false);
+    assert_eq!(s["process"]["apparmorProfile"], "stockade-default-loopback");
     let mut v1 = HostFacts::hybrid_no_apparmor();
     v1.cgroup = CgroupMode::V1;
     v1.swap_accounting = false;
