@@ -277,8 +277,9 @@ fn seccomp(spec: &SpecView, out: &mut Out) {
             ),
         );
     }
-    // (rule id, deciding syscall rule) → dangerous calls it lets through
-    let mut groups: BTreeMap<(&str, Option<usize>), Vec<(&str, &str)>> = BTreeMap::new();
+    // (rule id, deciding syscall rule) → dangerous calls it lets through, with why
+    type Calls = Vec<(&'static str, &'static str)>;
+    let mut groups: BTreeMap<(&str, Option<usize>), Calls> = BTreeMap::new();
     for (name, why) in syscalls::DANGEROUS {
         let e = syscalls::effect(sc, name);
         let id = match e {
@@ -751,7 +752,7 @@ fn resources(spec: &SpecView, out: &mut Out) {
         Some(v) => format!("`{what}` is {v} (unlimited)"),
     };
     let mem = r.and_then(|r| r.memory.as_ref()).and_then(|m| m.limit);
-    if !mem.is_some_and(|l| l > 0) {
+    if mem.is_none_or(|l| l <= 0) {
         out.add(
             "STK-RES-001",
             "/linux/resources/memory/limit",
@@ -770,7 +771,7 @@ fn resources(spec: &SpecView, out: &mut Out) {
         );
     }
     let pids = r.and_then(|r| r.pids.as_ref()).and_then(|p| p.limit);
-    if !pids.is_some_and(|l| l > 0) {
+    if pids.is_none_or(|l| l <= 0) {
         out.add(
             "STK-RES-003",
             "/linux/resources/pids/limit",
