@@ -295,6 +295,7 @@ pub async fn run(
     let lib = Runner::builder()
         .client(client.clone())
         .host(host.clone())
+        .images(Arc::new(crate::runner::StoreImages))
         .build()?;
 
     // The same image, resolved once; workloads whose image is missing are dropped, saying so.
