@@ -1,0 +1,119 @@
+//! The security suite: escape attempts (`security/escape.rs`), resource attacks
+//! (`security/resources.rs`) and faults (`security/faults.rs`), all through the real
+//! `stockade` binary against private containerds.
+//!
+//! It has a harness of its own (`harness = false`, libtest-mimic) so that one private
+//! containerd and its images serve every case, and so that after the last case the suite
+//! runs `stockade gc` and proves nothing of any run is left (containers, tasks, active
+//! snapshots, mounts, shims, cgroups, FIFOs, processes). It accepts the usual test
+//! arguments (`--test-threads`, name filters, `--list`, `--nocapture`).
+//!
+//! Needs root, containerd and runc; without them it skips, except under `CI=true` where it
+//! fails. Run: `sudo cargo test --test security -- --test-threads=2`.
+
+mod common;
+#[path = "security/escape.rs"]
+mod escape;
+#[path = "security/faults.rs"]
+mod faults;
+#[path = "security/harness.rs"]
+mod harness;
+#[path = "security/resources.rs"]
+mod resources;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use libtest_mimic::{Arguments, Trial};
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let started = Instant::now();
+    let cases: Vec<harness::Case> = escape::cases()
+        .into_iter()
+        .chain(resources::cases())
+        .chain(faults::cases())
+        .collect();
+    if args.list {
+        let trials = cases.into_iter().map(|c| Trial::test(c.name, || Ok(())));
+        return libtest_mimic::run(&args, trials.collect()).exit_code();
+    }
+    if !common::require_or_skip(
+        "security suite",
+        &["/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/ctr"],
+    ) {
+        return ExitCode::SUCCESS;
+    }
+    escape::hash_runtime_binaries_now();
+    let daemon = match harness::Daemon::start() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("security suite: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Build the python image in the background as soon as a selected case needs it.
+    let python_build = cases
+        .iter()
+        .any(|c| escape::needs_python(&c.name) && selected(&args, &c.name))
+        .then(|| {
+            let d = daemon.clone();
+            std::thread::spawn(move || {
+                let _ = d.python_ready();
+            })
+        });
+
+    let trials: Vec<Trial> = cases
+        .into_iter()
+        .map(|c| {
+            let d = Arc::clone(&daemon);
+            let run = c.run;
+            Trial::test(c.name, move || run(&d).map_err(Into::into))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+
+    // After every case: gc, then nothing of any run may remain.
+    let census = daemon.gc().and_then(|()| {
+        let left = daemon.census(None);
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left after all cases and gc: {left:#?}"))
+        }
+    });
+    let runs = daemon.ids().len();
+    if let Some(t) = python_build {
+        let _ = t.join();
+    }
+    // The last reference: dropping it stops the daemon and removes its directory.
+    drop(daemon);
+    eprintln!(
+        "security suite: {runs} runs on the shared daemon, {:.1}s in all",
+        started.elapsed().as_secs_f64()
+    );
+    match census {
+        Ok(()) => eprintln!("security suite: final census after gc: nothing left"),
+        Err(e) => {
+            eprintln!("security suite: FINAL CENSUS FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    conclusion.exit_code()
+}
+
+/// Whether libtest-mimic will run the case called `name` under `args`.
+fn selected(args: &Arguments, name: &str) -> bool {
+    let matches = |f: &str| {
+        if args.exact {
+            name == f
+        } else {
+            name.contains(f)
+        }
+    };
+    if args.skip.iter().any(|s| matches(s)) {
+        return false;
+    }
+    args.filter.as_deref().is_none_or(matches)
+}
