@@ -407,6 +407,18 @@ fn bundles_stdin_and_files_give_the_same_report() {
 }
 
 #[test]
+fn containerd_settings_in_the_environment_do_not_disturb_file_audits() {
+    let path = fixtures().join("runc-spec.json");
+    let o = Command::new(BIN)
+        .args(["audit", path.to_str().unwrap()])
+        .env("CONTAINERD_NAMESPACE", "k8s.io")
+        .env("CONTAINERD_ADDRESS", "/nonexistent.sock")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
 fn malformed_input_exits_125_with_one_line_naming_the_input() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str, &str)] = &[

@@ -32,18 +32,18 @@ pub struct AuditArgs {
     /// Audit the live containers of a containerd through its Containers API.
     #[arg(long)]
     pub containerd: bool,
-    /// containerd namespace to read, e.g. default, k8s.io, stockade.
+    /// containerd namespace to read with --containerd, e.g. default, k8s.io, stockade.
+    // No `requires`: a value from the environment would make every file audit fail.
     #[arg(
         long,
         short = 'n',
         value_name = "NS",
         env = "CONTAINERD_NAMESPACE",
-        default_value = "default",
-        requires = "containerd"
+        default_value = "default"
     )]
     pub namespace: String,
-    /// Read every namespace of the containerd.
-    #[arg(long, requires = "containerd", conflicts_with = "namespace")]
+    /// Read every namespace of the containerd (instead of --namespace).
+    #[arg(long, requires = "containerd")]
     pub all_namespaces: bool,
     /// containerd socket [default: $CONTAINERD_ADDRESS, else /run/containerd/containerd.sock].
     #[arg(long, value_name = "PATH", requires = "containerd")]
