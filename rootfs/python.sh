@@ -10,8 +10,11 @@ mirror=${STOCKADE_MIRROR:-http://deb.debian.org/debian}
 suite=${STOCKADE_SUITE:-bookworm}
 
 # Debian's Essential packages plus python3 and its standard library, without recommends.
+# The merged-/usr hook lays out /bin -> usr/bin itself and installs usr-is-merged, so apt
+# does not pull in usrmerge and, through it, 46 MB of perl.
 # dpkg is told never to unpack documentation, manuals or translations, so they cost no time.
 mmdebstrap --mode=root --variant=essential --format=directory \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --include=python3 \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \

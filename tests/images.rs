@@ -474,3 +474,149 @@ async fn the_image_commands() {
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dead.sock"));
 }
+
+/// Mounts a read-only view of `chain_id` at a tempdir, runs `check` on it, and cleans up.
+async fn with_view<T>(client: &Client, chain_id: &str, check: impl FnOnce(&Path) -> T) -> T {
+    use containerd_client::services::v1::snapshots::{RemoveSnapshotRequest, ViewSnapshotRequest};
+    let key = format!("stockade-test-view-{}", std::process::id());
+    let mounts = client
+        .snapshots()
+        .view(client.request(ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.clone(),
+            parent: chain_id.into(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let target = tempfile::Builder::new()
+        .prefix("stk-view-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    let m = &mounts[0];
+    let mut flags = nix::mount::MsFlags::MS_RDONLY;
+    let mut data = Vec::new();
+    for o in &m.options {
+        match o.as_str() {
+            "ro" => {}
+            "rbind" => flags |= nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+            "bind" => flags |= nix::mount::MsFlags::MS_BIND,
+            other => data.push(other.to_string()),
+        }
+    }
+    let data = data.join(",");
+    nix::mount::mount(
+        Some(m.source.as_str()),
+        target.path(),
+        Some(m.r#type.as_str()),
+        flags,
+        (!data.is_empty()).then_some(data.as_str()),
+    )
+    .unwrap();
+    let result = check(target.path());
+    nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    client
+        .snapshots()
+        .remove(client.request(RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key,
+        }))
+        .await
+        .unwrap();
+    result
+}
+
+/// The python image: slow (mmdebstrap downloads and installs ~30 MB of Debian packages),
+/// so it runs only when asked for with `--ignored`.
+#[tokio::test]
+#[ignore = "downloads Debian packages for minutes; run with --ignored"]
+async fn python_builds_from_debian_packages() {
+    if !common::require_or_skip(
+        "python image build",
+        &["/usr/bin/containerd", "/usr/bin/mmdebstrap"],
+    ) {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let built = build::build(
+        &client,
+        "python",
+        None,
+        &build::BuildHost::system(),
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "build python: rootfs {:.1}s, layer {:.1}s, store {:.1}s, {} entries, {} bytes",
+        built.seconds_rootfs,
+        built.seconds_layer,
+        built.seconds_store,
+        built.entries,
+        built.layer_size
+    );
+    let r = images::resolve(&client, "python").await.unwrap();
+    assert_eq!(r.config.cmd, vec!["/usr/bin/python3"]);
+    with_view(&client, &r.chain_id, |root| {
+        assert!(root.join("usr/bin/python3").exists());
+        for gone in [
+            "usr/share/man",
+            "usr/share/locale",
+            "var/lib/apt/lists/lock",
+            "usr/share/perl",
+        ] {
+            assert!(
+                !root.join(gone).exists(),
+                "{gone} should not be in the image"
+            );
+        }
+        // Bytecode is hash-checked (flags word 1 = hash-based, unchecked), so fixed mtimes
+        // cost nothing at import time.
+        let pyc = std::fs::read_dir(root.join("usr/lib/python3.11/__pycache__"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("os."))
+            .unwrap();
+        let bytes = std::fs::read(pyc.path()).unwrap();
+        assert_eq!(&bytes[4..8], &[1, 0, 0, 0]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_busybox_snapshot_holds_a_usable_root() {
+    if !common::require_root_or_skip("snapshot view") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let r = common::busybox_image(&client).await;
+    with_view(&client, &r.chain_id, |root| {
+        let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+        assert!(passwd.contains("nobody:x:65534:65534:"));
+        assert!(std::fs::read_to_string(root.join("etc/hosts"))
+            .unwrap()
+            .contains("127.0.0.1\tlocalhost"));
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("/bin/busybox")
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::fs::metadata(root.join("tmp")).unwrap();
+        assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+        for dir in ["dev", "proc", "sys", "workspace", "input"] {
+            assert!(root.join(dir).is_dir(), "{dir}");
+        }
+        // Runs on the host too: it is static.
+        let out = Command::new(root.join("bin/busybox"))
+            .args(["echo", "ok"])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"ok\n");
+    })
+    .await;
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
@@ -257,7 +257,9 @@ async fn store_under_lease(
     for (i, layer) in image.layers.iter().enumerate() {
         progress.stage(&format!("unpacking layer {}/{n}", i + 1));
         let parent = if i == 0 { "" } else { chains[i - 1].as_str() };
-        unpack_layer(lc, layer, &diff_ids[i], parent, &chains[i]).await?;
+        let t = Instant::now();
+        let applied = unpack_layer(lc, layer, &diff_ids[i], parent, &chains[i]).await?;
+        tracing::debug!(chain_id = %chains[i], media_type = %layer.descriptor.media_type, applied, ms = t.elapsed().as_millis() as u64, "unpack");
     }
 
     let config = ImageConfig::from_file(&image.config_file);
@@ -511,16 +513,16 @@ pub async fn stat_snapshot(
 }
 
 /// Applies one layer on top of `parent` and commits it as `chain_id`, unless that snapshot
-/// is already committed.
+/// is already committed. Returns whether it applied the layer.
 async fn unpack_layer(
     lc: &Client,
     layer: &LayerSource,
     diff_id: &str,
     parent: &str,
     chain_id: &str,
-) -> Result<(), ImageError> {
+) -> Result<bool, ImageError> {
     if stat_snapshot(lc, chain_id).await?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let key = format!("stockade-extract-{}-{}", random_hex(6), chain_id);
     let mounts = lc
@@ -583,7 +585,7 @@ async fn unpack_layer(
             }))
             .await;
     }
-    result.map(|_| ())
+    result.map(|lost_race| !lost_race)
 }
 
 /// `1.5 MiB`-style sizes for progress and tables.
