@@ -35,13 +35,19 @@ fn find_child(b: &[u8], pos: usize, token: &str) -> Option<usize> {
                     return None; // `}`: not found
                 }
                 let end = skip_string(b, i)?;
-                let key: String = serde_json::from_slice(&b[i..end]).ok()?;
+                let raw = &b[i + 1..end - 1];
+                // Most keys have no escapes: compare the bytes; decode only the others.
+                let matches = if raw.contains(&b'\\') {
+                    serde_json::from_slice::<String>(&b[i..end]).ok()? == token
+                } else {
+                    raw == token.as_bytes()
+                };
                 i = skip_ws(b, end);
                 if b.get(i)? != &b':' {
                     return None;
                 }
                 let value = skip_ws(b, i + 1);
-                if key == token {
+                if matches {
                     return Some(value);
                 }
                 i = skip_ws(b, skip_value(b, value)?);
