@@ -37,6 +37,63 @@ fn check_prints_a_summary_of_the_builtin_profiles() {
 }
 
 #[test]
+fn check_accepts_dockers_default_profile_with_an_honest_summary() {
+    let path = format!(
+        "{}/tests/fixtures/moby/seccomp-default.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = stockade(&["seccomp", "check", &path]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(text.starts_with(&format!("{path}: ok\n")), "{text}");
+    // 32-bit and other architectures' calls are listed, not rejected or hidden.
+    let other = text
+        .lines()
+        .skip_while(|l| !l.starts_with("names not on the target arches"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no other-arch list: {text}"));
+    let other: Vec<&str> = other.split_whitespace().collect();
+    for n in [
+        "chown32",
+        "arm_fadvise64_64",
+        "mmap2",
+        "s390_runtime_instr",
+        "socketcall",
+    ] {
+        assert!(other.contains(&n), "{n} not listed: {text}");
+    }
+    for n in ["read", "chown", "arch_prctl"] {
+        assert!(!other.contains(&n), "{n} listed: {text}");
+    }
+    // Capability-gated rules are dropped and say why.
+    assert!(
+        text.contains("needs CAP_SYS_ADMIN, which stockade never grants"),
+        "{text}"
+    );
+    // Every call too new for the installed libseccomp gets exactly one warning line that
+    // names it, and the summary lists the same calls.
+    for line in err.lines() {
+        assert!(
+            line.starts_with(&format!("stockade: warning: {path}: syscalls["))
+                && line.ends_with("; calls get the default action"),
+            "{line}"
+        );
+    }
+    let listed = text
+        .lines()
+        .skip_while(|l| !l.starts_with("names too new for libseccomp"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .count();
+    assert_eq!(err.lines().count(), listed, "{text}\n{err}");
+    for n in ["mseal", "listmount", "statmount"] {
+        let known = stockade::seccomp::classify(n) == stockade::seccomp::NameClass::Target;
+        assert_eq!(err.contains(&format!("\"{n}\"")), !known, "{n}: {err}");
+    }
+}
+
+#[test]
 fn check_rejects_bad_profiles_with_exit_125_and_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
@@ -45,6 +102,11 @@ fn check_rejects_bad_profiles_with_exit_125_and_one_line() {
             "unknown syscall",
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","foo"],"action":"SCMP_ACT_ALLOW"}]}"#,
             r#"syscalls[0].names[1]: unknown syscall "foo""#,
+        ),
+        (
+            "misspelt 32-bit name",
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["chown32","lchown33"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            r#"syscalls[0].names[1]: unknown syscall "lchown33""#,
         ),
         (
             "bad op",

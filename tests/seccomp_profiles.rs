@@ -206,14 +206,13 @@ fn violations(mine: &Allowances, theirs: &Allowances) -> Vec<String> {
     out
 }
 
-/// Docker's reference profile: `$STOCKADE_DOCKER_SECCOMP`, or the shared reference data
-/// beside this checkout.
+/// Docker's reference profile: `$STOCKADE_DOCKER_SECCOMP`, or the copy vendored in
+/// `tests/fixtures/moby/`.
 fn docker() -> Allowances {
     let path = std::env::var_os("STOCKADE_DOCKER_SECCOMP")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/reference/moby/seccomp-default.json")
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moby/seccomp-default.json")
         });
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(

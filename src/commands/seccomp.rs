@@ -48,6 +48,9 @@ pub async fn run(cmd: SeccompCommand) -> Result<u8> {
     match cmd {
         SeccompCommand::Check { file } => {
             let profile = read_profile(&file)?;
+            for w in profile.warnings() {
+                eprintln!("stockade: warning: {}: {w}", file.display());
+            }
             let summary = profile
                 .summary()
                 .map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -104,12 +107,18 @@ impl Select {
             Some(text) => {
                 Profile::parse(text).map_err(|e| anyhow!("--profile {}: {e}", self.profile))?
             }
-            None => read_profile(Path::new(&self.profile)).map_err(|e| {
-                anyhow!(
-                    "--profile: {e:#} (built-in profiles: {})",
-                    seccomp::BUILTIN_PROFILES.join(", ")
-                )
-            })?,
+            None => {
+                let p = read_profile(Path::new(&self.profile)).map_err(|e| {
+                    anyhow!(
+                        "--profile: {e:#} (built-in profiles: {})",
+                        seccomp::BUILTIN_PROFILES.join(", ")
+                    )
+                })?;
+                for w in p.warnings() {
+                    eprintln!("stockade: warning: {}: {w}", self.profile);
+                }
+                p
+            }
         };
         let oci = profile
             .to_oci()

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
-use super::arch::{resolve, Resolution, TargetArch};
+use super::arch::{classify, resolve, NameClass, Resolution, TargetArch};
 use super::SeccompError;
 
 /// errno of an `SCMP_ACT_ERRNO` action that gives none (runc's choice too).
@@ -43,7 +43,8 @@ fn compile_err(arch: TargetArch, at: String, reason: impl ToString) -> SeccompEr
 }
 
 /// Builds the libseccomp filter for `arch` from an OCI seccomp section. Names that are not
-/// syscalls on `arch` are skipped (the runtime does the same); rules whose action equals
+/// syscalls on `arch`, or that are in [`NEWER_SYSCALLS`](super::NEWER_SYSCALLS) and unknown
+/// to the installed library, are skipped (the runtime does the same); rules whose action equals
 /// the default action are skipped as redundant. The filter keeps libseccomp's defaults
 /// otherwise (bad-architecture action: kill; `no_new_privs` set on load).
 pub fn compile(filter: &LinuxSeccomp, arch: TargetArch) -> Result<ScmpFilterContext, SeccompError> {
@@ -98,6 +99,9 @@ pub fn compile(filter: &LinuxSeccomp, arch: TargetArch) -> Result<ScmpFilterCont
             let nr = match resolve(name, arch) {
                 Resolution::Number(n) => n,
                 Resolution::Absent => continue,
+                // Too new for this libseccomp: it cannot be filtered and gets the default
+                // action (runc skips such names too).
+                Resolution::Unknown if matches!(classify(name), NameClass::Newer(_)) => continue,
                 Resolution::Unknown => {
                     return Err(compile_err(
                         arch,

@@ -9,7 +9,10 @@ use oci_spec::runtime::{
     LinuxSyscall, LinuxSyscallBuilder,
 };
 
-use super::arch::{resolve, Resolution, TargetArch, TARGET_ARCHES};
+use super::arch::{
+    classify, libseccomp_version, resolve, NameClass, NewerSyscall, Resolution, TargetArch,
+    TARGET_ARCHES,
+};
 use super::profile::{arch_applies, KernelVersion, Profile, Rule};
 use super::SeccompError;
 
@@ -34,6 +37,42 @@ pub struct Summary {
     pub conditional_rules: Vec<String>,
     /// Rules the conversion left out.
     pub dropped: Vec<Dropped>,
+    /// Names that are not part of the x86_64/aarch64 filter.
+    pub names: NameNotes,
+}
+
+/// The names in a profile that are accepted but filter nothing on x86_64 and aarch64.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameNotes {
+    /// System calls of other architectures only (`chown32`, `arm_fadvise64_64`), sorted.
+    pub other_arches: Vec<String>,
+    /// Calls on a target architecture that the installed libseccomp is too old to know,
+    /// each with the first place the profile names it. They get the default action.
+    pub too_new: Vec<TooNew>,
+}
+
+/// A name of [`NameNotes::too_new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooNew {
+    /// Where the profile first names it (`syscalls[0].names[301]`).
+    pub at: String,
+    pub syscall: NewerSyscall,
+}
+
+impl TooNew {
+    /// The one-line warning for this name, given the installed libseccomp's version.
+    pub fn warning(&self, libseccomp: &str) -> String {
+        let only = self
+            .syscall
+            .only_on
+            .map(|a| format!(", {a} only"))
+            .unwrap_or_default();
+        format!(
+            "{}: \"{}\" (Linux {}{only}) is not known to libseccomp {libseccomp}; \
+             calls get the default action",
+            self.at, self.syscall.name, self.syscall.since
+        )
+    }
 }
 
 /// Allowed-syscall counts on one architecture.
@@ -69,6 +108,52 @@ pub(crate) fn is_allowing(a: LinuxSeccompAction) -> bool {
 }
 
 impl Profile {
+    /// The names that filter nothing on x86_64 and aarch64: other architectures' calls and
+    /// calls too new for the installed libseccomp (a call of that table that exists only on
+    /// another architecture counts as another architecture's).
+    pub fn name_notes(&self) -> NameNotes {
+        let mut other = BTreeSet::new();
+        let mut too_new: Vec<TooNew> = Vec::new();
+        for r in &self.rules {
+            for (j, n) in r.names.iter().enumerate() {
+                match classify(n) {
+                    NameClass::Target | NameClass::Unknown => {}
+                    NameClass::OtherArches => {
+                        other.insert(n.clone());
+                    }
+                    NameClass::Newer(s)
+                        if s.only_on.is_some_and(|a| a.parse::<TargetArch>().is_err()) =>
+                    {
+                        other.insert(n.clone());
+                    }
+                    NameClass::Newer(s) => {
+                        if !too_new.iter().any(|t| t.syscall.name == s.name) {
+                            too_new.push(TooNew {
+                                at: format!("syscalls[{}].names[{j}]", r.index),
+                                syscall: s,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        NameNotes {
+            other_arches: other.into_iter().collect(),
+            too_new,
+        }
+    }
+
+    /// One-line warnings about the profile: each call it names that the installed
+    /// libseccomp is too old to filter.
+    pub fn warnings(&self) -> Vec<String> {
+        let version = libseccomp_version();
+        self.name_notes()
+            .too_new
+            .iter()
+            .map(|t| t.warning(&version))
+            .collect()
+    }
+
     /// The OCI form, for a kernel whose version is not known (as when a spec is built):
     /// see [`Profile::to_oci_for_kernel`].
     pub fn to_oci(&self) -> Result<LinuxSeccomp, SeccompError> {
@@ -84,6 +169,10 @@ impl Profile {
     /// - `includes.arches` / `excludes.arches` leaving neither x86_64 nor aarch64: dropped.
     ///   Leaving exactly one of them: kept only if none of its names is a syscall on the
     ///   other (the OCI form cannot tie a rule to one architecture), an error otherwise.
+    /// - names that are a syscall on none of the target architectures the rule applies to
+    ///   (other architectures' calls, calls too new for the installed libseccomp) are left
+    ///   out of the rule, and a rule left with no names is dropped: a runtime whose
+    ///   libseccomp knows more must not filter differently from what stockade checked.
     /// - `includes.minKernel`: kept only when `kernel` is known and at least that version;
     ///   an unknown kernel counts as older than any version, so rules that widen a profile
     ///   only on new kernels stay out. `excludes.minKernel` drops the rule when `kernel` is
@@ -154,6 +243,7 @@ impl Profile {
             allowed,
             conditional_rules,
             dropped,
+            names: self.name_notes(),
         })
     }
 
@@ -176,10 +266,34 @@ impl Profile {
                 .into_iter()
                 .filter(|a| arch_applies(a.docker_name(), &r.includes, &r.excludes))
                 .collect();
+            let names: Vec<String> = r
+                .names
+                .iter()
+                .filter(|n| {
+                    arches
+                        .iter()
+                        .any(|a| matches!(resolve(n, *a), Resolution::Number(_)))
+                })
+                .cloned()
+                .collect();
+            if names.is_empty() {
+                dropped.push(Dropped {
+                    index: r.index,
+                    names: r.names.clone(),
+                    reason: format!(
+                        "names no syscall of {}",
+                        arches
+                            .iter()
+                            .map(|a| a.name())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                });
+                continue;
+            }
             if let [only] = arches[..] {
                 let other = only.other();
-                if let Some(n) = r
-                    .names
+                if let Some(n) = names
                     .iter()
                     .find(|n| matches!(resolve(n, other), Resolution::Number(_)))
                 {
@@ -192,9 +306,7 @@ impl Profile {
                     });
                 }
             }
-            let mut b = LinuxSyscallBuilder::default()
-                .names(r.names.clone())
-                .action(r.action);
+            let mut b = LinuxSyscallBuilder::default().names(names).action(r.action);
             if let Some(e) = r.errno_ret {
                 b = b.errno_ret(e);
             }
@@ -323,6 +435,34 @@ impl fmt::Display for Summary {
                 d.names.join(","),
                 d.reason
             )?;
+        }
+        if !self.names.other_arches.is_empty() {
+            writeln!(
+                f,
+                "names not on the target arches (no effect on x86_64 or aarch64): {}",
+                self.names.other_arches.len()
+            )?;
+            writeln!(f, "  {}", self.names.other_arches.join(" "))?;
+        }
+        if !self.names.too_new.is_empty() {
+            writeln!(
+                f,
+                "names too new for libseccomp {} (calls get the default action): {}",
+                libseccomp_version(),
+                self.names.too_new.len()
+            )?;
+            for t in &self.names.too_new {
+                let only = t
+                    .syscall
+                    .only_on
+                    .map(|a| format!(", {a} only"))
+                    .unwrap_or_default();
+                writeln!(
+                    f,
+                    "  {} {} (Linux {}{only})",
+                    t.at, t.syscall.name, t.syscall.since
+                )?;
+            }
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use oci_spec::runtime::{
 };
 use serde::Deserialize;
 
-use super::arch::{resolve, Resolution, TargetArch, DOCKER_ARCH_NAMES, TARGET_ARCHES};
+use super::arch::{classify, NameClass, DOCKER_ARCH_NAMES};
 use super::SeccompError;
 
 /// The JSON document as written (Docker's `types.Seccomp`). Every field Docker defines is
@@ -24,7 +24,7 @@ pub(crate) struct ProfileDoc {
     #[serde(default)]
     default_errno_ret: Option<u32>,
     /// Accepted for compatibility and checked, but not used: stockade always emits
-    /// [`TARGET_ARCHES`] (see [`TargetArch`]).
+    /// [`TARGET_ARCHES`](super::TARGET_ARCHES) (see [`TargetArch`](super::TargetArch)).
     #[serde(default)]
     architectures: Vec<String>,
     /// Same as `architectures`.
@@ -217,9 +217,12 @@ fn invalid(at: impl Into<String>, what: impl Into<String>) -> SeccompError {
 impl Profile {
     /// Parses a Docker-format profile and checks it: JSON shape (unknown fields are errors),
     /// action and operator names, argument indexes, architecture and capability names,
-    /// kernel versions, and every syscall name against libseccomp for x86_64 and aarch64.
-    /// A name libseccomp does not know at all, or one that is a syscall on neither
-    /// architecture a rule applies to, is an error; a name known on only one is fine.
+    /// kernel versions, and every syscall name against libseccomp's tables for every
+    /// architecture it supports. A name that is a system call on no architecture is an
+    /// error (a typo), unless it is in [`NEWER_SYSCALLS`](super::NEWER_SYSCALLS) and only
+    /// the installed library is too old to know it. Names of other architectures' calls
+    /// (`chown32`) are accepted and have no effect on x86_64 and aarch64; see
+    /// [`Profile::name_notes`].
     pub fn parse(json: &str) -> Result<Profile, SeccompError> {
         let doc: ProfileDoc = serde_json::from_str(json).map_err(|e| {
             let one_line = e.to_string().replace('\n', " ");
@@ -385,36 +388,15 @@ fn rule_from_doc(i: usize, r: RuleDoc) -> Result<Rule, SeccompError> {
         args.push(b.build().map_err(|e| invalid(aat.clone(), e.to_string()))?);
     }
 
-    // The target architectures this rule can apply to, judged by arches alone.
-    let arches: Vec<TargetArch> = TARGET_ARCHES
-        .into_iter()
-        .filter(|t| arch_applies(t.docker_name(), &includes, &excludes))
-        .collect();
     for (j, name) in names.iter().enumerate() {
         let nat = format!("{at}.names[{j}]");
         if name.is_empty() {
             return Err(invalid(nat, "empty syscall name"));
         }
-        let res: Vec<Resolution> = TARGET_ARCHES.iter().map(|a| resolve(name, *a)).collect();
-        if res.iter().all(|r| *r == Resolution::Unknown) {
+        if classify(name) == NameClass::Unknown {
             return Err(SeccompError::UnknownSyscall {
                 at: nat,
                 name: name.clone(),
-            });
-        }
-        if !arches.is_empty()
-            && !arches
-                .iter()
-                .any(|a| matches!(resolve(name, *a), Resolution::Number(_)))
-        {
-            return Err(SeccompError::NotOnTargets {
-                at: nat,
-                name: name.clone(),
-                arches: arches
-                    .iter()
-                    .map(|a| a.name())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
             });
         }
     }

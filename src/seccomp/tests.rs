@@ -60,16 +60,14 @@ fn parse_errors_name_what_and_where() {
             want: r#"syscalls[1].names[3]: unknown syscall "foo""#,
         },
         Case {
-            name: "32-bit only name",
-            input: with_rules(r#"{"names":["chown32"],"action":"SCMP_ACT_ALLOW"}"#),
-            want: r#"syscalls[0].names[0]: "chown32" is not a syscall on x86_64 or aarch64"#,
+            name: "misspelt 32-bit name",
+            input: with_rules(r#"{"names":["chown33"],"action":"SCMP_ACT_ALLOW"}"#),
+            want: r#"syscalls[0].names[0]: unknown syscall "chown33""#,
         },
         Case {
-            name: "x86-only name in an arm64-only rule",
-            input: with_rules(
-                r#"{"names":["arch_prctl"],"action":"SCMP_ACT_ALLOW","includes":{"arches":["arm64"]}}"#,
-            ),
-            want: r#"syscalls[0].names[0]: "arch_prctl" is not a syscall on aarch64"#,
+            name: "misspelt new syscall",
+            input: with_rules(r#"{"names":["read","mseal2"],"action":"SCMP_ACT_ALLOW"}"#),
+            want: r#"syscalls[0].names[1]: unknown syscall "mseal2""#,
         },
         Case {
             name: "empty names",
@@ -180,6 +178,139 @@ fn rule_limited_to_one_arch_must_not_name_a_syscall_of_the_other() {
         "syscalls[0]: rule is limited to x86_64 but \"read\" is also a syscall on aarch64; \
          the OCI form cannot limit a rule to one architecture"
     );
+}
+
+#[test]
+fn other_arch_names_are_accepted_and_left_out_of_the_filter() {
+    let p = Profile::parse(&with_rules(
+        r#"{"names":["read","chown32","mmap2"],"action":"SCMP_ACT_ALLOW"},
+           {"names":["chown32","fchown32"],"action":"SCMP_ACT_ALLOW"},
+           {"names":["arch_prctl"],"action":"SCMP_ACT_ALLOW","includes":{"arches":["arm64"]}},
+           {"names":["arm_fadvise64_64","set_tls"],"action":"SCMP_ACT_ALLOW","includes":{"arches":["arm","arm64"]}}"#,
+    ))
+    .unwrap();
+    let oci = p.to_oci().unwrap();
+    let rules = oci.syscalls().clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].names(), &["read".to_string()]);
+    let dropped: Vec<(usize, String)> = p
+        .dropped_rules(None)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.index, d.reason))
+        .collect();
+    assert_eq!(
+        dropped,
+        [
+            (1, "names no syscall of x86_64 or aarch64".to_string()),
+            // arch_prctl exists on x86_64 only; the rule applies on aarch64 only.
+            (2, "names no syscall of aarch64".to_string()),
+            (3, "names no syscall of aarch64".to_string()),
+        ]
+    );
+    let notes = p.name_notes();
+    assert_eq!(
+        notes.other_arches,
+        [
+            "arm_fadvise64_64",
+            "chown32",
+            "fchown32",
+            "mmap2",
+            "set_tls"
+        ]
+    );
+    assert!(notes.too_new.is_empty());
+    assert!(p.warnings().is_empty());
+    let text = p.summary().unwrap().to_string();
+    assert!(
+        text.contains(
+            "names not on the target arches (no effect on x86_64 or aarch64): 5\n  \
+             arm_fadvise64_64 chown32 fchown32 mmap2 set_tls\n"
+        ),
+        "{text}"
+    );
+    for arch in TARGET_ARCHES {
+        compile(&oci, arch).unwrap();
+    }
+}
+
+/// A name from [`NEWER_SYSCALLS`] that the installed libseccomp does not know, if any.
+fn unknown_newer_syscall() -> Option<NewerSyscall> {
+    NEWER_SYSCALLS
+        .iter()
+        .copied()
+        .find(|n| n.only_on.is_none() && classify(n.name) == NameClass::Newer(*n))
+}
+
+#[test]
+fn calls_too_new_for_libseccomp_are_accepted_with_a_warning_and_get_the_default_action() {
+    let Some(new) = unknown_newer_syscall() else {
+        eprintln!(
+            "skipped: libseccomp {} knows every call in NEWER_SYSCALLS",
+            libseccomp_version()
+        );
+        return;
+    };
+    let p = Profile::parse(&with_rules(&format!(
+        r#"{{"names":["read","{0}"],"action":"SCMP_ACT_ALLOW"}},
+           {{"names":["{0}"],"action":"SCMP_ACT_ERRNO","errnoRet":38}}"#,
+        new.name
+    )))
+    .unwrap();
+    let oci = p.to_oci().unwrap();
+    let names: Vec<String> = oci
+        .syscalls()
+        .iter()
+        .flatten()
+        .flat_map(|r| r.names().clone())
+        .collect();
+    assert_eq!(names, ["read"], "left out of every rule");
+    assert_eq!(
+        p.warnings(),
+        [format!(
+            "syscalls[0].names[1]: \"{}\" (Linux {}) is not known to libseccomp {}; \
+             calls get the default action",
+            new.name,
+            new.since,
+            libseccomp_version()
+        )]
+    );
+    let notes = p.name_notes();
+    assert_eq!(notes.too_new.len(), 1);
+    assert!(notes.other_arches.is_empty());
+    let text = p.summary().unwrap().to_string();
+    assert!(text.contains("names too new for libseccomp"), "{text}");
+    // The compiled filter is the same as without the name: the call gets the default.
+    let without = Profile::parse(&with_rules(
+        r#"{"names":["read"],"action":"SCMP_ACT_ALLOW"}"#,
+    ))
+    .unwrap()
+    .to_oci()
+    .unwrap();
+    for arch in TARGET_ARCHES {
+        let bpf = |f: &oci_spec::runtime::LinuxSeccomp| {
+            let mut file = tempfile::tempfile().unwrap();
+            export_bpf(f, arch, &file).unwrap();
+            use std::io::{Read, Seek};
+            file.rewind().unwrap();
+            let mut v = Vec::new();
+            file.read_to_end(&mut v).unwrap();
+            v
+        };
+        assert_eq!(bpf(&oci), bpf(&without), "{arch}");
+        // compile() skips such a name even in an OCI section it did not produce.
+        let raw = oci_spec::runtime::LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .architectures(vec![arch.oci()])
+            .syscalls(vec![oci_spec::runtime::LinuxSyscallBuilder::default()
+                .names(vec![new.name.to_string()])
+                .action(LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap();
+        compile(&raw, arch).unwrap();
+    }
 }
 
 #[test]
