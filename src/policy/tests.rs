@@ -569,3 +569,32 @@ proptest! {
         prop_assert_eq!(p.user, User { uid, gid });
     }
 }
+
+#[test]
+fn seccomp_profile_warnings_reach_the_policy() {
+    // `mseal` is newer than the libseccomp these hosts ship: it is accepted, and the run
+    // says that calls to it get the default action.
+    let profile = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+        {"names": ["read", "mseal"], "action": "SCMP_ACT_ALLOW", "comment": "test"}]}"#;
+    let env = FakeEnv::default().with_file("/p/new.json", profile);
+    let p = Policy::default()
+        .validate(
+            None,
+            &PolicyOverrides {
+                seccomp: Some("/p/new.json".into()),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap();
+    let known = crate::seccomp::classify("mseal");
+    if matches!(known, crate::seccomp::NameClass::Newer(_)) {
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.starts_with("--seccomp") && w.contains("mseal")),
+            "{:?}",
+            p.warnings
+        );
+    }
+}

@@ -390,7 +390,7 @@ pub(super) fn validate(
         ));
     }
 
-    let seccomp = resolve_seccomp(o, p.security.seccomp.as_deref(), env)?;
+    let seccomp = resolve_seccomp(o, p.security.seccomp.as_deref(), env, &mut warnings)?;
     if seccomp == SeccompChoice::Unconfined {
         warnings.push(format!("{}: seccomp is disabled", o.of("security.seccomp")));
     }
@@ -627,6 +627,7 @@ fn resolve_seccomp(
     o: &Origins,
     v: Option<&str>,
     env: &dyn PolicyEnv,
+    warnings: &mut Vec<String>,
 ) -> Result<SeccompChoice, PolicyError> {
     let name = v.unwrap_or(DEFAULT_SECCOMP);
     if name == "unconfined" {
@@ -646,9 +647,14 @@ fn resolve_seccomp(
             )
         })?,
     };
-    let filter = seccomp::Profile::parse(&text)
-        .and_then(|p| p.to_oci())
+    let profile = seccomp::Profile::parse(&text)
         .map_err(|e| err(o, "security.seccomp", format!("{name}: {e}")))?;
+    let filter = profile
+        .to_oci()
+        .map_err(|e| err(o, "security.seccomp", format!("{name}: {e}")))?;
+    for w in profile.warnings() {
+        warnings.push(format!("{}: {name}: {w}", o.of("security.seccomp")));
+    }
     Ok(SeccompChoice::Profile {
         name: name.to_string(),
         filter,
