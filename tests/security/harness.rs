@@ -52,9 +52,11 @@ pub type CaseFn = Box<dyn Fn(&Arc<Daemon>) -> CaseResult + Send + Sync + 'static
 pub struct Case {
     pub name: String,
     pub run: CaseFn,
+    /// Measures time or CPU: runs alone (see [`host_lock`]).
+    pub exclusive: bool,
 }
 
-/// A case called `name`.
+/// A case called `name`, sharing the host with the other cases.
 pub fn case(
     name: impl Into<String>,
     run: impl Fn(&Arc<Daemon>) -> CaseResult + Send + Sync + 'static,
@@ -62,6 +64,41 @@ pub fn case(
     Case {
         name: name.into(),
         run: Box::new(run),
+        exclusive: false,
+    }
+}
+
+/// A case that measures CPU or timing, so runs with nothing else on the host.
+pub fn exclusive_case(
+    name: impl Into<String>,
+    run: impl Fn(&Arc<Daemon>) -> CaseResult + Send + Sync + 'static,
+) -> Case {
+    Case {
+        exclusive: true,
+        ..case(name, run)
+    }
+}
+
+/// Cases (and the python image build) hold it shared; exclusive cases hold it alone.
+static HOST: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Holds the host for the duration of a case: alone when `exclusive`.
+pub struct HostGuard {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    _alone: Option<std::sync::RwLockWriteGuard<'static, ()>>,
+}
+
+pub fn host_lock(exclusive: bool) -> HostGuard {
+    if exclusive {
+        HostGuard {
+            _shared: None,
+            _alone: Some(HOST.write().unwrap_or_else(|e| e.into_inner())),
+        }
+    } else {
+        HostGuard {
+            _shared: Some(HOST.read().unwrap_or_else(|e| e.into_inner())),
+            _alone: None,
+        }
     }
 }
 
@@ -141,7 +178,10 @@ impl Daemon {
     /// The python image, built the first time any case asks (others wait for it).
     pub fn python_ready(&self) -> CaseResult {
         self.python
-            .get_or_init(|| self.build_image("python"))
+            .get_or_init(|| {
+                let _shared = host_lock(false);
+                self.build_image("python")
+            })
             .clone()
     }
 
