@@ -1,9 +1,107 @@
-//! `stockade gc` (being written).
+//! `stockade gc`: remove what crashed or interrupted runs left behind (tasks, containers,
+//! snapshots, cgroups, FIFO directories). Runs whose owning stockade process is alive are
+//! left alone unless `--all` is given.
 
-use anyhow::{bail, Result};
-#[derive(Debug, clap::Args)]
-pub struct GcArgs {}
+use std::path::PathBuf;
 
-pub async fn run(_args: GcArgs) -> Result<u8> {
-    bail!("`stockade gc` is not available yet")
+use anyhow::Result;
+use clap::Args;
+
+use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
+use stockade::containerd::DEFAULT_NAMESPACE;
+use stockade::policy::parse_duration;
+use stockade::runner::{
+    reconcile, write_owner, CgroupFs, CleanupTarget, ReconcileOptions, DEFAULT_CGROUP_ROOT,
+    DEFAULT_FIFO_ROOT, DEFAULT_SNAPSHOTTER,
+};
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// containerd socket [default: $CONTAINERD_ADDRESS, else
+    /// /run/containerd/containerd.sock, else stockade's private containerd].
+    #[arg(long, value_name = "SOCK")]
+    pub address: Option<PathBuf>,
+    /// containerd namespace to clean.
+    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Runs whose owner is unknown are removed only when older than this.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub min_age: String,
+    /// Also remove runs whose stockade process is still alive (kills them).
+    #[arg(long)]
+    pub all: bool,
+    /// Only this run (repeatable).
+    #[arg(long = "run", value_name = "ID")]
+    pub runs: Vec<String>,
+    /// Become the owner of the named runs first (used by `stockade run` to hand off the
+    /// removal of a finished run).
+    #[arg(long, requires = "runs", hide = true)]
+    pub take_over: bool,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Parent of the per-run FIFO directories.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_FIFO_ROOT, hide = true)]
+    pub fifo_root: PathBuf,
+    /// cgroup mount point.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT, hide = true)]
+    pub cgroup_root: PathBuf,
+}
+
+pub async fn run(args: GcArgs) -> Result<u8> {
+    let min_age = parse_duration(&args.min_age).map_err(|e| anyhow::anyhow!("--min-age: {e}"))?;
+    if args.take_over {
+        for id in &args.runs {
+            let dir = args.fifo_root.join(id);
+            if dir.is_dir() {
+                let _ = write_owner(&dir, std::process::id());
+            }
+        }
+    }
+    let client = connect_or_start(
+        args.address.as_deref(),
+        &args.namespace,
+        &DaemonPaths::system(),
+    )
+    .await?;
+    let target = CleanupTarget {
+        client,
+        snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
+        fifo_root: args.fifo_root.clone(),
+        cgroups: CgroupFs::new(&args.cgroup_root),
+    };
+    let opts = ReconcileOptions {
+        min_age,
+        // A named run is removed whoever owns it; `--take-over` made us its owner.
+        include_live: args.all || !args.runs.is_empty(),
+        only: (!args.runs.is_empty()).then(|| args.runs.clone()),
+        ..ReconcileOptions::default()
+    };
+    let done = if args.take_over {
+        // The hand-off path: remove exactly these runs, without listing everything.
+        let mut r = stockade::runner::Reconciled::default();
+        for id in &args.runs {
+            match stockade::runner::remove_run(&target, id, true).await {
+                Ok(()) => r.removed.push(id.clone()),
+                Err(e) => r.failed.push((id.clone(), e.to_string())),
+            }
+        }
+        r
+    } else {
+        reconcile(&target, &opts).await?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        for id in &done.removed {
+            println!("removed {id}");
+        }
+        for id in &done.kept {
+            println!("kept {id} (its stockade process is alive, or it is younger than --min-age)");
+        }
+        for (id, why) in &done.failed {
+            eprintln!("stockade: gc: {id}: {why}");
+        }
+    }
+    Ok(if done.failed.is_empty() { 0 } else { 1 })
 }

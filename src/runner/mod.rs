@@ -1,1 +1,539 @@
-//! (being written)
+//! One-shot sandbox runs through containerd's gRPC API: a copy-on-write snapshot on a
+//! cached base, a container whose spec comes from the policy, a runc task wired to stdio
+//! FIFOs, a timeout, OOM detection, usage figures, an audit line, and removal of everything
+//! the run created on every path.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use stockade::containerd::Client;
+//! use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides};
+//! use stockade::runner::{Output, RunRequest, Runner};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect(Path::new("/run/containerd/containerd.sock"), "stockade").await?;
+//! let runner = Runner::builder().client(client).build()?;
+//! let overrides = PolicyOverrides { timeout: Some("10s".into()), ..Default::default() };
+//! let policy = Policy::default().validate(None, &overrides, &HostPolicyEnv)?;
+//! let result = runner
+//!     .run(RunRequest::new(policy, ["echo", "hello"]).output(Output::Capture))
+//!     .await?;
+//! assert_eq!(result.exit_code, 0);
+//! assert_eq!(result.stdout, "hello\n");
+//! runner.wait_cleanups().await; // before the runtime goes away
+//! # Ok(()) }
+//! ```
+//!
+//! Phases of a run, and which of them overlap (see [`Phases`]):
+//!
+//! ```text
+//! resolve image (cached) ─┬─ Snapshots.Prepare ──────┬─ Tasks.Create ─ Tasks.Wait ∥ Tasks.Start
+//! build spec, FIFOs       └─ Containers.Create ──────┘     … exit / timeout → Kill / cancel → Kill
+//! read usage + OOM from the cgroup ─ drain output ─ result ─ audit line
+//! cleanup (inline, background, or left to the caller): Tasks.Delete ─ Containers.Delete ∥
+//!   Snapshots.Remove ─ cgroup leftovers ─ FIFO directory
+//! ```
+
+mod cgroup;
+mod cleanup;
+mod engine;
+pub mod exit;
+mod fifo;
+mod images;
+pub mod journal;
+mod output;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::apparmor::LoadContext;
+use crate::containerd::{Client, ContainerdError};
+use crate::host::HostFacts;
+use crate::policy::ValidatedPolicy;
+use crate::spec::{NotEnforced, SpecError};
+
+pub use cgroup::{CgroupFs, Usage};
+pub use cleanup::{
+    reclaim_crashed, reconcile, remove_run, CleanupTarget, ReconcileOptions, Reconciled,
+};
+pub use fifo::{read_owner, write_owner, DEFAULT_FIFO_ROOT};
+pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
+
+/// The containerd runtime every sandbox uses.
+pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
+/// The snapshotter base images are unpacked into and run snapshots are prepared with.
+pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
+/// Where the cgroup filesystem is mounted.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The type URL containerd expects on an OCI spec carried as `Any`.
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// Every run id starts with this; `gc` touches nothing else.
+pub const ID_PREFIX: &str = "stk-";
+/// Label: unix time (seconds) the object was created.
+pub const LABEL_CREATED: &str = "stockade.created";
+/// Label: pid of the stockade process that created the object.
+pub const LABEL_OWNER: &str = "stockade.owner";
+/// containerd's label that keeps a snapshot from its garbage collector between
+/// Snapshots.Prepare and the container that references it; stockade removes it itself.
+pub const LABEL_GC_ROOT: &str = "containerd.io/gc.root";
+/// How long output may keep arriving after the process exited before it is abandoned.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed task may take to be reported gone.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors of a run (or of the runner's configuration). Each renders as one line.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Containerd(#[from] ContainerdError),
+    /// The image cannot be used; `reason` names it.
+    #[error("{reason}")]
+    Image { name: String, reason: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// runc could not find the command (exit 127).
+    #[error("{command}: command not found")]
+    CommandNotFound { command: String, detail: String },
+    /// runc found the command but could not execute it (exit 126).
+    #[error("{command}: permission denied (cannot execute)")]
+    CommandNotExecutable { command: String, detail: String },
+    #[error("run directory {}: {source}", path.display())]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("run {id}: lost containerd during the run ({message}); its leftovers are reclaimed by the next run or `stockade gc`")]
+    Lost { id: String, message: String },
+    #[error("run {id}: the task did not exit within {:?} of SIGKILL", KILL_GRACE)]
+    Unkillable { id: String },
+    #[error("apparmor: {0}")]
+    AppArmor(String),
+    #[error("runner: {0}")]
+    Config(String),
+}
+
+impl RunError {
+    /// The exit code `stockade run` uses for this error: 127, 126, or 125.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::CommandNotFound { .. } => exit::EXIT_NOT_FOUND,
+            RunError::CommandNotExecutable { .. } => exit::EXIT_NOT_EXECUTABLE,
+            _ => exit::EXIT_STOCKADE_FAILED,
+        }
+    }
+}
+
+/// The sandbox's standard input.
+pub enum Stdin {
+    /// None: reads see end of file.
+    Null,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// Whatever this reader yields, until it ends.
+    Reader(Box<dyn AsyncRead + Send + Unpin>),
+    /// Chunks sent on this channel, until every sender is dropped (for sources read on a
+    /// thread of their own, like a terminal).
+    Chunks(tokio::sync::mpsc::Receiver<Vec<u8>>),
+}
+
+/// Where the sandbox's stdout and stderr go. Each stream is capped at the policy's
+/// `max_output` either way.
+pub enum Output {
+    /// Kept and returned in [`RunResult::stdout`] / [`RunResult::stderr`].
+    Capture,
+    /// Forwarded live to this process's stdout and stderr.
+    Inherit,
+    /// Forwarded live to these writers.
+    Writers {
+        stdout: Box<dyn AsyncWrite + Send + Unpin>,
+        stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    },
+}
+
+/// Cancels a run from outside (e.g. when stockade receives SIGINT): the task is killed, the
+/// run cleaned up, and the result says which signal ended it. Cloning shares the handle.
+#[derive(Clone, Debug)]
+pub struct Cancel {
+    tx: Arc<tokio::sync::watch::Sender<Option<i32>>>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel::new()
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel {
+            tx: Arc::new(tokio::sync::watch::channel(None).0),
+        }
+    }
+
+    /// Cancels every run holding this handle, recording `signal` as the reason.
+    pub fn cancel(&self, signal: i32) {
+        self.tx.send_replace(Some(signal));
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<i32>> {
+        self.tx.subscribe()
+    }
+}
+
+/// One run: what to run, under which policy, with which stdio.
+pub struct RunRequest {
+    pub policy: ValidatedPolicy,
+    /// The command and its arguments.
+    pub args: Vec<String>,
+    /// Run id; `stk-<random>` when absent. Must start with [`ID_PREFIX`].
+    pub id: Option<String>,
+    pub stdin: Stdin,
+    pub output: Output,
+    /// Allocate a pseudo-terminal (stdout and stderr arrive merged on stdout).
+    pub terminal: bool,
+    pub cancel: Option<Cancel>,
+}
+
+impl RunRequest {
+    /// A request with no stdin, captured output and no terminal.
+    pub fn new<S: Into<String>>(
+        policy: ValidatedPolicy,
+        args: impl IntoIterator<Item = S>,
+    ) -> RunRequest {
+        RunRequest {
+            policy,
+            args: args.into_iter().map(Into::into).collect(),
+            id: None,
+            stdin: Stdin::Null,
+            output: Output::Capture,
+            terminal: false,
+            cancel: None,
+        }
+    }
+
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    pub fn stdin(mut self, stdin: Stdin) -> Self {
+        self.stdin = stdin;
+        self
+    }
+    pub fn output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
+    }
+    pub fn terminal(mut self, terminal: bool) -> Self {
+        self.terminal = terminal;
+        self
+    }
+    pub fn cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// Milliseconds spent in each phase of a run. Phases that overlap are timed separately, so
+/// they need not add up to [`RunResult::duration_ms`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Finding the base snapshot of the image (0 when cached).
+    pub resolve_image_ms: f64,
+    /// Building the spec and creating the FIFOs.
+    pub setup_ms: f64,
+    /// Snapshots.Prepare (concurrent with create_container).
+    pub prepare_snapshot_ms: f64,
+    /// Containers.Create (concurrent with prepare_snapshot).
+    pub create_container_ms: f64,
+    /// Tasks.Create: the shim starts and `runc create` sets the sandbox up.
+    pub create_task_ms: f64,
+    /// Tasks.Start.
+    pub start_ms: f64,
+    /// From started to the exit being reported.
+    pub run_ms: f64,
+    /// Reading usage from the cgroup and draining the output.
+    pub collect_ms: f64,
+    /// Removing task, container, snapshot and FIFOs, when done before the result was
+    /// returned ([`CleanupMode::Inline`]); otherwise absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cleanup_ms: Option<f64>,
+}
+
+/// Which streams lost output to the cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Truncated {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// What a run did: the `stockade run --json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub id: String,
+    /// The exit code stockade exits with (see [`exit`]).
+    pub exit_code: u8,
+    /// The signal that ended the command, when its status was 128+N.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub oom_killed: bool,
+    /// The signal stockade received that made it kill the run, if that happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<i32>,
+    /// Captured stdout (UTF-8, invalid bytes replaced); empty when forwarded.
+    pub stdout: String,
+    /// Captured stderr; empty when forwarded or with a terminal.
+    pub stderr: String,
+    pub truncated: Truncated,
+    /// Bytes the command wrote to stdout, kept or not.
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// From the request to the result, in milliseconds.
+    pub duration_ms: f64,
+    pub phases: Phases,
+    pub usage: Usage,
+    pub image: String,
+    /// The image's manifest digest, when the image source knows it.
+    pub image_digest: Option<String>,
+    pub policy_hash: String,
+    pub spec_digest: String,
+    /// Protections the policy asked for that this host could not enforce.
+    pub not_enforced: Vec<NotEnforced>,
+    /// Loosenings the policy asked for.
+    pub warnings: Vec<String>,
+    /// When the run started, RFC 3339 UTC.
+    pub started_at: String,
+    #[serde(skip)]
+    pub started_at_unix_ms: u64,
+}
+
+/// When the objects of a finished run are removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CleanupMode {
+    /// Before `run` returns (the result includes `cleanup_ms`).
+    Inline,
+    /// On a background task after `run` returns; [`Runner::wait_cleanups`] awaits them.
+    #[default]
+    Background,
+    /// Not at all: the caller removes the run with [`Runner::cleanup`] (or hands it to a
+    /// helper process running `stockade gc --run ID`).
+    Caller,
+}
+
+/// Builds a [`Runner`]. Every setting but the client has a default, documented on its
+/// setter.
+#[derive(Default)]
+pub struct RunnerBuilder {
+    client: Option<Client>,
+    host: Option<HostFacts>,
+    runtime: Option<String>,
+    snapshotter: Option<String>,
+    fifo_root: Option<PathBuf>,
+    cgroup_root: Option<PathBuf>,
+    images: Option<Arc<dyn ImageSource>>,
+    audit_log: Option<PathBuf>,
+    cleanup: CleanupMode,
+    apparmor: Option<Option<LoadContext>>,
+}
+
+/// Where the built-in AppArmor profile's loaded-state is kept by default.
+pub const DEFAULT_APPARMOR_STATE: &str = "/var/lib/stockade/apparmor";
+
+impl RunnerBuilder {
+    /// The containerd connection (required). Its namespace is where runs are created.
+    pub fn client(mut self, client: Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+    /// What the host supports. Default: probed by the caller; without it, the conservative
+    /// [`HostFacts::hybrid_no_apparmor`].
+    pub fn host(mut self, host: HostFacts) -> Self {
+        self.host = Some(host);
+        self
+    }
+    /// containerd runtime. Default [`DEFAULT_RUNTIME`].
+    pub fn runtime(mut self, runtime: impl Into<String>) -> Self {
+        self.runtime = Some(runtime.into());
+        self
+    }
+    /// Snapshotter. Default [`DEFAULT_SNAPSHOTTER`].
+    pub fn snapshotter(mut self, snapshotter: impl Into<String>) -> Self {
+        self.snapshotter = Some(snapshotter.into());
+        self
+    }
+    /// Parent of the per-run FIFO directories. Default [`DEFAULT_FIFO_ROOT`].
+    pub fn fifo_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.fifo_root = Some(dir.into());
+        self
+    }
+    /// cgroup mount point. Default [`DEFAULT_CGROUP_ROOT`].
+    pub fn cgroup_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cgroup_root = Some(dir.into());
+        self
+    }
+    /// How image names become base snapshots. Default [`SnapshotImages`].
+    pub fn images(mut self, images: Arc<dyn ImageSource>) -> Self {
+        self.images = Some(images);
+        self
+    }
+    /// Append one JSON line per run to this file. Default: no audit log (the CLI passes
+    /// [`journal::DEFAULT_AUDIT_LOG`]).
+    pub fn audit_log(mut self, path: Option<PathBuf>) -> Self {
+        self.audit_log = path;
+        self
+    }
+    /// How the built-in AppArmor profile is loaded before runs on hosts with AppArmor;
+    /// `None` never loads it (it must be loaded already). Default: the kernel's profile list
+    /// [`crate::apparmor::PROFILES_FILE`] and state in [`DEFAULT_APPARMOR_STATE`].
+    pub fn apparmor(mut self, ctx: Option<LoadContext>) -> Self {
+        self.apparmor = Some(ctx);
+        self
+    }
+    /// When finished runs are removed. Default [`CleanupMode::Background`].
+    pub fn cleanup(mut self, mode: CleanupMode) -> Self {
+        self.cleanup = mode;
+        self
+    }
+
+    pub fn build(self) -> Result<Runner, RunError> {
+        let client = self
+            .client
+            .ok_or_else(|| RunError::Config("no containerd client given".into()))?;
+        let host = self.host.unwrap_or_else(HostFacts::hybrid_no_apparmor);
+        let apparmor = self.apparmor.unwrap_or_else(|| {
+            Some(LoadContext {
+                kernel_has_apparmor: host.apparmor,
+                profiles_file: PathBuf::from(crate::apparmor::PROFILES_FILE),
+                state_dir: PathBuf::from(DEFAULT_APPARMOR_STATE),
+            })
+        });
+        Ok(Runner {
+            inner: Arc::new(Inner {
+                client,
+                host,
+                apparmor,
+                runtime: self.runtime.unwrap_or_else(|| DEFAULT_RUNTIME.into()),
+                snapshotter: self
+                    .snapshotter
+                    .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.into()),
+                fifo_root: self
+                    .fifo_root
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO_ROOT)),
+                cgroups: CgroupFs::new(
+                    self.cgroup_root
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
+                ),
+                images: self.images.unwrap_or_else(|| Arc::new(SnapshotImages)),
+                image_cache: Mutex::new(HashMap::new()),
+                audit_log: self.audit_log,
+                cleanup: self.cleanup,
+                pending: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+            }),
+        })
+    }
+}
+
+/// Runs sandboxes. Cheap to clone; clones share the connection, the image cache and the
+/// pending cleanups.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    host: HostFacts,
+    apparmor: Option<LoadContext>,
+    runtime: String,
+    snapshotter: String,
+    fifo_root: PathBuf,
+    cgroups: CgroupFs,
+    images: Arc<dyn ImageSource>,
+    image_cache: Mutex<HashMap<String, BaseImage>>,
+    audit_log: Option<PathBuf>,
+    cleanup: CleanupMode,
+    pending: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Runner {
+    pub fn builder() -> RunnerBuilder {
+        RunnerBuilder::default()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// What the runner's cleanup and reconciliation act on.
+    pub fn cleanup_target(&self) -> CleanupTarget {
+        CleanupTarget {
+            client: self.inner.client.clone(),
+            snapshotter: self.inner.snapshotter.clone(),
+            fifo_root: self.inner.fifo_root.clone(),
+            cgroups: self.inner.cgroups.clone(),
+        }
+    }
+
+    /// Removes everything run `id` created (idempotent; a running task is killed first).
+    pub async fn cleanup(&self, id: &str) -> Result<(), RunError> {
+        remove_run(&self.cleanup_target(), id, true).await
+    }
+
+    /// Waits for every background cleanup started so far.
+    pub async fn wait_cleanups(&self) {
+        let mut set = self.inner.pending.lock().await;
+        while set.join_next().await.is_some() {}
+    }
+}
+
+/// A fresh run id: `stk-` and 16 hex digits from the OS-seeded hasher, the pid, the clock
+/// and a counter (unique across concurrent processes; not a secret).
+pub fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    format!("{ID_PREFIX}{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_valid_and_distinct() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert!(id.starts_with(ID_PREFIX));
+            assert_eq!(id.len(), ID_PREFIX.len() + 16);
+            assert!(id[ID_PREFIX.len()..].chars().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn errors_map_to_125_126_127() {
+        let nf = RunError::CommandNotFound {
+            command: "nope".into(),
+            detail: String::new(),
+        };
+        assert_eq!(nf.exit_code(), 127);
+        assert_eq!(nf.to_string(), "nope: command not found");
+        let ne = RunError::CommandNotExecutable {
+            command: "/etc/passwd".into(),
+            detail: String::new(),
+        };
+        assert_eq!(ne.exit_code(), 126);
+        assert_eq!(RunError::Config("x".into()).exit_code(), 125);
+    }
+}

@@ -1,0 +1,504 @@
+//! Removing what a run created (task, container, snapshot, cgroup, FIFO directory), and
+//! reclaiming what crashed runs left behind.
+//!
+//! Every object is named after the run id (`stk-…`) and labelled `stockade.managed=true`,
+//! `stockade.created=<unix time>`, `stockade.owner=<pid>`. The FIFO directory is created
+//! first and removed last, so it marks a run in progress: at start, [`reclaim_crashed`]
+//! only reads that directory (no RPC unless something is there whose owner is dead), and
+//! `stockade gc` ([`reconcile`]) lists every kind of object through the API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_client::services::v1::snapshots::{
+    Kind, ListSnapshotsRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    DeleteContainerRequest, DeleteTaskRequest, KillRequest, ListContainersRequest,
+    ListTasksRequest, WaitRequest,
+};
+use serde::Serialize;
+
+use super::{fifo, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
+use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+use crate::spec::cgroups_path;
+
+/// Where runs live: the containerd namespace (in the client), the snapshotter, the FIFO
+/// root and the cgroup mount.
+#[derive(Debug, Clone)]
+pub struct CleanupTarget {
+    pub client: Client,
+    pub snapshotter: String,
+    pub fifo_root: PathBuf,
+    pub cgroups: CgroupFs,
+}
+
+/// Removes everything run `id` created. Idempotent: what is already gone is skipped. With
+/// `kill`, a task that still runs is killed (SIGKILL to all its processes) first; without,
+/// a running task is an error. Every step is tried even when an earlier one failed; the
+/// FIFO directory (the "in progress" marker) goes only when everything else went.
+pub async fn remove_run(t: &CleanupTarget, id: &str, kill: bool) -> Result<(), RunError> {
+    let c = &t.client;
+    let mut errors: Vec<String> = Vec::new();
+
+    if let Err(e) = delete_task(c, id, kill).await {
+        errors.push(e);
+    }
+    let container = async {
+        c.containers()
+            .delete(c.request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(ContainerdError::rpc("delete container"))
+    };
+    let snapshot = async {
+        c.snapshots()
+            .remove(c.request(RemoveSnapshotRequest {
+                snapshotter: t.snapshotter.clone(),
+                key: id.to_string(),
+            }))
+            .await
+            .map_err(ContainerdError::rpc("remove snapshot"))
+    };
+    let (rc, rs) = tokio::join!(container, snapshot);
+    for r in [rc.map(drop), rs.map(drop)] {
+        match r {
+            Err(e) if !e.is_not_found() => errors.push(e.to_string()),
+            _ => {}
+        }
+    }
+    // runc removes the cgroup when the task is deleted; this catches what a dead shim left
+    // (pointless while the task could not be deleted: its processes keep the cgroup busy).
+    if errors.is_empty() {
+        if let Err(e) = t.cgroups.remove(&cgroups_path(id)) {
+            errors.push(format!("cgroup: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        if let Err(e) = fifo::remove(&t.fifo_root, id) {
+            errors.push(format!("{}: {e}", t.fifo_root.join(id).display()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Config(format!(
+            "cleaning up {id}: {}",
+            errors.join("; ")
+        )))
+    }
+}
+
+/// Deletes the task of `id`; with `kill`, kills it first if it still runs.
+async fn delete_task(c: &Client, id: &str, kill: bool) -> Result<(), String> {
+    let delete = || async {
+        c.tasks()
+            .delete(c.request(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+            .map_err(ContainerdError::rpc("delete task"))
+    };
+    match delete().await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => return Ok(()),
+        // A task that still runs is refused (FailedPrecondition, or Unknown with "cannot
+        // delete a running process" from the shim): kill it below.
+        Err(e) if kill && e.code() != Some(tonic::Code::Unavailable) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    // Still running: kill every process in it, wait for the exit, delete again.
+    let waited = async {
+        let (mut waiter, mut killer) = (c.tasks(), c.tasks());
+        let wait = waiter.wait(c.request(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        }));
+        let kill = killer.kill(c.request(KillRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            signal: nix::sys::signal::Signal::SIGKILL as u32,
+            all: true,
+        }));
+        let (w, k) = tokio::join!(wait, kill);
+        k.map_err(ContainerdError::rpc("kill task"))
+            .map_err(|e| e.to_string())?;
+        w.map_err(ContainerdError::rpc("wait task"))
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(KILL_GRACE, waited).await {
+        Err(_) => return Err(format!("task {id} survived SIGKILL for {KILL_GRACE:?}")),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(())) => {}
+    }
+    match delete().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What to reclaim.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// Leave runs younger than this alone when their owner cannot be determined. Default
+    /// 60 s (a run in its first moments may not have labelled everything yet).
+    pub min_age: Duration,
+    /// Reclaim runs whose owner is alive too (`gc --all`). Default false.
+    pub include_live: bool,
+    /// Only these runs (`gc --run ID`). Default: every run found.
+    pub only: Option<Vec<String>>,
+    /// `/proc`, to tell whether an owner pid is alive.
+    pub proc_root: PathBuf,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        ReconcileOptions {
+            min_age: Duration::from_secs(60),
+            include_live: false,
+            only: None,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// What reconciliation found and did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Reconciled {
+    /// Runs removed completely.
+    pub removed: Vec<String>,
+    /// Runs left alone because their owner is alive or they are too young.
+    pub kept: Vec<String>,
+    /// Runs that could not be removed, each with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Everything known about one run id, gathered from several places.
+#[derive(Debug, Default)]
+struct Found {
+    owner: Option<u32>,
+    created: Option<u64>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn pid_alive(proc_root: &Path, pid: u32) -> bool {
+    proc_root.join(pid.to_string()).exists()
+}
+
+fn mtime_secs(p: &Path) -> Option<u64> {
+    let m = std::fs::metadata(p).ok()?.modified().ok()?;
+    Some(m.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+/// Decides whether a run is abandoned: its owner is dead, or (when no owner is known) it is
+/// older than `min_age`.
+fn abandoned(f: &Found, opts: &ReconcileOptions, now: u64) -> bool {
+    if opts.include_live {
+        return true;
+    }
+    match f.owner {
+        Some(pid) if pid == std::process::id() => false,
+        Some(pid) => !pid_alive(&opts.proc_root, pid),
+        None => match f.created {
+            Some(t) => now.saturating_sub(t) >= opts.min_age.as_secs(),
+            None => true,
+        },
+    }
+}
+
+/// Run directories under the FIFO root: id → (owner, directory mtime).
+fn scan_fifo_root(root: &Path) -> BTreeMap<String, Found> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(ID_PREFIX) {
+            continue;
+        }
+        let dir = e.path();
+        out.insert(
+            name,
+            Found {
+                owner: fifo::read_owner(&dir),
+                created: mtime_secs(&dir),
+            },
+        );
+    }
+    out
+}
+
+/// The cheap check made at the start of every run: reclaims runs whose FIFO directory
+/// remains and whose owner is dead. Makes no RPC when there is nothing to reclaim.
+pub async fn reclaim_crashed(t: &CleanupTarget, opts: &ReconcileOptions) -> Reconciled {
+    let found = scan_fifo_root(&t.fifo_root);
+    reclaim(t, found, opts).await
+}
+
+async fn reclaim(
+    t: &CleanupTarget,
+    found: BTreeMap<String, Found>,
+    opts: &ReconcileOptions,
+) -> Reconciled {
+    let now = now_secs();
+    let mut out = Reconciled::default();
+    let mut doomed = Vec::new();
+    for (id, f) in found {
+        if let Some(only) = &opts.only {
+            if !only.contains(&id) {
+                continue;
+            }
+        }
+        if abandoned(&f, opts, now) {
+            doomed.push(id);
+        } else {
+            out.kept.push(id);
+        }
+    }
+    let results = futures_join_all(doomed.iter().map(|id| remove_run(t, id, true))).await;
+    for (id, r) in doomed.into_iter().zip(results) {
+        match r {
+            Ok(()) => out.removed.push(id),
+            Err(e) => out.failed.push((id, e.to_string())),
+        }
+    }
+    out
+}
+
+/// Awaits futures concurrently, keeping their order.
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let futs: Vec<_> = futs.map(Box::pin).collect();
+    let mut outs = Vec::with_capacity(futs.len());
+    // Few runs are ever reclaimed at once; polling them through one join keeps them
+    // concurrent without spawning.
+    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, slot) in pending.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        results[i] = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for r in results {
+        outs.push(r.expect("every future completed"));
+    }
+    outs
+}
+
+/// `stockade gc`: finds every run through the API (containers, tasks and snapshots carrying
+/// stockade's label or prefix), the FIFO root and the cgroup tree, and removes the
+/// abandoned ones. Base images are never touched: only active snapshots named `stk-…`.
+pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Reconciled, RunError> {
+    let c = &t.client;
+    let mut found = scan_fifo_root(&t.fifo_root);
+    let managed = format!("labels.\"{LABEL_MANAGED}\"==true");
+
+    let containers = c
+        .containers()
+        .list(c.request(ListContainersRequest {
+            filters: vec![managed.clone()],
+        }))
+        .await
+        .map_err(ContainerdError::rpc("list containers"))?
+        .into_inner()
+        .containers;
+    for ct in containers {
+        if !ct.id.starts_with(ID_PREFIX) {
+            continue;
+        }
+        let f = found.entry(ct.id.clone()).or_default();
+        f.owner = f
+            .owner
+            .or_else(|| ct.labels.get(LABEL_OWNER).and_then(|v| v.parse().ok()));
+        f.created = f
+            .created
+            .or_else(|| ct.labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()));
+    }
+
+    let tasks = c
+        .tasks()
+        .list(c.request(ListTasksRequest {
+            filter: String::new(),
+        }))
+        .await
+        .map_err(ContainerdError::rpc("list tasks"))?
+        .into_inner()
+        .tasks;
+    for task in tasks {
+        if task.id.starts_with(ID_PREFIX) {
+            found.entry(task.id).or_default();
+        }
+    }
+
+    let mut stream = c
+        .snapshots()
+        .list(c.request(ListSnapshotsRequest {
+            snapshotter: t.snapshotter.clone(),
+            filters: vec![managed],
+        }))
+        .await
+        .map_err(ContainerdError::rpc("list snapshots"))?
+        .into_inner();
+    loop {
+        let msg = stream
+            .message()
+            .await
+            .map_err(ContainerdError::rpc("list snapshots"))?;
+        let Some(msg) = msg else { break };
+        for info in msg.info {
+            if info.kind != Kind::Active as i32 || !info.name.starts_with(ID_PREFIX) {
+                continue;
+            }
+            let f = found.entry(info.name.clone()).or_default();
+            f.owner = f
+                .owner
+                .or_else(|| info.labels.get(LABEL_OWNER).and_then(|v| v.parse().ok()));
+            f.created = f
+                .created
+                .or_else(|| info.labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()));
+        }
+    }
+
+    for name in t.cgroups.children("/stockade") {
+        if name.starts_with(ID_PREFIX) {
+            let f = found.entry(name.clone()).or_default();
+            if f.created.is_none() {
+                f.created = t
+                    .cgroups
+                    .dirs(&cgroups_path(&name))
+                    .first()
+                    .and_then(|d| mtime_secs(d));
+            }
+        }
+    }
+    Ok(reclaim(t, found, opts).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abandonment_follows_owner_then_age() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("4242")).unwrap();
+        let opts = ReconcileOptions {
+            min_age: Duration::from_secs(60),
+            include_live: false,
+            only: None,
+            proc_root: t.path().to_path_buf(),
+        };
+        let now = 10_000;
+        struct Case {
+            name: &'static str,
+            found: Found,
+            want: bool,
+        }
+        let cases = [
+            Case {
+                name: "owner alive",
+                found: Found {
+                    owner: Some(4242),
+                    created: Some(0),
+                },
+                want: false,
+            },
+            Case {
+                name: "owner dead, however young",
+                found: Found {
+                    owner: Some(4243),
+                    created: Some(now),
+                },
+                want: true,
+            },
+            Case {
+                name: "this process owns it",
+                found: Found {
+                    owner: Some(std::process::id()),
+                    created: Some(0),
+                },
+                want: false,
+            },
+            Case {
+                name: "no owner, young",
+                found: Found {
+                    owner: None,
+                    created: Some(now - 5),
+                },
+                want: false,
+            },
+            Case {
+                name: "no owner, old",
+                found: Found {
+                    owner: None,
+                    created: Some(now - 61),
+                },
+                want: true,
+            },
+            Case {
+                name: "nothing known",
+                found: Found::default(),
+                want: true,
+            },
+        ];
+        for c in &cases {
+            assert_eq!(abandoned(&c.found, &opts, now), c.want, "{}", c.name);
+        }
+        let all = ReconcileOptions {
+            include_live: true,
+            ..opts
+        };
+        assert!(
+            abandoned(&cases[0].found, &all, now),
+            "--all takes live runs too"
+        );
+    }
+
+    #[test]
+    fn the_fifo_root_scan_sees_only_run_directories() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["stk-a", "stk-b", "other"] {
+            std::fs::create_dir(t.path().join(d)).unwrap();
+        }
+        fifo::write_owner(&t.path().join("stk-a"), 77).unwrap();
+        let found = scan_fifo_root(t.path());
+        assert_eq!(found.keys().collect::<Vec<_>>(), ["stk-a", "stk-b"]);
+        assert_eq!(found["stk-a"].owner, Some(77));
+        assert_eq!(found["stk-b"].owner, None);
+        assert!(found["stk-b"].created.is_some());
+        assert!(scan_fifo_root(&t.path().join("missing")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_order() {
+        let outs = futures_join_all((0..5u64).map(|i| async move {
+            tokio::time::sleep(Duration::from_millis(10 * (5 - i))).await;
+            i
+        }))
+        .await;
+        assert_eq!(outs, [0, 1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,638 @@
+//! The run sequence against containerd. See the module documentation of [`super`] for the
+//! phases and which overlap.
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::{
+    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, KillRequest,
+    StartRequest, WaitRequest,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinHandle;
+
+use super::exit::{self, classify_exec_error, ExecFailure, Outcome};
+use super::output::{pump, Pumped, Sink};
+use super::{
+    fifo, journal, BaseImage, CleanupMode, Output, Phases, RunError, RunRequest, RunResult, Runner,
+    Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_GC_ROOT,
+    LABEL_OWNER, SPEC_TYPE_URL,
+};
+use crate::apparmor;
+use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+use crate::policy::{AppArmorChoice, ValidatedPolicy, DEFAULT_APPARMOR_PROFILE};
+use crate::spec::{self, SpecRequest};
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+fn labels(now: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_CREATED.to_string(), now.to_string()),
+        (LABEL_OWNER.to_string(), std::process::id().to_string()),
+    ])
+}
+
+/// How the process ended, as far as the wait loop saw it.
+struct Ended {
+    status: u32,
+    timed_out: bool,
+    cancelled_by: Option<i32>,
+}
+
+impl Runner {
+    /// Resolves an image through the cache, asking the image source on a miss.
+    async fn base_image(&self, name: &str) -> Result<BaseImage, RunError> {
+        if let Some(b) = self.inner.image_cache.lock().expect("cache lock").get(name) {
+            return Ok(b.clone());
+        }
+        let i = &self.inner;
+        let base = i
+            .images
+            .resolve(&i.client, &i.snapshotter, name)
+            .await
+            .map_err(|reason| RunError::Image {
+                name: name.to_string(),
+                reason,
+            })?;
+        i.image_cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.to_string(), base.clone());
+        Ok(base)
+    }
+
+    fn forget_image(&self, name: &str) {
+        self.inner
+            .image_cache
+            .lock()
+            .expect("cache lock")
+            .remove(name);
+    }
+
+    /// Runs one command in a new sandbox and returns what it did. Everything the run
+    /// created is removed according to the runner's [`CleanupMode`], on success and on
+    /// every failure after the run directory exists.
+    pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
+        let mut fail = Attempt::default();
+        let t0 = Instant::now();
+        let r = self.run_inner(req, &mut fail).await;
+        if let (Err(e), Some(log)) = (&r, &self.inner.audit_log) {
+            // A run that never got to exit is logged too, with the exit code it maps to.
+            if !fail.id.is_empty() {
+                let record = journal::RunRecord::failed(&fail, e, ms(t0.elapsed()));
+                if let Err(je) = journal::append(log, &record.to_line()) {
+                    tracing::warn!("{je}");
+                }
+            }
+        }
+        r
+    }
+
+    async fn run_inner(&self, req: RunRequest, fail: &mut Attempt) -> Result<RunResult, RunError> {
+        let t0 = Instant::now();
+        let RunRequest {
+            policy,
+            args,
+            id,
+            stdin,
+            output,
+            terminal,
+            cancel,
+        } = req;
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = id.unwrap_or_else(super::new_id);
+        if !id.starts_with(ID_PREFIX) {
+            return Err(RunError::Config(format!(
+                "run id `{id}` must start with `{ID_PREFIX}`"
+            )));
+        }
+        let mut phases = Phases::default();
+        *fail = Attempt {
+            started_at_unix_ms: started_unix.as_millis() as u64,
+            id: id.clone(),
+            argv: args.clone(),
+            image: policy.image.clone(),
+            image_digest: None,
+            policy_hash: policy.hash(),
+            spec_digest: None,
+        };
+
+        let t = Instant::now();
+        let base = self.base_image(&policy.image).await?;
+        phases.resolve_image_ms = ms(t.elapsed());
+        fail.image = base.name.clone();
+        fail.image_digest = base.digest.clone();
+
+        let t = Instant::now();
+        let built = spec::build(
+            &policy,
+            &self.inner.host,
+            &SpecRequest {
+                id: &id,
+                args: &args,
+                terminal,
+            },
+        )?;
+        let spec_digest = spec::digest(&built.spec);
+        fail.spec_digest = Some(spec_digest.clone());
+        let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
+        self.ensure_apparmor(&policy)?;
+        let want_stdin = !matches!(stdin, Stdin::Null);
+        let (dir, opened) = fifo::create(&self.inner.fifo_root, &id, want_stdin, terminal)
+            .map_err(|source| RunError::RunDir {
+                path: self.inner.fifo_root.join(&id),
+                source,
+            })?;
+        phases.setup_ms = ms(t.elapsed());
+
+        // From here on, every exit path removes what exists.
+        let live = Live {
+            id: &id,
+            base: &base,
+            args: &args,
+            terminal,
+            timeout: policy.limits.timeout,
+            max_output: policy.limits.max_output,
+            dir: &dir,
+        };
+        let result = self
+            .run_created(&live, spec_json, opened, stdin, output, cancel, &mut phases)
+            .await;
+        let (ended, pumped_out, pumped_err, usage) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if matches!(e, RunError::Image { .. }) {
+                    self.forget_image(&policy.image);
+                }
+                // A failed run is removed before the error is returned, whatever the
+                // cleanup mode, except that a lost containerd leaves it to the next
+                // reconciliation (the FIFO directory marks it).
+                if !matches!(e, RunError::Lost { .. }) {
+                    if let Err(c) = self.cleanup(&id).await {
+                        tracing::warn!("{c}");
+                    }
+                }
+                return Err(e);
+            }
+        };
+
+        let oom_killed = usage.oom_kills.unwrap_or(0) > 0;
+        let outcome = Outcome {
+            status: ended.status,
+            timed_out: ended.timed_out,
+            oom_killed,
+            cancelled_by: ended.cancelled_by,
+        };
+        let mut result = RunResult {
+            id: id.clone(),
+            exit_code: exit::exit_code(&outcome),
+            signal: exit::signal_of(ended.status),
+            timed_out: ended.timed_out,
+            oom_killed,
+            cancelled_by: ended.cancelled_by,
+            stdout: String::from_utf8_lossy(&pumped_out.captured).into_owned(),
+            stderr: String::from_utf8_lossy(&pumped_err.captured).into_owned(),
+            truncated: Truncated {
+                stdout: pumped_out.truncated,
+                stderr: pumped_err.truncated,
+            },
+            stdout_bytes: pumped_out.total,
+            stderr_bytes: pumped_err.total,
+            duration_ms: 0.0,
+            phases: Phases::default(),
+            usage,
+            image: base.name.clone(),
+            image_digest: base.digest.clone(),
+            policy_hash: fail.policy_hash.clone(),
+            spec_digest,
+            not_enforced: built.not_enforced,
+            warnings: policy.warnings.clone(),
+            started_at: journal::rfc3339_millis(started_unix.as_millis() as u64),
+            started_at_unix_ms: started_unix.as_millis() as u64,
+        };
+        self.dispose(&id, &mut phases).await;
+        result.phases = phases;
+        result.duration_ms = ms(t0.elapsed());
+        if let Some(log) = &self.inner.audit_log {
+            let uid = nix::unistd::getuid().as_raw();
+            let line = journal::RunRecord::from_result(&result, &args, uid).to_line();
+            if let Err(e) = journal::append(log, &line) {
+                tracing::warn!("{e}");
+                result.warnings.push(e.to_string());
+            }
+        }
+        Ok(result)
+    }
+
+    /// Where the host has AppArmor and the policy uses the built-in profile, makes sure the
+    /// profile (the variant for the policy's network mode) is loaded: two small file reads
+    /// when it already is, `apparmor_parser -r` once when it is not. Other profile names
+    /// must be loaded by the administrator; runc refuses to start under a missing one.
+    fn ensure_apparmor(&self, policy: &ValidatedPolicy) -> Result<(), RunError> {
+        let Some(ctx) = &self.inner.apparmor else {
+            return Ok(());
+        };
+        match &policy.apparmor {
+            AppArmorChoice::Profile(name)
+                if self.inner.host.apparmor && name == DEFAULT_APPARMOR_PROFILE =>
+            {
+                apparmor::ensure_default_loaded(
+                    &apparmor::SystemParser::find(),
+                    ctx,
+                    policy.network,
+                )
+                .map(drop)
+                .map_err(|e| RunError::AppArmor(e.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes run `id` as the cleanup mode says.
+    async fn dispose(&self, id: &str, phases: &mut Phases) {
+        match self.inner.cleanup {
+            CleanupMode::Inline => {
+                let t = Instant::now();
+                if let Err(e) = self.cleanup(id).await {
+                    tracing::warn!("{e}");
+                }
+                phases.cleanup_ms = Some(ms(t.elapsed()));
+            }
+            CleanupMode::Background => {
+                let target = self.cleanup_target();
+                let id = id.to_string();
+                self.inner.pending.lock().await.spawn(async move {
+                    if let Err(e) = super::remove_run(&target, &id, true).await {
+                        tracing::warn!("{e}");
+                    }
+                });
+            }
+            CleanupMode::Caller => {}
+        }
+    }
+
+    /// Everything after the run directory exists, up to the collected results.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_created(
+        &self,
+        live: &Live<'_>,
+        spec_json: Vec<u8>,
+        opened: fifo::Opened,
+        stdin: Stdin,
+        output: Output,
+        cancel: Option<super::Cancel>,
+        phases: &mut Phases,
+    ) -> Result<(Ended, Pumped, Pumped, super::Usage), RunError> {
+        let Live {
+            id,
+            base,
+            args,
+            terminal,
+            timeout,
+            max_output,
+            dir,
+        } = *live;
+        let i = &self.inner;
+        let c = &i.client;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+
+        // Snapshots.Prepare and Containers.Create do not depend on each other: the
+        // container record only names the snapshot key.
+        let prepare = async {
+            let t = Instant::now();
+            let mut l = labels(now);
+            l.insert(LABEL_GC_ROOT.to_string(), now.to_string());
+            let r = c
+                .snapshots()
+                .prepare(c.request(PrepareSnapshotRequest {
+                    snapshotter: i.snapshotter.clone(),
+                    key: id.to_string(),
+                    parent: base.snapshot.clone(),
+                    labels: l,
+                }))
+                .await
+                .map_err(ContainerdError::rpc("prepare snapshot"));
+            (r, t.elapsed())
+        };
+        let create_container = async {
+            let t = Instant::now();
+            let r = c
+                .containers()
+                .create(c.request(CreateContainerRequest {
+                    container: Some(Container {
+                        id: id.to_string(),
+                        labels: labels(now),
+                        image: base.name.clone(),
+                        runtime: Some(Runtime {
+                            name: i.runtime.clone(),
+                            options: None,
+                        }),
+                        spec: Some(prost_types::Any {
+                            type_url: SPEC_TYPE_URL.to_string(),
+                            value: spec_json,
+                        }),
+                        snapshotter: i.snapshotter.clone(),
+                        snapshot_key: id.to_string(),
+                        ..Default::default()
+                    }),
+                }))
+                .await
+                .map_err(ContainerdError::rpc("create container"));
+            (r, t.elapsed())
+        };
+        let ((prepared, t_prep), (created, t_cont)) = tokio::join!(prepare, create_container);
+        phases.prepare_snapshot_ms = ms(t_prep);
+        phases.create_container_ms = ms(t_cont);
+        let mounts = match prepared {
+            Ok(r) => r.into_inner().mounts,
+            Err(e) if e.is_not_found() => {
+                return Err(RunError::Image {
+                    name: base.name.clone(),
+                    reason: format!(
+                        "image `{}`: base snapshot {} is gone ({e})",
+                        base.name, base.snapshot
+                    ),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        created?;
+
+        let t = Instant::now();
+        let task = c
+            .tasks()
+            .create(c.request(CreateTaskRequest {
+                container_id: id.to_string(),
+                rootfs: mounts,
+                stdin: path_string(dir.stdin.as_deref()),
+                stdout: dir.stdout.to_string_lossy().into_owned(),
+                stderr: path_string(dir.stderr.as_deref()),
+                terminal,
+                ..Default::default()
+            }))
+            .await;
+        phases.create_task_ms = ms(t.elapsed());
+        if let Err(status) = task {
+            return Err(exec_error(
+                args,
+                ContainerdError::rpc("create task")(status),
+            ));
+        }
+
+        // The shim has its ends open now: reading sees data, not an early end of file.
+        let (out_sink, err_sink) = sinks(output);
+        let out_pump = tokio::spawn(pump(opened.stdout, out_sink, max_output));
+        let err_pump = opened
+            .stderr
+            .map(|r| tokio::spawn(pump(r, err_sink, max_output)));
+        let stdin_task = opened
+            .stdin
+            .map(|tx| spawn_stdin(c.clone(), id.to_string(), tx, stdin));
+
+        // Wait before Start, so that the exit cannot be missed.
+        let wait_client = c.clone();
+        let wait_id = id.to_string();
+        let mut wait: JoinHandle<Result<u32, ContainerdError>> = tokio::spawn(async move {
+            wait_client
+                .tasks()
+                .wait(wait_client.request(WaitRequest {
+                    container_id: wait_id,
+                    exec_id: String::new(),
+                }))
+                .await
+                .map(|r| r.into_inner().exit_status)
+                .map_err(ContainerdError::rpc("wait task"))
+        });
+
+        let t = Instant::now();
+        let started = c
+            .tasks()
+            .start(c.request(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await;
+        phases.start_ms = ms(t.elapsed());
+        if let Err(status) = started {
+            wait.abort();
+            out_pump.abort();
+            if let Some(p) = &err_pump {
+                p.abort();
+            }
+            return Err(exec_error(args, ContainerdError::rpc("start task")(status)));
+        }
+
+        let t_run = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut cancel = cancel.as_ref().map(|c| c.subscribe());
+        let mut timed_out = false;
+        let mut cancelled_by = None;
+        let joined = loop {
+            tokio::select! {
+                r = &mut wait => break r,
+                _ = tokio::time::sleep_until(deadline), if !timed_out && cancelled_by.is_none() => {
+                    timed_out = true;
+                    self.kill(id).await?;
+                }
+                sig = next_cancel(&mut cancel), if cancelled_by.is_none() => {
+                    cancelled_by = Some(sig);
+                    self.kill(id).await?;
+                }
+            }
+        };
+        let status = match joined {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(RunError::Lost {
+                    id: id.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(join) => {
+                return Err(RunError::Lost {
+                    id: id.to_string(),
+                    message: join.to_string(),
+                })
+            }
+        };
+        phases.run_ms = ms(t_run.elapsed());
+
+        let t = Instant::now();
+        // Usage and OOM are read before the task (and with it the cgroup) is deleted.
+        let usage = i.cgroups.usage(&spec::cgroups_path(id));
+        if let Some(s) = stdin_task {
+            s.abort();
+        }
+        let drained = tokio::time::timeout(DRAIN_GRACE, async {
+            let o = out_pump.await.unwrap_or_default();
+            let e = match err_pump {
+                Some(p) => p.await.unwrap_or_default(),
+                None => Pumped::default(),
+            };
+            (o, e)
+        })
+        .await;
+        let (pumped_out, pumped_err) = match drained {
+            Ok(v) => v,
+            Err(_) => {
+                tracing::warn!("run {id}: output still open {DRAIN_GRACE:?} after exit");
+                (Pumped::default(), Pumped::default())
+            }
+        };
+        phases.collect_ms = ms(t.elapsed());
+        Ok((
+            Ended {
+                status,
+                timed_out,
+                cancelled_by,
+            },
+            pumped_out,
+            pumped_err,
+            usage,
+        ))
+    }
+
+    /// SIGKILL to every process of the run's task.
+    async fn kill(&self, id: &str) -> Result<(), RunError> {
+        let c = &self.inner.client;
+        let r = tokio::time::timeout(
+            KILL_GRACE,
+            c.tasks().kill(c.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal: nix::sys::signal::Signal::SIGKILL as u32,
+                all: true,
+            })),
+        )
+        .await;
+        match r {
+            Err(_) => Err(RunError::Unkillable { id: id.to_string() }),
+            // Already gone: the wait reports the exit.
+            Ok(Err(s)) if s.code() == tonic::Code::NotFound => Ok(()),
+            Ok(Err(s)) => Err(RunError::Lost {
+                id: id.to_string(),
+                message: ContainerdError::rpc("kill task")(s).to_string(),
+            }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+}
+
+async fn next_cancel(rx: &mut Option<tokio::sync::watch::Receiver<Option<i32>>>) -> i32 {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        if let Some(sig) = *rx.borrow_and_update() {
+            return sig;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+fn path_string(p: Option<&std::path::Path>) -> String {
+    p.map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Maps a Tasks.Create / Tasks.Start failure to "command not found" (127), "cannot
+/// execute" (126), or stockade's own failure (125).
+fn exec_error(args: &[String], e: ContainerdError) -> RunError {
+    let msg = e.to_string();
+    let command = args.first().cloned().unwrap_or_default();
+    match classify_exec_error(&msg) {
+        Some(ExecFailure::NotFound) => RunError::CommandNotFound {
+            command,
+            detail: msg,
+        },
+        Some(ExecFailure::NotExecutable) => RunError::CommandNotExecutable {
+            command,
+            detail: msg,
+        },
+        None => RunError::Containerd(e),
+    }
+}
+
+fn sinks(output: Output) -> (Sink, Sink) {
+    match output {
+        Output::Capture => (Sink::Capture, Sink::Capture),
+        Output::Inherit => (
+            Sink::Forward(Box::new(tokio::io::stdout())),
+            Sink::Forward(Box::new(tokio::io::stderr())),
+        ),
+        Output::Writers { stdout, stderr } => (Sink::Forward(stdout), Sink::Forward(stderr)),
+    }
+}
+
+/// Forwards the request's stdin into the FIFO; at its end, closes our end and asks the
+/// shim to close the process's stdin, so that the command sees end of file.
+fn spawn_stdin(
+    c: Client,
+    id: String,
+    mut tx: tokio::net::unix::pipe::Sender,
+    stdin: Stdin,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        match stdin {
+            Stdin::Null => {}
+            Stdin::Bytes(b) => {
+                let _ = tx.write_all(&b).await;
+            }
+            Stdin::Reader(mut r) => {
+                let _ = tokio::io::copy(&mut r, &mut tx).await;
+            }
+            Stdin::Chunks(mut rx) => {
+                while let Some(chunk) = rx.recv().await {
+                    if tx.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(tx);
+        let _ = c
+            .tasks()
+            .close_io(c.request(CloseIoRequest {
+                container_id: id,
+                exec_id: String::new(),
+                stdin: true,
+            }))
+            .await;
+    })
+}
+
+/// What is known of a run so far, for the audit line of a run that fails.
+#[derive(Debug, Default, Clone)]
+pub struct Attempt {
+    pub started_at_unix_ms: u64,
+    pub id: String,
+    pub argv: Vec<String>,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub policy_hash: String,
+    pub spec_digest: Option<String>,
+}
+
+/// What the live part of a run needs to know.
+#[derive(Clone, Copy)]
+struct Live<'a> {
+    id: &'a str,
+    base: &'a BaseImage,
+    args: &'a [String],
+    terminal: bool,
+    timeout: std::time::Duration,
+    max_output: u64,
+    dir: &'a fifo::RunDir,
+}

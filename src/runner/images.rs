@@ -1,0 +1,103 @@
+//! How an image name becomes the committed snapshot a run is prepared on. The runner asks
+//! an [`ImageSource`] once per name and caches the answer; if the snapshot has since gone,
+//! Snapshots.Prepare fails, the cache entry is dropped and the source is asked again.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use containerd_client::services::v1::snapshots::{Kind, StatSnapshotRequest};
+
+use crate::containerd::{Client, ContainerdError};
+
+/// A committed base snapshot to run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The image name the policy used.
+    pub name: String,
+    /// Key of the committed snapshot (for an unpacked image: its chain id).
+    pub snapshot: String,
+    /// The image's manifest digest, when known (recorded in results and the audit log).
+    pub digest: Option<String>,
+}
+
+/// A boxed future, as [`ImageSource`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Resolves image names to base snapshots.
+pub trait ImageSource: Send + Sync {
+    /// The base snapshot of `name` in `snapshotter`, or one line saying why there is none.
+    fn resolve<'a>(
+        &'a self,
+        client: &'a Client,
+        snapshotter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<BaseImage, String>>;
+}
+
+/// Treats an image name as the key of a committed snapshot (as `stockade image` stores
+/// bases that were built directly as snapshots, and as tests create them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnapshotImages;
+
+impl ImageSource for SnapshotImages {
+    fn resolve<'a>(
+        &'a self,
+        client: &'a Client,
+        snapshotter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<BaseImage, String>> {
+        Box::pin(async move {
+            let info = client
+                .snapshots()
+                .stat(client.request(StatSnapshotRequest {
+                    snapshotter: snapshotter.to_string(),
+                    key: name.to_string(),
+                }))
+                .await
+                .map_err(ContainerdError::rpc("stat snapshot"));
+            match info {
+                Ok(r) => {
+                    let info = r.into_inner().info.unwrap_or_default();
+                    if info.kind != Kind::Committed as i32 {
+                        return Err(format!("image `{name}`: snapshot is not committed"));
+                    }
+                    Ok(BaseImage {
+                        name: name.to_string(),
+                        snapshot: name.to_string(),
+                        digest: None,
+                    })
+                }
+                Err(e) if e.is_not_found() => Err(format!(
+                    "image `{name}`: no committed snapshot of that name in namespace `{}`",
+                    client.namespace()
+                )),
+                Err(e) => Err(format!("image `{name}`: {e}")),
+            }
+        })
+    }
+}
+
+/// Resolves names through stockade's image store ([`crate::images::resolve`]): the image
+/// record names its manifest digest and the chain id of its committed snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreImages;
+
+impl ImageSource for StoreImages {
+    fn resolve<'a>(
+        &'a self,
+        client: &'a Client,
+        _snapshotter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<BaseImage, String>> {
+        Box::pin(async move {
+            let r = crate::images::resolve(client, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(BaseImage {
+                name: r.name,
+                snapshot: r.chain_id,
+                digest: Some(r.manifest_digest),
+            })
+        })
+    }
+}
