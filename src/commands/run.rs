@@ -68,14 +68,19 @@ pub enum CleanupWhen {
 }
 
 pub async fn run(args: RunArgs) -> Result<u8> {
-    let policy = super::load_policy(&args.policy)?;
-    let host = super::doctor::host_facts_for_spec()?;
-    let client = connect_or_start(
-        args.address.as_deref(),
-        &args.namespace,
-        &DaemonPaths::system(),
-    )
-    .await?;
+    // The policy (seccomp profile included) and the host probe are read on a blocking
+    // thread while the connection to containerd is made.
+    let policy_args = args.policy.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        let policy = super::load_policy(&policy_args)?;
+        let host = super::doctor::host_facts_for_spec()?;
+        anyhow::Ok((policy, host))
+    });
+    let daemon_paths = DaemonPaths::system();
+    let client = connect_or_start(args.address.as_deref(), &args.namespace, &daemon_paths);
+    let (local, client) = tokio::join!(local, client);
+    let (policy, host) = local.context("reading the policy")??;
+    let client = client?;
     let runner = Runner::builder()
         .client(client)
         .host(host)
