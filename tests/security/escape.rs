@@ -775,6 +775,7 @@ pub fn cases() -> Vec<Case> {
     v.push(case("escape::busybox::workspace_links", |d| {
         workspace_links(d, Image::Busybox)
     }));
+    v.push(case("escape::image_import_traversal", |d| image_import(d)));
     v
 }
 
@@ -1151,5 +1152,178 @@ echo done
         !in_listing.iter().any(|n| n.contains(ATTACK_MARK)),
         "a file appeared in the input: {in_listing:?}"
     );
+    Ok(())
+}
+
+// --- image import: what stockade copies in -------------------------------------------------
+
+/// One tar entry, its name written raw (the tar crate refuses `..` through its setters, and
+/// attackers do not use setters).
+enum Entry<'a> {
+    File(&'a str, &'a [u8]),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+}
+
+fn raw_tar(entries: &[Entry]) -> Result<Vec<u8>, String> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_old();
+        let (name, link, kind, data): (&str, Option<&str>, tar::EntryType, &[u8]) = match e {
+            Entry::File(n, d) => (n, None, tar::EntryType::Regular, d),
+            Entry::Symlink(n, t) => (n, Some(t), tar::EntryType::Symlink, b""),
+            Entry::Hardlink(n, t) => (n, Some(t), tar::EntryType::Link, b""),
+        };
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(t) = link {
+            old.linkname[..t.len()].copy_from_slice(t.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).map_err(|e| e.to_string())?;
+    }
+    b.into_inner().map_err(|e| e.to_string())
+}
+
+/// Entries that would write outside the directory they are unpacked in: `..`, an absolute
+/// path, a symlink followed by a file through it, a hard link to a host file followed by a
+/// file of the same name (writing through the link), each aimed at `target`.
+fn traversal_entries<'a>(
+    target: &'a str,
+    dotdot: &'a str,
+    abs: &'a str,
+    via: &'a str,
+    secret: &'a str,
+) -> Vec<Entry<'a>> {
+    vec![
+        Entry::File(dotdot, b"stkattack"),
+        Entry::File(abs, b"stkattack"),
+        Entry::Symlink("evil", target),
+        Entry::File(via, b"stkattack"),
+        Entry::Hardlink("hl", secret),
+        Entry::File("hl", b"stkattack"),
+    ]
+}
+
+/// `stockade image import` of hostile archives: the outer archive (unpacked by stockade
+/// into scratch space) and a layer (unpacked by containerd) both try to write outside
+/// through `..`, absolute paths, symlinks and hard links. Nothing appears or changes on the
+/// host; where the import succeeds, the image's root holds only what is inside it.
+fn image_import(d: &Daemon) -> CaseResult {
+    let t = Targets::new()?;
+    let before = HostState::capture(&t);
+    let target = t.dir.path().to_str().unwrap().to_string();
+    let secret = t.secret.to_str().unwrap().to_string();
+    let up = "../../../../../../../../../../..";
+    let dotdot = format!("{up}{target}/stkattack-dotdot");
+    let abs = format!("{target}/stkattack-abs");
+    let work = tempfile::Builder::new()
+        .prefix("stk-sec-import-")
+        .tempdir_in("/tmp")
+        .map_err(|e| e.to_string())?;
+
+    // A layer with the same tricks, inside a well-formed docker-save archive.
+    let layer = raw_tar(&traversal_entries(
+        &target,
+        &dotdot,
+        &abs,
+        "evil/stkattack-symlink",
+        &secret,
+    ))?;
+    let layer_digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&layer))
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
+        "config": {"Cmd": ["/bin/sh"]}
+    })
+    .to_string();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["stk-sec/hostile:latest"], "Layers": ["layer.tar"]
+    }])
+    .to_string();
+    // Two archives: hostile entries around a well-formed image (stockade unpacks the
+    // outer archive itself), and a clean outer archive around the hostile layer (which
+    // containerd unpacks).
+    let mut results = Vec::new();
+    for hostile_outer in [true, false] {
+        let mut outer_entries = if hostile_outer {
+            traversal_entries(&target, &dotdot, &abs, "evil/stkattack-symlink", &secret)
+        } else {
+            Vec::new()
+        };
+        outer_entries.push(Entry::File("manifest.json", manifest.as_bytes()));
+        outer_entries.push(Entry::File("config.json", config.as_bytes()));
+        outer_entries.push(Entry::File("layer.tar", &layer));
+        let archive = work.path().join(format!("hostile-{hostile_outer}.tar"));
+        std::fs::write(&archive, raw_tar(&outer_entries)?).map_err(|e| e.to_string())?;
+        let out = crate::harness::run_guarded(
+            d.stockade(&["image", "import", archive.to_str().unwrap()]),
+            std::time::Duration::from_secs(120),
+        )?;
+        eprintln!(
+            "image import (hostile outer archive: {hostile_outer}, hostile layer): exit {:?}: {}",
+            out.code,
+            out.stderr_text().trim()
+        );
+        if out.code != Some(0) {
+            ensure!(
+                out.code == Some(125) && out.stderr_text().trim().lines().count() == 1,
+                "a refused import must exit 125 with one line, got {:?}: {}",
+                out.code,
+                out.stderr_text()
+            );
+        }
+        results.push(out.code == Some(0));
+    }
+    let imported = results.iter().any(|ok| *ok);
+    let after = HostState::capture(&t);
+    let changes = before.changes(&after);
+    ensure!(
+        changes.is_empty(),
+        "THE HOST CHANGED during the import:\n  {}",
+        changes.join("\n  ")
+    );
+    ensure!(
+        std::fs::read_to_string(&t.secret).ok().as_deref() == Some(t.secret_text.as_str()),
+        "the host secret was overwritten through the archive"
+    );
+    let planted: Vec<String> = std::fs::read_dir(t.dir.path())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(ATTACK_MARK))
+        .collect();
+    ensure!(
+        planted.is_empty(),
+        "the archive wrote on the host: {planted:?}"
+    );
+
+    if imported {
+        // What the image's root holds: nothing of the host.
+        let o = Sandbox::image("stk-sec/hostile", &["/evil/stkattack-symlink"])
+            .run(d)
+            .ok();
+        if let Some(o) = o {
+            ensure!(
+                !o.stdout().contains(&t.secret_text) && !o.stderr().contains(&t.secret_text),
+                "the imported image exposes the host secret"
+            );
+        }
+        let _ = crate::harness::run_guarded(
+            d.stockade(&["image", "rm", "stk-sec/hostile"]),
+            std::time::Duration::from_secs(60),
+        );
+    }
     Ok(())
 }

@@ -138,7 +138,9 @@ fn stockade_killed() -> CaseResult {
     let mut run = Sandbox::busybox(&[
         "sh",
         "-c",
-        "echo started > /workspace/started; sleep 600",
+        // Not `exec`ed by the shell (it is not the last command), so the shell carrying
+        // the mark stays the sandbox's first process.
+        "echo started > /workspace/started; sleep 600; true",
         &mark,
     ])
     .workspace(ws.path())

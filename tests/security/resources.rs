@@ -16,7 +16,7 @@ pub fn cases() -> Vec<Case> {
         exclusive_case("resources::cpu_quota_half_a_core", |d| cpu_quota(d)),
         case("resources::tmpfs_fill_stops_at_its_size", |d| tmpfs_fill(d)),
         case("resources::output_flood_is_truncated", |d| output_flood(d)),
-        case("resources::timeout_kills_the_process_tree", |d| {
+        exclusive_case("resources::timeout_kills_the_process_tree", |d| {
             timeout_tree(d)
         }),
     ]
