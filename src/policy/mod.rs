@@ -180,10 +180,27 @@ pub struct PolicyOverrides {
 /// where the bad value came from (a file and field, or a flag).
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error("{origin}: {message}")]
+    #[error("{}: {}", escape_controls(origin), escape_controls(message))]
     Field { origin: String, message: String },
-    #[error("{file}: {message}")]
+    #[error("{}: {}", escape_controls(file), escape_controls(message))]
     Parse { file: String, message: String },
+}
+
+/// Control characters (a newline in a value the user typed, say) shown escaped, so an error
+/// stays one line whatever the input.
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// What policy validation needs from the outside world. The binary implements it with the

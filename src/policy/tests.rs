@@ -598,3 +598,33 @@ fn seccomp_profile_warnings_reach_the_policy() {
         );
     }
 }
+
+#[test]
+fn errors_stay_one_line_whatever_the_input() {
+    for o in [
+        PolicyOverrides {
+            env: vec!["a\nb".into()],
+            ..Default::default()
+        },
+        PolicyOverrides {
+            memory: Some("1\nG".into()),
+            ..Default::default()
+        },
+        PolicyOverrides {
+            timeout: Some("5\r\ns".into()),
+            ..Default::default()
+        },
+        PolicyOverrides {
+            apparmor: Some("x\ny".into()),
+            ..Default::default()
+        },
+        PolicyOverrides {
+            image: Some("a\nb".into()),
+            ..Default::default()
+        },
+    ] {
+        let e = validate_flags(o).unwrap_err().to_string();
+        assert!(!e.contains('\n') && !e.contains('\r'), "{e:?}");
+    }
+    assert!(!parse_size("a\nb").unwrap_err().to_string().contains('\n'));
+}

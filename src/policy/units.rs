@@ -14,15 +14,15 @@ use thiserror::Error;
 pub enum UnitError {
     #[error("empty value")]
     Empty,
-    #[error("`{0}` is not a number followed by an optional unit")]
+    #[error("`{}` is not a number followed by an optional unit", .0.escape_default())]
     Malformed(String),
-    #[error("unknown unit `{unit}` in `{value}` (use {allowed})")]
+    #[error("unknown unit `{}` in `{}` (use {allowed})", unit.escape_default(), value.escape_default())]
     UnknownUnit {
         value: String,
         unit: String,
         allowed: &'static str,
     },
-    #[error("`{0}` is too large")]
+    #[error("`{}` is too large", .0.escape_default())]
     Overflow(String),
 }
 
@@ -42,7 +42,7 @@ fn split_number(value: &str) -> Result<(u64, &str), UnitError> {
     let n: u64 = num
         .parse()
         .map_err(|_| UnitError::Overflow(value.to_string()))?;
-    Ok((n, unit.trim()))
+    Ok((n, unit))
 }
 
 /// Parses a size such as `512M`, `1Gi`, `64k` or `1048576` into bytes.
