@@ -23,8 +23,9 @@ kpkg=${2:?usage: guest-image.sh OUTDIR KERNEL_PACKAGE}
 #   iproute2                  network namespace tests
 #   jq                        the checks read `stockade run --json` and `doctor --json`
 #   procps, util-linux, mount ps/kill, mountpoint, mount in the guest init
+#   python3                   the seccomp behaviour tests run the host's interpreter
 packages=(containerd runc apparmor libseccomp2 busybox-static kmod iproute2 jq procps
-          util-linux mount)
+          util-linux mount python3)
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/stockade-vm-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -85,13 +85,14 @@ fi
 
 # The crate's integration tests, with the absolute paths they were built for. CI=true
 # makes a test that would skip for lack of something fail instead.
+# Each entry is NAME=EXECUTABLE[=ARG,ARG...].
 for t in $VM_TESTS; do
-  name=${t%%=*}
-  exe=${t#*=}
+  IFS== read -r name exe args <<<"$t"
+  IFS=, read -ra args <<<"${args:-}"
   start=$(up)
-  echo "---- cargo test --test $name (in the guest)"
-  (cd "$VM_REPO" && CI=${VM_CI:-true} RUST_BACKTRACE=1 timeout 300 "$exe" --test-threads=2) \
-    >/run/test-$name.log 2>&1
+  echo "---- cargo test --test $name ${args[*]} (in the guest)"
+  (cd "$VM_REPO" && CI=${VM_CI:-true} RUST_BACKTRACE=1 timeout "$VM_TEST_TIMEOUT" "$exe" \
+    --test-threads=2 "${args[@]}") >/run/test-$name.log 2>&1
   rc=$?
   sed 's/^/test| /' /run/test-$name.log
   summary=$(grep -a '^test result:' /run/test-$name.log | tail -n 1)
