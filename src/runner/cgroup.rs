@@ -149,6 +149,15 @@ impl CgroupFs {
         names
     }
 
+    /// Whether any of the sandbox's cgroup directories still holds a process.
+    pub fn has_processes(&self, cgroups_path: &str) -> bool {
+        self.dirs(cgroups_path).iter().any(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .map(|s| !s.trim().is_empty())
+                .unwrap_or(false)
+        })
+    }
+
     /// Removes the sandbox's (empty) cgroup directories. A cgroup that still has processes
     /// cannot be removed; that is reported, not forced.
     pub fn remove(&self, cgroups_path: &str) -> Result<usize, String> {
@@ -297,5 +306,21 @@ mod tests {
         assert_eq!(fs.remove("/stockade/stk-a"), Ok(3));
         assert!(fs.dirs("/stockade/stk-a").is_empty());
         assert_eq!(fs.children("/stockade"), ["stk-b"]);
+    }
+
+    #[test]
+    fn processes_are_seen_in_any_hierarchy() {
+        let t = tempfile::tempdir().unwrap();
+        let cg = CgroupFs::new(t.path());
+        write(t.path(), "memory/stockade/stk-a/cgroup.procs", "");
+        write(t.path(), "pids/stockade/stk-a/cgroup.procs", "");
+        assert!(!cg.has_processes("/stockade/stk-a"));
+        write(t.path(), "pids/stockade/stk-a/cgroup.procs", "4242\n");
+        assert!(cg.has_processes("/stockade/stk-a"));
+        assert!(!cg.has_processes("/stockade/stk-missing"));
+        let v2 = tempfile::tempdir().unwrap();
+        write(v2.path(), "cgroup.controllers", "memory pids");
+        write(v2.path(), "stockade/stk-b/cgroup.procs", "7\n");
+        assert!(CgroupFs::new(v2.path()).has_processes("/stockade/stk-b"));
     }
 }

@@ -384,6 +384,12 @@ pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Rec
 
     for name in t.cgroups.children("/stockade") {
         if name.starts_with(ID_PREFIX) {
+            // A cgroup with live processes and no object in this namespace belongs to a run
+            // of another containerd (or namespace) sharing the host's `/stockade` parent:
+            // not ours to judge.
+            if !found.contains_key(&name) && t.cgroups.has_processes(&cgroups_path(&name)) {
+                continue;
+            }
             let f = found.entry(name.clone()).or_default();
             if f.created.is_none() {
                 f.created = t

@@ -375,7 +375,7 @@ impl RunnerBuilder {
         self.cgroup_root = Some(dir.into());
         self
     }
-    /// How image names become base snapshots. Default [`SnapshotImages`].
+    /// How image names become base snapshots. Default [`StoreImages`] (the image store).
     pub fn images(mut self, images: Arc<dyn ImageSource>) -> Self {
         self.images = Some(images);
         self
@@ -427,7 +427,7 @@ impl RunnerBuilder {
                     self.cgroup_root
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
                 ),
-                images: self.images.unwrap_or_else(|| Arc::new(SnapshotImages)),
+                images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
                 image_cache: Mutex::new(HashMap::new()),
                 audit_log: self.audit_log,
                 cleanup: self.cleanup,
