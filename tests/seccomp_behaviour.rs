@@ -124,7 +124,8 @@ fn child(profile: &str) -> Command {
         "--exact",
         "probe_child",
         "--ignored",
-        "--nocapture", "-q",
+        "--nocapture",
+        "-q",
         "--test-threads=1",
     ])
     .env(ENV_PROFILE, profile)

@@ -31,10 +31,9 @@ fn validator() -> jsonschema::Validator {
             jsonschema::Resource::from_contents(doc).expect("schema resource"),
         );
     }
-    let root: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("config-schema.json")).unwrap(),
-    )
-    .unwrap();
+    let root: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config-schema.json")).unwrap())
+            .unwrap();
     opts.with_base_uri(format!("{base}config-schema.json"))
         .build(&root)
         .expect("the runtime-spec schema compiles")
@@ -44,7 +43,10 @@ fn validator() -> jsonschema::Validator {
 struct Env;
 impl PolicyEnv for Env {
     fn read_file(&self, p: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string()))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            p.display().to_string(),
+        ))
     }
     fn canonical_dir(&self, p: &Path) -> std::io::Result<PathBuf> {
         Ok(if p.starts_with("/srv") {
