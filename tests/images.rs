@@ -115,9 +115,19 @@ async fn busybox_builds_resolves_and_survives_garbage_collection() {
     );
     assert_eq!(built.image.name, "stockade/busybox:latest");
 
-    let t = Instant::now();
-    let r = images::resolve(&client, "busybox").await.unwrap();
-    eprintln!("resolve: {:?}", t.elapsed());
+    let mut times = Vec::new();
+    let mut r = None;
+    for _ in 0..50 {
+        let t = Instant::now();
+        r = Some(images::resolve(&client, "busybox").await.unwrap());
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "resolve x50: min {:?}, median {:?}, max {:?}",
+        times[0], times[25], times[49]
+    );
+    let r = r.unwrap();
     assert_eq!(r, built.image);
     assert_eq!(
         images::resolve(&client, "stockade/busybox:latest")
@@ -529,10 +539,9 @@ async fn with_view<T>(client: &Client, chain_id: &str, check: impl FnOnce(&Path)
     result
 }
 
-/// The python image: slow (mmdebstrap downloads and installs ~30 MB of Debian packages),
-/// so it runs only when asked for with `--ignored`.
+/// The python image: slow (mmdebstrap downloads and installs ~30 MB of Debian packages, a
+/// minute or two), but it is what the python sandboxes stand on, so CI builds it.
 #[tokio::test]
-#[ignore = "downloads Debian packages for minutes; run with --ignored"]
 async fn python_builds_from_debian_packages() {
     if !common::require_or_skip(
         "python image build",
@@ -563,17 +572,34 @@ async fn python_builds_from_debian_packages() {
     assert_eq!(r.config.cmd, vec!["/usr/bin/python3"]);
     with_view(&client, &r.chain_id, |root| {
         assert!(root.join("usr/bin/python3").exists());
+        // Documentation, manuals and translations are never unpacked (their directories may
+        // remain, empty); apt's lists are removed; merged /usr keeps perl out.
+        fn files_under(p: &Path) -> usize {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| files_under(&e.path()))
+                    .sum(),
+                Ok(_) => 1,
+                Err(_) => 0,
+            }
+        }
         for gone in [
             "usr/share/man",
             "usr/share/locale",
-            "var/lib/apt/lists/lock",
+            "usr/share/info",
+            "var/lib/apt/lists",
+            "var/cache/apt",
             "usr/share/perl",
         ] {
-            assert!(
-                !root.join(gone).exists(),
-                "{gone} should not be in the image"
+            assert_eq!(
+                files_under(&root.join(gone)),
+                0,
+                "{gone} should hold no files"
             );
         }
+        assert!(root.join("bin").is_symlink(), "merged /usr");
         // Bytecode is hash-checked (flags word 1 = hash-based, unchecked), so fixed mtimes
         // cost nothing at import time.
         let pyc = std::fs::read_dir(root.join("usr/lib/python3.11/__pycache__"))
