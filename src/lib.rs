@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod host;
 pub mod images;
 pub mod policy;
+pub mod pool;
 pub mod runner;
 pub mod seccomp;
 pub mod spec;

@@ -49,6 +49,11 @@ pub enum Contender {
     StockadeLib,
     /// The `stockade run` binary, spawned per run: what a shell user sees.
     StockadeCli,
+    /// [`crate::pool::Pool::run`] in this process: a sandbox prepared ahead of time
+    /// (snapshot and container made, spec replaced at the run), from a pool as large as the
+    /// highest concurrency. Each burst starts with the pool refilled (the wait is not
+    /// timed); a take that finds it empty runs cold and is counted in the notes.
+    StockadeWarm,
     /// `ctr run --rm` on the same image in the same containerd.
     Ctr,
     /// `runc run` on a prepared bundle: no containerd at all.
@@ -56,9 +61,10 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 4] = [
+    pub const ALL: [Contender; 5] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
+        Contender::StockadeWarm,
         Contender::Ctr,
         Contender::Runc,
     ];
@@ -67,6 +73,7 @@ impl Contender {
         match self {
             Contender::StockadeLib => "stockade-lib",
             Contender::StockadeCli => "stockade-cli",
+            Contender::StockadeWarm => "stockade-warm",
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
         }
@@ -216,6 +223,8 @@ pub struct ConfigEcho {
 
 struct Contenders {
     lib: Runner,
+    /// One pool per image, for the warm contender.
+    warm: BTreeMap<String, crate::pool::Pool>,
     policy: ValidatedPolicy,
     cli: external::StockadeCli,
     ctr: Option<external::Ctr>,
@@ -225,13 +234,17 @@ struct Contenders {
 impl Contenders {
     async fn run_once(&self, c: Contender, w: &Workload, seq: usize) -> Result<Sample, BenchError> {
         match c {
-            Contender::StockadeLib => {
+            Contender::StockadeLib | Contender::StockadeWarm => {
                 let mut p = self.policy.clone();
                 p.image = w.image.clone();
-                let r = self
-                    .lib
-                    .run(RunRequest::new(p, w.args.clone()).output(Output::Capture))
-                    .await?;
+                let req = RunRequest::new(p, w.args.clone()).output(Output::Capture);
+                let r = match (c, self.warm.get(&w.image)) {
+                    (Contender::StockadeWarm, Some(pool)) => pool.run(req).await?,
+                    (Contender::StockadeWarm, None) => {
+                        return Err(BenchError::Setup(format!("no pool for {}", w.image)))
+                    }
+                    _ => self.lib.run(req).await?,
+                };
                 if r.exit_code != 0 {
                     return Err(BenchError::Failed {
                         what: "stockade run (library)".into(),
@@ -353,8 +366,31 @@ pub async fn run(
         root: b.state_dir(),
         bundles: b.list(),
     });
+    let mut warm = BTreeMap::new();
+    if config.contenders.contains(&Contender::StockadeWarm) {
+        let size = config.concurrency.iter().copied().max().unwrap_or(1);
+        for w in &usable {
+            if warm.contains_key(&w.image) {
+                continue;
+            }
+            let mut p = policy.clone();
+            p.image = w.image.clone();
+            let cfg = crate::pool::PoolConfig {
+                size,
+                ..Default::default()
+            };
+            let pool = crate::pool::Pool::start(lib.clone(), p, cfg)
+                .map_err(|e| BenchError::Setup(e.to_string()))?;
+            warm.insert(w.image.clone(), pool);
+        }
+        progress(&format!("filling the warm pools ({size} sandboxes each)"));
+        for pool in warm.values() {
+            pool.wait_ready(size, Duration::from_secs(60)).await;
+        }
+    }
     let contenders = Arc::new(Contenders {
         lib,
+        warm,
         policy,
         cli,
         ctr,
@@ -362,6 +398,14 @@ pub async fn run(
     });
 
     let outcome = measure(&contenders, &usable, &image_refs, config, progress).await;
+    for (image, pool) in &contenders.warm {
+        let st = pool.status();
+        notes.push(format!(
+            "warm pool {image}: {} runs took a prepared sandbox, {} found the pool empty and ran cold",
+            st.taken, st.misses
+        ));
+        pool.drain().await;
+    }
     contenders.lib.wait_cleanups().await;
     if let Some(b) = bundles {
         b.remove().await;
@@ -425,6 +469,13 @@ async fn measure(
                 let len = order.len().max(1);
                 order.rotate_left(round % len);
                 for c in order {
+                    if let Some(pool) = contenders
+                        .warm
+                        .get(&w.image)
+                        .filter(|_| c == Contender::StockadeWarm)
+                    {
+                        pool.wait_ready(level, Duration::from_secs(30)).await;
+                    }
                     let t0 = Instant::now();
                     let mut set = tokio::task::JoinSet::new();
                     for _ in 0..level {
@@ -535,7 +586,11 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
         .collect();
     keys.dedup();
     for (w, n) in keys {
-        for num in [Contender::StockadeLib, Contender::StockadeCli] {
+        for num in [
+            Contender::StockadeLib,
+            Contender::StockadeCli,
+            Contender::StockadeWarm,
+        ] {
             for den in [Contender::Ctr, Contender::Runc] {
                 if let (Some(a), Some(b)) = (p50(&w, num, n), p50(&w, den, n)) {
                     if b > 0.0 {
@@ -615,12 +670,17 @@ pub fn render_table(r: &Report) -> String {
             c.failures
         );
     }
-    if let Some(lib) = r.cells.iter().find(|c| {
-        c.contender == Contender::StockadeLib && c.concurrency == 1 && !c.phases.is_empty()
+    for lib in r.cells.iter().filter(|c| {
+        matches!(
+            c.contender,
+            Contender::StockadeLib | Contender::StockadeWarm
+        ) && c.concurrency == 1
+            && !c.phases.is_empty()
     }) {
         let _ = writeln!(
             s,
-            "\nstockade-lib phases ({}, concurrency 1), ms:",
+            "\n{} phases ({}, concurrency 1), ms:",
+            lib.contender.name(),
             lib.workload
         );
         for (k, v) in &lib.phases {

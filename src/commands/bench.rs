@@ -28,11 +28,11 @@ pub struct BenchArgs {
     /// Workloads, comma-separated: true, echo, python.
     #[arg(long, value_delimiter = ',', default_value = "true,echo")]
     pub workloads: Vec<String>,
-    /// Contenders, comma-separated: stockade-lib, stockade-cli, ctr, runc.
+    /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm, ctr, runc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stockade-lib,stockade-cli,ctr,runc"
+        default_value = "stockade-lib,stockade-cli,stockade-warm,ctr,runc"
     )]
     pub contenders: Vec<String>,
     /// Print the report as JSON instead of a table.
@@ -62,10 +62,11 @@ fn contender(name: &str) -> Result<Contender> {
     Ok(match name {
         "stockade-lib" | "lib" => Contender::StockadeLib,
         "stockade-cli" | "cli" => Contender::StockadeCli,
+        "stockade-warm" | "warm" => Contender::StockadeWarm,
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, ctr, runc)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, ctr, runc)"
         ),
     })
 }

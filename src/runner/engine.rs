@@ -8,17 +8,18 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, KillRequest,
-    StartRequest, WaitRequest,
+    StartRequest, UpdateContainerRequest, WaitRequest,
 };
+use containerd_client::types::Mount;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use super::exit::{self, classify_exec_error, ExecFailure, Outcome};
 use super::output::{pump, Pumped, Sink};
 use super::{
-    fifo, journal, BaseImage, CleanupMode, Output, Phases, RunError, RunRequest, RunResult, Runner,
-    Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_GC_ROOT,
-    LABEL_OWNER, SPEC_TYPE_URL,
+    fifo, journal, BaseImage, CleanupMode, Output, Phases, Prepared, RunError, RunRequest,
+    RunResult, Runner, Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED,
+    LABEL_GC_ROOT, LABEL_OWNER, PLACEHOLDER_COMMAND, SPEC_TYPE_URL,
 };
 use crate::apparmor;
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
@@ -78,9 +79,40 @@ impl Runner {
     /// created is removed according to the runner's [`CleanupMode`], on success and on
     /// every failure after the run directory exists.
     pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
+        self.run_maybe_prepared(req, None).await
+    }
+
+    /// Runs one command in a sandbox made ahead of time by [`Runner::prepare`] (here or in
+    /// another process). The spec is rebuilt for the request's command under the request's
+    /// policy, which must be the one the sandbox was prepared with (same policy hash and
+    /// image); the container's spec is replaced by it (Containers.Update), so the task runs
+    /// exactly the spec a cold run with this id would. This process becomes the run's
+    /// owner. The sandbox is used once: afterwards it is removed like any run.
+    pub async fn run_prepared(
+        &self,
+        prepared: Prepared,
+        req: RunRequest,
+    ) -> Result<RunResult, RunError> {
+        self.run_maybe_prepared(req, Some(prepared)).await
+    }
+
+    async fn run_maybe_prepared(
+        &self,
+        req: RunRequest,
+        prepared: Option<Prepared>,
+    ) -> Result<RunResult, RunError> {
         let mut fail = Attempt::default();
         let t0 = Instant::now();
-        let r = self.run_inner(req, &mut fail).await;
+        let pooled_id = prepared.as_ref().map(|p| p.id.clone());
+        let r = self.run_inner(req, prepared, &mut fail).await;
+        if let (Err(e), Some(id)) = (&r, &pooled_id) {
+            // A prepared sandbox is never handed out twice: whatever failed, it goes.
+            if !matches!(e, RunError::Lost { .. }) {
+                if let Err(c) = self.cleanup(id).await {
+                    tracing::warn!("{c}");
+                }
+            }
+        }
         if let (Err(e), Some(log)) = (&r, &self.inner.audit_log) {
             // A run that never got to exit is logged too, with the exit code it maps to.
             if !fail.id.is_empty() {
@@ -93,7 +125,12 @@ impl Runner {
         r
     }
 
-    async fn run_inner(&self, req: RunRequest, fail: &mut Attempt) -> Result<RunResult, RunError> {
+    async fn run_inner(
+        &self,
+        req: RunRequest,
+        prepared: Option<Prepared>,
+        fail: &mut Attempt,
+    ) -> Result<RunResult, RunError> {
         let t0 = Instant::now();
         let RunRequest {
             policy,
@@ -107,7 +144,25 @@ impl Runner {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let id = id.unwrap_or_else(super::new_id);
+        if let Some(p) = &prepared {
+            if id.is_some() {
+                return Err(RunError::Config(
+                    "a run in a prepared sandbox takes the sandbox's id".into(),
+                ));
+            }
+            // The hash covers the image name too.
+            let hash = policy.hash();
+            if p.policy_hash != hash {
+                return Err(RunError::Config(format!(
+                    "sandbox {} was prepared for policy {}, not {hash}",
+                    p.id, p.policy_hash
+                )));
+            }
+        }
+        let id = match &prepared {
+            Some(p) => p.id.clone(),
+            None => id.unwrap_or_else(super::new_id),
+        };
         if !id.starts_with(ID_PREFIX) {
             return Err(RunError::Config(format!(
                 "run id `{id}` must start with `{ID_PREFIX}`"
@@ -125,7 +180,10 @@ impl Runner {
         };
 
         let t = Instant::now();
-        let base = self.base_image(&policy.image).await?;
+        let base = match &prepared {
+            Some(p) => p.image.clone(),
+            None => self.base_image(&policy.image).await?,
+        };
         phases.resolve_image_ms = ms(t.elapsed());
         fail.image = base.name.clone();
         fail.image_digest = base.digest.clone();
@@ -145,11 +203,16 @@ impl Runner {
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(&policy)?;
         let want_stdin = !matches!(stdin, Stdin::Null);
-        let (dir, opened) = fifo::create(&self.inner.fifo_root, &id, want_stdin, terminal)
-            .map_err(|source| RunError::RunDir {
-                path: self.inner.fifo_root.join(&id),
-                source,
-            })?;
+        let root = &self.inner.fifo_root;
+        let made = match &prepared {
+            Some(_) => fifo::write_owner(&root.join(&id), std::process::id())
+                .and_then(|()| fifo::create_fifos(root, &id, want_stdin, terminal)),
+            None => fifo::create(root, &id, want_stdin, terminal),
+        };
+        let (dir, opened) = made.map_err(|source| RunError::RunDir {
+            path: root.join(&id),
+            source,
+        })?;
         phases.setup_ms = ms(t.elapsed());
 
         // From here on, every exit path removes what exists.
@@ -161,9 +224,20 @@ impl Runner {
             timeout: policy.limits.timeout,
             max_output: policy.limits.max_output,
             dir: &dir,
+            pooled: prepared.is_some(),
         };
+        let mounts = prepared.map(|p| p.mounts.into_iter().map(Into::into).collect());
         let result = self
-            .run_created(&live, spec_json, opened, stdin, output, cancel, &mut phases)
+            .run_created(
+                &live,
+                spec_json,
+                mounts,
+                opened,
+                stdin,
+                output,
+                cancel,
+                &mut phases,
+            )
             .await;
         let (ended, pumped_out, pumped_err, usage) = match result {
             Ok(v) => v,
@@ -193,6 +267,7 @@ impl Runner {
         let mut result = RunResult {
             id: id.clone(),
             exit_code: exit::exit_code(&outcome),
+            pooled: live.pooled,
             signal: exit::signal_of(ended.status),
             timed_out: ended.timed_out,
             oom_killed,
@@ -284,6 +359,7 @@ impl Runner {
         &self,
         live: &Live<'_>,
         spec_json: Vec<u8>,
+        pre_mounts: Option<Vec<Mount>>,
         opened: fifo::Opened,
         stdin: Stdin,
         output: Output,
@@ -298,75 +374,30 @@ impl Runner {
             timeout,
             max_output,
             dir,
+            pooled: _,
         } = *live;
         let i = &self.inner;
         let c = &i.client;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
 
-        // Snapshots.Prepare and Containers.Create do not depend on each other: the
-        // container record only names the snapshot key.
-        let prepare = async {
-            let t = Instant::now();
-            let mut l = labels(now);
-            l.insert(LABEL_GC_ROOT.to_string(), now.to_string());
-            let r = c
-                .snapshots()
-                .prepare(c.request(PrepareSnapshotRequest {
-                    snapshotter: i.snapshotter.clone(),
-                    key: id.to_string(),
-                    parent: base.snapshot.clone(),
-                    labels: l,
-                }))
-                .await
-                .map_err(ContainerdError::rpc("prepare snapshot"));
-            (r, t.elapsed())
-        };
-        let create_container = async {
-            let t = Instant::now();
-            let r = c
-                .containers()
-                .create(c.request(CreateContainerRequest {
-                    container: Some(Container {
-                        id: id.to_string(),
-                        labels: labels(now),
-                        image: base.name.clone(),
-                        runtime: Some(Runtime {
-                            name: i.runtime.clone(),
-                            options: None,
-                        }),
-                        spec: Some(prost_types::Any {
-                            type_url: SPEC_TYPE_URL.to_string(),
-                            value: spec_json,
-                        }),
-                        snapshotter: i.snapshotter.clone(),
-                        snapshot_key: id.to_string(),
-                        ..Default::default()
-                    }),
-                }))
-                .await
-                .map_err(ContainerdError::rpc("create container"));
-            (r, t.elapsed())
-        };
-        let ((prepared, t_prep), (created, t_cont)) = tokio::join!(prepare, create_container);
-        phases.prepare_snapshot_ms = ms(t_prep);
-        phases.create_container_ms = ms(t_cont);
-        let mounts = match prepared {
-            Ok(r) => r.into_inner().mounts,
-            Err(e) if e.is_not_found() => {
-                return Err(RunError::Image {
-                    name: base.name.clone(),
-                    reason: format!(
-                        "image `{}`: base snapshot {} is gone ({e})",
-                        base.name, base.snapshot
-                    ),
-                })
+        let mounts = match pre_mounts {
+            Some(mounts) => {
+                // A prepared sandbox: its snapshot and container exist; its spec becomes
+                // the one built for this command.
+                let t = Instant::now();
+                self.update_spec(id, spec_json).await?;
+                phases.create_container_ms = ms(t.elapsed());
+                phases.update_spec = true;
+                mounts
             }
-            Err(e) => return Err(e.into()),
+            None => {
+                let (mounts, t_prep, t_cont) = self
+                    .create_objects(id, base, spec_json, HashMap::new())
+                    .await?;
+                phases.prepare_snapshot_ms = t_prep;
+                phases.create_container_ms = t_cont;
+                mounts
+            }
         };
-        created?;
 
         let t = Instant::now();
         let task = c
@@ -502,6 +533,157 @@ impl Runner {
         ))
     }
 
+    /// Snapshots.Prepare and Containers.Create, concurrently (they do not depend on each
+    /// other: the container record only names the snapshot key). Returns the snapshot's
+    /// mounts and the two calls' milliseconds.
+    async fn create_objects(
+        &self,
+        id: &str,
+        base: &BaseImage,
+        spec_json: Vec<u8>,
+        extra_labels: HashMap<String, String>,
+    ) -> Result<(Vec<Mount>, f64, f64), RunError> {
+        let i = &self.inner;
+        let c = &i.client;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let with_extra = |mut l: HashMap<String, String>| {
+            l.extend(extra_labels.clone());
+            l
+        };
+        let prepare = async {
+            let t = Instant::now();
+            let mut l = with_extra(labels(now));
+            l.insert(LABEL_GC_ROOT.to_string(), now.to_string());
+            let r = c
+                .snapshots()
+                .prepare(c.request(PrepareSnapshotRequest {
+                    snapshotter: i.snapshotter.clone(),
+                    key: id.to_string(),
+                    parent: base.snapshot.clone(),
+                    labels: l,
+                }))
+                .await
+                .map_err(ContainerdError::rpc("prepare snapshot"));
+            (r, t.elapsed())
+        };
+        let create_container = async {
+            let t = Instant::now();
+            let r = c
+                .containers()
+                .create(c.request(CreateContainerRequest {
+                    container: Some(Container {
+                        id: id.to_string(),
+                        labels: with_extra(labels(now)),
+                        image: base.name.clone(),
+                        runtime: Some(Runtime {
+                            name: i.runtime.clone(),
+                            options: None,
+                        }),
+                        spec: Some(prost_types::Any {
+                            type_url: SPEC_TYPE_URL.to_string(),
+                            value: spec_json,
+                        }),
+                        snapshotter: i.snapshotter.clone(),
+                        snapshot_key: id.to_string(),
+                        ..Default::default()
+                    }),
+                }))
+                .await
+                .map_err(ContainerdError::rpc("create container"));
+            (r, t.elapsed())
+        };
+        let ((prepared, t_prep), (created, t_cont)) = tokio::join!(prepare, create_container);
+        let mounts = match prepared {
+            Ok(r) => r.into_inner().mounts,
+            Err(e) if e.is_not_found() => {
+                return Err(RunError::Image {
+                    name: base.name.clone(),
+                    reason: format!(
+                        "image `{}`: base snapshot {} is gone ({e})",
+                        base.name, base.snapshot
+                    ),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        created?;
+        Ok((mounts, ms(t_prep), ms(t_cont)))
+    }
+
+    /// Replaces the spec of container `id` (Containers.Update, field mask `spec`).
+    async fn update_spec(&self, id: &str, spec_json: Vec<u8>) -> Result<(), RunError> {
+        let c = &self.inner.client;
+        c.containers()
+            .update(c.request(UpdateContainerRequest {
+                container: Some(Container {
+                    id: id.to_string(),
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE_URL.to_string(),
+                        value: spec_json,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["spec".to_string()],
+                }),
+            }))
+            .await
+            .map_err(ContainerdError::rpc("update container"))?;
+        Ok(())
+    }
+
+    /// Makes a sandbox ahead of its run: the run directory (owned by this process), the
+    /// snapshot on the image's base and the container with the policy's spec for a
+    /// placeholder command, labelled with `labels` besides stockade's own. No task and no
+    /// process exist until [`Runner::run_prepared`]. On failure, whatever was made is
+    /// removed.
+    pub async fn prepare(
+        &self,
+        policy: &ValidatedPolicy,
+        labels: HashMap<String, String>,
+    ) -> Result<Prepared, RunError> {
+        let base = self.base_image(&policy.image).await?;
+        let id = super::new_id();
+        let built = spec::build(
+            policy,
+            &self.inner.host,
+            &SpecRequest {
+                id: &id,
+                args: &[PLACEHOLDER_COMMAND.to_string()],
+                terminal: false,
+            },
+        )?;
+        let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
+        fifo::mark(&self.inner.fifo_root, &id).map_err(|source| RunError::RunDir {
+            path: self.inner.fifo_root.join(&id),
+            source,
+        })?;
+        match self.create_objects(&id, &base, spec_json, labels).await {
+            Ok((mounts, _, _)) => Ok(Prepared {
+                id,
+                image: base,
+                policy_hash: policy.hash(),
+                mounts: mounts.into_iter().map(Into::into).collect(),
+                created_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as u64,
+            }),
+            Err(e) => {
+                if matches!(e, RunError::Image { .. }) {
+                    self.forget_image(&policy.image);
+                }
+                if let Err(c) = self.cleanup(&id).await {
+                    tracing::warn!("{c}");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// SIGKILL to every process of the run's task.
     async fn kill(&self, id: &str) -> Result<(), RunError> {
         let c = &self.inner.client;
@@ -635,4 +817,5 @@ struct Live<'a> {
     timeout: std::time::Duration,
     max_output: u64,
     dir: &'a fifo::RunDir,
+    pooled: bool,
 }

@@ -40,6 +40,14 @@ pub fn create(
     stdin: bool,
     terminal: bool,
 ) -> std::io::Result<(RunDir, Opened)> {
+    mark(root, id)?;
+    create_fifos(root, id, stdin, terminal)
+}
+
+/// Creates `<root>/<id>/` (mode 0700) with its owner file only: the "run in progress"
+/// marker, made before any containerd object exists (a pooled sandbox gets it when it is
+/// prepared, its FIFOs when it is used).
+pub fn mark(root: &Path, id: &str) -> std::io::Result<()> {
     if !root.is_dir() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -48,7 +56,18 @@ pub fn create(
     }
     let path = root.join(id);
     std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-    write_owner(&path, std::process::id())?;
+    write_owner(&path, std::process::id())
+}
+
+/// Creates the FIFOs (mode 0600) in the existing run directory `<root>/<id>/` and opens
+/// our ends non-blocking. Must run inside a Tokio runtime.
+pub fn create_fifos(
+    root: &Path,
+    id: &str,
+    stdin: bool,
+    terminal: bool,
+) -> std::io::Result<(RunDir, Opened)> {
+    let path = root.join(id);
     let fifo = |name: &str| -> std::io::Result<PathBuf> {
         let p = path.join(name);
         nix::unistd::mkfifo(&p, Mode::from_bits_truncate(0o600)).map_err(std::io::Error::from)?;

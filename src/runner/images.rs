@@ -10,7 +10,7 @@ use containerd_client::services::v1::snapshots::{Kind, StatSnapshotRequest};
 use crate::containerd::{Client, ContainerdError};
 
 /// A committed base snapshot to run on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BaseImage {
     /// The image name the policy used.
     pub name: String,

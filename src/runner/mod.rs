@@ -81,6 +81,9 @@ pub const LABEL_OWNER: &str = "stockade.owner";
 /// containerd's label that keeps a snapshot from its garbage collector between
 /// Snapshots.Prepare and the container that references it; stockade removes it itself.
 pub const LABEL_GC_ROOT: &str = "containerd.io/gc.root";
+/// The command a prepared sandbox's container carries until its run replaces the spec.
+/// Never executed: no task exists before the run.
+pub const PLACEHOLDER_COMMAND: &str = "/stockade-prepared-placeholder";
 /// How long output may keep arriving after the process exited before it is abandoned.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed task may take to be reported gone.
@@ -238,6 +241,52 @@ impl RunRequest {
     }
 }
 
+/// A sandbox made ahead of its run by [`Runner::prepare`]: run directory, snapshot and
+/// container exist, no task. Serializable, so that a pool process can hand it to another
+/// process, which runs it with [`Runner::run_prepared`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Prepared {
+    pub id: String,
+    pub image: BaseImage,
+    /// [`ValidatedPolicy::hash`] of the policy it was prepared with.
+    pub policy_hash: String,
+    /// The snapshot's mounts, as Snapshots.Prepare returned them.
+    pub mounts: Vec<MountSpec>,
+    pub created_unix_ms: u64,
+}
+
+/// A snapshot mount (containerd's `Mount`, serializable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MountSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+impl From<containerd_client::types::Mount> for MountSpec {
+    fn from(m: containerd_client::types::Mount) -> Self {
+        MountSpec {
+            kind: m.r#type,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        }
+    }
+}
+
+impl From<MountSpec> for containerd_client::types::Mount {
+    fn from(m: MountSpec) -> Self {
+        containerd_client::types::Mount {
+            r#type: m.kind,
+            source: m.source,
+            target: m.target,
+            options: m.options,
+        }
+    }
+}
+
 /// Milliseconds spent in each phase of a run. Phases that overlap are timed separately, so
 /// they need not add up to [`RunResult::duration_ms`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -258,6 +307,10 @@ pub struct Phases {
     pub run_ms: f64,
     /// Reading usage from the cgroup and draining the output.
     pub collect_ms: f64,
+    /// The container existed already ([`Runner::run_prepared`]): `create_container_ms` is
+    /// the Containers.Update of its spec, and there was no Snapshots.Prepare.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub update_spec: bool,
     /// Removing task, container, snapshot and FIFOs, when done before the result was
     /// returned ([`CleanupMode::Inline`]); otherwise absent.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -277,6 +330,8 @@ pub struct RunResult {
     pub id: String,
     /// The exit code stockade exits with (see [`exit`]).
     pub exit_code: u8,
+    /// The run used a sandbox prepared ahead of time (a pool's), not a cold start.
+    pub pooled: bool,
     /// The signal that ended the command, when its status was 128+N.
     pub signal: Option<i32>,
     pub timed_out: bool,

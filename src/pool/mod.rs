@@ -1,0 +1,412 @@
+//! Warm pools: sandboxes made ahead of time for one image and policy, so that a run skips
+//! the work that does not depend on its command.
+//!
+//! A pooled sandbox is what [`Runner::prepare`] makes: the run directory, the copy-on-write
+//! snapshot on the image's base and the container carrying the policy's spec for a
+//! placeholder command. No task and no process exist. A run takes one sandbox out of the
+//! pool, replaces the container's spec by the spec built for its command (the same spec a
+//! cold run with that id gets: Containers.Update, field mask `spec`), and creates and
+//! starts the task: the command is pid 1, exactly as in a cold run. The sandbox is removed
+//! after the run like any other; it is never handed out twice, and the pool refills in the
+//! background.
+//!
+//! ```text
+//! refill loop:  ready < size and pool in use? → Runner::prepare (≤ refill_concurrency at once)
+//!               ready sandbox older than idle_expiry → removed; no refill until the next take
+//! Pool::run:    take → Runner::run_prepared (Update spec → Tasks.Create → Start → Wait …)
+//!               empty → Runner::run (cold)
+//! ```
+//!
+//! Pooled objects carry the label `stockade.pool=<policy hash>` besides stockade's own
+//! labels, and the pool's process owns their run directories: when that process dies,
+//! the next run's crash reclaim or `stockade gc` removes them like any crashed run.
+//!
+//! [`service`] serves a pool over a Unix socket (one JSON line per request), for
+//! `stockade pool fill` and `stockade run`.
+
+pub mod service;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::policy::ValidatedPolicy;
+use crate::runner::{Prepared, RunError, RunRequest, RunResult, Runner};
+
+/// Label on a pooled sandbox's container and snapshot: the policy hash it was made for.
+pub const LABEL_POOL: &str = "stockade.pool";
+/// Default directory of the pool services' sockets.
+pub const DEFAULT_SOCKET_DIR: &str = "/run/stockade/pool";
+/// How long the refill loop waits after a failed prepare before trying again.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Errors of a pool or of its service.
+#[derive(Debug, Error)]
+pub enum PoolError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("pool: {0}")]
+    Config(String),
+    #[error("pool socket {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pool socket {}: {message}", path.display())]
+    Protocol { path: PathBuf, message: String },
+}
+
+/// How a pool behaves. Every field has a default, documented on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    /// Ready sandboxes kept. Default 4.
+    pub size: usize,
+    /// A ready sandbox nobody took for this long is removed, and the pool stays empty until
+    /// the next take (a take that found it empty runs cold and restarts the refill).
+    /// Default 10 minutes.
+    pub idle_expiry: Duration,
+    /// Sandboxes prepared at once while refilling. Default 2 (the host has 2 cores; more
+    /// only slows the runs that are going on).
+    pub refill_concurrency: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: 4,
+            idle_expiry: Duration::from_secs(600),
+            refill_concurrency: 2,
+        }
+    }
+}
+
+/// What a pool holds and has done: `stockade pool ls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub image: String,
+    pub policy_hash: String,
+    /// Configured size.
+    pub size: usize,
+    pub ready: usize,
+    /// Being prepared right now.
+    pub preparing: usize,
+    /// Milliseconds since each ready sandbox was made, oldest first.
+    pub idle_ages_ms: Vec<u64>,
+    pub idle_expiry_ms: u64,
+    /// Runs that took a pooled sandbox.
+    pub taken: u64,
+    /// Takes that found the pool empty.
+    pub misses: u64,
+    /// Sandboxes made so far.
+    pub prepared: u64,
+    /// Sandboxes removed unused after the idle expiry.
+    pub expired: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    /// Memory the ready sandboxes hold in processes: none exist before a run (no task, no
+    /// shim, no holder), so this is 0; their cost is the containerd records and an empty
+    /// overlay upper directory each.
+    pub memory_bytes: u64,
+    /// Whether refilling stopped because the pool was idle longer than its expiry.
+    pub idle: bool,
+}
+
+#[derive(Default)]
+struct State {
+    ready: VecDeque<Prepared>,
+    preparing: usize,
+    taken: u64,
+    misses: u64,
+    prepared: u64,
+    expired: u64,
+    failures: u64,
+    last_error: Option<String>,
+    shutting_down: bool,
+}
+
+struct Inner {
+    runner: Runner,
+    policy: ValidatedPolicy,
+    policy_hash: String,
+    config: PoolConfig,
+    state: Mutex<State>,
+    /// When a take last happened (or the pool started).
+    last_take: Mutex<Instant>,
+    wake: tokio::sync::Notify,
+}
+
+/// A pool of sandboxes for one image and policy, refilled by a background task. Cheap to
+/// clone. Call [`Pool::drain`] before dropping the last clone: ready sandboxes outlive the
+/// pool otherwise (until this process exits and a crash reclaim or `stockade gc` removes
+/// them).
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+    refill: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Pool {
+    /// Starts a pool filling itself for `policy` (its image included) through `runner`.
+    /// Must be called inside a Tokio runtime.
+    pub fn start(
+        runner: Runner,
+        policy: ValidatedPolicy,
+        config: PoolConfig,
+    ) -> Result<Pool, PoolError> {
+        if config.size == 0 {
+            return Err(PoolError::Config("size must be at least 1".into()));
+        }
+        if config.refill_concurrency == 0 {
+            return Err(PoolError::Config(
+                "refill concurrency must be at least 1".into(),
+            ));
+        }
+        let inner = Arc::new(Inner {
+            runner,
+            policy_hash: policy.hash(),
+            policy,
+            config,
+            state: Mutex::new(State::default()),
+            last_take: Mutex::new(Instant::now()),
+            wake: tokio::sync::Notify::new(),
+        });
+        let handle = tokio::spawn(refill_loop(Arc::clone(&inner)));
+        Ok(Pool {
+            inner,
+            refill: Arc::new(tokio::sync::Mutex::new(Some(handle))),
+        })
+    }
+
+    pub fn policy(&self) -> &ValidatedPolicy {
+        &self.inner.policy
+    }
+
+    pub fn runner(&self) -> &Runner {
+        &self.inner.runner
+    }
+
+    /// Whether a run under `policy` may use this pool's sandboxes (same image and hash).
+    pub fn matches(&self, policy: &ValidatedPolicy) -> bool {
+        policy.image == self.inner.policy.image && policy.hash() == self.inner.policy_hash
+    }
+
+    /// Takes a ready sandbox (the oldest), if there is one, and wakes the refill. The
+    /// caller owns it from now on: run it with [`Runner::run_prepared`] or remove it.
+    pub fn take(&self) -> Option<Prepared> {
+        *self.inner.last_take.lock().expect("pool lock") = Instant::now();
+        let got = {
+            let mut st = self.inner.state.lock().expect("pool lock");
+            if st.shutting_down {
+                return None;
+            }
+            let got = st.ready.pop_front();
+            if got.is_some() {
+                st.taken += 1;
+            } else {
+                st.misses += 1;
+            }
+            got
+        };
+        self.inner.wake.notify_one();
+        got
+    }
+
+    /// Runs `req` in a pooled sandbox when the request's policy matches and one is ready,
+    /// cold otherwise ([`RunResult::pooled`] says which).
+    pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
+        if req.id.is_none() && self.matches(&req.policy) {
+            if let Some(p) = self.take() {
+                return self.inner.runner.run_prepared(p, req).await;
+            }
+        }
+        self.inner.runner.run(req).await
+    }
+
+    /// Waits until `n` sandboxes are ready (or `timeout` passes); returns how many are.
+    pub async fn wait_ready(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = self.inner.state.lock().expect("pool lock").ready.len();
+            if ready >= n || Instant::now() >= deadline {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn status(&self) -> PoolStatus {
+        let i = &self.inner;
+        let now = unix_ms();
+        let idle = i.last_take.lock().expect("pool lock").elapsed() > i.config.idle_expiry;
+        let st = i.state.lock().expect("pool lock");
+        PoolStatus {
+            image: i.policy.image.clone(),
+            policy_hash: i.policy_hash.clone(),
+            size: i.config.size,
+            ready: st.ready.len(),
+            preparing: st.preparing,
+            idle_ages_ms: st
+                .ready
+                .iter()
+                .map(|p| now.saturating_sub(p.created_unix_ms))
+                .collect(),
+            idle_expiry_ms: i.config.idle_expiry.as_millis() as u64,
+            taken: st.taken,
+            misses: st.misses,
+            prepared: st.prepared,
+            expired: st.expired,
+            failures: st.failures,
+            last_error: st.last_error.clone(),
+            memory_bytes: 0,
+            idle,
+        }
+    }
+
+    /// Stops refilling and removes every sandbox the pool still holds (ready ones and those
+    /// being prepared). Returns how many were removed. Idempotent.
+    pub async fn drain(&self) -> usize {
+        self.inner.state.lock().expect("pool lock").shutting_down = true;
+        self.inner.wake.notify_one();
+        if let Some(h) = self.refill.lock().await.take() {
+            let _ = h.await;
+        }
+        let doomed: Vec<Prepared> = self
+            .inner
+            .state
+            .lock()
+            .expect("pool lock")
+            .ready
+            .drain(..)
+            .collect();
+        let n = doomed.len();
+        let runner = &self.inner.runner;
+        let mut set = tokio::task::JoinSet::new();
+        for p in doomed {
+            let r = runner.clone();
+            set.spawn(async move { r.cleanup(&p.id).await });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!("{e}");
+            }
+        }
+        n
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Keeps the pool at its size while it is in use, expires idle sandboxes, and on shutdown
+/// waits for the prepares in flight (their sandboxes join `ready`, which drain empties).
+async fn refill_loop(inner: Arc<Inner>) {
+    let mut preparing = tokio::task::JoinSet::new();
+    let mut backoff_until: Option<Instant> = None;
+    loop {
+        let expiry = inner.config.idle_expiry;
+        let idle = inner.last_take.lock().expect("pool lock").elapsed() > expiry;
+        let mut expired = Vec::new();
+        let launch = {
+            let mut st = inner.state.lock().expect("pool lock");
+            if st.shutting_down {
+                break;
+            }
+            let now = unix_ms();
+            let limit = expiry.as_millis() as u64;
+            while st
+                .ready
+                .front()
+                .is_some_and(|p| now.saturating_sub(p.created_unix_ms) > limit)
+            {
+                expired.extend(st.ready.pop_front());
+                st.expired += 1;
+            }
+            let want = if idle { 0 } else { inner.config.size };
+            let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
+            let room = want.saturating_sub(st.ready.len() + st.preparing);
+            let slots = inner.config.refill_concurrency.saturating_sub(st.preparing);
+            let n = if backing_off { 0 } else { room.min(slots) };
+            st.preparing += n;
+            n
+        };
+        for p in expired {
+            let r = inner.runner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = r.cleanup(&p.id).await {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+        for _ in 0..launch {
+            let i = Arc::clone(&inner);
+            preparing.spawn(async move {
+                let labels = HashMap::from([(LABEL_POOL.to_string(), i.policy_hash.clone())]);
+                let r = i.runner.prepare(&i.policy, labels).await;
+                let mut st = i.state.lock().expect("pool lock");
+                st.preparing -= 1;
+                match r {
+                    Ok(p) => {
+                        st.prepared += 1;
+                        st.ready.push_back(p);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!("pool: preparing a sandbox: {e}");
+                        st.failures += 1;
+                        st.last_error = Some(e.to_string());
+                        false
+                    }
+                }
+            });
+        }
+        let tick = Duration::from_millis(500).min(expiry);
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            Some(done) = preparing.join_next(), if !preparing.is_empty() => {
+                if matches!(done, Ok(false)) {
+                    backoff_until = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                }
+            }
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+    while preparing.join_next().await.is_some() {}
+}
+
+/// The socket a pool for `policy_hash` listens on under `dir`: `<dir>/<12 hex digits of
+/// the hash>.sock`.
+pub fn socket_path(dir: &Path, policy_hash: &str) -> PathBuf {
+    let hex = policy_hash.strip_prefix("sha256:").unwrap_or(policy_hash);
+    dir.join(format!("{}.sock", &hex[..hex.len().min(12)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_names_come_from_the_policy_hash() {
+        let d = Path::new("/run/x");
+        assert_eq!(
+            socket_path(d, "sha256:0123456789abcdef0123"),
+            PathBuf::from("/run/x/0123456789ab.sock")
+        );
+        assert_eq!(socket_path(d, "abc"), PathBuf::from("/run/x/abc.sock"));
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let c = PoolConfig::default();
+        assert_eq!(c.size, 4);
+        assert_eq!(c.idle_expiry, Duration::from_secs(600));
+        assert_eq!(c.refill_concurrency, 2);
+    }
+}

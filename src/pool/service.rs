@@ -1,0 +1,356 @@
+//! A pool served over a Unix socket, one JSON document per line each way, one request per
+//! connection:
+//!
+//! ```text
+//! → {"op":"take","image":"busybox","policy_hash":"sha256:…","address":"/run/…/containerd.sock",
+//!    "namespace":"stockade","fifo_root":"/run/stockade/fifo"}
+//! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","mounts":[…],…}}
+//! ← {"sandbox":null,"reason":"empty"}
+//! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"address":…,"namespace":…}
+//! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
+//! ```
+//!
+//! A sandbox is handed over only to a caller using the same containerd, namespace and FIFO
+//! root; before the answer is written, the caller's pid (from the socket's peer
+//! credentials) becomes the owner of the sandbox's run directory, so that a caller dying
+//! between the answer and its run leaves a sandbox the next crash reclaim removes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::{Pool, PoolError, PoolStatus};
+use crate::runner::{write_owner, Prepared};
+
+/// How long a client waits for a pool's answer before running cold.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest request line the service reads.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Where the service's sandboxes live; a take must name the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub address: PathBuf,
+    pub namespace: String,
+    pub fifo_root: PathBuf,
+}
+
+/// A request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    Take {
+        image: String,
+        policy_hash: String,
+        #[serde(flatten)]
+        place: Place,
+    },
+    Status,
+    Drain,
+}
+
+/// The answer to a take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TakeReply {
+    pub sandbox: Option<Prepared>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer to a status request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub status: PoolStatus,
+    pub pid: u32,
+    #[serde(flatten)]
+    pub place: Place,
+}
+
+/// The answer to a drain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainReply {
+    pub removed: usize,
+}
+
+/// Binds `path` (mode 0600, its directory 0700 when created), replacing a stale socket
+/// nobody answers on; fails when a live service holds it.
+pub async fn bind(path: &Path) -> Result<UnixListener, PoolError> {
+    let io = |source| PoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.is_dir() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(PoolError::Protocol {
+                path: path.to_path_buf(),
+                message: "a pool service already listens here (`stockade pool drain` stops it)"
+                    .into(),
+            });
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let l = UnixListener::bind(path).map_err(io)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(l)
+}
+
+/// Serves `pool` on `listener` until a drain request arrives or `stop` completes; then
+/// drains the pool and removes the socket at `path`.
+pub async fn serve(
+    pool: Pool,
+    listener: UnixListener,
+    path: PathBuf,
+    place: Place,
+    stop: impl std::future::Future<Output = ()>,
+) -> usize {
+    let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = drain_rx.recv() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let (pool, place, tx) = (pool.clone(), place.clone(), drain_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = answer(&pool, &place, stream, &tx).await {
+                        tracing::debug!("pool service: {e}");
+                    }
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    pool.drain().await
+}
+
+async fn answer(
+    pool: &Pool,
+    place: &Place,
+    stream: UnixStream,
+    drain: &tokio::sync::mpsc::Sender<()>,
+) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?.pid();
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::AsyncReadExt::take(BufReader::new(r), MAX_LINE)
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+        Ok(Request::Status) => serde_json::to_value(StatusReply {
+            status: pool.status(),
+            pid: std::process::id(),
+            place: place.clone(),
+        })?,
+        Ok(Request::Drain) => {
+            let removed = pool.drain().await;
+            let _ = drain.try_send(());
+            serde_json::to_value(DrainReply { removed })?
+        }
+        Ok(Request::Take {
+            image,
+            policy_hash,
+            place: theirs,
+        }) => {
+            let policy = pool.policy();
+            let why_not = if theirs != *place {
+                Some("the pool serves another containerd, namespace or FIFO root")
+            } else if image != policy.image || policy_hash != policy.hash() {
+                Some("the pool serves another image or policy")
+            } else {
+                None
+            };
+            let reply = match why_not {
+                Some(reason) => TakeReply {
+                    sandbox: None,
+                    reason: Some(reason.into()),
+                },
+                None => match pool.take() {
+                    None => TakeReply {
+                        sandbox: None,
+                        reason: Some("empty".into()),
+                    },
+                    Some(p) => {
+                        hand_over(place, &p, peer);
+                        TakeReply {
+                            sandbox: Some(p),
+                            reason: None,
+                        }
+                    }
+                },
+            };
+            serde_json::to_value(reply)?
+        }
+    };
+    let mut text = serde_json::to_string(&reply)?;
+    text.push('\n');
+    w.write_all(text.as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// Records the caller as the owner of the sandbox's run directory.
+fn hand_over(place: &Place, p: &Prepared, peer: Option<i32>) {
+    let dir = place.fifo_root.join(&p.id);
+    match peer.and_then(|pid| u32::try_from(pid).ok()) {
+        Some(pid) => {
+            if let Err(e) = write_owner(&dir, pid) {
+                tracing::warn!("pool: {}: {e}", dir.display());
+            }
+        }
+        None => tracing::warn!("pool: caller's pid unknown; {} stays ours", p.id),
+    }
+}
+
+/// Sends one request to the service at `path` and reads its one-line answer.
+pub async fn request<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<T, PoolError> {
+    let fail = |message: String| PoolError::Protocol {
+        path: path.to_path_buf(),
+        message,
+    };
+    let io = |source| PoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let exchange = async {
+        let mut s = UnixStream::connect(path).await.map_err(io)?;
+        let mut text = serde_json::to_string(req).expect("a request always serializes");
+        text.push('\n');
+        s.write_all(text.as_bytes()).await.map_err(io)?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).await.map_err(io)?;
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(&line) {
+            if let Some(e) = m.get("error").and_then(|e| e.as_str()) {
+                return Err(fail(e.to_string()));
+            }
+        }
+        serde_json::from_str(&line).map_err(|e| fail(format!("bad answer: {e}")))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| fail(format!("no answer within {timeout:?}")))?
+}
+
+/// Asks the pool at `path` for a sandbox; `Ok(None)` when no service listens there or it
+/// has none to give.
+pub async fn take(
+    path: &Path,
+    image: &str,
+    policy_hash: &str,
+    place: &Place,
+) -> Result<Option<Prepared>, PoolError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let req = Request::Take {
+        image: image.to_string(),
+        policy_hash: policy_hash.to_string(),
+        place: place.clone(),
+    };
+    match request::<TakeReply>(path, &req, CLIENT_TIMEOUT).await {
+        Ok(r) => Ok(r.sandbox),
+        // A stale socket with no service behind it: cold start.
+        Err(PoolError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The sockets under `dir`, sorted.
+pub fn sockets(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_single_json_lines() {
+        let place = Place {
+            address: "/run/c.sock".into(),
+            namespace: "ns".into(),
+            fifo_root: "/run/f".into(),
+        };
+        let cases = [
+            (
+                Request::Take {
+                    image: "busybox".into(),
+                    policy_hash: "sha256:ab".into(),
+                    place,
+                },
+                r#"{"op":"take","image":"busybox","policy_hash":"sha256:ab","address":"/run/c.sock","namespace":"ns","fifo_root":"/run/f"}"#,
+            ),
+            (Request::Status, r#"{"op":"status"}"#),
+            (Request::Drain, r#"{"op":"drain"}"#),
+        ];
+        for (req, want) in cases {
+            let text = serde_json::to_string(&req).unwrap();
+            assert_eq!(text, want);
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"op":"exec"}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_means_no_pool() {
+        let t = tempfile::tempdir().unwrap();
+        let place = Place {
+            address: "/x".into(),
+            namespace: "n".into(),
+            fifo_root: "/f".into(),
+        };
+        let got = take(&t.path().join("none.sock"), "busybox", "h", &place)
+            .await
+            .unwrap();
+        assert!(got.is_none());
+        assert!(sockets(&t.path().join("missing")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("pool/a.sock");
+        let l = bind(&p).await.unwrap();
+        let again = bind(&p).await.unwrap_err();
+        assert!(again.to_string().contains("already listens"), "{again}");
+        drop(l);
+        bind(&p).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

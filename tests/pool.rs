@@ -1,0 +1,421 @@
+//! Warm pools against a real containerd: a pooled run has exactly a cold run's isolation
+//! (same spec but for the id, same credentials, seccomp, namespaces and cgroup limits seen
+//! live), a pooled sandbox is never used twice, 32 concurrent runs through a pool all
+//! succeed, and after a drain nothing is left.
+
+mod common;
+mod run_support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_client::services::v1::GetContainerRequest;
+use stockade::containerd::Client;
+use stockade::host::{self, HostFacts, HostPaths};
+use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
+use stockade::pool::{Pool, PoolConfig, LABEL_POOL};
+use stockade::runner::{
+    new_id, CgroupFs, CleanupMode, RunRequest, RunResult, Runner, StoreImages, DEFAULT_CGROUP_ROOT,
+};
+use stockade::spec::{self, SpecRequest};
+
+use common::{busybox_image, require_root_or_skip, PrivateContainerd};
+use run_support::assert_no_leftovers;
+
+fn policy(o: PolicyOverrides) -> ValidatedPolicy {
+    Policy::default()
+        .validate(None, &o, &HostPolicyEnv)
+        .expect("valid policy")
+}
+
+async fn runner(c: &PrivateContainerd, fifo_root: &Path) -> (Client, Runner, HostFacts) {
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    let host = host::probe(&HostPaths::system()).expect("probe host");
+    let runner = Runner::builder()
+        .client(client.clone())
+        .host(host.clone())
+        .images(Arc::new(StoreImages))
+        .fifo_root(fifo_root)
+        .cleanup(CleanupMode::Inline)
+        .build()
+        .expect("runner");
+    (client, runner, host)
+}
+
+/// What the sandbox's process sees of its own confinement.
+const PROBE: &str =
+    "grep -E '^(Uid|Gid|Groups|NoNewPrivs|Cap(Inh|Prm|Eff|Bnd|Amb)|Seccomp|Seccomp_filters):' \
+     /proc/self/status; echo nofile=$(ulimit -n); echo cwd=$(pwd); hostname; \
+     for n in cgroup ipc mnt net pid uts user; do echo $n=$(readlink /proc/self/ns/$n); done; \
+     echo self=$$; sleep 1";
+
+/// Namespaces the sandbox shares with this (host) process, from the probe's output.
+fn shared_namespaces(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            let (n, link) = l.split_once('=')?;
+            let host = std::fs::read_link(format!("/proc/self/ns/{n}")).ok()?;
+            (host.to_string_lossy() == link).then(|| n.to_string())
+        })
+        .collect()
+}
+
+/// The probe's output without the namespace inode numbers (which differ per sandbox).
+fn confinement(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| {
+            !["cgroup=", "ipc=", "mnt=", "net=", "pid=", "uts=", "user="]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The cgroup limits of run `id`, read from the host while it runs.
+async fn limits_while_running(id: &str) -> BTreeMap<String, String> {
+    let cg = CgroupFs::new(DEFAULT_CGROUP_ROOT);
+    let files = [
+        "memory.limit_in_bytes",
+        "memory.memsw.limit_in_bytes",
+        "memory.max",
+        "memory.swap.max",
+        "cpu.cfs_quota_us",
+        "cpu.cfs_period_us",
+        "cpu.max",
+        "pids.max",
+    ];
+    for _ in 0..200 {
+        let mut out = BTreeMap::new();
+        for dir in cg.dirs(&spec::cgroups_path(id)) {
+            for f in files {
+                if let Ok(v) = std::fs::read_to_string(dir.join(f)) {
+                    out.insert(f.to_string(), v.trim().to_string());
+                }
+            }
+        }
+        // runc creates the cgroup, then writes the limits: wait for them, then read again.
+        if out.get("pids.max").is_some_and(|v| v != "max") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut again = BTreeMap::new();
+            for dir in cg.dirs(&spec::cgroups_path(id)) {
+                for f in files {
+                    if let Ok(v) = std::fs::read_to_string(dir.join(f)) {
+                        again.insert(f.to_string(), v.trim().to_string());
+                    }
+                }
+            }
+            return again;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no cgroup limits appeared for {id}");
+}
+
+/// The spec containerd holds for container `id` (read before the run is removed).
+async fn stored_spec(client: &Client, id: &str) -> serde_json::Value {
+    let c = client
+        .containers()
+        .get(client.request(GetContainerRequest { id: id.into() }))
+        .await
+        .expect("get container")
+        .into_inner()
+        .container
+        .expect("container");
+    serde_json::from_slice(&c.spec.expect("spec").value).expect("spec JSON")
+}
+
+fn expected_spec(
+    p: &ValidatedPolicy,
+    host: &HostFacts,
+    id: &str,
+    args: &[String],
+) -> spec::BuiltSpec {
+    spec::build(
+        p,
+        host,
+        &SpecRequest {
+            id,
+            args,
+            terminal: false,
+        },
+    )
+    .expect("spec")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, host) = runner(&c, fifo.path()).await;
+    let p = policy(PolicyOverrides {
+        memory: Some("96M".into()),
+        cpus: Some("0.5".into()),
+        pids: Some("48".into()),
+        ..Default::default()
+    });
+    let args: Vec<String> = ["sh", "-c", PROBE].map(String::from).to_vec();
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+
+    // The pooled sandbox: its container exists ahead of the run, labelled as pooled, with
+    // the placeholder command.
+    let sandbox = pool.take().expect("a ready sandbox");
+    let before = stored_spec(&client, &sandbox.id).await;
+    assert_ne!(before["process"]["args"], serde_json::json!(args));
+    let labels = client
+        .containers()
+        .get(client.request(GetContainerRequest {
+            id: sandbox.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .container
+        .unwrap()
+        .labels;
+    assert_eq!(labels.get(LABEL_POOL), Some(&p.hash()));
+
+    let warm_id = sandbox.id.clone();
+    let warm = {
+        let r = runner.clone();
+        let req = RunRequest::new(p.clone(), args.clone());
+        tokio::spawn(async move { r.run_prepared(sandbox, req).await })
+    };
+    let warm_limits = limits_while_running(&warm_id).await;
+    let warm_spec = stored_spec(&client, &warm_id).await;
+    let warm: RunResult = warm.await.unwrap().expect("pooled run");
+
+    let cold_id = new_id();
+    let cold = {
+        let r = runner.clone();
+        let req = RunRequest::new(p.clone(), args.clone()).id(cold_id.clone());
+        tokio::spawn(async move { r.run(req).await })
+    };
+    let cold_limits = limits_while_running(&cold_id).await;
+    let cold_spec = stored_spec(&client, &cold_id).await;
+    let cold: RunResult = cold.await.unwrap().expect("cold run");
+
+    assert!(warm.pooled && !cold.pooled);
+    assert_eq!(
+        (warm.exit_code, cold.exit_code),
+        (0, 0),
+        "{warm:?} {cold:?}"
+    );
+
+    // 1. The spec that ran is the one a cold run with that id gets, byte for byte in its
+    //    canonical form, and it differs from the cold run's only by the id.
+    let warm_built = expected_spec(&p, &host, &warm_id, &args);
+    let cold_built = expected_spec(&p, &host, &cold_id, &args);
+    assert_eq!(warm.spec_digest, spec::digest(&warm_built.spec));
+    assert_eq!(cold.spec_digest, spec::digest(&cold_built.spec));
+    let canon = |v: serde_json::Value| {
+        let s: stockade::oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
+        spec::canonical_json(&s)
+    };
+    assert_eq!(canon(warm_spec), spec::canonical_json(&warm_built.spec));
+    assert_eq!(canon(cold_spec), spec::canonical_json(&cold_built.spec));
+    let rename = serde_json::to_string(&spec::canonical_json(&warm_built.spec))
+        .unwrap()
+        .replace(&warm_id, &cold_id);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&rename).unwrap(),
+        spec::canonical_json(&cold_built.spec),
+        "the pooled spec differs from the cold one by more than the id"
+    );
+
+    // 2. What the process sees: credentials, capabilities, no_new_privs, seccomp, rlimits,
+    //    cwd, hostname; it is pid 1 in both.
+    assert_eq!(confinement(&warm.stdout), confinement(&cold.stdout));
+    for want in [
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "Seccomp:\t2",
+        "self=1",
+    ] {
+        assert!(
+            warm.stdout.contains(want),
+            "{want} missing:\n{}",
+            warm.stdout
+        );
+    }
+
+    // 3. The same namespaces are the host's (only user, which the default policy keeps).
+    assert_eq!(
+        shared_namespaces(&warm.stdout),
+        shared_namespaces(&cold.stdout)
+    );
+    assert!(!shared_namespaces(&warm.stdout).contains(&"net".to_string()));
+
+    // 4. The same cgroup limits, read live from the host.
+    assert_eq!(warm_limits, cold_limits);
+    assert!(
+        warm_limits
+            .values()
+            .any(|v| v == &(96u64 << 20).to_string()),
+        "{warm_limits:?}"
+    );
+
+    pool.drain().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, _) = runner(&c, fifo.path()).await;
+    // A writable root, so that a run could leave something for the next one to find.
+    let p = policy(PolicyOverrides {
+        read_write_root: true,
+        user: Some("0:0".into()),
+        ..Default::default()
+    });
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        assert_eq!(pool.wait_ready(2, Duration::from_secs(30)).await, 2);
+        let r = pool
+            .run(RunRequest::new(
+                p.clone(),
+                [
+                    "sh",
+                    "-c",
+                    "test ! -e /left-behind && echo fresh; echo x > /left-behind",
+                ],
+            ))
+            .await
+            .unwrap();
+        assert!(r.pooled, "round {round} ran cold");
+        assert_eq!(r.exit_code, 0, "round {round}: {r:?}");
+        assert_eq!(r.stdout, "fresh\n", "round {round} found a used sandbox");
+        assert!(!ids.contains(&r.id), "sandbox {} handed out twice", r.id);
+        ids.push(r.id);
+    }
+    let st = pool.status();
+    assert_eq!(st.taken, 3);
+    assert_eq!(st.ready, 2);
+    assert_eq!(st.idle_ages_ms.len(), 2);
+
+    // 32 at once through a pool of 8: 8 warm, the rest cold, all succeed.
+    let pool8 = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool8.wait_ready(8, Duration::from_secs(60)).await, 8);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let (pool, p) = (pool8.clone(), p.clone());
+        set.spawn(async move {
+            pool.run(RunRequest::new(p, ["echo".to_string(), i.to_string()]))
+                .await
+        });
+    }
+    let mut pooled = 0;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(r) = set.join_next().await {
+        let r = r.unwrap().expect("concurrent run");
+        assert_eq!(r.exit_code, 0);
+        assert!(seen.insert(r.stdout.clone()), "output {} twice", r.stdout);
+        pooled += usize::from(r.pooled);
+    }
+    assert_eq!(seen.len(), 32);
+    assert!(pooled >= 8, "only {pooled} of 32 runs were pooled");
+
+    assert_eq!(pool.drain().await, 2);
+    pool8.drain().await;
+    assert_eq!(pool.drain().await, 0, "drain is idempotent");
+    assert!(pool.take().is_none(), "a drained pool hands out nothing");
+    runner.wait_cleanups().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mismatched_policy_runs_cold_and_idle_sandboxes_expire() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, _) = runner(&c, fifo.path()).await;
+    let p = policy(PolicyOverrides::default());
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 1,
+            idle_expiry: Duration::from_millis(1500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    let other = policy(PolicyOverrides {
+        memory: Some("64M".into()),
+        ..Default::default()
+    });
+    assert!(!pool.matches(&other));
+    let r = pool.run(RunRequest::new(other, ["true"])).await.unwrap();
+    assert!(!r.pooled, "another policy must not get this pool's sandbox");
+    assert_eq!(pool.status().ready, 1);
+
+    // Nobody takes: the sandbox expires and the pool stays empty.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let st = pool.status();
+    assert_eq!((st.ready, st.expired), (0, 1), "{st:?}");
+    assert!(st.idle);
+    runner.wait_cleanups().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+    pool.drain().await;
+}
