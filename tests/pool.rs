@@ -50,7 +50,8 @@ const PROBE: &str =
     "grep -E '^(Uid|Gid|Groups|NoNewPrivs|Cap(Inh|Prm|Eff|Bnd|Amb)|Seccomp|Seccomp_filters):' \
      /proc/self/status; echo nofile=$(ulimit -n); echo cwd=$(pwd); hostname; \
      for n in cgroup ipc mnt net pid uts user; do echo $n=$(readlink /proc/self/ns/$n); done; \
-     echo self=$$; sleep 1";
+     echo self=$$; echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); tr '\\0' '\\n' < /proc/1/environ | sort; \
+     sleep 1";
 
 /// Namespaces the sandbox shares with this (host) process, from the probe's output.
 fn shared_namespaces(out: &str) -> Vec<String> {
@@ -172,11 +173,13 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
     .unwrap();
     assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
 
-    // The pooled sandbox: its container exists ahead of the run, labelled as pooled, with
-    // the placeholder command.
+    // The pooled sandbox: its container and task exist ahead of the run, labelled as
+    // pooled, pid 1 the trampoline waiting for its command.
     let sandbox = pool.take().expect("a ready sandbox");
+    let trampoline = serde_json::json!(["/bin/sh", "-c", stockade::runner::TRAMPOLINE]);
     let before = stored_spec(&client, &sandbox.id).await;
-    assert_ne!(before["process"]["args"], serde_json::json!(args));
+    assert_eq!(before["process"]["args"], trampoline);
+    assert!(Path::new(&format!("/proc/{}", sandbox.pid)).exists());
     let labels = client
         .containers()
         .get(client.request(GetContainerRequest {
@@ -227,6 +230,11 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
         let s: stockade::oci_spec::runtime::Spec = serde_json::from_value(v).unwrap();
         spec::canonical_json(&s)
     };
+    // The container holds the trampoline's args; with the command's args in their place it
+    // is exactly the spec built for the command.
+    let mut warm_spec = warm_spec;
+    assert_eq!(warm_spec["process"]["args"], trampoline);
+    warm_spec["process"]["args"] = serde_json::json!(args);
     assert_eq!(canon(warm_spec), spec::canonical_json(&warm_built.spec));
     assert_eq!(canon(cold_spec), spec::canonical_json(&cold_built.spec));
     let rename = serde_json::to_string(&spec::canonical_json(&warm_built.spec))
@@ -324,6 +332,7 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
         assert!(!ids.contains(&r.id), "sandbox {} handed out twice", r.id);
         ids.push(r.id);
     }
+    assert_eq!(pool.wait_ready(2, Duration::from_secs(30)).await, 2);
     let st = pool.status();
     assert_eq!(st.taken, 3);
     assert_eq!(st.ready, 2);
@@ -370,6 +379,91 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
         fifo.path(),
         None,
         Duration::from_secs(20),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_reaches_the_pooled_sandbox_verbatim() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, _) = runner(&c, fifo.path()).await;
+    let p = policy(PolicyOverrides::default());
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    struct Case {
+        args: &'static [&'static str],
+        stdin: Option<&'static [u8]>,
+        exit: u8,
+        stdout: &'static str,
+    }
+    let cases = [
+        Case {
+            args: &[
+                "printf", "%s|", "a b", "it's", "x\ny", "$HOME", "*", "", "\\n", "`id`",
+            ],
+            stdin: None,
+            exit: 0,
+            stdout: "a b|it's|x\ny|$HOME|*||\\n|`id`|",
+        },
+        // The rest of stdin after the command line is the command's.
+        Case {
+            args: &["sh", "-c", "cat; echo :$#"],
+            stdin: Some(b"line 1\nline 2"),
+            exit: 0,
+            stdout: "line 1\nline 2:0\n",
+        },
+        Case {
+            args: &["cat"],
+            stdin: None,
+            exit: 0,
+            stdout: "",
+        },
+        Case {
+            args: &["no-such-command"],
+            stdin: None,
+            exit: 127,
+            stdout: "",
+        },
+        Case {
+            args: &["sh", "-c", "exit 7"],
+            stdin: None,
+            exit: 7,
+            stdout: "",
+        },
+    ];
+    for case in &cases {
+        assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+        let mut req = RunRequest::new(p.clone(), case.args.iter().copied());
+        if let Some(b) = case.stdin {
+            req = req.stdin(stockade::runner::Stdin::Bytes(b.to_vec()));
+        }
+        let r = pool.run(req).await.unwrap();
+        assert!(r.pooled);
+        assert_eq!(
+            (r.exit_code, r.stdout.as_str()),
+            (case.exit, case.stdout),
+            "{:?}: {r:?}",
+            case.args
+        );
+    }
+    pool.drain().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(10),
     )
     .await;
 }

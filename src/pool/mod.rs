@@ -1,25 +1,34 @@
 //! Warm pools: sandboxes made ahead of time for one image and policy, so that a run skips
-//! the work that does not depend on its command.
+//! everything that does not depend on its command.
 //!
-//! A pooled sandbox is what [`Runner::prepare`] makes: the run directory, the copy-on-write
-//! snapshot on the image's base and the container carrying the policy's spec for a
-//! placeholder command. No task and no process exist. A run takes one sandbox out of the
-//! pool, replaces the container's spec by the spec built for its command (the same spec a
-//! cold run with that id gets: Containers.Update, field mask `spec`), and creates and
-//! starts the task: the command is pid 1, exactly as in a cold run. The sandbox is removed
-//! after the run like any other; it is never handed out twice, and the pool refills in the
-//! background.
+//! A pooled sandbox is what [`Runner::prepare`] makes: the run directory with its FIFOs,
+//! the copy-on-write snapshot, the container with the policy's spec, and the task created
+//! by `runc create` (namespaces, cgroup and limits, mounts, user, capabilities,
+//! no_new_privs, rlimits, seccomp and AppArmor in place) but not started. Its pid 1 is the
+//! image's `/bin/sh` running [`crate::runner::TRAMPOLINE`]: once started it reads one
+//! command line from stdin and `exec`s it through `env -i` with the spec's environment (the
+//! shell's own variables do not leak), so the run's command becomes pid 1 under exactly the
+//! spec a cold run gets, but for `process.args`. The image needs `/bin/sh` and `env`. A run takes one sandbox, starts it,
+//! writes the command line; the sandbox is removed after the run like any other, never
+//! handed out twice, and the pool refills in the background.
 //!
 //! ```text
 //! refill loop:  ready < size and pool in use? → Runner::prepare (≤ refill_concurrency at once)
 //!               ready sandbox older than idle_expiry → removed; no refill until the next take
-//! Pool::run:    take → Runner::run_prepared (Update spec → Tasks.Create → Start → Wait …)
-//!               empty → Runner::run (cold)
+//! Pool::run:    take → Runner::run_prepared (Start → command line on stdin → Wait …)
+//!               empty, other policy, a terminal, `=` in the command name → Runner::run (cold)
 //! ```
 //!
+//! Differences from a cold run, all outside the sandbox's confinement: the container's
+//! `process.args` (the trampoline; the result's `spec_digest` is the digest of the spec with
+//! the command's args, which is what runs after the `exec`); stdin is a pipe at end of file
+//! rather than `/dev/null` when the run has none; a command that is not found or not
+//! executable ends with exit 127/126 and the shell's message on stderr instead of an error
+//! from Tasks.Create.
+//!
 //! Pooled objects carry the label `stockade.pool=<policy hash>` besides stockade's own
-//! labels, and the pool's process owns their run directories: when that process dies,
-//! the next run's crash reclaim or `stockade gc` removes them like any crashed run.
+//! labels, and the pool's process owns their run directories: when that process dies, the
+//! next run's crash reclaim or `stockade gc` removes them like any crashed run.
 //!
 //! [`service`] serves a pool over a Unix socket (one JSON line per request), for
 //! `stockade pool fill` and `stockade run`.
@@ -61,7 +70,7 @@ pub enum PoolError {
 }
 
 /// How a pool behaves. Every field has a default, documented on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     /// Ready sandboxes kept. Default 4.
     pub size: usize,
@@ -72,6 +81,8 @@ pub struct PoolConfig {
     /// Sandboxes prepared at once while refilling. Default 2 (the host has 2 cores; more
     /// only slows the runs that are going on).
     pub refill_concurrency: usize,
+    /// Where `/proc` is, to read the memory the ready sandboxes hold. Default `/proc`.
+    pub proc_root: PathBuf,
 }
 
 impl Default for PoolConfig {
@@ -80,6 +91,7 @@ impl Default for PoolConfig {
             size: 4,
             idle_expiry: Duration::from_secs(600),
             refill_concurrency: 2,
+            proc_root: PathBuf::from("/proc"),
         }
     }
 }
@@ -107,9 +119,8 @@ pub struct PoolStatus {
     pub expired: u64,
     pub failures: u64,
     pub last_error: Option<String>,
-    /// Memory the ready sandboxes hold in processes: none exist before a run (no task, no
-    /// shim, no holder), so this is 0; their cost is the containerd records and an empty
-    /// overlay upper directory each.
+    /// Memory the ready sandboxes hold: resident size of each one's waiting pid 1 (runc's
+    /// init) and of its shim.
     pub memory_bytes: u64,
     /// Whether refilling stopped because the pool was idle longer than its expiry.
     pub idle: bool,
@@ -218,7 +229,8 @@ impl Pool {
     /// Runs `req` in a pooled sandbox when the request's policy matches and one is ready,
     /// cold otherwise ([`RunResult::pooled`] says which).
     pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
-        if req.id.is_none() && self.matches(&req.policy) {
+        let plain_name = req.args.first().is_some_and(|a| !a.contains('='));
+        if req.id.is_none() && !req.terminal && plain_name && self.matches(&req.policy) {
             if let Some(p) = self.take() {
                 return self.inner.runner.run_prepared(p, req).await;
             }
@@ -261,7 +273,7 @@ impl Pool {
             expired: st.expired,
             failures: st.failures,
             last_error: st.last_error.clone(),
-            memory_bytes: 0,
+            memory_bytes: memory_of(&i.config.proc_root, st.ready.iter().map(|p| p.pid)),
             idle,
         }
     }
@@ -296,6 +308,34 @@ impl Pool {
         }
         n
     }
+}
+
+/// Resident bytes of `pids` and of their parents (the shims), each process counted once.
+fn memory_of(proc_root: &Path, pids: impl Iterator<Item = u32>) -> u64 {
+    let mut seen = std::collections::BTreeSet::new();
+    for pid in pids {
+        seen.insert(pid);
+        if let Some(ppid) = parent_of(proc_root, pid) {
+            seen.insert(ppid);
+        }
+    }
+    seen.into_iter()
+        .filter_map(|p| rss_bytes(proc_root, p))
+        .sum()
+}
+
+fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn rss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn unix_ms() -> u64 {
@@ -400,6 +440,27 @@ mod tests {
             PathBuf::from("/run/x/0123456789ab.sock")
         );
         assert_eq!(socket_path(d, "abc"), PathBuf::from("/run/x/abc.sock"));
+    }
+
+    #[test]
+    fn memory_counts_each_sandbox_and_shared_parent_once() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_ = |pid: u32, ppid: u32, kib: u64| {
+            let d = t.path().join(pid.to_string());
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join("stat"), format!("{pid} (odd) name) S {ppid} 1 1\n")).unwrap();
+            std::fs::write(d.join("status"), format!("Name:\tx\nVmRSS:\t {kib} kB\n")).unwrap();
+        };
+        proc_(10, 1, 100); // shim
+        proc_(11, 10, 7);
+        proc_(12, 10, 5);
+        proc_(20, 19, 3); // its shim is gone
+        assert_eq!(
+            memory_of(t.path(), [11, 12, 20].into_iter()),
+            (100 + 7 + 5 + 3) * 1024
+        );
+        assert_eq!(memory_of(t.path(), std::iter::empty()), 0);
+        assert_eq!(parent_of(t.path(), 11), Some(10));
     }
 
     #[test]

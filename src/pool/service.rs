@@ -27,6 +27,9 @@ use crate::runner::{write_owner, Prepared};
 
 /// How long a client waits for a pool's answer before running cold.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the service keeps its FIFO ends of a handed-over sandbox open, waiting for the
+/// caller to say it opened its own.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest request line the service reads.
 const MAX_LINE: u64 = 64 * 1024;
 
@@ -53,7 +56,7 @@ pub enum Request {
 }
 
 /// The answer to a take.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TakeReply {
     pub sandbox: Option<Prepared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,8 +149,9 @@ async fn answer(
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?.pid();
     let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
     let mut line = String::new();
-    tokio::io::AsyncReadExt::take(BufReader::new(r), MAX_LINE)
+    tokio::io::AsyncReadExt::take(&mut r, MAX_LINE)
         .read_line(&mut line)
         .await?;
     let reply = match serde_json::from_str::<Request>(&line) {
@@ -175,26 +179,32 @@ async fn answer(
             } else {
                 None
             };
-            let reply = match why_not {
-                Some(reason) => TakeReply {
-                    sandbox: None,
-                    reason: Some(reason.into()),
-                },
-                None => match pool.take() {
-                    None => TakeReply {
-                        sandbox: None,
-                        reason: Some("empty".into()),
-                    },
-                    Some(p) => {
-                        hand_over(place, &p, peer);
-                        TakeReply {
-                            sandbox: Some(p),
-                            reason: None,
-                        }
-                    }
-                },
+            let got = match why_not {
+                Some(reason) => Err(reason.to_string()),
+                None => pool.take().ok_or_else(|| "empty".to_string()),
             };
-            serde_json::to_value(reply)?
+            match got {
+                Err(reason) => serde_json::to_value(TakeReply {
+                    sandbox: None,
+                    reason: Some(reason),
+                })?,
+                Ok(p) => {
+                    hand_over(place, &p, peer);
+                    let mut text = serde_json::to_string(&serde_json::json!({ "sandbox": &p }))?;
+                    text.push('\n');
+                    w.write_all(text.as_bytes()).await?;
+                    // Our FIFO ends stay open until the caller has opened its own (it says
+                    // so, or hangs up): the shim would see stdin end otherwise.
+                    let mut ack = String::new();
+                    let _ = tokio::time::timeout(
+                        ACK_TIMEOUT,
+                        tokio::io::AsyncReadExt::take(&mut r, MAX_LINE).read_line(&mut ack),
+                    )
+                    .await;
+                    drop(p);
+                    return Ok(());
+                }
+            }
         }
     };
     let mut text = serde_json::to_string(&reply)?;
@@ -265,8 +275,8 @@ pub async fn take(
         policy_hash: policy_hash.to_string(),
         place: place.clone(),
     };
-    match request::<TakeReply>(path, &req, CLIENT_TIMEOUT).await {
-        Ok(r) => Ok(r.sandbox),
+    match take_exchange(path, &req).await {
+        Ok(r) => Ok(r),
         // A stale socket with no service behind it: cold start.
         Err(PoolError::Io { source, .. })
             if matches!(
@@ -278,6 +288,40 @@ pub async fn take(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The take exchange: request, answer, then (with a sandbox) our FIFO ends opened and the
+/// acknowledgement sent, after which the service closes its ends.
+async fn take_exchange(path: &Path, req: &Request) -> Result<Option<Prepared>, PoolError> {
+    let fail = |message: String| PoolError::Protocol {
+        path: path.to_path_buf(),
+        message,
+    };
+    let io = |source| PoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let exchange = async {
+        let s = UnixStream::connect(path).await.map_err(io)?;
+        let (r, mut w) = s.into_split();
+        let mut text = serde_json::to_string(req).expect("a request always serializes");
+        text.push('\n');
+        w.write_all(text.as_bytes()).await.map_err(io)?;
+        let mut r = BufReader::new(r);
+        let mut line = String::new();
+        r.read_line(&mut line).await.map_err(io)?;
+        let reply: TakeReply =
+            serde_json::from_str(&line).map_err(|e| fail(format!("bad answer: {e}")))?;
+        let Some(mut p) = reply.sandbox else {
+            return Ok(None);
+        };
+        p.open_fifos().map_err(io)?;
+        w.write_all(b"{\"op\":\"taken\"}\n").await.map_err(io)?;
+        Ok(Some(p))
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| fail(format!("no answer within {CLIENT_TIMEOUT:?}")))?
 }
 
 /// The sockets under `dir`, sorted.

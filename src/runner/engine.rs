@@ -8,7 +8,7 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, KillRequest,
-    StartRequest, UpdateContainerRequest, WaitRequest,
+    StartRequest, WaitRequest,
 };
 use containerd_client::types::Mount;
 use tokio::io::AsyncWriteExt;
@@ -19,7 +19,7 @@ use super::output::{pump, Pumped, Sink};
 use super::{
     fifo, journal, BaseImage, CleanupMode, Output, Phases, Prepared, RunError, RunRequest,
     RunResult, Runner, Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED,
-    LABEL_GC_ROOT, LABEL_OWNER, PLACEHOLDER_COMMAND, SPEC_TYPE_URL,
+    LABEL_GC_ROOT, LABEL_OWNER, SPEC_TYPE_URL, TRAMPOLINE,
 };
 use crate::apparmor;
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
@@ -150,6 +150,16 @@ impl Runner {
                     "a run in a prepared sandbox takes the sandbox's id".into(),
                 ));
             }
+            if terminal {
+                return Err(RunError::Config(
+                    "a prepared sandbox has no terminal; run with a terminal cold".into(),
+                ));
+            }
+            if args.first().is_some_and(|a| a.contains('=')) {
+                return Err(RunError::Config(
+                    "a prepared sandbox cannot run a command whose name contains `=`".into(),
+                ));
+            }
             // The hash covers the image name too.
             let hash = policy.hash();
             if p.policy_hash != hash {
@@ -204,12 +214,25 @@ impl Runner {
         self.ensure_apparmor(&policy)?;
         let want_stdin = !matches!(stdin, Stdin::Null);
         let root = &self.inner.fifo_root;
-        let made = match &prepared {
-            Some(_) => fifo::write_owner(&root.join(&id), std::process::id())
-                .and_then(|()| fifo::create_fifos(root, &id, want_stdin, terminal)),
-            None => fifo::create(root, &id, want_stdin, terminal),
+        let pooled = prepared.is_some();
+        let made = match prepared {
+            // The pooled task's FIFOs exist; its pid 1 waits for the command line.
+            Some(mut p) => fifo::write_owner(&root.join(&id), std::process::id()).and_then(|()| {
+                let opened = match p.opened.take() {
+                    Some(o) => o,
+                    None => fifo::open(&p.fifos)?,
+                };
+                // `env -i` with the spec's environment: the shell exports variables of
+                // its own (PWD, SHLVL), which must not reach the command.
+                let env = built.spec.process().as_ref().and_then(|p| p.env().clone());
+                let mut line = vec!["env".to_string(), "-i".to_string()];
+                line.extend(env.unwrap_or_default());
+                line.extend(args.iter().cloned());
+                Ok((p.fifos, opened, Some(command_line(&line))))
+            }),
+            None => fifo::create(root, &id, want_stdin, terminal).map(|(d, o)| (d, o, None)),
         };
-        let (dir, opened) = made.map_err(|source| RunError::RunDir {
+        let (dir, opened, preamble) = made.map_err(|source| RunError::RunDir {
             path: root.join(&id),
             source,
         })?;
@@ -224,21 +247,26 @@ impl Runner {
             timeout: policy.limits.timeout,
             max_output: policy.limits.max_output,
             dir: &dir,
-            pooled: prepared.is_some(),
+            pooled,
         };
-        let mounts = prepared.map(|p| p.mounts.into_iter().map(Into::into).collect());
-        let result = self
-            .run_created(
-                &live,
-                spec_json,
-                mounts,
-                opened,
-                stdin,
-                output,
-                cancel,
-                &mut phases,
-            )
-            .await;
+        let result = match preamble {
+            Some(line) => {
+                self.start_and_wait(
+                    &live,
+                    opened,
+                    stdin,
+                    Some(line),
+                    output,
+                    cancel,
+                    &mut phases,
+                )
+                .await
+            }
+            None => {
+                self.run_created(&live, spec_json, opened, stdin, output, cancel, &mut phases)
+                    .await
+            }
+        };
         let (ended, pumped_out, pumped_err, usage) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -359,7 +387,6 @@ impl Runner {
         &self,
         live: &Live<'_>,
         spec_json: Vec<u8>,
-        pre_mounts: Option<Vec<Mount>>,
         opened: fifo::Opened,
         stdin: Stdin,
         output: Output,
@@ -371,33 +398,17 @@ impl Runner {
             base,
             args,
             terminal,
-            timeout,
-            max_output,
             dir,
-            pooled: _,
+            ..
         } = *live;
         let i = &self.inner;
         let c = &i.client;
 
-        let mounts = match pre_mounts {
-            Some(mounts) => {
-                // A prepared sandbox: its snapshot and container exist; its spec becomes
-                // the one built for this command.
-                let t = Instant::now();
-                self.update_spec(id, spec_json).await?;
-                phases.create_container_ms = ms(t.elapsed());
-                phases.update_spec = true;
-                mounts
-            }
-            None => {
-                let (mounts, t_prep, t_cont) = self
-                    .create_objects(id, base, spec_json, HashMap::new())
-                    .await?;
-                phases.prepare_snapshot_ms = t_prep;
-                phases.create_container_ms = t_cont;
-                mounts
-            }
-        };
+        let (mounts, t_prep, t_cont) = self
+            .create_objects(id, base, spec_json, HashMap::new())
+            .await?;
+        phases.prepare_snapshot_ms = t_prep;
+        phases.create_container_ms = t_cont;
 
         let t = Instant::now();
         let task = c
@@ -420,6 +431,32 @@ impl Runner {
             ));
         }
 
+        self.start_and_wait(live, opened, stdin, None, output, cancel, phases)
+            .await
+    }
+
+    /// From a created task to the collected results: output pumps, stdin (after
+    /// `preamble`, when given), Wait, Start, the timeout and cancel loop, usage, drain.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_and_wait(
+        &self,
+        live: &Live<'_>,
+        opened: fifo::Opened,
+        stdin: Stdin,
+        preamble: Option<Vec<u8>>,
+        output: Output,
+        cancel: Option<super::Cancel>,
+        phases: &mut Phases,
+    ) -> Result<(Ended, Pumped, Pumped, super::Usage), RunError> {
+        let Live {
+            id,
+            args,
+            timeout,
+            max_output,
+            ..
+        } = *live;
+        let i = &self.inner;
+        let c = &i.client;
         // The shim has its ends open now: reading sees data, not an early end of file.
         let (out_sink, err_sink) = sinks(output);
         let out_pump = tokio::spawn(pump(opened.stdout, out_sink, max_output));
@@ -428,7 +465,7 @@ impl Runner {
             .map(|r| tokio::spawn(pump(r, err_sink, max_output)));
         let stdin_task = opened
             .stdin
-            .map(|tx| spawn_stdin(c.clone(), id.to_string(), tx, stdin));
+            .map(|tx| spawn_stdin(c.clone(), id.to_string(), tx, preamble, stdin));
 
         // Wait before Start, so that the exit cannot be missed.
         let wait_client = c.clone();
@@ -613,32 +650,14 @@ impl Runner {
         Ok((mounts, ms(t_prep), ms(t_cont)))
     }
 
-    /// Replaces the spec of container `id` (Containers.Update, field mask `spec`).
-    async fn update_spec(&self, id: &str, spec_json: Vec<u8>) -> Result<(), RunError> {
-        let c = &self.inner.client;
-        c.containers()
-            .update(c.request(UpdateContainerRequest {
-                container: Some(Container {
-                    id: id.to_string(),
-                    spec: Some(prost_types::Any {
-                        type_url: SPEC_TYPE_URL.to_string(),
-                        value: spec_json,
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["spec".to_string()],
-                }),
-            }))
-            .await
-            .map_err(ContainerdError::rpc("update container"))?;
-        Ok(())
-    }
-
-    /// Makes a sandbox ahead of its run: the run directory (owned by this process), the
-    /// snapshot on the image's base and the container with the policy's spec for a
-    /// placeholder command, labelled with `labels` besides stockade's own. No task and no
-    /// process exist until [`Runner::run_prepared`]. On failure, whatever was made is
+    /// Makes a sandbox ahead of its run: the run directory (owned by this process) with
+    /// its three FIFOs, the snapshot on the image's base, the container with the policy's
+    /// spec, and the task created (`runc create`: namespaces, cgroup, mounts, credentials,
+    /// capabilities, no_new_privs, seccomp and AppArmor all in place) but not started. Its
+    /// pid 1 is the image's `/bin/sh` running [`TRAMPOLINE`], which, once started, reads one
+    /// command line from stdin and `exec`s it: the spec differs from a cold run's only in
+    /// `process.args`, and the command becomes pid 1 with everything else identical. The
+    /// objects carry `labels` besides stockade's own. On failure, whatever was made is
     /// removed.
     pub async fn prepare(
         &self,
@@ -647,31 +666,57 @@ impl Runner {
     ) -> Result<Prepared, RunError> {
         let base = self.base_image(&policy.image).await?;
         let id = super::new_id();
+        let args = trampoline_args();
         let built = spec::build(
             policy,
             &self.inner.host,
             &SpecRequest {
                 id: &id,
-                args: &[PLACEHOLDER_COMMAND.to_string()],
+                args: &args,
                 terminal: false,
             },
         )?;
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
-        fifo::mark(&self.inner.fifo_root, &id).map_err(|source| RunError::RunDir {
-            path: self.inner.fifo_root.join(&id),
+        self.ensure_apparmor(policy)?;
+        let root = &self.inner.fifo_root;
+        let run_dir = |source| RunError::RunDir {
+            path: root.join(&id),
             source,
-        })?;
-        match self.create_objects(&id, &base, spec_json, labels).await {
-            Ok((mounts, _, _)) => Ok(Prepared {
-                id,
-                image: base,
+        };
+        fifo::mark(root, &id).map_err(run_dir)?;
+        let made = async {
+            let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
+            let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
+            let c = &self.inner.client;
+            let task = c
+                .tasks()
+                .create(c.request(CreateTaskRequest {
+                    container_id: id.clone(),
+                    rootfs: mounts,
+                    stdin: path_string(dir.stdin.as_deref()),
+                    stdout: dir.stdout.to_string_lossy().into_owned(),
+                    stderr: path_string(dir.stderr.as_deref()),
+                    terminal: false,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|s| exec_error(&args, ContainerdError::rpc("create task")(s)))?
+                .into_inner();
+            Ok::<_, RunError>(Prepared {
+                id: id.clone(),
+                image: base.clone(),
                 policy_hash: policy.hash(),
-                mounts: mounts.into_iter().map(Into::into).collect(),
+                fifos: dir,
+                pid: task.pid,
                 created_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_millis() as u64,
-            }),
+                opened: Some(opened),
+            })
+        };
+        match made.await {
+            Ok(p) => Ok(p),
             Err(e) => {
                 if matches!(e, RunError::Image { .. }) {
                     self.forget_image(&policy.image);
@@ -724,6 +769,34 @@ async fn next_cancel(rx: &mut Option<tokio::sync::watch::Receiver<Option<i32>>>)
     }
 }
 
+/// pid 1 of a prepared sandbox: `/bin/sh -c TRAMPOLINE`.
+fn trampoline_args() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), TRAMPOLINE.into()]
+}
+
+/// The command line a prepared sandbox's trampoline reads: every argument single-quoted
+/// (a `'` inside becomes `'\''`, a newline `'"$N"'`, so that the line stays one line),
+/// ending in a newline. `eval "exec …"` of it runs exactly `args`, with no expansion.
+pub(crate) fn command_line(args: &[String]) -> Vec<u8> {
+    let mut line = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        line.push('\'');
+        for ch in a.chars() {
+            match ch {
+                '\'' => line.push_str("'\\''"),
+                '\n' => line.push_str("'\"$N\"'"),
+                c => line.push(c),
+            }
+        }
+        line.push('\'');
+    }
+    line.push('\n');
+    line.into_bytes()
+}
+
 fn path_string(p: Option<&std::path::Path>) -> String {
     p.map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -764,9 +837,15 @@ fn spawn_stdin(
     c: Client,
     id: String,
     mut tx: tokio::net::unix::pipe::Sender,
+    preamble: Option<Vec<u8>>,
     stdin: Stdin,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        if let Some(p) = preamble {
+            if tx.write_all(&p).await.is_err() {
+                return;
+            }
+        }
         match stdin {
             Stdin::Null => {}
             Stdin::Bytes(b) => {

@@ -15,7 +15,7 @@ pub const DEFAULT_FIFO_ROOT: &str = "/run/stockade/fifo";
 pub const OWNER_FILE: &str = "owner";
 
 /// A run directory and the FIFOs in it.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunDir {
     pub stdin: Option<PathBuf>,
     pub stdout: PathBuf,
@@ -82,7 +82,14 @@ pub fn create_fifos(
             Some(fifo("stderr")?)
         },
     };
-    let opened = Opened {
+    let opened = open(&dir)?;
+    Ok((dir, opened))
+}
+
+/// Opens our ends of the FIFOs of `dir` non-blocking: the output FIFOs' read ends and
+/// stdin's write end. Must run inside a Tokio runtime.
+pub fn open(dir: &RunDir) -> std::io::Result<Opened> {
+    Ok(Opened {
         // Read-write so the open does not fail (ENXIO) before the shim opens its read end.
         stdin: match &dir.stdin {
             Some(p) => Some(pipe::OpenOptions::new().read_write(true).open_sender(p)?),
@@ -93,8 +100,7 @@ pub fn create_fifos(
             Some(p) => Some(pipe::OpenOptions::new().open_receiver(p)?),
             None => None,
         },
-    };
-    Ok((dir, opened))
+    })
 }
 
 /// Records `pid` as the process responsible for the run in `dir` (atomically replacing any

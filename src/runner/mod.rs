@@ -61,7 +61,7 @@ pub use cgroup::{CgroupFs, Usage};
 pub use cleanup::{
     reclaim_crashed, reconcile, remove_run, CleanupTarget, ReconcileOptions, Reconciled,
 };
-pub use fifo::{read_owner, write_owner, DEFAULT_FIFO_ROOT};
+pub use fifo::{read_owner, write_owner, RunDir, DEFAULT_FIFO_ROOT};
 pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
 
 /// The containerd runtime every sandbox uses.
@@ -81,9 +81,13 @@ pub const LABEL_OWNER: &str = "stockade.owner";
 /// containerd's label that keeps a snapshot from its garbage collector between
 /// Snapshots.Prepare and the container that references it; stockade removes it itself.
 pub const LABEL_GC_ROOT: &str = "containerd.io/gc.root";
-/// The command a prepared sandbox's container carries until its run replaces the spec.
-/// Never executed: no task exists before the run.
-pub const PLACEHOLDER_COMMAND: &str = "/stockade-prepared-placeholder";
+/// The script pid 1 of a prepared sandbox runs (`/bin/sh -c`, as the policy's user, under
+/// the policy's seccomp filter, capabilities and no_new_privs): read one command line from
+/// stdin, `exec` it (the run sends `env -i <the spec's environment> <command>`, so the
+/// command replaces the shell as pid 1 with exactly the spec's environment; the rest of
+/// stdin is the command's). `N` holds a newline, for arguments that contain one. No command line: exit
+/// 125.
+pub const TRAMPOLINE: &str = "N='\n'; IFS= read -r c || exit 125; eval \"exec $c\"";
 /// How long output may keep arriving after the process exited before it is abandoned.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed task may take to be reported gone.
@@ -241,49 +245,39 @@ impl RunRequest {
     }
 }
 
-/// A sandbox made ahead of its run by [`Runner::prepare`]: run directory, snapshot and
-/// container exist, no task. Serializable, so that a pool process can hand it to another
-/// process, which runs it with [`Runner::run_prepared`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// A sandbox made ahead of its run by [`Runner::prepare`]: run directory with its FIFOs,
+/// snapshot, container and a created (not started) task whose pid 1 waits for its command.
+/// Serializable, so that a pool process can hand it to another process, which runs it with
+/// [`Runner::run_prepared`] (opening the FIFOs by path; the giver must keep its own ends
+/// open until then, or the shim sees stdin end).
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Prepared {
     pub id: String,
     pub image: BaseImage,
     /// [`ValidatedPolicy::hash`] of the policy it was prepared with.
     pub policy_hash: String,
-    /// The snapshot's mounts, as Snapshots.Prepare returned them.
-    pub mounts: Vec<MountSpec>,
+    pub fifos: fifo::RunDir,
+    /// Host pid of the task's pid 1 (its parent is the task's shim).
+    pub pid: u32,
     pub created_unix_ms: u64,
+    /// Our ends of the FIFOs, when this process opened them.
+    #[serde(skip)]
+    pub(crate) opened: Option<fifo::Opened>,
 }
 
-/// A snapshot mount (containerd's `Mount`, serializable).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct MountSpec {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub source: String,
-    pub target: String,
-    pub options: Vec<String>,
-}
-
-impl From<containerd_client::types::Mount> for MountSpec {
-    fn from(m: containerd_client::types::Mount) -> Self {
-        MountSpec {
-            kind: m.r#type,
-            source: m.source,
-            target: m.target,
-            options: m.options,
-        }
+impl Prepared {
+    /// Closes this process's ends of the FIFOs (after another process opened its own).
+    pub fn close_fifos(&mut self) {
+        self.opened = None;
     }
-}
 
-impl From<MountSpec> for containerd_client::types::Mount {
-    fn from(m: MountSpec) -> Self {
-        containerd_client::types::Mount {
-            r#type: m.kind,
-            source: m.source,
-            target: m.target,
-            options: m.options,
+    /// Opens this process's ends of the FIFOs by path (a sandbox received from another
+    /// process). Must run inside a Tokio runtime.
+    pub fn open_fifos(&mut self) -> std::io::Result<()> {
+        if self.opened.is_none() {
+            self.opened = Some(fifo::open(&self.fifos)?);
         }
+        Ok(())
     }
 }
 
@@ -307,10 +301,6 @@ pub struct Phases {
     pub run_ms: f64,
     /// Reading usage from the cgroup and draining the output.
     pub collect_ms: f64,
-    /// The container existed already ([`Runner::run_prepared`]): `create_container_ms` is
-    /// the Containers.Update of its spec, and there was no Snapshots.Prepare.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub update_spec: bool,
     /// Removing task, container, snapshot and FIFOs, when done before the result was
     /// returned ([`CleanupMode::Inline`]); otherwise absent.
     #[serde(skip_serializing_if = "Option::is_none")]
