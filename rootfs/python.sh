@@ -31,9 +31,11 @@ mmdebstrap --mode=root --variant=essential --format=directory \
 chroot "$t" /usr/bin/python3 -m compileall -q -f -j 0 \
     --invalidation-mode unchecked-hash /usr/lib/python3 /usr/lib/python3.11 >/dev/null
 
-# Nothing apt or dpkg leave behind is needed at run time.
+# Nothing apt or dpkg leave behind is needed at run time, nor what maintainer scripts
+# generate into the excluded documentation directories (install-info's info/dir).
 rm -rf "$t/var/cache/apt/"* "$t/var/lib/apt/lists/"* "$t/var/log/"* \
-       "$t/var/cache/debconf/"*-old "$t/var/lib/dpkg/"*-old
+       "$t/var/cache/debconf/"*-old "$t/var/lib/dpkg/"*-old \
+       "$t/usr/share/info/"* "$t/usr/share/man/"* "$t/usr/share/locale/"*
 
 # The sandbox's mount points (/dev, /proc, /sys, /tmp exist already).
 mkdir -p "$t/workspace" "$t/input"

@@ -526,8 +526,18 @@ async fn with_view<T>(client: &Client, chain_id: &str, check: impl FnOnce(&Path)
         (!data.is_empty()).then_some(data.as_str()),
     )
     .unwrap();
-    let result = check(target.path());
-    nix::mount::umount2(target.path(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    /// Unmounts before the tempdir is removed, also when `check` panics (removing a
+    /// directory with a mount on it would delete through the mount).
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let result = {
+        let _mounted = Unmount(target.path());
+        check(target.path())
+    };
     client
         .snapshots()
         .remove(client.request(RemoveSnapshotRequest {
