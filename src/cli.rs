@@ -44,6 +44,9 @@ pub enum Command {
     Daemon(commands::daemon::DaemonCommand),
     /// Measure start latency against `ctr run --rm` and bare `runc run`, in one run.
     Bench(commands::bench::BenchArgs),
+    /// Keep sandboxes ready ahead of runs (warm pools): fill, ls, drain.
+    #[command(subcommand)]
+    Pool(commands::pool::PoolCommand),
 }
 
 /// Policy flags shared by `run`, `spec` and `pool`. Each replaces the policy file's value.

@@ -54,6 +54,10 @@ pub enum Contender {
     /// highest concurrency. Each burst starts with the pool refilled (the wait is not
     /// timed); a take that finds it empty runs cold and is counted in the notes.
     StockadeWarm,
+    /// The `stockade run` binary with a `stockade pool fill` service for the image (started
+    /// by the benchmark, as large as the highest concurrency): what a shell user sees with
+    /// a pool. Each burst starts with the pool refilled (the wait is not timed).
+    StockadeWarmCli,
     /// `ctr run --rm` on the same image in the same containerd.
     Ctr,
     /// `runc run` on a prepared bundle: no containerd at all.
@@ -61,10 +65,11 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 5] = [
+    pub const ALL: [Contender; 6] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
+        Contender::StockadeWarmCli,
         Contender::Ctr,
         Contender::Runc,
     ];
@@ -74,6 +79,7 @@ impl Contender {
             Contender::StockadeLib => "stockade-lib",
             Contender::StockadeCli => "stockade-cli",
             Contender::StockadeWarm => "stockade-warm",
+            Contender::StockadeWarmCli => "stockade-warm-cli",
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
         }
@@ -225,6 +231,8 @@ struct Contenders {
     lib: Runner,
     /// One pool per image, for the warm contender.
     warm: BTreeMap<String, crate::pool::Pool>,
+    /// The CLI with pool services, and each image's service socket.
+    warm_cli: Option<(external::StockadeCli, BTreeMap<String, PathBuf>)>,
     policy: ValidatedPolicy,
     cli: external::StockadeCli,
     ctr: Option<external::Ctr>,
@@ -267,6 +275,10 @@ impl Contenders {
                 })
             }
             Contender::StockadeCli => self.cli.run(w).await,
+            Contender::StockadeWarmCli => match &self.warm_cli {
+                Some((cli, _)) => cli.run(w).await,
+                None => Err(BenchError::Setup("no pool service".into())),
+            },
             Contender::Ctr => match &self.ctr {
                 Some(ctr) => {
                     ctr.run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))
@@ -388,9 +400,63 @@ pub async fn run(
             pool.wait_ready(size, Duration::from_secs(60)).await;
         }
     }
+    let mut services = Vec::new();
+    let warm_cli = if config.contenders.contains(&Contender::StockadeWarmCli) {
+        let size = config.concurrency.iter().copied().max().unwrap_or(1);
+        let dir = config.work_dir.join("pool");
+        let mut sockets = BTreeMap::new();
+        for w in &usable {
+            if sockets.contains_key(&w.image) {
+                continue;
+            }
+            let mut p = policy.clone();
+            p.image = w.image.clone();
+            let sock = crate::pool::socket_path(&dir, &p.hash());
+            let child = tokio::process::Command::new(&config.stockade_bin)
+                .arg("pool")
+                .arg("fill")
+                .arg("--image")
+                .arg(&w.image)
+                .arg("--size")
+                .arg(size.to_string())
+                .arg("--socket-dir")
+                .arg(&dir)
+                .arg("--address")
+                .arg(client.address())
+                .arg("--namespace")
+                .arg(client.namespace())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| BenchError::Spawn {
+                    what: "stockade pool fill".into(),
+                    message: e.to_string(),
+                })?;
+            services.push(child);
+            sockets.insert(w.image.clone(), sock);
+        }
+        progress(&format!(
+            "starting the pool services ({size} sandboxes each)"
+        ));
+        for sock in sockets.values() {
+            service_ready(sock, size, Duration::from_secs(60)).await;
+        }
+        let cli = external::StockadeCli {
+            binary: config.stockade_bin.clone(),
+            address: client.address().to_path_buf(),
+            namespace: client.namespace().to_string(),
+            flags: vec!["--pool-dir".into(), dir.to_string_lossy().into_owned()],
+        };
+        Some((cli, sockets))
+    } else {
+        None
+    };
     let contenders = Arc::new(Contenders {
         lib,
         warm,
+        warm_cli,
         policy,
         cli,
         ctr,
@@ -405,6 +471,23 @@ pub async fn run(
             st.taken, st.misses
         ));
         pool.drain().await;
+    }
+    if let Some((_, sockets)) = &contenders.warm_cli {
+        use crate::pool::service::{request, DrainReply, Request, StatusReply};
+        for (image, sock) in sockets {
+            if let Ok(r) =
+                request::<StatusReply>(sock, &Request::Status, Duration::from_secs(2)).await
+            {
+                notes.push(format!(
+                    "pool service {image}: {} runs took a prepared sandbox, {} found the pool empty and ran cold",
+                    r.status.taken, r.status.misses
+                ));
+            }
+            let _ = request::<DrainReply>(sock, &Request::Drain, Duration::from_secs(60)).await;
+        }
+    }
+    for mut child in services {
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
     }
     contenders.lib.wait_cleanups().await;
     if let Some(b) = bundles {
@@ -548,6 +631,21 @@ async fn measure(
         .collect())
 }
 
+/// Waits until the pool service at `sock` has `n` sandboxes ready (or `timeout` passes).
+async fn service_ready(sock: &std::path::Path, n: usize, timeout: Duration) {
+    use crate::pool::service::{request, Request, StatusReply};
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(r) = request::<StatusReply>(sock, &Request::Status, Duration::from_secs(1)).await
+        {
+            if r.status.ready >= n {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn run_one(
     contenders: &Contenders,
     c: Contender,
@@ -590,6 +688,7 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
             Contender::StockadeLib,
             Contender::StockadeCli,
             Contender::StockadeWarm,
+            Contender::StockadeWarmCli,
         ] {
             for den in [Contender::Ctr, Contender::Runc] {
                 if let (Some(a), Some(b)) = (p50(&w, num, n), p50(&w, den, n)) {

@@ -28,11 +28,12 @@ pub struct BenchArgs {
     /// Workloads, comma-separated: true, echo, python.
     #[arg(long, value_delimiter = ',', default_value = "true,echo")]
     pub workloads: Vec<String>,
-    /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm, ctr, runc.
+    /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
+    /// stockade-warm-cli, ctr, runc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stockade-lib,stockade-cli,stockade-warm,ctr,runc"
+        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,ctr,runc"
     )]
     pub contenders: Vec<String>,
     /// Print the report as JSON instead of a table.
@@ -63,10 +64,11 @@ fn contender(name: &str) -> Result<Contender> {
         "stockade-lib" | "lib" => Contender::StockadeLib,
         "stockade-cli" | "cli" => Contender::StockadeCli,
         "stockade-warm" | "warm" => Contender::StockadeWarm,
+        "stockade-warm-cli" | "warm-cli" => Contender::StockadeWarmCli,
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, ctr, runc)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, ctr, runc)"
         ),
     })
 }

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod gc;
 pub mod image;
+pub mod pool;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Gc(a) => gc::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Pool(a) => pool::run(a).await,
     }
 }
 

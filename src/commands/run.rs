@@ -45,10 +45,13 @@ pub struct RunArgs {
     /// Do not write the audit log (overrides --audit-log).
     #[arg(long)]
     pub no_audit_log: bool,
-    /// Start from the base snapshot, never from a pre-started sandbox (every run is
-    /// cold until sandbox pools exist; the flag keeps scripts stable).
+    /// Start from the base snapshot, never from a sandbox a pool (`stockade pool fill`)
+    /// prepared ahead of time.
     #[arg(long)]
     pub cold: bool,
+    /// Directory of the pool sockets asked for a prepared sandbox.
+    #[arg(long, value_name = "DIR", default_value = stockade::pool::DEFAULT_SOCKET_DIR, hide = true)]
+    pub pool_dir: PathBuf,
     /// When the finished run's objects are removed: after exit by a detached helper, or
     /// before exit.
     #[arg(long, value_enum, default_value_t = CleanupWhen::Detach, hide = true)]
@@ -115,7 +118,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .output(output)
         .terminal(args.tty)
         .cancel(cancel);
-    let outcome = runner.run(req).await;
+    let outcome = match take_pooled(&runner, &req, &args).await {
+        Some(p) => runner.run_prepared(p, req).await,
+        None => runner.run(req).await,
+    };
     signals.abort();
 
     let code = match outcome {
@@ -160,6 +166,40 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         }
     }
     Ok(code)
+}
+
+/// A sandbox from the pool service for this image and policy, unless `--cold`, a terminal,
+/// or no pool has one (then the run is cold; a pool that fails to answer only costs a
+/// warning).
+async fn take_pooled(
+    runner: &Runner,
+    req: &RunRequest,
+    args: &RunArgs,
+) -> Option<stockade::runner::Prepared> {
+    use stockade::pool::{service, socket_path};
+    if args.cold || args.tty || req.args.first().is_none_or(|a| a.contains('=')) {
+        return None;
+    }
+    let hash = req.policy.hash();
+    let place = service::Place {
+        address: runner.client().address().to_path_buf(),
+        namespace: runner.client().namespace().to_string(),
+        fifo_root: args.fifo_root.clone(),
+    };
+    match service::take(
+        &socket_path(&args.pool_dir, &hash),
+        &req.policy.image,
+        &hash,
+        &place,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("{e}; starting cold");
+            None
+        }
+    }
 }
 
 /// SIGINT / SIGTERM / SIGHUP to stockade cancel the run: the sandbox is killed and removed

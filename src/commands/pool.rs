@@ -1,0 +1,276 @@
+//! `stockade pool`: keep sandboxes ready for one image and policy (`fill`, a small service
+//! on a Unix socket that `stockade run` asks first), show the pools (`ls`), and remove
+//! them (`drain`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
+use stockade::containerd::DEFAULT_NAMESPACE;
+use stockade::policy::parse_duration;
+use stockade::pool::service::{self, DrainReply, Place, Request, StatusReply};
+use stockade::pool::{socket_path, Pool, PoolConfig, DEFAULT_SOCKET_DIR};
+use stockade::runner::{CleanupMode, Runner, StoreImages, DEFAULT_FIFO_ROOT};
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Keep SIZE sandboxes ready for the image and policy; serve them to `stockade run`.
+    Fill(FillArgs),
+    /// Show every pool: size, ready sandboxes, their idle ages, memory they hold.
+    Ls(LsArgs),
+    /// Remove every pooled sandbox and stop the pool services.
+    Drain(LsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FillArgs {
+    #[command(flatten)]
+    pub policy: crate::cli::PolicyArgs,
+    /// Ready sandboxes to keep.
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    pub size: usize,
+    /// Remove ready sandboxes nobody took for this long (and stop refilling until the next
+    /// take).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub idle_expiry: String,
+    /// Sandboxes prepared at once while refilling.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub refill_concurrency: usize,
+    /// Return once the service listens, leaving it in the background.
+    #[arg(long)]
+    pub detach: bool,
+    /// Directory of the pool sockets.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// containerd socket [default: $CONTAINERD_ADDRESS, else
+    /// /run/containerd/containerd.sock, else stockade's private containerd].
+    #[arg(long, value_name = "SOCK")]
+    pub address: Option<PathBuf>,
+    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Parent of the per-run FIFO directories.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_FIFO_ROOT, hide = true)]
+    pub fifo_root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Directory of the pool sockets.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(cmd: PoolCommand) -> Result<u8> {
+    match cmd {
+        PoolCommand::Fill(a) => fill(a).await,
+        PoolCommand::Ls(a) => ls(a).await,
+        PoolCommand::Drain(a) => drain(a).await,
+    }
+}
+
+async fn fill(args: FillArgs) -> Result<u8> {
+    let idle_expiry =
+        parse_duration(&args.idle_expiry).map_err(|e| anyhow::anyhow!("--idle-expiry: {e}"))?;
+    if args.size == 0 {
+        bail!("--size: must be at least 1");
+    }
+    if args.refill_concurrency == 0 {
+        bail!("--refill-concurrency: must be at least 1");
+    }
+    let policy = super::load_policy(&args.policy)?;
+    let path = socket_path(&args.socket_dir, &policy.hash());
+    if args.detach {
+        return detach(&path).await;
+    }
+    let host = super::doctor::host_facts_for_spec()?;
+    let client = connect_or_start(
+        args.address.as_deref(),
+        &args.namespace,
+        &DaemonPaths::system(),
+    )
+    .await?;
+    let place = Place {
+        address: client.address().to_path_buf(),
+        namespace: client.namespace().to_string(),
+        fifo_root: args.fifo_root.clone(),
+    };
+    let runner = Runner::builder()
+        .client(client)
+        .host(host)
+        .images(std::sync::Arc::new(StoreImages))
+        .fifo_root(&args.fifo_root)
+        .cleanup(CleanupMode::Background)
+        .build()?;
+    let listener = service::bind(&path).await?;
+    let config = PoolConfig {
+        size: args.size,
+        idle_expiry,
+        refill_concurrency: args.refill_concurrency,
+        ..Default::default()
+    };
+    let pool = Pool::start(runner.clone(), policy, config)?;
+    eprintln!(
+        "stockade: pool for image {} (policy {}) of {} on {}",
+        pool.policy().image,
+        pool.policy().hash(),
+        args.size,
+        path.display()
+    );
+    let stop = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let removed = service::serve(pool, listener, path, place, stop).await;
+    runner.wait_cleanups().await;
+    eprintln!("stockade: pool drained ({removed} ready sandboxes removed)");
+    Ok(0)
+}
+
+/// Starts this command again without `--detach`, in its own process group with no stdio,
+/// and waits until its socket answers.
+async fn detach(path: &std::path::Path) -> Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let child = std::process::Command::new("/proc/self/exe")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the pool service")?;
+    for _ in 0..300 {
+        if let Ok(r) =
+            service::request::<StatusReply>(path, &Request::Status, Duration::from_millis(500))
+                .await
+        {
+            if r.pid == child.id() {
+                println!("{}", child.id());
+                return Ok(0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "pool service {} did not answer on {} within 30 s",
+        child.id(),
+        path.display()
+    )
+}
+
+async fn statuses(dir: &std::path::Path) -> Vec<(PathBuf, Result<StatusReply, String>)> {
+    let mut out = Vec::new();
+    for s in service::sockets(dir) {
+        let r = service::request::<StatusReply>(&s, &Request::Status, Duration::from_secs(2))
+            .await
+            .map_err(|e| e.to_string());
+        out.push((s, r));
+    }
+    out
+}
+
+async fn ls(args: LsArgs) -> Result<u8> {
+    let all = statuses(&args.socket_dir).await;
+    if args.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|(s, r)| match r {
+                Ok(st) => serde_json::json!({ "socket": s, "pool": st }),
+                Err(e) => serde_json::json!({ "socket": s, "error": e }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<8} {:<24} {:<14} {:>4} {:>5} {:>5} {:>8} {:>6} {:>6} {:>9} {:<}",
+        "PID",
+        "IMAGE",
+        "POLICY",
+        "SIZE",
+        "READY",
+        "PREP",
+        "MEM",
+        "TAKEN",
+        "MISSES",
+        "EXPIRY",
+        "IDLE AGES"
+    );
+    for (s, r) in &all {
+        match r {
+            Ok(x) => {
+                let st = &x.status;
+                let ages: Vec<String> = st
+                    .idle_ages_ms
+                    .iter()
+                    .map(|ms| format!("{:.1}s", *ms as f64 / 1000.0))
+                    .collect();
+                println!(
+                    "{:<8} {:<24} {:<14} {:>4} {:>5} {:>5} {:>7}M {:>6} {:>6} {:>8}s {}{}",
+                    x.pid,
+                    st.image,
+                    &st.policy_hash[..st.policy_hash.len().min(14)],
+                    st.size,
+                    st.ready,
+                    st.preparing,
+                    st.memory_bytes >> 20,
+                    st.taken,
+                    st.misses,
+                    st.idle_expiry_ms / 1000,
+                    ages.join(" "),
+                    if st.idle {
+                        " (idle: not refilling)"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(e) = &st.last_error {
+                    println!("         last error: {e}");
+                }
+            }
+            Err(e) => println!("{}: {e}", s.display()),
+        }
+    }
+    Ok(0)
+}
+
+async fn drain(args: LsArgs) -> Result<u8> {
+    let mut total = 0;
+    let mut failed = false;
+    for s in service::sockets(&args.socket_dir) {
+        match service::request::<DrainReply>(&s, &Request::Drain, Duration::from_secs(60)).await {
+            Ok(r) => {
+                total += r.removed;
+                if !args.json {
+                    println!("{}: {} removed", s.display(), r.removed);
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("stockade: {e}");
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::json!({ "removed": total }));
+    }
+    Ok(if failed { 125 } else { 0 })
+}
