@@ -146,7 +146,9 @@ async fn runs_map_exit_codes_and_output_and_leave_nothing() {
             },
             stdin: None,
             want_exit: 124,
-            within: sec(3),
+            // The claim is about the time from start to the kill (`run_ms`, checked below);
+            // the whole run also pays for setup, which is slow under emulation (the VM lane).
+            within: sec(20),
             check: |r| {
                 assert!(r.timed_out);
                 assert!(r.phases.run_ms < 2000.0, "run took {} ms", r.phases.run_ms);
