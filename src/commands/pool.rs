@@ -18,7 +18,7 @@ use stockade::runner::{CleanupMode, Runner, StoreImages, DEFAULT_FIFO_ROOT};
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
     /// Keep SIZE sandboxes ready for the image and policy; serve them to `stockade run`.
-    Fill(FillArgs),
+    Fill(Box<FillArgs>),
     /// Show every pool: size, ready sandboxes, their idle ages, memory they hold.
     Ls(LsArgs),
     /// Remove every pooled sandbox and stop the pool services.
@@ -68,7 +68,7 @@ pub struct LsArgs {
 
 pub async fn run(cmd: PoolCommand) -> Result<u8> {
     match cmd {
-        PoolCommand::Fill(a) => fill(a).await,
+        PoolCommand::Fill(a) => fill(*a).await,
         PoolCommand::Ls(a) => ls(a).await,
         PoolCommand::Drain(a) => drain(a).await,
     }
