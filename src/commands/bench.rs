@@ -54,6 +54,13 @@ pub struct BenchArgs {
     pub address: Option<PathBuf>,
     #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
+    /// Instead of the latency table: sustained runs/s of `/bin/true` for this long, cold
+    /// and then warm (a pool of --pool-size), at each --concurrency level.
+    #[arg(long, value_name = "DURATION")]
+    pub sustained: Option<String>,
+    /// Pool size for --sustained warm.
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub pool_size: usize,
     /// Working directory for runc bundles.
     #[arg(long, value_name = "DIR", default_value = "/run/stockade/bench")]
     pub work_dir: PathBuf,
@@ -93,6 +100,27 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         &DaemonPaths::system(),
     )
     .await?;
+    if let Some(d) = &args.sustained {
+        let d =
+            stockade::policy::parse_duration(d).map_err(|e| anyhow::anyhow!("--sustained: {e}"))?;
+        let mut all = Vec::new();
+        for &c in &args.concurrency {
+            for size in [0, args.pool_size] {
+                let s = bench::sustained(client.clone(), host.clone(), policy.clone(), d, c, size)
+                    .await?;
+                eprintln!(
+                    "sustained {} conc {:>2} pool {:>2}: {} runs in {:.1} s = {:.1} runs/s, p50 {:.1} ms, p99 {:.1} ms, {} failed, {} ran cold",
+                    s.mode, s.concurrency, s.pool_size, s.completed, s.wall_s, s.runs_per_sec,
+                    s.p50_ms, s.p99_ms, s.failures, s.cold_fallbacks
+                );
+                all.push(s);
+            }
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        return Ok(0);
+    }
     let stockade_bin = match args.stockade_bin {
         Some(p) => p,
         None => std::env::current_exe().context("locating the stockade binary")?,
