@@ -746,7 +746,7 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<8} {:>4} {:<14} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "{:<8} {:>4} {:<17} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
         "workload", "conc", "contender", "n", "min", "p50", "p95", "p99", "runs/s", "fail"
     );
     for c in &r.cells {
@@ -756,7 +756,7 @@ pub fn render_table(r: &Report) -> String {
             .unwrap_or((0, f64::NAN, f64::NAN, f64::NAN, f64::NAN));
         let _ = writeln!(
             s,
-            "{:<8} {:>4} {:<14} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+            "{:<8} {:>4} {:<17} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
             c.workload,
             c.concurrency,
             c.contender.name(),
