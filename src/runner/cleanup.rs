@@ -189,8 +189,21 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// Whether `pid` is a live process. A zombie (state `Z`, or `X` dead) has exited: the run it
+/// owned is abandoned even though its parent has not reaped it yet.
 fn pid_alive(proc_root: &Path, pid: u32) -> bool {
-    proc_root.join(pid.to_string()).exists()
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        // The state follows the command name, which is in parentheses and may contain any
+        // character, so it is read after the last `)`.
+        Ok(stat) => match stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+        {
+            Some("Z") | Some("X") | Some("x") => false,
+            _ => true,
+        },
+        Err(_) => proc_root.join(pid.to_string()).exists(),
+    }
 }
 
 fn mtime_secs(p: &Path) -> Option<u64> {
@@ -506,5 +519,25 @@ mod tests {
         }))
         .await;
         assert_eq!(outs, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn zombies_and_missing_pids_are_not_alive() {
+        let t = tempfile::tempdir().unwrap();
+        let stat = |pid: &str, text: &str| {
+            std::fs::create_dir_all(t.path().join(pid)).unwrap();
+            std::fs::write(t.path().join(pid).join("stat"), text).unwrap();
+        };
+        stat("10", "10 (stockade) S 1 10 10 0 -1");
+        stat("11", "11 (stockade) Z 1 11 11 0 -1");
+        stat("12", "12 (a) Z (b)) R 1 12 12 0 -1");
+        assert!(pid_alive(t.path(), 10));
+        assert!(!pid_alive(t.path(), 11));
+        assert!(
+            pid_alive(t.path(), 12),
+            "the state is read after the last parenthesis"
+        );
+        assert!(!pid_alive(t.path(), 13));
+        assert!(pid_alive(Path::new("/proc"), std::process::id()));
     }
 }
