@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::containerd::Client;
@@ -42,7 +42,7 @@ pub enum BenchError {
 }
 
 /// The programs compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Contender {
     /// [`Runner::run`] in this process: the path an embedding front end takes.
@@ -170,7 +170,7 @@ pub struct BenchConfig {
 }
 
 /// Results of one (workload, contender, concurrency) cell.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
     pub workload: String,
     pub contender: Contender,
@@ -188,7 +188,7 @@ pub struct Cell {
 }
 
 /// A ratio of two contenders' p50s in the same run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub workload: String,
     pub concurrency: usize,
@@ -198,7 +198,7 @@ pub struct Ratio {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub host: HostInfo,
     pub config: ConfigEcho,
@@ -208,7 +208,7 @@ pub struct Report {
 }
 
 /// Where the figures were measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
     pub kernel: String,
     pub cpus: usize,
@@ -218,7 +218,7 @@ pub struct HostInfo {
 }
 
 /// The configuration, echoed into the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigEcho {
     pub iterations: usize,
     pub warmup: usize,
@@ -821,19 +821,27 @@ pub fn render_table(r: &Report) -> String {
 
 /// The CDF plot of every contender at concurrency 1, one plot per workload, stacked.
 pub fn render_svg(r: &Report, workload: &str) -> String {
-    let series: Vec<(String, Vec<f64>)> = r
+    let levels: Vec<usize> = r.config.concurrency.clone();
+    let series: Vec<svg::Series> = r
         .cells
         .iter()
         .filter(|c| c.workload == workload)
-        .map(|c| {
-            (
-                format!("{} ×{}", c.contender.name(), c.concurrency),
-                c.samples_ms.clone(),
-            )
+        .map(|c| svg::Series {
+            name: format!("{} ×{}", c.contender.name(), c.concurrency),
+            // One colour per contender, one dash per concurrency level.
+            colour: Contender::ALL
+                .iter()
+                .position(|x| *x == c.contender)
+                .unwrap_or(0),
+            dash: levels.iter().position(|l| *l == c.concurrency).unwrap_or(0),
+            values: c.samples_ms.clone(),
         })
         .collect();
     svg::cdf(
-        &format!("start latency, `{workload}` — kernel {}", r.host.kernel),
+        &format!(
+            "start latency, `{workload}` (solid ×1, dashed ×8, dotted ×32) — kernel {}",
+            r.host.kernel
+        ),
         &series,
     )
 }

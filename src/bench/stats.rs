@@ -1,9 +1,9 @@
 //! Latency statistics: nearest-rank percentiles over a sample of durations.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Summary of one series of latencies, in milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub min_ms: f64,

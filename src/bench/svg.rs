@@ -20,11 +20,25 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Renders `series` (name, latencies in ms) as a CDF; `title` goes on top.
-pub fn cdf(title: &str, series: &[(String, Vec<f64>)]) -> String {
+/// One line of the plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    /// Index into the colour palette (lines of one family share a colour).
+    pub colour: usize,
+    /// 0 solid, 1 dashed, 2 dotted, … (lines of one family differ by dash).
+    pub dash: usize,
+    /// Latencies in ms.
+    pub values: Vec<f64>,
+}
+
+const DASHES: &[&str] = &["", "7,4", "2,3", "10,3,2,3"];
+
+/// Renders `series` as a CDF; `title` goes on top.
+pub fn cdf(title: &str, series: &[Series]) -> String {
     let all: Vec<f64> = series
         .iter()
-        .flat_map(|(_, v)| v.iter().copied())
+        .flat_map(|s| s.values.iter().copied())
         .filter(|x| *x > 0.0 && x.is_finite())
         .collect();
     let (lo, hi) = if all.is_empty() {
@@ -100,8 +114,13 @@ pub fn cdf(title: &str, series: &[(String, Vec<f64>)]) -> String {
         TOP + ph / 2.0,
         TOP + ph / 2.0
     );
-    for (i, (name, values)) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+    for (i, line) in series.iter().enumerate() {
+        let (name, values) = (&line.name, &line.values);
+        let colour = COLOURS[line.colour % COLOURS.len()];
+        let dash = match DASHES[line.dash % DASHES.len()] {
+            "" => String::new(),
+            d => format!(r#" stroke-dasharray="{d}""#),
+        };
         let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         v.sort_by(f64::total_cmp);
         if !v.is_empty() {
@@ -119,13 +138,13 @@ pub fn cdf(title: &str, series: &[(String, Vec<f64>)]) -> String {
             }
             let _ = writeln!(
                 s,
-                r#"<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"/>"#
+                r#"<path d="{d}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>"#
             );
         }
         let ly = TOP + 10.0 + 20.0 * i as f64;
         let _ = writeln!(
             s,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}">{}</text>"#,
             W - RIGHT + 15.0,
             W - RIGHT + 40.0,
             W - RIGHT + 46.0,
@@ -143,12 +162,23 @@ mod tests {
 
     #[test]
     fn renders_one_path_and_one_legend_entry_per_series() {
+        let line = |name: &str, colour, dash, values: Vec<f64>| Series {
+            name: name.into(),
+            colour,
+            dash,
+            values,
+        };
         let svg = cdf(
             "t<1>",
             &[
-                ("a".into(), vec![1.0, 2.0, 3.0]),
-                ("b&c".into(), vec![10.0, 20.0]),
+                line("a", 0, 0, vec![1.0, 2.0, 3.0]),
+                line("b&c", 0, 1, vec![10.0, 20.0]),
             ],
+        );
+        assert_eq!(
+            svg.matches("stroke-dasharray").count(),
+            2,
+            "path and legend of b"
         );
         assert!(svg.starts_with("<svg"));
         assert!(svg.trim_end().ends_with("</svg>"));
@@ -161,7 +191,15 @@ mod tests {
 
     #[test]
     fn empty_input_still_renders() {
-        let svg = cdf("empty", &[("none".into(), vec![])]);
+        let svg = cdf(
+            "empty",
+            &[Series {
+                name: "none".into(),
+                colour: 0,
+                dash: 0,
+                values: vec![],
+            }],
+        );
         assert_eq!(svg.matches("<path ").count(), 0);
         assert!(svg.contains("none"));
     }

@@ -36,6 +36,10 @@ pub struct BenchArgs {
         default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,ctr,runc"
     )]
     pub contenders: Vec<String>,
+    /// Measure nothing: read a report saved with `--out` and print its table (and, with
+    /// `--svg`, redraw its plot).
+    #[arg(long, value_name = "FILE")]
+    pub replot: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +85,9 @@ fn contender(name: &str) -> Result<Contender> {
 }
 
 pub async fn run(args: BenchArgs) -> Result<u8> {
+    if let Some(saved) = &args.replot {
+        return replot(saved, &args);
+    }
     if args.iterations == 0 {
         bail!("--iterations: must be at least 1");
     }
@@ -151,5 +158,19 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     } else {
         print!("{}", bench::render_table(&report));
     }
+    Ok(0)
+}
+
+fn replot(saved: &std::path::Path, args: &BenchArgs) -> Result<u8> {
+    let text = std::fs::read_to_string(saved)
+        .with_context(|| format!("--replot {}: cannot read", saved.display()))?;
+    let report: bench::Report = serde_json::from_str(&text)
+        .with_context(|| format!("--replot {}: not a benchmark report", saved.display()))?;
+    if let Some(svg) = &args.svg {
+        let first = report.config.workloads.first().cloned().unwrap_or_default();
+        std::fs::write(svg, bench::render_svg(&report, &first))
+            .with_context(|| format!("--svg {}: cannot write", svg.display()))?;
+    }
+    print!("{}", bench::render_table(&report));
     Ok(0)
 }
