@@ -195,13 +195,11 @@ fn pid_alive(proc_root: &Path, pid: u32) -> bool {
     match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
         // The state follows the command name, which is in parentheses and may contain any
         // character, so it is read after the last `)`.
-        Ok(stat) => match stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-        {
-            Some("Z") | Some("X") | Some("x") => false,
-            _ => true,
-        },
+        Ok(stat) => !matches!(
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next()),
+            Some("Z" | "X" | "x")
+        ),
         Err(_) => proc_root.join(pid.to_string()).exists(),
     }
 }
