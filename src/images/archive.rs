@@ -14,8 +14,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::oci::{
     self, layer_compression, Descriptor, ImageConfigFile, Index, Manifest, MEDIA_CONFIG,
-    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR,
-    MEDIA_MANIFEST,
+    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST,
 };
 use super::store::{store_image, BlobSource, LayerSource, PreparedImage};
 use super::{normalize_name, ImageError, ImageRef, Progress};
@@ -459,18 +458,7 @@ fn read_docker_save(archive: &Path, dir: &Path) -> Result<Vec<FoundImage>, Image
                 });
             }
             layers.push(LayerSource {
-                descriptor: Descriptor {
-                    media_type: if gzip {
-                        MEDIA_LAYER_GZIP
-                    } else {
-                        MEDIA_LAYER_TAR
-                    }
-                    .to_string(),
-                    digest,
-                    size: size as i64,
-                    annotations: Default::default(),
-                    platform: None,
-                },
+                descriptor: super::layer::layer_descriptor(gzip, digest, size),
                 diff_id: diff_id.clone(),
                 source: BlobSource::File(path),
             });

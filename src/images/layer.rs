@@ -84,6 +84,22 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The descriptor of a layer blob: its media type says whether it is gzip-compressed.
+pub(crate) fn layer_descriptor(gzip: bool, digest: String, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: if gzip {
+            MEDIA_LAYER_GZIP
+        } else {
+            MEDIA_LAYER_TAR
+        }
+        .to_string(),
+        digest,
+        size: size as i64,
+        annotations: Default::default(),
+        platform: None,
+    }
+}
+
 /// Writes the tree under `rootfs` as a layer to `out`, gzip-compressed when `gzip`.
 pub fn write_layer(rootfs: &Path, out: &Path, gzip: bool) -> Result<LayerBlob, LayerError> {
     let file = File::create(out).map_err(io_err(out))?;
@@ -99,18 +115,7 @@ pub fn write_layer(rootfs: &Path, out: &Path, gzip: bool) -> Result<LayerBlob, L
     buf.flush().map_err(io_err(out))?;
     Ok(LayerBlob {
         path: out.to_path_buf(),
-        descriptor: Descriptor {
-            media_type: if gzip {
-                MEDIA_LAYER_GZIP
-            } else {
-                MEDIA_LAYER_TAR
-            }
-            .to_string(),
-            digest,
-            size: size as i64,
-            annotations: Default::default(),
-            platform: None,
-        },
+        descriptor: layer_descriptor(gzip, digest, size),
         diff_id,
         uncompressed_size,
         entries,
