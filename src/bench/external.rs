@@ -2,6 +2,7 @@
 //! `ctr run --rm` and bare `runc run`. Each run is timed from spawn to exit, as a caller
 //! experiences it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -69,12 +70,16 @@ impl StockadeCli {
 pub(super) struct Ctr {
     pub address: PathBuf,
     pub namespace: String,
-    /// The image reference as containerd's image store names it.
-    pub image_ref: String,
+    /// Workload image name → the reference containerd's image store knows it by.
+    pub image_refs: BTreeMap<String, String>,
 }
 
 impl Ctr {
     pub async fn run(&self, w: &Workload, id: &str) -> Result<Sample, BenchError> {
+        let image_ref = self
+            .image_refs
+            .get(&w.image)
+            .ok_or_else(|| BenchError::Setup(format!("no image reference for {}", w.image)))?;
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.address)
@@ -82,7 +87,7 @@ impl Ctr {
             .arg(&self.namespace)
             .arg("run")
             .arg("--rm")
-            .arg(&self.image_ref)
+            .arg(image_ref)
             .arg(id)
             .args(&w.args);
         let (dt, out) = timed(cmd, "ctr run").await?;

@@ -348,11 +348,13 @@ pub async fn run(
         flags: Vec::new(),
     };
     let ctr = if external::have("ctr") {
-        // One reference for every workload's image; `ctr run` takes it per run.
         Some(external::Ctr {
             address: client.address().to_path_buf(),
             namespace: client.namespace().to_string(),
-            image_ref: String::new(),
+            image_refs: image_refs
+                .iter()
+                .map(|(image, r)| (image.clone(), r.name.clone()))
+                .collect(),
         })
     } else {
         notes.push("ctr not found: ctr-run not measured".into());
@@ -463,7 +465,7 @@ pub async fn run(
         runc,
     });
 
-    let outcome = measure(&contenders, &usable, &image_refs, config, progress).await;
+    let outcome = measure(&contenders, &usable, config, progress).await;
     for (image, pool) in &contenders.warm {
         let st = pool.status();
         notes.push(format!(
@@ -520,21 +522,18 @@ pub async fn run(
 async fn measure(
     contenders: &Arc<Contenders>,
     workloads: &[Workload],
-    image_refs: &BTreeMap<String, crate::images::ImageRef>,
     config: &BenchConfig,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Cell>, BenchError> {
     let mut acc: BTreeMap<(String, Contender, usize), Acc> = BTreeMap::new();
     let mut seq = 0usize;
-    let workload_for = |w: &Workload| -> Workload { w.clone() };
-    let ctr_ref = |w: &Workload| image_refs.get(&w.image).map(|i| i.name.clone());
 
     // Warm-up: not recorded.
     for w in workloads {
         for &c in &config.contenders {
             for _ in 0..config.warmup {
                 seq += 1;
-                let _ = run_one(contenders, c, &workload_for(w), ctr_ref(w), seq).await;
+                let _ = contenders.run_once(c, w, seq).await;
             }
         }
     }
@@ -565,9 +564,8 @@ async fn measure(
                         seq += 1;
                         let cs = Arc::clone(contenders);
                         let wl = w.clone();
-                        let r = ctr_ref(w);
                         let s = seq;
-                        set.spawn(async move { run_one(&cs, c, &wl, r, s).await });
+                        set.spawn(async move { cs.run_once(c, &wl, s).await });
                     }
                     let a = acc.entry((w.name.clone(), c, level)).or_default();
                     while let Some(res) = set.join_next().await {
@@ -644,28 +642,6 @@ async fn service_ready(sock: &std::path::Path, n: usize, timeout: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-async fn run_one(
-    contenders: &Contenders,
-    c: Contender,
-    w: &Workload,
-    ctr_ref: Option<String>,
-    seq: usize,
-) -> Result<Sample, BenchError> {
-    if c == Contender::Ctr {
-        if let (Some(ctr), Some(r)) = (&contenders.ctr, ctr_ref) {
-            let ctr = external::Ctr {
-                image_ref: r,
-                address: ctr.address.clone(),
-                namespace: ctr.namespace.clone(),
-            };
-            return ctr
-                .run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))
-                .await;
-        }
-    }
-    contenders.run_once(c, w, seq).await
 }
 
 /// stockade's p50 over ctr's and runc's, per workload and concurrency.
