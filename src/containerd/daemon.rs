@@ -633,23 +633,20 @@ pub fn shim_of(argv: &[String], socket: &Path) -> Option<(Option<String>, Option
 
 /// Every shim serving the daemon at `socket`.
 pub fn shims_for(socket: &Path) -> Vec<Shim> {
-    let mut shims = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return shims;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some((id, namespace)) = shim_of(&read_cmdline(pid), socket) {
-            shims.push(Shim { pid, id, namespace });
-        }
-    }
-    shims
+    proc_pids()
+        .filter_map(|pid| {
+            shim_of(&read_cmdline(pid), socket).map(|(id, namespace)| Shim { pid, id, namespace })
+        })
+        .collect()
+}
+
+/// Every process id listed in `/proc` now.
+fn proc_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
 }
 
 /// Kills, by PID, every shim of the daemon at `socket` and the processes each shim
@@ -668,25 +665,12 @@ pub fn kill_shims(socket: &Path) -> Vec<Shim> {
 
 /// PIDs whose parent is `ppid`.
 fn children_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            if parent_pid(&stat) == Some(ppid) {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    proc_pids()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| parent_pid(&stat) == Some(ppid))
+        })
+        .collect()
 }
 
 fn parent_pid(stat: &str) -> Option<i32> {
