@@ -24,6 +24,9 @@ use crate::policy::ValidatedPolicy;
 use crate::runner::{Output, RunRequest, Runner};
 pub use stats::{summarize, Summary};
 
+/// Longest wait, before a burst, for pools to refill and earlier runs to be removed.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why the benchmark could not run.
 #[derive(Debug, Error)]
 pub enum BenchError {
@@ -240,6 +243,47 @@ struct Contenders {
 }
 
 impl Contenders {
+    /// Before each measured burst, untimed: the warm pools (library and service) for the
+    /// workload's image hold `level` ready sandboxes, and nothing of an earlier burst is
+    /// still being removed (the library's background removals, and the detached helper of
+    /// each `stockade run`: no stockade container but pooled ones is left). Each burst so
+    /// measures start latency on a settled host rather than against the previous
+    /// contender's removal or refill; `--sustained` measures with all of that included.
+    async fn settle(&self, w: &Workload, level: usize) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        if let Some(pool) = self.warm.get(&w.image) {
+            pool.wait_ready(level, SETTLE_TIMEOUT).await;
+        }
+        if let Some(sock) = self.warm_cli.as_ref().and_then(|(_, s)| s.get(&w.image)) {
+            service_ready(sock, level, SETTLE_TIMEOUT).await;
+        }
+        self.lib.wait_cleanups().await;
+        let c = self.lib.client();
+        let managed = format!("labels.\"{}\"==true", crate::containerd::LABEL_MANAGED);
+        while Instant::now() < deadline {
+            let listed = c
+                .containers()
+                .list(
+                    c.request(containerd_client::services::v1::ListContainersRequest {
+                        filters: vec![managed.clone()],
+                    }),
+                )
+                .await;
+            let busy = match listed {
+                Ok(r) => r
+                    .into_inner()
+                    .containers
+                    .iter()
+                    .any(|ct| !ct.labels.contains_key(crate::pool::LABEL_POOL)),
+                Err(_) => false,
+            };
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn run_once(&self, c: Contender, w: &Workload, seq: usize) -> Result<Sample, BenchError> {
         match c {
             Contender::StockadeLib | Contender::StockadeWarm => {
@@ -551,13 +595,7 @@ async fn measure(
                 let len = order.len().max(1);
                 order.rotate_left(round % len);
                 for c in order {
-                    if let Some(pool) = contenders
-                        .warm
-                        .get(&w.image)
-                        .filter(|_| c == Contender::StockadeWarm)
-                    {
-                        pool.wait_ready(level, Duration::from_secs(30)).await;
-                    }
+                    contenders.settle(w, level).await;
                     let t0 = Instant::now();
                     let mut set = tokio::task::JoinSet::new();
                     for _ in 0..level {

@@ -4,18 +4,20 @@
 //! A pooled sandbox is what [`Runner::prepare`] makes: the run directory with its FIFOs,
 //! the copy-on-write snapshot, the container with the policy's spec, and the task created
 //! by `runc create` (namespaces, cgroup and limits, mounts, user, capabilities,
-//! no_new_privs, rlimits, seccomp and AppArmor in place) but not started. Its pid 1 is the
-//! image's `/bin/sh` running [`crate::runner::TRAMPOLINE`]: once started it reads one
-//! command line from stdin and `exec`s it through `env -i` with the spec's environment (the
-//! shell's own variables do not leak), so the run's command becomes pid 1 under exactly the
-//! spec a cold run gets, but for `process.args`. The image needs `/bin/sh` and `env`. A run takes one sandbox, starts it,
-//! writes the command line; the sandbox is removed after the run like any other, never
-//! handed out twice, and the pool refills in the background.
+//! no_new_privs, rlimits, seccomp and AppArmor in place) and started by `runc start`. Its
+//! pid 1 is the image's `/bin/sh` running [`crate::runner::TRAMPOLINE`], blocked reading
+//! one command line from stdin, which it `exec`s through `env -i` with the spec's
+//! environment (the shell's own variables do not leak), so the run's command becomes pid 1
+//! under exactly the spec a cold run gets, but for `process.args`. Nothing of a run's
+//! executes before its line arrives. The image needs `/bin/sh` and `env`. A run takes one
+//! sandbox and writes the command line: neither `runc create` nor `runc start` is on its
+//! path. The sandbox is removed after the run like any other, never handed out twice, and
+//! the pool refills in the background.
 //!
 //! ```text
 //! refill loop:  ready < size and pool in use? → Runner::prepare (≤ refill_concurrency at once)
 //!               ready sandbox older than idle_expiry → removed; no refill until the next take
-//! Pool::run:    take → Runner::run_prepared (Start → command line on stdin → Wait …)
+//! Pool::run:    take → Runner::run_prepared (command line on stdin → Wait …)
 //!               empty, other policy, a terminal, `=` in the command name → Runner::run (cold)
 //! ```
 //!
@@ -119,8 +121,8 @@ pub struct PoolStatus {
     pub expired: u64,
     pub failures: u64,
     pub last_error: Option<String>,
-    /// Memory the ready sandboxes hold: resident size of each one's waiting pid 1 (runc's
-    /// init) and of its shim.
+    /// Memory the ready sandboxes hold: resident size of each one's waiting pid 1 (the
+    /// trampoline shell) and of its shim.
     pub memory_bytes: u64,
     /// Whether refilling stopped because the pool was idle longer than its expiry.
     pub idle: bool,

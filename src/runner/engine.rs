@@ -482,14 +482,19 @@ impl Runner {
                 .map_err(ContainerdError::rpc("wait task"))
         });
 
+        // A pooled task was started when it was prepared: its pid 1 waits for the line.
         let t = Instant::now();
-        let started = c
-            .tasks()
-            .start(c.request(StartRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-            }))
-            .await;
+        let started = match live.pooled {
+            true => Ok(()),
+            false => c
+                .tasks()
+                .start(c.request(StartRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                }))
+                .await
+                .map(drop),
+        };
         phases.start_ms = ms(t.elapsed());
         if let Err(status) = started {
             wait.abort();
@@ -653,9 +658,9 @@ impl Runner {
     /// Makes a sandbox ahead of its run: the run directory (owned by this process) with
     /// its three FIFOs, the snapshot on the image's base, the container with the policy's
     /// spec, and the task created (`runc create`: namespaces, cgroup, mounts, credentials,
-    /// capabilities, no_new_privs, seccomp and AppArmor all in place) but not started. Its
-    /// pid 1 is the image's `/bin/sh` running [`TRAMPOLINE`], which, once started, reads one
-    /// command line from stdin and `exec`s it: the spec differs from a cold run's only in
+    /// capabilities, no_new_privs, seccomp and AppArmor all in place) and started. Its pid 1
+    /// is the image's `/bin/sh` running [`TRAMPOLINE`], blocked reading one command line
+    /// from stdin, which it then `exec`s: the spec differs from a cold run's only in
     /// `process.args`, and the command becomes pid 1 with everything else identical. The
     /// objects carry `labels` besides stockade's own. On failure, whatever was made is
     /// removed.
@@ -702,6 +707,15 @@ impl Runner {
                 .await
                 .map_err(|s| exec_error(&args, ContainerdError::rpc("create task")(s)))?
                 .into_inner();
+            // Started now, so that a run does not wait for `runc start`: the trampoline
+            // blocks reading its command line, and nothing of a run's has executed yet.
+            c.tasks()
+                .start(c.request(StartRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                }))
+                .await
+                .map_err(|s| exec_error(&args, ContainerdError::rpc("start task")(s)))?;
             Ok::<_, RunError>(Prepared {
                 id: id.clone(),
                 image: base.clone(),

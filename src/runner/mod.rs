@@ -246,7 +246,7 @@ impl RunRequest {
 }
 
 /// A sandbox made ahead of its run by [`Runner::prepare`]: run directory with its FIFOs,
-/// snapshot, container and a created (not started) task whose pid 1 waits for its command.
+/// snapshot, container and a started task whose pid 1 (the trampoline) waits for its command.
 /// Serializable, so that a pool process can hand it to another process, which runs it with
 /// [`Runner::run_prepared`] (opening the FIFOs by path; the giver must keep its own ends
 /// open until then, or the shim sees stdin end).
