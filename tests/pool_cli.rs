@@ -155,3 +155,72 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     assert!(ls(sockets_s).as_array().unwrap().is_empty());
     assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(20)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_cap_holds_the_pool_below_its_size() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("fifo");
+    let sockets = t.path().join("pool");
+    let (socket, fifo_s, sockets_s) = (
+        c.address().to_str().unwrap(),
+        fifo.to_str().unwrap(),
+        sockets.to_str().unwrap(),
+    );
+    // A cap below one sandbox: the pool keeps exactly one (it must see one to know the
+    // size), never the three asked for.
+    let out = stockade(&[
+        "pool",
+        "fill",
+        "--image",
+        "busybox",
+        "--size",
+        "3",
+        "--max-memory",
+        "1K",
+        "--detach",
+        "--address",
+        socket,
+        "--fifo-root",
+        fifo_s,
+        "--socket-dir",
+        sockets_s,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let start = Instant::now();
+    let mut seen_one = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        let v = ls(sockets_s);
+        let st = &v[0]["pool"]["status"];
+        let held = st["ready"].as_u64().unwrap() + st["preparing"].as_u64().unwrap();
+        assert!(held <= 1, "the cap let the pool grow: {st}");
+        if st["ready"] == 1 {
+            if seen_one.is_none() {
+                seen_one = Some(Instant::now());
+            }
+            assert_eq!(st["max_memory_bytes"], 1024, "{st}");
+            assert_eq!(st["memory_limited"], true, "{st}");
+            // Long enough for a refill of two more to have begun and finished.
+            if seen_one.unwrap().elapsed() > Duration::from_secs(2) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen_one.is_some(), "the pool never had its one sandbox");
+
+    let warm = run_json(socket, fifo_s, sockets_s, &[], &["echo", "capped"]);
+    assert_eq!(
+        (warm["pooled"].as_bool(), warm["stdout"].as_str()),
+        (Some(true), Some("capped\n"))
+    );
+
+    let out = stockade(&["pool", "drain", "--socket-dir", sockets_s]);
+    assert!(out.status.success(), "{out:?}");
+    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(20)).await;
+}

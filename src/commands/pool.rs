@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
-use stockade::policy::parse_duration;
+use stockade::policy::{parse_duration, parse_size};
 use stockade::pool::service::{self, DrainReply, Place, Request, StatusReply};
 use stockade::pool::{socket_path, Pool, PoolConfig, DEFAULT_SOCKET_DIR};
 use stockade::runner::{CleanupMode, Runner, StoreImages, DEFAULT_FIFO_ROOT};
@@ -39,6 +39,11 @@ pub struct FillArgs {
     /// Sandboxes prepared at once while refilling.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub refill_concurrency: usize,
+    /// Cap on the memory the ready sandboxes hold (their waiting pid 1s and shims, as
+    /// `pool ls` shows), e.g. 64Mi; the pool stays below its size rather than exceed it
+    /// [default: no cap].
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Return once the service listens, leaving it in the background.
     #[arg(long)]
     pub detach: bool,
@@ -83,6 +88,11 @@ async fn fill(args: FillArgs) -> Result<u8> {
     if args.refill_concurrency == 0 {
         bail!("--refill-concurrency: must be at least 1");
     }
+    let max_memory = args
+        .max_memory
+        .as_deref()
+        .map(|v| parse_size(v).map_err(|e| anyhow::anyhow!("--max-memory: {e}")))
+        .transpose()?;
     let policy = super::load_policy(&args.policy)?;
     let path = socket_path(&args.socket_dir, &policy.hash());
     if args.detach {
@@ -112,6 +122,7 @@ async fn fill(args: FillArgs) -> Result<u8> {
         size: args.size,
         idle_expiry,
         refill_concurrency: args.refill_concurrency,
+        max_memory,
         ..Default::default()
     };
     let pool = Pool::start(runner.clone(), policy, config)?;
@@ -242,6 +253,17 @@ async fn ls(args: LsArgs) -> Result<u8> {
                         ""
                     }
                 );
+                if let Some(cap) = st.max_memory_bytes {
+                    println!(
+                        "         memory cap {}M{}",
+                        cap >> 20,
+                        if st.memory_limited {
+                            ": holding the pool below its size"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 if let Some(e) = &st.last_error {
                     println!("         last error: {e}");
                 }

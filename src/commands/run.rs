@@ -71,6 +71,9 @@ pub enum CleanupWhen {
 }
 
 pub async fn run(args: RunArgs) -> Result<u8> {
+    // `-vv` logs where a run's time goes outside the phases its result reports.
+    let t0 = std::time::Instant::now();
+    let since = move || format!("{:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
     // The policy (seccomp profile included) and the host probe are read on a blocking
     // thread while the connection to containerd is made.
     let policy_args = args.policy.clone();
@@ -84,6 +87,10 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let (local, client) = tokio::join!(local, client);
     let (policy, host) = local.context("reading the policy")??;
     let client = client?;
+    tracing::debug!(
+        at = since(),
+        "policy read, host probed, containerd connected"
+    );
     let runner = Runner::builder()
         .client(client)
         .host(host)
@@ -119,9 +126,13 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .terminal(args.tty)
         .cancel(cancel);
     let outcome = match take_pooled(&runner, &req, &args).await {
-        Some(p) => runner.run_prepared(p, req).await,
+        Some(p) => {
+            tracing::debug!(at = since(), id = %p.id, "took a pooled sandbox");
+            runner.run_prepared(p, req).await
+        }
         None => runner.run(req).await,
     };
+    tracing::debug!(at = since(), "run finished");
     signals.abort();
 
     let code = match outcome {
@@ -150,6 +161,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             }
             if args.cleanup == CleanupWhen::Detach {
                 hand_off_cleanup(&runner, &result.id, &args).await;
+                tracing::debug!(at = since(), "removal handed off");
             }
             result.exit_code
         }
@@ -165,6 +177,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             tracing::warn!("reclaiming crashed run {id}: {why}");
         }
     }
+    tracing::debug!(at = since(), "done");
     Ok(code)
 }
 

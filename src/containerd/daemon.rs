@@ -206,6 +206,10 @@ pub async fn connect_or_start(
             binary: paths.binary.clone(),
         });
     }
+    // Usually it is up already: one connection and one Version RPC, no lock taken.
+    if let Ok(client) = try_connect(&paths.socket, namespace).await {
+        return Ok(client);
+    }
     ensure_running(paths).await?;
     Ok(Client::connect(&paths.socket, namespace).await?)
 }

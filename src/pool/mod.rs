@@ -83,6 +83,11 @@ pub struct PoolConfig {
     /// Sandboxes prepared at once while refilling. Default 2 (the host has 2 cores; more
     /// only slows the runs that are going on).
     pub refill_concurrency: usize,
+    /// Memory the ready sandboxes may hold ([`PoolStatus::memory_bytes`]): a refill is
+    /// started only while the ready ones, plus those being prepared estimated at the ready
+    /// ones' average, stay within it (an empty pool always prepares one). Default `None`:
+    /// `size` alone bounds the pool.
+    pub max_memory: Option<u64>,
     /// Where `/proc` is, to read the memory the ready sandboxes hold. Default `/proc`.
     pub proc_root: PathBuf,
 }
@@ -93,6 +98,7 @@ impl Default for PoolConfig {
             size: 4,
             idle_expiry: Duration::from_secs(600),
             refill_concurrency: 2,
+            max_memory: None,
             proc_root: PathBuf::from("/proc"),
         }
     }
@@ -124,6 +130,12 @@ pub struct PoolStatus {
     /// Memory the ready sandboxes hold: resident size of each one's waiting pid 1 (the
     /// trampoline shell) and of its shim.
     pub memory_bytes: u64,
+    /// The configured cap on `memory_bytes`, if any.
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
+    /// Whether the cap holds the pool below its size right now.
+    #[serde(default)]
+    pub memory_limited: bool,
     /// Whether refilling stopped because the pool was idle longer than its expiry.
     pub idle: bool,
 }
@@ -256,6 +268,15 @@ impl Pool {
         let i = &self.inner;
         let now = unix_ms();
         let idle = i.last_take.lock().expect("pool lock").elapsed() > i.config.idle_expiry;
+        let pids: Vec<u32> = i
+            .state
+            .lock()
+            .expect("pool lock")
+            .ready
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        let memory = memory_of(&i.config.proc_root, pids.into_iter());
         let st = i.state.lock().expect("pool lock");
         PoolStatus {
             image: i.policy.image.clone(),
@@ -275,7 +296,11 @@ impl Pool {
             expired: st.expired,
             failures: st.failures,
             last_error: st.last_error.clone(),
-            memory_bytes: memory_of(&i.config.proc_root, st.ready.iter().map(|p| p.pid)),
+            memory_bytes: memory,
+            max_memory_bytes: i.config.max_memory,
+            memory_limited: !idle
+                && st.ready.len() + st.preparing < i.config.size
+                && memory_room(i.config.max_memory, memory, st.ready.len(), st.preparing) == 0,
             idle,
         }
     }
@@ -310,6 +335,24 @@ impl Pool {
         }
         n
     }
+}
+
+/// How many more sandboxes may be prepared under the cap `max`, given the `memory` that
+/// `ready` sandboxes hold and `preparing` more on the way: each is estimated at the ready
+/// ones' average. Without a cap, or with nothing ready or on the way, unlimited.
+fn memory_room(max: Option<u64>, memory: u64, ready: usize, preparing: usize) -> usize {
+    let Some(max) = max else {
+        return usize::MAX;
+    };
+    if ready == 0 {
+        // Nothing to estimate from: one at a time until one is ready.
+        return usize::from(preparing == 0);
+    }
+    let each = (memory / ready as u64).max(1);
+    let budget = max.saturating_sub(memory) / each;
+    usize::try_from(budget)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(preparing)
 }
 
 /// Resident bytes of `pids` and of their parents (the shims), each process counted once.
@@ -356,6 +399,20 @@ async fn refill_loop(inner: Arc<Inner>) {
         let expiry = inner.config.idle_expiry;
         let idle = inner.last_take.lock().expect("pool lock").elapsed() > expiry;
         let mut expired = Vec::new();
+        let memory = match inner.config.max_memory {
+            None => 0,
+            Some(_) => {
+                let pids: Vec<u32> = inner
+                    .state
+                    .lock()
+                    .expect("pool lock")
+                    .ready
+                    .iter()
+                    .map(|p| p.pid)
+                    .collect();
+                memory_of(&inner.config.proc_root, pids.into_iter())
+            }
+        };
         let launch = {
             let mut st = inner.state.lock().expect("pool lock");
             if st.shutting_down {
@@ -375,7 +432,17 @@ async fn refill_loop(inner: Arc<Inner>) {
             let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
             let room = want.saturating_sub(st.ready.len() + st.preparing);
             let slots = inner.config.refill_concurrency.saturating_sub(st.preparing);
-            let n = if backing_off { 0 } else { room.min(slots) };
+            let fits = memory_room(
+                inner.config.max_memory,
+                memory,
+                st.ready.len(),
+                st.preparing,
+            );
+            let n = if backing_off {
+                0
+            } else {
+                room.min(slots).min(fits)
+            };
             st.preparing += n;
             n
         };
@@ -466,10 +533,35 @@ mod tests {
     }
 
     #[test]
+    fn the_memory_cap_admits_what_the_average_sandbox_says_fits() {
+        const M: u64 = 1 << 20;
+        // (cap, memory held, ready, preparing) → more that may be prepared
+        let table: &[(Option<u64>, u64, usize, usize, usize)] = &[
+            (None, 500 * M, 10, 3, usize::MAX),
+            (Some(64 * M), 0, 0, 0, 1), // empty: one, to learn the size
+            (Some(64 * M), 0, 0, 1, 0), // and not a second before it is ready
+            (Some(64 * M), 14 * M, 1, 0, 3), // 50 MiB left at 14 MiB each
+            (Some(64 * M), 14 * M, 1, 2, 1), // two of those already coming
+            (Some(64 * M), 14 * M, 1, 5, 0), // more coming than fit
+            (Some(64 * M), 56 * M, 4, 0, 0), // 8 MiB left, 14 each
+            (Some(64 * M), 70 * M, 5, 0, 0), // over the cap
+            (Some(1), 14 * M, 1, 0, 0), // a cap below one sandbox: it stays at one
+        ];
+        for &(cap, mem, ready, prep, want) in table {
+            assert_eq!(
+                memory_room(cap, mem, ready, prep),
+                want,
+                "cap {cap:?}, {mem} bytes in {ready} ready, {prep} preparing"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_are_documented_values() {
         let c = PoolConfig::default();
         assert_eq!(c.size, 4);
         assert_eq!(c.idle_expiry, Duration::from_secs(600));
         assert_eq!(c.refill_concurrency, 2);
+        assert_eq!(c.max_memory, None);
     }
 }
