@@ -125,9 +125,11 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .output(output)
         .terminal(args.tty)
         .cancel(cancel);
+    let mut pool_socket = None;
     let outcome = match take_pooled(&runner, &req, &args).await {
-        Some(p) => {
+        Some((p, socket)) => {
             tracing::debug!(at = since(), id = %p.id, "took a pooled sandbox");
+            pool_socket = Some(socket);
             runner.run_prepared(p, req).await
         }
         None => runner.run(req).await,
@@ -160,7 +162,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
                 eprintln!("stockade: warning: {w}");
             }
             if args.cleanup == CleanupWhen::Detach {
-                hand_off_cleanup(&runner, &result.id, &args).await;
+                hand_off_cleanup(&runner, &result.id, pool_socket.as_deref(), &args).await;
                 tracing::debug!(at = since(), "removal handed off");
             }
             result.exit_code
@@ -181,14 +183,14 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     Ok(code)
 }
 
-/// A sandbox from the pool service for this image and policy, unless `--cold`, a terminal,
-/// or no pool has one (then the run is cold; a pool that fails to answer only costs a
-/// warning).
+/// A sandbox from the pool service for this image and policy, and the service's socket,
+/// unless `--cold`, a terminal, or no pool has one (then the run is cold; a pool that fails
+/// to answer only costs a warning).
 async fn take_pooled(
     runner: &Runner,
     req: &RunRequest,
     args: &RunArgs,
-) -> Option<stockade::runner::Prepared> {
+) -> Option<(stockade::runner::Prepared, PathBuf)> {
     use stockade::pool::{service, socket_path};
     if args.cold || args.tty || req.args.first().is_none_or(|a| a.contains('=')) {
         return None;
@@ -199,15 +201,9 @@ async fn take_pooled(
         namespace: runner.client().namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
     };
-    match service::take(
-        &socket_path(&args.pool_dir, &hash),
-        &req.policy.image,
-        &hash,
-        &place,
-    )
-    .await
-    {
-        Ok(p) => p,
+    let socket = socket_path(&args.pool_dir, &hash);
+    match service::take(&socket, &req.policy.image, &hash, &place).await {
+        Ok(p) => p.map(|p| (p, socket)),
         Err(e) => {
             tracing::warn!("{e}; starting cold");
             None
@@ -261,10 +257,23 @@ fn stdin_chunks() -> Stdin {
     Stdin::Chunks(rx)
 }
 
-/// Starts `stockade gc --run ID --take-over` detached (own process group, no stdio) and
-/// records it as the run's owner. If it cannot be started, removes the run here.
-async fn hand_off_cleanup(runner: &Runner, id: &str, args: &RunArgs) {
+/// Hands the finished run's removal on: back to the pool service it came from (one request
+/// on its socket), else to `stockade gc --run ID --take-over` started detached (own process
+/// group, no stdio) and recorded as the run's owner. If neither works, removes the run here.
+async fn hand_off_cleanup(
+    runner: &Runner,
+    id: &str,
+    pool_socket: Option<&std::path::Path>,
+    args: &RunArgs,
+) {
     use std::os::unix::process::CommandExt;
+    if let Some(socket) = pool_socket {
+        match stockade::pool::service::hand_back(socket, id).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::debug!("{e}; starting the cleanup helper"),
+        }
+    }
     let client = runner.client();
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg("gc")

@@ -8,7 +8,13 @@
 //! ← {"sandbox":null,"reason":"empty"}
 //! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"address":…,"namespace":…}
 //! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
+//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}
 //! ```
+//!
+//! `remove` hands a finished run back for removal: the service accepts only a run whose
+//! directory names the caller (by its peer credentials) as owner, makes itself the owner
+//! and removes the run in the background, so that `stockade run` need not start a helper
+//! process for it.
 //!
 //! A sandbox is handed over only to a caller using the same containerd, namespace and FIFO
 //! root; before the answer is written, the caller's pid (from the socket's peer
@@ -53,6 +59,9 @@ pub enum Request {
     },
     Status,
     Drain,
+    Remove {
+        id: String,
+    },
 }
 
 /// The answer to a take.
@@ -70,6 +79,14 @@ pub struct StatusReply {
     pub pid: u32,
     #[serde(flatten)]
     pub place: Place,
+}
+
+/// The answer to a remove.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveReply {
+    pub removing: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The answer to a drain.
@@ -138,7 +155,9 @@ pub async fn serve(
         }
     }
     let _ = std::fs::remove_file(&path);
-    pool.drain().await
+    let removed = pool.drain().await;
+    pool.runner().wait_cleanups().await;
+    removed
 }
 
 async fn answer(
@@ -161,6 +180,16 @@ async fn answer(
             pid: std::process::id(),
             place: place.clone(),
         })?,
+        Ok(Request::Remove { id }) => {
+            let reason = removal_refused(place, &id, peer);
+            if reason.is_none() {
+                pool.runner().remove_later(&id).await;
+            }
+            serde_json::to_value(RemoveReply {
+                removing: reason.is_none(),
+                reason,
+            })?
+        }
         Ok(Request::Drain) => {
             let removed = pool.drain().await;
             let _ = drain.try_send(());
@@ -213,6 +242,25 @@ async fn answer(
     w.shutdown().await
 }
 
+/// Why run `id` may not be handed back by `peer`, or `None` after making this process its
+/// owner: the id must be a run id (no path in it) and its directory must name the caller
+/// as owner.
+fn removal_refused(place: &Place, id: &str, peer: Option<i32>) -> Option<String> {
+    let hex = id.strip_prefix(crate::runner::ID_PREFIX).unwrap_or("");
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Some("not a run id".into());
+    }
+    let dir = place.fifo_root.join(id);
+    let owner = crate::runner::read_owner(&dir);
+    match peer.and_then(|p| u32::try_from(p).ok()) {
+        Some(pid) if owner == Some(pid) => match write_owner(&dir, std::process::id()) {
+            Ok(()) => None,
+            Err(e) => Some(format!("{}: {e}", dir.display())),
+        },
+        _ => Some("the run is not the caller's".into()),
+    }
+}
+
 /// Records the caller as the owner of the sandbox's run directory.
 fn hand_over(place: &Place, p: &Prepared, peer: Option<i32>) {
     let dir = place.fifo_root.join(&p.id);
@@ -257,6 +305,21 @@ pub async fn request<T: for<'de> Deserialize<'de>>(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| fail(format!("no answer within {timeout:?}")))?
+}
+
+/// Hands finished run `id` back to the service at `path` for removal; `Ok(false)` when it
+/// refuses (the caller then removes the run itself).
+pub async fn hand_back(path: &Path, id: &str) -> Result<bool, PoolError> {
+    let reply: RemoveReply = request(
+        path,
+        &Request::Remove { id: id.to_string() },
+        CLIENT_TIMEOUT,
+    )
+    .await?;
+    if let Some(why) = &reply.reason {
+        tracing::debug!("pool service would not remove {id}: {why}");
+    }
+    Ok(reply.removing)
 }
 
 /// Asks the pool at `path` for a sandbox; `Ok(None)` when no service listens there or it
@@ -343,6 +406,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_owner_may_hand_a_run_back_and_only_by_its_id() {
+        let t = tempfile::tempdir().unwrap();
+        let place = Place {
+            address: "/x".into(),
+            namespace: "n".into(),
+            fifo_root: t.path().to_path_buf(),
+        };
+        let dir = t.path().join("stk-00ff");
+        std::fs::create_dir(&dir).unwrap();
+        write_owner(&dir, 4242).unwrap();
+        let refused = |id: &str, peer: Option<i32>| removal_refused(&place, id, peer);
+        // (id, caller pid) → refused?
+        let table: &[(&str, Option<i32>, bool)] = &[
+            ("stk-00ff", Some(1), true),           // someone else's run
+            ("stk-00ff", None, true),              // caller unknown
+            ("stk-../stk-00ff", Some(4242), true), // a path, not an id
+            ("stk-", Some(4242), true),
+            ("other-00ff", Some(4242), true),
+            ("stk-0000", Some(4242), true), // no such run: no owner
+        ];
+        for &(id, peer, want) in table {
+            assert_eq!(refused(id, peer).is_some(), want, "{id} from {peer:?}");
+        }
+        assert_eq!(crate::runner::read_owner(&dir), Some(4242));
+        assert_eq!(refused("stk-00ff", Some(4242)), None);
+        assert_eq!(crate::runner::read_owner(&dir), Some(std::process::id()));
+    }
+
+    #[test]
     fn requests_round_trip_as_single_json_lines() {
         let place = Place {
             address: "/run/c.sock".into(),
@@ -360,6 +452,12 @@ mod tests {
             ),
             (Request::Status, r#"{"op":"status"}"#),
             (Request::Drain, r#"{"op":"drain"}"#),
+            (
+                Request::Remove {
+                    id: "stk-0a".into(),
+                },
+                r#"{"op":"remove","id":"stk-0a"}"#,
+            ),
         ];
         for (req, want) in cases {
             let text = serde_json::to_string(&req).unwrap();

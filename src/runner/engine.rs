@@ -368,15 +368,7 @@ impl Runner {
                 }
                 phases.cleanup_ms = Some(ms(t.elapsed()));
             }
-            CleanupMode::Background => {
-                let target = self.cleanup_target();
-                let id = id.to_string();
-                self.inner.pending.lock().await.spawn(async move {
-                    if let Err(e) = super::remove_run(&target, &id, true).await {
-                        tracing::warn!("{e}");
-                    }
-                });
-            }
+            CleanupMode::Background => self.remove_later(id).await,
             CleanupMode::Caller => {}
         }
     }

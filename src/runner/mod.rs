@@ -528,6 +528,18 @@ impl Runner {
         remove_run(&self.cleanup_target(), id, true).await
     }
 
+    /// Starts removing run `id` in the background (as [`CleanupMode::Background`] does);
+    /// [`Runner::wait_cleanups`] waits for it.
+    pub async fn remove_later(&self, id: &str) {
+        let target = self.cleanup_target();
+        let id = id.to_string();
+        self.inner.pending.lock().await.spawn(async move {
+            if let Err(e) = remove_run(&target, &id, true).await {
+                tracing::warn!("{e}");
+            }
+        });
+    }
+
     /// Waits for every background cleanup started so far.
     pub async fn wait_cleanups(&self) {
         let mut set = self.inner.pending.lock().await;
