@@ -5,6 +5,7 @@
 //! Environment: `STOCKADE_BENCH_ITERATIONS` (default 50), `STOCKADE_BENCH_CONCURRENCY`
 //! (default `1,8,32`), `STOCKADE_BENCH_WORKLOADS` (default `true,echo`),
 //! `STOCKADE_BENCH_OUT` (JSON report path), `STOCKADE_BENCH_SVG` (CDF plot path),
+//! `STOCKADE_BENCH_RUNC_BINARY` (runtime binary of stockade's contenders, e.g. crun),
 //! `CONTAINERD_ADDRESS`.
 
 use std::path::PathBuf;
@@ -58,6 +59,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         contenders: Contender::ALL.to_vec(),
         stockade_bin: PathBuf::from(env!("CARGO_BIN_EXE_stockade")),
         work_dir: PathBuf::from("/run/stockade/bench"),
+        runc_binary: std::env::var("STOCKADE_BENCH_RUNC_BINARY")
+            .ok()
+            .filter(|b| !b.is_empty()),
     };
     let policy = Policy::default().validate(None, &PolicyOverrides::default(), &HostPolicyEnv)?;
     let host = stockade::host::probe(&stockade::host::HostPaths::system())?;

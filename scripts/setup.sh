@@ -22,11 +22,11 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-# Debian packages: the runtime (containerd, runc), the build (protoc for containerd's
+# Debian packages: the runtime (containerd, runc; crun for `--runc-binary crun`), the build (protoc for containerd's
 # protos, libseccomp for the filters), the base images (busybox-static, mmdebstrap), the
 # AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema).
-packages=(containerd runc protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
+packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
           ca-certificates)
 missing=()

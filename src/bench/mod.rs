@@ -170,6 +170,9 @@ pub struct BenchConfig {
     pub stockade_bin: PathBuf,
     /// Working directory for the runc bundle and state.
     pub work_dir: PathBuf,
+    /// Runtime binary stockade's contenders run under instead of runc (`ctr run` and
+    /// `runc run` stay on runc, the baseline).
+    pub runc_binary: Option<String>,
 }
 
 /// Results of one (workload, contender, concurrency) cell.
@@ -228,6 +231,9 @@ pub struct ConfigEcho {
     pub concurrency: Vec<usize>,
     pub rounds: usize,
     pub workloads: Vec<String>,
+    /// Runtime binary of stockade's contenders, when not runc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runc_binary: Option<String>,
 }
 
 struct Contenders {
@@ -364,8 +370,13 @@ pub async fn run(
     let lib = Runner::builder()
         .client(client.clone())
         .host(host.clone())
+        .runc_binary(config.runc_binary.clone())
         .images(Arc::new(crate::runner::StoreImages))
         .build()?;
+    let runtime_flags: Vec<String> = match &config.runc_binary {
+        Some(b) => vec!["--runc-binary".into(), b.clone()],
+        None => Vec::new(),
+    };
 
     // The same image, resolved once; workloads whose image is missing are dropped, saying so.
     let mut usable = Vec::new();
@@ -389,7 +400,7 @@ pub async fn run(
         binary: config.stockade_bin.clone(),
         address: client.address().to_path_buf(),
         namespace: client.namespace().to_string(),
-        flags: Vec::new(),
+        flags: runtime_flags.clone(),
     };
     let ctr = if external::have("ctr") {
         Some(external::Ctr {
@@ -471,6 +482,7 @@ pub async fn run(
                 .arg(client.address())
                 .arg("--namespace")
                 .arg(client.namespace())
+                .args(&runtime_flags)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -493,7 +505,11 @@ pub async fn run(
             binary: config.stockade_bin.clone(),
             address: client.address().to_path_buf(),
             namespace: client.namespace().to_string(),
-            flags: vec!["--pool-dir".into(), dir.to_string_lossy().into_owned()],
+            flags: [
+                vec!["--pool-dir".into(), dir.to_string_lossy().into_owned()],
+                runtime_flags.clone(),
+            ]
+            .concat(),
         };
         Some((cli, sockets))
     } else {
@@ -556,6 +572,7 @@ pub async fn run(
             concurrency: config.concurrency.clone(),
             rounds: config.rounds,
             workloads: usable.iter().map(|w| w.name.clone()).collect(),
+            runc_binary: config.runc_binary.clone(),
         },
         cells,
         ratios,
@@ -758,6 +775,12 @@ pub fn render_table(r: &Report) -> String {
         "host: kernel {}, {} CPUs, containerd {}, {}, cgroup {}",
         r.host.kernel, r.host.cpus, r.host.containerd, r.host.runc, r.host.cgroup
     );
+    if let Some(b) = &r.config.runc_binary {
+        let _ = writeln!(
+            s,
+            "stockade's contenders run under {b}; ctr-run and runc-run under runc"
+        );
+    }
     let _ = writeln!(
         s,
         "{:<8} {:>4} {:<17} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
@@ -888,10 +911,12 @@ pub async fn sustained(
     duration: Duration,
     concurrency: usize,
     pool_size: usize,
+    runc_binary: Option<String>,
 ) -> Result<Sustained, BenchError> {
     let runner = Runner::builder()
         .client(client)
         .host(host)
+        .runc_binary(runc_binary)
         .images(Arc::new(crate::runner::StoreImages))
         .build()?;
     let pool = if pool_size > 0 {

@@ -56,13 +56,17 @@ pub struct BenchArgs {
     /// private containerd].
     #[arg(long, value_name = "SOCK")]
     pub address: Option<PathBuf>,
+    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
+    /// accept runc's command line) [default: runc].
+    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
+    pub runc_binary: Option<String>,
     #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Instead of the latency table: sustained runs/s of `/bin/true` for this long, cold
     /// and then warm (a pool of --pool-size), at each --concurrency level.
     #[arg(long, value_name = "DURATION")]
     pub sustained: Option<String>,
-    /// Pool size for --sustained warm.
+    /// Pool size for --sustained warm; 0 measures cold only.
     #[arg(long, value_name = "K", default_value_t = 8)]
     pub pool_size: usize,
     /// Working directory for runc bundles.
@@ -112,9 +116,22 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
             stockade::policy::parse_duration(d).map_err(|e| anyhow::anyhow!("--sustained: {e}"))?;
         let mut all = Vec::new();
         for &c in &args.concurrency {
-            for size in [0, args.pool_size] {
-                let s = bench::sustained(client.clone(), host.clone(), policy.clone(), d, c, size)
-                    .await?;
+            let sizes = if args.pool_size == 0 {
+                vec![0]
+            } else {
+                vec![0, args.pool_size]
+            };
+            for size in sizes {
+                let s = bench::sustained(
+                    client.clone(),
+                    host.clone(),
+                    policy.clone(),
+                    d,
+                    c,
+                    size,
+                    args.runc_binary.clone(),
+                )
+                .await?;
                 eprintln!(
                     "sustained {} conc {:>2} pool {:>2}: {} runs in {:.1} s = {:.1} runs/s, p50 {:.1} ms, p99 {:.1} ms, {} failed, {} ran cold",
                     s.mode, s.concurrency, s.pool_size, s.completed, s.wall_s, s.runs_per_sec,
@@ -141,6 +158,7 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         contenders,
         stockade_bin,
         work_dir: args.work_dir,
+        runc_binary: args.runc_binary.clone(),
     };
     let report = bench::run(client, host, policy, &config, &|m| eprintln!("bench: {m}")).await?;
     let json = serde_json::to_string_pretty(&report)?;

@@ -54,6 +54,10 @@ pub struct FillArgs {
     /// /run/containerd/containerd.sock, else stockade's private containerd].
     #[arg(long, value_name = "SOCK")]
     pub address: Option<PathBuf>,
+    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
+    /// accept runc's command line) [default: runc].
+    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
+    pub runc_binary: Option<String>,
     #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Parent of the per-run FIFO directories.
@@ -109,10 +113,12 @@ async fn fill(args: FillArgs) -> Result<u8> {
         address: client.address().to_path_buf(),
         namespace: client.namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
+        runc_binary: args.runc_binary.clone(),
     };
     let runner = Runner::builder()
         .client(client)
         .host(host)
+        .runc_binary(args.runc_binary.clone())
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .cleanup(CleanupMode::Background)

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// /run/containerd/containerd.sock, else stockade's private containerd].
     #[arg(long, value_name = "SOCK")]
     pub address: Option<PathBuf>,
+    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
+    /// accept runc's command line) [default: runc].
+    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
+    pub runc_binary: Option<String>,
     /// containerd namespace runs and images live in.
     #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
@@ -94,6 +98,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let runner = Runner::builder()
         .client(client)
         .host(host)
+        .runc_binary(args.runc_binary.clone())
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .audit_log((!args.no_audit_log).then(|| args.audit_log.clone()))
@@ -200,6 +205,7 @@ async fn take_pooled(
         address: runner.client().address().to_path_buf(),
         namespace: runner.client().namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
+        runc_binary: args.runc_binary.clone(),
     };
     let socket = socket_path(&args.pool_dir, &hash);
     match service::take(&socket, &req.policy.image, &hash, &place).await {

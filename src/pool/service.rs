@@ -45,6 +45,9 @@ pub struct Place {
     pub address: PathBuf,
     pub namespace: String,
     pub fifo_root: PathBuf,
+    /// The runtime binary the sandboxes run under (`None`: runc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runc_binary: Option<String>,
 }
 
 /// A request line.
@@ -202,7 +205,7 @@ async fn answer(
         }) => {
             let policy = pool.policy();
             let why_not = if theirs != *place {
-                Some("the pool serves another containerd, namespace or FIFO root")
+                Some("the pool serves another containerd, namespace, FIFO root or runtime binary")
             } else if image != policy.image || policy_hash != policy.hash() {
                 Some("the pool serves another image or policy")
             } else {
@@ -412,6 +415,7 @@ mod tests {
             address: "/x".into(),
             namespace: "n".into(),
             fifo_root: t.path().to_path_buf(),
+            runc_binary: None,
         };
         let dir = t.path().join("stk-00ff");
         std::fs::create_dir(&dir).unwrap();
@@ -440,6 +444,7 @@ mod tests {
             address: "/run/c.sock".into(),
             namespace: "ns".into(),
             fifo_root: "/run/f".into(),
+            runc_binary: None,
         };
         let cases = [
             (
@@ -474,6 +479,7 @@ mod tests {
             address: "/x".into(),
             namespace: "n".into(),
             fifo_root: "/f".into(),
+            runc_binary: None,
         };
         let got = take(&t.path().join("none.sock"), "busybox", "h", &place)
             .await

@@ -614,7 +614,7 @@ impl Runner {
                         image: base.name.clone(),
                         runtime: Some(Runtime {
                             name: i.runtime.clone(),
-                            options: None,
+                            options: i.runtime_options.clone(),
                         }),
                         spec: Some(prost_types::Any {
                             type_url: SPEC_TYPE_URL.to_string(),

@@ -369,6 +369,25 @@ pub enum CleanupMode {
     Caller,
 }
 
+/// The runc shim's options (`containerd.runc.v1.Options`) naming `binary` as the runtime;
+/// only the field stockade sets is declared.
+fn runc_options(binary: &str) -> prost_types::Any {
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RuncOptions {
+        #[prost(string, tag = "6")]
+        binary_name: String,
+    }
+    prost_types::Any {
+        type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
+        value: prost::Message::encode_to_vec(&RuncOptions {
+            binary_name: binary.to_string(),
+        }),
+    }
+}
+
+/// Type of the runc shim's options.
+pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+
 /// Builds a [`Runner`]. Every setting but the client has a default, documented on its
 /// setter.
 #[derive(Default)]
@@ -376,6 +395,7 @@ pub struct RunnerBuilder {
     client: Option<Client>,
     host: Option<HostFacts>,
     runtime: Option<String>,
+    runc_binary: Option<String>,
     snapshotter: Option<String>,
     fifo_root: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
@@ -403,6 +423,12 @@ impl RunnerBuilder {
     /// containerd runtime. Default [`DEFAULT_RUNTIME`].
     pub fn runtime(mut self, runtime: impl Into<String>) -> Self {
         self.runtime = Some(runtime.into());
+        self
+    }
+    /// The OCI runtime binary the runc shim drives (its `BinaryName` option), e.g. `crun`;
+    /// it must accept runc's command line. Default `None`: the shim's own, `runc`.
+    pub fn runc_binary(mut self, binary: Option<String>) -> Self {
+        self.runc_binary = binary.filter(|b| !b.is_empty());
         self
     }
     /// Snapshotter. Default [`DEFAULT_SNAPSHOTTER`].
@@ -462,6 +488,7 @@ impl RunnerBuilder {
                 host,
                 apparmor,
                 runtime: self.runtime.unwrap_or_else(|| DEFAULT_RUNTIME.into()),
+                runtime_options: self.runc_binary.map(|b| runc_options(&b)),
                 snapshotter: self
                     .snapshotter
                     .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.into()),
@@ -494,6 +521,8 @@ struct Inner {
     host: HostFacts,
     apparmor: Option<LoadContext>,
     runtime: String,
+    /// The runc shim's options, when a runtime binary other than runc is asked for.
+    runtime_options: Option<prost_types::Any>,
     snapshotter: String,
     fifo_root: PathBuf,
     cgroups: CgroupFs,
@@ -566,6 +595,14 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runtime_binary_travels_as_runc_options_field_6() {
+        let any = runc_options("crun");
+        assert_eq!(any.type_url, "containerd.runc.v1.Options");
+        // field 6, length-delimited (6 << 3 | 2 = 0x32), 4 bytes, "crun"
+        assert_eq!(any.value, b"\x32\x04crun");
+    }
 
     #[test]
     fn ids_are_prefixed_valid_and_distinct() {
