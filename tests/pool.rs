@@ -513,3 +513,91 @@ async fn a_mismatched_policy_runs_cold_and_idle_sandboxes_expire() {
     .await;
     pool.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, _) = runner(&c, fifo.path()).await;
+    let pool = Pool::start(
+        runner.clone(),
+        policy(PolicyOverrides::default()),
+        PoolConfig {
+            size: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+
+    // Someone outside kills the waiting trampoline.
+    let tasks = client
+        .tasks()
+        .list(client.request(containerd_client::services::v1::ListTasksRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    let pid = nix::unistd::Pid::from_raw(tasks[0].pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{pid} survived SIGKILL"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The run must not inherit the trampoline's death (exit 137): it runs cold.
+    let r = pool
+        .run(RunRequest::new(
+            policy(PolicyOverrides::default()),
+            ["echo", "alive"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.exit_code, r.stdout.as_str(), r.pooled),
+        (0, "alive\n", false),
+        "{r:?}"
+    );
+    let st = pool.status();
+    assert_eq!(st.failures, 1, "{st:?}");
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("died while waiting")),
+        "{st:?}"
+    );
+    // The refill replaces it with a live one, which the next run takes.
+    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    let r = pool
+        .run(RunRequest::new(
+            policy(PolicyOverrides::default()),
+            ["echo", "warm"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.exit_code, r.stdout.as_str(), r.pooled),
+        (0, "warm\n", true),
+        "{r:?}"
+    );
+    pool.drain().await;
+    runner.wait_cleanups().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+}

@@ -219,16 +219,32 @@ impl Pool {
         policy.image == self.inner.policy.image && policy.hash() == self.inner.policy_hash
     }
 
-    /// Takes a ready sandbox (the oldest), if there is one, and wakes the refill. The
-    /// caller owns it from now on: run it with [`Runner::run_prepared`] or remove it.
+    /// Takes a ready sandbox (the oldest whose pid 1 still waits), if there is one, and
+    /// wakes the refill. The caller owns it from now on: run it with
+    /// [`Runner::run_prepared`] or remove it. Sandboxes found dead on the way (their
+    /// trampoline killed from outside) are removed and counted as failures.
     pub fn take(&self) -> Option<Prepared> {
         *self.inner.last_take.lock().expect("pool lock") = Instant::now();
+        let proc_root = &self.inner.config.proc_root;
+        let mut dead = Vec::new();
         let got = {
             let mut st = self.inner.state.lock().expect("pool lock");
             if st.shutting_down {
                 return None;
             }
-            let got = st.ready.pop_front();
+            let mut got = None;
+            while let Some(p) = st.ready.pop_front() {
+                if p.is_waiting(proc_root) {
+                    got = Some(p);
+                    break;
+                }
+                st.failures += 1;
+                st.last_error = Some(format!(
+                    "sandbox {}: its pid 1 ({}) died while waiting; removed",
+                    p.id, p.pid
+                ));
+                dead.push(p);
+            }
             if got.is_some() {
                 st.taken += 1;
             } else {
@@ -236,6 +252,15 @@ impl Pool {
             }
             got
         };
+        for p in dead {
+            tracing::warn!("pool: sandbox {} lost its pid 1 while waiting", p.id);
+            let r = self.inner.runner.clone();
+            tokio::spawn(async move {
+                if let Err(e) = r.cleanup(&p.id).await {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
         self.inner.wake.notify_one();
         got
     }
@@ -458,7 +483,10 @@ async fn refill_loop(inner: Arc<Inner>) {
             let i = Arc::clone(&inner);
             preparing.spawn(async move {
                 let labels = HashMap::from([(LABEL_POOL.to_string(), i.policy_hash.clone())]);
-                let r = i.runner.prepare(&i.policy, labels).await;
+                let r = i.runner.prepare(&i.policy, labels).await.map(|mut p| {
+                    p.pid_start = crate::runner::proc_stat(&i.config.proc_root, p.pid).map(|s| s.1);
+                    p
+                });
                 let mut st = i.state.lock().expect("pool lock");
                 st.preparing -= 1;
                 match r {

@@ -714,6 +714,7 @@ impl Runner {
                 policy_hash: policy.hash(),
                 fifos: dir,
                 pid: task.pid,
+                pid_start: None,
                 created_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()

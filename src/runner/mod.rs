@@ -43,7 +43,7 @@ pub mod journal;
 mod output;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -259,6 +259,10 @@ pub struct Prepared {
     pub fifos: fifo::RunDir,
     /// Host pid of the task's pid 1 (its parent is the task's shim).
     pub pid: u32,
+    /// That process's start time (`/proc/<pid>/stat` field 22), which tells it from a later
+    /// process reusing the pid. Recorded by the pool; `None` when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_start: Option<u64>,
     pub created_unix_ms: u64,
     /// Our ends of the FIFOs, when this process opened them.
     #[serde(skip)]
@@ -266,6 +270,19 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Whether pid 1 still waits for its command line: the process exists under `proc_root`,
+    /// is not a zombie, and (when recorded) started when it did. A pooled sandbox whose
+    /// trampoline died (killed from outside, say) must not be handed out: the run would
+    /// report the trampoline's death as its command's exit.
+    pub fn is_waiting(&self, proc_root: &Path) -> bool {
+        match proc_stat(proc_root, self.pid) {
+            Some((state, start)) => {
+                !matches!(state, 'Z' | 'X' | 'x') && self.pid_start.is_none_or(|s| s == start)
+            }
+            None => false,
+        }
+    }
+
     /// Closes this process's ends of the FIFOs (after another process opened its own).
     pub fn close_fifos(&mut self) {
         self.opened = None;
@@ -279,6 +296,17 @@ impl Prepared {
         }
         Ok(())
     }
+}
+
+/// State letter and start time of `pid` from `<proc_root>/<pid>/stat`.
+pub fn proc_stat(proc_root: &Path, pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // `pid (comm) state ppid …`; comm may hold spaces and parentheses. After it, the state
+    // is field 3 and the start time field 22.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let start = rest.nth(18)?.parse().ok()?;
+    Some((state, start))
 }
 
 /// Milliseconds spent in each phase of a run. Phases that overlap are timed separately, so
@@ -595,6 +623,52 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pooled_sandbox_waits_only_while_its_pid_1_lives_unchanged() {
+        let t = tempfile::tempdir().unwrap();
+        let proc_ = |pid: u32, state: char, start: u64| {
+            let d = t.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            // 52 fields, as the kernel writes them; comm with a space and a parenthesis.
+            let mut fields = vec![pid.to_string(), "(sh x)".into(), state.to_string()];
+            fields.extend((4..=21).map(|i| i.to_string()));
+            fields.push(start.to_string());
+            fields.extend((23..=52).map(|i| i.to_string()));
+            std::fs::write(d.join("stat"), fields.join(" ") + "\n").unwrap();
+        };
+        proc_(10, 'S', 777);
+        proc_(11, 'Z', 777);
+        assert_eq!(proc_stat(t.path(), 10), Some(('S', 777)));
+        let p = |pid: u32, pid_start: Option<u64>| Prepared {
+            id: "stk-00".into(),
+            image: BaseImage {
+                name: "busybox".into(),
+                digest: None,
+                snapshot: "s".into(),
+            },
+            policy_hash: "h".into(),
+            fifos: fifo::RunDir {
+                stdin: None,
+                stdout: t.path().join("f/o"),
+                stderr: None,
+            },
+            pid,
+            pid_start,
+            created_unix_ms: 0,
+            opened: None,
+        };
+        // (pid, recorded start) → waiting?
+        for (pid, start, want) in [
+            (10, Some(777), true),
+            (10, None, true),
+            (10, Some(778), false), // the pid now names another process
+            (11, Some(777), false), // died, not yet reaped
+            (12, Some(777), false), // gone
+        ] {
+            assert_eq!(p(pid, start).is_waiting(t.path()), want, "{pid} {start:?}");
+        }
+    }
 
     #[test]
     fn the_runtime_binary_travels_as_runc_options_field_6() {
