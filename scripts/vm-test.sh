@@ -12,7 +12,7 @@
 # Environment:
 #   STOCKADE_BIN            stockade binary to test [default: cargo build --release]
 #   STOCKADE_VM_CACHE       cache of guest kernel and image [default: /var/cache/stockade-vm]
-#   STOCKADE_VM_TIMEOUT     seconds the VM may run before it is stopped [default: 900]
+#   STOCKADE_VM_TIMEOUT     seconds the VM may run before it is stopped [default: 1500]
 #   STOCKADE_VM_ACCEL       auto, kvm or tcg [default: auto: kvm if a probe boot works]
 #   STOCKADE_VM_TESTS       integration test binaries (tests/*.rs) to run in the guest:
 #                           all, none, or names separated by spaces [default: the ones
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 cache=${STOCKADE_VM_CACHE:-/var/cache/stockade-vm}
-vm_timeout=${STOCKADE_VM_TIMEOUT:-900}
+vm_timeout=${STOCKADE_VM_TIMEOUT:-1500}
 test_timeout=${STOCKADE_VM_TEST_TIMEOUT:-600}
 accel=${STOCKADE_VM_ACCEL:-auto}
 # The integration tests whose outcome depends on the kernel (cgroup v2, AppArmor, seccomp,
@@ -34,7 +34,7 @@ accel=${STOCKADE_VM_ACCEL:-auto}
 # Left out by default: seccomp_behaviour runs the host's python3 and node under the filters
 # (the guest has no node), and the security suite takes more than 10 minutes under TCG
 # (STOCKADE_VM_TESTS="security" STOCKADE_VM_TEST_TIMEOUT=1800 runs it).
-vm_tests=${STOCKADE_VM_TESTS:-apparmor daemon doctor images run}
+vm_tests=${STOCKADE_VM_TESTS:-apparmor daemon doctor images pool run runtime_binary}
 vm_mem=${STOCKADE_VM_MEMORY:-2048}
 vm_cpus=${STOCKADE_VM_CPUS:-2}
 

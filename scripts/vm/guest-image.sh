@@ -16,6 +16,7 @@ kpkg=${2:?usage: guest-image.sh OUTDIR KERNEL_PACKAGE}
 
 # What runs in the guest and why:
 #   containerd, runc          the runtime stockade drives
+#   crun                      the other OCI runtime `--runc-binary crun` selects
 #   apparmor                  apparmor_parser, to load stockade-default into the kernel
 #   libseccomp2               stockade's seccomp filters (linked dynamically)
 #   busybox-static            the busybox base image `stockade image build busybox` makes
@@ -24,7 +25,7 @@ kpkg=${2:?usage: guest-image.sh OUTDIR KERNEL_PACKAGE}
 #   jq                        the checks read `stockade run --json` and `doctor --json`
 #   procps, util-linux, mount ps/kill, mountpoint, mount in the guest init
 #   python3                   the seccomp behaviour tests run the host's interpreter
-packages=(containerd runc apparmor libseccomp2 busybox-static kmod iproute2 jq procps
+packages=(containerd runc crun apparmor libseccomp2 busybox-static kmod iproute2 jq procps
           util-linux mount python3)
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/stockade-vm-image.XXXXXX")

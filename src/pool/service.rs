@@ -101,10 +101,7 @@ pub struct DrainReply {
 /// Binds `path` (mode 0600, its directory 0700 when created), replacing a stale socket
 /// nobody answers on; fails when a live service holds it.
 pub async fn bind(path: &Path) -> Result<UnixListener, PoolError> {
-    let io = |source| PoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = io_error(path);
     if let Some(dir) = path.parent() {
         if !dir.is_dir() {
             use std::os::unix::fs::DirBuilderExt;
@@ -277,20 +274,29 @@ fn hand_over(place: &Place, p: &Prepared, peer: Option<i32>) {
     }
 }
 
+/// A protocol error about the socket at `path`.
+fn protocol_error(path: &Path) -> impl Fn(String) -> PoolError + Copy + '_ {
+    move |message| PoolError::Protocol {
+        path: path.to_path_buf(),
+        message,
+    }
+}
+
+/// An I/O error on the socket at `path`.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> PoolError + Copy + '_ {
+    move |source| PoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Sends one request to the service at `path` and reads its one-line answer.
 pub async fn request<T: for<'de> Deserialize<'de>>(
     path: &Path,
     req: &Request,
     timeout: Duration,
 ) -> Result<T, PoolError> {
-    let fail = |message: String| PoolError::Protocol {
-        path: path.to_path_buf(),
-        message,
-    };
-    let io = |source| PoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let (fail, io) = (protocol_error(path), io_error(path));
     let exchange = async {
         let mut s = UnixStream::connect(path).await.map_err(io)?;
         let mut text = serde_json::to_string(req).expect("a request always serializes");
@@ -359,14 +365,7 @@ pub async fn take(
 /// The take exchange: request, answer, then (with a sandbox) our FIFO ends opened and the
 /// acknowledgement sent, after which the service closes its ends.
 async fn take_exchange(path: &Path, req: &Request) -> Result<Option<Prepared>, PoolError> {
-    let fail = |message: String| PoolError::Protocol {
-        path: path.to_path_buf(),
-        message,
-    };
-    let io = |source| PoolError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let (fail, io) = (protocol_error(path), io_error(path));
     let exchange = async {
         let s = UnixStream::connect(path).await.map_err(io)?;
         let (r, mut w) = s.into_split();
