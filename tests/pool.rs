@@ -495,7 +495,8 @@ async fn a_mismatched_policy_runs_cold_and_idle_sandboxes_expire() {
     assert!(!pool.matches(&other));
     let r = pool.run(RunRequest::new(other, ["true"])).await.unwrap();
     assert!(!r.pooled, "another policy must not get this pool's sandbox");
-    assert_eq!(pool.status().ready, 1);
+    // Not `ready == 1`: on a slow host (the VM lane) the cold run outlasts the expiry.
+    assert_eq!(pool.status().taken, 0);
 
     // Nobody takes: the sandbox expires and the pool stays empty.
     tokio::time::sleep(Duration::from_secs(3)).await;
