@@ -56,43 +56,92 @@ fn run_json(
     serde_json::from_slice(&out.stdout).expect("run JSON")
 }
 
+/// A private containerd with the busybox image, and a FIFO root and socket directory of
+/// the test's own.
+struct Setup {
+    c: PrivateContainerd,
+    client: stockade::containerd::Client,
+    _dir: tempfile::TempDir,
+    fifo: std::path::PathBuf,
+    sockets: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let c = PrivateContainerd::start().await;
+        let client = c.client("stockade").await;
+        busybox_image(&client).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (fifo, sockets) = (dir.path().join("fifo"), dir.path().join("pool"));
+        Setup {
+            c,
+            client,
+            _dir: dir,
+            fifo,
+            sockets,
+        }
+    }
+
+    fn strs(&self) -> (&str, &str, &str) {
+        (
+            self.c.address().to_str().unwrap(),
+            self.fifo.to_str().unwrap(),
+            self.sockets.to_str().unwrap(),
+        )
+    }
+
+    /// `stockade pool fill --image busybox --detach` with `extra`; the service's pid.
+    fn fill(&self, extra: &[&str]) -> i32 {
+        let (socket, fifo, sockets) = self.strs();
+        let mut args = vec!["pool", "fill", "--image", "busybox", "--detach"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[
+            "--address",
+            socket,
+            "--fifo-root",
+            fifo,
+            "--socket-dir",
+            sockets,
+        ]);
+        let out = stockade(&args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("service pid")
+    }
+
+    fn run_json(&self, extra: &[&str], cmd: &[&str]) -> serde_json::Value {
+        let (socket, fifo, sockets) = self.strs();
+        run_json(socket, fifo, sockets, extra, cmd)
+    }
+
+    fn drain(&self) -> Output {
+        let out = stockade(&["pool", "drain", "--socket-dir", self.strs().2]);
+        assert!(out.status.success(), "{out:?}");
+        out
+    }
+
+    async fn assert_no_leftovers(&self) {
+        assert_no_leftovers(
+            &self.client,
+            self.c.address(),
+            &self.fifo,
+            None,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let t = tempfile::tempdir().unwrap();
-    let fifo = t.path().join("fifo");
-    let sockets = t.path().join("pool");
-    let (socket, fifo_s, sockets_s) = (
-        c.address().to_str().unwrap(),
-        fifo.to_str().unwrap(),
-        sockets.to_str().unwrap(),
-    );
-
-    let out = stockade(&[
-        "pool",
-        "fill",
-        "--image",
-        "busybox",
-        "--size",
-        "2",
-        "--detach",
-        "--address",
-        socket,
-        "--fifo-root",
-        fifo_s,
-        "--socket-dir",
-        sockets_s,
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("service pid");
+    let s = Setup::new().await;
+    let (socket, _, sockets_s) = s.strs();
+    let pid = s.fill(&["--size", "2"]);
 
     let wait_ready = |n: u64| {
         let start = Instant::now();
@@ -116,26 +165,53 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     assert!(st["memory_bytes"].as_u64().unwrap() > 0, "{st}");
     assert_eq!(v[0]["pool"]["pid"], pid);
 
-    let warm = run_json(socket, fifo_s, sockets_s, &[], &["echo", "warm"]);
+    let warm = s.run_json(&[], &["echo", "warm"]);
     assert_eq!(
         (warm["pooled"].as_bool(), warm["stdout"].as_str()),
         (Some(true), Some("warm\n"))
     );
-    let cold = run_json(socket, fifo_s, sockets_s, &["--cold"], &["echo", "cold"]);
+    let cold = s.run_json(&["--cold"], &["echo", "cold"]);
     assert_eq!(
         (cold["pooled"].as_bool(), cold["stdout"].as_str()),
         (Some(false), Some("cold\n"))
     );
     // Another policy is not served from this pool.
-    let other = run_json(socket, fifo_s, sockets_s, &["--memory", "64M"], &["true"]);
+    let other = s.run_json(&["--memory", "64M"], &["true"]);
     assert_eq!(other["pooled"].as_bool(), Some(false));
     assert_eq!(other["exit_code"], 0);
 
     let v = wait_ready(2);
     assert_eq!(v[0]["pool"]["status"]["taken"], 1);
 
-    let out = stockade(&["pool", "drain", "--socket-dir", sockets_s]);
+    // Without `--cleanup inline`, the finished pooled run is removed after `stockade run`
+    // has exited (handed back to the service, which keeps serving meanwhile).
+    let out = stockade(&[
+        "run",
+        "--no-audit-log",
+        "--address",
+        socket,
+        "--fifo-root",
+        s.fifo.to_str().unwrap(),
+        "--pool-dir",
+        sockets_s,
+        "--",
+        "true",
+    ]);
     assert!(out.status.success(), "{out:?}");
+    let v = wait_ready(2);
+    assert_eq!(v[0]["pool"]["status"]["taken"], 2);
+    let run_dirs =
+        |s: &Setup| -> usize { std::fs::read_dir(&s.fifo).map(|d| d.count()).unwrap_or(0) };
+    let start = Instant::now();
+    while run_dirs(&s) > 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the handed-back run was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = s.drain();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 removed"),
         "{out:?}"
@@ -153,7 +229,7 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(ls(sockets_s).as_array().unwrap().is_empty());
-    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(20)).await;
+    s.assert_no_leftovers().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,37 +237,11 @@ async fn a_memory_cap_holds_the_pool_below_its_size() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let t = tempfile::tempdir().unwrap();
-    let fifo = t.path().join("fifo");
-    let sockets = t.path().join("pool");
-    let (socket, fifo_s, sockets_s) = (
-        c.address().to_str().unwrap(),
-        fifo.to_str().unwrap(),
-        sockets.to_str().unwrap(),
-    );
+    let s = Setup::new().await;
+    let sockets_s = s.strs().2;
     // A cap below one sandbox: the pool keeps exactly one (it must see one to know the
     // size), never the three asked for.
-    let out = stockade(&[
-        "pool",
-        "fill",
-        "--image",
-        "busybox",
-        "--size",
-        "3",
-        "--max-memory",
-        "1K",
-        "--detach",
-        "--address",
-        socket,
-        "--fifo-root",
-        fifo_s,
-        "--socket-dir",
-        sockets_s,
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    s.fill(&["--size", "3", "--max-memory", "1K"]);
     let start = Instant::now();
     let mut seen_one = None;
     while start.elapsed() < Duration::from_secs(30) {
@@ -214,13 +264,12 @@ async fn a_memory_cap_holds_the_pool_below_its_size() {
     }
     assert!(seen_one.is_some(), "the pool never had its one sandbox");
 
-    let warm = run_json(socket, fifo_s, sockets_s, &[], &["echo", "capped"]);
+    let warm = s.run_json(&[], &["echo", "capped"]);
     assert_eq!(
         (warm["pooled"].as_bool(), warm["stdout"].as_str()),
         (Some(true), Some("capped\n"))
     );
 
-    let out = stockade(&["pool", "drain", "--socket-dir", sockets_s]);
-    assert!(out.status.success(), "{out:?}");
-    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(20)).await;
+    s.drain();
+    s.assert_no_leftovers().await;
 }
