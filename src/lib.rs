@@ -12,6 +12,7 @@ pub mod host;
 pub mod images;
 pub mod policy;
 pub mod pool;
+pub mod procfs;
 pub mod runner;
 pub mod seccomp;
 pub mod spec;

@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use thiserror::Error;
 
 use super::{resolve_address, Client, ContainerdError};
+use crate::procfs::ProcStat;
 
 /// The containerd binary Debian's `containerd` package installs.
 pub const DEFAULT_BINARY: &str = "/usr/bin/containerd";
@@ -480,15 +481,9 @@ pub fn is_our_daemon(argv: &[String], paths: &DaemonPaths) -> bool {
 fn is_alive(pid: i32) -> bool {
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => process_state(&stat).is_some_and(|s| s != 'Z' && s != 'X'),
+        Ok(stat) => ProcStat::parse(&stat).is_some_and(|s| !s.has_exited()),
         Err(_) => false,
     }
-}
-
-/// The state letter of a `/proc/PID/stat` line (after the parenthesised command name).
-fn process_state(stat: &str) -> Option<char> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.trim_start().chars().next()
 }
 
 /// Reports whether the private daemon under `paths` is running and answering.
@@ -671,15 +666,13 @@ pub fn kill_shims(socket: &Path) -> Vec<Shim> {
 fn children_of(ppid: i32) -> Vec<i32> {
     proc_pids()
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| parent_pid(&stat) == Some(ppid))
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                ProcStat::parse(&stat)
+                    .and_then(|s| s.ppid)
+                    .is_some_and(|p| i64::from(p) == i64::from(ppid))
+            })
         })
         .collect()
-}
-
-fn parent_pid(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -765,14 +758,6 @@ mod tests {
             vec!["/usr/bin/containerd", "--config", "/x y"]
         );
         assert!(split_cmdline(b"").is_empty());
-    }
-
-    #[test]
-    fn process_state_and_parent_skip_the_command_name() {
-        let stat = "42 (a) b Z) S 7 42 42 0 -1";
-        assert_eq!(process_state(stat), Some('S'));
-        assert_eq!(parent_pid(stat), Some(7));
-        assert_eq!(process_state("garbage"), None);
     }
 
     #[test]

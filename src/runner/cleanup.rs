@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::{fifo, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+use crate::procfs::ProcStat;
 use crate::spec::cgroups_path;
 
 /// Where runs live: the containerd namespace (in the client), the snapshotter, the FIFO
@@ -193,13 +194,7 @@ fn now_secs() -> u64 {
 /// owned is abandoned even though its parent has not reaped it yet.
 fn pid_alive(proc_root: &Path, pid: u32) -> bool {
     match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
-        // The state follows the command name, which is in parentheses and may contain any
-        // character, so it is read after the last `)`.
-        Ok(stat) => !matches!(
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().next()),
-            Some("Z" | "X" | "x")
-        ),
+        Ok(stat) => ProcStat::parse(&stat).is_none_or(|s| !s.has_exited()),
         Err(_) => proc_root.join(pid.to_string()).exists(),
     }
 }

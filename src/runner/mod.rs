@@ -55,6 +55,7 @@ use crate::apparmor::LoadContext;
 use crate::containerd::{Client, ContainerdError};
 use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
+use crate::procfs::ProcStat;
 use crate::spec::{NotEnforced, SpecError};
 
 pub use cgroup::{CgroupFs, Usage};
@@ -275,11 +276,14 @@ impl Prepared {
     /// trampoline died (killed from outside, say) must not be handed out: the run would
     /// report the trampoline's death as its command's exit.
     pub fn is_waiting(&self, proc_root: &Path) -> bool {
-        match proc_stat(proc_root, self.pid) {
-            Some((state, start)) => {
-                !matches!(state, 'Z' | 'X' | 'x') && self.pid_start.is_none_or(|s| s == start)
-            }
-            None => false,
+        match ProcStat::read(proc_root, self.pid) {
+            Some(
+                s @ ProcStat {
+                    start_time: Some(start),
+                    ..
+                },
+            ) => !s.has_exited() && self.pid_start.is_none_or(|p| p == start),
+            _ => false,
         }
     }
 
@@ -296,17 +300,6 @@ impl Prepared {
         }
         Ok(())
     }
-}
-
-/// State letter and start time of `pid` from `<proc_root>/<pid>/stat`.
-pub fn proc_stat(proc_root: &Path, pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // `pid (comm) state ppid …`; comm may hold spaces and parentheses. After it, the state
-    // is field 3 and the start time field 22.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let start = rest.nth(18)?.parse().ok()?;
-    Some((state, start))
 }
 
 /// Milliseconds spent in each phase of a run. Phases that overlap are timed separately, so
@@ -639,7 +632,8 @@ mod tests {
         };
         proc_(10, 'S', 777);
         proc_(11, 'Z', 777);
-        assert_eq!(proc_stat(t.path(), 10), Some(('S', 777)));
+        let read = ProcStat::read(t.path(), 10).unwrap();
+        assert_eq!((read.state, read.start_time), ('S', Some(777)));
         let p = |pid: u32, pid_start: Option<u64>| Prepared {
             id: "stk-00".into(),
             image: BaseImage {
