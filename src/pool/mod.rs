@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::policy::ValidatedPolicy;
+use crate::procfs::ProcStat;
 use crate::runner::{Prepared, RunError, RunRequest, RunResult, Runner};
 
 /// Label on a pooled sandbox's container and snapshot: the policy hash it was made for.
@@ -254,12 +255,7 @@ impl Pool {
         };
         for p in dead {
             tracing::warn!("pool: sandbox {} lost its pid 1 while waiting", p.id);
-            let r = self.inner.runner.clone();
-            tokio::spawn(async move {
-                if let Err(e) = r.cleanup(&p.id).await {
-                    tracing::warn!("{e}");
-                }
-            });
+            remove_detached(&self.inner.runner, p);
         }
         self.inner.wake.notify_one();
         got
@@ -293,15 +289,7 @@ impl Pool {
         let i = &self.inner;
         let now = unix_ms();
         let idle = i.last_take.lock().expect("pool lock").elapsed() > i.config.idle_expiry;
-        let pids: Vec<u32> = i
-            .state
-            .lock()
-            .expect("pool lock")
-            .ready
-            .iter()
-            .map(|p| p.pid)
-            .collect();
-        let memory = memory_of(&i.config.proc_root, pids.into_iter());
+        let memory = i.ready_memory();
         let st = i.state.lock().expect("pool lock");
         PoolStatus {
             image: i.policy.image.clone(),
@@ -380,25 +368,41 @@ fn memory_room(max: Option<u64>, memory: u64, ready: usize, preparing: usize) ->
         .saturating_sub(preparing)
 }
 
+impl Inner {
+    /// [`PoolStatus::memory_bytes`] of the ready sandboxes (`/proc` is read outside the
+    /// lock).
+    fn ready_memory(&self) -> u64 {
+        let pids: Vec<u32> = {
+            let st = self.state.lock().expect("pool lock");
+            st.ready.iter().map(|p| p.pid).collect()
+        };
+        memory_of(&self.config.proc_root, pids.into_iter())
+    }
+}
+
+/// Removes a sandbox the pool gives up on (expired, or dead while waiting) on a task of its
+/// own.
+fn remove_detached(runner: &Runner, p: Prepared) {
+    let r = runner.clone();
+    tokio::spawn(async move {
+        if let Err(e) = r.cleanup(&p.id).await {
+            tracing::warn!("{e}");
+        }
+    });
+}
+
 /// Resident bytes of `pids` and of their parents (the shims), each process counted once.
 fn memory_of(proc_root: &Path, pids: impl Iterator<Item = u32>) -> u64 {
     let mut seen = std::collections::BTreeSet::new();
     for pid in pids {
         seen.insert(pid);
-        if let Some(ppid) = parent_of(proc_root, pid) {
+        if let Some(ppid) = ProcStat::read(proc_root, pid).and_then(|s| s.ppid) {
             seen.insert(ppid);
         }
     }
     seen.into_iter()
         .filter_map(|p| rss_bytes(proc_root, p))
         .sum()
-}
-
-fn parent_of(proc_root: &Path, pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn rss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
@@ -426,17 +430,7 @@ async fn refill_loop(inner: Arc<Inner>) {
         let mut expired = Vec::new();
         let memory = match inner.config.max_memory {
             None => 0,
-            Some(_) => {
-                let pids: Vec<u32> = inner
-                    .state
-                    .lock()
-                    .expect("pool lock")
-                    .ready
-                    .iter()
-                    .map(|p| p.pid)
-                    .collect();
-                memory_of(&inner.config.proc_root, pids.into_iter())
-            }
+            Some(_) => inner.ready_memory(),
         };
         let launch = {
             let mut st = inner.state.lock().expect("pool lock");
@@ -472,19 +466,15 @@ async fn refill_loop(inner: Arc<Inner>) {
             n
         };
         for p in expired {
-            let r = inner.runner.clone();
-            tokio::spawn(async move {
-                if let Err(e) = r.cleanup(&p.id).await {
-                    tracing::warn!("{e}");
-                }
-            });
+            remove_detached(&inner.runner, p);
         }
         for _ in 0..launch {
             let i = Arc::clone(&inner);
             preparing.spawn(async move {
                 let labels = HashMap::from([(LABEL_POOL.to_string(), i.policy_hash.clone())]);
                 let r = i.runner.prepare(&i.policy, labels).await.map(|mut p| {
-                    p.pid_start = crate::runner::proc_stat(&i.config.proc_root, p.pid).map(|s| s.1);
+                    p.pid_start =
+                        ProcStat::read(&i.config.proc_root, p.pid).and_then(|s| s.start_time);
                     p
                 });
                 let mut st = i.state.lock().expect("pool lock");
@@ -557,7 +547,7 @@ mod tests {
             (100 + 7 + 5 + 3) * 1024
         );
         assert_eq!(memory_of(t.path(), std::iter::empty()), 0);
-        assert_eq!(parent_of(t.path(), 11), Some(10));
+        assert_eq!(ProcStat::read(t.path(), 11).and_then(|s| s.ppid), Some(10));
     }
 
     #[test]
