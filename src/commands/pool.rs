@@ -135,7 +135,7 @@ async fn fill(args: FillArgs) -> Result<u8> {
     eprintln!(
         "stockade: pool for image {} (policy {}) of {} on {}",
         pool.policy().image,
-        pool.policy().hash(),
+        pool.policy_hash(),
         args.size,
         path.display()
     );

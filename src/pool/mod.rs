@@ -211,6 +211,11 @@ impl Pool {
         &self.inner.policy
     }
 
+    /// [`ValidatedPolicy::hash`] of [`Pool::policy`], computed once.
+    pub fn policy_hash(&self) -> &str {
+        &self.inner.policy_hash
+    }
+
     pub fn runner(&self) -> &Runner {
         &self.inner.runner
     }

@@ -203,7 +203,7 @@ async fn answer(
             let policy = pool.policy();
             let why_not = if theirs != *place {
                 Some("the pool serves another containerd, namespace, FIFO root or runtime binary")
-            } else if image != policy.image || policy_hash != policy.hash() {
+            } else if image != policy.image || policy_hash != pool.policy_hash() {
                 Some("the pool serves another image or policy")
             } else {
                 None

@@ -144,6 +144,8 @@ impl Runner {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
+        // The hash covers the image name too.
+        let policy_hash = policy.hash();
         if let Some(p) = &prepared {
             if id.is_some() {
                 return Err(RunError::Config(
@@ -160,11 +162,9 @@ impl Runner {
                     "a prepared sandbox cannot run a command whose name contains `=`".into(),
                 ));
             }
-            // The hash covers the image name too.
-            let hash = policy.hash();
-            if p.policy_hash != hash {
+            if p.policy_hash != policy_hash {
                 return Err(RunError::Config(format!(
-                    "sandbox {} was prepared for policy {}, not {hash}",
+                    "sandbox {} was prepared for policy {}, not {policy_hash}",
                     p.id, p.policy_hash
                 )));
             }
@@ -185,7 +185,7 @@ impl Runner {
             argv: args.clone(),
             image: policy.image.clone(),
             image_digest: None,
-            policy_hash: policy.hash(),
+            policy_hash,
             spec_digest: None,
         };
 
