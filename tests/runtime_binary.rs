@@ -55,12 +55,7 @@ impl V1Binding {
                 dir.display()
             );
             std::fs::create_dir(&dir).expect("mkdir under /sys/fs/cgroup");
-            let ok = Command::new("mount")
-                .args(["-t", "cgroup", "-o", name, "cgroup"])
-                .arg(&dir)
-                .status()
-                .expect("mount")
-                .success();
+            let ok = mount_v1(name, &dir);
             assert!(ok, "cannot bind {name} to a v1 hierarchy");
             mounted.push(dir);
         }
@@ -93,13 +88,19 @@ impl Drop for V1Binding {
                     }
                     break;
                 }
-                let _ = Command::new("mount")
-                    .args(["-t", "cgroup", "-o", &name, "cgroup"])
-                    .arg(dir)
-                    .status();
+                mount_v1(&name, dir);
             }
         }
     }
+}
+
+/// Mounts a cgroup v1 hierarchy of controller `name` at `dir`; whether that worked.
+fn mount_v1(name: &str, dir: &Path) -> bool {
+    Command::new("mount")
+        .args(["-t", "cgroup", "-o", name, "cgroup"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn remove_children(dir: &Path) {
