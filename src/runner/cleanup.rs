@@ -70,7 +70,10 @@ pub async fn remove_run(t: &CleanupTarget, id: &str, kill: bool) -> Result<(), R
     }
     // runc removes the cgroup when the task is deleted; this catches what a dead shim left
     // (pointless while the task could not be deleted: its processes keep the cgroup busy).
+    // Processes killed with the task leave their cgroup asynchronously (pid 1's exit ends
+    // the wait, its children die after it): give them a moment before removing it.
     if errors.is_empty() {
+        cgroup_emptied(&t.cgroups, &cgroups_path(id), CGROUP_EMPTY_GRACE).await;
         if let Err(e) = t.cgroups.remove(&cgroups_path(id)) {
             errors.push(format!("cgroup: {e}"));
         }
@@ -88,6 +91,23 @@ pub async fn remove_run(t: &CleanupTarget, id: &str, kill: bool) -> Result<(), R
             errors.join("; ")
         )))
     }
+}
+
+/// How long a deleted task's cgroup may still hold its dying processes before its removal
+/// is tried anyway (and fails, naming the busy directories).
+pub const CGROUP_EMPTY_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits until no directory of the cgroup at `path` lists a process, or `grace` passes;
+/// whether it emptied.
+async fn cgroup_emptied(cgroups: &CgroupFs, path: &str, grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    while cgroups.has_processes(path) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// Deletes the task of `id`; with `kill`, kills it first if it still runs.
@@ -412,6 +432,29 @@ pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Rec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn removal_waits_for_killed_processes_to_leave_the_cgroup_but_not_forever() {
+        let t = tempfile::tempdir().unwrap();
+        let procs = t.path().join("pids/stockade/stk-a/cgroup.procs");
+        std::fs::create_dir_all(procs.parent().unwrap()).unwrap();
+        std::fs::write(&procs, "4242\n").unwrap();
+        let cg = CgroupFs::new(t.path());
+        // Never empties: gives up after the grace.
+        let start = std::time::Instant::now();
+        assert!(!cgroup_emptied(&cg, "/stockade/stk-a", Duration::from_millis(100)).await);
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        // Empties a moment later: seen.
+        let later = procs.clone();
+        let emptier = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::write(later, "").unwrap();
+        });
+        assert!(cgroup_emptied(&cg, "/stockade/stk-a", Duration::from_secs(5)).await);
+        emptier.await.unwrap();
+        // Already empty (or gone): no wait.
+        assert!(cgroup_emptied(&cg, "/stockade/stk-b", Duration::ZERO).await);
+    }
 
     #[test]
     fn abandonment_follows_owner_then_age() {
