@@ -195,7 +195,20 @@ impl Daemon {
     }
 
     /// `stockade gc` against this daemon; must exit 0.
+    /// `stockade gc` on this daemon, once the detached removal helpers of its finished runs
+    /// (`stockade gc --run ID --take-over`) have exited, which they must within a minute:
+    /// `stockade gc` leaves a run alone while its helper lives.
     pub fn gc(&self) -> CaseResult {
+        let helpers = format!("--take-over --address {}", self.socket().display());
+        let waiting = Instant::now();
+        while !processes_with(&helpers).is_empty() {
+            ensure!(
+                waiting.elapsed() < Duration::from_secs(60),
+                "removal helpers still running after 60 s: {:?}",
+                processes_with(&helpers)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let out = run_guarded(self.stockade(&["gc"]), Duration::from_secs(120))?;
         ensure!(
             out.code == Some(0),
