@@ -7,6 +7,7 @@
 pub mod apparmor;
 pub mod audit;
 pub mod bench;
+pub mod bind;
 pub mod containerd;
 pub mod host;
 pub mod images;

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use stockade::policy::{parse_duration, parse_size, Policy, PolicyEnv, PolicyOverrides};
+use stockade::policy::{
+    parse_duration, parse_size, BindError, HostDir, Policy, PolicyEnv, PolicyOverrides,
+};
 use stockade::seccomp::{builtin_profile, compile, Profile, TargetArch};
 
 /// `base` cases, times `STOCKADE_FUZZ_CASES`.
@@ -41,11 +43,18 @@ impl PolicyEnv for FakeEnv {
         Ok(self.profile.clone())
     }
 
-    fn canonical_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
+    fn bind_dir(&self, path: &Path) -> Result<HostDir, BindError> {
         if path.is_absolute() {
-            Ok(path.to_path_buf())
+            Ok(HostDir {
+                path: path.to_path_buf(),
+                dev: 8,
+                ino: 2,
+            })
         } else {
-            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            Err(BindError::Resolve {
+                path: path.to_path_buf(),
+                reason: "no such directory".to_string(),
+            })
         }
     }
 }
@@ -608,8 +617,8 @@ oom_score_adj = 900
 mode = "loopback"
 [filesystem]
 read_write_root = false
-workspace = "/tmp"
-input = "/tmp"
+workspace = "/tmp/work"
+input = "/tmp/in"
 [security]
 cap_add = ["NET_BIND_SERVICE"]
 seccomp = "strict"

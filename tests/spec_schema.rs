@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stockade::host::{CgroupMode, HostFacts};
-use stockade::policy::{Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
+use stockade::policy::{BindError, HostDir, Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
 use stockade::spec::{self, SpecRequest};
 
 fn fixtures() -> PathBuf {
@@ -48,11 +48,15 @@ impl PolicyEnv for Env {
             p.display().to_string(),
         ))
     }
-    fn canonical_dir(&self, p: &Path) -> std::io::Result<PathBuf> {
-        Ok(if p.starts_with("/srv") {
-            p.to_path_buf()
-        } else {
-            Path::new("/srv").join(p.strip_prefix("/").unwrap_or(p))
+    fn bind_dir(&self, p: &Path) -> Result<HostDir, BindError> {
+        Ok(HostDir {
+            path: if p.starts_with("/srv") {
+                p.to_path_buf()
+            } else {
+                Path::new("/srv").join(p.strip_prefix("/").unwrap_or(p))
+            },
+            dev: 8,
+            ino: 2,
         })
     }
 }

@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::bind::{BindError, HostDir};
+
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
     cap_name, AppArmorChoice, IdMap, Limits, NetworkMode, SeccompChoice, User, ValidatedPolicy,
@@ -208,12 +210,18 @@ fn escape_controls(s: &str) -> String {
 pub trait PolicyEnv {
     /// Reads a seccomp profile given by path.
     fn read_file(&self, path: &std::path::Path) -> std::io::Result<String>;
-    /// Resolves a host directory to an absolute, symlink-free path; fails if it is missing
-    /// or not a directory.
-    fn canonical_dir(&self, path: &std::path::Path) -> std::io::Result<PathBuf>;
+    /// Resolves a host directory for a bind mount: made absolute, opened without following
+    /// a symbolic link in any component, with its identity (device, inode). See
+    /// [`crate::bind`].
+    fn bind_dir(&self, path: &std::path::Path) -> Result<HostDir, BindError>;
+    /// The directories bind sources must lie strictly beneath. Default:
+    /// [`crate::bind::DEFAULT_BIND_ROOTS`].
+    fn bind_roots(&self) -> Vec<PathBuf> {
+        crate::bind::roots_from(None)
+    }
 }
 
-/// The real filesystem.
+/// The real filesystem; bind roots from `STOCKADE_BIND_ROOTS` when set.
 pub struct HostPolicyEnv;
 
 impl PolicyEnv for HostPolicyEnv {
@@ -221,15 +229,20 @@ impl PolicyEnv for HostPolicyEnv {
         std::fs::read_to_string(path)
     }
 
-    fn canonical_dir(&self, path: &std::path::Path) -> std::io::Result<PathBuf> {
-        let p = std::fs::canonicalize(path)?;
-        if !p.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotADirectory,
-                "not a directory",
-            ));
-        }
-        Ok(p)
+    fn bind_dir(&self, path: &std::path::Path) -> Result<HostDir, BindError> {
+        let cwd = std::env::current_dir().map_err(|e| BindError::Resolve {
+            path: path.to_path_buf(),
+            reason: format!("the current directory is unusable: {e}"),
+        })?;
+        let abs = crate::bind::absolute(path, &cwd).ok_or_else(|| BindError::Resolve {
+            path: path.to_path_buf(),
+            reason: "`..` is not allowed in a bind source (give the real path)".to_string(),
+        })?;
+        crate::bind::resolve(&abs)
+    }
+
+    fn bind_roots(&self) -> Vec<PathBuf> {
+        crate::bind::roots_from(std::env::var(crate::bind::BIND_ROOTS_ENV).ok().as_deref())
     }
 }
 

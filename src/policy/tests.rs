@@ -12,6 +12,8 @@ use super::*;
 struct FakeEnv {
     dirs: HashMap<PathBuf, PathBuf>,
     files: HashMap<PathBuf, String>,
+    /// Bind roots; the defaults when empty.
+    roots: Vec<PathBuf>,
 }
 
 impl FakeEnv {
@@ -32,11 +34,25 @@ impl PolicyEnv for FakeEnv {
             .cloned()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     }
-    fn canonical_dir(&self, path: &Path) -> std::io::Result<PathBuf> {
+    fn bind_dir(&self, path: &Path) -> Result<HostDir, BindError> {
         self.dirs
             .get(path)
-            .cloned()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+            .map(|p| HostDir {
+                path: p.clone(),
+                dev: 8,
+                ino: p.as_os_str().len() as u64,
+            })
+            .ok_or_else(|| BindError::Resolve {
+                path: path.to_path_buf(),
+                reason: "no such directory".to_string(),
+            })
+    }
+    fn bind_roots(&self) -> Vec<PathBuf> {
+        if self.roots.is_empty() {
+            crate::bind::roots_from(None)
+        } else {
+            self.roots.clone()
+        }
     }
 }
 
@@ -160,8 +176,8 @@ size = 65536
     assert_eq!(p.limits.oom_score_adj, 900);
     assert_eq!(p.network, NetworkMode::Loopback);
     assert!(!p.read_only_root);
-    assert_eq!(p.workspace, Some(PathBuf::from("/srv/w")));
-    assert_eq!(p.input, Some(PathBuf::from("/srv/in")));
+    assert_eq!(p.workspace.map(|d| d.path), Some(PathBuf::from("/srv/w")));
+    assert_eq!(p.input.map(|d| d.path), Some(PathBuf::from("/srv/in")));
     assert_eq!(p.cap_add.len(), 2);
     assert!(matches!(&p.seccomp, SeccompChoice::Profile { name, .. } if name == "strict"));
     assert_eq!(p.apparmor, AppArmorChoice::Profile("my-profile".into()));
@@ -209,7 +225,7 @@ fn flags_override_the_file() {
     assert_eq!(p.limits.pids, 64);
     assert_eq!(p.limits.timeout, Duration::from_millis(1500));
     assert_eq!(p.network, NetworkMode::Loopback);
-    assert_eq!(p.workspace, Some(PathBuf::from("/srv/w")));
+    assert_eq!(p.workspace.map(|d| d.path), Some(PathBuf::from("/srv/w")));
     assert_eq!(p.cwd, "/workspace");
     assert_eq!(p.env.iter().filter(|e| e.starts_with("A=")).count(), 1);
     assert!(p.env.contains(&"A=2".to_string()));
@@ -451,6 +467,68 @@ fn protected_host_paths_cannot_be_mounted() {
             );
         }
     }
+}
+
+/// Beyond the protected paths, a bind source must lie strictly beneath an allowed root:
+/// the system directories the denylist does not name, and a root itself, are refused.
+#[test]
+fn bind_sources_must_lie_strictly_beneath_an_allowed_root() {
+    let custom = vec![PathBuf::from("/data")];
+    let cases: &[(&str, &[PathBuf], bool)] = &[
+        ("/srv/w", &[], true),
+        ("/tmp/job-1", &[], true),
+        ("/home/alice/project", &[], true),
+        ("/tmp", &[], false),
+        ("/var/tmp", &[], false),
+        ("/home", &[], false),
+        ("/srv", &[], false),
+        ("/opt", &[], false),
+        ("/opt/app", &[], false),
+        ("/var/lib/dpkg", &[], false),
+        ("/var/backups", &[], false),
+        ("/data/jobs/1", &custom, true),
+        ("/srv/w", &custom, false),
+    ];
+    for (dir, roots, ok) in cases {
+        let env = FakeEnv {
+            roots: roots.to_vec(),
+            ..FakeEnv::default()
+        }
+        .with_dir(dir, dir);
+        let o = PolicyOverrides {
+            workspace: Some(dir.into()),
+            ..Default::default()
+        };
+        let r = Policy::default().validate(None, &o, &env);
+        match (ok, r) {
+            (true, Ok(p)) => assert_eq!(p.workspace.unwrap().path, Path::new(dir)),
+            (false, Err(e)) => {
+                let e = e.to_string();
+                assert!(e.starts_with("--workspace: "), "{dir}: {e}");
+                assert!(
+                    e.contains("STOCKADE_BIND_ROOTS") || e.contains("protected host path"),
+                    "{dir}: {e}"
+                );
+            }
+            (ok, r) => panic!("{dir} with roots {roots:?}: want ok={ok}, got {r:?}"),
+        }
+    }
+}
+
+/// The directory's identity is part of the policy (and its hash): a directory replaced at
+/// the same path is a different policy, so a pooled sandbox made for the old one is never
+/// handed a run for the new one.
+#[test]
+fn a_replaced_directory_changes_the_policy_hash() {
+    let o = PolicyOverrides {
+        workspace: Some("/srv/w".into()),
+        ..Default::default()
+    };
+    let env = FakeEnv::default().with_dir("/srv/w", "/srv/w");
+    let before = Policy::default().validate(None, &o, &env).unwrap();
+    let mut after = before.clone();
+    after.workspace.as_mut().unwrap().ino += 1;
+    assert_ne!(before.hash(), after.hash());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Policy → [`ValidatedPolicy`]: every value parsed, range-checked and resolved, or one
 //! error naming the field or flag at fault.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use oci_spec::runtime::{Capability, LinuxSeccomp};
@@ -9,6 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{parse_duration, parse_size, Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
+use crate::bind::{self, HostDir};
 use crate::seccomp;
 
 /// The unprivileged identity commands run as unless a policy says otherwise: `nobody`.
@@ -151,10 +152,11 @@ pub struct ValidatedPolicy {
     pub limits: Limits,
     pub network: NetworkMode,
     pub read_only_root: bool,
-    /// Canonical host path mounted read-write at `/workspace`.
-    pub workspace: Option<PathBuf>,
-    /// Canonical host path mounted read-only at `/input`.
-    pub input: Option<PathBuf>,
+    /// Host directory mounted read-write at `/workspace` (path and identity; see
+    /// [`crate::bind`]).
+    pub workspace: Option<HostDir>,
+    /// Host directory mounted read-only at `/input`.
+    pub input: Option<HostDir>,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
     pub seccomp: SeccompChoice,
@@ -556,15 +558,16 @@ fn host_dir(
     field: &'static str,
     v: Option<&Path>,
     env: &dyn PolicyEnv,
-) -> Result<Option<PathBuf>, PolicyError> {
+) -> Result<Option<HostDir>, PolicyError> {
     let Some(path) = v else { return Ok(None) };
-    let canon = env
-        .canonical_dir(path)
-        .map_err(|e| err(o, field, format!("{}: {}", path.display(), io_reason(&e))))?;
+    let dir = env
+        .bind_dir(path)
+        .map_err(|e| err(o, field, e.to_string()))?;
+    let canon = dir.path.as_path();
     let protected = PROTECTED_HOST_PATHS
         .iter()
         .map(Path::new)
-        .find(|p| canon == Path::new("/") || canon.starts_with(p) || p.starts_with(&canon));
+        .find(|p| canon == Path::new("/") || canon.starts_with(p) || p.starts_with(canon));
     if canon == Path::new("/") || protected.is_some() {
         return Err(err(
             o,
@@ -578,15 +581,24 @@ fn host_dir(
             ),
         ));
     }
-    Ok(Some(canon))
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such directory".to_string(),
-        std::io::ErrorKind::NotADirectory => "not a directory".to_string(),
-        _ => e.to_string(),
+    let roots = env.bind_roots();
+    if bind::beneath_root(canon, &roots).is_none() {
+        return Err(err(
+            o,
+            field,
+            format!(
+                "{} is not beneath an allowed bind root ({}; {} sets them)",
+                canon.display(),
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                bind::BIND_ROOTS_ENV
+            ),
+        ));
     }
+    Ok(Some(dir))
 }
 
 fn parse_caps(o: &Origins, names: &[String]) -> Result<Vec<Capability>, PolicyError> {

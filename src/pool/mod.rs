@@ -233,9 +233,20 @@ impl Pool {
         *self.inner.last_take.lock().expect("pool lock") = Instant::now();
         let proc_root = &self.inner.config.proc_root;
         let mut dead = Vec::new();
+        let stale = self.inner.stale_binds();
         let got = {
             let mut st = self.inner.state.lock().expect("pool lock");
             if st.shutting_down {
+                return None;
+            }
+            if let Some(why) = stale {
+                dead.extend(st.ready.drain(..));
+                st.misses += 1;
+                st.last_error = Some(why);
+                drop(st);
+                for p in dead {
+                    remove_detached(&self.inner.runner, p);
+                }
                 return None;
             }
             let mut got = None;
@@ -374,6 +385,15 @@ fn memory_room(max: Option<u64>, memory: u64, ready: usize, preparing: usize) ->
 }
 
 impl Inner {
+    /// Why the pool's sandboxes may no longer be served: a bind source of its policy no
+    /// longer resolves to the directory it was validated as. `None` when all still do.
+    fn stale_binds(&self) -> Option<String> {
+        let p = &self.policy;
+        crate::bind::check_unchanged(p.workspace.iter().chain(p.input.iter()))
+            .err()
+            .map(|e| format!("{e}; ready sandboxes removed, none made until the pool is refilled"))
+    }
+
     /// [`PoolStatus::memory_bytes`] of the ready sandboxes (`/proc` is read outside the
     /// lock).
     fn ready_memory(&self) -> u64 {
@@ -437,10 +457,19 @@ async fn refill_loop(inner: Arc<Inner>) {
             None => 0,
             Some(_) => inner.ready_memory(),
         };
+        let stale = inner.stale_binds();
         let launch = {
             let mut st = inner.state.lock().expect("pool lock");
             if st.shutting_down {
                 break;
+            }
+            // A bind source replaced since the pool's policy was validated: the ready
+            // sandboxes hold the old directory; none is served or made again.
+            if let Some(why) = &stale {
+                if !st.ready.is_empty() || st.last_error.as_deref() != Some(why) {
+                    expired.extend(st.ready.drain(..));
+                    st.last_error = Some(why.clone());
+                }
             }
             let now = unix_ms();
             let limit = expiry.as_millis() as u64;
@@ -452,7 +481,11 @@ async fn refill_loop(inner: Arc<Inner>) {
                 expired.extend(st.ready.pop_front());
                 st.expired += 1;
             }
-            let want = if idle { 0 } else { inner.config.size };
+            let want = if idle || stale.is_some() {
+                0
+            } else {
+                inner.config.size
+            };
             let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
             let room = want.saturating_sub(st.ready.len() + st.preparing);
             let slots = inner.config.refill_concurrency.saturating_sub(st.preparing);

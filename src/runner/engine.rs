@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::exit::{self, classify_exec_error, ExecFailure, Outcome};
 use super::output::{pump, Pumped, Sink};
 use super::{
-    fifo, journal, BaseImage, CleanupMode, Output, Phases, Prepared, RunError, RunRequest,
+    fifo, journal, seal, BaseImage, CleanupMode, Output, Phases, Prepared, RunError, RunRequest,
     RunResult, Runner, Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED,
     LABEL_GC_ROOT, LABEL_OWNER, SPEC_TYPE_URL, TRAMPOLINE,
 };
@@ -199,7 +199,7 @@ impl Runner {
         fail.image_digest = base.digest.clone();
 
         let t = Instant::now();
-        let built = spec::build(
+        let mut built = spec::build(
             &policy,
             &self.inner.host,
             &SpecRequest {
@@ -208,6 +208,9 @@ impl Runner {
                 terminal,
             },
         )?;
+        if seal::has_binds(&policy) {
+            seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(&id));
+        }
         let spec_digest = spec::digest(&built.spec);
         fail.spec_digest = Some(spec_digest.clone());
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
@@ -241,6 +244,7 @@ impl Runner {
         // From here on, every exit path removes what exists.
         let live = Live {
             id: &id,
+            policy: &policy,
             base: &base,
             args: &args,
             terminal,
@@ -387,6 +391,7 @@ impl Runner {
     ) -> Result<(Ended, Pumped, Pumped, super::Usage), RunError> {
         let Live {
             id,
+            policy,
             base,
             args,
             terminal,
@@ -396,6 +401,9 @@ impl Runner {
         let i = &self.inner;
         let c = &i.client;
 
+        if seal::has_binds(policy) {
+            seal::stage(&i.fifo_root.join(id), &i.proc_root, policy)?;
+        }
         let (mounts, t_prep, t_cont) = self
             .create_objects(id, base, spec_json, HashMap::new())
             .await?;
@@ -415,13 +423,17 @@ impl Runner {
                 ..Default::default()
             }))
             .await;
+        let pid = match task {
+            Ok(r) => r.into_inner().pid,
+            Err(status) => {
+                return Err(exec_error(
+                    args,
+                    ContainerdError::rpc("create task")(status),
+                ))
+            }
+        };
+        seal::seal(&i.proc_root, pid, policy)?;
         phases.create_task_ms = ms(t.elapsed());
-        if let Err(status) = task {
-            return Err(exec_error(
-                args,
-                ContainerdError::rpc("create task")(status),
-            ));
-        }
 
         self.start_and_wait(live, opened, stdin, None, output, cancel, phases)
             .await
@@ -664,7 +676,7 @@ impl Runner {
         let base = self.base_image(&policy.image).await?;
         let id = super::new_id();
         let args = trampoline_args();
-        let built = spec::build(
+        let mut built = spec::build(
             policy,
             &self.inner.host,
             &SpecRequest {
@@ -673,6 +685,9 @@ impl Runner {
                 terminal: false,
             },
         )?;
+        if seal::has_binds(policy) {
+            seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(&id));
+        }
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(policy)?;
         let root = &self.inner.fifo_root;
@@ -683,6 +698,9 @@ impl Runner {
         fifo::mark(root, &id).map_err(run_dir)?;
         let made = async {
             let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
+            if seal::has_binds(policy) {
+                seal::stage(&root.join(&id), &self.inner.proc_root, policy)?;
+            }
             let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
             let c = &self.inner.client;
             let task = c
@@ -699,6 +717,7 @@ impl Runner {
                 .await
                 .map_err(|s| exec_error(&args, ContainerdError::rpc("create task")(s)))?
                 .into_inner();
+            seal::seal(&self.inner.proc_root, task.pid, policy)?;
             // Started now, so that a run does not wait for `runc start`: the trampoline
             // blocks reading its command line, and nothing of a run's has executed yet.
             c.tasks()
@@ -897,6 +916,7 @@ pub struct Attempt {
 #[derive(Clone, Copy)]
 struct Live<'a> {
     id: &'a str,
+    policy: &'a ValidatedPolicy,
     base: &'a BaseImage,
     args: &'a [String],
     terminal: bool,

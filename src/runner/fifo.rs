@@ -120,8 +120,11 @@ pub fn read_owner(dir: &Path) -> Option<u32> {
         .ok()
 }
 
-/// Removes a run directory and everything in it; a missing directory is fine.
+/// Removes a run directory and everything in it; a missing directory is fine. Its bind
+/// staging mounts are unmounted first (see [`crate::bind::unstage`]); if one cannot be, the
+/// directory stays, so that removal never reaches into a mounted host directory.
 pub fn remove(root: &Path, id: &str) -> std::io::Result<()> {
+    crate::bind::unstage(&root.join(id)).map_err(std::io::Error::other)?;
     match std::fs::remove_dir_all(root.join(id)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

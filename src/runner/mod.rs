@@ -41,6 +41,7 @@ mod fifo;
 mod images;
 pub mod journal;
 mod output;
+mod seal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,8 @@ pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 /// Where the cgroup filesystem is mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// Where procfs is mounted.
+pub const DEFAULT_PROC_ROOT: &str = "/proc";
 /// The type URL containerd expects on an OCI spec carried as `Any`.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// Every run id starts with this; `gc` touches nothing else.
@@ -121,6 +124,15 @@ pub enum RunError {
     Unkillable { id: String },
     #[error("apparmor: {0}")]
     AppArmor(String),
+    /// A bind source could not be staged, or the sandbox does not see what was checked.
+    #[error("{0}")]
+    Bind(#[from] crate::bind::BindError),
+    #[error("sandbox pid {pid}: setting oom_score_adj to {value} from the host failed: {reason}")]
+    OomScoreAdj {
+        pid: u32,
+        value: i32,
+        reason: String,
+    },
     #[error("runner: {0}")]
     Config(String),
 }
@@ -420,6 +432,7 @@ pub struct RunnerBuilder {
     snapshotter: Option<String>,
     fifo_root: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
+    proc_root: Option<PathBuf>,
     images: Option<Arc<dyn ImageSource>>,
     audit_log: Option<PathBuf>,
     cleanup: CleanupMode,
@@ -465,6 +478,12 @@ impl RunnerBuilder {
     /// cgroup mount point. Default [`DEFAULT_CGROUP_ROOT`].
     pub fn cgroup_root(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cgroup_root = Some(dir.into());
+        self
+    }
+    /// procfs mount point (pids of created tasks are checked and adjusted through it).
+    /// Default [`DEFAULT_PROC_ROOT`].
+    pub fn proc_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.proc_root = Some(dir.into());
         self
     }
     /// How image names become base snapshots. Default [`StoreImages`] (the image store).
@@ -520,6 +539,9 @@ impl RunnerBuilder {
                     self.cgroup_root
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
                 ),
+                proc_root: self
+                    .proc_root
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT)),
                 images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
                 image_cache: Mutex::new(HashMap::new()),
                 audit_log: self.audit_log,
@@ -547,6 +569,7 @@ struct Inner {
     snapshotter: String,
     fifo_root: PathBuf,
     cgroups: CgroupFs,
+    proc_root: PathBuf,
     images: Arc<dyn ImageSource>,
     image_cache: Mutex<HashMap<String, BaseImage>>,
     audit_log: Option<PathBuf>,

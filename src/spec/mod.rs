@@ -14,7 +14,7 @@ use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 
 pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
-pub use mounts::{masked_paths, readonly_paths};
+pub use mounts::{masked_paths, readonly_paths, stage_binds};
 pub use process::apparmor_profile_name;
 
 /// The OCI runtime-spec version stockade's specs declare (what runc 1.1 implements).

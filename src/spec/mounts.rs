@@ -87,7 +87,7 @@ pub(super) fn build(policy: &ValidatedPolicy) -> Vec<Mount> {
         m.push(mount(
             WORKSPACE_PATH,
             "bind",
-            &ws.to_string_lossy(),
+            &ws.path.to_string_lossy(),
             &["bind", "rprivate", "nosuid", "nodev", "rw"],
         ));
     }
@@ -95,7 +95,7 @@ pub(super) fn build(policy: &ValidatedPolicy) -> Vec<Mount> {
         m.push(mount(
             INPUT_PATH,
             "bind",
-            &input.to_string_lossy(),
+            &input.path.to_string_lossy(),
             &["bind", "rprivate", "nosuid", "nodev", "noexec", "ro"],
         ));
     }
@@ -141,4 +141,23 @@ pub fn readonly_paths() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// Points the `/workspace` and `/input` binds of `spec` at their staging mounts under
+/// `staging` (`<staging>/workspace`, `<staging>/input`; see [`crate::bind`]), the paths a
+/// run hands the runtime instead of the host paths, which other processes could change.
+pub fn stage_binds(spec: &mut oci_spec::runtime::Spec, staging: &std::path::Path) {
+    let Some(mounts) = spec.mounts_mut() else {
+        return;
+    };
+    for m in mounts.iter_mut() {
+        let name = match m.destination().to_str() {
+            Some(WORKSPACE_PATH) => "workspace",
+            Some(INPUT_PATH) => "input",
+            _ => continue,
+        };
+        if m.typ().as_deref() == Some("bind") {
+            m.set_source(Some(staging.join(name)));
+        }
+    }
 }

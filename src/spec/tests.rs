@@ -1,13 +1,13 @@
 //! Each policy field → the spec field it controls; defaults → DESIGN.md's security table.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccompAction, PosixRlimitType, Spec};
 use serde_json::{json, Value};
 
 use super::*;
 use crate::host::{CgroupMode, HostFacts};
-use crate::policy::{Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
+use crate::policy::{BindError, HostDir, Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
 
 struct Dirs;
 impl PolicyEnv for Dirs {
@@ -17,8 +17,12 @@ impl PolicyEnv for Dirs {
             p.display().to_string(),
         ))
     }
-    fn canonical_dir(&self, p: &Path) -> std::io::Result<PathBuf> {
-        Ok(Path::new("/srv").join(p.strip_prefix("/").unwrap()))
+    fn bind_dir(&self, p: &Path) -> Result<HostDir, BindError> {
+        Ok(HostDir {
+            path: Path::new("/srv").join(p.strip_prefix("/").unwrap()),
+            dev: 8,
+            ino: 2,
+        })
     }
 }
 

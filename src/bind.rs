@@ -1,0 +1,356 @@
+//! Host directories mounted into a sandbox (`/workspace`, `/input`), mounted so that no
+//! process on the host can redirect the mount to another directory.
+//!
+//! The threat: `mount(2)` resolves its source path when it runs, following symbolic links,
+//! and the runtime mounts whatever path string the spec names. Any process that can write a
+//! directory on that path (another sandbox whose workspace is the parent, another host
+//! user) can swap a component for a link to `/etc` between the check and the mount, or
+//! leave a link that a later run follows. So:
+//!
+//! 1. Validation ([`resolve`]) opens the directory with `openat2(RESOLVE_NO_SYMLINKS)`: no
+//!    component of the path may be a symbolic link, and the result carries the directory's
+//!    identity (device, inode). The identity is part of the validated policy and so of its
+//!    hash: a pooled sandbox made for one directory never serves a request for another
+//!    directory at the same path.
+//! 2. The run ([`stage`]) opens the path the same way again, checks the identity, and
+//!    bind-mounts the open descriptor (not the path) onto `<run dir>/binds/<name>`, a
+//!    directory only root can reach. The spec names that staging path, so the runtime
+//!    mounts a path nobody else can change.
+//! 3. After the task is created and before it starts ([`verify_in_task`]), what the
+//!    sandbox sees at `/workspace` and `/input` is checked from the host against the
+//!    identity; the run is aborted otherwise.
+//!
+//! The staging mounts are removed with the run directory ([`unstage`] runs before it is
+//! removed, and never removes anything it did not create).
+
+use std::os::fd::RawFd;
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::mount::{MntFlags, MsFlags};
+use serde::Serialize;
+use thiserror::Error;
+
+/// Directories beneath which a bind source may lie when `STOCKADE_BIND_ROOTS` is unset.
+/// A root itself is never mounted, only directories strictly beneath it: `/tmp/job` may be
+/// a workspace, `/tmp` (every host user's temporary files) may not. System directories
+/// (`/etc`, `/usr`, `/var/lib`, `/opt`, `/root`, …) are not roots at all.
+pub const DEFAULT_BIND_ROOTS: &[&str] = &["/home", "/srv", "/tmp", "/var/tmp", "/mnt"];
+
+/// Environment variable that replaces [`DEFAULT_BIND_ROOTS`]: absolute directories
+/// separated by `:`.
+pub const BIND_ROOTS_ENV: &str = "STOCKADE_BIND_ROOTS";
+
+/// The directory, below a run directory, that holds the staging mounts.
+pub const STAGING_DIR: &str = "binds";
+
+/// The names of the staging mounts, one per bind a policy can ask for.
+pub const STAGED_NAMES: &[&str] = &["workspace", "input"];
+
+/// How many mounts stacked on one staging path [`unstage`] removes before giving up.
+const MAX_STACKED_MOUNTS: usize = 8;
+
+/// Errors of resolving, staging and verifying bind sources. Each renders as one line.
+#[derive(Debug, Error)]
+pub enum BindError {
+    #[error("{}: {reason}", path.display())]
+    Resolve { path: PathBuf, reason: String },
+    #[error("{name} {}: the directory changed since the policy was validated (was device {} inode {}, now device {} inode {}); not mounted", want.path.display(), want.dev, want.ino, got_dev, got_ino)]
+    Changed {
+        name: String,
+        want: HostDir,
+        got_dev: u64,
+        got_ino: u64,
+    },
+    #[error("staging {}: {source}", path.display())]
+    Stage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{name}: the sandbox sees {seen} at {dest}, not {} (device {} inode {}); the run was aborted before it started", want.path.display(), want.dev, want.ino)]
+    Mismatch {
+        name: String,
+        dest: String,
+        want: HostDir,
+        seen: String,
+    },
+}
+
+/// A host directory as validated: its absolute, symlink-free path and its identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostDir {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// An open descriptor, closed when dropped (nix hands out raw descriptors).
+struct Fd(RawFd);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
+
+/// `path` made absolute against `cwd`, with `.` components dropped; `None` when it holds
+/// `..` (refused rather than guessed at: which directory `a/..` is depends on links).
+pub fn absolute(path: &Path, cwd: &Path) -> Option<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cwd.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The first root in `roots` that `path` lies strictly beneath.
+pub fn beneath_root<'a>(path: &Path, roots: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    roots
+        .iter()
+        .find(|r| path != r.as_path() && path.starts_with(r))
+}
+
+/// The bind roots from `STOCKADE_BIND_ROOTS`'s value, or the defaults when it is unset or
+/// empty. Entries that are not absolute are ignored.
+pub fn roots_from(value: Option<&str>) -> Vec<PathBuf> {
+    let parsed: Vec<PathBuf> = value
+        .unwrap_or_default()
+        .split(':')
+        .filter(|s| s.starts_with('/'))
+        .filter_map(|s| absolute(Path::new(s), Path::new("/")))
+        .collect();
+    if parsed.is_empty() {
+        DEFAULT_BIND_ROOTS.iter().map(PathBuf::from).collect()
+    } else {
+        parsed
+    }
+}
+
+fn open_no_symlinks(path: &Path) -> Result<(Fd, HostDir), std::io::Error> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = Fd(nix::fcntl::openat2(nix::libc::AT_FDCWD, path, how)?);
+    let st = nix::sys::stat::fstat(fd.0)?;
+    Ok((
+        fd,
+        HostDir {
+            path: path.to_path_buf(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+        },
+    ))
+}
+
+/// Opens the absolute directory `path` without following a symbolic link in any of its
+/// components and returns its identity; the error says why in words.
+pub fn resolve(path: &Path) -> Result<HostDir, BindError> {
+    open_no_symlinks(path)
+        .map(|(_, d)| d)
+        .map_err(|e| unreadable(path, e))
+}
+
+fn unreadable(path: &Path, e: std::io::Error) -> BindError {
+    BindError::Resolve {
+        path: path.to_path_buf(),
+        reason: match e.raw_os_error() {
+            Some(nix::libc::ELOOP) | Some(nix::libc::EXDEV) => {
+                "a component of the path is a symbolic link (bind sources are opened without following links: give the real path)".to_string()
+            }
+            Some(nix::libc::ENOENT) => "no such directory".to_string(),
+            Some(nix::libc::ENOTDIR) => "not a directory".to_string(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+/// Checks that each directory still resolves, without links, to the same identity: a
+/// long-lived holder of a policy (a pool) asks before it serves or refills.
+pub fn check_unchanged<'a>(dirs: impl IntoIterator<Item = &'a HostDir>) -> Result<(), BindError> {
+    for want in dirs {
+        let got = resolve(&want.path)?;
+        if (got.dev, got.ino) != (want.dev, want.ino) {
+            return Err(BindError::Changed {
+                name: "bind source".to_string(),
+                want: want.clone(),
+                got_dev: got.dev,
+                got_ino: got.ino,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Mounts each `(name, dir)` at `<run_dir>/binds/<name>`: the directory is opened without
+/// following links, its identity checked against `dir`, and the open descriptor (through
+/// `<proc_root>/self/fd`) is what gets bind-mounted; `read_only` ones are remounted
+/// read-only. On failure, what was mounted is unmounted again.
+pub fn stage(
+    run_dir: &Path,
+    proc_root: &Path,
+    binds: &[(&str, &HostDir, bool)],
+) -> Result<(), BindError> {
+    if binds.is_empty() {
+        return Ok(());
+    }
+    let r = stage_all(run_dir, proc_root, binds);
+    if r.is_err() {
+        if let Err(e) = unstage(run_dir) {
+            tracing::warn!("{e}");
+        }
+    }
+    r
+}
+
+fn stage_all(
+    run_dir: &Path,
+    proc_root: &Path,
+    binds: &[(&str, &HostDir, bool)],
+) -> Result<(), BindError> {
+    let staging = run_dir.join(STAGING_DIR);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source: std::io::Error| BindError::Stage { path, source }
+    };
+    mkdir_private(&staging).map_err(io(&staging))?;
+    for (name, want, read_only) in binds {
+        let (fd, got) = open_no_symlinks(&want.path).map_err(|e| unreadable(&want.path, e))?;
+        if (got.dev, got.ino) != (want.dev, want.ino) {
+            return Err(BindError::Changed {
+                name: name.to_string(),
+                want: (*want).clone(),
+                got_dev: got.dev,
+                got_ino: got.ino,
+            });
+        }
+        let target = staging.join(name);
+        mkdir_private(&target).map_err(io(&target))?;
+        let source = proc_root.join("self/fd").join(fd.0.to_string());
+        nix::mount::mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| io(&target)(e.into()))?;
+        if *read_only {
+            nix::mount::mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .map_err(|e| io(&target)(e.into()))?;
+        }
+        let seen = std::fs::symlink_metadata(&target).map_err(io(&target))?;
+        use std::os::unix::fs::MetadataExt;
+        if (seen.dev(), seen.ino()) != (want.dev, want.ino) {
+            return Err(BindError::Mismatch {
+                name: name.to_string(),
+                dest: target.display().to_string(),
+                want: (*want).clone(),
+                seen: format!("device {} inode {}", seen.dev(), seen.ino()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn mkdir_private(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(0o700).create(p)
+}
+
+/// The staging path of bind `name` for the run directory `run_dir`.
+pub fn staged_path(run_dir: &Path, name: &str) -> PathBuf {
+    run_dir.join(STAGING_DIR).join(name)
+}
+
+/// Unmounts and removes the staging mounts of `run_dir`. Only ever unmounts and removes
+/// empty directories (`rmdir`): if a mount cannot be removed, the error says so and the
+/// caller must not remove the run directory recursively. Nothing staged: nothing to do.
+pub fn unstage(run_dir: &Path) -> Result<(), BindError> {
+    let staging = run_dir.join(STAGING_DIR);
+    if !exists(&staging) {
+        return Ok(());
+    }
+    for name in STAGED_NAMES {
+        let p = staging.join(name);
+        if !exists(&p) {
+            continue;
+        }
+        for _ in 0..MAX_STACKED_MOUNTS {
+            match nix::mount::umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+                Ok(()) => continue,
+                // Not (or no longer) a mount point.
+                Err(nix::errno::Errno::EINVAL) => break,
+                Err(e) => {
+                    return Err(BindError::Stage {
+                        path: p,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        std::fs::remove_dir(&p).map_err(|source| BindError::Stage {
+            path: p.clone(),
+            source,
+        })?;
+    }
+    std::fs::remove_dir(&staging).map_err(|source| BindError::Stage {
+        path: staging.clone(),
+        source,
+    })
+}
+
+fn exists(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
+/// Checks from the host that the created (not yet started) task whose pid 1 is `pid` sees
+/// each `(name, destination, dir)` at its destination: the same directory by device and
+/// inode. Read through `<proc_root>/<pid>/root`, without following a link at the end.
+pub fn verify_in_task(
+    proc_root: &Path,
+    pid: u32,
+    binds: &[(&str, &str, &HostDir)],
+) -> Result<(), BindError> {
+    use std::os::unix::fs::MetadataExt;
+    let root = proc_root.join(pid.to_string()).join("root");
+    for (name, dest, want) in binds {
+        let p = root.join(dest.trim_start_matches('/'));
+        let seen = match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_dir() && (m.dev(), m.ino()) == (want.dev, want.ino) => {
+                continue
+            }
+            Ok(m) if m.file_type().is_dir() => format!("device {} inode {}", m.dev(), m.ino()),
+            Ok(_) => "something other than a directory".to_string(),
+            Err(e) => format!("nothing readable ({e})"),
+        };
+        return Err(BindError::Mismatch {
+            name: name.to_string(),
+            dest: dest.to_string(),
+            want: (*want).clone(),
+            seen,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

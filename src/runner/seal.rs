@@ -1,0 +1,92 @@
+//! What a run does from the host around Tasks.Create, before anything of the sandbox's own
+//! runs: stage the policy's bind sources (before the task exists), then, once runc has
+//! built the sandbox and before it starts, check what the sandbox sees at `/workspace` and
+//! `/input` and set pid 1's `oom_score_adj` from the host.
+//!
+//! A write to `oom_score_adj` by a process holding `CAP_SYS_RESOURCE` also sets the
+//! kernel's floor for that process and its descendants: below it, the sandbox (which has
+//! no capabilities) cannot go. Where stockade itself lacks `CAP_SYS_RESOURCE` (some
+//! container hosts drop it even for root), the value is set but the floor stays where it
+//! was; [`crate::host::HostFacts::oom_floor`] says which, and runs report it as not
+//! enforced.
+
+use std::path::Path;
+
+use super::RunError;
+use crate::bind::{self, HostDir, STAGING_DIR};
+use crate::policy::ValidatedPolicy;
+use crate::spec::{INPUT_PATH, WORKSPACE_PATH};
+
+/// The policy's binds: (staging name, destination in the sandbox, directory, read-only).
+fn binds(policy: &ValidatedPolicy) -> Vec<(&'static str, &'static str, &HostDir, bool)> {
+    let mut v = Vec::new();
+    if let Some(w) = &policy.workspace {
+        v.push(("workspace", WORKSPACE_PATH, w, false));
+    }
+    if let Some(i) = &policy.input {
+        v.push(("input", INPUT_PATH, i, true));
+    }
+    v
+}
+
+/// Whether the policy mounts host directories (and so needs staging).
+pub(crate) fn has_binds(policy: &ValidatedPolicy) -> bool {
+    policy.workspace.is_some() || policy.input.is_some()
+}
+
+/// Points the spec's binds at the staging mounts in `run_dir`.
+pub(crate) fn stage_spec(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
+    crate::spec::stage_binds(spec, &run_dir.join(STAGING_DIR));
+}
+
+/// Mounts the policy's bind sources at their staging paths in `run_dir` (see
+/// [`crate::bind::stage`]).
+pub(crate) fn stage(
+    run_dir: &Path,
+    proc_root: &Path,
+    policy: &ValidatedPolicy,
+) -> Result<(), RunError> {
+    let b: Vec<_> = binds(policy)
+        .into_iter()
+        .map(|(name, _, dir, ro)| (name, dir, ro))
+        .collect();
+    Ok(bind::stage(run_dir, proc_root, &b)?)
+}
+
+/// Between Tasks.Create and Start: checks the binds as the sandbox sees them and sets
+/// `oom_score_adj` of pid 1 (`pid`) from the host, reading it back.
+pub(crate) fn seal(proc_root: &Path, pid: u32, policy: &ValidatedPolicy) -> Result<(), RunError> {
+    let b: Vec<_> = binds(policy)
+        .into_iter()
+        .map(|(name, dest, dir, _)| (name, dest, dir))
+        .collect();
+    bind::verify_in_task(proc_root, pid, &b)?;
+    set_oom_score_adj(proc_root, pid, policy.limits.oom_score_adj)
+}
+
+fn set_oom_score_adj(proc_root: &Path, pid: u32, value: i32) -> Result<(), RunError> {
+    let path = proc_root.join(pid.to_string()).join("oom_score_adj");
+    let fail = |reason: String| RunError::OomScoreAdj { pid, value, reason };
+    std::fs::write(&path, value.to_string()).map_err(|e| fail(e.to_string()))?;
+    let read = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+    match read.trim().parse::<i32>() {
+        Ok(v) if v == value => Ok(()),
+        _ => Err(fail(format!("it reads {} afterwards", read.trim()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_score_adj_is_written_and_read_back() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("7")).unwrap();
+        set_oom_score_adj(t.path(), 7, 500).unwrap();
+        let f = t.path().join("7/oom_score_adj");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "500");
+        let e = set_oom_score_adj(t.path(), 8, 500).unwrap_err().to_string();
+        assert!(e.contains("pid 8") && !e.contains('\n'), "{e}");
+    }
+}
