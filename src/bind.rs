@@ -62,6 +62,9 @@ pub enum BindError {
         got_dev: u64,
         got_ino: u64,
     },
+    /// Resolving bind `name` failed when the run staged it.
+    #[error("{name} {inner}")]
+    Named { name: String, inner: Box<BindError> },
     #[error("staging {}: {source}", path.display())]
     Stage {
         path: PathBuf,
@@ -223,7 +226,10 @@ fn stage_all(
     };
     mkdir_private(&staging).map_err(io(&staging))?;
     for (name, want, read_only) in binds {
-        let (fd, got) = open_no_symlinks(&want.path).map_err(|e| unreadable(&want.path, e))?;
+        let (fd, got) = open_no_symlinks(&want.path).map_err(|e| BindError::Named {
+            name: name.to_string(),
+            inner: Box::new(unreadable(&want.path, e)),
+        })?;
         if (got.dev, got.ino) != (want.dev, want.ino) {
             return Err(BindError::Changed {
                 name: name.to_string(),

@@ -11,6 +11,8 @@
 //! Needs root, containerd and runc; without them it skips, except under `CI=true` where it
 //! fails. Run: `sudo cargo test --test security -- --test-threads=2`.
 
+#[path = "security/binds.rs"]
+mod binds;
 mod common;
 #[path = "security/escape.rs"]
 mod escape;
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         .into_iter()
         .chain(resources::cases())
         .chain(faults::cases())
+        .chain(binds::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
     if args.list {

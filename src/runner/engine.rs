@@ -211,6 +211,11 @@ impl Runner {
         if seal::has_binds(&policy) {
             seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(&id));
         }
+        if !self.inner.oom_floor {
+            built
+                .not_enforced
+                .push(seal::oom_floor_not_enforced(policy.limits.oom_score_adj));
+        }
         let spec_digest = spec::digest(&built.spec);
         fail.spec_digest = Some(spec_digest.clone());
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");

@@ -125,7 +125,7 @@ pub enum RunError {
     #[error("apparmor: {0}")]
     AppArmor(String),
     /// A bind source could not be staged, or the sandbox does not see what was checked.
-    #[error("{0}")]
+    #[error(transparent)]
     Bind(#[from] crate::bind::BindError),
     #[error("sandbox pid {pid}: setting oom_score_adj to {value} from the host failed: {reason}")]
     OomScoreAdj {
@@ -515,6 +515,9 @@ impl RunnerBuilder {
             .client
             .ok_or_else(|| RunError::Config("no containerd client given".into()))?;
         let host = self.host.unwrap_or_else(HostFacts::hybrid_no_apparmor);
+        let proc_root = self
+            .proc_root
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT));
         let apparmor = self.apparmor.unwrap_or_else(|| {
             Some(LoadContext {
                 kernel_has_apparmor: host.apparmor,
@@ -539,9 +542,8 @@ impl RunnerBuilder {
                     self.cgroup_root
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
                 ),
-                proc_root: self
-                    .proc_root
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT)),
+                oom_floor: seal::sets_oom_floor(&proc_root),
+                proc_root,
                 images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
                 image_cache: Mutex::new(HashMap::new()),
                 audit_log: self.audit_log,
@@ -570,6 +572,8 @@ struct Inner {
     fifo_root: PathBuf,
     cgroups: CgroupFs,
     proc_root: PathBuf,
+    /// Whether this process's `oom_score_adj` writes set the sandbox's floor.
+    oom_floor: bool,
     images: Arc<dyn ImageSource>,
     image_cache: Mutex<HashMap<String, BaseImage>>,
     audit_log: Option<PathBuf>,

@@ -146,6 +146,19 @@ impl Daemon {
     /// `stockade SUBCOMMAND... --address SOCK --namespace NS`.
     pub fn stockade(&self, subcommand: &[&str]) -> Command {
         let mut c = Command::new(stockade_bin());
+        // Bind sources: the cases' temporary directories and the attack fixtures.
+        let fixtures_parent = fixtures()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        c.env(
+            "STOCKADE_BIND_ROOTS",
+            format!(
+                "{}:{}",
+                std::env::temp_dir().display(),
+                fixtures_parent.display()
+            ),
+        );
         c.args(subcommand)
             .arg("--address")
             .arg(self.socket())
