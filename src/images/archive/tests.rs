@@ -242,6 +242,11 @@ fn hostile_entries_are_refused_with_the_entry_named() {
             "entry `l`: links to `aaa`, a directory",
         ),
         (
+            "a link whose target has a line break",
+            with(docker.clone(), &[sym("l", "a\nb")]),
+            "entry `l`: links to `a\\nb`, which is not in the archive",
+        ),
+        (
             "a link that loops",
             with(docker.clone(), &[sym("l1", "l2"), sym("l2", "l1")]),
             "entry `l1`: links to `l2`, through more than 16 links",

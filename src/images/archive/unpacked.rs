@@ -155,7 +155,10 @@ impl Unpacked {
                         clean(&target)
                     };
                     let target = resolved.map_err(|reason| {
-                        self.refused(&raw, format!("links to `{target}`, which {reason}"))
+                        self.refused(
+                            &raw,
+                            format!("links to `{}`, which {reason}", target.escape_debug()),
+                        )
                     })?;
                     Node::Link { target }
                 }
@@ -203,9 +206,10 @@ impl Unpacked {
             match self.entries.get(parent) {
                 Some(Node::Dir) | None => {}
                 Some(_) => {
-                    return Err(
-                        self.refused(raw, format!("lies beneath `{parent}`, not a directory"))
-                    )
+                    return Err(self.refused(
+                        raw,
+                        format!("lies beneath `{}`, not a directory", parent.escape_debug()),
+                    ))
                 }
             }
             prefix = parent;
@@ -246,6 +250,7 @@ impl Unpacked {
             .collect();
         for (name, first) in links {
             let mut target = first.clone();
+            let first = first.escape_debug();
             let mut hops = 0;
             let node = loop {
                 match self.entries.get(&target) {
