@@ -1,4 +1,5 @@
-//! The security suite: escape attempts (`security/escape.rs`), resource attacks
+//! The security suite: escape attempts (`security/escape.rs`, and image imports reading
+//! through the archive's links in `security/import_links.rs`), resource attacks
 //! (`security/resources.rs`) and faults (`security/faults.rs`), all through the real
 //! `stockade` binary against private containerds.
 //!
@@ -20,6 +21,8 @@ mod escape;
 mod faults;
 #[path = "security/harness.rs"]
 mod harness;
+#[path = "security/import_links.rs"]
+mod import_links;
 #[path = "security/resources.rs"]
 mod resources;
 
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     // to themselves (CPU and timing measurements) last.
     let mut cases: Vec<harness::Case> = escape::cases()
         .into_iter()
+        .chain(import_links::cases())
         .chain(resources::cases())
         .chain(faults::cases())
         .chain(binds::cases())

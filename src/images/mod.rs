@@ -11,6 +11,7 @@
 //! ([`LABEL_CONFIG`]) so that [`resolve`] costs one Images.Get and one Snapshots.Stat.
 
 pub mod archive;
+mod blob_source;
 pub mod build;
 pub mod layer;
 pub mod oci;
@@ -56,6 +57,13 @@ pub enum ImageError {
     Recipe { name: String, reason: String },
     #[error("{path}: {reason}")]
     Archive { path: PathBuf, reason: String },
+    /// One entry of an archive (or a path one of its documents names) is refused.
+    #[error("{path}: entry `{entry}`: {reason}")]
+    ArchiveEntry {
+        path: PathBuf,
+        entry: String,
+        reason: String,
+    },
     #[error("{what}: {reason}")]
     Invalid { what: String, reason: String },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}")]

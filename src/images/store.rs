@@ -4,6 +4,7 @@
 //! it under a lease, so that nothing is collected half-way through.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,9 +17,9 @@ use containerd_client::services::v1::{
     UpdateImageRequest, UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types;
-use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 
+pub use super::blob_source::{BlobSource, FromStart};
 use super::oci::{chain_ids, Descriptor, ImageConfigFile};
 use super::{ImageConfig, ImageError, ImageRef, Progress, LABEL_CONFIG, LABEL_SIZE, SNAPSHOTTER};
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
@@ -32,13 +33,6 @@ const LEASE_TTL: Duration = Duration::from_secs(3600);
 pub const LABEL_GC_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
 /// Prefix of GC labels from one blob to another.
 pub const LABEL_GC_CONTENT: &str = "containerd.io/gc.ref.content";
-
-/// Where a blob's bytes come from.
-#[derive(Clone, Debug)]
-pub enum BlobSource {
-    Bytes(Vec<u8>),
-    File(PathBuf),
-}
 
 /// A layer ready to be stored: its blob, descriptor and uncompressed digest.
 #[derive(Clone, Debug)]
@@ -364,32 +358,42 @@ pub async fn write_blob(
                     offset += chunk.len() as i64;
                 }
             }
-            BlobSource::File(path) => {
-                let mut f = tokio::fs::File::open(&path)
-                    .await
-                    .map_err(|e| (path.clone(), e))?;
-                loop {
-                    let mut buf = vec![0u8; WRITE_CHUNK];
-                    let mut filled = 0;
-                    while filled < buf.len() {
-                        let n = f
-                            .read(&mut buf[filled..])
-                            .await
-                            .map_err(|e| (path.clone(), e))?;
-                        if n == 0 {
-                            break;
+            source => {
+                // Files are read on a blocking thread, one chunk at a time.
+                let name = source.name();
+                let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel(2);
+                let reader = tokio::task::spawn_blocking(move || {
+                    let mut r = source.reader()?;
+                    loop {
+                        let mut buf = vec![0u8; WRITE_CHUNK];
+                        let mut filled = 0;
+                        while filled < buf.len() {
+                            let n = r.read(&mut buf[filled..])?;
+                            if n == 0 {
+                                break;
+                            }
+                            filled += n;
                         }
-                        filled += n;
+                        if filled == 0 {
+                            return Ok(());
+                        }
+                        buf.truncate(filled);
+                        if chunks_tx.blocking_send(buf).is_err() {
+                            return Ok(());
+                        }
                     }
-                    if filled == 0 {
-                        break;
-                    }
-                    buf.truncate(filled);
+                });
+                while let Some(buf) = chunks.recv().await {
+                    let len = buf.len() as i64;
                     if tx.send(req(WriteAction::Write, offset, buf)).await.is_err() {
                         return Ok(());
                     }
-                    offset += filled as i64;
+                    offset += len;
                 }
+                reader
+                    .await
+                    .map_err(|e| (name.clone(), std::io::Error::other(e)))?
+                    .map_err(|e: std::io::Error| (name, e))?;
             }
         }
         let mut commit = req(WriteAction::Commit, offset, Vec::new());
