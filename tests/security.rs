@@ -1,5 +1,6 @@
 //! The security suite: escape attempts (`security/escape.rs`), resource attacks
-//! (`security/resources.rs`) and faults (`security/faults.rs`), all through the real
+//! (`security/resources.rs`), limits that must never be off (`security/limits.rs`) and
+//! faults (`security/faults.rs`), all through the real
 //! `stockade` binary against private containerds.
 //!
 //! It has a harness of its own (`harness = false`, libtest-mimic) so that one private
@@ -18,6 +19,8 @@ mod escape;
 mod faults;
 #[path = "security/harness.rs"]
 mod harness;
+#[path = "security/limits.rs"]
+mod limits;
 #[path = "security/resources.rs"]
 mod resources;
 
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let mut cases: Vec<harness::Case> = escape::cases()
         .into_iter()
         .chain(resources::cases())
+        .chain(limits::cases())
         .chain(faults::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
