@@ -10,12 +10,16 @@
 
 use std::path::{Path, PathBuf};
 
+use oci_spec::runtime::PosixRlimitType;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+use stockade::host::HostFacts;
 use stockade::policy::{
     parse_duration, parse_size, BindError, HostDir, Policy, PolicyEnv, PolicyOverrides,
+    ValidatedPolicy,
 };
 use stockade::seccomp::{builtin_profile, compile, Profile, TargetArch};
+use stockade::spec::{self, SpecRequest};
 
 /// `base` cases, times `STOCKADE_FUZZ_CASES`.
 fn cases(base: u32) -> Config {
@@ -89,6 +93,14 @@ fn hostile_string() -> impl Strategy<Value = String> {
         Just("NaN".to_string()),
         Just("inf".to_string()),
         Just("18446744073709551616".to_string()),
+        // u64::MAX (RLIM_INFINITY; -1 as an i64), i64::MAX + 1, and the largest binary
+        // multiples below and above 1 PiB.
+        Just("18446744073709551615".to_string()),
+        Just("9223372036854775808".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("16777215T".to_string()),
+        Just("1025Ti".to_string()),
+        Just("1024Ti".to_string()),
         Just("9223372036854775808Ki".to_string()),
         Just("99999999999999999999999T".to_string()),
         Just("16Ei".to_string()),
@@ -505,10 +517,61 @@ fn exercise_policy(
             Err(e) => check_error(&e, errors),
             Ok(v) => {
                 prop_assert!(!v.hash().is_empty());
-                Ok(())
+                limits_are_real(&v)
             }
         },
     }
+}
+
+/// Every limit of an accepted policy reaches the spec as a real limit: memory, swap and
+/// pids positive (a negative memory or a pids of 0 or -1 is "unlimited" to runc), no rlimit
+/// `RLIM_INFINITY` (`u64::MAX`) or 0 (RLIMIT_CORE aside, which is 0 on purpose), and no
+/// tmpfs `size=0` (unbounded).
+fn limits_are_real(v: &ValidatedPolicy) -> Result<(), TestCaseError> {
+    let args = vec!["true".to_string()];
+    let req = SpecRequest {
+        id: "fuzz",
+        args: &args,
+        terminal: false,
+    };
+    let built = spec::build(v, &HostFacts::hybrid_no_apparmor(), &req);
+    let Ok(built) = built else {
+        return Ok(());
+    };
+    let s = &built.spec;
+    let r = s.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let memory = r.and_then(|r| r.memory().as_ref());
+    prop_assert!(
+        memory.and_then(|m| m.limit()).is_some_and(|m| m > 0),
+        "{:?}",
+        memory
+    );
+    prop_assert!(
+        memory.and_then(|m| m.swap()).is_none_or(|m| m > 0),
+        "{:?}",
+        memory
+    );
+    let pids = r.and_then(|r| r.pids().as_ref()).map(|p| p.limit());
+    prop_assert!(pids.is_some_and(|p| p > 0), "pids {:?}", pids);
+    let rlimits = s
+        .process()
+        .as_ref()
+        .and_then(|p| p.rlimits().clone())
+        .unwrap_or_default();
+    for rl in rlimits
+        .iter()
+        .filter(|r| r.typ() != PosixRlimitType::RlimitCore)
+    {
+        for n in [rl.hard(), rl.soft()] {
+            prop_assert!(n != u64::MAX && n > 0, "{:?}", rl);
+        }
+    }
+    for m in s.mounts().as_deref().unwrap_or_default() {
+        for o in m.options().as_deref().unwrap_or_default() {
+            prop_assert!(o != "size=0k" && o != "size=0", "{:?}", m);
+        }
+    }
+    Ok(())
 }
 
 // --- the properties ----------------------------------------------------------------------

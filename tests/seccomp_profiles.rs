@@ -378,6 +378,13 @@ const NEVER_ALLOWED: &[&str] = &[
     "keyctl",
     "add_key",
     "request_key",
+    // Native AIO: its contexts come from fs/aio-max-nr, one pool for the whole host.
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
     // Whole-machine administration.
     "init_module",
     "finit_module",

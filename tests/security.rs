@@ -1,6 +1,7 @@
-//! The security suite: escape attempts (`security/escape.rs`, and image imports reading
-//! through the archive's links in `security/import_links.rs`), resource attacks
-//! (`security/resources.rs`) and faults (`security/faults.rs`), all through the real
+//! The security suite: escape attempts (`security/escape.rs`, image imports reading
+//! through the archive's links in `security/import_links.rs`, bind sources in
+//! `security/binds.rs`), resource attacks (`security/resources.rs`), limits that must never
+//! be off (`security/limits.rs`) and faults (`security/faults.rs`), all through the real
 //! `stockade` binary against private containerds.
 //!
 //! It has a harness of its own (`harness = false`, libtest-mimic) so that one private
@@ -23,6 +24,8 @@ mod faults;
 mod harness;
 #[path = "security/import_links.rs"]
 mod import_links;
+#[path = "security/limits.rs"]
+mod limits;
 #[path = "security/resources.rs"]
 mod resources;
 
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         .into_iter()
         .chain(import_links::cases())
         .chain(resources::cases())
+        .chain(limits::cases())
         .chain(faults::cases())
         .chain(binds::cases())
         .collect();

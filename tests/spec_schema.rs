@@ -244,3 +244,57 @@ fn specs_match_golden_files() {
         }
     }
 }
+
+/// The pty budget: without a terminal no devpts instance is mounted (so `/dev/ptmx` leads
+/// nowhere) and the spec's device rules name no pty device; with one, a devpts instance of
+/// at most `TERMINAL_PTYS` ptys, mounted right after `/dev`, and the two pty rules.
+#[test]
+fn ptys_exist_only_with_a_terminal_and_are_bounded() {
+    // The console itself is one pty.
+    const { assert!(spec::TERMINAL_PTYS >= 1) };
+    let args = vec!["true".to_string()];
+    for (pname, p) in policies() {
+        for (hname, host) in hosts() {
+            for terminal in [false, true] {
+                let req = SpecRequest {
+                    id: "x",
+                    args: &args,
+                    terminal,
+                };
+                let spec = spec::build(&p, &host, &req).unwrap().spec;
+                let json = serde_json::to_value(&spec).unwrap();
+                let mounts = json["mounts"].as_array().unwrap();
+                let at = |dest: &str| mounts.iter().position(|m| m["destination"] == dest);
+                let pts = at("/dev/pts");
+                let rules = json["linux"]["resources"]["devices"].as_array().unwrap();
+                let pty_rules = rules
+                    .iter()
+                    .filter(|r| r["major"] == 136 || (r["major"] == 5 && r["minor"] == 2))
+                    .count();
+                let case = format!("{pname} on {hname}, terminal {terminal}");
+                if !terminal {
+                    assert_eq!(pts, None, "{case}: a devpts without a terminal");
+                    assert_eq!(pty_rules, 0, "{case}: pty device rules");
+                    continue;
+                }
+                let i = pts.unwrap_or_else(|| panic!("{case}: no devpts"));
+                assert_eq!(
+                    Some(i - 1),
+                    at("/dev"),
+                    "{case}: devpts not right after /dev"
+                );
+                let options: Vec<&str> = mounts[i]["options"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o.as_str().unwrap())
+                    .collect();
+                let max = format!("max={}", spec::TERMINAL_PTYS);
+                for want in ["newinstance", "nosuid", "noexec", max.as_str()] {
+                    assert!(options.contains(&want), "{case}: {options:?} lacks {want}");
+                }
+                assert_eq!(pty_rules, 2, "{case}: pty device rules");
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! Every default below is the safe one and is the one in DESIGN.md's security table; a
 //! policy loosens a protection only by naming it.
 
+mod limits;
 mod units;
 mod validate;
 
@@ -17,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::bind::{BindError, HostDir};
+pub use limits::{Limits, MAX_NOFILE, MAX_SIZE, MAX_TASKS, MIN_MEMORY};
 
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
-    cap_name, AppArmorChoice, IdMap, Limits, NetworkMode, SeccompChoice, User, ValidatedPolicy,
+    cap_name, AppArmorChoice, IdMap, NetworkMode, SeccompChoice, User, ValidatedPolicy,
     DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE,
 };
 

@@ -2,13 +2,13 @@
 //! error naming the field or flag at fault.
 
 use std::path::Path;
-use std::time::Duration;
 
 use oci_spec::runtime::{Capability, LinuxSeccomp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{parse_duration, parse_size, Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
+use super::limits::{self, Limits};
+use super::{Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
 use crate::bind::{self, HostDir};
 use crate::seccomp;
 
@@ -24,26 +24,6 @@ pub const DEFAULT_ENV: &[&str] = &[
 ];
 /// Default hostname inside the sandbox's UTS namespace.
 pub const DEFAULT_HOSTNAME: &str = "sandbox";
-/// Default memory limit: 512 MiB, swap equal (no swap).
-pub const DEFAULT_MEMORY: u64 = 512 << 20;
-/// Default CPU quota, in thousandths of a core: one core.
-pub const DEFAULT_CPU_MILLIS: u32 = 1000;
-/// Default pids limit.
-pub const DEFAULT_PIDS: i64 = 256;
-/// Default `RLIMIT_NOFILE`.
-pub const DEFAULT_NOFILE: u64 = 1024;
-/// Default `RLIMIT_FSIZE`: 1 GiB.
-pub const DEFAULT_FSIZE: u64 = 1 << 30;
-/// Default wall-clock timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// Default cap on each output stream: 10 MiB.
-pub const DEFAULT_MAX_OUTPUT: u64 = 10 << 20;
-/// Default `/tmp` tmpfs size: 64 MiB.
-pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
-/// Default `/dev/shm` size: 64 MiB (Docker's).
-pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
-/// Default `oom_score_adj`: sandboxes die before host services.
-pub const DEFAULT_OOM_SCORE_ADJ: i32 = 500;
 /// Default seccomp profile.
 pub const DEFAULT_SECCOMP: &str = "default";
 /// Default AppArmor profile.
@@ -52,10 +32,6 @@ pub const DEFAULT_APPARMOR: &str = "stockade-default";
 pub const DEFAULT_USERNS_HOST_ID: u32 = 100_000;
 /// Default size of a user-namespace mapping.
 pub const DEFAULT_USERNS_SIZE: u32 = 65_536;
-
-/// The smallest memory limit accepted: below this runc's own init cannot start (Docker uses
-/// the same floor).
-pub const MIN_MEMORY: u64 = 6 << 20;
 
 /// The only capabilities `cap_add` may grant. Each is one Docker grants by default and none
 /// reaches outside the sandbox's namespaces on its own: no `SYS_ADMIN`, `NET_ADMIN`,
@@ -96,25 +72,6 @@ pub enum NetworkMode {
 pub struct User {
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Validated, parsed limits.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Limits {
-    /// Bytes; swap is set equal.
-    pub memory: u64,
-    /// CPU quota in thousandths of a core.
-    pub cpu_millis: u32,
-    pub pids: i64,
-    pub nofile: u64,
-    pub nproc: Option<u64>,
-    pub fsize: u64,
-    pub timeout: Duration,
-    pub max_output: u64,
-    pub tmp_size: u64,
-    pub shm_size: u64,
-    pub io_weight: Option<u16>,
-    pub oom_score_adj: i32,
 }
 
 /// A resolved seccomp choice.
@@ -204,24 +161,6 @@ fn err(origins: &Origins, field: &'static str, message: impl Into<String>) -> Po
     }
 }
 
-fn size(
-    o: &Origins,
-    field: &'static str,
-    v: &Option<String>,
-    default: u64,
-) -> Result<u64, PolicyError> {
-    match v {
-        None => Ok(default),
-        Some(s) => {
-            let n = parse_size(s).map_err(|e| err(o, field, e.to_string()))?;
-            if n == 0 {
-                return Err(err(o, field, format!("`{s}` must be greater than zero")));
-            }
-            Ok(n)
-        }
-    }
-}
-
 pub(super) fn validate(
     p: &Policy,
     o: &Origins,
@@ -262,86 +201,7 @@ pub(super) fn validate(
         ));
     }
 
-    let l = &p.limits;
-    let memory = size(o, "limits.memory", &l.memory, DEFAULT_MEMORY)?;
-    if memory < MIN_MEMORY {
-        return Err(err(
-            o,
-            "limits.memory",
-            format!(
-                "{} is below the minimum of 6Mi",
-                l.memory.as_deref().unwrap_or_default()
-            ),
-        ));
-    }
-    let cpu_millis = match l.cpus {
-        None => DEFAULT_CPU_MILLIS,
-        Some(c) if c.is_finite() && (0.01..=1024.0).contains(&c) => (c * 1000.0).round() as u32,
-        Some(c) if c.is_nan() => {
-            return Err(err(o, "limits.cpus", "not a number of cores such as 0.5"))
-        }
-        Some(c) => {
-            return Err(err(
-                o,
-                "limits.cpus",
-                format!("{c} cores is out of range (0.01 to 1024)"),
-            ))
-        }
-    };
-    let pids = match l.pids {
-        None => DEFAULT_PIDS,
-        Some(i64::MIN) => return Err(err(o, "limits.pids", "not a whole number")),
-        Some(n) if n >= 1 => n,
-        Some(n) => return Err(err(o, "limits.pids", format!("{n} must be at least 1"))),
-    };
-    let nofile = match l.nofile {
-        None => DEFAULT_NOFILE,
-        Some(0) => return Err(err(o, "limits.nofile", "must be greater than zero")),
-        Some(n) => n,
-    };
-    let nproc = match l.nproc {
-        Some(0) => return Err(err(o, "limits.nproc", "must be greater than zero")),
-        n => n,
-    };
-    let fsize = size(o, "limits.fsize", &l.fsize, DEFAULT_FSIZE)?;
-    let timeout = match &l.timeout {
-        None => DEFAULT_TIMEOUT,
-        Some(s) => {
-            let d = parse_duration(s).map_err(|e| err(o, "limits.timeout", e.to_string()))?;
-            if d.is_zero() {
-                return Err(err(
-                    o,
-                    "limits.timeout",
-                    format!("`{s}` must be greater than zero"),
-                ));
-            }
-            d
-        }
-    };
-    let max_output = size(o, "limits.max_output", &l.max_output, DEFAULT_MAX_OUTPUT)?;
-    let tmp_size = size(o, "limits.tmp_size", &l.tmp_size, DEFAULT_TMP_SIZE)?;
-    let shm_size = size(o, "limits.shm_size", &l.shm_size, DEFAULT_SHM_SIZE)?;
-    let io_weight = match l.io_weight {
-        Some(w) if !(10..=1000).contains(&w) => {
-            return Err(err(
-                o,
-                "limits.io_weight",
-                format!("{w} is outside 10–1000"),
-            ))
-        }
-        w => w,
-    };
-    let oom_score_adj = match l.oom_score_adj {
-        None => DEFAULT_OOM_SCORE_ADJ,
-        Some(n) if (0..=1000).contains(&n) => n,
-        Some(n) => {
-            return Err(err(
-                o,
-                "limits.oom_score_adj",
-                format!("{n} is outside 0–1000 (a sandbox may not make itself harder to kill)"),
-            ))
-        }
-    };
+    let limits = limits::validate(&p.limits, o)?;
 
     let network = match p.network.mode.as_deref() {
         None | Some("none") => NetworkMode::None,
@@ -473,20 +333,7 @@ pub(super) fn validate(
         env: envs,
         cwd,
         hostname,
-        limits: Limits {
-            memory,
-            cpu_millis,
-            pids,
-            nofile,
-            nproc,
-            fsize,
-            timeout,
-            max_output,
-            tmp_size,
-            shm_size,
-            io_weight,
-            oom_score_adj,
-        },
+        limits,
         network,
         read_only_root,
         workspace,

@@ -19,7 +19,16 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 const AF_UNIX: u64 = 1;
 
 /// Character devices the sandbox may use: (major, minor, what). Everything else, every
-/// block device included, is denied by the device cgroup.
+/// block device included, is denied by the spec's device rules.
+///
+/// What the runtime adds anyway: runc 1.1 appends its own default rules after the spec's
+/// (libcontainer's `AllowedDevices`), and a later rule wins, so no spec can take them back.
+/// Measured in `devices.list` of a sandbox without a terminal on this project's hosts
+/// (runc 1.1.5, cgroup v1): `b *:* m`, `c *:* m` (mknod of any node, which needs
+/// `CAP_MKNOD`, never granted), `c 5:2 rwm` (`/dev/ptmx`), `c 136:* rwm` (pty slaves) and
+/// `c 10:200 rwm` (`/dev/net/tun`, a node runc does not create and the sandbox cannot
+/// make). The ptys are bounded by the devpts mount instead (none without a terminal, see
+/// [`super::TERMINAL_PTYS`]).
 pub const ALLOWED_DEVICES: &[(i64, i64, &str)] = &[
     (1, 3, "/dev/null"),
     (1, 5, "/dev/zero"),

@@ -14,7 +14,7 @@ use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 
 pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
-pub use mounts::{masked_paths, readonly_paths, stage_binds};
+pub use mounts::{masked_paths, readonly_paths, stage_binds, TERMINAL_PTYS};
 pub use process::apparmor_profile_name;
 
 /// The OCI runtime-spec version stockade's specs declare (what runc 1.1 implements).
@@ -37,7 +37,9 @@ pub struct SpecRequest<'a> {
     pub id: &'a str,
     /// The command and its arguments.
     pub args: &'a [String],
-    /// Allocate a pseudo-terminal (adds `/dev/ptmx` and `/dev/pts/*` to the device list).
+    /// Allocate a pseudo-terminal (adds `/dev/ptmx` and `/dev/pts/*` to the device list and
+    /// mounts a devpts instance of at most [`TERMINAL_PTYS`] ptys; without one there is no
+    /// devpts).
     pub terminal: bool,
 }
 
@@ -121,7 +123,7 @@ pub fn build(
         )
         .hostname(policy.hostname.clone())
         .process(process)
-        .mounts(mounts::build(policy))
+        .mounts(mounts::build(policy, req.terminal))
         .linux(linux)
         .annotations(annotations)
         .build()

@@ -5,6 +5,38 @@ use oci_spec::runtime::{Mount, MountBuilder};
 use super::{INPUT_PATH, WORKSPACE_PATH};
 use crate::policy::ValidatedPolicy;
 
+/// Ptys a run with a terminal may hold at once in its devpts instance: one is the console
+/// runc creates, the rest are for programs that open their own (`script`, an editor's
+/// subshell). The instance's `max=` option enforces it; the kernel's own limit
+/// (`kernel.pty.max`) is host-wide, so without this one sandbox could take every pty.
+pub const TERMINAL_PTYS: u32 = 4;
+
+/// The `/dev/pts` mount: a new devpts instance (the host's terminals are not visible)
+/// holding at most [`TERMINAL_PTYS`] ptys, and only when the run has a terminal. Without
+/// one there is no devpts at all, so `/dev/ptmx` (runc's symlink to `pts/ptmx`) leads
+/// nowhere and the sandbox can hold no pty. Measured on Linux 6.18: `max=0` is accepted
+/// but means no limit (the instance's pty index range becomes unbounded), so "none" cannot
+/// be written as `max=0`.
+fn devpts(terminal: bool) -> Option<Mount> {
+    let max = format!("max={TERMINAL_PTYS}");
+    terminal.then(|| {
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+                &max,
+            ],
+        )
+    })
+}
+
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     MountBuilder::default()
         .destination(dest)
@@ -17,33 +49,20 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
 
 /// The sandbox's mounts. Everything is `nosuid` and `nodev`; kernel interfaces and shared
 /// memory are also `noexec`; `/sys` and the cgroup tree are read-only.
-pub(super) fn build(policy: &ValidatedPolicy) -> Vec<Mount> {
+pub(super) fn build(policy: &ValidatedPolicy, terminal: bool) -> Vec<Mount> {
     let tmp_size = format!("size={}k", policy.limits.tmp_size.div_ceil(1024));
     let shm_size = format!("size={}k", policy.limits.shm_size.div_ceil(1024));
     let mut m = vec![
         // The sandbox's own pid namespace's /proc; sensitive files masked below.
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         // A private /dev holding only the device nodes runc creates (null, zero, full,
-        // random, urandom, tty, ptmx); 64 KiB is room for those nodes and nothing else.
+        // random, urandom, tty, and the ptmx symlink); 64 KiB is room for those nodes and
+        // nothing else.
         mount(
             "/dev",
             "tmpfs",
             "tmpfs",
             &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        // A new devpts instance, so the host's terminals are not visible.
-        mount(
-            "/dev/pts",
-            "devpts",
-            "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
         ),
         mount(
             "/dev/shm",
@@ -81,6 +100,10 @@ pub(super) fn build(policy: &ValidatedPolicy) -> Vec<Mount> {
             &["nosuid", "nodev", "mode=1777", &tmp_size],
         ),
     ];
+    // Right after /dev, which holds its mount point.
+    if let Some(pts) = devpts(terminal) {
+        m.insert(2, pts);
+    }
     if let Some(ws) = &policy.workspace {
         // The only writable host directory. A plain (not recursive) bind: host mounts below
         // it do not follow it in. Private propagation: nothing leaks back to the host.
