@@ -273,3 +273,69 @@ async fn a_memory_cap_holds_the_pool_below_its_size() {
     s.drain();
     s.assert_no_leftovers().await;
 }
+
+/// The pool's sandboxes hold the workspace directory they were made with. After
+/// `mv ws ws-archived; mkdir ws`, a run naming `ws` must get the new directory (cold), and
+/// the pool must drop what it holds rather than keep the archived directory mounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_replaced_at_the_workspace_path_is_never_served_from_the_pool() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new().await;
+    let sockets_s = s.strs().2;
+    let top = tempfile::tempdir().unwrap();
+    let ws = top.path().join("ws");
+    let archived = top.path().join("ws-archived");
+    let make = |p: &Path| {
+        std::fs::create_dir(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    make(&ws);
+    std::fs::write(ws.join("old-file"), "archived").unwrap();
+    let ws_s = ws.to_str().unwrap();
+    s.fill(&["--size", "1", "--workspace", ws_s]);
+    let start = Instant::now();
+    while ls(sockets_s)[0]["pool"]["status"]["ready"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the pool never filled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The same directory is served from the pool.
+    let warm = s.run_json(&["--workspace", ws_s], &["ls", "/workspace"]);
+    assert_eq!(warm["pooled"], true, "{warm}");
+    while ls(sockets_s)[0]["pool"]["status"]["ready"] != 1 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the pool never refilled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    std::fs::rename(&ws, &archived).unwrap();
+    make(&ws);
+    let r = s.run_json(
+        &["--workspace", ws_s],
+        &["sh", "-c", "ls /workspace; touch /workspace/new"],
+    );
+    assert_eq!(r["pooled"], false, "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert!(!r["stdout"].as_str().unwrap().contains("old-file"), "{r}");
+    assert!(ws.join("new").exists() && !archived.join("new").exists());
+
+    // The pool notices and holds nothing of the archived directory.
+    let start = Instant::now();
+    loop {
+        let st = ls(sockets_s)[0]["pool"]["status"].clone();
+        let noticed = st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("changed since the policy was validated"));
+        if noticed && st["ready"] == 0 && st["preparing"] == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the pool kept sandboxes of the replaced directory: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s.drain();
+    s.assert_no_leftovers().await;
+}
