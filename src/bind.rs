@@ -23,10 +23,9 @@
 //! The staging mounts are removed with the run directory ([`unstage`] runs before it is
 //! removed, and never removes anything it did not create).
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::mount::{MntFlags, MsFlags};
 use serde::Serialize;
 use thiserror::Error;
@@ -87,15 +86,6 @@ pub struct HostDir {
     pub ino: u64,
 }
 
-/// An open descriptor, closed when dropped (nix hands out raw descriptors).
-struct Fd(RawFd);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        let _ = nix::unistd::close(self.0);
-    }
-}
-
 /// `path` made absolute against `cwd`, with `.` components dropped; `None` when it holds
 /// `..` (refused rather than guessed at: which directory `a/..` is depends on links).
 pub fn absolute(path: &Path, cwd: &Path) -> Option<PathBuf> {
@@ -138,12 +128,16 @@ pub fn roots_from(value: Option<&str>) -> Vec<PathBuf> {
     }
 }
 
-fn open_no_symlinks(path: &Path) -> Result<(Fd, HostDir), std::io::Error> {
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = Fd(nix::fcntl::openat2(nix::libc::AT_FDCWD, path, how)?);
-    let st = nix::sys::stat::fstat(fd.0)?;
+fn open_no_symlinks(path: &Path) -> Result<(OwnedFd, HostDir), std::io::Error> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    let fd = rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
     Ok((
         fd,
         HostDir {
@@ -240,7 +234,7 @@ fn stage_all(
         }
         let target = staging.join(name);
         mkdir_private(&target).map_err(io(&target))?;
-        let source = proc_root.join("self/fd").join(fd.0.to_string());
+        let source = proc_root.join("self/fd").join(fd.as_raw_fd().to_string());
         nix::mount::mount(
             Some(&source),
             &target,
