@@ -80,25 +80,30 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let since = move || format!("{:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
     // The policy (seccomp profile included) and the host probe are read on a blocking
     // thread while the connection to containerd is made.
+    // A runtime binary asked for is checked and hashed there too, before anything is
+    // created (the default one is identified by the runner, from containerd's PATH).
     let policy_args = args.policy.clone();
+    let requested = args.runc_binary.clone();
     let local = tokio::task::spawn_blocking(move || {
+        let runtime = super::requested_runtime(requested.as_deref())?;
         let policy = super::load_policy(&policy_args)?;
         let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((policy, host))
+        anyhow::Ok((policy, host, runtime))
     });
     let daemon_paths = DaemonPaths::system();
     let client = connect_or_start(args.address.as_deref(), &args.namespace, &daemon_paths);
     let (local, client) = tokio::join!(local, client);
-    let (policy, host) = local.context("reading the policy")??;
+    let (policy, host, runtime) = local.context("reading the policy")??;
     let client = client?;
     tracing::debug!(
         at = since(),
         "policy read, host probed, containerd connected"
     );
-    let runner = Runner::builder()
-        .client(client)
-        .host(host)
-        .runc_binary(args.runc_binary.clone())
+    let mut builder = Runner::builder().client(client).host(host);
+    if let Some(rb) = runtime {
+        builder = builder.runtime_binary(rb);
+    }
+    let runner = builder
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .audit_log((!args.no_audit_log).then(|| args.audit_log.clone()))
@@ -107,6 +112,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             CleanupWhen::Inline => CleanupMode::Inline,
         })
         .build()?;
+
+    super::report_runtime(&runner);
 
     // Leftovers of crashed runs: a directory scan, and RPCs only when one is found.
     let target = runner.cleanup_target();
@@ -205,7 +212,7 @@ async fn take_pooled(
         address: runner.client().address().to_path_buf(),
         namespace: runner.client().namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
-        runc_binary: args.runc_binary.clone(),
+        runc_binary: super::pool_runtime_key(runner),
     };
     let socket = socket_path(&args.pool_dir, &hash);
     match service::take(&socket, &req.policy.image, &hash, &place).await {
