@@ -1,6 +1,7 @@
 //! The security suite: escape attempts (`security/escape.rs`), resource attacks
-//! (`security/resources.rs`) and faults (`security/faults.rs`), all through the real
-//! `stockade` binary against private containerds.
+//! (`security/resources.rs`), faults (`security/faults.rs`) and swapped runtime binaries
+//! (`security/runtime.rs`), all through the real `stockade` binary against private
+//! containerds.
 //!
 //! It has a harness of its own (`harness = false`, libtest-mimic) so that one private
 //! containerd and its images serve every case, and so that after the last case the suite
@@ -20,6 +21,8 @@ mod faults;
 mod harness;
 #[path = "security/resources.rs"]
 mod resources;
+#[path = "security/runtime.rs"]
+mod runtime;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         .into_iter()
         .chain(resources::cases())
         .chain(faults::cases())
+        .chain(runtime::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
     if args.list {
