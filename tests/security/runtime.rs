@@ -92,8 +92,10 @@ fn refused(d: &Daemon, placement: Placement) -> CaseResult {
     // line in the one and a run directory in the other.
     let audit_log = t.path().join("runs.jsonl");
     let fifo_root = t.path().join("fifo");
+    // Removed before stockade exits (should it run), while the wrapper still exists.
     let o = Sandbox::busybox(&["grep", "Seccomp:", "/proc/self/status"])
         .flag("--runc-binary", &wrapper)
+        .flag("--cleanup", "inline")
         .flag("--audit-log", &audit_log)
         .flag("--fifo-root", &fifo_root)
         .run(d)?;
@@ -128,8 +130,11 @@ fn accepted(d: &Daemon) -> CaseResult {
     let t = scratch()?;
     let wrapper = write_wrapper(t.path())?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(WRAPPER.as_bytes())));
+    // Removed before stockade exits, while the wrapper (which runc delete goes through)
+    // still exists.
     let o = Sandbox::busybox(&["grep", "Seccomp:", "/proc/self/status"])
         .flag("--runc-binary", &wrapper)
+        .flag("--cleanup", "inline")
         .run(d)?;
     ensure!(
         o.process.code == Some(0),
