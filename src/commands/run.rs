@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::runner::{
-    journal::DEFAULT_AUDIT_LOG, reclaim_crashed, write_owner, Cancel, CleanupMode, Output,
+    escapes, journal::DEFAULT_AUDIT_LOG, reclaim_crashed, write_owner, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
@@ -130,7 +130,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let output = if args.json {
         Output::Capture
     } else {
-        Output::Inherit
+        forwarded(args.tty)
     };
     let req = RunRequest::new(policy, args.command.clone())
         .stdin(stdin)
@@ -221,6 +221,35 @@ async fn take_pooled(
             tracing::warn!("{e}; starting cold");
             None
         }
+    }
+}
+
+/// Where forwarded output goes: stockade's stdout and stderr, each through
+/// [`escapes::Neutralized`] when it is a terminal and `-t` was not given (with `-t` the
+/// sandbox owns a terminal of its own, and the user asked for its control sequences).
+fn forwarded(tty: bool) -> Output {
+    use std::io::IsTerminal;
+    let (out, err) = (
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    );
+    if tty || !(out || err) {
+        return Output::Inherit;
+    }
+    let utf8 = escapes::locale_is_utf8();
+    fn wrap<W>(w: W, filter: bool, utf8: bool) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin>
+    where
+        W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        if filter {
+            Box::new(escapes::Neutralized::new(w, utf8))
+        } else {
+            Box::new(w)
+        }
+    }
+    Output::Writers {
+        stdout: wrap(tokio::io::stdout(), out, utf8),
+        stderr: wrap(tokio::io::stderr(), err, utf8),
     }
 }
 

@@ -36,6 +36,7 @@
 mod cgroup;
 mod cleanup;
 mod engine;
+pub mod escapes;
 pub mod exit;
 mod fifo;
 mod images;
@@ -160,7 +161,8 @@ pub enum Output {
     Capture,
     /// Forwarded live to this process's stdout and stderr.
     Inherit,
-    /// Forwarded live to these writers.
+    /// Forwarded live to these writers, each shut down (`poll_shutdown`) when its stream
+    /// ends.
     Writers {
         stdout: Box<dyn AsyncWrite + Send + Unpin>,
         stderr: Box<dyn AsyncWrite + Send + Unpin>,
