@@ -298,14 +298,20 @@ async fn a_directory_replaced_at_the_workspace_path_is_never_served_from_the_poo
     s.fill(&["--size", "1", "--workspace", ws_s]);
     let start = Instant::now();
     while ls(sockets_s)[0]["pool"]["status"]["ready"] != 1 {
-        assert!(start.elapsed() < Duration::from_secs(30), "the pool never filled");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the pool never filled"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // The same directory is served from the pool.
     let warm = s.run_json(&["--workspace", ws_s], &["ls", "/workspace"]);
     assert_eq!(warm["pooled"], true, "{warm}");
     while ls(sockets_s)[0]["pool"]["status"]["ready"] != 1 {
-        assert!(start.elapsed() < Duration::from_secs(60), "the pool never refilled");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the pool never refilled"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 

@@ -238,6 +238,13 @@ async fn json_prints_one_result_document() {
     assert!(doc["usage"]["cpu_time_ns"].as_u64().is_some());
     assert!(doc["spec_digest"].as_str().unwrap().starts_with("sha256:"));
     assert!(doc["not_enforced"].is_array());
+    // No --runc-binary: the default runc, named by its resolved path and digest.
+    assert_eq!(doc["runtime"]["default"], true, "{}", doc["runtime"]);
+    assert!(doc["runtime"]["path"].as_str().unwrap().ends_with("/runc"));
+    assert!(doc["runtime"]["sha256"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     assert!(!env.log.exists(), "--no-audit-log writes nothing");
     assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(10)).await;
 }

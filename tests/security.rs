@@ -1,8 +1,9 @@
 //! The security suite: escape attempts (`security/escape.rs`, image imports reading
 //! through the archive's links in `security/import_links.rs`, bind sources in
 //! `security/binds.rs`), resource attacks (`security/resources.rs`), limits that must never
-//! be off (`security/limits.rs`) and faults (`security/faults.rs`), all through the real
-//! `stockade` binary against private containerds.
+//! be off (`security/limits.rs`), faults (`security/faults.rs`) and swapped runtime
+//! binaries (`security/runtime.rs`), all through the real `stockade` binary against
+//! private containerds.
 //!
 //! It has a harness of its own (`harness = false`, libtest-mimic) so that one private
 //! containerd and its images serve every case, and so that after the last case the suite
@@ -28,6 +29,8 @@ mod import_links;
 mod limits;
 #[path = "security/resources.rs"]
 mod resources;
+#[path = "security/runtime.rs"]
+mod runtime;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         .chain(limits::cases())
         .chain(faults::cases())
         .chain(binds::cases())
+        .chain(runtime::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
     if args.list {

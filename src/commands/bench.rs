@@ -98,6 +98,8 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
     if args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--concurrency: levels must be at least 1");
     }
+    // Refused here, before any containerd work; the runners check it again.
+    super::requested_runtime(args.runc_binary.as_deref())?;
     let contenders = args
         .contenders
         .iter()

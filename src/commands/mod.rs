@@ -70,3 +70,38 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
     }
     Ok(validated)
 }
+
+/// The runtime binary `--runc-binary` / `STOCKADE_RUNC_BINARY` asks for, checked and
+/// hashed (the message of a refusal names the flag); `None` when none is asked for.
+pub fn requested_runtime(binary: Option<&str>) -> Result<Option<stockade::runner::RuntimeBinary>> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    binary
+        .filter(|b| !b.is_empty())
+        .map(|b| stockade::runner::RuntimeBinary::requested(b, &path))
+        .transpose()
+        .map_err(Into::into)
+}
+
+/// Logs the runner's runtime binary (`-v`) and prints its warnings, one line each.
+pub fn report_runtime(runner: &stockade::runner::Runner) {
+    if let Some(rb) = runner.runtime_binary() {
+        tracing::info!(
+            path = %rb.path.display(),
+            sha256 = %rb.sha256,
+            default = rb.default,
+            "OCI runtime"
+        );
+    }
+    for w in runner.runtime_warnings() {
+        eprintln!("stockade: warning: {w}");
+    }
+}
+
+/// What a pool and its callers compare to tell their runtimes apart: the resolved path of
+/// a runtime other than the default, `None` for the default.
+pub fn pool_runtime_key(runner: &stockade::runner::Runner) -> Option<String> {
+    runner
+        .runtime_binary()
+        .filter(|rb| !rb.default)
+        .map(|rb| rb.path.to_string_lossy().into_owned())
+}

@@ -99,6 +99,7 @@ async fn fill(args: FillArgs) -> Result<u8> {
         .transpose()?;
     let policy = super::load_policy(&args.policy)?;
     let path = socket_path(&args.socket_dir, &policy.hash());
+    let runtime = super::requested_runtime(args.runc_binary.as_deref())?;
     if args.detach {
         return detach(&path).await;
     }
@@ -109,20 +110,24 @@ async fn fill(args: FillArgs) -> Result<u8> {
         &DaemonPaths::system(),
     )
     .await?;
-    let place = Place {
-        address: client.address().to_path_buf(),
-        namespace: client.namespace().to_string(),
-        fifo_root: args.fifo_root.clone(),
-        runc_binary: args.runc_binary.clone(),
-    };
-    let runner = Runner::builder()
-        .client(client)
-        .host(host)
-        .runc_binary(args.runc_binary.clone())
+    let address = client.address().to_path_buf();
+    let namespace = client.namespace().to_string();
+    let mut builder = Runner::builder().client(client).host(host);
+    if let Some(rb) = runtime {
+        builder = builder.runtime_binary(rb);
+    }
+    let runner = builder
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .cleanup(CleanupMode::Background)
         .build()?;
+    super::report_runtime(&runner);
+    let place = Place {
+        address,
+        namespace,
+        fifo_root: args.fifo_root.clone(),
+        runc_binary: super::pool_runtime_key(&runner),
+    };
     let listener = service::bind(&path).await?;
     let config = PoolConfig {
         size: args.size,

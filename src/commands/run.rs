@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::runner::{
-    journal::DEFAULT_AUDIT_LOG, reclaim_crashed, write_owner, Cancel, CleanupMode, Output,
+    escapes, journal::DEFAULT_AUDIT_LOG, reclaim_crashed, write_owner, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
@@ -80,25 +80,30 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let since = move || format!("{:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
     // The policy (seccomp profile included) and the host probe are read on a blocking
     // thread while the connection to containerd is made.
+    // A runtime binary asked for is checked and hashed there too, before anything is
+    // created (the default one is identified by the runner, from containerd's PATH).
     let policy_args = args.policy.clone();
+    let requested = args.runc_binary.clone();
     let local = tokio::task::spawn_blocking(move || {
+        let runtime = super::requested_runtime(requested.as_deref())?;
         let policy = super::load_policy(&policy_args)?;
         let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((policy, host))
+        anyhow::Ok((policy, host, runtime))
     });
     let daemon_paths = DaemonPaths::system();
     let client = connect_or_start(args.address.as_deref(), &args.namespace, &daemon_paths);
     let (local, client) = tokio::join!(local, client);
-    let (policy, host) = local.context("reading the policy")??;
+    let (policy, host, runtime) = local.context("reading the policy")??;
     let client = client?;
     tracing::debug!(
         at = since(),
         "policy read, host probed, containerd connected"
     );
-    let runner = Runner::builder()
-        .client(client)
-        .host(host)
-        .runc_binary(args.runc_binary.clone())
+    let mut builder = Runner::builder().client(client).host(host);
+    if let Some(rb) = runtime {
+        builder = builder.runtime_binary(rb);
+    }
+    let runner = builder
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .audit_log((!args.no_audit_log).then(|| args.audit_log.clone()))
@@ -107,6 +112,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             CleanupWhen::Inline => CleanupMode::Inline,
         })
         .build()?;
+
+    super::report_runtime(&runner);
 
     // Leftovers of crashed runs: a directory scan, and RPCs only when one is found.
     let target = runner.cleanup_target();
@@ -123,7 +130,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let output = if args.json {
         Output::Capture
     } else {
-        Output::Inherit
+        forwarded(args.tty)
     };
     let req = RunRequest::new(policy, args.command.clone())
         .stdin(stdin)
@@ -205,7 +212,7 @@ async fn take_pooled(
         address: runner.client().address().to_path_buf(),
         namespace: runner.client().namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
-        runc_binary: args.runc_binary.clone(),
+        runc_binary: super::pool_runtime_key(runner),
     };
     let socket = socket_path(&args.pool_dir, &hash);
     match service::take(&socket, &req.policy.image, &hash, &place).await {
@@ -214,6 +221,35 @@ async fn take_pooled(
             tracing::warn!("{e}; starting cold");
             None
         }
+    }
+}
+
+/// Where forwarded output goes: stockade's stdout and stderr, each through
+/// [`escapes::Neutralized`] when it is a terminal and `-t` was not given (with `-t` the
+/// sandbox owns a terminal of its own, and the user asked for its control sequences).
+fn forwarded(tty: bool) -> Output {
+    use std::io::IsTerminal;
+    let (out, err) = (
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+    );
+    if tty || !(out || err) {
+        return Output::Inherit;
+    }
+    let utf8 = escapes::locale_is_utf8();
+    fn wrap<W>(w: W, filter: bool, utf8: bool) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin>
+    where
+        W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        if filter {
+            Box::new(escapes::Neutralized::new(w, utf8))
+        } else {
+            Box::new(w)
+        }
+    }
+    Output::Writers {
+        stdout: wrap(tokio::io::stdout(), out, utf8),
+        stderr: wrap(tokio::io::stderr(), err, utf8),
     }
 }
 

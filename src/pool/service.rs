@@ -80,6 +80,9 @@ pub struct TakeReply {
 pub struct StatusReply {
     pub status: PoolStatus,
     pub pid: u32,
+    /// The OCI runtime binary the pool's sandboxes run under, when identified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runner::RuntimeBinary>,
     #[serde(flatten)]
     pub place: Place,
 }
@@ -178,6 +181,7 @@ async fn answer(
         Ok(Request::Status) => serde_json::to_value(StatusReply {
             status: pool.status(),
             pid: std::process::id(),
+            runtime: pool.runner().runtime_binary().cloned(),
             place: place.clone(),
         })?,
         Ok(Request::Remove { id }) => {

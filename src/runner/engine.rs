@@ -187,6 +187,7 @@ impl Runner {
             image_digest: None,
             policy_hash,
             spec_digest: None,
+            runtime: self.inner.runtime_binary.clone(),
         };
 
         let t = Instant::now();
@@ -324,8 +325,9 @@ impl Runner {
             image_digest: base.digest.clone(),
             policy_hash: fail.policy_hash.clone(),
             spec_digest,
+            runtime: self.inner.runtime_binary.clone(),
             not_enforced: built.not_enforced,
-            warnings: policy.warnings.clone(),
+            warnings: [&policy.warnings[..], &self.inner.runtime_warnings[..]].concat(),
             started_at: journal::rfc3339_millis(started_unix.as_millis() as u64),
             started_at_unix_ms: started_unix.as_millis() as u64,
         };
@@ -915,6 +917,7 @@ pub struct Attempt {
     pub image_digest: Option<String>,
     pub policy_hash: String,
     pub spec_digest: Option<String>,
+    pub runtime: Option<super::RuntimeBinary>,
 }
 
 /// What the live part of a run needs to know.

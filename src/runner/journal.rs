@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::engine::Attempt;
-use super::{Phases, RunError, RunResult};
+use super::{Phases, RunError, RunResult, RuntimeBinary};
 
 /// Where runs are logged unless told otherwise.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/log/stockade/runs.jsonl";
@@ -26,6 +26,8 @@ pub struct RunRecord<'a> {
     pub image_digest: Option<&'a str>,
     pub policy_hash: &'a str,
     pub spec_digest: &'a str,
+    /// The OCI runtime binary (path, digest, default or not), when identified.
+    pub runtime: Option<&'a RuntimeBinary>,
     pub argv: &'a [String],
     pub exit_code: u8,
     pub signal: Option<i32>,
@@ -50,6 +52,7 @@ impl<'a> RunRecord<'a> {
             image_digest: r.image_digest.as_deref(),
             policy_hash: &r.policy_hash,
             spec_digest: &r.spec_digest,
+            runtime: r.runtime.as_ref(),
             argv,
             exit_code: r.exit_code,
             signal: r.signal,
@@ -71,6 +74,7 @@ impl<'a> RunRecord<'a> {
             image_digest: a.image_digest.as_deref(),
             policy_hash: &a.policy_hash,
             spec_digest: a.spec_digest.as_deref().unwrap_or(""),
+            runtime: a.runtime.as_ref(),
             argv: &a.argv,
             exit_code: e.exit_code(),
             signal: None,

@@ -36,11 +36,13 @@
 mod cgroup;
 mod cleanup;
 mod engine;
+pub mod escapes;
 pub mod exit;
 mod fifo;
 mod images;
 pub mod journal;
 mod output;
+pub mod runtime;
 mod seal;
 
 use std::collections::HashMap;
@@ -65,6 +67,7 @@ pub use cleanup::{
 };
 pub use fifo::{read_owner, write_owner, RunDir, DEFAULT_FIFO_ROOT};
 pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
+pub use runtime::{RuntimeBinary, RuntimeError};
 
 /// The containerd runtime every sandbox uses.
 pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
@@ -133,6 +136,8 @@ pub enum RunError {
         value: i32,
         reason: String,
     },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("runner: {0}")]
     Config(String),
 }
@@ -168,7 +173,8 @@ pub enum Output {
     Capture,
     /// Forwarded live to this process's stdout and stderr.
     Inherit,
-    /// Forwarded live to these writers.
+    /// Forwarded live to these writers, each shut down (`poll_shutdown`) when its stream
+    /// ends.
     Writers {
         stdout: Box<dyn AsyncWrite + Send + Unpin>,
         stderr: Box<dyn AsyncWrite + Send + Unpin>,
@@ -379,6 +385,9 @@ pub struct RunResult {
     pub image_digest: Option<String>,
     pub policy_hash: String,
     pub spec_digest: String,
+    /// The OCI runtime binary the shim ran (path, digest, whether it is the default runc);
+    /// absent only when the default could not be identified (a warning says why).
+    pub runtime: Option<RuntimeBinary>,
     /// Protections the policy asked for that this host could not enforce.
     pub not_enforced: Vec<NotEnforced>,
     /// Loosenings the policy asked for.
@@ -429,6 +438,7 @@ pub struct RunnerBuilder {
     host: Option<HostFacts>,
     runtime: Option<String>,
     runc_binary: Option<String>,
+    runtime_binary: Option<RuntimeBinary>,
     snapshotter: Option<String>,
     fifo_root: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
@@ -460,9 +470,18 @@ impl RunnerBuilder {
         self
     }
     /// The OCI runtime binary the runc shim drives (its `BinaryName` option), e.g. `crun`;
-    /// it must accept runc's command line. Default `None`: the shim's own, `runc`.
+    /// it must accept runc's command line. [`RunnerBuilder::build`] checks it (see
+    /// [`runtime`]) and hands the shim its resolved absolute path. Default `None`: the
+    /// shim's own, `runc`.
     pub fn runc_binary(mut self, binary: Option<String>) -> Self {
         self.runc_binary = binary.filter(|b| !b.is_empty());
+        self
+    }
+    /// The runtime binary, already checked (by [`RuntimeBinary::requested`] or
+    /// [`RuntimeBinary::default_for`]); takes precedence over
+    /// [`RunnerBuilder::runc_binary`].
+    pub fn runtime_binary(mut self, binary: RuntimeBinary) -> Self {
+        self.runtime_binary = Some(binary);
         self
     }
     /// Snapshotter. Default [`DEFAULT_SNAPSHOTTER`].
@@ -518,6 +537,8 @@ impl RunnerBuilder {
         let proc_root = self
             .proc_root
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT));
+        let (runtime_binary, runtime_warnings) =
+            runtime::for_runner(self.runtime_binary, self.runc_binary, client.address())?;
         let apparmor = self.apparmor.unwrap_or_else(|| {
             Some(LoadContext {
                 kernel_has_apparmor: host.apparmor,
@@ -531,7 +552,12 @@ impl RunnerBuilder {
                 host,
                 apparmor,
                 runtime: self.runtime.unwrap_or_else(|| DEFAULT_RUNTIME.into()),
-                runtime_options: self.runc_binary.map(|b| runc_options(&b)),
+                runtime_options: runtime_binary
+                    .as_ref()
+                    .filter(|r| !r.default)
+                    .map(|r| runc_options(&r.path.to_string_lossy())),
+                runtime_binary,
+                runtime_warnings,
                 snapshotter: self
                     .snapshotter
                     .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.into()),
@@ -568,6 +594,10 @@ struct Inner {
     runtime: String,
     /// The runc shim's options, when a runtime binary other than runc is asked for.
     runtime_options: Option<prost_types::Any>,
+    /// The runtime binary runs use, when identified.
+    runtime_binary: Option<RuntimeBinary>,
+    /// What every run's result warns about the runtime binary.
+    runtime_warnings: Vec<String>,
     snapshotter: String,
     fifo_root: PathBuf,
     cgroups: CgroupFs,
@@ -588,6 +618,16 @@ impl Runner {
 
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// The OCI runtime binary runs use, when identified.
+    pub fn runtime_binary(&self) -> Option<&RuntimeBinary> {
+        self.inner.runtime_binary.as_ref()
+    }
+
+    /// Warnings about the runtime binary that every run's result carries.
+    pub fn runtime_warnings(&self) -> &[String] {
+        &self.inner.runtime_warnings
     }
 
     /// What the runner's cleanup and reconciliation act on.

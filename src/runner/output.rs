@@ -70,7 +70,8 @@ pub async fn pump<R: AsyncRead + Unpin>(mut src: R, mut sink: Sink, cap: u64) ->
         }
     }
     if let Sink::Forward(w) = &mut sink {
-        let _ = w.flush().await;
+        // Shut down, not only flushed: a filtering writer writes out what it still holds.
+        let _ = w.shutdown().await;
     }
     out
 }
