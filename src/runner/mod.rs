@@ -443,6 +443,7 @@ pub struct RunnerBuilder {
     fifo_root: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
     proc_root: Option<PathBuf>,
+    digest_cache: Option<PathBuf>,
     images: Option<Arc<dyn ImageSource>>,
     audit_log: Option<PathBuf>,
     cleanup: CleanupMode,
@@ -505,6 +506,12 @@ impl RunnerBuilder {
         self.proc_root = Some(dir.into());
         self
     }
+    /// Directory where digests of runtime binaries are kept across processes. Default
+    /// [`runtime::DEFAULT_DIGEST_CACHE`].
+    pub fn digest_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.digest_cache = Some(dir.into());
+        self
+    }
     /// How image names become base snapshots. Default [`StoreImages`] (the image store).
     pub fn images(mut self, images: Arc<dyn ImageSource>) -> Self {
         self.images = Some(images);
@@ -537,8 +544,14 @@ impl RunnerBuilder {
         let proc_root = self
             .proc_root
             .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT));
-        let (runtime_binary, runtime_warnings) =
-            runtime::for_runner(self.runtime_binary, self.runc_binary, client.address())?;
+        let (runtime_binary, runtime_warnings) = runtime::for_runner(
+            self.runtime_binary,
+            self.runc_binary,
+            client.address(),
+            self.digest_cache
+                .as_deref()
+                .unwrap_or(Path::new(runtime::DEFAULT_DIGEST_CACHE)),
+        )?;
         let apparmor = self.apparmor.unwrap_or_else(|| {
             Some(LoadContext {
                 kernel_has_apparmor: host.apparmor,

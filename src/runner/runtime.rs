@@ -18,8 +18,11 @@
 //! `PATH` of the containerd answering on the socket (the shim inherits containerd's
 //! environment), else on stockade's own `PATH`; [`RuntimeBinary::default`] is then `true`.
 //!
-//! Hashing runc (≈9 MB) costs a few milliseconds; digests are cached for the life of the
-//! process by (path, device, inode, mtime, size).
+//! Hashing runc (≈9 MB) costs about 13 ms of CPU, on every short-lived CLI process: so
+//! digests are cached in the process and on disk in a root-only directory (the runner's
+//! [`DEFAULT_DIGEST_CACHE`]), keyed by (path, device, inode, size, mtime and ctime). The
+//! ctime cannot be set from userspace and changes on every write, chmod or chown, and the
+//! binary (checked above) can only be changed by root, who could change the cache too.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -31,6 +34,10 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+/// Where digests of runtime binaries are kept across processes (see the module
+/// documentation); a runner's `digest_cache` setting replaces it.
+pub const DEFAULT_DIGEST_CACHE: &str = "/run/stockade/digests";
 
 /// The runtime the runc shim runs when it is given no binary.
 pub const DEFAULT_BINARY: &str = "runc";
@@ -105,17 +112,33 @@ impl RuntimeBinary {
     /// Checks the binary asked for by name or absolute path, looking a bare name up on
     /// `path_var` (a `PATH` value).
     pub fn requested(binary: &str, path_var: &OsStr) -> Result<RuntimeBinary, RuntimeError> {
+        Self::requested_cached(binary, path_var, None)
+    }
+
+    fn requested_cached(
+        binary: &str,
+        path_var: &OsStr,
+        cache: Option<&Path>,
+    ) -> Result<RuntimeBinary, RuntimeError> {
         let requested = Requested::Flag(binary.to_string());
         let found = locate(binary, path_var, &requested)?;
-        identify(&found, requested, false)
+        identify(&found, requested, false, cache)
     }
 
     /// Identifies the shim's default runtime: `runc` on the `PATH` of the containerd
     /// serving `socket` when that can be read, else on `own_path`.
     pub fn default_for(socket: &Path, own_path: &OsStr) -> Result<RuntimeBinary, RuntimeError> {
+        Self::default_cached(socket, own_path, None)
+    }
+
+    fn default_cached(
+        socket: &Path,
+        own_path: &OsStr,
+        cache: Option<&Path>,
+    ) -> Result<RuntimeBinary, RuntimeError> {
         let path_var = containerd_path_var(socket).unwrap_or_else(|| own_path.to_os_string());
         let found = locate(DEFAULT_BINARY, &path_var, &Requested::Default)?;
-        identify(&found, Requested::Default, true)
+        identify(&found, Requested::Default, true, cache)
     }
 }
 
@@ -127,12 +150,13 @@ pub(crate) fn for_runner(
     checked: Option<RuntimeBinary>,
     requested: Option<String>,
     containerd: &Path,
+    cache: &Path,
 ) -> Result<(Option<RuntimeBinary>, Vec<String>), RuntimeError> {
     let own_path = std::env::var_os("PATH").unwrap_or_default();
     let binary = match (checked, requested) {
         (Some(b), _) => b,
-        (None, Some(name)) => RuntimeBinary::requested(&name, &own_path)?,
-        (None, None) => match RuntimeBinary::default_for(containerd, &own_path) {
+        (None, Some(name)) => RuntimeBinary::requested_cached(&name, &own_path, Some(cache))?,
+        (None, None) => match RuntimeBinary::default_cached(containerd, &own_path, Some(cache)) {
             Ok(b) => b,
             Err(e) => {
                 return Ok((
@@ -202,6 +226,7 @@ fn identify(
     path: &Path,
     requested: Requested,
     default: bool,
+    cache: Option<&Path>,
 ) -> Result<RuntimeBinary, RuntimeError> {
     let io = |path: &Path, source| RuntimeError::Io {
         requested: requested.clone(),
@@ -233,7 +258,7 @@ fn identify(
             mode: m.mode() & 0o7777,
         });
     }
-    let sha256 = digest(&real, &m, &mut file).map_err(|e| io(&real, e))?;
+    let sha256 = digest(&real, &m, &mut file, cache).map_err(|e| io(&real, e))?;
     Ok(RuntimeBinary {
         path: real,
         sha256,
@@ -260,28 +285,58 @@ fn trusted(path: &Path, m: &std::fs::Metadata, requested: &Requested) -> Result<
     Ok(())
 }
 
-/// What identifies a file's contents without reading them, as long as nobody rewrites it
-/// within the same mtime tick.
+/// What identifies a file's contents without reading them: nobody but root can write the
+/// file (checked before), and any write, chmod or chown moves its ctime.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FileKey {
     path: PathBuf,
     dev: u64,
     ino: u64,
-    mtime_ns: i128,
     size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileKey {
+    fn of(path: &Path, m: &std::fs::Metadata) -> FileKey {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileKey {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The cache file's name: the hash of the key's fields.
+    fn file_name(&self) -> String {
+        let text = format!(
+            "{}\0{}\0{}\0{}\0{}\0{}",
+            self.path.display(),
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns
+        );
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
 }
 
 static DIGESTS: Mutex<Option<HashMap<FileKey, String>>> = Mutex::new(None);
 
-/// `sha256:<hex>` of the open file, from the process-wide cache when the file is unchanged.
-fn digest(path: &Path, m: &std::fs::Metadata, file: &mut std::fs::File) -> std::io::Result<String> {
-    let key = FileKey {
-        path: path.to_path_buf(),
-        dev: m.dev(),
-        ino: m.ino(),
-        mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        size: m.size(),
-    };
+/// `sha256:<hex>` of the open file: from the process's cache, else from the on-disk cache
+/// in `cache` (a root-owned directory nobody else can write), else read and hashed (and
+/// remembered in both).
+fn digest(
+    path: &Path,
+    m: &std::fs::Metadata,
+    file: &mut std::fs::File,
+    cache: Option<&Path>,
+) -> std::io::Result<String> {
+    let key = FileKey::of(path, m);
     if let Some(d) = DIGESTS
         .lock()
         .expect("digest cache lock")
@@ -290,22 +345,59 @@ fn digest(path: &Path, m: &std::fs::Metadata, file: &mut std::fs::File) -> std::
     {
         return Ok(d.clone());
     }
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let on_disk = cache.and_then(|dir| trusted_cache_dir(dir).then(|| dir.join(key.file_name())));
+    let cached = on_disk
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .filter(|d| is_digest(d));
+    let d = match cached {
+        Some(d) => d,
+        None => {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let d = format!("sha256:{}", hex::encode(h.finalize()));
+            if let Some(f) = &on_disk {
+                // Best effort: a cache that cannot be written only costs the next process a
+                // hash. Written aside and renamed, so a reader never sees half a digest.
+                let tmp = f.with_extension(format!("tmp{}", std::process::id()));
+                if std::fs::write(&tmp, &d).is_ok() && std::fs::rename(&tmp, f).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+            d
         }
-        h.update(&buf[..n]);
-    }
-    let d = format!("sha256:{}", hex::encode(h.finalize()));
+    };
     DIGESTS
         .lock()
         .expect("digest cache lock")
         .get_or_insert_with(HashMap::new)
         .insert(key, d.clone());
     Ok(d)
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+/// Creates the cache directory (0700) if needed; usable only when it is a real directory
+/// owned by root that nobody else can write.
+fn trusted_cache_dir(dir: &Path) -> bool {
+    use std::os::unix::fs::DirBuilderExt;
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
 #[cfg(test)]
@@ -427,6 +519,44 @@ mod tests {
             let want = hex::encode(Sha256::digest(std::fs::read(&good).unwrap()));
             assert_eq!(rb.sha256, format!("sha256:{want}"));
         }
+    }
+
+    /// A second process finds the digest on disk; a rewritten binary (new ctime) is hashed
+    /// again; a cache directory others can write is not used.
+    #[test]
+    fn digests_are_cached_on_disk_by_file_identity() {
+        let t = scratch();
+        let bin = file(t.path(), "rt", 0o755);
+        let cache = t.path().join("digests");
+        let check = || identify(&bin, Requested::Default, true, Some(&cache)).unwrap();
+        let first = check();
+        let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(entries(), 1);
+        // Another process: the in-process cache is empty; the file on disk answers, even
+        // when it lies (which only root could make it do).
+        DIGESTS.lock().unwrap().take();
+        let name = std::fs::read_dir(&cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let planted = format!("sha256:{}", "ab".repeat(32));
+        std::fs::write(&name, &planted).unwrap();
+        assert_eq!(check().sha256, planted);
+        // Rewriting the binary moves its ctime: the planted digest no longer applies.
+        DIGESTS.lock().unwrap().take();
+        std::fs::write(&bin, "#!/bin/sh\necho other\n").unwrap();
+        let again = check();
+        assert_ne!(again.sha256, planted);
+        assert_ne!(again.sha256, first.sha256);
+        // A cache directory writable by others is ignored.
+        DIGESTS.lock().unwrap().take();
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for f in std::fs::read_dir(&cache).unwrap() {
+            std::fs::write(f.unwrap().path(), &planted).unwrap();
+        }
+        assert_eq!(check().sha256, again.sha256);
     }
 
     #[test]
