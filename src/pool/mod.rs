@@ -163,6 +163,10 @@ struct Inner {
     /// When a take last happened (or the pool started).
     last_take: Mutex<Instant>,
     wake: tokio::sync::Notify,
+    /// Removals of sandboxes the pool gave up on (expired, dead, or holding a replaced bind
+    /// source): finished ones are reaped whenever another starts, and [`Pool::drain`] waits
+    /// for the rest, so none is cut short when the service exits.
+    removals: Mutex<tokio::task::JoinSet<()>>,
 }
 
 /// A pool of sandboxes for one image and policy, refilled by a background task. Cheap to
@@ -199,6 +203,7 @@ impl Pool {
             state: Mutex::new(State::default()),
             last_take: Mutex::new(Instant::now()),
             wake: tokio::sync::Notify::new(),
+            removals: Mutex::new(tokio::task::JoinSet::new()),
         });
         let handle = tokio::spawn(refill_loop(Arc::clone(&inner)));
         Ok(Pool {
@@ -245,7 +250,7 @@ impl Pool {
                 st.last_error = Some(why);
                 drop(st);
                 for p in dead {
-                    remove_detached(&self.inner.runner, p);
+                    self.inner.remove_detached(p);
                 }
                 return None;
             }
@@ -271,7 +276,7 @@ impl Pool {
         };
         for p in dead {
             tracing::warn!("pool: sandbox {} lost its pid 1 while waiting", p.id);
-            remove_detached(&self.inner.runner, p);
+            self.inner.remove_detached(p);
         }
         self.inner.wake.notify_one();
         got
@@ -362,6 +367,8 @@ impl Pool {
                 tracing::warn!("{e}");
             }
         }
+        let mut removals = std::mem::take(&mut *self.inner.removals.lock().expect("pool lock"));
+        while removals.join_next().await.is_some() {}
         n
     }
 }
@@ -385,6 +392,18 @@ fn memory_room(max: Option<u64>, memory: u64, ready: usize, preparing: usize) ->
 }
 
 impl Inner {
+    /// Removes `p` in the background (see [`Inner::removals`]).
+    fn remove_detached(&self, p: Prepared) {
+        let r = self.runner.clone();
+        let mut set = self.removals.lock().expect("pool lock");
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
+            if let Err(e) = r.cleanup(&p.id).await {
+                tracing::warn!("{e}");
+            }
+        });
+    }
+
     /// Why the pool's sandboxes may no longer be served: a bind source of its policy no
     /// longer resolves to the directory it was validated as. `None` when all still do.
     fn stale_binds(&self) -> Option<String> {
@@ -407,14 +426,6 @@ impl Inner {
 
 /// Removes a sandbox the pool gives up on (expired, or dead while waiting) on a task of its
 /// own.
-fn remove_detached(runner: &Runner, p: Prepared) {
-    let r = runner.clone();
-    tokio::spawn(async move {
-        if let Err(e) = r.cleanup(&p.id).await {
-            tracing::warn!("{e}");
-        }
-    });
-}
 
 /// Resident bytes of `pids` and of their parents (the shims), each process counted once.
 fn memory_of(proc_root: &Path, pids: impl Iterator<Item = u32>) -> u64 {
@@ -504,7 +515,7 @@ async fn refill_loop(inner: Arc<Inner>) {
             n
         };
         for p in expired {
-            remove_detached(&inner.runner, p);
+            inner.remove_detached(p);
         }
         for _ in 0..launch {
             let i = Arc::clone(&inner);
