@@ -41,7 +41,7 @@ vm_cpus=${STOCKADE_VM_CPUS:-2}
 # Every check the guest must report; a missing one fails the lane like a failed one.
 expected=(boot cgroup2 apparmor-kernel overlay containerd stockade
           doctor image-build default-run apparmor-profile apparmor-denied
-          cgroup-limits pids-limit oom cpu-quota timeout)
+          cgroup-limits pids-limit oom oom-floor cpu-quota timeout)
 
 log() { printf '\033[1m==> [vm %3ss] %s\033[0m\n' "$SECONDS" "$*" >&2; }
 die() { echo "vm-test.sh: $*" >&2; exit 1; }

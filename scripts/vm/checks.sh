@@ -161,6 +161,18 @@ else
   R oom fail "rc=$rc ${summary:-$(echo "$out" | one_line 120)} $err"
 fi
 
+# --- oom_score_adj: set from the host with CAP_SYS_RESOURCE, so it is a floor ------------
+# The guest's root holds CAP_SYS_RESOURCE (some container hosts' root does not; there the
+# run reports the floor under not_enforced instead).
+sk run --json -- sh -c 'cat /proc/self/oom_score_adj; echo 0 > /proc/self/oom_score_adj; cat /proc/self/oom_score_adj'
+vals=$(jq -r '.stdout' <<<"$out" 2>/dev/null | tr '\n' ' ')
+floor_reported=$(jq -r '[.not_enforced[]? | select(.protection == "oom_score_adj")] | length' <<<"$out" 2>/dev/null)
+if ((rc == 0)) && [[ $vals == "500 500 " && $floor_reported == 0 ]]; then
+  R oom-floor pass "the sandbox read $vals and could not lower it"
+else
+  R oom-floor fail "rc=$rc values=${vals:-none} not_enforced entries=${floor_reported:-?} $err"
+fi
+
 # --- cpu.max holds: a busy loop at --cpus 0.5 is throttled -------------------------------
 sk run --cpus 0.5 --timeout 60s -- sh -c 'timeout 3 sh -c "while :; do :; done"; cat /sys/fs/cgroup/cpu.stat'
 thr=$(awk '$1 == "nr_throttled" {print $2}' <<<"$out")
