@@ -165,9 +165,9 @@ fi
 # The guest's root holds CAP_SYS_RESOURCE (some container hosts' root does not; there the
 # run reports the floor under not_enforced instead).
 sk run --json -- sh -c 'cat /proc/self/oom_score_adj; echo 0 > /proc/self/oom_score_adj; cat /proc/self/oom_score_adj'
-vals=$(jq -r '.stdout' <<<"$out" 2>/dev/null | tr '\n' ' ')
+vals=$(jq -r '.stdout' <<<"$out" 2>/dev/null | xargs)
 floor_reported=$(jq -r '[.not_enforced[]? | select(.protection == "oom_score_adj")] | length' <<<"$out" 2>/dev/null)
-if ((rc == 0)) && [[ $vals == "500 500 " && $floor_reported == 0 ]]; then
+if ((rc == 0)) && [[ $vals == "500 500" && $floor_reported == 0 ]]; then
   R oom-floor pass "the sandbox read $vals and could not lower it"
 else
   R oom-floor fail "rc=$rc values=${vals:-none} not_enforced entries=${floor_reported:-?} $err"
