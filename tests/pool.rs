@@ -443,7 +443,14 @@ async fn the_command_line_reaches_the_pooled_sandbox_verbatim() {
         },
     ];
     for case in &cases {
-        assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+        // A guard, not a claim: refills take seconds under emulation (the VM lane).
+        assert_eq!(
+            pool.wait_ready(1, Duration::from_secs(120)).await,
+            1,
+            "no sandbox ready before {:?}: {:?}",
+            case.args,
+            pool.status()
+        );
         let mut req = RunRequest::new(p.clone(), case.args.iter().copied());
         if let Some(b) = case.stdin {
             req = req.stdin(stockade::runner::Stdin::Bytes(b.to_vec()));
