@@ -424,9 +424,6 @@ impl Inner {
     }
 }
 
-/// Removes a sandbox the pool gives up on (expired, or dead while waiting) on a task of its
-/// own.
-
 /// Resident bytes of `pids` and of their parents (the shims), each process counted once.
 fn memory_of(proc_root: &Path, pids: impl Iterator<Item = u32>) -> u64 {
     let mut seen = std::collections::BTreeSet::new();
