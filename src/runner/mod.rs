@@ -33,6 +33,7 @@
 //!   Snapshots.Remove ─ cgroup leftovers ─ FIFO directory
 //! ```
 
+mod builder;
 mod cgroup;
 mod cleanup;
 mod engine;
@@ -61,6 +62,7 @@ use crate::policy::ValidatedPolicy;
 use crate::procfs::ProcStat;
 use crate::spec::{NotEnforced, SpecError};
 
+pub use builder::{RunnerBuilder, DEFAULT_APPARMOR_STATE, RUNC_OPTIONS_TYPE_URL};
 pub use cgroup::{CgroupFs, Usage};
 pub use cleanup::{
     reclaim_crashed, reconcile, remove_run, CleanupTarget, ReconcileOptions, Reconciled,
@@ -411,188 +413,6 @@ pub enum CleanupMode {
     Caller,
 }
 
-/// The runc shim's options (`containerd.runc.v1.Options`) naming `binary` as the runtime;
-/// only the field stockade sets is declared.
-fn runc_options(binary: &str) -> prost_types::Any {
-    #[derive(Clone, PartialEq, prost::Message)]
-    struct RuncOptions {
-        #[prost(string, tag = "6")]
-        binary_name: String,
-    }
-    prost_types::Any {
-        type_url: RUNC_OPTIONS_TYPE_URL.to_string(),
-        value: prost::Message::encode_to_vec(&RuncOptions {
-            binary_name: binary.to_string(),
-        }),
-    }
-}
-
-/// Type of the runc shim's options.
-pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
-
-/// Builds a [`Runner`]. Every setting but the client has a default, documented on its
-/// setter.
-#[derive(Default)]
-pub struct RunnerBuilder {
-    client: Option<Client>,
-    host: Option<HostFacts>,
-    runtime: Option<String>,
-    runc_binary: Option<String>,
-    runtime_binary: Option<RuntimeBinary>,
-    snapshotter: Option<String>,
-    fifo_root: Option<PathBuf>,
-    cgroup_root: Option<PathBuf>,
-    proc_root: Option<PathBuf>,
-    digest_cache: Option<PathBuf>,
-    images: Option<Arc<dyn ImageSource>>,
-    audit_log: Option<PathBuf>,
-    cleanup: CleanupMode,
-    apparmor: Option<Option<LoadContext>>,
-}
-
-/// Where the built-in AppArmor profile's loaded-state is kept by default.
-pub const DEFAULT_APPARMOR_STATE: &str = "/var/lib/stockade/apparmor";
-
-impl RunnerBuilder {
-    /// The containerd connection (required). Its namespace is where runs are created.
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
-        self
-    }
-    /// What the host supports. Default: probed by the caller; without it, the conservative
-    /// [`HostFacts::hybrid_no_apparmor`].
-    pub fn host(mut self, host: HostFacts) -> Self {
-        self.host = Some(host);
-        self
-    }
-    /// containerd runtime. Default [`DEFAULT_RUNTIME`].
-    pub fn runtime(mut self, runtime: impl Into<String>) -> Self {
-        self.runtime = Some(runtime.into());
-        self
-    }
-    /// The OCI runtime binary the runc shim drives (its `BinaryName` option), e.g. `crun`;
-    /// it must accept runc's command line. [`RunnerBuilder::build`] checks it (see
-    /// [`runtime`]) and hands the shim its resolved absolute path. Default `None`: the
-    /// shim's own, `runc`.
-    pub fn runc_binary(mut self, binary: Option<String>) -> Self {
-        self.runc_binary = binary.filter(|b| !b.is_empty());
-        self
-    }
-    /// The runtime binary, already checked (by [`RuntimeBinary::requested`] or
-    /// [`RuntimeBinary::default_for`]); takes precedence over
-    /// [`RunnerBuilder::runc_binary`].
-    pub fn runtime_binary(mut self, binary: RuntimeBinary) -> Self {
-        self.runtime_binary = Some(binary);
-        self
-    }
-    /// Snapshotter. Default [`DEFAULT_SNAPSHOTTER`].
-    pub fn snapshotter(mut self, snapshotter: impl Into<String>) -> Self {
-        self.snapshotter = Some(snapshotter.into());
-        self
-    }
-    /// Parent of the per-run FIFO directories. Default [`DEFAULT_FIFO_ROOT`].
-    pub fn fifo_root(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.fifo_root = Some(dir.into());
-        self
-    }
-    /// cgroup mount point. Default [`DEFAULT_CGROUP_ROOT`].
-    pub fn cgroup_root(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cgroup_root = Some(dir.into());
-        self
-    }
-    /// procfs mount point (pids of created tasks are checked and adjusted through it).
-    /// Default [`DEFAULT_PROC_ROOT`].
-    pub fn proc_root(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.proc_root = Some(dir.into());
-        self
-    }
-    /// Directory where digests of runtime binaries are kept across processes. Default
-    /// [`runtime::DEFAULT_DIGEST_CACHE`].
-    pub fn digest_cache(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.digest_cache = Some(dir.into());
-        self
-    }
-    /// How image names become base snapshots. Default [`StoreImages`] (the image store).
-    pub fn images(mut self, images: Arc<dyn ImageSource>) -> Self {
-        self.images = Some(images);
-        self
-    }
-    /// Append one JSON line per run to this file. Default: no audit log (the CLI passes
-    /// [`journal::DEFAULT_AUDIT_LOG`]).
-    pub fn audit_log(mut self, path: Option<PathBuf>) -> Self {
-        self.audit_log = path;
-        self
-    }
-    /// How the built-in AppArmor profile is loaded before runs on hosts with AppArmor;
-    /// `None` never loads it (it must be loaded already). Default: the kernel's profile list
-    /// [`crate::apparmor::PROFILES_FILE`] and state in [`DEFAULT_APPARMOR_STATE`].
-    pub fn apparmor(mut self, ctx: Option<LoadContext>) -> Self {
-        self.apparmor = Some(ctx);
-        self
-    }
-    /// When finished runs are removed. Default [`CleanupMode::Background`].
-    pub fn cleanup(mut self, mode: CleanupMode) -> Self {
-        self.cleanup = mode;
-        self
-    }
-
-    pub fn build(self) -> Result<Runner, RunError> {
-        let client = self
-            .client
-            .ok_or_else(|| RunError::Config("no containerd client given".into()))?;
-        let host = self.host.unwrap_or_else(HostFacts::hybrid_no_apparmor);
-        let proc_root = self
-            .proc_root
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PROC_ROOT));
-        let (runtime_binary, runtime_warnings) = runtime::for_runner(
-            self.runtime_binary,
-            self.runc_binary,
-            client.address(),
-            self.digest_cache
-                .as_deref()
-                .unwrap_or(Path::new(runtime::DEFAULT_DIGEST_CACHE)),
-        )?;
-        let apparmor = self.apparmor.unwrap_or_else(|| {
-            Some(LoadContext {
-                kernel_has_apparmor: host.apparmor,
-                profiles_file: PathBuf::from(crate::apparmor::PROFILES_FILE),
-                state_dir: PathBuf::from(DEFAULT_APPARMOR_STATE),
-            })
-        });
-        Ok(Runner {
-            inner: Arc::new(Inner {
-                client,
-                host,
-                apparmor,
-                runtime: self.runtime.unwrap_or_else(|| DEFAULT_RUNTIME.into()),
-                runtime_options: runtime_binary
-                    .as_ref()
-                    .filter(|r| !r.default)
-                    .map(|r| runc_options(&r.path.to_string_lossy())),
-                runtime_binary,
-                runtime_warnings,
-                snapshotter: self
-                    .snapshotter
-                    .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.into()),
-                fifo_root: self
-                    .fifo_root
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO_ROOT)),
-                cgroups: CgroupFs::new(
-                    self.cgroup_root
-                        .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
-                ),
-                oom_floor: seal::sets_oom_floor(&proc_root),
-                proc_root,
-                images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
-                image_cache: Mutex::new(HashMap::new()),
-                audit_log: self.audit_log,
-                cleanup: self.cleanup,
-                pending: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
-            }),
-        })
-    }
-}
-
 /// Runs sandboxes. Cheap to clone; clones share the connection, the image cache and the
 /// pending cleanups.
 #[derive(Clone)]
@@ -746,7 +566,7 @@ mod tests {
 
     #[test]
     fn the_runtime_binary_travels_as_runc_options_field_6() {
-        let any = runc_options("crun");
+        let any = builder::runc_options("crun");
         assert_eq!(any.type_url, "containerd.runc.v1.Options");
         // field 6, length-delimited (6 << 3 | 2 = 0x32), 4 bytes, "crun"
         assert_eq!(any.value, b"\x32\x04crun");
