@@ -52,11 +52,13 @@ pub enum SeccompError {
     /// JSON, but not a profile's shape (unknown field, missing field, wrong type).
     #[error("not a seccomp profile: {0}")]
     Shape(String),
-    #[error("{at}: unknown action \"{action}\"")]
+    // Names are shown quoted and escaped (`{:?}`): a name with a line break in it still
+    // gives one line.
+    #[error("{at}: unknown action {action:?}")]
     UnknownAction { at: String, action: String },
-    #[error("{at}: unknown operator \"{op}\"")]
+    #[error("{at}: unknown operator {op:?}")]
     UnknownOperator { at: String, op: String },
-    #[error("{at}: unknown syscall \"{name}\"")]
+    #[error("{at}: unknown syscall {name:?}")]
     UnknownSyscall { at: String, name: String },
     #[error("{at}: {what}")]
     Invalid { at: String, what: String },

@@ -48,6 +48,11 @@ fn parse_errors_name_what_and_where() {
             want: r#"defaultAction: unknown action "SCMP_ACT_DENY""#,
         },
         Case {
+            name: "an action name with a line break stays on one line, escaped",
+            input: r#"{"defaultAction":"a\nb","syscalls":[]}"#.into(),
+            want: r#"defaultAction: unknown action "a\nb""#,
+        },
+        Case {
             name: "unknown rule action",
             input: with_rules(&format!(r#"{ok},{{"names":["write"],"action":"ALLOW"}}"#)),
             want: r#"syscalls[1].action: unknown action "ALLOW""#,
