@@ -174,17 +174,22 @@ fn unreadable(path: &Path, e: std::io::Error) -> BindError {
 /// long-lived holder of a policy (a pool) asks before it serves or refills.
 pub fn check_unchanged<'a>(dirs: impl IntoIterator<Item = &'a HostDir>) -> Result<(), BindError> {
     for want in dirs {
-        let got = resolve(&want.path)?;
-        if (got.dev, got.ino) != (want.dev, want.ino) {
-            return Err(BindError::Changed {
-                name: "bind source".to_string(),
-                want: want.clone(),
-                got_dev: got.dev,
-                got_ino: got.ino,
-            });
-        }
+        same_directory("bind source", want, &resolve(&want.path)?)?;
     }
     Ok(())
+}
+
+/// `got` (just opened) is the directory `want` was validated as, or the error saying so.
+fn same_directory(name: &str, want: &HostDir, got: &HostDir) -> Result<(), BindError> {
+    if (got.dev, got.ino) == (want.dev, want.ino) {
+        return Ok(());
+    }
+    Err(BindError::Changed {
+        name: name.to_string(),
+        want: want.clone(),
+        got_dev: got.dev,
+        got_ino: got.ino,
+    })
 }
 
 /// Mounts each `(name, dir)` at `<run_dir>/binds/<name>`: the directory is opened without
@@ -224,14 +229,7 @@ fn stage_all(
             name: name.to_string(),
             inner: Box::new(unreadable(&want.path, e)),
         })?;
-        if (got.dev, got.ino) != (want.dev, want.ino) {
-            return Err(BindError::Changed {
-                name: name.to_string(),
-                want: (*want).clone(),
-                got_dev: got.dev,
-                got_ino: got.ino,
-            });
-        }
+        same_directory(name, want, &got)?;
         let target = staging.join(name);
         mkdir_private(&target).map_err(io(&target))?;
         let source = proc_root.join("self/fd").join(fd.as_raw_fd().to_string());

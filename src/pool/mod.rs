@@ -238,21 +238,17 @@ impl Pool {
         *self.inner.last_take.lock().expect("pool lock") = Instant::now();
         let proc_root = &self.inner.config.proc_root;
         let mut dead = Vec::new();
+        let mut stale_ready = Vec::new();
         let stale = self.inner.stale_binds();
         let got = {
             let mut st = self.inner.state.lock().expect("pool lock");
             if st.shutting_down {
                 return None;
             }
+            // A replaced bind source: none of the ready sandboxes may be served.
             if let Some(why) = stale {
-                dead.extend(st.ready.drain(..));
-                st.misses += 1;
+                stale_ready.extend(st.ready.drain(..));
                 st.last_error = Some(why);
-                drop(st);
-                for p in dead {
-                    self.inner.remove_detached(p);
-                }
-                return None;
             }
             let mut got = None;
             while let Some(p) = st.ready.pop_front() {
@@ -276,6 +272,9 @@ impl Pool {
         };
         for p in dead {
             tracing::warn!("pool: sandbox {} lost its pid 1 while waiting", p.id);
+            self.inner.remove_detached(p);
+        }
+        for p in stale_ready {
             self.inner.remove_detached(p);
         }
         self.inner.wake.notify_one();

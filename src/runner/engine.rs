@@ -200,23 +200,7 @@ impl Runner {
         fail.image_digest = base.digest.clone();
 
         let t = Instant::now();
-        let mut built = spec::build(
-            &policy,
-            &self.inner.host,
-            &SpecRequest {
-                id: &id,
-                args: &args,
-                terminal,
-            },
-        )?;
-        if seal::has_binds(&policy) {
-            seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(&id));
-        }
-        if !self.inner.oom_floor {
-            built
-                .not_enforced
-                .push(seal::oom_floor_not_enforced(policy.limits.oom_score_adj));
-        }
+        let built = self.build_spec(&policy, &id, &args, terminal)?;
         let spec_digest = spec::digest(&built.spec);
         fail.spec_digest = Some(spec_digest.clone());
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
@@ -345,6 +329,30 @@ impl Runner {
         Ok(result)
     }
 
+    /// The spec of run `id` as containerd gets it: built from the policy, its binds pointed
+    /// at their staging mounts, and the `oom_score_adj` floor reported where this process
+    /// cannot set it.
+    fn build_spec(
+        &self,
+        policy: &ValidatedPolicy,
+        id: &str,
+        args: &[String],
+        terminal: bool,
+    ) -> Result<spec::BuiltSpec, RunError> {
+        let mut built = spec::build(
+            policy,
+            &self.inner.host,
+            &SpecRequest { id, args, terminal },
+        )?;
+        seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id));
+        if !self.inner.oom_floor {
+            built
+                .not_enforced
+                .push(seal::oom_floor_not_enforced(policy.limits.oom_score_adj));
+        }
+        Ok(built)
+    }
+
     /// Where the host has AppArmor and the policy uses the built-in profile, makes sure the
     /// profile (the variant for the policy's network mode) is loaded: two small file reads
     /// when it already is, `apparmor_parser -r` once when it is not. Other profile names
@@ -408,9 +416,7 @@ impl Runner {
         let i = &self.inner;
         let c = &i.client;
 
-        if seal::has_binds(policy) {
-            seal::stage(&i.fifo_root.join(id), &i.proc_root, policy)?;
-        }
+        seal::stage(&i.fifo_root.join(id), &i.proc_root, policy)?;
         let (mounts, t_prep, t_cont) = self
             .create_objects(id, base, spec_json, HashMap::new())
             .await?;
@@ -683,18 +689,7 @@ impl Runner {
         let base = self.base_image(&policy.image).await?;
         let id = super::new_id();
         let args = trampoline_args();
-        let mut built = spec::build(
-            policy,
-            &self.inner.host,
-            &SpecRequest {
-                id: &id,
-                args: &args,
-                terminal: false,
-            },
-        )?;
-        if seal::has_binds(policy) {
-            seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(&id));
-        }
+        let built = self.build_spec(policy, &id, &args, false)?;
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(policy)?;
         let root = &self.inner.fifo_root;
@@ -705,9 +700,7 @@ impl Runner {
         fifo::mark(root, &id).map_err(run_dir)?;
         let made = async {
             let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
-            if seal::has_binds(policy) {
-                seal::stage(&root.join(&id), &self.inner.proc_root, policy)?;
-            }
+            seal::stage(&root.join(&id), &self.inner.proc_root, policy)?;
             let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
             let c = &self.inner.client;
             let task = c

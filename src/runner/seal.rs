@@ -29,18 +29,14 @@ fn binds(policy: &ValidatedPolicy) -> Vec<(&'static str, &'static str, &HostDir,
     v
 }
 
-/// Whether the policy mounts host directories (and so needs staging).
-pub(crate) fn has_binds(policy: &ValidatedPolicy) -> bool {
-    policy.workspace.is_some() || policy.input.is_some()
-}
-
-/// Points the spec's binds at the staging mounts in `run_dir`.
+/// Points the spec's binds at the staging mounts in `run_dir` (a spec without binds is left
+/// as it is).
 pub(crate) fn stage_spec(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
     crate::spec::stage_binds(spec, &run_dir.join(STAGING_DIR));
 }
 
 /// Mounts the policy's bind sources at their staging paths in `run_dir` (see
-/// [`crate::bind::stage`]).
+/// [`crate::bind::stage`]); nothing without binds.
 pub(crate) fn stage(
     run_dir: &Path,
     proc_root: &Path,
