@@ -145,6 +145,7 @@ impl RunnerBuilder {
             self.runtime_binary,
             self.runc_binary,
             client.address(),
+            &proc_root,
             self.digest_cache
                 .as_deref()
                 .unwrap_or(Path::new(runtime::DEFAULT_DIGEST_CACHE)),

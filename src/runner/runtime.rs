@@ -128,15 +128,17 @@ impl RuntimeBinary {
     /// Identifies the shim's default runtime: `runc` on the `PATH` of the containerd
     /// serving `socket` when that can be read, else on `own_path`.
     pub fn default_for(socket: &Path, own_path: &OsStr) -> Result<RuntimeBinary, RuntimeError> {
-        Self::default_cached(socket, own_path, None)
+        Self::default_cached(socket, own_path, Path::new(super::DEFAULT_PROC_ROOT), None)
     }
 
     fn default_cached(
         socket: &Path,
         own_path: &OsStr,
+        proc_root: &Path,
         cache: Option<&Path>,
     ) -> Result<RuntimeBinary, RuntimeError> {
-        let path_var = containerd_path_var(socket).unwrap_or_else(|| own_path.to_os_string());
+        let path_var =
+            containerd_path_var(socket, proc_root).unwrap_or_else(|| own_path.to_os_string());
         let found = locate(DEFAULT_BINARY, &path_var, &Requested::Default)?;
         identify(&found, Requested::Default, true, cache)
     }
@@ -150,21 +152,24 @@ pub(crate) fn for_runner(
     checked: Option<RuntimeBinary>,
     requested: Option<String>,
     containerd: &Path,
+    proc_root: &Path,
     cache: &Path,
 ) -> Result<(Option<RuntimeBinary>, Vec<String>), RuntimeError> {
     let own_path = std::env::var_os("PATH").unwrap_or_default();
     let binary = match (checked, requested) {
         (Some(b), _) => b,
         (None, Some(name)) => RuntimeBinary::requested_cached(&name, &own_path, Some(cache))?,
-        (None, None) => match RuntimeBinary::default_cached(containerd, &own_path, Some(cache)) {
-            Ok(b) => b,
-            Err(e) => {
-                return Ok((
-                    None,
-                    vec![format!("{e}; the run's runtime is unidentified")],
-                ))
+        (None, None) => {
+            match RuntimeBinary::default_cached(containerd, &own_path, proc_root, Some(cache)) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Ok((
+                        None,
+                        vec![format!("{e}; the run's runtime is unidentified")],
+                    ))
+                }
             }
-        },
+        }
     };
     let warnings = binary.warning().into_iter().collect();
     Ok((Some(binary), warnings))
@@ -185,13 +190,13 @@ impl RuntimeBinary {
 }
 
 /// The `PATH` in the environment of the process listening on `socket` (its peer
-/// credentials name it), when readable.
-fn containerd_path_var(socket: &Path) -> Option<OsString> {
+/// credentials name it), read through the procfs at `proc_root`, when readable.
+fn containerd_path_var(socket: &Path, proc_root: &Path) -> Option<OsString> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
     use std::os::unix::ffi::OsStrExt;
     let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
     let pid = getsockopt(&stream, PeerCredentials).ok()?.pid();
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let environ = std::fs::read(proc_root.join(pid.to_string()).join("environ")).ok()?;
     environ
         .split(|b| *b == 0)
         .find_map(|kv| kv.strip_prefix(b"PATH="))
