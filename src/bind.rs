@@ -23,10 +23,10 @@
 //! The staging mounts are removed with the run directory ([`unstage`] runs before it is
 //! removed, and never removes anything it did not create).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -68,6 +68,11 @@ pub enum BindError {
     Stage {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("{name}: {source}")]
+    Mount {
+        name: String,
+        source: crate::idmap::IdmapError,
     },
     #[error("{name}: the sandbox sees {seen} at {dest}, not {} (device {} inode {}); the run was aborted before it started", want.path.display(), want.dev, want.ino)]
     Mismatch {
@@ -193,18 +198,19 @@ fn same_directory(name: &str, want: &HostDir, got: &HostDir) -> Result<(), BindE
 }
 
 /// Mounts each `(name, dir)` at `<run_dir>/binds/<name>`: the directory is opened without
-/// following links, its identity checked against `dir`, and the open descriptor (through
-/// `<proc_root>/self/fd`) is what gets bind-mounted; `read_only` ones are remounted
-/// read-only. On failure, what was mounted is unmounted again.
+/// following links, its identity checked against `dir`, and a detached copy of the open
+/// descriptor's mount (not the path) is attached there; `read_only` ones read-only, nosuid
+/// and nodev. With `idmap`, every staging mount maps IDs through that user namespace (see
+/// [`crate::idmap`]). On failure, what was mounted is unmounted again.
 pub fn stage(
     run_dir: &Path,
-    proc_root: &Path,
     binds: &[(&str, &HostDir, bool)],
+    idmap: Option<&crate::idmap::UserNs>,
 ) -> Result<(), BindError> {
     if binds.is_empty() {
         return Ok(());
     }
-    let r = stage_all(run_dir, proc_root, binds);
+    let r = stage_all(run_dir, binds, idmap);
     if r.is_err() {
         if let Err(e) = unstage(run_dir) {
             tracing::warn!("{e}");
@@ -215,9 +221,10 @@ pub fn stage(
 
 fn stage_all(
     run_dir: &Path,
-    proc_root: &Path,
     binds: &[(&str, &HostDir, bool)],
+    idmap: Option<&crate::idmap::UserNs>,
 ) -> Result<(), BindError> {
+    use std::os::fd::AsFd;
     let staging = run_dir.join(STAGING_DIR);
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -225,6 +232,10 @@ fn stage_all(
     };
     mkdir_private(&staging).map_err(io(&staging))?;
     for (name, want, read_only) in binds {
+        let named = |source| BindError::Mount {
+            name: name.to_string(),
+            source,
+        };
         let (fd, got) = open_no_symlinks(&want.path).map_err(|e| BindError::Named {
             name: name.to_string(),
             inner: Box::new(unreadable(&want.path, e)),
@@ -232,29 +243,12 @@ fn stage_all(
         same_directory(name, want, &got)?;
         let target = staging.join(name);
         mkdir_private(&target).map_err(io(&target))?;
-        let source = proc_root.join("self/fd").join(fd.as_raw_fd().to_string());
-        nix::mount::mount(
-            Some(&source),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| io(&target)(e.into()))?;
-        if *read_only {
-            nix::mount::mount(
-                None::<&str>,
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND
-                    | MsFlags::MS_REMOUNT
-                    | MsFlags::MS_RDONLY
-                    | MsFlags::MS_NOSUID
-                    | MsFlags::MS_NODEV,
-                None::<&str>,
-            )
-            .map_err(|e| io(&target)(e.into()))?;
-        }
+        let attrs = crate::idmap::Attrs {
+            read_only: *read_only,
+            idmap: idmap.map(|u| u.as_fd()),
+        };
+        let tree = crate::idmap::clone_dir(fd.as_fd(), &want.path, attrs).map_err(named)?;
+        crate::idmap::attach(tree, &target).map_err(named)?;
         let seen = std::fs::symlink_metadata(&target).map_err(io(&target))?;
         use std::os::unix::fs::MetadataExt;
         if (seen.dev(), seen.ino()) != (want.dev, want.ino) {
@@ -267,6 +261,33 @@ fn stage_all(
         }
     }
     Ok(())
+}
+
+/// Whether the directory `dir` can be mounted ID-mapped through `userns` (its filesystem
+/// supports it): a detached copy is made and dropped again. `Ok(false)` when the
+/// filesystem refuses; an error when the directory cannot be opened as validated.
+pub fn idmap_supported(
+    name: &str,
+    dir: &HostDir,
+    userns: &crate::idmap::UserNs,
+) -> Result<bool, BindError> {
+    use std::os::fd::AsFd;
+    let (fd, _) = open_no_symlinks(&dir.path).map_err(|e| BindError::Named {
+        name: name.to_string(),
+        inner: Box::new(unreadable(&dir.path, e)),
+    })?;
+    let attrs = crate::idmap::Attrs {
+        read_only: false,
+        idmap: Some(userns.as_fd()),
+    };
+    match crate::idmap::clone_dir(fd.as_fd(), &dir.path, attrs) {
+        Ok(_) => Ok(true),
+        Err(crate::idmap::IdmapError::Unsupported { .. }) => Ok(false),
+        Err(e) => Err(BindError::Mount {
+            name: name.to_string(),
+            source: e,
+        }),
+    }
 }
 
 fn mkdir_private(p: &Path) -> std::io::Result<()> {

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bind;
 pub mod containerd;
 pub mod host;
+pub mod idmap;
 pub mod images;
 pub mod policy;
 pub mod pool;

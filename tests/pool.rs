@@ -65,14 +65,15 @@ fn shared_namespaces(out: &str) -> Vec<String> {
 }
 
 /// The probe's output without the namespace inode numbers (which differ per sandbox).
-fn confinement(out: &str) -> Vec<String> {
+/// `uid` (the sandbox's own UID) reads as `UID`, so two sandboxes compare equal.
+fn confinement(out: &str, uid: u32) -> Vec<String> {
     out.lines()
         .filter(|l| {
             !["cgroup=", "ipc=", "mnt=", "net=", "pid=", "uts=", "user="]
                 .iter()
                 .any(|p| l.starts_with(p))
         })
-        .map(str::to_string)
+        .map(|l| l.replace(&uid.to_string(), "UID"))
         .collect()
 }
 
@@ -129,13 +130,15 @@ async fn stored_spec(client: &Client, id: &str) -> serde_json::Value {
     serde_json::from_slice(&c.spec.expect("spec").value).expect("spec JSON")
 }
 
+/// The spec a run with `id` gets, its process running as `uid` (the sandbox's own).
 fn expected_spec(
     p: &ValidatedPolicy,
     host: &HostFacts,
     id: &str,
+    uid: u32,
     args: &[String],
 ) -> spec::BuiltSpec {
-    spec::build(
+    let mut built = spec::build(
         p,
         host,
         &SpecRequest {
@@ -144,7 +147,9 @@ fn expected_spec(
             terminal: false,
         },
     )
-    .expect("spec")
+    .expect("spec");
+    spec::run_as_uid(&mut built.spec, uid);
+    built
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,8 +227,10 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
 
     // 1. The spec that ran is the one a cold run with that id gets, byte for byte in its
     //    canonical form, and it differs from the cold run's only by the id.
-    let warm_built = expected_spec(&p, &host, &warm_id, &args);
-    let cold_built = expected_spec(&p, &host, &cold_id, &args);
+    // Each ran as a UID of its own, not the policy's.
+    assert!(warm.uid != p.user.uid && cold.uid != p.user.uid && warm.uid != cold.uid);
+    let warm_built = expected_spec(&p, &host, &warm_id, warm.uid, &args);
+    let cold_built = expected_spec(&p, &host, &cold_id, cold.uid, &args);
     assert_eq!(warm.spec_digest, spec::digest(&warm_built.spec));
     assert_eq!(cold.spec_digest, spec::digest(&cold_built.spec));
     let canon = |v: serde_json::Value| {
@@ -239,16 +246,23 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
     assert_eq!(canon(cold_spec), spec::canonical_json(&cold_built.spec));
     let rename = serde_json::to_string(&spec::canonical_json(&warm_built.spec))
         .unwrap()
-        .replace(&warm_id, &cold_id);
+        .replace(&warm_id, &cold_id)
+        .replace(&format!(":{}}}", warm.uid), &format!(":{}}}", cold.uid));
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&rename).unwrap(),
         spec::canonical_json(&cold_built.spec),
-        "the pooled spec differs from the cold one by more than the id"
+        "the pooled spec differs from the cold one by more than the id and the uid"
     );
 
     // 2. What the process sees: credentials, capabilities, no_new_privs, seccomp, rlimits,
     //    cwd, hostname; it is pid 1 in both.
-    assert_eq!(confinement(&warm.stdout), confinement(&cold.stdout));
+    assert_eq!(
+        confinement(&warm.stdout, warm.uid),
+        confinement(&cold.stdout, cold.uid)
+    );
+    assert!(warm
+        .stdout
+        .contains(&format!("Uid:\t{0}\t{0}\t{0}\t{0}", warm.uid)));
     for want in [
         "NoNewPrivs:\t1",
         "CapEff:\t0000000000000000",

@@ -5,6 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use nix::mount::MsFlags;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -127,12 +128,7 @@ fn staging_mounts_the_directory_and_unstaging_never_removes_user_files() {
     std::fs::create_dir(&run).unwrap();
     let (w, i) = (resolve(&ws).unwrap(), resolve(&input).unwrap());
 
-    stage(
-        &run,
-        Path::new("/proc"),
-        &[("workspace", &w, false), ("input", &i, true)],
-    )
-    .unwrap();
+    stage(&run, &[("workspace", &w, false), ("input", &i, true)], None).unwrap();
     let staged = staged_path(&run, "workspace");
     assert_eq!(identity(&staged).ino, w.ino);
     assert_eq!(
@@ -170,12 +166,7 @@ fn a_directory_replaced_after_validation_is_not_mounted() {
 
     std::fs::rename(&ws, t.path().join("ws-archived")).unwrap();
     std::fs::create_dir(&ws).unwrap();
-    let e = stage(
-        &run,
-        Path::new("/proc"),
-        &[("workspace", &validated, false)],
-    )
-    .unwrap_err();
+    let e = stage(&run, &[("workspace", &validated, false)], None).unwrap_err();
     assert!(matches!(e, BindError::Changed { .. }), "{e}");
     assert!(
         !run.join(STAGING_DIR).exists(),
@@ -184,12 +175,7 @@ fn a_directory_replaced_after_validation_is_not_mounted() {
 
     std::fs::remove_dir(&ws).unwrap();
     std::os::unix::fs::symlink("/etc", &ws).unwrap();
-    let e = stage(
-        &run,
-        Path::new("/proc"),
-        &[("workspace", &validated, false)],
-    )
-    .unwrap_err();
+    let e = stage(&run, &[("workspace", &validated, false)], None).unwrap_err();
     assert!(e.to_string().contains("symbolic link"), "{e}");
     assert!(!run.join(STAGING_DIR).exists());
 }
@@ -205,7 +191,7 @@ fn unstaging_removes_stacked_mounts_and_refuses_to_remove_a_non_empty_directory(
     let run = t.path().join("run");
     std::fs::create_dir(&run).unwrap();
     let w = resolve(&ws).unwrap();
-    stage(&run, Path::new("/proc"), &[("workspace", &w, false)]).unwrap();
+    stage(&run, &[("workspace", &w, false)], None).unwrap();
     let staged = staged_path(&run, "workspace");
     // A second mount stacked on the first, as a crash mid-way could leave.
     nix::mount::mount(
@@ -225,6 +211,88 @@ fn unstaging_removes_stacked_mounts_and_refuses_to_remove_a_non_empty_directory(
     let e = unstage(&run).unwrap_err().to_string();
     assert!(e.contains("input"), "{e}");
     assert!(staged_path(&run, "input").join("f").exists());
+}
+
+/// With a per-sandbox UID, the staging mount is ID-mapped: the workspace's on-disk owner
+/// (65534) appears as the sandbox's UID, and what the sandbox's UID writes lands on disk as
+/// 65534, so the next sandbox (another UID) finds it its own. Other owners stay as they
+/// are, and the mapping holds only on the staging mount.
+#[test]
+fn an_idmapped_stage_shows_the_policy_uid_as_the_sandbox_uid() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_mount("idmapped staging") {
+        return;
+    }
+    let sandbox_uid = 1_900_123_456;
+    let t = tempfile::tempdir().unwrap();
+    let ws = t.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(65534), Some(65534)).unwrap();
+    std::fs::write(ws.join("roots"), "r").unwrap();
+    let run = t.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let w = resolve(&ws).unwrap();
+    let userns = crate::idmap::UserNs::new(
+        Path::new("/proc"),
+        &crate::idmap::swap_uid_map(65534, sandbox_uid),
+        &crate::idmap::identity_map(),
+    )
+    .unwrap();
+    if !idmap_supported("workspace", &w, &userns).unwrap() {
+        eprintln!(
+            "skipped: the filesystem of {} has no idmapped mounts",
+            ws.display()
+        );
+        return;
+    }
+    stage(&run, &[("workspace", &w, false)], Some(&userns)).unwrap();
+    let staged = staged_path(&run, "workspace");
+    assert_eq!(std::fs::metadata(&staged).unwrap().uid(), sandbox_uid);
+    assert_eq!(std::fs::metadata(staged.join("roots")).unwrap().uid(), 0);
+    assert_eq!(
+        std::fs::metadata(&ws).unwrap().uid(),
+        65534,
+        "the host's view is unchanged"
+    );
+    // As the sandbox's UID, from inside the staging mount (its parents are root's 0700).
+    let as_sandbox = |script: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={sandbox_uid}"),
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                script,
+            ])
+            .current_dir(&staged)
+            .status()
+            .unwrap()
+    };
+    let made = as_sandbox("touch made-in-sandbox");
+    assert!(made.success(), "the sandbox UID may write its workspace");
+    let on_disk = std::fs::metadata(ws.join("made-in-sandbox")).unwrap();
+    assert_eq!((on_disk.uid(), on_disk.gid()), (65534, 65534));
+    // Root's own file stays root's: the sandbox UID cannot replace it in place.
+    assert!(!as_sandbox("echo x > roots").success());
+    // And the host's 65534 (not the sandbox) sees the mapped directory as someone else's.
+    let host_nobody = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "touch",
+            "by-host-nobody",
+        ])
+        .current_dir(&staged)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !host_nobody.success(),
+        "on the mapped mount 65534 is not the owner"
+    );
+    unstage(&run).unwrap();
 }
 
 /// The in-task check reads `<proc>/<pid>/root/<dest>`; a fake proc tree stands in for it.

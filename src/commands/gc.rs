@@ -46,6 +46,9 @@ pub struct GcArgs {
     /// cgroup mount point.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT, hide = true)]
     pub cgroup_root: PathBuf,
+    /// Where sandbox UIDs are claimed.
+    #[arg(long, value_name = "DIR", default_value = stockade::runner::uids::DEFAULT_UID_CLAIMS, hide = true)]
+    pub uid_claims: PathBuf,
 }
 
 pub async fn run(args: GcArgs) -> Result<u8> {
@@ -69,6 +72,7 @@ pub async fn run(args: GcArgs) -> Result<u8> {
         snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
         fifo_root: args.fifo_root.clone(),
         cgroups: CgroupFs::new(&args.cgroup_root),
+        uid_claims: args.uid_claims.clone(),
     };
     let opts = ReconcileOptions {
         min_age,

@@ -120,6 +120,10 @@ pub struct ValidatedPolicy {
     pub apparmor: AppArmorChoice,
     pub no_new_privileges: bool,
     pub user_namespace: Option<IdMap>,
+    /// The sandbox runs as a host UID of its own instead of `user.uid` (see
+    /// [`crate::runner::uids`]): true when the policy names no user and no user namespace.
+    /// `user.uid` stays the UID its bind sources are owned by on disk.
+    pub uid_per_sandbox: bool,
     /// Loosenings the user asked for, each one line, for the terminal and the run result.
     pub warnings: Vec<String>,
 }
@@ -327,6 +331,7 @@ pub(super) fn validate(
         }
     };
 
+    let uid_per_sandbox = p.process.user.is_none() && user_namespace.is_none();
     Ok(ValidatedPolicy {
         image,
         user,
@@ -343,6 +348,7 @@ pub(super) fn validate(
         apparmor,
         no_new_privileges,
         user_namespace,
+        uid_per_sandbox,
         warnings,
     })
 }

@@ -41,6 +41,8 @@ pub struct RunnerBuilder {
     cgroup_root: Option<PathBuf>,
     proc_root: Option<PathBuf>,
     digest_cache: Option<PathBuf>,
+    uid_claims: Option<PathBuf>,
+    uid_range: Option<uids::UidRange>,
     images: Option<Arc<dyn ImageSource>>,
     audit_log: Option<PathBuf>,
     cleanup: CleanupMode,
@@ -60,6 +62,20 @@ impl RunnerBuilder {
     /// [`HostFacts::hybrid_no_apparmor`].
     pub fn host(mut self, host: HostFacts) -> Self {
         self.host = Some(host);
+        self
+    }
+    /// Where sandboxes' UIDs are claimed (see [`uids`]). Default
+    /// [`uids::DEFAULT_UID_CLAIMS`]; host-wide, so that runners with different run
+    /// directories never hand out the same UID.
+    pub fn uid_claims(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.uid_claims = Some(dir.into());
+        self
+    }
+    /// The host UIDs sandboxes run as when their policy names no user. Default
+    /// [`uids::UidRange::default`]: [`uids::DEFAULT_UID_COUNT`] UIDs from
+    /// [`uids::DEFAULT_FIRST_UID`].
+    pub fn uid_range(mut self, range: uids::UidRange) -> Self {
+        self.uid_range = Some(range);
         self
     }
     /// containerd runtime. Default [`DEFAULT_RUNTIME`].
@@ -180,6 +196,11 @@ impl RunnerBuilder {
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
                 ),
                 oom_floor: seal::sets_oom_floor(&proc_root),
+                uid_claims: self
+                    .uid_claims
+                    .unwrap_or_else(|| PathBuf::from(uids::DEFAULT_UID_CLAIMS)),
+                uid_range: self.uid_range.unwrap_or_default(),
+                idmap_support: Mutex::new(HashMap::new()),
                 proc_root,
                 images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
                 image_cache: Mutex::new(HashMap::new()),

@@ -20,7 +20,7 @@ use containerd_client::services::v1::{
 };
 use serde::Serialize;
 
-use super::{fifo, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
+use super::{fifo, uids, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
 use crate::procfs::ProcStat;
 use crate::spec::cgroups_path;
@@ -33,6 +33,8 @@ pub struct CleanupTarget {
     pub snapshotter: String,
     pub fifo_root: PathBuf,
     pub cgroups: CgroupFs,
+    /// Where sandbox UIDs are claimed (see [`super::uids`]).
+    pub uid_claims: PathBuf,
 }
 
 /// Removes everything run `id` created. Idempotent: what is already gone is skipped. With
@@ -76,6 +78,11 @@ pub async fn remove_run(t: &CleanupTarget, id: &str, kill: bool) -> Result<(), R
         cgroup_emptied(&t.cgroups, &cgroups_path(id), CGROUP_EMPTY_GRACE).await;
         if let Err(e) = t.cgroups.remove(&cgroups_path(id)) {
             errors.push(format!("cgroup: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        if let Err(e) = uids::release(&t.uid_claims, &t.fifo_root.join(id)) {
+            errors.push(e.to_string());
         }
     }
     if errors.is_empty() {
@@ -194,6 +201,10 @@ pub struct Reconciled {
     pub kept: Vec<String>,
     /// Runs that could not be removed, each with why.
     pub failed: Vec<(String, String)>,
+    /// Sandbox UIDs whose claims outlived their run directories (see
+    /// [`super::uids::reconcile`]), released by `stockade gc`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub released_uids: Vec<u32>,
 }
 
 /// Everything known about one run id, gathered from several places.
@@ -267,7 +278,10 @@ fn scan_fifo_root(root: &Path) -> BTreeMap<String, Found> {
 /// remains and whose owner is dead. Makes no RPC when there is nothing to reclaim.
 pub async fn reclaim_crashed(t: &CleanupTarget, opts: &ReconcileOptions) -> Reconciled {
     let found = scan_fifo_root(&t.fifo_root);
-    reclaim(t, found, opts).await
+    let mut done = reclaim(t, found, opts).await;
+    // A run that crashed between claiming its UID and recording it in its run directory.
+    done.released_uids = uids::reconcile(&t.uid_claims, uids::CLAIM_GRACE);
+    done
 }
 
 async fn reclaim(
@@ -426,7 +440,9 @@ pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Rec
             }
         }
     }
-    Ok(reclaim(t, found, opts).await)
+    let mut done = reclaim(t, found, opts).await;
+    done.released_uids = uids::reconcile(&t.uid_claims, uids::CLAIM_GRACE);
+    Ok(done)
 }
 
 #[cfg(test)]

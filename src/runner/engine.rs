@@ -17,9 +17,9 @@ use tokio::task::JoinHandle;
 use super::exit::{self, classify_exec_error, ExecFailure, Outcome};
 use super::output::{pump, Pumped, Sink};
 use super::{
-    fifo, journal, seal, BaseImage, CleanupMode, Output, Phases, Prepared, RunError, RunRequest,
-    RunResult, Runner, Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE, LABEL_CREATED,
-    LABEL_GC_ROOT, LABEL_OWNER, SPEC_TYPE_URL, TRAMPOLINE,
+    fifo, journal, seal, uids, BaseImage, CleanupMode, Output, Phases, Prepared, RunError,
+    RunRequest, RunResult, Runner, Stdin, Truncated, DRAIN_GRACE, ID_PREFIX, KILL_GRACE,
+    LABEL_CREATED, LABEL_GC_ROOT, LABEL_OWNER, SPEC_TYPE_URL, TRAMPOLINE,
 };
 use crate::apparmor;
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
@@ -200,13 +200,23 @@ impl Runner {
         fail.image_digest = base.digest.clone();
 
         let t = Instant::now();
-        let built = self.build_spec(&policy, &id, &args, terminal)?;
+        let root = &self.inner.fifo_root;
+        let refused = self.uid_refused(&policy)?;
+        let (claim, sandbox_uid) = match &prepared {
+            Some(p) => (None, uids::recorded(&root.join(&p.id))),
+            None => {
+                let c = self.claim_uid(&policy, &id, refused.is_some())?;
+                let u = c.as_ref().map(uids::Claim::uid);
+                (c, u)
+            }
+        };
+        let mut built = self.build_spec(&policy, &id, &args, terminal, sandbox_uid)?;
+        built.not_enforced.extend(refused);
         let spec_digest = spec::digest(&built.spec);
         fail.spec_digest = Some(spec_digest.clone());
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(&policy)?;
         let want_stdin = !matches!(stdin, Stdin::Null);
-        let root = &self.inner.fifo_root;
         let pooled = prepared.is_some();
         let made = match prepared {
             // The pooled task's FIFOs exist; its pid 1 waits for the command line.
@@ -231,7 +241,18 @@ impl Runner {
         })?;
         phases.setup_ms = ms(t.elapsed());
 
-        // From here on, every exit path removes what exists.
+        // From here on, every exit path removes what exists (the UID with the run
+        // directory).
+        let recorded = match claim {
+            Some(c) => c.recorded(&root.join(&id)),
+            None => Ok(()),
+        };
+        if let Err(e) = recorded {
+            if let Err(c) = self.cleanup(&id).await {
+                tracing::warn!("{c}");
+            }
+            return Err(e.into());
+        }
         let live = Live {
             id: &id,
             policy: &policy,
@@ -242,6 +263,7 @@ impl Runner {
             max_output: policy.limits.max_output,
             dir: &dir,
             pooled,
+            sandbox_uid,
         };
         let result = match preamble {
             Some(line) => {
@@ -310,6 +332,7 @@ impl Runner {
             policy_hash: fail.policy_hash.clone(),
             spec_digest,
             runtime: self.inner.runtime_binary.clone(),
+            uid: sandbox_uid.unwrap_or(policy.user.uid),
             not_enforced: built.not_enforced,
             warnings: [&policy.warnings[..], &self.inner.runtime_warnings[..]].concat(),
             started_at: journal::rfc3339_millis(started_unix.as_millis() as u64),
@@ -338,12 +361,16 @@ impl Runner {
         id: &str,
         args: &[String],
         terminal: bool,
+        sandbox_uid: Option<u32>,
     ) -> Result<spec::BuiltSpec, RunError> {
         let mut built = spec::build(
             policy,
             &self.inner.host,
             &SpecRequest { id, args, terminal },
         )?;
+        if let Some(uid) = sandbox_uid {
+            spec::run_as_uid(&mut built.spec, uid);
+        }
         seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id));
         if !self.inner.oom_floor {
             built
@@ -351,6 +378,34 @@ impl Runner {
                 .push(seal::oom_floor_not_enforced(policy.limits.oom_score_adj));
         }
         Ok(built)
+    }
+
+    /// Why a policy that asks for a UID of the sandbox's own cannot have one here (a bind
+    /// source on a filesystem without ID-mapped mounts), as a `not_enforced` entry.
+    fn uid_refused(&self, policy: &ValidatedPolicy) -> Result<Option<spec::NotEnforced>, RunError> {
+        if !policy.uid_per_sandbox {
+            return Ok(None);
+        }
+        seal::idmap_refused(&self.inner.proc_root, policy, &self.inner.idmap_support)
+    }
+
+    /// Claims a UID of its own for sandbox `id` when its policy asks for one and the host
+    /// can give it (`refused` says it cannot).
+    fn claim_uid(
+        &self,
+        policy: &ValidatedPolicy,
+        id: &str,
+        refused: bool,
+    ) -> Result<Option<uids::Claim>, RunError> {
+        if !policy.uid_per_sandbox || refused {
+            return Ok(None);
+        }
+        let run_dir = self.inner.fifo_root.join(id);
+        Ok(Some(uids::claim(
+            &self.inner.uid_claims,
+            &self.inner.uid_range,
+            &run_dir,
+        )?))
     }
 
     /// Where the host has AppArmor and the policy uses the built-in profile, makes sure the
@@ -411,12 +466,13 @@ impl Runner {
             args,
             terminal,
             dir,
+            sandbox_uid,
             ..
         } = *live;
         let i = &self.inner;
         let c = &i.client;
 
-        seal::stage(&i.fifo_root.join(id), &i.proc_root, policy)?;
+        seal::stage(&i.fifo_root.join(id), &i.proc_root, policy, sandbox_uid)?;
         let (mounts, t_prep, t_cont) = self
             .create_objects(id, base, spec_json, HashMap::new())
             .await?;
@@ -689,7 +745,10 @@ impl Runner {
         let base = self.base_image(&policy.image).await?;
         let id = super::new_id();
         let args = trampoline_args();
-        let built = self.build_spec(policy, &id, &args, false)?;
+        let refused = self.uid_refused(policy)?;
+        let claim = self.claim_uid(policy, &id, refused.is_some())?;
+        let sandbox_uid = claim.as_ref().map(uids::Claim::uid);
+        let built = self.build_spec(policy, &id, &args, false, sandbox_uid)?;
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(policy)?;
         let root = &self.inner.fifo_root;
@@ -699,8 +758,11 @@ impl Runner {
         };
         fifo::mark(root, &id).map_err(run_dir)?;
         let made = async {
+            if let Some(c) = claim {
+                c.recorded(&root.join(&id))?;
+            }
             let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
-            seal::stage(&root.join(&id), &self.inner.proc_root, policy)?;
+            seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
             let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
             let c = &self.inner.client;
             let task = c
@@ -925,4 +987,6 @@ struct Live<'a> {
     max_output: u64,
     dir: &'a fifo::RunDir,
     pooled: bool,
+    /// The host UID of the sandbox's own, when it has one.
+    sandbox_uid: Option<u32>,
 }

@@ -45,6 +45,7 @@ pub mod journal;
 mod output;
 pub mod runtime;
 mod seal;
+pub mod uids;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -140,6 +141,12 @@ pub enum RunError {
     },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// No UID of its own could be claimed for the sandbox.
+    #[error("sandbox uid: {0}")]
+    Uid(#[from] uids::UidError),
+    /// The user namespace of an ID-mapped bind could not be made.
+    #[error(transparent)]
+    Idmap(#[from] crate::idmap::IdmapError),
     #[error("runner: {0}")]
     Config(String),
 }
@@ -390,6 +397,9 @@ pub struct RunResult {
     /// The OCI runtime binary the shim ran (path, digest, whether it is the default runc);
     /// absent only when the default could not be identified (a warning says why).
     pub runtime: Option<RuntimeBinary>,
+    /// The UID the command ran as: a host UID of the sandbox's own unless the policy names
+    /// a user (see [`uids`]); inside the user namespace when the policy has one.
+    pub uid: u32,
     /// Protections the policy asked for that this host could not enforce.
     pub not_enforced: Vec<NotEnforced>,
     /// Loosenings the policy asked for.
@@ -437,6 +447,11 @@ struct Inner {
     proc_root: PathBuf,
     /// Whether this process's `oom_score_adj` writes set the sandbox's floor.
     oom_floor: bool,
+    /// Where sandbox UIDs are claimed, and from which range.
+    uid_claims: PathBuf,
+    uid_range: uids::UidRange,
+    /// Per filesystem (device) of a bind source: whether it can be mounted ID-mapped.
+    idmap_support: Mutex<HashMap<u64, bool>>,
     images: Arc<dyn ImageSource>,
     image_cache: Mutex<HashMap<String, BaseImage>>,
     audit_log: Option<PathBuf>,
@@ -470,6 +485,7 @@ impl Runner {
             snapshotter: self.inner.snapshotter.clone(),
             fifo_root: self.inner.fifo_root.clone(),
             cgroups: self.inner.cgroups.clone(),
+            uid_claims: self.inner.uid_claims.clone(),
         }
     }
 

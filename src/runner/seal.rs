@@ -14,6 +14,7 @@ use std::path::Path;
 
 use super::RunError;
 use crate::bind::{self, HostDir, STAGING_DIR};
+use crate::idmap::{self, UserNs};
 use crate::policy::ValidatedPolicy;
 use crate::spec::{NotEnforced, INPUT_PATH, WORKSPACE_PATH};
 
@@ -36,17 +37,72 @@ pub(crate) fn stage_spec(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
 }
 
 /// Mounts the policy's bind sources at their staging paths in `run_dir` (see
-/// [`crate::bind::stage`]); nothing without binds.
+/// [`crate::bind::stage`]); nothing without binds. With `sandbox_uid` (a UID of the
+/// sandbox's own), the staging mounts show the policy's UID as that UID (see
+/// [`crate::idmap`]).
 pub(crate) fn stage(
     run_dir: &Path,
     proc_root: &Path,
     policy: &ValidatedPolicy,
+    sandbox_uid: Option<u32>,
 ) -> Result<(), RunError> {
     let b: Vec<_> = binds(policy)
         .into_iter()
         .map(|(name, _, dir, ro)| (name, dir, ro))
         .collect();
-    Ok(bind::stage(run_dir, proc_root, &b)?)
+    if b.is_empty() {
+        return Ok(());
+    }
+    let userns = match sandbox_uid {
+        Some(uid) => Some(swap_userns(proc_root, policy.user.uid, uid)?),
+        None => None,
+    };
+    Ok(bind::stage(run_dir, &b, userns.as_ref())?)
+}
+
+/// The user namespace that maps on-disk `from` to the sandbox's `to`.
+fn swap_userns(proc_root: &Path, from: u32, to: u32) -> Result<UserNs, RunError> {
+    UserNs::new(
+        proc_root,
+        &idmap::swap_uid_map(from, to),
+        &idmap::identity_map(),
+    )
+    .map_err(RunError::from)
+}
+
+/// The first of the policy's bind sources whose filesystem cannot be mounted ID-mapped
+/// (so the sandbox cannot have a UID of its own), as a `not_enforced` entry; `cache`
+/// remembers the answer per filesystem (device).
+pub(crate) fn idmap_refused(
+    proc_root: &Path,
+    policy: &ValidatedPolicy,
+    cache: &std::sync::Mutex<std::collections::HashMap<u64, bool>>,
+) -> Result<Option<NotEnforced>, RunError> {
+    for (name, _, dir, _) in binds(policy) {
+        let known = cache.lock().expect("not poisoned").get(&dir.dev).copied();
+        let ok = match known {
+            Some(ok) => ok,
+            None => {
+                let probe =
+                    swap_userns(proc_root, policy.user.uid, policy.user.uid.wrapping_add(1))?;
+                let ok = bind::idmap_supported(name, dir, &probe)?;
+                cache.lock().expect("not poisoned").insert(dir.dev, ok);
+                ok
+            }
+        };
+        if !ok {
+            return Ok(Some(NotEnforced {
+                protection: "uid".into(),
+                reason: format!(
+                    "the filesystem of the {name} {} cannot be mounted ID-mapped; the \
+                     sandbox runs as uid {} and shares that uid's per-user limits",
+                    dir.path.display(),
+                    policy.user.uid
+                ),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Between Tasks.Create and Start: checks the binds as the sandbox sees them and sets

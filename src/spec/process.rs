@@ -107,3 +107,13 @@ fn rlimits(policy: &ValidatedPolicy) -> Result<Vec<PosixRlimit>, SpecError> {
     }
     Ok(out)
 }
+
+/// Makes the spec's process run as host UID `uid`: a sandbox's own UID (see
+/// [`crate::runner::uids`]), chosen per run and so not part of the policy or its hash.
+pub fn run_as_uid(spec: &mut oci_spec::runtime::Spec, uid: u32) {
+    if let Some(p) = spec.process_mut() {
+        let mut user = p.user().clone();
+        user.set_uid(uid);
+        p.set_user(user);
+    }
+}

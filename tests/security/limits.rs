@@ -19,7 +19,123 @@ pub fn cases() -> Vec<crate::harness::Case> {
         ),
         // Named for the python image, so that the suite builds it early.
         case("escape::python::aio_contexts_are_denied", |d| aio(d)),
+        case("escape::python::per_user_counters_are_per_sandbox", |d| {
+            per_user_counters(d)
+        }),
     ]
+}
+
+/// Takes inotify instances until the kernel refuses (at most 4096), writes how many and its
+/// UID to `/workspace/<name>`, then holds them for `hold` seconds.
+const INOTIFY_GRAB: &str = r#"
+import ctypes, errno, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+name, limit, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+fds, err = [], "none"
+while len(fds) < limit:
+    fd = libc.inotify_init()
+    if fd < 0:
+        err = errno.errorcode.get(ctypes.get_errno(), "E?"); break
+    fds.append(fd)
+with open("/workspace/" + name + ".tmp", "w") as f:
+    f.write("%d %s %d" % (len(fds), err, os.getuid()))
+os.rename("/workspace/" + name + ".tmp", "/workspace/" + name)
+time.sleep(hold)
+"#;
+
+/// The kernel counts inotify instances per user, host-wide. A sandbox that takes every
+/// instance its user may have (`fs/inotify/max_user_instances`) leaves the next sandbox,
+/// and the host's own `nobody`, all of theirs: each sandbox runs as a UID of its own (not
+/// 65534, not another sandbox's), and its workspace still belongs to 65534 on disk.
+fn per_user_counters(d: &Daemon) -> CaseResult {
+    d.python_ready()?;
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .map_err(|e| format!("max_user_instances: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("max_user_instances: {e}"))?;
+    let ws = std::env::temp_dir().join(format!("stk-counters-{}", nonce()));
+    std::fs::create_dir_all(&ws).map_err(|e| format!("{}: {e}", ws.display()))?;
+    std::os::unix::fs::chown(&ws, Some(65534), Some(65534)).map_err(|e| e.to_string())?;
+    let grab = |name: &str, limit: usize, hold: u32| {
+        Sandbox::python(&[
+            "python3",
+            "-c",
+            INOTIFY_GRAB,
+            name,
+            &limit.to_string(),
+            &hold.to_string(),
+        ])
+        .workspace(&ws)
+    };
+    let wait_for = |name: &str| -> Result<(usize, String, u32), String> {
+        let p = ws.join(name);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(90) {
+            if let Ok(s) = std::fs::read_to_string(&p) {
+                let v: Vec<&str> = s.split(' ').collect();
+                let n = v[0].parse().map_err(|e| format!("{s:?}: {e}"))?;
+                let uid = v[2].parse().map_err(|e| format!("{s:?}: {e}"))?;
+                return Ok((n, v[1].to_string(), uid));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("{} never appeared", p.display()))
+    };
+    // The hog: everything it can get, held while the others try.
+    let hog = grab("hog", 4096, 20).spawn(d)?;
+    let (held, why, hog_uid) = wait_for("hog")?;
+    eprintln!("hog: uid {hog_uid} holds {held} inotify instances (stopped by {why}); max_user_instances {max}");
+    // Another sandbox, and the host's nobody, each want a few.
+    let other = grab("other", 8, 0).run(d)?;
+    other.ran()?;
+    let (got, other_why, other_uid) = wait_for("other")?;
+    let host = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg("import ctypes; print(sum(ctypes.CDLL(None).inotify_init() >= 0 for _ in range(8)))")
+        .output()
+        .map_err(|e| format!("setpriv: {e}"))?;
+    let host_got = String::from_utf8_lossy(&host.stdout).trim().to_string();
+    let hog = Outcome::parse(hog.wait(Duration::from_secs(90))?, true, d)?;
+    hog.ran()?;
+    eprintln!("other sandbox: uid {other_uid} got {got} of 8 ({other_why}); host nobody got {host_got} of 8");
+    let on_disk = std::fs::metadata(ws.join("hog")).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&ws);
+    ensure!(
+        held == max,
+        "the hog held {held} instances, want exactly the per-user {max}"
+    );
+    ensure!(
+        hog_uid != 65534 && other_uid != 65534 && hog_uid != other_uid,
+        "sandbox uids {hog_uid} and {other_uid}: want two distinct UIDs, neither 65534"
+    );
+    ensure!(
+        hog.number("/uid") == Some(f64::from(hog_uid)),
+        "the result's uid {:?} is not the uid the sandbox ran as ({hog_uid})",
+        hog.number("/uid")
+    );
+    ensure!(
+        got == 8,
+        "the other sandbox got {got} of 8 inotify instances ({other_why})"
+    );
+    ensure!(
+        host_got == "8",
+        "the host's nobody got {host_got:?} of 8 inotify instances"
+    );
+    use std::os::unix::fs::MetadataExt;
+    ensure!(
+        (on_disk.uid(), on_disk.gid()) == (65534, 65534),
+        "a file the sandbox wrote to its workspace is owned by {}:{} on disk, want 65534:65534",
+        on_disk.uid(),
+        on_disk.gid()
+    );
+    Ok(())
 }
 
 /// u64::MAX bytes: it reached the spec as memory -1, which runc applies as no limit.
