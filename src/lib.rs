@@ -11,6 +11,7 @@ pub mod bind;
 pub mod containerd;
 pub mod host;
 pub mod images;
+pub mod init;
 pub mod policy;
 pub mod pool;
 pub mod procfs;
