@@ -60,13 +60,19 @@ fn main() {
         ),
     };
     let diagnostics = String::from_utf8_lossy(&result.stderr);
-    if !result.status.success() {
+    if !result.status.success() && diagnostics.contains("error: linking with") {
         fail(
             &format!(
                 "{SOURCE} cannot be linked statically for {target}; stockade's sandbox init \
                  must be a static executable (for a glibc target install the static C \
                  library, libc.a, from libc6-dev or its equivalent)"
             ),
+            &diagnostics,
+        );
+    }
+    if !result.status.success() {
+        fail(
+            &format!("{SOURCE} does not compile for {target}"),
             &diagnostics,
         );
     }
