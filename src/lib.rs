@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod host;
 pub mod idmap;
 pub mod images;
+pub mod init;
 pub mod policy;
 pub mod pool;
 pub mod procfs;
