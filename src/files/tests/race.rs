@@ -65,3 +65,50 @@ fn swapping_a_directory_for_a_link_to_the_host_never_writes_outside_the_root() {
         "host secret\n"
     );
 }
+
+#[test]
+fn swapping_a_directory_for_a_link_to_the_host_never_archives_host_files() {
+    let f = Fixture::new();
+    let work = f.at("dst/work");
+    std::fs::create_dir_all(work.join("a")).unwrap();
+    std::fs::write(work.join("a/secret"), "sandbox file\n").unwrap();
+    std::os::unix::fs::symlink(&f.canary, work.join("b")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let stop = stop.clone();
+        let dir = open_root(&work).unwrap();
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) && swaps < MAX_SWAPS {
+                rustix::fs::renameat_with(&dir, "a", &dir, "b", RenameFlags::EXCHANGE).unwrap();
+                swaps += 1;
+            }
+        })
+    };
+    for (i, src) in [
+        "/dst/work",
+        "/dst/work/a",
+        "/dst/work/a/secret",
+        "/dst/work/a/.",
+    ]
+    .iter()
+    .cycle()
+    .take(RUNS)
+    .enumerate()
+    {
+        let mut out = Vec::new();
+        let follow = GetOptions {
+            follow_link: i % 3 == 0,
+            ..GetOptions::default()
+        };
+        if get(&f.root, src, &mut out, &follow).is_ok() {
+            let got = super::get::entries(&out);
+            assert!(
+                got.values().all(|g| g.data != b"host secret\n"),
+                "run {i} ({src}): a host file was archived"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    racer.join().unwrap();
+}
