@@ -40,7 +40,7 @@ mod get;
 mod put;
 mod reader;
 
-pub use get::{get, GetOptions, GetSummary};
+pub use get::{get, GetOptions, GetSummary, MAX_DEPTH};
 pub use put::{put, PutOptions, PutSummary};
 
 /// Limits of one copy.

@@ -57,14 +57,25 @@ use super::reader::{copy_exact, for_each_member, CopyError, Member};
 use super::{open_beneath, pseudo_filesystem, shown, FilesError, Limits};
 
 /// Options of [`put`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PutOptions {
-    /// Owner of every entry written: the sandbox's user (the policy's default is 65534).
+    /// Owner of every entry written: the sandbox's user. Default 65534, the policy's
+    /// default user (never root by accident).
     pub uid: u32,
-    /// Group of every entry written.
+    /// Group of every entry written. Default 65534.
     pub gid: u32,
     /// Caps on the archive.
     pub limits: Limits,
+}
+
+impl Default for PutOptions {
+    fn default() -> Self {
+        PutOptions {
+            uid: 65534,
+            gid: 65534,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// What [`put`] wrote.
