@@ -2,13 +2,15 @@
 //!
 //! The pure core turns a [`policy::Policy`] into an OCI runtime [`Spec`](oci_spec::runtime::Spec)
 //! ([`spec::build`]) and audits specs ([`audit`]); the edges talk to containerd
-//! ([`containerd`]), build images ([`images`]) and run sandboxes ([`runner`]).
+//! ([`containerd`]), build images ([`images`]), run sandboxes ([`runner`]) and copy files
+//! into and out of them ([`files`]).
 
 pub mod apparmor;
 pub mod audit;
 pub mod bench;
 pub mod bind;
 pub mod containerd;
+pub mod files;
 pub mod host;
 pub mod idmap;
 pub mod images;
