@@ -59,12 +59,19 @@ pub struct Call {
 /// A scripted answer, used instead of the model's.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// Fail with this gRPC code (the message names the fake), changing nothing.
-    Fail(tonic::Code),
+    /// Fail with this gRPC code and message, changing nothing.
+    Fail(tonic::Code, String),
     /// Never answer: the caller's timeout, or dropping the call, ends it.
     Hang,
     /// Answer as the model does, after this long.
     Delay(Duration),
+}
+
+impl Reply {
+    /// Fail with `code` and a message that says the failure was scripted.
+    pub fn fail(code: tonic::Code) -> Reply {
+        Reply::Fail(code, "scripted failure".into())
+    }
 }
 
 /// What a started task does.
@@ -231,7 +238,7 @@ impl FakeContainerd {
         let reply = self.enter(op, key);
         Box::pin(async move {
             match reply {
-                Some(Reply::Fail(code)) => return Err(status(name, code, "scripted failure")),
+                Some(Reply::Fail(code, message)) => return Err(status(name, code, &message)),
                 Some(Reply::Hang) => std::future::pending::<()>().await,
                 Some(Reply::Delay(d)) => tokio::time::sleep(d).await,
                 None => {}
@@ -617,7 +624,7 @@ mod tests {
     #[tokio::test]
     async fn scripts_answer_in_order_then_the_model_does() {
         let f = FakeContainerd::new();
-        f.script(Op::ListTasks, Reply::Fail(tonic::Code::Unavailable));
+        f.script(Op::ListTasks, Reply::fail(tonic::Code::Unavailable));
         f.script(Op::ListTasks, Reply::Delay(Duration::from_millis(20)));
         let e = f.list_tasks().await.unwrap_err();
         assert_eq!(e.code(), Some(tonic::Code::Unavailable));
