@@ -286,3 +286,17 @@ async fn a_missing_image_is_refused_before_anything_is_made() {
     assert_eq!(r.fake.ops(), [Op::StatSnapshot]);
     r.assert_clean();
 }
+
+#[tokio::test]
+async fn a_cleanup_that_cannot_delete_the_task_removes_the_rest_and_keeps_the_marker() {
+    let r = rig(CleanupMode::Inline, "10s");
+    r.fake
+        .script_every(Op::DeleteTask, Reply::fail(Code::Unavailable));
+    let res = r.runner.run(r.request(&["true"]).id("stk-stuck")).await;
+    assert_eq!(res.unwrap().exit_code, 0, "a failed cleanup only warns");
+    // Every step is tried; the run directory stays, so reconciliation finds the task.
+    assert_eq!(r.fake.leftovers(), ["task stk-stuck"]);
+    assert_eq!(run_dirs(&r.dir.path().join("fifo")), ["stk-stuck"]);
+    let e = r.runner.cleanup("stk-stuck").await.unwrap_err().to_string();
+    assert!(e.contains("delete task") && !e.contains('\n'), "{e}");
+}

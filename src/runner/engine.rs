@@ -2,9 +2,8 @@
 //! phases and which overlap.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-
 use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
