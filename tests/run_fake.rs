@@ -11,7 +11,8 @@ use std::time::Duration;
 use stockade::containerd::fake::{Behaviour, FakeContainerd, Op, Reply};
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::{
-    Cancel, CleanupMode, RunError, RunRequest, Runner, RuntimeBinary, SnapshotImages,
+    reconcile, Cancel, CleanupMode, ReconcileOptions, RunError, RunRequest, Runner, RuntimeBinary,
+    SnapshotImages,
 };
 use tonic::Code;
 
@@ -299,4 +300,36 @@ async fn a_cleanup_that_cannot_delete_the_task_removes_the_rest_and_keeps_the_ma
     assert_eq!(run_dirs(&r.dir.path().join("fifo")), ["stk-stuck"]);
     let e = r.runner.cleanup("stk-stuck").await.unwrap_err().to_string();
     assert!(e.contains("delete task") && !e.contains('\n'), "{e}");
+}
+
+#[tokio::test]
+async fn gc_finds_a_run_known_only_to_containerd_and_removes_it_once_it_may() {
+    let r = rig(CleanupMode::Inline, "10s");
+    r.fake.behaviour(Behaviour::RunsUntilKilled);
+    r.fake.script(Op::WaitTask, Reply::fail(Code::Unavailable));
+    let e = r
+        .runner
+        .run(r.request(&["sleep", "100"]).id("stk-orphan"))
+        .await;
+    assert!(matches!(e, Err(RunError::Lost { .. })), "{e:?}");
+    // Without its run directory, only containerd's lists (and labels) know of the run.
+    std::fs::remove_dir_all(r.dir.path().join("fifo/stk-orphan")).unwrap();
+    let target = r.runner.cleanup_target();
+    let opts = ReconcileOptions {
+        proc_root: r.dir.path().join("proc"),
+        ..ReconcileOptions::default()
+    };
+    let kept = reconcile(&target, &opts).await.unwrap();
+    assert_eq!(kept.kept, ["stk-orphan"], "its owner (this process) lives");
+    assert!(kept.removed.is_empty());
+    for op in [Op::ListContainers, Op::ListTasks, Op::ListSnapshots] {
+        assert_eq!(r.fake.count(op), 1, "{op:?}");
+    }
+    let all = ReconcileOptions {
+        include_live: true,
+        ..opts
+    };
+    let removed = reconcile(&target, &all).await.unwrap();
+    assert_eq!(removed.removed, ["stk-orphan"]);
+    r.assert_clean();
 }
