@@ -264,21 +264,12 @@ impl Contenders {
             service_ready(sock, level, SETTLE_TIMEOUT).await;
         }
         self.lib.wait_cleanups().await;
-        let c = self.lib.client();
+        let c = self.lib.containerd();
         let managed = format!("labels.\"{}\"==true", crate::containerd::LABEL_MANAGED);
         while Instant::now() < deadline {
-            let listed = c
-                .containers()
-                .list(
-                    c.request(containerd_client::services::v1::ListContainersRequest {
-                        filters: vec![managed.clone()],
-                    }),
-                )
-                .await;
+            let listed = c.list_containers(vec![managed.clone()]).await;
             let busy = match listed {
-                Ok(r) => r
-                    .into_inner()
-                    .containers
+                Ok(containers) => containers
                     .iter()
                     .any(|ct| !ct.labels.contains_key(crate::pool::LABEL_POOL)),
                 Err(_) => false,

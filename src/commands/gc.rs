@@ -68,7 +68,7 @@ pub async fn run(args: GcArgs) -> Result<u8> {
     )
     .await?;
     let target = CleanupTarget {
-        client,
+        containerd: std::sync::Arc::new(client),
         snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
         fifo_root: args.fifo_root.clone(),
         cgroups: CgroupFs::new(&args.cgroup_root),

@@ -209,8 +209,8 @@ async fn take_pooled(
     }
     let hash = req.policy.hash();
     let place = service::Place {
-        address: runner.client().address().to_path_buf(),
-        namespace: runner.client().namespace().to_string(),
+        address: runner.containerd().address().to_path_buf(),
+        namespace: runner.containerd().namespace().to_string(),
         fifo_root: args.fifo_root.clone(),
         runc_binary: super::pool_runtime_key(runner),
     };
@@ -316,7 +316,7 @@ async fn hand_off_cleanup(
             Err(e) => tracing::debug!("{e}; starting the cleanup helper"),
         }
     }
-    let client = runner.client();
+    let client = runner.containerd();
     let mut cmd = std::process::Command::new("/proc/self/exe");
     cmd.arg("gc")
         .arg("--run")

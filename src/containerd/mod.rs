@@ -1,7 +1,10 @@
 //! The connection to containerd: one gRPC channel over its Unix socket, the namespace (and
-//! lease) headers added in one place, one accessor per remote service, typed errors.
+//! lease) headers added in one place, one accessor per remote service, typed errors; and
+//! the seam runs go through ([`Containerd`]), with its in-memory fake ([`fake`]).
 
+pub mod api;
 pub mod daemon;
+pub mod fake;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +19,7 @@ use thiserror::Error;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+pub use api::{BoxFuture, Containerd, Rpc};
 pub use containerd_client::services;
 pub use containerd_client::types;
 

@@ -27,11 +27,11 @@ pub(crate) fn runc_options(binary: &str) -> prost_types::Any {
 /// Type of the runc shim's options.
 pub const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
 
-/// Builds a [`Runner`]. Every setting but the client has a default, documented on its
+/// Builds a [`Runner`]. Every setting but the containerd has a default, documented on its
 /// setter.
 #[derive(Default)]
 pub struct RunnerBuilder {
-    client: Option<Client>,
+    containerd: Option<Arc<dyn Containerd>>,
     host: Option<HostFacts>,
     runtime: Option<String>,
     runc_binary: Option<String>,
@@ -53,9 +53,17 @@ pub struct RunnerBuilder {
 pub const DEFAULT_APPARMOR_STATE: &str = "/var/lib/stockade/apparmor";
 
 impl RunnerBuilder {
-    /// The containerd connection (required). Its namespace is where runs are created.
-    pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+    /// The containerd connection (this or [`RunnerBuilder::containerd`] is required). Its
+    /// namespace is where runs are created.
+    pub fn client(mut self, client: crate::containerd::Client) -> Self {
+        self.containerd = Some(Arc::new(client));
+        self
+    }
+    /// The containerd runs are made in, through the seam: a connection, or a
+    /// [`crate::containerd::fake::FakeContainerd`] in tests (this or
+    /// [`RunnerBuilder::client`] is required).
+    pub fn containerd(mut self, containerd: Arc<dyn Containerd>) -> Self {
+        self.containerd = Some(containerd);
         self
     }
     /// What the host supports. Default: probed by the caller; without it, the conservative
@@ -150,8 +158,8 @@ impl RunnerBuilder {
     }
 
     pub fn build(self) -> Result<Runner, RunError> {
-        let client = self
-            .client
+        let containerd = self
+            .containerd
             .ok_or_else(|| RunError::Config("no containerd client given".into()))?;
         let host = self.host.unwrap_or_else(HostFacts::hybrid_no_apparmor);
         let proc_root = self
@@ -160,7 +168,7 @@ impl RunnerBuilder {
         let (runtime_binary, runtime_warnings) = runtime::for_runner(
             self.runtime_binary,
             self.runc_binary,
-            client.address(),
+            containerd.address(),
             &proc_root,
             self.digest_cache
                 .as_deref()
@@ -175,7 +183,7 @@ impl RunnerBuilder {
         });
         Ok(Runner {
             inner: Arc::new(Inner {
-                client,
+                containerd,
                 host,
                 apparmor,
                 runtime: self.runtime.unwrap_or_else(|| DEFAULT_RUNTIME.into()),

@@ -9,27 +9,22 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use containerd_client::services::v1::snapshots::{
-    Kind, ListSnapshotsRequest, RemoveSnapshotRequest,
-};
-use containerd_client::services::v1::{
-    DeleteContainerRequest, DeleteTaskRequest, KillRequest, ListContainersRequest,
-    ListTasksRequest, WaitRequest,
-};
+use containerd_client::services::v1::snapshots::Kind;
 use serde::Serialize;
 
 use super::{fifo, uids, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
-use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+use crate::containerd::{Containerd, LABEL_MANAGED};
 use crate::procfs::ProcStat;
 use crate::spec::cgroups_path;
 
 /// Where runs live: the containerd namespace (in the client), the snapshotter, the FIFO
 /// root and the cgroup mount.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CleanupTarget {
-    pub client: Client,
+    pub containerd: Arc<dyn Containerd>,
     pub snapshotter: String,
     pub fifo_root: PathBuf,
     pub cgroups: CgroupFs,
@@ -37,34 +32,32 @@ pub struct CleanupTarget {
     pub uid_claims: PathBuf,
 }
 
+impl std::fmt::Debug for CleanupTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CleanupTarget")
+            .field("namespace", &self.containerd.namespace())
+            .field("snapshotter", &self.snapshotter)
+            .field("fifo_root", &self.fifo_root)
+            .field("cgroups", &self.cgroups)
+            .finish()
+    }
+}
+
 /// Removes everything run `id` created. Idempotent: what is already gone is skipped. With
 /// `kill`, a task that still runs is killed (SIGKILL to all its processes) first; without,
 /// a running task is an error. Every step is tried even when an earlier one failed; the
 /// FIFO directory (the "in progress" marker) goes only when everything else went.
 pub async fn remove_run(t: &CleanupTarget, id: &str, kill: bool) -> Result<(), RunError> {
-    let c = &t.client;
+    let c = t.containerd.as_ref();
     let mut errors: Vec<String> = Vec::new();
 
     if let Err(e) = delete_task(c, id, kill).await {
         errors.push(e);
     }
-    let container = async {
-        c.containers()
-            .delete(c.request(DeleteContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(ContainerdError::rpc("delete container"))
-    };
-    let snapshot = async {
-        c.snapshots()
-            .remove(c.request(RemoveSnapshotRequest {
-                snapshotter: t.snapshotter.clone(),
-                key: id.to_string(),
-            }))
-            .await
-            .map_err(ContainerdError::rpc("remove snapshot"))
-    };
+    let container = c.delete_container(id);
+    let snapshot = c.remove_snapshot(&t.snapshotter, id);
     let (rc, rs) = tokio::join!(container, snapshot);
-    for r in [rc.map(drop), rs.map(drop)] {
+    for r in [rc, rs] {
         match r {
             Err(e) if !e.is_not_found() => errors.push(e.to_string()),
             _ => {}
@@ -118,16 +111,8 @@ async fn cgroup_emptied(cgroups: &CgroupFs, path: &str, grace: Duration) -> bool
 }
 
 /// Deletes the task of `id`; with `kill`, kills it first if it still runs.
-async fn delete_task(c: &Client, id: &str, kill: bool) -> Result<(), String> {
-    let delete = || async {
-        c.tasks()
-            .delete(c.request(DeleteTaskRequest {
-                container_id: id.to_string(),
-            }))
-            .await
-            .map_err(ContainerdError::rpc("delete task"))
-    };
-    match delete().await {
+async fn delete_task(c: &dyn Containerd, id: &str, kill: bool) -> Result<(), String> {
+    match c.delete_task(id).await {
         Ok(_) => return Ok(()),
         Err(e) if e.is_not_found() => return Ok(()),
         // A task that still runs is refused (FailedPrecondition, or Unknown with "cannot
@@ -137,22 +122,11 @@ async fn delete_task(c: &Client, id: &str, kill: bool) -> Result<(), String> {
     }
     // Still running: kill every process in it, wait for the exit, delete again.
     let waited = async {
-        let (mut waiter, mut killer) = (c.tasks(), c.tasks());
-        let wait = waiter.wait(c.request(WaitRequest {
-            container_id: id.to_string(),
-            exec_id: String::new(),
-        }));
-        let kill = killer.kill(c.request(KillRequest {
-            container_id: id.to_string(),
-            exec_id: String::new(),
-            signal: nix::sys::signal::Signal::SIGKILL as u32,
-            all: true,
-        }));
+        let wait = c.wait_task(id);
+        let kill = c.kill_task(id, nix::sys::signal::Signal::SIGKILL as u32, true);
         let (w, k) = tokio::join!(wait, kill);
-        k.map_err(ContainerdError::rpc("kill task"))
-            .map_err(|e| e.to_string())?;
-        w.map_err(ContainerdError::rpc("wait task"))
-            .map_err(|e| e.to_string())?;
+        k.map_err(|e| e.to_string())?;
+        w.map_err(|e| e.to_string())?;
         Ok::<(), String>(())
     };
     match tokio::time::timeout(KILL_GRACE, waited).await {
@@ -160,7 +134,7 @@ async fn delete_task(c: &Client, id: &str, kill: bool) -> Result<(), String> {
         Ok(Err(e)) => return Err(e),
         Ok(Ok(())) => {}
     }
-    match delete().await {
+    match c.delete_task(id).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e.to_string()),
@@ -352,19 +326,11 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
 /// stockade's label or prefix), the FIFO root and the cgroup tree, and removes the
 /// abandoned ones. Base images are never touched: only active snapshots named `stk-…`.
 pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Reconciled, RunError> {
-    let c = &t.client;
+    let c = &t.containerd;
     let mut found = scan_fifo_root(&t.fifo_root);
     let managed = format!("labels.\"{LABEL_MANAGED}\"==true");
 
-    let containers = c
-        .containers()
-        .list(c.request(ListContainersRequest {
-            filters: vec![managed.clone()],
-        }))
-        .await
-        .map_err(ContainerdError::rpc("list containers"))?
-        .into_inner()
-        .containers;
+    let containers = c.list_containers(vec![managed.clone()]).await?;
     for ct in containers {
         if !ct.id.starts_with(ID_PREFIX) {
             continue;
@@ -378,48 +344,23 @@ pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Rec
             .or_else(|| ct.labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()));
     }
 
-    let tasks = c
-        .tasks()
-        .list(c.request(ListTasksRequest {
-            filter: String::new(),
-        }))
-        .await
-        .map_err(ContainerdError::rpc("list tasks"))?
-        .into_inner()
-        .tasks;
-    for task in tasks {
-        if task.id.starts_with(ID_PREFIX) {
-            found.entry(task.id).or_default();
+    for task in c.list_tasks().await? {
+        if task.starts_with(ID_PREFIX) {
+            found.entry(task).or_default();
         }
     }
 
-    let mut stream = c
-        .snapshots()
-        .list(c.request(ListSnapshotsRequest {
-            snapshotter: t.snapshotter.clone(),
-            filters: vec![managed],
-        }))
-        .await
-        .map_err(ContainerdError::rpc("list snapshots"))?
-        .into_inner();
-    loop {
-        let msg = stream
-            .message()
-            .await
-            .map_err(ContainerdError::rpc("list snapshots"))?;
-        let Some(msg) = msg else { break };
-        for info in msg.info {
-            if info.kind != Kind::Active as i32 || !info.name.starts_with(ID_PREFIX) {
-                continue;
-            }
-            let f = found.entry(info.name.clone()).or_default();
-            f.owner = f
-                .owner
-                .or_else(|| info.labels.get(LABEL_OWNER).and_then(|v| v.parse().ok()));
-            f.created = f
-                .created
-                .or_else(|| info.labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()));
+    for info in c.list_snapshots(&t.snapshotter, vec![managed]).await? {
+        if info.kind != Kind::Active as i32 || !info.name.starts_with(ID_PREFIX) {
+            continue;
         }
+        let f = found.entry(info.name.clone()).or_default();
+        f.owner = f
+            .owner
+            .or_else(|| info.labels.get(LABEL_OWNER).and_then(|v| v.parse().ok()));
+        f.created = f
+            .created
+            .or_else(|| info.labels.get(LABEL_CREATED).and_then(|v| v.parse().ok()));
     }
 
     for name in t.cgroups.children("/stockade") {

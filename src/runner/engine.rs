@@ -2,14 +2,12 @@
 //! phases and which overlap.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
-use containerd_client::services::v1::{
-    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, KillRequest,
-    StartRequest, WaitRequest,
-};
+use containerd_client::services::v1::{Container, CreateTaskRequest};
 use containerd_client::types::Mount;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
@@ -22,7 +20,7 @@ use super::{
     LABEL_CREATED, LABEL_GC_ROOT, LABEL_OWNER, SPEC_TYPE_URL, TRAMPOLINE,
 };
 use crate::apparmor;
-use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
+use crate::containerd::{Containerd, ContainerdError, LABEL_MANAGED};
 use crate::policy::{AppArmorChoice, ValidatedPolicy, DEFAULT_APPARMOR_PROFILE};
 use crate::spec::{self, SpecRequest};
 
@@ -54,7 +52,7 @@ impl Runner {
         let i = &self.inner;
         let base = i
             .images
-            .resolve(&i.client, &i.snapshotter, name)
+            .resolve(i.containerd.as_ref(), &i.snapshotter, name)
             .await
             .map_err(|reason| RunError::Image {
                 name: name.to_string(),
@@ -470,7 +468,7 @@ impl Runner {
             ..
         } = *live;
         let i = &self.inner;
-        let c = &i.client;
+        let c = &i.containerd;
 
         seal::stage(&i.fifo_root.join(id), &i.proc_root, policy, sandbox_uid)?;
         let (mounts, t_prep, t_cont) = self
@@ -481,8 +479,7 @@ impl Runner {
 
         let t = Instant::now();
         let task = c
-            .tasks()
-            .create(c.request(CreateTaskRequest {
+            .create_task(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
                 stdin: path_string(dir.stdin.as_deref()),
@@ -490,17 +487,9 @@ impl Runner {
                 stderr: path_string(dir.stderr.as_deref()),
                 terminal,
                 ..Default::default()
-            }))
+            })
             .await;
-        let pid = match task {
-            Ok(r) => r.into_inner().pid,
-            Err(status) => {
-                return Err(exec_error(
-                    args,
-                    ContainerdError::rpc("create task")(status),
-                ))
-            }
-        };
+        let pid = task.map_err(|e| exec_error(args, e))?;
         seal::seal(&i.proc_root, pid, policy)?;
         phases.create_task_ms = ms(t.elapsed());
 
@@ -529,7 +518,7 @@ impl Runner {
             ..
         } = *live;
         let i = &self.inner;
-        let c = &i.client;
+        let c = &i.containerd;
         // The shim has its ends open now: reading sees data, not an early end of file.
         let (out_sink, err_sink) = sinks(output);
         let out_pump = tokio::spawn(pump(opened.stdout, out_sink, max_output));
@@ -543,39 +532,23 @@ impl Runner {
         // Wait before Start, so that the exit cannot be missed.
         let wait_client = c.clone();
         let wait_id = id.to_string();
-        let mut wait: JoinHandle<Result<u32, ContainerdError>> = tokio::spawn(async move {
-            wait_client
-                .tasks()
-                .wait(wait_client.request(WaitRequest {
-                    container_id: wait_id,
-                    exec_id: String::new(),
-                }))
-                .await
-                .map(|r| r.into_inner().exit_status)
-                .map_err(ContainerdError::rpc("wait task"))
-        });
+        let mut wait: JoinHandle<Result<u32, ContainerdError>> =
+            tokio::spawn(async move { wait_client.wait_task(&wait_id).await });
 
         // A pooled task was started when it was prepared: its pid 1 waits for the line.
         let t = Instant::now();
         let started = match live.pooled {
             true => Ok(()),
-            false => c
-                .tasks()
-                .start(c.request(StartRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                }))
-                .await
-                .map(drop),
+            false => c.start_task(id).await,
         };
         phases.start_ms = ms(t.elapsed());
-        if let Err(status) = started {
+        if let Err(e) = started {
             wait.abort();
             out_pump.abort();
             if let Some(p) = &err_pump {
                 p.abort();
             }
-            return Err(exec_error(args, ContainerdError::rpc("start task")(status)));
+            return Err(exec_error(args, e));
         }
 
         let t_run = Instant::now();
@@ -659,7 +632,7 @@ impl Runner {
         extra_labels: HashMap<String, String>,
     ) -> Result<(Vec<Mount>, f64, f64), RunError> {
         let i = &self.inner;
-        let c = &i.client;
+        let c = &i.containerd;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -673,46 +646,40 @@ impl Runner {
             let mut l = with_extra(labels(now));
             l.insert(LABEL_GC_ROOT.to_string(), now.to_string());
             let r = c
-                .snapshots()
-                .prepare(c.request(PrepareSnapshotRequest {
+                .prepare_snapshot(PrepareSnapshotRequest {
                     snapshotter: i.snapshotter.clone(),
                     key: id.to_string(),
                     parent: base.snapshot.clone(),
                     labels: l,
-                }))
-                .await
-                .map_err(ContainerdError::rpc("prepare snapshot"));
+                })
+                .await;
             (r, t.elapsed())
         };
         let create_container = async {
             let t = Instant::now();
             let r = c
-                .containers()
-                .create(c.request(CreateContainerRequest {
-                    container: Some(Container {
-                        id: id.to_string(),
-                        labels: with_extra(labels(now)),
-                        image: base.name.clone(),
-                        runtime: Some(Runtime {
-                            name: i.runtime.clone(),
-                            options: i.runtime_options.clone(),
-                        }),
-                        spec: Some(prost_types::Any {
-                            type_url: SPEC_TYPE_URL.to_string(),
-                            value: spec_json,
-                        }),
-                        snapshotter: i.snapshotter.clone(),
-                        snapshot_key: id.to_string(),
-                        ..Default::default()
+                .create_container(Container {
+                    id: id.to_string(),
+                    labels: with_extra(labels(now)),
+                    image: base.name.clone(),
+                    runtime: Some(Runtime {
+                        name: i.runtime.clone(),
+                        options: i.runtime_options.clone(),
                     }),
-                }))
-                .await
-                .map_err(ContainerdError::rpc("create container"));
+                    spec: Some(prost_types::Any {
+                        type_url: SPEC_TYPE_URL.to_string(),
+                        value: spec_json,
+                    }),
+                    snapshotter: i.snapshotter.clone(),
+                    snapshot_key: id.to_string(),
+                    ..Default::default()
+                })
+                .await;
             (r, t.elapsed())
         };
         let ((prepared, t_prep), (created, t_cont)) = tokio::join!(prepare, create_container);
         let mounts = match prepared {
-            Ok(r) => r.into_inner().mounts,
+            Ok(mounts) => mounts,
             Err(e) if e.is_not_found() => {
                 return Err(RunError::Image {
                     name: base.name.clone(),
@@ -764,10 +731,9 @@ impl Runner {
             let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
             let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
-            let c = &self.inner.client;
-            let task = c
-                .tasks()
-                .create(c.request(CreateTaskRequest {
+            let c = &self.inner.containerd;
+            let pid = c
+                .create_task(CreateTaskRequest {
                     container_id: id.clone(),
                     rootfs: mounts,
                     stdin: path_string(dir.stdin.as_deref()),
@@ -775,26 +741,19 @@ impl Runner {
                     stderr: path_string(dir.stderr.as_deref()),
                     terminal: false,
                     ..Default::default()
-                }))
+                })
                 .await
-                .map_err(|s| exec_error(&args, ContainerdError::rpc("create task")(s)))?
-                .into_inner();
-            seal::seal(&self.inner.proc_root, task.pid, policy)?;
+                .map_err(|e| exec_error(&args, e))?;
+            seal::seal(&self.inner.proc_root, pid, policy)?;
             // Started now, so that a run does not wait for `runc start`: the trampoline
             // blocks reading its command line, and nothing of a run's has executed yet.
-            c.tasks()
-                .start(c.request(StartRequest {
-                    container_id: id.clone(),
-                    exec_id: String::new(),
-                }))
-                .await
-                .map_err(|s| exec_error(&args, ContainerdError::rpc("start task")(s)))?;
+            c.start_task(&id).await.map_err(|e| exec_error(&args, e))?;
             Ok::<_, RunError>(Prepared {
                 id: id.clone(),
                 image: base.clone(),
                 policy_hash: policy.hash(),
                 fifos: dir,
-                pid: task.pid,
+                pid,
                 pid_start: None,
                 created_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -819,24 +778,15 @@ impl Runner {
 
     /// SIGKILL to every process of the run's task.
     async fn kill(&self, id: &str) -> Result<(), RunError> {
-        let c = &self.inner.client;
-        let r = tokio::time::timeout(
-            KILL_GRACE,
-            c.tasks().kill(c.request(KillRequest {
-                container_id: id.to_string(),
-                exec_id: String::new(),
-                signal: nix::sys::signal::Signal::SIGKILL as u32,
-                all: true,
-            })),
-        )
-        .await;
-        match r {
+        let sigkill = nix::sys::signal::Signal::SIGKILL as u32;
+        let kill = self.inner.containerd.kill_task(id, sigkill, true);
+        match tokio::time::timeout(KILL_GRACE, kill).await {
             Err(_) => Err(RunError::Unkillable { id: id.to_string() }),
             // Already gone: the wait reports the exit.
-            Ok(Err(s)) if s.code() == tonic::Code::NotFound => Ok(()),
-            Ok(Err(s)) => Err(RunError::Lost {
+            Ok(Err(e)) if e.is_not_found() => Ok(()),
+            Ok(Err(e)) => Err(RunError::Lost {
                 id: id.to_string(),
-                message: ContainerdError::rpc("kill task")(s).to_string(),
+                message: e.to_string(),
             }),
             Ok(Ok(_)) => Ok(()),
         }
@@ -922,7 +872,7 @@ fn sinks(output: Output) -> (Sink, Sink) {
 /// Forwards the request's stdin into the FIFO; at its end, closes our end and asks the
 /// shim to close the process's stdin, so that the command sees end of file.
 fn spawn_stdin(
-    c: Client,
+    c: Arc<dyn Containerd>,
     id: String,
     mut tx: tokio::net::unix::pipe::Sender,
     preamble: Option<Vec<u8>>,
@@ -951,14 +901,7 @@ fn spawn_stdin(
             }
         }
         drop(tx);
-        let _ = c
-            .tasks()
-            .close_io(c.request(CloseIoRequest {
-                container_id: id,
-                exec_id: String::new(),
-                stdin: true,
-            }))
-            .await;
+        let _ = c.close_stdin(&id).await;
     })
 }
 

@@ -2,12 +2,10 @@
 //! an [`ImageSource`] once per name and caches the answer; if the snapshot has since gone,
 //! Snapshots.Prepare fails, the cache entry is dropped and the source is asked again.
 
-use std::future::Future;
-use std::pin::Pin;
+use containerd_client::services::v1::snapshots::Kind;
 
-use containerd_client::services::v1::snapshots::{Kind, StatSnapshotRequest};
-
-use crate::containerd::{Client, ContainerdError};
+pub use crate::containerd::BoxFuture;
+use crate::containerd::Containerd;
 
 /// A committed base snapshot to run on.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,15 +18,13 @@ pub struct BaseImage {
     pub digest: Option<String>,
 }
 
-/// A boxed future, as [`ImageSource`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
 /// Resolves image names to base snapshots.
 pub trait ImageSource: Send + Sync {
-    /// The base snapshot of `name` in `snapshotter`, or one line saying why there is none.
+    /// The base snapshot of `name` in `snapshotter`, asking `containerd`, or one line
+    /// saying why there is none.
     fn resolve<'a>(
         &'a self,
-        client: &'a Client,
+        containerd: &'a dyn Containerd,
         snapshotter: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<BaseImage, String>>;
@@ -42,22 +38,13 @@ pub struct SnapshotImages;
 impl ImageSource for SnapshotImages {
     fn resolve<'a>(
         &'a self,
-        client: &'a Client,
+        containerd: &'a dyn Containerd,
         snapshotter: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<BaseImage, String>> {
         Box::pin(async move {
-            let info = client
-                .snapshots()
-                .stat(client.request(StatSnapshotRequest {
-                    snapshotter: snapshotter.to_string(),
-                    key: name.to_string(),
-                }))
-                .await
-                .map_err(ContainerdError::rpc("stat snapshot"));
-            match info {
-                Ok(r) => {
-                    let info = r.into_inner().info.unwrap_or_default();
+            match containerd.stat_snapshot(snapshotter, name).await {
+                Ok(info) => {
                     if info.kind != Kind::Committed as i32 {
                         return Err(format!("image `{name}`: snapshot is not committed"));
                     }
@@ -69,7 +56,7 @@ impl ImageSource for SnapshotImages {
                 }
                 Err(e) if e.is_not_found() => Err(format!(
                     "image `{name}`: no committed snapshot of that name in namespace `{}`",
-                    client.namespace()
+                    containerd.namespace()
                 )),
                 Err(e) => Err(format!("image `{name}`: {e}")),
             }
@@ -78,18 +65,25 @@ impl ImageSource for SnapshotImages {
 }
 
 /// Resolves names through stockade's image store ([`crate::images::resolve`]): the image
-/// record names its manifest digest and the chain id of its committed snapshot.
+/// record names its manifest digest and the chain id of its committed snapshot. The store
+/// is read over the gRPC connection behind the seam ([`Containerd::client`]); a fake has
+/// none, so it has no image store either.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreImages;
 
 impl ImageSource for StoreImages {
     fn resolve<'a>(
         &'a self,
-        client: &'a Client,
+        containerd: &'a dyn Containerd,
         _snapshotter: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<BaseImage, String>> {
         Box::pin(async move {
+            let Some(client) = containerd.client() else {
+                return Err(format!(
+                    "image `{name}`: the image store needs a connection to containerd"
+                ));
+            };
             let r = crate::images::resolve(client, name)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -57,7 +57,7 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::apparmor::LoadContext;
-use crate::containerd::{Client, ContainerdError};
+use crate::containerd::{Containerd, ContainerdError};
 use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 use crate::procfs::ProcStat;
@@ -431,7 +431,7 @@ pub struct Runner {
 }
 
 struct Inner {
-    client: Client,
+    containerd: Arc<dyn Containerd>,
     host: HostFacts,
     apparmor: Option<LoadContext>,
     runtime: String,
@@ -464,8 +464,9 @@ impl Runner {
         RunnerBuilder::default()
     }
 
-    pub fn client(&self) -> &Client {
-        &self.inner.client
+    /// The containerd runs are made in.
+    pub fn containerd(&self) -> &Arc<dyn Containerd> {
+        &self.inner.containerd
     }
 
     /// The OCI runtime binary runs use, when identified.
@@ -481,7 +482,7 @@ impl Runner {
     /// What the runner's cleanup and reconciliation act on.
     pub fn cleanup_target(&self) -> CleanupTarget {
         CleanupTarget {
-            client: self.inner.client.clone(),
+            containerd: self.inner.containerd.clone(),
             snapshotter: self.inner.snapshotter.clone(),
             fifo_root: self.inner.fifo_root.clone(),
             cgroups: self.inner.cgroups.clone(),

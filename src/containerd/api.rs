@@ -1,0 +1,271 @@
+//! The containerd seam: the RPCs a run makes (snapshots, containers, tasks), behind one
+//! narrow trait. [`Client`] implements it over gRPC; [`super::fake::FakeContainerd`]
+//! implements it in memory, recording every call, for tests that need no root and no
+//! containerd.
+//!
+//! Requests and answers are containerd's own prost types where the engine builds or reads
+//! them field by field (a [`Container`], a [`CreateTaskRequest`], snapshot [`Info`]), and
+//! plain values where one field is all that matters (a task's pid, an exit status). Every
+//! error is a [`ContainerdError`] naming the operation, exactly as the engine reported it
+//! before the seam existed.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+
+use containerd_client::services::v1::snapshots::{
+    Info, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, KillRequest, ListContainersRequest, ListTasksRequest, StartRequest,
+    WaitRequest,
+};
+use containerd_client::types::Mount;
+
+use super::{Client, ContainerdError};
+
+/// A boxed, sendable future: what the seam's methods (and image sources) return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The answer of one RPC.
+pub type Rpc<'a, T> = BoxFuture<'a, Result<T, ContainerdError>>;
+
+/// The RPCs of a run, in one containerd namespace. Object-safe: a runner holds an
+/// `Arc<dyn Containerd>`.
+pub trait Containerd: Send + Sync {
+    /// The socket of the containerd answering (what a helper process connects to); empty
+    /// for a fake.
+    fn address(&self) -> &Path;
+
+    /// The namespace every request is made in.
+    fn namespace(&self) -> &str;
+
+    /// The gRPC connection behind this seam, for what the seam does not carry (the image
+    /// store's records and content); `None` for a fake.
+    fn client(&self) -> Option<&Client>;
+
+    /// Snapshots.Prepare: an active snapshot `key` on `parent`; its mounts.
+    fn prepare_snapshot(&self, req: PrepareSnapshotRequest) -> Rpc<'_, Vec<Mount>>;
+
+    /// Snapshots.Stat of `key`.
+    fn stat_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Info>;
+
+    /// Snapshots.Remove of `key`.
+    fn remove_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()>;
+
+    /// Snapshots.List with containerd `filters` (all of them streamed in, in order).
+    fn list_snapshots<'a>(
+        &'a self,
+        snapshotter: &'a str,
+        filters: Vec<String>,
+    ) -> Rpc<'a, Vec<Info>>;
+
+    /// Containers.Create.
+    fn create_container(&self, container: Container) -> Rpc<'_, ()>;
+
+    /// Containers.Delete of `id`.
+    fn delete_container<'a>(&'a self, id: &'a str) -> Rpc<'a, ()>;
+
+    /// Containers.List with containerd `filters`.
+    fn list_containers(&self, filters: Vec<String>) -> Rpc<'_, Vec<Container>>;
+
+    /// Tasks.Create; the pid of the task's init process.
+    fn create_task(&self, req: CreateTaskRequest) -> Rpc<'_, u32>;
+
+    /// Tasks.Start of the task of container `id`.
+    fn start_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()>;
+
+    /// Tasks.Wait: answers when the task of `id` has exited, with its exit status.
+    fn wait_task<'a>(&'a self, id: &'a str) -> Rpc<'a, u32>;
+
+    /// Tasks.Kill: `signal` to the task's init process, or with `all` to every process in
+    /// it.
+    fn kill_task<'a>(&'a self, id: &'a str, signal: u32, all: bool) -> Rpc<'a, ()>;
+
+    /// Tasks.Delete of the (exited) task of `id`.
+    fn delete_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()>;
+
+    /// Tasks.CloseIO: closes the task's stdin, so that it reads end of file.
+    fn close_stdin<'a>(&'a self, id: &'a str) -> Rpc<'a, ()>;
+
+    /// Tasks.List: the container ids of every task in the namespace.
+    fn list_tasks(&self) -> Rpc<'_, Vec<String>>;
+}
+
+impl Containerd for Client {
+    fn address(&self) -> &Path {
+        Client::address(self)
+    }
+
+    fn namespace(&self) -> &str {
+        Client::namespace(self)
+    }
+
+    fn client(&self) -> Option<&Client> {
+        Some(self)
+    }
+
+    fn prepare_snapshot(&self, req: PrepareSnapshotRequest) -> Rpc<'_, Vec<Mount>> {
+        Box::pin(async move {
+            let r = self.snapshots().prepare(self.request(req)).await;
+            r.map(|r| r.into_inner().mounts)
+                .map_err(ContainerdError::rpc("prepare snapshot"))
+        })
+    }
+
+    fn stat_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Info> {
+        Box::pin(async move {
+            let req = StatSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            };
+            let r = self.snapshots().stat(self.request(req)).await;
+            r.map(|r| r.into_inner().info.unwrap_or_default())
+                .map_err(ContainerdError::rpc("stat snapshot"))
+        })
+    }
+
+    fn remove_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = RemoveSnapshotRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            };
+            let r = self.snapshots().remove(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("remove snapshot"))
+        })
+    }
+
+    fn list_snapshots<'a>(
+        &'a self,
+        snapshotter: &'a str,
+        filters: Vec<String>,
+    ) -> Rpc<'a, Vec<Info>> {
+        Box::pin(async move {
+            let op = ContainerdError::rpc("list snapshots");
+            let req = ListSnapshotsRequest {
+                snapshotter: snapshotter.to_string(),
+                filters,
+            };
+            let mut stream = self
+                .snapshots()
+                .list(self.request(req))
+                .await
+                .map_err(&op)?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(msg) = stream.message().await.map_err(&op)? {
+                out.extend(msg.info);
+            }
+            Ok(out)
+        })
+    }
+
+    fn create_container(&self, container: Container) -> Rpc<'_, ()> {
+        Box::pin(async move {
+            let req = CreateContainerRequest {
+                container: Some(container),
+            };
+            let r = self.containers().create(self.request(req)).await;
+            r.map(drop)
+                .map_err(ContainerdError::rpc("create container"))
+        })
+    }
+
+    fn delete_container<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = DeleteContainerRequest { id: id.to_string() };
+            let r = self.containers().delete(self.request(req)).await;
+            r.map(drop)
+                .map_err(ContainerdError::rpc("delete container"))
+        })
+    }
+
+    fn list_containers(&self, filters: Vec<String>) -> Rpc<'_, Vec<Container>> {
+        Box::pin(async move {
+            let req = ListContainersRequest { filters };
+            let r = self.containers().list(self.request(req)).await;
+            r.map(|r| r.into_inner().containers)
+                .map_err(ContainerdError::rpc("list containers"))
+        })
+    }
+
+    fn create_task(&self, req: CreateTaskRequest) -> Rpc<'_, u32> {
+        Box::pin(async move {
+            let r = self.tasks().create(self.request(req)).await;
+            r.map(|r| r.into_inner().pid)
+                .map_err(ContainerdError::rpc("create task"))
+        })
+    }
+
+    fn start_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            };
+            let r = self.tasks().start(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("start task"))
+        })
+    }
+
+    fn wait_task<'a>(&'a self, id: &'a str) -> Rpc<'a, u32> {
+        Box::pin(async move {
+            let req = WaitRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            };
+            let r = self.tasks().wait(self.request(req)).await;
+            r.map(|r| r.into_inner().exit_status)
+                .map_err(ContainerdError::rpc("wait task"))
+        })
+    }
+
+    fn kill_task<'a>(&'a self, id: &'a str, signal: u32, all: bool) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal,
+                all,
+            };
+            let r = self.tasks().kill(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("kill task"))
+        })
+    }
+
+    fn delete_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = DeleteTaskRequest {
+                container_id: id.to_string(),
+            };
+            let r = self.tasks().delete(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("delete task"))
+        })
+    }
+
+    fn close_stdin<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = CloseIoRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                stdin: true,
+            };
+            let r = self.tasks().close_io(self.request(req)).await;
+            r.map(drop)
+                .map_err(ContainerdError::rpc("close task stdin"))
+        })
+    }
+
+    fn list_tasks(&self) -> Rpc<'_, Vec<String>> {
+        Box::pin(async move {
+            let req = ListTasksRequest {
+                filter: String::new(),
+            };
+            let r = self.tasks().list(self.request(req)).await;
+            r.map(|r| r.into_inner().tasks.into_iter().map(|t| t.id).collect())
+                .map_err(ContainerdError::rpc("list tasks"))
+        })
+    }
+}

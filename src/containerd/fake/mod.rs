@@ -1,0 +1,574 @@
+//! A containerd in memory, for tests that need neither root nor a daemon: it records every
+//! call in order, answers from a small model of snapshots, containers and tasks (the same
+//! refusals containerd makes: a missing parent, an id taken, a running task deleted), lets
+//! a test script an answer per RPC (fail with a code, never answer, answer late) and what
+//! each started task does (exit with a status after a while, or run until killed), and
+//! reports every object still alive.
+//!
+//! It is compiled into the library, not behind `cfg(test)`: integration tests under `tests/`
+//! link the library as an ordinary dependency, where `cfg(test)` is off, and a cargo feature
+//! would have to be named by every test command. It adds no dependency, and nothing in the
+//! library uses it.
+//!
+//! Tasks touch the host in two places only, both opt-in and both what the engine expects of
+//! a real task: with [`FakeContainerd::proc_root`], a task's pid gets a directory with an
+//! `oom_score_adj` file there; and a task holds the write ends of the stdout and stderr
+//! FIFOs named in Tasks.Create open from its creation to its exit, as the shim does.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
+use containerd_client::services::v1::{Container, CreateTaskRequest};
+use containerd_client::types::Mount;
+use tokio::sync::watch;
+
+use super::api::{Containerd, Rpc};
+use super::{Client, ContainerdError};
+
+/// One RPC of the seam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// [`Containerd::prepare_snapshot`].
+    PrepareSnapshot,
+    /// [`Containerd::stat_snapshot`].
+    StatSnapshot,
+    /// [`Containerd::remove_snapshot`].
+    RemoveSnapshot,
+    /// [`Containerd::list_snapshots`].
+    ListSnapshots,
+    /// [`Containerd::create_container`].
+    CreateContainer,
+    /// [`Containerd::delete_container`].
+    DeleteContainer,
+    /// [`Containerd::list_containers`].
+    ListContainers,
+    /// [`Containerd::create_task`].
+    CreateTask,
+    /// [`Containerd::start_task`].
+    StartTask,
+    /// [`Containerd::wait_task`].
+    WaitTask,
+    /// [`Containerd::kill_task`].
+    KillTask,
+    /// [`Containerd::delete_task`].
+    DeleteTask,
+    /// [`Containerd::close_stdin`].
+    CloseStdin,
+    /// [`Containerd::list_tasks`].
+    ListTasks,
+}
+
+/// One recorded call: the RPC and the object it named (a container id or snapshot key;
+/// empty for lists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Which RPC.
+    pub op: Op,
+    /// The container id or snapshot key it named.
+    pub key: String,
+}
+
+/// A scripted answer, used instead of the model's.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Fail with this gRPC code and message, changing nothing.
+    Fail(tonic::Code, String),
+    /// Never answer: the caller's timeout, or dropping the call, ends it.
+    Hang,
+    /// Answer as the model does, after this long.
+    Delay(Duration),
+}
+
+impl Reply {
+    /// Fail with `code` and a message that says the failure was scripted.
+    pub fn fail(code: tonic::Code) -> Reply {
+        Reply::Fail(code, "scripted failure".into())
+    }
+}
+
+/// What a started task does.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Writes `stdout` to its stdout FIFO and exits with `status`, `after` its start.
+    Exits {
+        status: u32,
+        after: Duration,
+        stdout: Vec<u8>,
+    },
+    /// Runs until it is killed (its status is then 128 + the signal).
+    RunsUntilKilled,
+}
+
+impl Default for Behaviour {
+    /// Exits 0 at once, writing nothing.
+    fn default() -> Self {
+        Behaviour::Exits {
+            status: 0,
+            after: Duration::ZERO,
+            stdout: Vec::new(),
+        }
+    }
+}
+
+/// The state of a task in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Created,
+    Running,
+    Stopped,
+}
+
+struct Task {
+    state: TaskState,
+    /// The exit status, once stopped.
+    exit: watch::Sender<Option<u32>>,
+    /// The write ends of the output FIFOs, held as the shim holds them.
+    outputs: Vec<std::fs::File>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    once: HashMap<Op, VecDeque<Reply>>,
+    every: HashMap<Op, Reply>,
+    behaviour: Behaviour,
+    snapshots: BTreeMap<String, Info>,
+    containers: BTreeMap<String, Container>,
+    tasks: BTreeMap<String, Task>,
+    next_pid: u32,
+}
+
+/// The in-memory containerd. Cheap to clone; clones share the model and the record.
+#[derive(Clone, Default)]
+pub struct FakeContainerd {
+    state: Arc<Mutex<State>>,
+    proc_root: Option<PathBuf>,
+}
+
+/// The first pid the fake hands out; each task gets the next one.
+pub const FIRST_PID: u32 = 4200;
+
+impl FakeContainerd {
+    /// An empty containerd: no snapshots, containers or tasks, no scripts; tasks exit 0 at
+    /// once ([`Behaviour::default`]); no procfs entries are made.
+    pub fn new() -> FakeContainerd {
+        FakeContainerd::default()
+    }
+
+    /// Makes `<dir>/<pid>/oom_score_adj` for every task created (the engine writes and reads
+    /// it back through its procfs root).
+    pub fn proc_root(mut self, dir: impl Into<PathBuf>) -> FakeContainerd {
+        self.proc_root = Some(dir.into());
+        self
+    }
+
+    /// Adds a committed snapshot `key` (a base image).
+    pub fn add_base(&self, key: &str) {
+        let info = Info {
+            name: key.to_string(),
+            kind: Kind::Committed as i32,
+            ..Default::default()
+        };
+        self.lock().snapshots.insert(key.to_string(), info);
+    }
+
+    /// Answers the next call of `op` with `reply` (replies queue in order).
+    pub fn script(&self, op: Op, reply: Reply) {
+        self.lock().once.entry(op).or_default().push_back(reply);
+    }
+
+    /// Answers every call of `op` with `reply` once the queued ones are used.
+    pub fn script_every(&self, op: Op, reply: Reply) {
+        self.lock().every.insert(op, reply);
+    }
+
+    /// What tasks started from now on do.
+    pub fn behaviour(&self, b: Behaviour) {
+        self.lock().behaviour = b;
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The RPCs called so far, in order.
+    pub fn ops(&self) -> Vec<Op> {
+        self.lock().calls.iter().map(|c| c.op).collect()
+    }
+
+    /// How many times `op` was called.
+    pub fn count(&self, op: Op) -> usize {
+        self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// A live container's record.
+    pub fn container(&self, id: &str) -> Option<Container> {
+        self.lock().containers.get(id).cloned()
+    }
+
+    /// Every object still alive but base snapshots: `task ID`, `container ID`,
+    /// `snapshot KEY`, sorted by kind and name.
+    pub fn leftovers(&self) -> Vec<String> {
+        let s = self.lock();
+        let tasks = s.tasks.keys().map(|k| format!("task {k}"));
+        let containers = s.containers.keys().map(|k| format!("container {k}"));
+        let snapshots = s
+            .snapshots
+            .values()
+            .filter(|i| i.kind != Kind::Committed as i32)
+            .map(|i| format!("snapshot {}", i.name));
+        tasks.chain(containers).chain(snapshots).collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("fake containerd lock")
+    }
+
+    /// Records the call and takes its scripted reply, if any.
+    fn enter(&self, op: Op, key: &str) -> Option<Reply> {
+        let mut s = self.lock();
+        s.calls.push(Call {
+            op,
+            key: key.to_string(),
+        });
+        match s.once.get_mut(&op).and_then(VecDeque::pop_front) {
+            Some(r) => Some(r),
+            None => s.every.get(&op).cloned(),
+        }
+    }
+
+    /// Records the call, plays its script, then answers with `model` (unless the script
+    /// failed it or hangs).
+    fn answer<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        name: &'static str,
+        key: &str,
+        model: impl FnOnce(&FakeContainerd) -> Result<T, ContainerdError> + Send + 'a,
+    ) -> Rpc<'a, T> {
+        let reply = self.enter(op, key);
+        Box::pin(async move {
+            match reply {
+                Some(Reply::Fail(code, message)) => return Err(status(name, code, &message)),
+                Some(Reply::Hang) => std::future::pending::<()>().await,
+                Some(Reply::Delay(d)) => tokio::time::sleep(d).await,
+                None => {}
+            }
+            model(self)
+        })
+    }
+
+    /// Stops the task of `id` with `exit` unless it has stopped already, closing its output.
+    fn stop(&self, id: &str, exit: u32, stdout: &[u8]) {
+        let mut s = self.lock();
+        let Some(t) = s.tasks.get_mut(id) else { return };
+        if t.state == TaskState::Stopped {
+            return;
+        }
+        if let Some(out) = t.outputs.first_mut() {
+            use std::io::Write;
+            let _ = out.write_all(stdout);
+        }
+        t.outputs.clear();
+        t.state = TaskState::Stopped;
+        t.exit.send_replace(Some(exit));
+    }
+}
+
+fn status(op: &'static str, code: tonic::Code, message: &str) -> ContainerdError {
+    ContainerdError::Rpc {
+        op,
+        code,
+        message: format!("fake containerd: {message}"),
+    }
+}
+
+/// Whether `labels` pass every `labels."K"==V` filter (other filters pass everything).
+fn passes(filters: &[String], labels: &HashMap<String, String>) -> bool {
+    filters.iter().all(|f| {
+        let Some(rest) = f.strip_prefix("labels.\"") else {
+            return true;
+        };
+        match rest.split_once("\"==") {
+            Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
+            None => true,
+        }
+    })
+}
+
+/// Opens the write end of the FIFO at `path` without blocking; `None` when there is no
+/// such FIFO or no reader.
+fn open_writer(path: &str) -> Option<std::fs::File> {
+    if path.is_empty() {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()
+}
+
+impl Containerd for FakeContainerd {
+    fn address(&self) -> &Path {
+        Path::new("")
+    }
+
+    fn namespace(&self) -> &str {
+        "fake"
+    }
+
+    fn client(&self) -> Option<&Client> {
+        None
+    }
+
+    fn prepare_snapshot(&self, req: PrepareSnapshotRequest) -> Rpc<'_, Vec<Mount>> {
+        let key = req.key.clone();
+        self.answer(Op::PrepareSnapshot, "prepare snapshot", &key, move |f| {
+            let op = "prepare snapshot";
+            let mut s = f.lock();
+            if !s.snapshots.contains_key(&req.parent) {
+                return Err(status(op, tonic::Code::NotFound, "no such parent"));
+            }
+            if s.snapshots.contains_key(&req.key) {
+                return Err(status(op, tonic::Code::AlreadyExists, "key taken"));
+            }
+            let info = Info {
+                name: req.key.clone(),
+                parent: req.parent.clone(),
+                kind: Kind::Active as i32,
+                labels: req.labels,
+                ..Default::default()
+            };
+            s.snapshots.insert(req.key.clone(), info);
+            Ok(vec![Mount {
+                r#type: "overlay".into(),
+                source: "overlay".into(),
+                target: String::new(),
+                options: vec![format!("lowerdir={}", req.parent)],
+            }])
+        })
+    }
+
+    fn stat_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, Info> {
+        self.answer(Op::StatSnapshot, "stat snapshot", key, move |f| {
+            f.lock()
+                .snapshots
+                .get(key)
+                .cloned()
+                .ok_or_else(|| status("stat snapshot", tonic::Code::NotFound, "no such key"))
+        })
+    }
+
+    fn remove_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()> {
+        self.answer(Op::RemoveSnapshot, "remove snapshot", key, move |f| match f
+            .lock()
+            .snapshots
+            .remove(key)
+        {
+            Some(_) => Ok(()),
+            None => Err(status(
+                "remove snapshot",
+                tonic::Code::NotFound,
+                "no such key",
+            )),
+        })
+    }
+
+    fn list_snapshots<'a>(
+        &'a self,
+        _snapshotter: &'a str,
+        filters: Vec<String>,
+    ) -> Rpc<'a, Vec<Info>> {
+        self.answer(Op::ListSnapshots, "list snapshots", "", move |f| {
+            let s = f.lock();
+            let v = s.snapshots.values().filter(|i| passes(&filters, &i.labels));
+            Ok(v.cloned().collect())
+        })
+    }
+
+    fn create_container(&self, container: Container) -> Rpc<'_, ()> {
+        let id = container.id.clone();
+        self.answer(Op::CreateContainer, "create container", &id, move |f| {
+            let mut s = f.lock();
+            if s.containers.contains_key(&container.id) {
+                let code = tonic::Code::AlreadyExists;
+                return Err(status("create container", code, "id taken"));
+            }
+            s.containers.insert(container.id.clone(), container);
+            Ok(())
+        })
+    }
+
+    fn delete_container<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        self.answer(
+            Op::DeleteContainer,
+            "delete container",
+            id,
+            move |f| match f.lock().containers.remove(id) {
+                Some(_) => Ok(()),
+                None => Err(status(
+                    "delete container",
+                    tonic::Code::NotFound,
+                    "no such id",
+                )),
+            },
+        )
+    }
+
+    fn list_containers(&self, filters: Vec<String>) -> Rpc<'_, Vec<Container>> {
+        self.answer(Op::ListContainers, "list containers", "", move |f| {
+            let s = f.lock();
+            let v = s
+                .containers
+                .values()
+                .filter(|c| passes(&filters, &c.labels));
+            Ok(v.cloned().collect())
+        })
+    }
+
+    fn create_task(&self, req: CreateTaskRequest) -> Rpc<'_, u32> {
+        let id = req.container_id.clone();
+        self.answer(Op::CreateTask, "create task", &id, move |f| {
+            let op = "create task";
+            let mut s = f.lock();
+            if !s.containers.contains_key(&req.container_id) {
+                return Err(status(op, tonic::Code::NotFound, "no such container"));
+            }
+            if s.tasks.contains_key(&req.container_id) {
+                return Err(status(op, tonic::Code::AlreadyExists, "task exists"));
+            }
+            s.next_pid = s.next_pid.max(FIRST_PID - 1) + 1;
+            let pid = s.next_pid;
+            if let Some(root) = &f.proc_root {
+                let dir = root.join(pid.to_string());
+                let made = std::fs::create_dir_all(&dir)
+                    .and_then(|()| std::fs::write(dir.join("oom_score_adj"), "0"));
+                if let Err(e) = made {
+                    return Err(status(op, tonic::Code::Internal, &e.to_string()));
+                }
+            }
+            let outputs = [&req.stdout, &req.stderr]
+                .into_iter()
+                .filter_map(|p| open_writer(p))
+                .collect();
+            let task = Task {
+                state: TaskState::Created,
+                exit: watch::channel(None).0,
+                outputs,
+            };
+            s.tasks.insert(req.container_id.clone(), task);
+            Ok(pid)
+        })
+    }
+
+    fn start_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        self.answer(Op::StartTask, "start task", id, move |f| {
+            let op = "start task";
+            let behaviour = {
+                let mut s = f.lock();
+                let behaviour = s.behaviour.clone();
+                let Some(t) = s.tasks.get_mut(id) else {
+                    return Err(status(op, tonic::Code::NotFound, "no such task"));
+                };
+                if t.state != TaskState::Created {
+                    let code = tonic::Code::FailedPrecondition;
+                    return Err(status(op, code, "task is not in created state"));
+                }
+                t.state = TaskState::Running;
+                behaviour
+            };
+            if let Behaviour::Exits {
+                status,
+                after,
+                stdout,
+            } = behaviour
+            {
+                let (fake, id) = (f.clone(), id.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    fake.stop(&id, status, &stdout);
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn wait_task<'a>(&'a self, id: &'a str) -> Rpc<'a, u32> {
+        let model = self.answer(Op::WaitTask, "wait task", id, move |f| {
+            let s = f.lock();
+            match s.tasks.get(id) {
+                Some(t) => Ok(t.exit.subscribe()),
+                None => Err(status("wait task", tonic::Code::NotFound, "no such task")),
+            }
+        });
+        Box::pin(async move {
+            let mut rx = model.await?;
+            let exited = rx.wait_for(Option::is_some).await;
+            match exited.map(|s| *s) {
+                Ok(Some(code)) => Ok(code),
+                _ => Err(status("wait task", tonic::Code::NotFound, "task deleted")),
+            }
+        })
+    }
+
+    fn kill_task<'a>(&'a self, id: &'a str, signal: u32, _all: bool) -> Rpc<'a, ()> {
+        self.answer(Op::KillTask, "kill task", id, move |f| {
+            let state = f.lock().tasks.get(id).map(|t| t.state);
+            match state {
+                None | Some(TaskState::Stopped) => {
+                    let code = tonic::Code::NotFound;
+                    Err(status("kill task", code, "process already finished"))
+                }
+                Some(_) => {
+                    f.stop(id, 128 + signal, &[]);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn delete_task<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        self.answer(Op::DeleteTask, "delete task", id, move |f| {
+            let mut s = f.lock();
+            match s.tasks.get(id).map(|t| t.state) {
+                None => Err(status("delete task", tonic::Code::NotFound, "no such task")),
+                Some(TaskState::Running) => {
+                    let code = tonic::Code::FailedPrecondition;
+                    Err(status(
+                        "delete task",
+                        code,
+                        "cannot delete a running process",
+                    ))
+                }
+                Some(_) => {
+                    s.tasks.remove(id);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn close_stdin<'a>(&'a self, id: &'a str) -> Rpc<'a, ()> {
+        self.answer(Op::CloseStdin, "close task stdin", id, move |f| {
+            match f.lock().tasks.contains_key(id) {
+                true => Ok(()),
+                false => Err(status("close task stdin", tonic::Code::NotFound, "no task")),
+            }
+        })
+    }
+
+    fn list_tasks(&self) -> Rpc<'_, Vec<String>> {
+        self.answer(Op::ListTasks, "list tasks", "", move |f| {
+            Ok(f.lock().tasks.keys().cloned().collect())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
