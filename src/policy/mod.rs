@@ -4,7 +4,7 @@
 //! Everything here is pure: the only access to the outside world is through
 //! [`PolicyEnv`], which the binary implements with the real filesystem and tests fake.
 //!
-//! Every default below is the safe one and is the one in DESIGN.md's security table; a
+//! Every default below is the safe one and is the one in the README's security table; a
 //! policy loosens a protection only by naming it.
 
 mod limits;

@@ -1,4 +1,4 @@
-//! Exit codes, as `docker run` has them (DESIGN.md): the command's own code; 124 when the
+//! Exit codes, as `docker run` has them (README, Command line): the command's own code; 124 when the
 //! timeout killed it; 128+N when signal N ended it (137 for SIGKILL, OOM included); 125 when
 //! stockade itself failed; 126 when the command cannot be executed; 127 when it is not found.
 //! Pure: the mapping from what containerd reported to the code the user sees.

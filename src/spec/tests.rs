@@ -1,4 +1,4 @@
-//! Each policy field → the spec field it controls; defaults → DESIGN.md's security table.
+//! Each policy field → the spec field it controls; defaults → the README's security table.
 
 use std::path::Path;
 
