@@ -149,6 +149,22 @@ fn run_probe(address: &Path, fifo: &Path, runc_binary: Option<&str>) -> String {
     v["stdout"].as_str().unwrap().to_string()
 }
 
+/// The sandbox's UID from the probe's `Uid:` line (real, effective, saved and filesystem
+/// all equal, not 0 and not 65534), and the output with that UID written as `UID`.
+fn own_uid(out: &str) -> (u32, String) {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap_or_else(|| panic!("no Uid line in:\n{out}"));
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(ids.len() == 4 && ids.iter().all(|i| *i == ids[0]), "{line}");
+    assert!(ids[0] != 0 && ids[0] != 65534, "{line}");
+    (ids[0], out.replace(&ids[0].to_string(), "UID"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crun_runs_the_same_sandbox_as_runc() {
     if !require_or_skip(
@@ -166,8 +182,12 @@ async fn crun_runs_the_same_sandbox_as_runc() {
 
     let under_runc = run_probe(c.address(), &fifo, None);
     let under_crun = run_probe(c.address(), &fifo, Some("crun"));
+    // Each sandbox runs as a UID of its own: four equal IDs, neither root nor 65534.
+    let (runc_uid, under_runc) = own_uid(&under_runc);
+    let (crun_uid, under_crun) = own_uid(&under_crun);
+    assert_ne!(runc_uid, crun_uid, "two sandboxes, two UIDs");
     for want in [
-        "Uid:\t65534\t65534\t65534\t65534",
+        "Uid:\tUID\tUID\tUID\tUID",
         "CapEff:\t0000000000000000",
         "NoNewPrivs:\t1",
         "Seccomp:\t2",

@@ -19,8 +19,14 @@ sk() {
 one_line() { tr '\n' ' ' | head -c "${1:-200}"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b - a}'; }
-# Processes left running as the sandbox user (65534) after a run ended.
-leftovers() { pgrep -u 65534 | wc -l; }
+# Processes of sandbox users: 65534 (a policy naming it) or a sandbox's own UID (the
+# default range, 1900000000-1900065535), optionally only those running command $1.
+sandbox_pids() {
+  ps -eo pid=,uid=,comm= | awk -v c="${1:-}" \
+    '($2 == 65534 || ($2 >= 1900000000 && $2 < 1900065536)) && (c == "" || $3 == c) {print $1}'
+}
+# Processes left running as a sandbox user after a run ended.
+leftovers() { sandbox_pids | wc -l; }
 
 # --- doctor: the host facts stockade sees ---------------------------------------------
 sk doctor --json
@@ -57,7 +63,7 @@ timeout 120 stockade run --timeout 60s -- sh -c 'cat /proc/self/attr/current; ex
 apid=$!
 spid=""
 for _ in $(seq 150); do
-  spid=$(pgrep -u 65534 -x sleep | head -n 1)
+  spid=$(sandbox_pids sleep | head -n 1)
   [[ -n $spid ]] && break
   kill -0 "$apid" 2>/dev/null || break
   sleep 0.2

@@ -198,6 +198,26 @@ pub fn report(facts: HostFacts, effects: &dyn DoctorEffects, socket: &Path) -> D
         );
     }
 
+    if facts.oom_floor {
+        check(
+            "oom-floor",
+            Status::Ok,
+            false,
+            "CAP_SYS_RESOURCE held: a sandbox's oom_score_adj is a floor it cannot lower".into(),
+        );
+    } else {
+        check(
+            "oom-floor",
+            Status::Warn,
+            false,
+            "no CAP_SYS_RESOURCE: a sandbox's oom_score_adj is set but it can lower it".into(),
+        );
+        not_enforced.push(
+            "oom_score_adj floor: stockade lacks CAP_SYS_RESOURCE — a sandbox can lower its oom_score_adj (to no less than stockade's own); reported in every run result"
+                .into(),
+        );
+    }
+
     if facts.apparmor {
         check(
             "apparmor",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use probe::probe;
+pub use probe::{probe, sets_oom_floor};
 
 /// How cgroups are mounted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,6 +61,10 @@ pub struct HostFacts {
     pub arch: String,
     /// Number of possible CPUs (for per-CPU masked paths).
     pub cpu_count: usize,
+    /// This process holds `CAP_SYS_RESOURCE`, so the `oom_score_adj` it sets for a sandbox
+    /// is also the floor the sandbox cannot go below (some container hosts drop it even for
+    /// root).
+    pub oom_floor: bool,
 }
 
 impl HostFacts {
@@ -91,6 +95,7 @@ impl HostFacts {
             overlayfs: true,
             arch: "x86_64".into(),
             cpu_count: 2,
+            oom_floor: true,
         }
     }
 

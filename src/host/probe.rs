@@ -47,7 +47,28 @@ pub fn probe(paths: &HostPaths) -> Result<HostFacts, HostError> {
         overlayfs: overlayfs(paths, &mounts)?,
         arch: std::env::consts::ARCH.to_string(),
         cpu_count: cpu_count(paths)?,
+        oom_floor: sets_oom_floor(&paths.proc),
     })
+}
+
+/// `CAP_SYS_RESOURCE`'s bit in the capability sets of `/proc/<pid>/status`.
+const CAP_SYS_RESOURCE_BIT: u32 = 24;
+
+/// Whether this process holds `CAP_SYS_RESOURCE` (read from `<proc_root>/self/status`), and
+/// so whether its write of `oom_score_adj` also sets the floor the sandbox cannot go below.
+pub fn sets_oom_floor(proc_root: &Path) -> bool {
+    std::fs::read_to_string(proc_root.join("self/status"))
+        .ok()
+        .and_then(|s| cap_effective(&s))
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE_BIT) != 0)
+}
+
+/// The `CapEff` mask of a `/proc/<pid>/status` text.
+fn cap_effective(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 /// One line of the mount table: where, what type, and the filesystem's own options.

@@ -203,7 +203,7 @@ impl RunnerBuilder {
                     self.cgroup_root
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),
                 ),
-                oom_floor: seal::sets_oom_floor(&proc_root),
+                oom_floor: crate::host::sets_oom_floor(&proc_root),
                 uid_claims: self
                     .uid_claims
                     .unwrap_or_else(|| PathBuf::from(uids::DEFAULT_UID_CLAIMS)),

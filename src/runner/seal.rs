@@ -7,7 +7,7 @@
 //! kernel's floor for that process and its descendants: below it, the sandbox (which has
 //! no capabilities) cannot go. Where stockade itself lacks `CAP_SYS_RESOURCE` (some
 //! container hosts drop it even for root), the value is set but the floor stays where it
-//! was; [`crate::host::HostFacts::oom_floor`] says which, and runs report it as not
+//! was; [`crate::host::HostFacts::oom_floor`] (and `stockade doctor`) says which, and runs report it as not
 //! enforced.
 
 use std::path::Path;
@@ -116,26 +116,6 @@ pub(crate) fn seal(proc_root: &Path, pid: u32, policy: &ValidatedPolicy) -> Resu
     set_oom_score_adj(proc_root, pid, policy.limits.oom_score_adj)
 }
 
-/// `CAP_SYS_RESOURCE`'s bit in the capability sets of `/proc/<pid>/status`.
-const CAP_SYS_RESOURCE_BIT: u32 = 24;
-
-/// Whether this process holds `CAP_SYS_RESOURCE` (read from `<proc_root>/self/status`), and
-/// so whether its write of `oom_score_adj` also sets the floor the sandbox cannot go below.
-pub(crate) fn sets_oom_floor(proc_root: &Path) -> bool {
-    std::fs::read_to_string(proc_root.join("self/status"))
-        .ok()
-        .and_then(|s| cap_effective(&s))
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE_BIT) != 0)
-}
-
-/// The `CapEff` mask of a `/proc/<pid>/status` text.
-fn cap_effective(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-}
-
 /// What a run reports when the floor cannot be set (see the module documentation).
 pub(crate) fn oom_floor_not_enforced(value: i32) -> NotEnforced {
     NotEnforced {
@@ -160,28 +140,6 @@ fn set_oom_score_adj(proc_root: &Path, pid: u32, value: i32) -> Result<(), RunEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cap_sys_resource_is_read_from_the_effective_set() {
-        let cases: &[(&str, Option<u64>)] = &[
-            (
-                "Name:\tx\nCapEff:\t000001ffffffffff\n",
-                Some(0x1ff_ffff_ffff),
-            ),
-            ("CapEff:\t000001fffeffffff\n", Some(0x1ff_feff_ffff)),
-            ("CapPrm:\t0000000000000000\n", None),
-            ("CapEff:\tzz\n", None),
-        ];
-        for (text, want) in cases {
-            assert_eq!(cap_effective(text), *want, "{text}");
-        }
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("self")).unwrap();
-        for (mask, floor) in [("000001ffffffffff", true), ("000001fffeffffff", false)] {
-            std::fs::write(t.path().join("self/status"), format!("CapEff:\t{mask}\n")).unwrap();
-            assert_eq!(sets_oom_floor(t.path()), floor, "{mask}");
-        }
-    }
 
     #[test]
     fn oom_score_adj_is_written_and_read_back() {

@@ -183,6 +183,7 @@ fn optional_pieces_only_warn() {
     let mut facts = HostFacts::capable_v2();
     facts.user_namespaces = false;
     facts.swap_accounting = false;
+    facts.oom_floor = false;
     facts.cgroup_controllers.retain(|c| c != "pids");
     let fake = Fake {
         socket_up: false,
@@ -196,6 +197,7 @@ fn optional_pieces_only_warn() {
         "cgroup",
         "containerd-socket",
         "apparmor-parser",
+        "oom-floor",
     ] {
         assert_eq!(one(&r, name).status, Status::Warn, "{name}");
     }
@@ -208,6 +210,10 @@ fn optional_pieces_only_warn() {
         .iter()
         .any(|n| n.starts_with("process limit")));
     assert!(r.not_enforced.iter().any(|n| n.starts_with("swap limit")));
+    assert!(r
+        .not_enforced
+        .iter()
+        .any(|n| n.starts_with("oom_score_adj floor")));
     assert!(r
         .not_enforced
         .iter()

@@ -51,6 +51,11 @@ fn hybrid_host_like_this_one() {
     let tree = Tree::new(
         &[
             ("proc/self/mountinfo", &mountinfo),
+            // Root with every capability: its oom_score_adj writes are floors.
+            (
+                "proc/self/status",
+                "Name:\tstockade\nCapEff:\t000001ffffffffff\n",
+            ),
             ("proc/sys/kernel/seccomp/actions_avail", ACTIONS),
             ("proc/sys/user/max_user_namespaces", "96365\n"),
             ("proc/filesystems", FILESYSTEMS),
@@ -78,6 +83,7 @@ fn hybrid_host_like_this_one() {
     assert!(facts.overlayfs);
     assert_eq!(facts.cpu_count, 2);
     assert_eq!(facts.arch, std::env::consts::ARCH);
+    assert!(facts.oom_floor, "CAP_SYS_RESOURCE is in the effective set");
     // The same facts the spec builder's fixed "CI host" assumes.
     let expected = HostFacts {
         arch: facts.arch.clone(),
@@ -328,5 +334,27 @@ proptest::proptest! {
             })
             .collect();
         proptest::prop_assert_eq!(unescape_octal(&escaped), s);
+    }
+}
+
+#[test]
+fn cap_sys_resource_is_read_from_the_effective_set() {
+    let cases: &[(&str, Option<u64>)] = &[
+        (
+            "Name:\tx\nCapEff:\t000001ffffffffff\n",
+            Some(0x1ff_ffff_ffff),
+        ),
+        ("CapEff:\t000001fffeffffff\n", Some(0x1ff_feff_ffff)),
+        ("CapPrm:\t0000000000000000\n", None),
+        ("CapEff:\tzz\n", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(cap_effective(text), *want, "{text}");
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("self")).unwrap();
+    for (mask, floor) in [("000001ffffffffff", true), ("000001fffeffffff", false)] {
+        std::fs::write(t.path().join("self/status"), format!("CapEff:\t{mask}\n")).unwrap();
+        assert_eq!(sets_oom_floor(t.path()), floor, "{mask}");
     }
 }
