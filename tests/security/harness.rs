@@ -250,10 +250,10 @@ impl Daemon {
         Ok(out.stdout_text())
     }
 
-    /// Everything of run `id` that is still there (empty when nothing is). Waits up to
-    /// five seconds for objects that go away asynchronously (a shim exiting).
+    /// Everything of run `id` that is still there (empty when nothing is). Waits up to 15 s
+    /// (a loaded host) for objects that go away asynchronously (the hand-off cleanup, a shim).
     pub fn leftovers_of(&self, id: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let found = self.census(Some(id));
             if found.is_empty() || Instant::now() > deadline {
