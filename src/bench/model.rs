@@ -1,0 +1,252 @@
+//! What the benchmark measures and reports: contenders, workloads, samples, cells, ratios.
+
+use super::*;
+
+/// Why the benchmark could not run.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("benchmark setup: {0}")]
+    Setup(String),
+    #[error("{what}: cannot start: {message}")]
+    Spawn { what: String, message: String },
+    #[error("{what}: failed (exit {status:?}): {stderr}")]
+    Failed {
+        what: String,
+        status: Option<i32>,
+        stderr: String,
+    },
+    #[error("stockade run (library): {0}")]
+    Run(#[from] crate::runner::RunError),
+}
+
+/// The programs compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// [`Runner::run`] in this process: the path an embedding front end takes.
+    StockadeLib,
+    /// The `stockade run` binary, spawned per run: what a shell user sees.
+    StockadeCli,
+    /// [`crate::pool::Pool::run`] in this process: a sandbox prepared ahead of time
+    /// (snapshot and container made, spec replaced at the run), from a pool as large as the
+    /// highest concurrency. Each burst starts with the pool refilled (the wait is not
+    /// timed); a take that finds it empty runs cold and is counted in the notes.
+    StockadeWarm,
+    /// The `stockade run` binary with a `stockade pool fill` service for the image (started
+    /// by the benchmark, as large as the highest concurrency): what a shell user sees with
+    /// a pool. Each burst starts with the pool refilled (the wait is not timed).
+    StockadeWarmCli,
+    /// `ctr run --rm` on the same image in the same containerd.
+    Ctr,
+    /// `runc run` on a prepared bundle: no containerd at all.
+    Runc,
+}
+
+impl Contender {
+    pub const ALL: [Contender; 6] = [
+        Contender::StockadeLib,
+        Contender::StockadeCli,
+        Contender::StockadeWarm,
+        Contender::StockadeWarmCli,
+        Contender::Ctr,
+        Contender::Runc,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Contender::StockadeLib => "stockade-lib",
+            Contender::StockadeCli => "stockade-cli",
+            Contender::StockadeWarm => "stockade-warm",
+            Contender::StockadeWarmCli => "stockade-warm-cli",
+            Contender::Ctr => "ctr-run",
+            Contender::Runc => "runc-run",
+        }
+    }
+}
+
+/// One command measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    /// `true`, `echo`, `python`.
+    pub name: String,
+    pub image: String,
+    pub args: Vec<String>,
+    /// What stdout must be (trimmed), so that every contender provably ran the command.
+    pub expect_stdout: Option<String>,
+}
+
+impl Workload {
+    /// The standard workloads: `/bin/true`, `echo hi` with its output captured, and a Python
+    /// one-liner (on the `python` image).
+    pub fn standard(names: &[String]) -> Result<Vec<Workload>, BenchError> {
+        names
+            .iter()
+            .map(|n| {
+                Ok(match n.as_str() {
+                    "true" => Workload {
+                        name: "true".into(),
+                        image: "busybox".into(),
+                        args: vec!["/bin/true".into()],
+                        expect_stdout: None,
+                    },
+                    "echo" => Workload {
+                        name: "echo".into(),
+                        image: "busybox".into(),
+                        args: vec!["echo".into(), "hi".into()],
+                        expect_stdout: Some("hi".into()),
+                    },
+                    "python" => Workload {
+                        name: "python".into(),
+                        image: "python".into(),
+                        args: vec!["python3".into(), "-c".into(), "print(6*7)".into()],
+                        expect_stdout: Some("42".into()),
+                    },
+                    other => {
+                        return Err(BenchError::Setup(format!(
+                            "unknown workload `{other}` (true, echo, python)"
+                        )))
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Sample {
+    pub total_ms: f64,
+    /// Per-phase milliseconds, where the contender reports them (stockade-lib).
+    pub phases: BTreeMap<String, f64>,
+}
+
+impl Sample {
+    pub(crate) fn end_to_end(d: Duration) -> Sample {
+        Sample {
+            total_ms: d.as_secs_f64() * 1000.0,
+            phases: BTreeMap::new(),
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Runs per contender and workload at concurrency 1.
+    pub iterations: usize,
+    /// Unmeasured runs per contender first (connections, page cache, shims' binaries).
+    pub warmup: usize,
+    /// Concurrency levels; at each level above 1, `rounds` bursts of that many runs.
+    pub concurrency: Vec<usize>,
+    pub rounds: usize,
+    pub workloads: Vec<String>,
+    pub contenders: Vec<Contender>,
+    /// The `stockade` binary for the CLI contender.
+    pub stockade_bin: PathBuf,
+    /// Working directory for the runc bundle and state.
+    pub work_dir: PathBuf,
+    /// Runtime binary stockade's contenders run under instead of runc (`ctr run` and
+    /// `runc run` stay on runc, the baseline).
+    pub runc_binary: Option<String>,
+}
+
+/// Results of one (workload, contender, concurrency) cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub workload: String,
+    pub contender: Contender,
+    pub concurrency: usize,
+    pub summary: Option<Summary>,
+    /// p50/p95/p99 of each phase, where reported.
+    pub phases: BTreeMap<String, Summary>,
+    /// Completed runs per second of wall time at this concurrency.
+    pub runs_per_sec: f64,
+    pub failures: usize,
+    /// The first failure's message, if any.
+    pub first_error: Option<String>,
+    /// Every end-to-end latency, in the order measured.
+    pub samples_ms: Vec<f64>,
+}
+
+/// A ratio of two contenders' p50s in the same run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ratio {
+    pub workload: String,
+    pub concurrency: usize,
+    pub numerator: Contender,
+    pub denominator: Contender,
+    pub p50_ratio: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub host: HostInfo,
+    pub config: ConfigEcho,
+    pub cells: Vec<Cell>,
+    pub ratios: Vec<Ratio>,
+    pub notes: Vec<String>,
+}
+
+/// Where the figures were measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub kernel: String,
+    pub cpus: usize,
+    pub containerd: String,
+    pub runc: String,
+    pub cgroup: String,
+}
+
+/// The configuration, echoed into the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigEcho {
+    pub iterations: usize,
+    pub warmup: usize,
+    pub concurrency: Vec<usize>,
+    pub rounds: usize,
+    pub workloads: Vec<String>,
+    /// Runtime binary of stockade's contenders, when not runc.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runc_binary: Option<String>,
+}
+
+/// stockade's p50 over ctr's and runc's, per workload and concurrency.
+pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let p50 = |w: &str, c: Contender, n: usize| {
+        cells
+            .iter()
+            .find(|x| x.workload == w && x.contender == c && x.concurrency == n)
+            .and_then(|x| x.summary)
+            .map(|s| s.p50_ms)
+    };
+    let mut keys: Vec<(String, usize)> = cells
+        .iter()
+        .map(|c| (c.workload.clone(), c.concurrency))
+        .collect();
+    keys.dedup();
+    for (w, n) in keys {
+        for num in [
+            Contender::StockadeLib,
+            Contender::StockadeCli,
+            Contender::StockadeWarm,
+            Contender::StockadeWarmCli,
+        ] {
+            for den in [Contender::Ctr, Contender::Runc] {
+                if let (Some(a), Some(b)) = (p50(&w, num, n), p50(&w, den, n)) {
+                    if b > 0.0 {
+                        out.push(Ratio {
+                            workload: w.clone(),
+                            concurrency: n,
+                            numerator: num,
+                            denominator: den,
+                            p50_ratio: a / b,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
