@@ -536,8 +536,9 @@ fn the_rules_document_is_current() {
 }
 
 #[test]
-fn auditing_is_fast() {
-    // Many specs in one process: parsing and auditing dominate, not start-up.
+fn two_hundred_specs_are_audited_in_one_process() {
+    // Many specs in one invocation: each gets its own report, in order. (How fast is a
+    // benchmark's question, not a test's: shared machines are noisy.)
     let text = std::fs::read_to_string(fixtures().join("privileged.json")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut paths = Vec::new();
@@ -548,9 +549,14 @@ fn auditing_is_fast() {
     }
     let mut args = vec!["audit", "--format", "json"];
     args.extend(paths.iter().map(String::as_str));
-    let start = std::time::Instant::now();
     let o = stockade(&args);
-    let took = start.elapsed();
     assert_eq!(o.status.code(), Some(0));
-    assert!(took.as_secs_f64() < 5.0, "200 audits took {took:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let targets = v["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 200);
+    let first = serde_json::to_string(&targets[0]["findings"]).unwrap();
+    assert!(first.len() > 2, "the privileged spec has findings");
+    for t in targets {
+        assert_eq!(serde_json::to_string(&t["findings"]).unwrap(), first);
+    }
 }
