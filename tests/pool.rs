@@ -24,6 +24,10 @@ use stockade::spec::{self, SpecRequest};
 use common::{busybox_image, require_root_or_skip, PrivateContainerd};
 use run_support::assert_no_leftovers;
 
+/// How long a pool may take to make its sandboxes: a liveness bound, not a speed claim
+/// (an emulated guest on a busy host takes tens of seconds per sandbox).
+const READY_PATIENCE: Duration = Duration::from_secs(180);
+
 fn policy(o: PolicyOverrides) -> ValidatedPolicy {
     Policy::default()
         .validate(None, &o, &HostPolicyEnv)
@@ -176,7 +180,7 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
         },
     )
     .unwrap();
-    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
 
     // The pooled sandbox: its container and task exist ahead of the run, labelled as
     // pooled, pid 1 the trampoline waiting for its command.
@@ -328,7 +332,7 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
     .unwrap();
     let mut ids = Vec::new();
     for round in 0..3 {
-        assert_eq!(pool.wait_ready(2, Duration::from_secs(30)).await, 2);
+        assert_eq!(pool.wait_ready(2, READY_PATIENCE).await, 2);
         let r = pool
             .run(RunRequest::new(
                 p.clone(),
@@ -346,7 +350,7 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
         assert!(!ids.contains(&r.id), "sandbox {} handed out twice", r.id);
         ids.push(r.id);
     }
-    assert_eq!(pool.wait_ready(2, Duration::from_secs(30)).await, 2);
+    assert_eq!(pool.wait_ready(2, READY_PATIENCE).await, 2);
     let st = pool.status();
     assert_eq!(st.taken, 3);
     assert_eq!(st.ready, 2);
@@ -362,7 +366,7 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
         },
     )
     .unwrap();
-    assert_eq!(pool8.wait_ready(8, Duration::from_secs(60)).await, 8);
+    assert_eq!(pool8.wait_ready(8, READY_PATIENCE).await, 8);
     let mut set = tokio::task::JoinSet::new();
     for i in 0..32 {
         let (pool, p) = (pool8.clone(), p.clone());
@@ -459,7 +463,7 @@ async fn the_command_line_reaches_the_pooled_sandbox_verbatim() {
     for case in &cases {
         // A guard, not a claim: refills take seconds under emulation (the VM lane).
         assert_eq!(
-            pool.wait_ready(1, Duration::from_secs(120)).await,
+            pool.wait_ready(1, READY_PATIENCE).await,
             1,
             "no sandbox ready before {:?}: {:?}",
             case.args,
@@ -508,7 +512,7 @@ async fn a_mismatched_policy_runs_cold_and_idle_sandboxes_expire() {
         },
     )
     .unwrap();
-    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
     let other = policy(PolicyOverrides {
         memory: Some("64M".into()),
         ..Default::default()
@@ -553,7 +557,7 @@ async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
         },
     )
     .unwrap();
-    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
 
     // Someone outside kills the waiting trampoline.
     let tasks = client
@@ -599,7 +603,7 @@ async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
         "{st:?}"
     );
     // The refill replaces it with a live one, which the next run takes.
-    assert_eq!(pool.wait_ready(1, Duration::from_secs(30)).await, 1);
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
     let r = pool
         .run(RunRequest::new(
             policy(PolicyOverrides::default()),

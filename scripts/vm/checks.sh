@@ -197,8 +197,9 @@ took=$(since "$t")
 sk run --timeout 1s --json -- sleep 10
 jrc=$rc
 summary=$(jq -c '{exit_code, oom_killed, timed_out}' <<<"$out" 2>/dev/null)
-if ((trc == 124 && jrc == 124)) && jq -e '.timed_out == true and .exit_code == 124' >/dev/null 2>&1 <<<"$out" &&
-  awk -v s="$took" 'BEGIN{exit !(s < 9)}'; then
+# timed_out and 124 are the claim (sleep 10 would exit 0); the wall time includes a cold
+# start, which an emulated guest on a busy host makes slow, so it is reported, not judged.
+if ((trc == 124 && jrc == 124)) && jq -e '.timed_out == true and .exit_code == 124' >/dev/null 2>&1 <<<"$out"; then
   R timeout pass "sleep 10 with --timeout 1s: exit 124 after ${took}s, $summary"
 else
   R timeout fail "rc=$trc, with --json rc=$jrc, after ${took}s ${summary:-$(echo "$out" | one_line 120)} $err"
