@@ -54,6 +54,13 @@ pub const MIN_INODES: u64 = 1024;
 pub const RECORD_FILE: &str = "disk.json";
 /// The root volume's mount point, in the run directory.
 pub const ROOT_MOUNT: &str = "disk-root";
+/// The lock [`provision`] holds while it makes volumes and [`release`] takes before it
+/// removes them, so that a release (another process's `gc`, or the cleanup of a run whose
+/// future was dropped) never runs beside a provisioning that would then mount a volume
+/// nothing records.
+pub const LOCK_FILE: &str = "disk.lock";
+/// Left by [`release`]: the run's volumes are gone, and [`provision`] makes none after.
+pub const RELEASED_FILE: &str = "disk.released";
 
 /// The volumes of one sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +381,14 @@ pub fn provision(
     if plan.is_empty() {
         return Ok(out);
     }
+    let _lock = lock(run_dir)?;
+    if run_dir.join(RELEASED_FILE).exists() {
+        // Released (and the run directory emptied) before the lock was ours.
+        return Err(DiskError::Record {
+            path: run_dir.to_path_buf(),
+            reason: "the run was removed while its volumes were being made".into(),
+        });
+    }
     std::fs::create_dir_all(disk_root).map_err(io(disk_root))?;
     std::fs::set_permissions(disk_root, std::fs::Permissions::from_mode(0o700))
         .map_err(io(disk_root))?;
@@ -557,6 +572,15 @@ pub fn copy_root(from: &Path, upper: &Path) -> Result<(), DiskError> {
 /// mount points, detaches every loop device whose backing file is one of its images,
 /// removes the images, then the record. Idempotent; nothing recorded, nothing to do.
 pub fn release(run_dir: &Path) -> Result<(), DiskError> {
+    if !run_dir.exists() {
+        return Ok(());
+    }
+    let _lock = lock(run_dir)?;
+    let released = run_dir.join(RELEASED_FILE);
+    std::fs::write(&released, b"").map_err(io(&released))?;
+    // The root volume's mount point is known without the record: never leave it mounted
+    // for the run directory's removal to reach into.
+    unmount_all(&run_dir.join(ROOT_MOUNT))?;
     let path = run_dir.join(RECORD_FILE);
     let text = match std::fs::read(&path) {
         Ok(t) => t,
@@ -576,6 +600,20 @@ pub fn release(run_dir: &Path) -> Result<(), DiskError> {
         remove_image(&v.image)?;
     }
     std::fs::remove_file(&path).map_err(io(&path))
+}
+
+/// An exclusive `flock` on `<run_dir>/disk.lock` (made if missing), held until dropped.
+fn lock(run_dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, DiskError> {
+    let path = run_dir.join(LOCK_FILE);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(&path))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io(&path)(e.into()))
 }
 
 /// How many mounts stacked on one mount point are removed at most.

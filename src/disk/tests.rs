@@ -304,3 +304,22 @@ fn a_host_workspace_is_reported_as_not_enforced() {
         n.reason
     );
 }
+
+#[test]
+fn nothing_is_provisioned_for_a_released_run() {
+    let t = tempfile::tempdir().unwrap();
+    let run_dir = t.path().join("stk-r");
+    std::fs::create_dir(&run_dir).unwrap();
+    release(&run_dir).unwrap();
+    assert!(run_dir.join(RELEASED_FILE).exists());
+    let plan = [Volume {
+        kind: VolumeKind::Root,
+        bytes: 16 << 20,
+        inodes: 1024,
+    }];
+    let e = provision(&t.path().join("disk"), &run_dir, "stk-r", &plan, (0, 0)).unwrap_err();
+    assert!(matches!(e, DiskError::Record { .. }), "{e}");
+    assert!(!t.path().join("disk").exists(), "no image made");
+    // A run directory that is gone is released already.
+    release(&t.path().join("stk-gone")).unwrap();
+}
