@@ -721,7 +721,7 @@ impl Runner {
         let t = Instant::now();
         let (mut uid, mut gid) = (sandbox_uid.unwrap_or(policy.user.uid), policy.user.gid);
         if let Some(m) = &policy.user_namespace {
-            (uid, gid) = (m.host_id + uid, m.host_id + gid);
+            (uid, gid) = (m.host_id.saturating_add(uid), m.host_id.saturating_add(gid));
         }
         let disk_root = self.inner.disk_root.clone();
         let run_dir = self.inner.fifo_root.join(id);
