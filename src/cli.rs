@@ -100,4 +100,12 @@ pub struct PolicyArgs {
     /// Make the root filesystem writable.
     #[arg(long)]
     pub read_write_root: bool,
+    /// Host storage the sandbox may fill (writable root and managed workspace together),
+    /// e.g. 256M [default: 1Gi].
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
+    /// A managed workspace of this size at /workspace, made for the sandbox and removed
+    /// with it; counted in --disk. Not with --workspace.
+    #[arg(long, value_name = "SIZE")]
+    pub workspace_size: Option<String>,
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod bench;
 pub mod bind;
 pub mod containerd;
+pub mod disk;
 pub mod files;
 pub mod host;
 pub mod idmap;

@@ -199,10 +199,14 @@ const POLICY_KEYS: &[(&str, &[&str])] = &[
             "shm_size",
             "io_weight",
             "oom_score_adj",
+            "disk",
         ],
     ),
     ("network", &["mode"]),
-    ("filesystem", &["read_write_root", "workspace", "input"]),
+    (
+        "filesystem",
+        &["read_write_root", "workspace", "input", "workspace_size"],
+    ),
     (
         "security",
         &["cap_add", "seccomp", "apparmor", "no_new_privileges"],
@@ -242,7 +246,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
     let opt = || prop::option::weighted(0.3, hostile_string());
     (
         (opt(), opt(), opt(), opt(), opt(), opt()),
-        (opt(), opt(), opt(), opt(), opt()),
+        (opt(), opt(), opt(), opt(), opt(), opt()),
         (
             prop::collection::vec(hostile_string(), 0..3),
             prop::collection::vec(hostile_string(), 0..2),
@@ -254,7 +258,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
         .prop_map(
             |(
                 (image, memory, cpus, pids, timeout, network),
-                (user, max_output, seccomp, apparmor, _),
+                (user, max_output, seccomp, apparmor, disk, workspace_size),
                 (env, cap_add, workspace, input, read_write_root),
             )| PolicyOverrides {
                 image,
@@ -272,6 +276,8 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
                 seccomp,
                 apparmor,
                 read_write_root,
+                disk,
+                workspace_size,
             },
         )
 }

@@ -16,6 +16,8 @@ use stockade::runner::{
 };
 use tonic::Code;
 
+mod common;
+
 /// A runner over a fake containerd holding the policy's image as a committed snapshot,
 /// with its FIFO, procfs and cgroup roots in `dir`.
 struct Rig {
@@ -26,18 +28,21 @@ struct Rig {
 }
 
 fn rig(mode: CleanupMode, timeout: &str) -> Rig {
+    rig_with(
+        mode,
+        PolicyOverrides {
+            timeout: Some(timeout.into()),
+            ..Default::default()
+        },
+    )
+}
+
+fn rig_with(mode: CleanupMode, overrides: PolicyOverrides) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let proc_root = dir.path().join("proc");
     std::fs::create_dir(&proc_root).unwrap();
     let policy = Policy::default()
-        .validate(
-            None,
-            &PolicyOverrides {
-                timeout: Some(timeout.into()),
-                ..Default::default()
-            },
-            &HostPolicyEnv,
-        )
+        .validate(None, &overrides, &HostPolicyEnv)
         .expect("valid policy");
     let fake = FakeContainerd::new().proc_root(&proc_root);
     fake.add_base(&policy.image);
@@ -50,6 +55,7 @@ fn rig(mode: CleanupMode, timeout: &str) -> Rig {
             default: true,
         })
         .fifo_root(dir.path().join("fifo"))
+        .disk_root(dir.path().join("disk"))
         .uid_claims(dir.path().join("uids"))
         .cgroup_root(dir.path().join("cgroup"))
         .proc_root(&proc_root)
@@ -77,6 +83,14 @@ impl Rig {
         assert_eq!(runs, Vec::<String>::new(), "run directories left");
         let uids = run_dirs(&self.dir.path().join("uids"));
         assert_eq!(uids, Vec::<String>::new(), "sandbox UIDs still claimed");
+        let images = run_dirs(&self.dir.path().join("disk"));
+        assert_eq!(images, Vec::<String>::new(), "disk images left");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let base = self.dir.path().to_string_lossy().into_owned();
+        assert!(
+            !mountinfo.contains(&base),
+            "mounts left under {base}:\n{mountinfo}"
+        );
     }
 }
 
@@ -340,5 +354,132 @@ async fn gc_finds_a_run_known_only_to_containerd_and_removes_it_once_it_may() {
     assert!(removed.released_uids.is_empty(), "a young claim is kept");
     let freed = stockade::runner::uids::reconcile(&claims, std::time::Duration::ZERO);
     assert_eq!(freed.len(), 1, "{freed:?}");
+    r.assert_clean();
+}
+
+/// The rootfs overlay's `upperdir` as Tasks.Create got it for run `id`.
+fn upperdir(fake: &FakeContainerd, id: &str) -> String {
+    let rootfs = fake.task_rootfs(id).expect("a task was created");
+    assert_eq!(rootfs.len(), 1, "{rootfs:?}");
+    rootfs[0]
+        .options
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .expect("an upperdir")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_read_only_root_gets_the_snapshot_s_mounts_and_no_volume() {
+    let r = rig(CleanupMode::Inline, "10s");
+    let res = r.runner.run(r.request(&["true"])).await.unwrap();
+    assert_eq!(
+        upperdir(&r.fake, &res.id),
+        format!("/fake/snapshots/{}/fs", res.id)
+    );
+    assert_eq!(res.disk.mechanism, "none");
+    assert!(res.disk.volumes.is_empty());
+    assert_eq!(res.phases.disk_ms, None);
+    r.assert_clean();
+}
+
+fn disk_overrides(rw: bool, workspace: Option<&str>) -> PolicyOverrides {
+    PolicyOverrides {
+        timeout: Some("10s".into()),
+        read_write_root: rw,
+        disk: Some("64M".into()),
+        workspace_size: workspace.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_writable_root_s_upper_layer_is_on_a_bounded_volume_removed_with_the_run() {
+    if !common::require_or_skip("loop-mounted volumes", &["/usr/sbin/mkfs.ext4"]) {
+        return;
+    }
+    for (rw, ws) in [(true, None), (false, Some("32M")), (true, Some("32M"))] {
+        let r = rig_with(CleanupMode::Caller, disk_overrides(rw, ws));
+        let res = r.runner.run(r.request(&["true"])).await.unwrap();
+        let run_dir = r.dir.path().join("fifo").join(&res.id);
+        let kinds: Vec<_> = res.disk.volumes.iter().map(|v| v.kind).collect();
+        assert_eq!(res.disk.mechanism, "loop-ext4");
+        assert_eq!(kinds.len(), usize::from(rw) + usize::from(ws.is_some()));
+        assert!(res.phases.disk_ms.is_some());
+        if rw {
+            assert_eq!(
+                upperdir(&r.fake, &res.id),
+                run_dir.join("disk-root/upper").to_string_lossy()
+            );
+        }
+        // Until the run is removed: images in the disk root, mounted in the run directory.
+        let images = run_dirs(&r.dir.path().join("disk"));
+        assert_eq!(images.len(), kinds.len(), "{images:?}");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        if ws.is_some() {
+            let staged = run_dir.join("binds/workspace");
+            assert!(
+                mountinfo.contains(&*staged.to_string_lossy()),
+                "{mountinfo}"
+            );
+        }
+        for image in &images {
+            let path = r.dir.path().join("disk").join(image);
+            let loops = stockade::disk::loops_of(&path).unwrap();
+            assert_eq!(loops.len(), 1, "{image}: {loops:?}");
+        }
+        let image_paths: Vec<_> = images
+            .iter()
+            .map(|i| r.dir.path().join("disk").join(i))
+            .collect();
+        r.runner.cleanup(&res.id).await.unwrap();
+        r.assert_clean();
+        for p in image_paths {
+            assert!(!p.exists(), "{}", p.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_with_volumes_that_fails_at_any_step_removes_them() {
+    if !common::require_or_skip("loop-mounted volumes", &["/usr/sbin/mkfs.ext4"]) {
+        return;
+    }
+    for op in [
+        Op::PrepareSnapshot,
+        Op::CreateContainer,
+        Op::CreateTask,
+        Op::StartTask,
+    ] {
+        let r = rig_with(CleanupMode::Caller, disk_overrides(true, Some("32M")));
+        r.fake.script(op, Reply::fail(Code::Unavailable));
+        let e = r.runner.run(r.request(&["true"])).await.unwrap_err();
+        assert_eq!(e.exit_code(), 125, "{op:?}: {e}");
+        r.assert_clean();
+        let r = rig_with(CleanupMode::Caller, disk_overrides(true, None));
+        r.fake.script(op, Reply::fail(Code::Unavailable));
+        assert!(r.runner.prepare(&r.policy, HashMap::new()).await.is_err());
+        r.assert_clean();
+    }
+}
+
+#[tokio::test]
+async fn a_prepared_sandbox_carries_its_volume_ready() {
+    if !common::require_or_skip("loop-mounted volumes", &["/usr/sbin/mkfs.ext4"]) {
+        return;
+    }
+    let r = rig_with(CleanupMode::Inline, disk_overrides(true, Some("32M")));
+    let p = r.runner.prepare(&r.policy, HashMap::new()).await.unwrap();
+    // Made with the sandbox, before any run takes it.
+    assert_eq!(run_dirs(&r.dir.path().join("disk")).len(), 2);
+    let id = p.id.clone();
+    let res = r
+        .runner
+        .run_prepared(p, r.request(&["true"]))
+        .await
+        .unwrap();
+    assert!(res.pooled);
+    assert_eq!(res.disk.volumes.len(), 2);
+    assert!(upperdir(&r.fake, &id).ends_with("/disk-root/upper"));
     r.assert_clean();
 }

@@ -17,6 +17,8 @@
 #[path = "security/binds.rs"]
 mod binds;
 mod common;
+#[path = "security/disk.rs"]
+mod disk;
 #[path = "security/escape.rs"]
 mod escape;
 #[path = "security/faults.rs"]
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         .chain(faults::cases())
         .chain(binds::cases())
         .chain(runtime::cases())
+        .chain(disk::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
     if args.list {

@@ -83,6 +83,17 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                 seccomp: Some("strict".into()),
                 apparmor: Some("custom".into()),
                 read_write_root: true,
+                disk: Some("2G".into()),
+                workspace_size: None,
+            },
+        ),
+        (
+            "managed-workspace",
+            PolicyOverrides {
+                read_write_root: true,
+                disk: Some("512M".into()),
+                workspace_size: Some("256M".into()),
+                ..Default::default()
             },
         ),
         (

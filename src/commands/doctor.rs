@@ -28,10 +28,17 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
     let facts = host_facts_for_spec()?;
     let env = std::env::var("CONTAINERD_ADDRESS").ok();
     let socket = doctor::containerd_socket(args.address.as_deref(), env.as_deref());
-    let report =
-        tokio::task::spawn_blocking(move || doctor::report(facts, &SystemEffects, &socket))
-            .await
-            .context("running the host checks")?;
+    let report = tokio::task::spawn_blocking(move || {
+        let disk_root = std::path::Path::new(stockade::disk::DEFAULT_DISK_ROOT);
+        let disk = stockade::disk::probe(
+            std::path::Path::new("/proc"),
+            std::path::Path::new("/dev"),
+            disk_root,
+        );
+        doctor::report(facts, &SystemEffects, &socket).with_disk(&disk, disk_root)
+    })
+    .await
+    .context("running the host checks")?;
     let text = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

@@ -46,6 +46,9 @@ pub struct GcArgs {
     /// cgroup mount point.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CGROUP_ROOT, hide = true)]
     pub cgroup_root: PathBuf,
+    /// Where sandbox disk images are made.
+    #[arg(long, value_name = "DIR", default_value = stockade::disk::DEFAULT_DISK_ROOT, hide = true)]
+    pub disk_root: PathBuf,
     /// Where sandbox UIDs are claimed.
     #[arg(long, value_name = "DIR", default_value = stockade::runner::uids::DEFAULT_UID_CLAIMS, hide = true)]
     pub uid_claims: PathBuf,
@@ -92,13 +95,26 @@ pub async fn run(args: GcArgs) -> Result<u8> {
         }
         r
     } else {
-        reconcile(&target, &opts).await?
+        let mut r = reconcile(&target, &opts).await?;
+        // Disk images whose run directory is gone (a run's own are released with it).
+        if opts.only.is_none() {
+            match stockade::disk::reclaim_orphans(&args.disk_root, &args.fifo_root) {
+                Ok(images) => r.removed_images = images,
+                Err(e) => r
+                    .failed
+                    .push((args.disk_root.display().to_string(), e.to_string())),
+            }
+        }
+        r
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
     } else {
         for id in &done.removed {
             println!("removed {id}");
+        }
+        for image in &done.removed_images {
+            println!("removed {}", image.display());
         }
         for id in &done.kept {
             println!("kept {id} (its stockade process is alive, or it is younger than --min-age)");

@@ -63,6 +63,8 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         seccomp: args.seccomp.clone(),
         apparmor: args.apparmor.clone(),
         read_write_root: args.read_write_root,
+        disk: args.disk.clone(),
+        workspace_size: args.workspace_size.clone(),
     };
     let validated = policy.validate(file.as_deref(), &overrides, &HostPolicyEnv)?;
     for w in &validated.warnings {

@@ -63,6 +63,9 @@ pub struct FillArgs {
     /// Parent of the per-run FIFO directories.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_FIFO_ROOT, hide = true)]
     pub fifo_root: PathBuf,
+    /// Where sandbox disk images are made.
+    #[arg(long, value_name = "DIR", default_value = stockade::disk::DEFAULT_DISK_ROOT, hide = true)]
+    pub disk_root: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +122,7 @@ async fn fill(args: FillArgs) -> Result<u8> {
     let runner = builder
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
+        .disk_root(&args.disk_root)
         .cleanup(CleanupMode::Background)
         .build()?;
     super::report_runtime(&runner);

@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Parent of the per-run FIFO directories.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_FIFO_ROOT, hide = true)]
     pub fifo_root: PathBuf,
+    /// Where sandbox disk images are made.
+    #[arg(long, value_name = "DIR", default_value = stockade::disk::DEFAULT_DISK_ROOT, hide = true)]
+    pub disk_root: PathBuf,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -106,6 +109,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let runner = builder
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
+        .disk_root(&args.disk_root)
         .audit_log((!args.no_audit_log).then(|| args.audit_log.clone()))
         .cleanup(match args.cleanup {
             CleanupWhen::Detach => CleanupMode::Caller,

@@ -434,6 +434,54 @@ pub fn report(facts: HostFacts, effects: &dyn DoctorEffects, socket: &Path) -> D
     }
 }
 
+impl DoctorReport {
+    /// Adds the `disk` check: the mechanism that bounds what sandboxes write to the host's
+    /// storage (see [`crate::disk`]), from `facts` probed at `disk_root`. Where none can,
+    /// sandboxes with a writable root or a managed workspace cannot run, and that is said.
+    pub fn with_disk(mut self, facts: &crate::disk::DiskFacts, disk_root: &Path) -> Self {
+        self.checks.push(disk_check(facts, disk_root));
+        if let crate::disk::Mechanism::Unavailable { reason } = crate::disk::choose(facts) {
+            self.not_enforced.push(format!(
+                "disk: {reason} — runs with a writable root or a managed workspace are refused"
+            ));
+        }
+        self
+    }
+}
+
+/// The `disk` line of the report. Pure.
+pub fn disk_check(facts: &crate::disk::DiskFacts, disk_root: &Path) -> Check {
+    use crate::disk::{choose, project_quota, Mechanism};
+    let fs = facts.fs_type.as_deref().unwrap_or("unknown");
+    let quota = if project_quota(fs, &facts.fs_options) {
+        format!(
+            "; {fs} at {} has project quotas (not used)",
+            disk_root.display()
+        )
+    } else {
+        format!(
+            "; no project quotas on {} ({fs} without prjquota)",
+            disk_root.display()
+        )
+    };
+    let (status, detail) = match choose(facts) {
+        Mechanism::LoopImage => (
+            Status::Ok,
+            format!(
+                "loop-ext4: a sparse ext4 image per sandbox in {}, loop-mounted (writable root's upper layer, managed workspace){quota}",
+                disk_root.display()
+            ),
+        ),
+        Mechanism::Unavailable { reason } => (Status::Warn, format!("none: {reason}{quota}")),
+    };
+    Check {
+        name: "disk".into(),
+        status,
+        required: false,
+        detail,
+    }
+}
+
 fn describe_runc(rv: &RuncVersion) -> String {
     match (&rv.commit, rv.is_distribution_build()) {
         (Some(c), true) => format!(

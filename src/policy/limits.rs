@@ -10,6 +10,7 @@
 //! | fsize, nofile, nproc | `setrlimit`, `u64` | `RLIM_INFINITY` = `u64::MAX` |
 //! | pids | OCI `i64`; `pids.max` | 0 or negative (runc writes `max`) |
 //! | tmp_size, shm_size | tmpfs `size=` | 0 |
+//! | disk | the size of the sandbox's bounded filesystem (see [`crate::disk`]) | none: there is no "unbounded" size, but a size larger than the host's disk bounds nothing |
 //!
 //! So every size is at most [`MAX_SIZE`], every count has a bound of its own below, zero and
 //! negative values are refused, and every refusal is one line naming the flag or the
@@ -40,6 +41,12 @@ pub const DEFAULT_MAX_OUTPUT: u64 = 10 << 20;
 pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 /// Default `/dev/shm` size: 64 MiB (Docker's).
 pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+/// Default `disk`: 1 GiB, everything a sandbox may write to the host's storage (its
+/// writable root's upper layer and its managed workspace together).
+pub const DEFAULT_DISK: u64 = 1 << 30;
+/// The smallest `disk` (and managed workspace) accepted: 16 MiB. A filesystem smaller than
+/// this holds too little beside its own metadata to be of use.
+pub const MIN_DISK: u64 = 16 << 20;
 /// Default `oom_score_adj`: sandboxes die before host services.
 pub const DEFAULT_OOM_SCORE_ADJ: i32 = 500;
 
@@ -93,6 +100,8 @@ pub struct Limits {
     pub shm_size: u64,
     pub io_weight: Option<u16>,
     pub oom_score_adj: i32,
+    /// Bytes of host storage the sandbox may fill, [`MIN_DISK`]..=[`MAX_SIZE`].
+    pub disk: u64,
 }
 
 fn err(o: &Origins, field: &'static str, message: impl Into<String>) -> PolicyError {
@@ -240,6 +249,17 @@ pub(super) fn validate(l: &LimitsSection, o: &Origins) -> Result<Limits, PolicyE
             ))
         }
     };
+    let disk = size(o, "limits.disk", &l.disk, DEFAULT_DISK)?;
+    if disk < MIN_DISK {
+        return Err(err(
+            o,
+            "limits.disk",
+            format!(
+                "`{}` is below the minimum of 16Mi",
+                l.disk.as_deref().unwrap_or_default().trim()
+            ),
+        ));
+    }
     Ok(Limits {
         memory,
         cpu_millis,
@@ -253,7 +273,65 @@ pub(super) fn validate(l: &LimitsSection, o: &Origins) -> Result<Limits, PolicyE
         shm_size,
         io_weight,
         oom_score_adj,
+        disk,
     })
+}
+
+/// The managed workspace's size (`filesystem.workspace_size`), checked against the disk
+/// limit it is counted in: at least [`MIN_DISK`], at most `disk`, and, with a writable root,
+/// leaving that root at least [`MIN_DISK`] of its own. Not with a host `workspace`.
+pub(super) fn workspace_size(
+    v: &Option<String>,
+    o: &Origins,
+    disk: u64,
+    read_only_root: bool,
+    host_workspace: bool,
+) -> Result<Option<u64>, PolicyError> {
+    const FIELD: &str = "filesystem.workspace_size";
+    if v.is_none() {
+        return Ok(None);
+    }
+    if host_workspace {
+        return Err(err(
+            o,
+            FIELD,
+            format!(
+                "a managed workspace cannot be used with {} (both would be /workspace)",
+                o.of("filesystem.workspace")
+            ),
+        ));
+    }
+    let n = size(o, FIELD, v, 0)?;
+    let given = v.as_deref().unwrap_or_default().trim();
+    if n < MIN_DISK {
+        return Err(err(
+            o,
+            FIELD,
+            format!("`{given}` is below the minimum of 16Mi"),
+        ));
+    }
+    let room = if read_only_root {
+        disk
+    } else {
+        disk.saturating_sub(MIN_DISK)
+    };
+    if n > room {
+        let why = if read_only_root {
+            String::new()
+        } else {
+            " less the 16Mi the writable root keeps".to_string()
+        };
+        return Err(err(
+            o,
+            FIELD,
+            format!(
+                "`{given}` is above the disk limit ({}){why}; raise {} or shrink the workspace",
+                super::format_size(disk),
+                o.of("limits.disk")
+            ),
+        ));
+    }
+    Ok(Some(n))
 }
 
 #[cfg(test)]

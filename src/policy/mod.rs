@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::bind::{BindError, HostDir};
-pub use limits::{Limits, MAX_NOFILE, MAX_SIZE, MAX_TASKS, MIN_MEMORY};
+pub use limits::{Limits, DEFAULT_DISK, MAX_NOFILE, MAX_SIZE, MAX_TASKS, MIN_DISK, MIN_MEMORY};
 
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
@@ -104,6 +104,11 @@ pub struct LimitsSection {
     /// `oom_score_adj` of the sandbox's processes: the kernel kills the sandbox before host
     /// services when the whole host is short of memory. Default `500`.
     pub oom_score_adj: Option<i32>,
+    /// Host storage the sandbox may fill: its writable root's upper layer and its managed
+    /// workspace together, each on a filesystem of bounded size and inode count (see
+    /// [`crate::disk`]); writing past it fails with ENOSPC inside the sandbox. At least
+    /// `16Mi`. Default `1Gi`.
+    pub disk: Option<String>,
 }
 
 /// `[network]`
@@ -126,6 +131,10 @@ pub struct FilesystemSection {
     pub workspace: Option<PathBuf>,
     /// Host directory bind-mounted read-only at `/input`. Default: none.
     pub input: Option<PathBuf>,
+    /// A managed workspace of this size at `/workspace`: a fresh filesystem stockade
+    /// creates for the sandbox and removes with it, counted against `limits.disk`. Not
+    /// with `workspace`. Default: none.
+    pub workspace_size: Option<String>,
 }
 
 /// `[security]`
@@ -178,6 +187,10 @@ pub struct PolicyOverrides {
     pub seccomp: Option<String>,
     pub apparmor: Option<String>,
     pub read_write_root: bool,
+    /// `--disk`.
+    pub disk: Option<String>,
+    /// `--workspace-size`.
+    pub workspace_size: Option<String>,
 }
 
 /// Why a policy could not be read or validated. Each variant renders as one line naming
@@ -341,6 +354,13 @@ impl Policy {
             self.security.apparmor,
             "security.apparmor",
             "--apparmor"
+        );
+        set!(o.disk, self.limits.disk, "limits.disk", "--disk");
+        set!(
+            o.workspace_size,
+            self.filesystem.workspace_size,
+            "filesystem.workspace_size",
+            "--workspace-size"
         );
         if let Some(c) = &o.cpus {
             origins.flags.insert("limits.cpus", "--cpus");

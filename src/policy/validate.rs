@@ -114,6 +114,10 @@ pub struct ValidatedPolicy {
     pub workspace: Option<HostDir>,
     /// Host directory mounted read-only at `/input`.
     pub input: Option<HostDir>,
+    /// Bytes of a managed workspace at `/workspace` (a filesystem made for the sandbox and
+    /// removed with it; see [`crate::disk`]), counted in `limits.disk`. Never with
+    /// `workspace`.
+    pub managed_workspace: Option<u64>,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
     pub seccomp: SeccompChoice,
@@ -233,10 +237,17 @@ pub(super) fn validate(
         env,
     )?;
     let input = host_dir(o, "filesystem.input", p.filesystem.input.as_deref(), env)?;
+    let managed_workspace = limits::workspace_size(
+        &p.filesystem.workspace_size,
+        o,
+        limits.disk,
+        read_only_root,
+        workspace.is_some(),
+    )?;
 
     let cwd = match &p.process.cwd {
         Some(c) => c.clone(),
-        None if workspace.is_some() => "/workspace".to_string(),
+        None if workspace.is_some() || managed_workspace.is_some() => "/workspace".to_string(),
         None => "/tmp".to_string(),
     };
     if !cwd.starts_with('/') || cwd.split('/').any(|c| c == "..") {
@@ -343,6 +354,7 @@ pub(super) fn validate(
         read_only_root,
         workspace,
         input,
+        managed_workspace,
         cap_add,
         seccomp,
         apparmor,

@@ -38,6 +38,7 @@ pub struct RunnerBuilder {
     runtime_binary: Option<RuntimeBinary>,
     snapshotter: Option<String>,
     fifo_root: Option<PathBuf>,
+    disk_root: Option<PathBuf>,
     cgroup_root: Option<PathBuf>,
     proc_root: Option<PathBuf>,
     digest_cache: Option<PathBuf>,
@@ -114,6 +115,12 @@ impl RunnerBuilder {
     /// Parent of the per-run FIFO directories. Default [`DEFAULT_FIFO_ROOT`].
     pub fn fifo_root(mut self, dir: impl Into<PathBuf>) -> Self {
         self.fifo_root = Some(dir.into());
+        self
+    }
+    /// Where the sandboxes' disk images are made (see [`crate::disk`]). Default
+    /// [`crate::disk::DEFAULT_DISK_ROOT`].
+    pub fn disk_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.disk_root = Some(dir.into());
         self
     }
     /// cgroup mount point. Default [`DEFAULT_CGROUP_ROOT`].
@@ -199,6 +206,9 @@ impl RunnerBuilder {
                 fifo_root: self
                     .fifo_root
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_FIFO_ROOT)),
+                disk_root: self
+                    .disk_root
+                    .unwrap_or_else(|| PathBuf::from(crate::disk::DEFAULT_DISK_ROOT)),
                 cgroups: CgroupFs::new(
                     self.cgroup_root
                         .unwrap_or_else(|| PathBuf::from(DEFAULT_CGROUP_ROOT)),

@@ -179,6 +179,10 @@ pub struct Reconciled {
     /// [`super::uids::reconcile`]), released by `stockade gc`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub released_uids: Vec<u32>,
+    /// Disk images whose run directory was gone (see [`crate::disk::reclaim_orphans`]),
+    /// removed by `stockade gc`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed_images: Vec<PathBuf>,
 }
 
 /// Everything known about one run id, gathered from several places.

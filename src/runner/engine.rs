@@ -21,6 +21,7 @@ use super::{
 };
 use crate::apparmor;
 use crate::containerd::{Containerd, ContainerdError, LABEL_MANAGED};
+use crate::disk;
 use crate::policy::{AppArmorChoice, ValidatedPolicy, DEFAULT_APPARMOR_PROFILE};
 use crate::spec::{self, SpecRequest};
 
@@ -331,6 +332,7 @@ impl Runner {
             spec_digest,
             runtime: self.inner.runtime_binary.clone(),
             uid: sandbox_uid.unwrap_or(policy.user.uid),
+            disk: disk::DiskUse::of(&policy, disk::plan(&policy)),
             not_enforced: built.not_enforced,
             warnings: [&policy.warnings[..], &self.inner.runtime_warnings[..]].concat(),
             started_at: journal::rfc3339_millis(started_unix.as_millis() as u64),
@@ -370,6 +372,9 @@ impl Runner {
             spec::run_as_uid(&mut built.spec, uid);
         }
         seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id));
+        built
+            .not_enforced
+            .extend(disk::host_workspace_not_enforced(policy));
         if !self.inner.oom_floor {
             built
                 .not_enforced
@@ -471,11 +476,16 @@ impl Runner {
         let c = &i.containerd;
 
         seal::stage(&i.fifo_root.join(id), &i.proc_root, policy, sandbox_uid)?;
-        let (mounts, t_prep, t_cont) = self
-            .create_objects(id, base, spec_json, HashMap::new())
-            .await?;
+        let (disks, objects) = tokio::join!(
+            self.make_disks(id, policy, sandbox_uid),
+            self.create_objects(id, base, spec_json, HashMap::new())
+        );
+        let (mounts, t_prep, t_cont) = objects?;
+        let (disks, t_disk) = disks?;
+        let mounts = bound_rootfs(&disks, mounts)?;
         phases.prepare_snapshot_ms = t_prep;
         phases.create_container_ms = t_cont;
+        phases.disk_ms = t_disk;
 
         let t = Instant::now();
         let task = c
@@ -695,6 +705,35 @@ impl Runner {
         Ok((mounts, ms(t_prep), ms(t_cont)))
     }
 
+    /// Makes the bounded volumes the policy needs for sandbox `id` (see [`crate::disk`]) on
+    /// a blocking thread, and how long that took (`None` when it needs none). What is made
+    /// is recorded in the run directory, so the run's cleanup removes it on every path.
+    async fn make_disks(
+        &self,
+        id: &str,
+        policy: &ValidatedPolicy,
+        sandbox_uid: Option<u32>,
+    ) -> Result<(disk::Provisioned, Option<f64>), RunError> {
+        let plan = disk::plan(policy);
+        if plan.is_empty() {
+            return Ok((disk::Provisioned::default(), None));
+        }
+        let t = Instant::now();
+        let (mut uid, mut gid) = (sandbox_uid.unwrap_or(policy.user.uid), policy.user.gid);
+        if let Some(m) = &policy.user_namespace {
+            (uid, gid) = (m.host_id.saturating_add(uid), m.host_id.saturating_add(gid));
+        }
+        let disk_root = self.inner.disk_root.clone();
+        let run_dir = self.inner.fifo_root.join(id);
+        let id = id.to_string();
+        let made = tokio::task::spawn_blocking(move || {
+            disk::provision(&disk_root, &run_dir, &id, &plan, (uid, gid))
+        })
+        .await
+        .map_err(|e| RunError::Config(format!("disk limit: {e}")))??;
+        Ok((made, Some(ms(t.elapsed()))))
+    }
+
     /// Makes a sandbox ahead of its run: the run directory (owned by this process) with
     /// its three FIFOs, the snapshot on the image's base, the container with the policy's
     /// spec, and the task created (`runc create`: namespaces, cgroup, mounts, credentials,
@@ -730,7 +769,12 @@ impl Runner {
             }
             let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
-            let (mounts, _, _) = self.create_objects(&id, &base, spec_json, labels).await?;
+            let (disks, objects) = tokio::join!(
+                self.make_disks(&id, policy, sandbox_uid),
+                self.create_objects(&id, &base, spec_json, labels)
+            );
+            let (mounts, _, _) = objects?;
+            let mounts = bound_rootfs(&disks?.0, mounts)?;
             let c = &self.inner.containerd;
             let pid = c
                 .create_task(CreateTaskRequest {
@@ -833,6 +877,17 @@ pub(crate) fn command_line(args: &[String]) -> Vec<u8> {
     }
     line.push('\n');
     line.into_bytes()
+}
+
+/// The rootfs mounts Tasks.Create gets: the snapshot's, with the overlay's upper layer on
+/// the root volume when there is one (see [`disk::bound_rootfs`]).
+fn bound_rootfs(disks: &disk::Provisioned, mounts: Vec<Mount>) -> Result<Vec<Mount>, RunError> {
+    let Some((upper, work)) = &disks.root else {
+        return Ok(mounts);
+    };
+    let (mounts, own_upper) = disk::bound_rootfs(mounts, upper, work)?;
+    disk::copy_root(&own_upper, upper)?;
+    Ok(mounts)
 }
 
 fn path_string(p: Option<&std::path::Path>) -> String {

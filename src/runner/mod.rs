@@ -144,6 +144,8 @@ pub enum RunError {
     /// No UID of its own could be claimed for the sandbox.
     #[error("sandbox uid: {0}")]
     Uid(#[from] uids::UidError),
+    #[error("{0}")]
+    Disk(#[from] crate::disk::DiskError),
     /// The user namespace of an ID-mapped bind could not be made.
     #[error(transparent)]
     Idmap(#[from] crate::idmap::IdmapError),
@@ -341,6 +343,10 @@ pub struct Phases {
     pub prepare_snapshot_ms: f64,
     /// Containers.Create (concurrent with prepare_snapshot).
     pub create_container_ms: f64,
+    /// Making the sandbox's bounded volumes (see [`crate::disk`]; concurrent with
+    /// prepare_snapshot and create_container); absent when it needs none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_ms: Option<f64>,
     /// Tasks.Create: the shim starts and `runc create` sets the sandbox up.
     pub create_task_ms: f64,
     /// Tasks.Start.
@@ -400,6 +406,8 @@ pub struct RunResult {
     /// The UID the command ran as: a host UID of the sandbox's own unless the policy names
     /// a user (see [`uids`]); inside the user namespace when the policy has one.
     pub uid: u32,
+    /// How the sandbox's writes to host storage were bounded (see [`crate::disk`]).
+    pub disk: crate::disk::DiskUse,
     /// Protections the policy asked for that this host could not enforce.
     pub not_enforced: Vec<NotEnforced>,
     /// Loosenings the policy asked for.
@@ -443,6 +451,8 @@ struct Inner {
     runtime_warnings: Vec<String>,
     snapshotter: String,
     fifo_root: PathBuf,
+    /// Where the sandboxes' disk images are made (see [`crate::disk`]).
+    disk_root: PathBuf,
     cgroups: CgroupFs,
     proc_root: PathBuf,
     /// Whether this process's `oom_score_adj` writes set the sandbox's floor.

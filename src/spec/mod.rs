@@ -14,7 +14,9 @@ use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 
 pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
-pub use mounts::{masked_paths, readonly_paths, stage_binds, TERMINAL_PTYS};
+pub use mounts::{
+    masked_paths, readonly_paths, stage_binds, MANAGED_WORKSPACE_SOURCE, TERMINAL_PTYS,
+};
 pub use process::{apparmor_profile_name, run_as_uid};
 
 /// The OCI runtime-spec version stockade's specs declare (what runc 1.1 implements).

@@ -114,6 +114,16 @@ pub(super) fn build(policy: &ValidatedPolicy, terminal: bool) -> Vec<Mount> {
             &["bind", "rprivate", "nosuid", "nodev", "rw"],
         ));
     }
+    if policy.workspace.is_none() && policy.managed_workspace.is_some() {
+        // A managed workspace: a filesystem of its own (see `crate::disk`), mounted by the
+        // run at the workspace's staging path, which [`stage_binds`] puts here.
+        m.push(mount(
+            WORKSPACE_PATH,
+            "bind",
+            MANAGED_WORKSPACE_SOURCE,
+            &["bind", "rprivate", "nosuid", "nodev", "rw"],
+        ));
+    }
     if let Some(input) = &policy.input {
         m.push(mount(
             INPUT_PATH,
@@ -165,6 +175,10 @@ pub fn readonly_paths() -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// The source a managed workspace's bind has in a spec before a run stages it (`stockade
+/// spec` prints it; a run replaces it with the workspace's staging path).
+pub const MANAGED_WORKSPACE_SOURCE: &str = "/managed-workspace";
 
 /// Points the `/workspace` and `/input` binds of `spec` at their staging mounts under
 /// `staging` (`<staging>/workspace`, `<staging>/input`; see [`crate::bind`]), the paths a

@@ -646,3 +646,57 @@ fn digest_and_pretty_json_are_stable() {
     let _ = LinuxNamespaceType::Pid;
     let _ = PosixRlimitType::RlimitCore;
 }
+
+#[test]
+fn a_managed_workspace_is_a_staged_bind_and_never_with_a_host_workspace() {
+    let p = policy(
+        "",
+        PolicyOverrides {
+            workspace_size: Some("64M".into()),
+            ..Default::default()
+        },
+    );
+    let (s, _) = build_json(&p, &HostFacts::capable_v2(), false);
+    let ws = s["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/workspace")
+        .expect("a /workspace mount");
+    assert_eq!(ws["source"], MANAGED_WORKSPACE_SOURCE);
+    let opts = sorted(&ws["options"]);
+    for o in ["bind", "rprivate", "nosuid", "nodev", "rw"] {
+        assert!(opts.contains(&o.to_string()), "{o} missing: {opts:?}");
+    }
+    assert_eq!(s["process"]["cwd"], "/workspace");
+    // A run points it at the staging path, where the volume is mounted.
+    let mut spec: Spec = serde_json::from_value(s).unwrap();
+    stage_binds(&mut spec, Path::new("/run/x/binds"));
+    let staged = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new("/workspace"))
+        .unwrap()
+        .source()
+        .clone();
+    assert_eq!(staged.as_deref(), Some(Path::new("/run/x/binds/workspace")));
+
+    let e = Policy::default()
+        .validate(
+            None,
+            &PolicyOverrides {
+                workspace: Some("/w".into()),
+                workspace_size: Some("64M".into()),
+                ..Default::default()
+            },
+            &Dirs,
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "--workspace-size: a managed workspace cannot be used with --workspace (both would be /workspace)"
+    );
+}

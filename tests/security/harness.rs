@@ -338,6 +338,12 @@ pub fn run_traces(id: &str) -> Vec<String> {
     if fifo.exists() {
         found.push(format!("fifo dir {}", fifo.display()));
     }
+    for kind in ["root", "workspace"] {
+        let image = Path::new(stockade::disk::DEFAULT_DISK_ROOT).join(format!("{id}-{kind}.img"));
+        if image.exists() {
+            found.push(format!("disk image {}", image.display()));
+        }
+    }
     let needle = format!("/stockade/{id}");
     for pid in host_pids() {
         if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
@@ -571,6 +577,12 @@ impl Sandbox {
     pub fn flag(mut self, name: &str, value: impl Into<OsString>) -> Sandbox {
         self.flags.push(name.into());
         self.flags.push(value.into());
+        self
+    }
+
+    /// A flag without a value (`--read-write-root`).
+    pub fn flag_bare(mut self, name: &str) -> Sandbox {
+        self.flags.push(name.into());
         self
     }
 

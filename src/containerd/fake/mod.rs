@@ -139,6 +139,8 @@ struct State {
     snapshots: BTreeMap<String, Info>,
     containers: BTreeMap<String, Container>,
     tasks: BTreeMap<String, Task>,
+    /// The rootfs mounts each task was created with, by container id (kept after delete).
+    rootfs: BTreeMap<String, Vec<Mount>>,
     next_pid: u32,
 }
 
@@ -204,6 +206,11 @@ impl FakeContainerd {
     /// How many times `op` was called.
     pub fn count(&self, op: Op) -> usize {
         self.lock().calls.iter().filter(|c| c.op == op).count()
+    }
+
+    /// The rootfs mounts the task of `id` was created with.
+    pub fn task_rootfs(&self, id: &str) -> Option<Vec<Mount>> {
+        self.lock().rootfs.get(id).cloned()
     }
 
     /// A live container's record.
@@ -350,7 +357,13 @@ impl Containerd for FakeContainerd {
                 r#type: "overlay".into(),
                 source: "overlay".into(),
                 target: String::new(),
-                options: vec![format!("lowerdir={}", req.parent)],
+                // As containerd's overlayfs snapshotter answers for an active snapshot.
+                options: vec![
+                    "index=off".into(),
+                    format!("workdir=/fake/snapshots/{}/work", req.key),
+                    format!("upperdir=/fake/snapshots/{}/fs", req.key),
+                    format!("lowerdir={}", req.parent),
+                ],
             }])
         })
     }
@@ -463,6 +476,7 @@ impl Containerd for FakeContainerd {
                 outputs,
             };
             s.tasks.insert(req.container_id.clone(), task);
+            s.rootfs.insert(req.container_id.clone(), req.rootfs);
             Ok(pid)
         })
     }

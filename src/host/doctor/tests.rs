@@ -279,3 +279,44 @@ fn json_shape_for_tools() {
     assert_eq!(v["containerd_socket"], DEFAULT_CONTAINERD_ADDRESS);
     assert_eq!(v["checks"][0]["status"], "ok");
 }
+
+#[test]
+fn the_disk_check_names_the_mechanism_and_what_is_missing() {
+    use crate::disk::{DiskFacts, TOOLS};
+    let facts = |fs: &str, opts: &str, loop_control: bool| DiskFacts {
+        fs_type: Some(fs.into()),
+        fs_options: opts.split(',').map(str::to_string).collect(),
+        loop_control,
+        tools: TOOLS.iter().map(|t| (t.to_string(), true)).collect(),
+        ext4: true,
+    };
+    let root = Path::new("/var/lib/stockade/disk");
+    let cases = [
+        (
+            facts("ext4", "rw,discard", true),
+            Status::Ok,
+            "loop-ext4: ",
+            "no project quotas",
+        ),
+        (
+            facts("xfs", "rw,prjquota", true),
+            Status::Ok,
+            "loop-ext4: ",
+            "has project quotas",
+        ),
+        (
+            facts("ext4", "rw", false),
+            Status::Warn,
+            "none: no /dev/loop-control",
+            "",
+        ),
+    ];
+    for (f, status, start, has) in cases {
+        let c = disk_check(&f, root);
+        assert_eq!(c.name, "disk");
+        assert_eq!(c.status, status, "{c:?}");
+        assert!(!c.required);
+        assert!(c.detail.starts_with(start), "{}", c.detail);
+        assert!(c.detail.contains(has), "{}", c.detail);
+    }
+}

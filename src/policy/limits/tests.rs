@@ -294,3 +294,158 @@ proptest! {
         }
     }
 }
+
+fn disk_policy(toml: &str, o: PolicyOverrides) -> Result<crate::policy::ValidatedPolicy, String> {
+    Policy::from_toml(toml, "policy.toml")
+        .and_then(|p| p.validate(Some("policy.toml"), &o, &NoFs))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn disk_has_a_default_and_bounds_like_every_size() {
+    assert_eq!(from_toml("").unwrap().disk, DEFAULT_DISK);
+    assert_eq!(DEFAULT_DISK, 1 << 30);
+    // (document, flag, Ok(bytes) or the error's start)
+    let cases: &[(&str, Option<&str>, Result<u64, &str>)] = &[
+        ("[limits]\ndisk = \"256M\"", None, Ok(256 << 20)),
+        ("[limits]\ndisk = \"16Mi\"", None, Ok(16 << 20)),
+        ("", Some("2G"), Ok(2 << 30)),
+        ("[limits]\ndisk = \"256M\"", Some("512M"), Ok(512 << 20)),
+        (
+            "[limits]\ndisk = \"0\"",
+            None,
+            Err("policy.toml: limits.disk: `0` must be greater than zero"),
+        ),
+        (
+            "[limits]\ndisk = \"15Mi\"",
+            None,
+            Err("policy.toml: limits.disk: `15Mi` is below the minimum of 16Mi"),
+        ),
+        (
+            "[limits]\ndisk = \"18446744073709551615\"",
+            None,
+            Err("policy.toml: limits.disk: `18446744073709551615` is above the maximum"),
+        ),
+        ("", Some("-1"), Err("--disk: ")),
+        ("", Some("lots"), Err("--disk: ")),
+        (
+            "",
+            Some(U64_MAX),
+            Err("--disk: `18446744073709551615` is above"),
+        ),
+        (
+            "",
+            Some("1"),
+            Err("--disk: `1` is below the minimum of 16Mi"),
+        ),
+    ];
+    for (doc, flag, want) in cases {
+        let o = PolicyOverrides {
+            disk: flag.map(str::to_string),
+            ..Default::default()
+        };
+        let got = disk_policy(doc, o).map(|p| p.limits.disk);
+        match (want, got) {
+            (Ok(w), Ok(g)) => assert_eq!(*w, g, "{doc:?} {flag:?}"),
+            (Err(w), Err(e)) => {
+                assert!(e.starts_with(w), "{doc:?} {flag:?}: got {e:?}, want {w:?}");
+                assert!(!e.contains('\n'), "{e:?}");
+            }
+            (w, g) => panic!("{doc:?} {flag:?}: got {g:?}, want {w:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_managed_workspace_fits_in_the_disk_limit() {
+    // (document, --disk, --workspace-size, --read-write-root, Ok(workspace) or error start)
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&str, Option<&str>, Option<&str>, bool, Result<Option<u64>, &str>)] = &[
+        ("", None, None, false, Ok(None)),
+        ("", Some("256M"), Some("256M"), false, Ok(Some(256 << 20))),
+        ("", Some("256M"), Some("240M"), true, Ok(Some(240 << 20))),
+        (
+            "[filesystem]\nworkspace_size = \"64Mi\"",
+            None,
+            None,
+            false,
+            Ok(Some(64 << 20)),
+        ),
+        (
+            "",
+            Some("256M"),
+            Some("241M"),
+            true,
+            Err("--workspace-size: `241M` is above the disk limit (256Mi) less the 16Mi"),
+        ),
+        (
+            "",
+            Some("256M"),
+            Some("1G"),
+            false,
+            Err("--workspace-size: `1G` is above the disk limit (256Mi); raise --disk"),
+        ),
+        (
+            "",
+            None,
+            Some("1M"),
+            false,
+            Err("--workspace-size: `1M` is below the minimum of 16Mi"),
+        ),
+        ("", None, Some("0"), false, Err("--workspace-size: `0` must be")),
+        ("", None, Some(U64_MAX), false, Err("--workspace-size: ")),
+        (
+            "[filesystem]\nworkspace_size = \"2Gi\"",
+            None,
+            None,
+            false,
+            Err("policy.toml: filesystem.workspace_size: `2Gi` is above the disk limit (1Gi); raise policy.toml: limits.disk"),
+        ),
+    ];
+    for (doc, disk, ws, rw, want) in cases {
+        let o = PolicyOverrides {
+            disk: disk.map(str::to_string),
+            workspace_size: ws.map(str::to_string),
+            read_write_root: *rw,
+            ..Default::default()
+        };
+        let got = disk_policy(doc, o);
+        match (want, got) {
+            (Ok(w), Ok(p)) => {
+                assert_eq!(*w, p.managed_workspace, "{doc:?} {disk:?} {ws:?}");
+                if w.is_some() {
+                    assert_eq!(p.cwd, "/workspace");
+                }
+            }
+            (Err(w), Err(e)) => {
+                assert!(e.starts_with(w), "{doc:?} {ws:?}: got {e:?}, want {w:?}");
+                assert!(!e.contains('\n'), "{e:?}");
+            }
+            (w, g) => panic!("{doc:?} {disk:?} {ws:?}: got {g:?}, want {w:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_disk_limit_is_part_of_the_policy_hash() {
+    let a = disk_policy("", PolicyOverrides::default()).unwrap();
+    let b = disk_policy(
+        "",
+        PolicyOverrides {
+            disk: Some("256M".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = disk_policy(
+        "",
+        PolicyOverrides {
+            disk: Some("256M".into()),
+            workspace_size: Some("64M".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(a.hash(), b.hash());
+    assert_ne!(b.hash(), c.hash());
+}
