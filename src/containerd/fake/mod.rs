@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
-use containerd_client::services::v1::{Container, CreateTaskRequest};
+use containerd_client::services::v1::{Container, CreateTaskRequest, ExecProcessRequest};
 use containerd_client::types::Mount;
 use tokio::sync::watch;
 
-use super::api::{Containerd, Rpc};
+use super::api::{Containerd, Rpc, TaskInfo, TaskStatus};
 use super::{Client, ContainerdError};
 
 /// One RPC of the seam.
@@ -60,10 +60,28 @@ pub enum Op {
     CloseStdin,
     /// [`Containerd::list_tasks`].
     ListTasks,
+    /// [`Containerd::get_container`].
+    GetContainer,
+    /// [`Containerd::get_task`].
+    GetTask,
+    /// [`Containerd::exec_process`].
+    ExecProcess,
+    /// [`Containerd::start_process`].
+    StartProcess,
+    /// [`Containerd::wait_process`].
+    WaitProcess,
+    /// [`Containerd::kill_process`].
+    KillProcess,
+    /// [`Containerd::delete_process`].
+    DeleteProcess,
+    /// [`Containerd::resize_pty`].
+    ResizePty,
+    /// [`Containerd::close_process_stdin`].
+    CloseProcessStdin,
 }
 
-/// One recorded call: the RPC and the object it named (a container id or snapshot key;
-/// empty for lists).
+/// One recorded call: the RPC and the object it named (a container id or snapshot key,
+/// `ID/EXEC_ID` for an exec process; empty for lists).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     /// Which RPC.
@@ -128,6 +146,39 @@ struct Task {
     exit: watch::Sender<Option<u32>>,
     /// The write ends of the output FIFOs, held as the shim holds them.
     outputs: Vec<std::fs::File>,
+    /// Its exec processes, by exec id (a task's init is not among them).
+    execs: BTreeMap<String, Task>,
+    /// The exec process's spec as Tasks.Exec carried it (`None` for a task).
+    spec: Option<prost_types::Any>,
+    pid: u32,
+}
+
+impl Task {
+    fn new(outputs: Vec<std::fs::File>, pid: u32) -> Task {
+        Task {
+            state: TaskState::Created,
+            exit: watch::channel(None).0,
+            outputs,
+            execs: BTreeMap::new(),
+            spec: None,
+            pid,
+        }
+    }
+
+    /// Stops it with `exit` unless it has stopped already, writing `stdout` and closing its
+    /// output.
+    fn stop(&mut self, exit: u32, stdout: &[u8]) {
+        if self.state == TaskState::Stopped {
+            return;
+        }
+        if let Some(out) = self.outputs.first_mut() {
+            use std::io::Write;
+            let _ = out.write_all(stdout);
+        }
+        self.outputs.clear();
+        self.state = TaskState::Stopped;
+        self.exit.send_replace(Some(exit));
+    }
 }
 
 #[derive(Default)]
@@ -136,6 +187,7 @@ struct State {
     once: HashMap<Op, VecDeque<Reply>>,
     every: HashMap<Op, Reply>,
     behaviour: Behaviour,
+    exec_behaviour: Behaviour,
     snapshots: BTreeMap<String, Info>,
     containers: BTreeMap<String, Container>,
     tasks: BTreeMap<String, Task>,
@@ -191,6 +243,18 @@ impl FakeContainerd {
         self.lock().behaviour = b;
     }
 
+    /// What exec processes started from now on do.
+    pub fn exec_behaviour(&self, b: Behaviour) {
+        self.lock().exec_behaviour = b;
+    }
+
+    /// The spec Tasks.Exec carried for exec process `exec_id` of task `id`, while the
+    /// process exists.
+    pub fn process_spec(&self, id: &str, exec_id: &str) -> Option<prost_types::Any> {
+        let s = self.lock();
+        s.tasks.get(id)?.execs.get(exec_id)?.spec.clone()
+    }
+
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -211,11 +275,15 @@ impl FakeContainerd {
         self.lock().containers.get(id).cloned()
     }
 
-    /// Every object still alive but base snapshots: `task ID`, `container ID`,
-    /// `snapshot KEY`, sorted by kind and name.
+    /// Every object still alive but base snapshots: `process ID/EXEC_ID`, `task ID`,
+    /// `container ID`, `snapshot KEY`, sorted by kind and name.
     pub fn leftovers(&self) -> Vec<String> {
         let s = self.lock();
-        let tasks = s.tasks.keys().map(|k| format!("task {k}"));
+        let execs = s
+            .tasks
+            .iter()
+            .flat_map(|(id, t)| t.execs.keys().map(move |e| format!("process {id}/{e}")));
+        let tasks = execs.chain(s.tasks.keys().map(|k| format!("task {k}")));
         let containers = s.containers.keys().map(|k| format!("container {k}"));
         let snapshots = s
             .snapshots
@@ -263,20 +331,23 @@ impl FakeContainerd {
         })
     }
 
-    /// Stops the task of `id` with `exit` unless it has stopped already, closing its output.
+    /// Stops the task of `id` with `exit` unless it has stopped already, closing its output;
+    /// its exec processes die with it (SIGKILL, as the kernel ends a pid namespace).
     fn stop(&self, id: &str, exit: u32, stdout: &[u8]) {
         let mut s = self.lock();
         let Some(t) = s.tasks.get_mut(id) else { return };
-        if t.state == TaskState::Stopped {
-            return;
+        for e in t.execs.values_mut() {
+            e.stop(128 + 9, &[]);
         }
-        if let Some(out) = t.outputs.first_mut() {
-            use std::io::Write;
-            let _ = out.write_all(stdout);
+        t.stop(exit, stdout);
+    }
+
+    /// Stops exec process `exec_id` of task `id` with `exit`, writing `stdout` first.
+    fn stop_exec(&self, id: &str, exec_id: &str, exit: u32, stdout: &[u8]) {
+        let mut s = self.lock();
+        if let Some(e) = s.tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) {
+            e.stop(exit, stdout);
         }
-        t.outputs.clear();
-        t.state = TaskState::Stopped;
-        t.exit.send_replace(Some(exit));
     }
 }
 
@@ -457,11 +528,7 @@ impl Containerd for FakeContainerd {
                 .into_iter()
                 .filter_map(|p| open_writer(p))
                 .collect();
-            let task = Task {
-                state: TaskState::Created,
-                exit: watch::channel(None).0,
-                outputs,
-            };
+            let task = Task::new(outputs, pid);
             s.tasks.insert(req.container_id.clone(), task);
             Ok(pid)
         })
@@ -547,6 +614,7 @@ impl Containerd for FakeContainerd {
                     ))
                 }
                 Some(_) => {
+                    // containerd deletes a task's exec processes with it.
                     s.tasks.remove(id);
                     Ok(())
                 }
@@ -567,6 +635,203 @@ impl Containerd for FakeContainerd {
         self.answer(Op::ListTasks, "list tasks", "", move |f| {
             Ok(f.lock().tasks.keys().cloned().collect())
         })
+    }
+
+    fn get_container<'a>(&'a self, id: &'a str) -> Rpc<'a, Container> {
+        self.answer(Op::GetContainer, "get container", id, move |f| {
+            f.lock()
+                .containers
+                .get(id)
+                .cloned()
+                .ok_or_else(|| status("get container", tonic::Code::NotFound, "no such id"))
+        })
+    }
+
+    fn get_task<'a>(&'a self, id: &'a str) -> Rpc<'a, TaskInfo> {
+        self.answer(Op::GetTask, "get task", id, move |f| {
+            let s = f.lock();
+            let Some(t) = s.tasks.get(id) else {
+                return Err(status("get task", tonic::Code::NotFound, "no such task"));
+            };
+            Ok(TaskInfo {
+                pid: t.pid,
+                status: match t.state {
+                    TaskState::Created => TaskStatus::Created,
+                    TaskState::Running => TaskStatus::Running,
+                    TaskState::Stopped => TaskStatus::Stopped,
+                },
+            })
+        })
+    }
+
+    fn exec_process(&self, req: ExecProcessRequest) -> Rpc<'_, ()> {
+        let key = format!("{}/{}", req.container_id, req.exec_id);
+        self.answer(Op::ExecProcess, "exec process", &key, move |f| {
+            let op = "exec process";
+            let mut s = f.lock();
+            s.next_pid = s.next_pid.max(FIRST_PID - 1) + 1;
+            let pid = s.next_pid;
+            let Some(t) = s.tasks.get_mut(&req.container_id) else {
+                return Err(status(op, tonic::Code::NotFound, "no such task"));
+            };
+            if t.state != TaskState::Running {
+                let code = tonic::Code::FailedPrecondition;
+                return Err(status(op, code, "task is not running"));
+            }
+            if t.execs.contains_key(&req.exec_id) {
+                let code = tonic::Code::AlreadyExists;
+                return Err(status(op, code, "id already in use"));
+            }
+            let outputs = [&req.stdout, &req.stderr]
+                .into_iter()
+                .filter_map(|p| open_writer(p))
+                .collect();
+            let mut e = Task::new(outputs, pid);
+            e.spec = req.spec;
+            t.execs.insert(req.exec_id, e);
+            Ok(())
+        })
+    }
+
+    fn start_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        let key = format!("{id}/{exec_id}");
+        self.answer(Op::StartProcess, "start process", &key, move |f| {
+            let op = "start process";
+            let (behaviour, pid) = {
+                let mut s = f.lock();
+                let behaviour = s.exec_behaviour.clone();
+                let e = s.tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id));
+                let Some(e) = e else {
+                    return Err(status(op, tonic::Code::NotFound, "no such process"));
+                };
+                if e.state != TaskState::Created {
+                    let code = tonic::Code::FailedPrecondition;
+                    return Err(status(op, code, "process already started"));
+                }
+                e.state = TaskState::Running;
+                (behaviour, e.pid)
+            };
+            if let Behaviour::Exits {
+                status,
+                after,
+                stdout,
+            } = behaviour
+            {
+                let (fake, id, exec_id) = (f.clone(), id.to_string(), exec_id.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    fake.stop_exec(&id, &exec_id, status, &stdout);
+                });
+            }
+            Ok(pid)
+        })
+    }
+
+    fn wait_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        let key = format!("{id}/{exec_id}");
+        let model = self.answer(Op::WaitProcess, "wait process", &key, move |f| {
+            let s = f.lock();
+            match s.tasks.get(id).and_then(|t| t.execs.get(exec_id)) {
+                Some(e) => Ok(e.exit.subscribe()),
+                None => Err(status(
+                    "wait process",
+                    tonic::Code::NotFound,
+                    "no such process",
+                )),
+            }
+        });
+        Box::pin(async move {
+            let mut rx = model.await?;
+            let exited = rx.wait_for(Option::is_some).await;
+            match exited.map(|s| *s) {
+                Ok(Some(code)) => Ok(code),
+                _ => Err(status(
+                    "wait process",
+                    tonic::Code::NotFound,
+                    "process deleted",
+                )),
+            }
+        })
+    }
+
+    fn kill_process<'a>(&'a self, id: &'a str, exec_id: &'a str, signal: u32) -> Rpc<'a, ()> {
+        let key = format!("{id}/{exec_id}");
+        self.answer(Op::KillProcess, "kill process", &key, move |f| {
+            let mut s = f.lock();
+            match s.tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) {
+                Some(e) if e.state == TaskState::Running => {
+                    e.stop(128 + signal, &[]);
+                    Ok(())
+                }
+                _ => {
+                    let code = tonic::Code::NotFound;
+                    Err(status("kill process", code, "process already finished"))
+                }
+            }
+        })
+    }
+
+    fn delete_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        let key = format!("{id}/{exec_id}");
+        self.answer(Op::DeleteProcess, "delete process", &key, move |f| {
+            let op = "delete process";
+            let mut s = f.lock();
+            let Some(t) = s.tasks.get_mut(id) else {
+                return Err(status(op, tonic::Code::NotFound, "no such task"));
+            };
+            match t.execs.get(exec_id).map(|e| e.state) {
+                None => Err(status(op, tonic::Code::NotFound, "no such process")),
+                Some(TaskState::Running) => {
+                    let code = tonic::Code::FailedPrecondition;
+                    Err(status(op, code, "cannot delete a running process"))
+                }
+                Some(_) => {
+                    t.execs.remove(exec_id);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn resize_pty<'a>(
+        &'a self,
+        id: &'a str,
+        exec_id: &'a str,
+        _width: u32,
+        _height: u32,
+    ) -> Rpc<'a, ()> {
+        let key = format!("{id}/{exec_id}");
+        self.answer(Op::ResizePty, "resize pty", &key, move |f| {
+            let s = f.lock();
+            match s.tasks.get(id).and_then(|t| t.execs.get(exec_id)) {
+                Some(_) => Ok(()),
+                None => Err(status(
+                    "resize pty",
+                    tonic::Code::NotFound,
+                    "no such process",
+                )),
+            }
+        })
+    }
+
+    fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        let key = format!("{id}/{exec_id}");
+        self.answer(
+            Op::CloseProcessStdin,
+            "close process stdin",
+            &key,
+            move |f| {
+                let s = f.lock();
+                match s.tasks.get(id).and_then(|t| t.execs.get(exec_id)) {
+                    Some(_) => Ok(()),
+                    None => Err(status(
+                        "close process stdin",
+                        tonic::Code::NotFound,
+                        "no such process",
+                    )),
+                }
+            },
+        )
     }
 }
 
