@@ -112,7 +112,9 @@ fn user_zero_is_refused_unless_the_sandbox_is_root_and_other_users_drop_extra_gr
 #[test]
 fn malformed_requests_are_invalid_input() {
     let base = sandbox_process(65534, 65534);
-    let cases: [(&[&str], &[&str], Option<&str>, &str); 5] = [
+    /// (argv, env, cwd, the field named)
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], Option<&'a str>, &'a str);
+    let cases: [Case; 5] = [
         (&[], &[], None, "command"),
         (&[""], &[], None, "command"),
         (&["id"], &["NOEQUALS"], None, "env"),
