@@ -159,6 +159,36 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
     assert_eq!(doc["stdout"], "b\n/tmp\n");
     assert_eq!(doc["exit_code"], 0);
 
+    // -i: stdin reaches the command, and its end is seen (CloseIO of the exec process).
+    let mut child = Command::new(BIN)
+        .arg("exec")
+        .arg("--address")
+        .arg(&env.socket)
+        .arg("--fifo-root")
+        .arg(env.fifo())
+        .args([
+            "-i",
+            "--timeout",
+            "20s",
+            "keep",
+            "--",
+            "sh",
+            "-c",
+            "tr a-z A-Z; echo end",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"piped\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "PIPED\nend\n");
+
     let inspect = env.stockade("inspect", &["keep"]);
     assert_eq!(inspect.status.code(), Some(0), "{}", text(&inspect.stderr));
     let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();

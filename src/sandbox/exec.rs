@@ -372,6 +372,26 @@ async fn drive(
     let (out_sink, err_sink) = sinks(output);
     let out_pump = tokio::spawn(pump(opened.stdout, out_sink, cap));
     let err_pump = opened.stderr.map(|r| tokio::spawn(pump(r, err_sink, cap)));
+    let abort_all = |wait: &JoinHandle<_>| {
+        wait.abort();
+        out_pump.abort();
+        if let Some(p) = &err_pump {
+            p.abort();
+        }
+    };
+    // Wait before Start, so that the exit cannot be missed.
+    let (wc, wid, wexec) = (c.clone(), id.to_string(), exec_id.to_string());
+    let mut wait: JoinHandle<Result<u32, crate::containerd::ContainerdError>> =
+        tokio::spawn(async move { wc.wait_process(&wid, &wexec).await });
+    let pid = match c.start_process(id, exec_id).await {
+        Ok(pid) => pid,
+        Err(e) => {
+            abort_all(&wait);
+            return Err(exec_error(&argv, e).into());
+        }
+    };
+    // Only now: the shim opens an exec's stdin when it starts it, and a CloseIO before
+    // then would be lost (the command would never see end of file).
     let stdin_task = opened.stdin.map(|tx| {
         spawn_stdin(
             c.clone(),
@@ -382,27 +402,6 @@ async fn drive(
             stdin,
         )
     });
-    let abort_all = |wait: &JoinHandle<_>, stdin_task: &Option<JoinHandle<()>>| {
-        wait.abort();
-        out_pump.abort();
-        if let Some(p) = &err_pump {
-            p.abort();
-        }
-        if let Some(s) = stdin_task {
-            s.abort();
-        }
-    };
-    // Wait before Start, so that the exit cannot be missed.
-    let (wc, wid, wexec) = (c.clone(), id.to_string(), exec_id.to_string());
-    let mut wait: JoinHandle<Result<u32, crate::containerd::ContainerdError>> =
-        tokio::spawn(async move { wc.wait_process(&wid, &wexec).await });
-    let pid = match c.start_process(id, exec_id).await {
-        Ok(pid) => pid,
-        Err(e) => {
-            abort_all(&wait, &stdin_task);
-            return Err(exec_error(&argv, e).into());
-        }
-    };
     let resizer = resize.map(|mut rx| {
         let (c, id, exec_id) = (c.clone(), id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
