@@ -412,3 +412,83 @@ async fn sixteen_sessions_with_twenty_execs_each_at_once_leave_nothing() {
         }
     }
 }
+
+/// Runs `argv[2:]` with stdin, stdout and stderr on a new pty of `argv[1]` = "COLSxROWS",
+/// and prints, one per line: the pty's local flags before, what it received (hex), and its
+/// local flags after.
+const PTY_DRIVER: &str = r#"
+import fcntl, os, pty, select, struct, subprocess, sys, termios
+cols, rows = (int(x) for x in sys.argv[1].split("x"))
+m, s = pty.openpty()
+fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+before = termios.tcgetattr(s)[3]
+p = subprocess.Popen(sys.argv[2:], stdin=s, stdout=s, stderr=s, start_new_session=True)
+got = b""
+while True:
+    r, _, _ = select.select([m], [], [], 0.5)
+    if r:
+        try:
+            d = os.read(m, 4096)
+        except OSError:
+            break
+        if not d:
+            break
+        got += d
+    elif p.poll() is not None:
+        break
+p.wait()
+print(before)
+print(got.hex())
+print(termios.tcgetattr(s)[3])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_with_a_terminal_gets_the_window_size_and_restores_the_local_terminal() {
+    if !common::require_or_skip(
+        "runs sandboxes through containerd under a pty",
+        &["/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/python3"],
+    ) {
+        return;
+    }
+    let env = Env::start().await;
+    let plain = env.create(&[]);
+    let refused = env.exec(&["-t"], &plain, &["true"]);
+    assert_one_line_125(
+        "exec -t without terminal devices",
+        &refused,
+        "create it with `-t`",
+    );
+    let id = env.create(&["-t"]);
+    let out = Command::new("timeout")
+        .args([
+            "60", "python3", "-c", PTY_DRIVER, "101x33", BIN, "exec", "-t",
+        ])
+        .arg("--address")
+        .arg(&env.socket)
+        .arg("--fifo-root")
+        .arg(env.fifo())
+        .args([&id, "--", "sh", "-c", "stty size; tty; echo done"])
+        .output()
+        .expect("run the pty driver");
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout} {}", text(&out.stderr));
+    let got = String::from_utf8_lossy(&hex_decode(lines[1])).into_owned();
+    assert!(
+        got.contains("33 101"),
+        "the size reached the sandbox's terminal: {got:?}"
+    );
+    assert!(got.contains("/dev/pts/"), "a terminal of its own: {got:?}");
+    assert_eq!(
+        lines[0], lines[2],
+        "the local terminal's modes are restored"
+    );
+    let rm = env.stockade("rm", &["-f", &id, &plain]);
+    assert_eq!(rm.status.code(), Some(0));
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}

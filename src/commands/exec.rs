@@ -1,6 +1,7 @@
 //! `stockade exec`: run a command in a live sandbox (see `stockade::sandbox::exec`) and exit
 //! with its exit code, as `run` does. With `-t` the local terminal is put in raw mode for
-//! the exec's duration and its window size is forwarded, at start and on every SIGWINCH.
+//! the exec's duration and its window size is given at start and forwarded on every
+//! SIGWINCH.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -73,6 +74,7 @@ pub async fn run(args: ExecArgs) -> Result<u8> {
     };
     let raw = if args.tty { RawTerminal::enter() } else { None };
     if args.tty {
+        req.console_size = window_size();
         req.resize = Some(window_sizes()?);
     }
     let outcome = sb.exec(req).await;
@@ -121,26 +123,23 @@ impl Drop for RawTerminal {
     }
 }
 
-/// The local terminal's size now and after every SIGWINCH, as (columns, rows).
+/// The local terminal's size (columns, rows), when stdout is one.
+fn window_size() -> Option<(u16, u16)> {
+    rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .filter(|w| w.ws_col > 0 && w.ws_row > 0)
+        .map(|w| (w.ws_col, w.ws_row))
+}
+
+/// The local terminal's size after every SIGWINCH, as (columns, rows).
 fn window_sizes() -> Result<tokio::sync::mpsc::Receiver<(u16, u16)>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut winch =
         signal(SignalKind::window_change()).context("installing the SIGWINCH handler")?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let size = || {
-        rustix::termios::tcgetwinsize(std::io::stdout())
-            .ok()
-            .filter(|w| w.ws_col > 0 && w.ws_row > 0)
-            .map(|w| (w.ws_col, w.ws_row))
-    };
     tokio::spawn(async move {
-        if let Some(s) = size() {
-            if tx.send(s).await.is_err() {
-                return;
-            }
-        }
         while winch.recv().await.is_some() {
-            if let Some(s) = size() {
+            if let Some(s) = window_size() {
                 if tx.send(s).await.is_err() {
                     return;
                 }

@@ -49,6 +49,10 @@ pub struct CreateArgs {
     /// Remove the sandbox after no exec for this long, e.g. 10m [default: none].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Let `exec -t` have a terminal: a devpts of the sandbox's own with at most 4 ptys
+    /// [default: no terminal devices].
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// OCI runtime binary the runc shim drives instead of runc [default: runc].
     #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
     pub runc_binary: Option<String>,
@@ -163,6 +167,7 @@ pub async fn create(args: CreateArgs) -> Result<u8> {
     req.name = args.name.clone();
     req.lifetime = lifetime;
     req.idle_timeout = idle_timeout;
+    req.tty = args.tty;
     let sb = sandboxes.create(req).await.map_err(one_line)?;
     if lifetime.is_some() || idle_timeout.is_some() {
         start_keeper(&sandboxes, sb.id(), &args.place);

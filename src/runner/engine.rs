@@ -737,16 +737,20 @@ impl Runner {
         pid1: Pid1<'_>,
     ) -> Result<MadeSandbox, RunError> {
         let base = self.base_image(&policy.image).await?;
-        let args = match pid1 {
-            Pid1::Trampoline => trampoline_args(),
-            Pid1::Init(_) => crate::init::args(&[]),
+        let (args, ptys) = match pid1 {
+            Pid1::Trampoline => (trampoline_args(), false),
+            Pid1::Init { ptys, .. } => (crate::init::args(&[]), ptys),
         };
         let refused = self.uid_refused(policy)?;
         let claim = self.claim_uid(policy, &id, refused.is_some())?;
         let sandbox_uid = claim.as_ref().map(uids::Claim::uid);
-        let mut built = self.build_spec(policy, &id, &args, false, sandbox_uid)?;
+        // Terminal devices for later execs; pid 1 itself never has a terminal.
+        let mut built = self.build_spec(policy, &id, &args, ptys, sandbox_uid)?;
+        if let Some(p) = built.spec.process_mut() {
+            p.set_terminal(Some(false));
+        }
         built.not_enforced.extend(refused);
-        if let Pid1::Init(host_path) = pid1 {
+        if let Pid1::Init { host_path, .. } = pid1 {
             let mut mounts = built.spec.mounts().clone().unwrap_or_default();
             mounts.push(crate::init::mount(host_path));
             built.spec.set_mounts(Some(mounts));
@@ -770,7 +774,7 @@ impl Runner {
                 Pid1::Trampoline => {
                     Some(fifo::create_fifos(root, &id, true, false).map_err(run_dir)?)
                 }
-                Pid1::Init(_) => None,
+                Pid1::Init { .. } => None,
             };
             let dir = fifos.as_ref().map(|(d, _)| d);
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
@@ -858,8 +862,13 @@ pub(crate) enum Pid1<'a> {
     /// The image's `/bin/sh` running [`TRAMPOLINE`]: a pooled sandbox, used once.
     Trampoline,
     /// stockade's init holding the sandbox open (a long-lived sandbox), installed on the
-    /// host at this path and bound read-only at [`crate::init::SANDBOX_PATH`].
-    Init(&'a std::path::Path),
+    /// host at `host_path` and bound read-only at [`crate::init::SANDBOX_PATH`]; with
+    /// `ptys`, the sandbox has the devpts (and its device rules) that execs with a terminal
+    /// need, as a run with a terminal has.
+    Init {
+        host_path: &'a std::path::Path,
+        ptys: bool,
+    },
 }
 
 /// A started sandbox whose pid 1 waits, as [`Runner::make_sandbox`] made it.

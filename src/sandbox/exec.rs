@@ -55,6 +55,8 @@ pub struct ExecRequest {
     pub output: Output,
     /// Allocate a terminal (stdout and stderr arrive merged). Default: no.
     pub tty: bool,
+    /// The terminal's size (columns, rows) when it starts. Default: runc's (none set).
+    pub console_size: Option<(u16, u16)>,
     /// Window sizes (columns, rows) to set on the terminal as they change. Default: none.
     pub resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
     /// Default: the policy's timeout.
@@ -76,6 +78,7 @@ impl ExecRequest {
             stdin: Stdin::Null,
             output: Output::Capture,
             tty: false,
+            console_size: None,
             resize: None,
             timeout: None,
             max_output: None,
@@ -107,7 +110,8 @@ pub struct ExecResult {
 }
 
 /// The process an exec runs: `base` (the sandbox's) with `argv`, the environment with
-/// `env` applied, `cwd`, `user` and `terminal` replaced. Pure. Refuses an empty command,
+/// `env` applied, `cwd`, `user` and `terminal` (with its size, columns and rows) replaced.
+/// Pure. Refuses an empty command,
 /// malformed `K=V`, a relative `cwd`, a malformed user, and UID or GID 0 unless `base`'s
 /// user has it.
 pub fn process_spec(
@@ -116,7 +120,7 @@ pub fn process_spec(
     env: &[String],
     cwd: Option<&str>,
     user: Option<&str>,
-    terminal: bool,
+    terminal: Option<(u16, u16)>,
 ) -> Result<Process, SandboxError> {
     if argv.is_empty() || argv[0].is_empty() {
         return Err(SandboxError::Invalid {
@@ -127,8 +131,15 @@ pub fn process_spec(
     let mut p = base.clone();
     p.set_args(Some(argv.to_vec()));
     p.set_command_line(None);
-    p.set_terminal(Some(terminal));
-    p.set_console_size(None);
+    p.set_terminal(Some(terminal.is_some()));
+    let size = terminal.filter(|&(w, h)| w > 0 && h > 0).map(|(w, h)| {
+        oci_spec::runtime::BoxBuilder::default()
+            .width(u64::from(w))
+            .height(u64::from(h))
+            .build()
+            .expect("both fields are set")
+    });
+    p.set_console_size(size);
     let mut vars: Vec<String> = base.env().clone().unwrap_or_default();
     for kv in env {
         let Some((k, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
@@ -225,13 +236,25 @@ pub(super) async fn run(sb: &Sandbox, req: ExecRequest) -> Result<ExecResult, Sa
         .process()
         .clone()
         .ok_or_else(|| corrupt("no process".into()))?;
+    let has_ptys = spec
+        .mounts()
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|m| m.destination() == Path::new("/dev/pts")));
+    if req.tty && !has_ptys {
+        return Err(SandboxError::Invalid {
+            field: "tty",
+            reason: format!(
+                "sandbox {id} has no terminal devices; create it with `-t` to exec with a terminal"
+            ),
+        });
+    }
     let process = process_spec(
         &base,
         &req.argv,
         &req.env,
         req.cwd.as_deref(),
         req.user.as_deref(),
-        req.tty,
+        req.tty.then(|| req.console_size.unwrap_or((0, 0))),
     )?;
     let process_json = serde_json::to_vec(&process).expect("a process always serializes");
 

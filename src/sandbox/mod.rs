@@ -151,6 +151,10 @@ pub struct CreateRequest {
     /// Labels of the caller's, on the container and in [`SandboxInfo`]; keys may not start
     /// with `stockade.` or `containerd.io`. Default: none.
     pub labels: BTreeMap<String, String>,
+    /// Let execs have a terminal: the sandbox gets a devpts of its own holding at most
+    /// [`crate::spec::TERMINAL_PTYS`] ptys, as a run with a terminal does. Default: no
+    /// (no devpts at all; an exec with a terminal is refused).
+    pub tty: bool,
 }
 
 impl CreateRequest {
@@ -162,6 +166,7 @@ impl CreateRequest {
             lifetime: None,
             idle_timeout: None,
             labels: BTreeMap::new(),
+            tty: false,
         }
     }
 }
@@ -251,6 +256,7 @@ impl Sandboxes {
             lifetime,
             idle_timeout,
             labels,
+            tty,
         } = req;
         if let Some(n) = &name {
             names::validate(n)?;
@@ -298,7 +304,15 @@ impl Sandboxes {
         }
         let made = self
             .runner
-            .make_sandbox(&policy, id.clone(), object_labels, Pid1::Init(&init_path))
+            .make_sandbox(
+                &policy,
+                id.clone(),
+                object_labels,
+                Pid1::Init {
+                    host_path: &init_path,
+                    ptys: tty,
+                },
+            )
             .await;
         let made = match made {
             Ok(m) => m,

@@ -50,12 +50,14 @@ fn an_exec_keeps_every_confinement_of_the_sandbox_and_replaces_only_its_own_fiel
         &strings(&["HOME=/work", "X=1"]),
         Some("/tmp"),
         None,
-        true,
+        Some((101, 33)),
     )
     .unwrap();
     assert_eq!(p.args().as_deref(), Some(&strings(&["sh", "-c", "id"])[..]));
     assert_eq!(p.cwd(), Path::new("/tmp"));
     assert_eq!(p.terminal(), Some(true));
+    let size = p.console_size().unwrap();
+    assert_eq!((size.width(), size.height()), (101, 33));
     let env = env_map(&p);
     assert_eq!(env["HOME"], "/work", "replaced");
     assert_eq!(env["X"], "1", "added");
@@ -75,7 +77,7 @@ fn user_zero_is_refused_unless_the_sandbox_is_root_and_other_users_drop_extra_gr
     let base = sandbox_process(1_900_000_001, 65534);
     let argv = strings(&["id"]);
     for u in ["0", "0:0", "1000:0", "0:1000"] {
-        match process_spec(&base, &argv, &[], None, Some(u), false) {
+        match process_spec(&base, &argv, &[], None, Some(u), None) {
             Err(SandboxError::Invalid {
                 field: "user",
                 reason,
@@ -86,26 +88,26 @@ fn user_zero_is_refused_unless_the_sandbox_is_root_and_other_users_drop_extra_gr
             other => panic!("{u}: {other:?}"),
         }
     }
-    let p = process_spec(&base, &argv, &[], None, Some("1000"), false).unwrap();
+    let p = process_spec(&base, &argv, &[], None, Some("1000"), None).unwrap();
     assert_eq!(
         (p.user().uid(), p.user().gid()),
         (1000, 65534),
         "gid defaults to the sandbox's"
     );
     assert_eq!(p.user().additional_gids(), &None);
-    let p = process_spec(&base, &argv, &[], None, Some("1000:1001"), false).unwrap();
+    let p = process_spec(&base, &argv, &[], None, Some("1000:1001"), None).unwrap();
     assert_eq!((p.user().uid(), p.user().gid()), (1000, 1001));
     for bad in ["root", "1000:", ":1", "-1", "1:2:3"] {
         assert!(
             matches!(
-                process_spec(&base, &argv, &[], None, Some(bad), false),
+                process_spec(&base, &argv, &[], None, Some(bad), None),
                 Err(SandboxError::Invalid { field: "user", .. })
             ),
             "{bad}"
         );
     }
     let root = sandbox_process(0, 0);
-    let p = process_spec(&root, &argv, &[], None, Some("0"), false).unwrap();
+    let p = process_spec(&root, &argv, &[], None, Some("0"), None).unwrap();
     assert_eq!(p.user().uid(), 0, "a root sandbox may exec as root");
 }
 
@@ -122,7 +124,7 @@ fn malformed_requests_are_invalid_input() {
         (&["id"], &[], Some("relative/dir"), "workdir"),
     ];
     for (argv, env, cwd, want) in cases {
-        match process_spec(&base, &strings(argv), &strings(env), cwd, None, false) {
+        match process_spec(&base, &strings(argv), &strings(env), cwd, None, None) {
             Err(SandboxError::Invalid { field, .. }) => assert_eq!(field, want),
             other => panic!("{argv:?} {env:?} {cwd:?}: {other:?}"),
         }
