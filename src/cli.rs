@@ -47,9 +47,24 @@ pub enum Command {
     /// Keep sandboxes ready ahead of runs (warm pools): fill, ls, drain.
     #[command(subcommand)]
     Pool(commands::pool::PoolCommand),
+    /// Create a long-lived sandbox and print its id.
+    Create(commands::sandbox::CreateArgs),
+    /// Run a command in a live sandbox and exit with its exit code.
+    Exec(commands::exec::ExecArgs),
+    /// List live sandboxes.
+    Ls(commands::sandbox::LsArgs),
+    /// Show one sandbox as JSON.
+    Inspect(commands::sandbox::InspectArgs),
+    /// Stop a sandbox: SIGTERM, then SIGKILL after the grace period.
+    Stop(commands::sandbox::StopArgs),
+    /// Remove sandboxes (with -f also running ones).
+    Rm(commands::sandbox::RmArgs),
+    /// Enforce a sandbox's lifetime and idle timeout (started by `create`).
+    #[command(hide = true)]
+    SandboxKeeper(commands::sandbox::KeeperArgs),
 }
 
-/// Policy flags shared by `run`, `spec` and `pool`. Each replaces the policy file's value.
+/// Policy flags shared by `run`, `spec`, `pool` and `create`. Each replaces the policy file's value.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyArgs {
     /// Policy file (TOML). Without it, the built-in defaults apply.

@@ -20,6 +20,7 @@ pub mod policy;
 pub mod pool;
 pub mod procfs;
 pub mod runner;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 

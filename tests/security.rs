@@ -1,6 +1,6 @@
 //! The security suite: escape attempts (`security/escape.rs`, image imports reading
 //! through the archive's links in `security/import_links.rs`, bind sources in
-//! `security/binds.rs`), resource attacks (`security/resources.rs`), limits that must never
+//! `security/binds.rs`, execs into long-lived sandboxes in `security/exec.rs`), resource attacks (`security/resources.rs`), limits that must never
 //! be off (`security/limits.rs`), faults (`security/faults.rs`) and swapped runtime
 //! binaries (`security/runtime.rs`), all through the real `stockade` binary against
 //! private containerds.
@@ -21,6 +21,8 @@ mod common;
 mod disk;
 #[path = "security/escape.rs"]
 mod escape;
+#[path = "security/exec.rs"]
+mod exec;
 #[path = "security/faults.rs"]
 mod faults;
 #[path = "security/harness.rs"]
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         .chain(limits::cases())
         .chain(faults::cases())
         .chain(binds::cases())
+        .chain(exec::cases())
         .chain(runtime::cases())
         .chain(disk::cases())
         .collect();

@@ -1,6 +1,7 @@
 //! `stockade gc`: remove what crashed or interrupted runs left behind (tasks, containers,
 //! snapshots, cgroups, FIFO directories). Runs whose owning stockade process is alive are
-//! left alone unless `--all` is given.
+//! left alone unless `--all` is given, and so are sessions (`stockade create`) within
+//! their deadlines whose init lives, whoever owns them.
 
 use std::path::PathBuf;
 

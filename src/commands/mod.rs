@@ -6,10 +6,12 @@ pub mod audit;
 pub mod bench;
 pub mod daemon;
 pub mod doctor;
+pub mod exec;
 pub mod gc;
 pub mod image;
 pub mod pool;
 pub mod run;
+pub mod sandbox;
 pub mod seccomp;
 pub mod spec;
 
@@ -32,6 +34,13 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Daemon(a) => daemon::run(a).await,
         Command::Bench(a) => bench::run(a).await,
         Command::Pool(a) => pool::run(a).await,
+        Command::Create(a) => sandbox::create(a).await,
+        Command::Exec(a) => exec::run(a).await,
+        Command::Ls(a) => sandbox::ls(a).await,
+        Command::Inspect(a) => sandbox::inspect(a).await,
+        Command::Stop(a) => sandbox::stop(a).await,
+        Command::Rm(a) => sandbox::rm(a).await,
+        Command::SandboxKeeper(a) => sandbox::keeper(a).await,
     }
 }
 

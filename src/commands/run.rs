@@ -231,7 +231,7 @@ async fn take_pooled(
 /// Where forwarded output goes: stockade's stdout and stderr, each through
 /// [`escapes::Neutralized`] when it is a terminal and `-t` was not given (with `-t` the
 /// sandbox owns a terminal of its own, and the user asked for its control sequences).
-fn forwarded(tty: bool) -> Output {
+pub(crate) fn forwarded(tty: bool) -> Output {
     use std::io::IsTerminal;
     let (out, err) = (
         std::io::stdout().is_terminal(),
@@ -259,7 +259,7 @@ fn forwarded(tty: bool) -> Output {
 
 /// SIGINT / SIGTERM / SIGHUP to stockade cancel the run: the sandbox is killed and removed
 /// and stockade exits 128+N.
-fn watch_signals(cancel: Cancel) -> Result<tokio::task::JoinHandle<()>> {
+pub(crate) fn watch_signals(cancel: Cancel) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -283,7 +283,7 @@ mod libc_signal {
 
 /// Reads this process's stdin on a thread of its own (a blocked read there does not keep
 /// the process from exiting) and hands the chunks to the run.
-fn stdin_chunks() -> Stdin {
+pub(crate) fn stdin_chunks() -> Stdin {
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
         use std::io::Read;

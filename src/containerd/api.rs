@@ -18,9 +18,11 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, KillRequest, ListContainersRequest, ListTasksRequest, StartRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest, StartRequest,
     WaitRequest,
 };
+use containerd_client::types::v1::Status;
 use containerd_client::types::Mount;
 
 use super::{Client, ContainerdError};
@@ -91,6 +93,75 @@ pub trait Containerd: Send + Sync {
 
     /// Tasks.List: the container ids of every task in the namespace.
     fn list_tasks(&self) -> Rpc<'_, Vec<String>>;
+
+    /// Containers.Get of `id`: its record (labels, spec).
+    fn get_container<'a>(&'a self, id: &'a str) -> Rpc<'a, Container>;
+
+    /// Tasks.Get of the task of container `id`: its init process's pid and status.
+    fn get_task<'a>(&'a self, id: &'a str) -> Rpc<'a, TaskInfo>;
+
+    /// Tasks.Exec: adds process `exec_id` (its spec in `req.spec`, a runtime-spec
+    /// `Process`) to the running task of `req.container_id`; it starts with
+    /// [`Containerd::start_process`].
+    fn exec_process(&self, req: ExecProcessRequest) -> Rpc<'_, ()>;
+
+    /// Tasks.Start of exec process `exec_id` of task `id`; its host pid.
+    fn start_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32>;
+
+    /// Tasks.Wait of exec process `exec_id`: answers when it has exited, with its status.
+    fn wait_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32>;
+
+    /// Tasks.Kill of exec process `exec_id` alone (not the processes it started).
+    fn kill_process<'a>(&'a self, id: &'a str, exec_id: &'a str, signal: u32) -> Rpc<'a, ()>;
+
+    /// Tasks.DeleteProcess of the (exited) exec process `exec_id`.
+    fn delete_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()>;
+
+    /// Tasks.ResizePty of exec process `exec_id`'s terminal.
+    fn resize_pty<'a>(
+        &'a self,
+        id: &'a str,
+        exec_id: &'a str,
+        width: u32,
+        height: u32,
+    ) -> Rpc<'a, ()>;
+
+    /// Tasks.CloseIO of exec process `exec_id`'s stdin, so that it reads end of file.
+    fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()>;
+}
+
+/// What Tasks.Get says of a task's init process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskInfo {
+    /// Host pid of the task's init process (0 once it is gone).
+    pub pid: u32,
+    /// Its status.
+    pub status: TaskStatus,
+}
+
+/// A task's (or process's) status, as containerd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Created, not started.
+    Created,
+    /// Running (paused and pausing count as running: the processes exist).
+    Running,
+    /// Exited.
+    Stopped,
+    /// containerd did not say.
+    Unknown,
+}
+
+impl TaskStatus {
+    fn from_proto(status: i32) -> TaskStatus {
+        match Status::try_from(status) {
+            Ok(Status::Created) => TaskStatus::Created,
+            Ok(Status::Running | Status::Paused | Status::Pausing) => TaskStatus::Running,
+            Ok(Status::Stopped) => TaskStatus::Stopped,
+            _ => TaskStatus::Unknown,
+        }
+    }
 }
 
 impl Containerd for Client {
@@ -266,6 +337,120 @@ impl Containerd for Client {
             let r = self.tasks().list(self.request(req)).await;
             r.map(|r| r.into_inner().tasks.into_iter().map(|t| t.id).collect())
                 .map_err(ContainerdError::rpc("list tasks"))
+        })
+    }
+
+    fn get_container<'a>(&'a self, id: &'a str) -> Rpc<'a, Container> {
+        Box::pin(async move {
+            let req = GetContainerRequest { id: id.to_string() };
+            let r = self.containers().get(self.request(req)).await;
+            r.map(|r| r.into_inner().container.unwrap_or_default())
+                .map_err(ContainerdError::rpc("get container"))
+        })
+    }
+
+    fn get_task<'a>(&'a self, id: &'a str) -> Rpc<'a, TaskInfo> {
+        Box::pin(async move {
+            let req = GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            };
+            let r = self.tasks().get(self.request(req)).await;
+            r.map(|r| {
+                let p = r.into_inner().process.unwrap_or_default();
+                TaskInfo {
+                    pid: p.pid,
+                    status: TaskStatus::from_proto(p.status),
+                }
+            })
+            .map_err(ContainerdError::rpc("get task"))
+        })
+    }
+
+    fn exec_process(&self, req: ExecProcessRequest) -> Rpc<'_, ()> {
+        Box::pin(async move {
+            let r = self.tasks().exec(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("exec process"))
+        })
+    }
+
+    fn start_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        Box::pin(async move {
+            let req = StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            };
+            let r = self.tasks().start(self.request(req)).await;
+            r.map(|r| r.into_inner().pid)
+                .map_err(ContainerdError::rpc("start process"))
+        })
+    }
+
+    fn wait_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        Box::pin(async move {
+            let req = WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            };
+            let r = self.tasks().wait(self.request(req)).await;
+            r.map(|r| r.into_inner().exit_status)
+                .map_err(ContainerdError::rpc("wait process"))
+        })
+    }
+
+    fn kill_process<'a>(&'a self, id: &'a str, exec_id: &'a str, signal: u32) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = KillRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                signal,
+                all: false,
+            };
+            let r = self.tasks().kill(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("kill process"))
+        })
+    }
+
+    fn delete_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            };
+            let r = self.tasks().delete_process(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("delete process"))
+        })
+    }
+
+    fn resize_pty<'a>(
+        &'a self,
+        id: &'a str,
+        exec_id: &'a str,
+        width: u32,
+        height: u32,
+    ) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = ResizePtyRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                width,
+                height,
+            };
+            let r = self.tasks().resize_pty(self.request(req)).await;
+            r.map(drop).map_err(ContainerdError::rpc("resize pty"))
+        })
+    }
+
+    fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        Box::pin(async move {
+            let req = CloseIoRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdin: true,
+            };
+            let r = self.tasks().close_io(self.request(req)).await;
+            r.map(drop)
+                .map_err(ContainerdError::rpc("close process stdin"))
         })
     }
 }

@@ -19,7 +19,7 @@ use thiserror::Error;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-pub use api::{BoxFuture, Containerd, Rpc};
+pub use api::{BoxFuture, Containerd, Rpc, TaskInfo, TaskStatus};
 pub use containerd_client::services;
 pub use containerd_client::types;
 

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use containerd_client::services::v1::snapshots::Kind;
 use serde::Serialize;
 
-use super::{fifo, uids, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER};
+use super::{
+    fifo, session, uids, CgroupFs, RunError, ID_PREFIX, KILL_GRACE, LABEL_CREATED, LABEL_OWNER,
+};
 use crate::containerd::{Containerd, LABEL_MANAGED};
 use crate::procfs::ProcStat;
 use crate::spec::cgroups_path;
@@ -190,6 +192,8 @@ pub struct Reconciled {
 struct Found {
     owner: Option<u32>,
     created: Option<u64>,
+    /// A session's record and last activity (unix ms), from its run directory.
+    session: Option<(session::SessionRecord, Option<u64>)>,
 }
 
 fn now_secs() -> u64 {
@@ -214,14 +218,29 @@ fn mtime_secs(p: &Path) -> Option<u64> {
 }
 
 /// Decides whether a run is abandoned: its owner is dead, or (when no owner is known) it is
-/// older than `min_age`.
+/// older than `min_age`. A session whose owner (its creator, or the keeper that removes it
+/// when it expires) is dead is abandoned only when it has expired or its init is gone
+/// ([`session::decide`]): it lives across stockade processes.
 fn abandoned(f: &Found, opts: &ReconcileOptions, now: u64) -> bool {
     if opts.include_live {
         return true;
     }
+    let owner_alive = match f.owner {
+        Some(pid) if pid == std::process::id() => true,
+        Some(pid) => pid_alive(&opts.proc_root, pid),
+        None => false,
+    };
+    if owner_alive {
+        return false;
+    }
+    if let Some((record, activity)) = &f.session {
+        let alive = record.init_alive(&opts.proc_root);
+        // Milliseconds: deadlines are kept to the millisecond, `now` is in seconds.
+        let verdict = session::decide(&record.deadlines(), *activity, alive, session::now_ms());
+        return !matches!(verdict, session::Verdict::Keep { .. });
+    }
     match f.owner {
-        Some(pid) if pid == std::process::id() => false,
-        Some(pid) => !pid_alive(&opts.proc_root, pid),
+        Some(_) => true,
         None => match f.created {
             Some(t) => now.saturating_sub(t) >= opts.min_age.as_secs(),
             None => true,
@@ -246,6 +265,8 @@ fn scan_fifo_root(root: &Path) -> BTreeMap<String, Found> {
             Found {
                 owner: fifo::read_owner(&dir),
                 created: mtime_secs(&dir),
+                session: session::SessionRecord::read(&dir)
+                    .map(|r| (r, session::last_activity_ms(&dir))),
             },
         );
     }
@@ -439,6 +460,7 @@ mod tests {
                 found: Found {
                     owner: Some(4242),
                     created: Some(0),
+                    session: None,
                 },
                 want: false,
             },
@@ -447,6 +469,7 @@ mod tests {
                 found: Found {
                     owner: Some(4243),
                     created: Some(now),
+                    session: None,
                 },
                 want: true,
             },
@@ -455,6 +478,7 @@ mod tests {
                 found: Found {
                     owner: Some(std::process::id()),
                     created: Some(0),
+                    session: None,
                 },
                 want: false,
             },
@@ -463,6 +487,7 @@ mod tests {
                 found: Found {
                     owner: None,
                     created: Some(now - 5),
+                    session: None,
                 },
                 want: false,
             },
@@ -471,6 +496,7 @@ mod tests {
                 found: Found {
                     owner: None,
                     created: Some(now - 61),
+                    session: None,
                 },
                 want: true,
             },

@@ -537,7 +537,7 @@ impl Runner {
             .map(|r| tokio::spawn(pump(r, err_sink, max_output)));
         let stdin_task = opened
             .stdin
-            .map(|tx| spawn_stdin(c.clone(), id.to_string(), tx, preamble, stdin));
+            .map(|tx| spawn_stdin(c.clone(), id.to_string(), None, tx, preamble, stdin));
 
         // Wait before Start, so that the exit cannot be missed.
         let wait_client = c.clone();
@@ -748,13 +748,53 @@ impl Runner {
         policy: &ValidatedPolicy,
         labels: HashMap<String, String>,
     ) -> Result<Prepared, RunError> {
+        let made = self
+            .make_sandbox(policy, super::new_id(), labels, Pid1::Trampoline)
+            .await?;
+        let (fifos, opened) = made.fifos.expect("a trampoline has FIFOs");
+        Ok(Prepared {
+            id: made.id,
+            image: made.base,
+            policy_hash: made.policy_hash,
+            fifos,
+            pid: made.pid,
+            pid_start: None,
+            created_unix_ms: made.created_unix_ms,
+            opened: Some(opened),
+        })
+    }
+
+    /// The one path that makes a started sandbox whose pid 1 waits: the run directory
+    /// (owned by this process), the sandbox's UID, bind staging, snapshot, container with
+    /// the policy's spec (its `process.args` what `pid1` says), the task created, sealed
+    /// and started. On failure, whatever was made is removed.
+    pub(crate) async fn make_sandbox(
+        &self,
+        policy: &ValidatedPolicy,
+        id: String,
+        labels: HashMap<String, String>,
+        pid1: Pid1<'_>,
+    ) -> Result<MadeSandbox, RunError> {
         let base = self.base_image(&policy.image).await?;
-        let id = super::new_id();
-        let args = trampoline_args();
+        let (args, ptys) = match pid1 {
+            Pid1::Trampoline => (trampoline_args(), false),
+            Pid1::Init { ptys, .. } => (crate::init::args(&[]), ptys),
+        };
         let refused = self.uid_refused(policy)?;
         let claim = self.claim_uid(policy, &id, refused.is_some())?;
         let sandbox_uid = claim.as_ref().map(uids::Claim::uid);
-        let built = self.build_spec(policy, &id, &args, false, sandbox_uid)?;
+        // Terminal devices for later execs; pid 1 itself never has a terminal.
+        let mut built = self.build_spec(policy, &id, &args, ptys, sandbox_uid)?;
+        if let Some(p) = built.spec.process_mut() {
+            p.set_terminal(Some(false));
+        }
+        built.not_enforced.extend(refused);
+        if let Pid1::Init { host_path, .. } = pid1 {
+            let mut mounts = built.spec.mounts().clone().unwrap_or_default();
+            mounts.push(crate::init::mount(host_path));
+            built.spec.set_mounts(Some(mounts));
+        }
+        let spec_digest = spec::digest(&built.spec);
         let spec_json = serde_json::to_vec(&built.spec).expect("a spec always serializes");
         self.ensure_apparmor(policy)?;
         let root = &self.inner.fifo_root;
@@ -767,7 +807,15 @@ impl Runner {
             if let Some(c) = claim {
                 c.recorded(&root.join(&id))?;
             }
-            let (dir, opened) = fifo::create_fifos(root, &id, true, false).map_err(run_dir)?;
+            // A trampoline reads its command line from stdin; the init reads nothing and
+            // writes nothing worth keeping (its stdio is the shim's /dev/null).
+            let fifos = match pid1 {
+                Pid1::Trampoline => {
+                    Some(fifo::create_fifos(root, &id, true, false).map_err(run_dir)?)
+                }
+                Pid1::Init { .. } => None,
+            };
+            let dir = fifos.as_ref().map(|(d, _)| d);
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
             let (disks, objects) = tokio::join!(
                 self.make_disks(&id, policy, sandbox_uid),
@@ -780,9 +828,9 @@ impl Runner {
                 .create_task(CreateTaskRequest {
                     container_id: id.clone(),
                     rootfs: mounts,
-                    stdin: path_string(dir.stdin.as_deref()),
-                    stdout: dir.stdout.to_string_lossy().into_owned(),
-                    stderr: path_string(dir.stderr.as_deref()),
+                    stdin: path_string(dir.and_then(|d| d.stdin.as_deref())),
+                    stdout: path_string(dir.map(|d| d.stdout.as_path())),
+                    stderr: path_string(dir.and_then(|d| d.stderr.as_deref())),
                     terminal: false,
                     ..Default::default()
                 })
@@ -792,18 +840,19 @@ impl Runner {
             // Started now, so that a run does not wait for `runc start`: the trampoline
             // blocks reading its command line, and nothing of a run's has executed yet.
             c.start_task(&id).await.map_err(|e| exec_error(&args, e))?;
-            Ok::<_, RunError>(Prepared {
+            Ok::<_, RunError>(MadeSandbox {
                 id: id.clone(),
-                image: base.clone(),
+                base: base.clone(),
                 policy_hash: policy.hash(),
-                fifos: dir,
+                spec_digest: spec_digest.clone(),
+                uid: sandbox_uid.unwrap_or(policy.user.uid),
+                not_enforced: built.not_enforced.clone(),
+                fifos,
                 pid,
-                pid_start: None,
                 created_unix_ms: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .unwrap_or_default()
                     .as_millis() as u64,
-                opened: Some(opened),
             })
         };
         match made.await {
@@ -837,7 +886,7 @@ impl Runner {
     }
 }
 
-async fn next_cancel(rx: &mut Option<tokio::sync::watch::Receiver<Option<i32>>>) -> i32 {
+pub(crate) async fn next_cancel(rx: &mut Option<tokio::sync::watch::Receiver<Option<i32>>>) -> i32 {
     let Some(rx) = rx else {
         return std::future::pending().await;
     };
@@ -849,6 +898,38 @@ async fn next_cancel(rx: &mut Option<tokio::sync::watch::Receiver<Option<i32>>>)
             return std::future::pending().await;
         }
     }
+}
+
+/// What pid 1 of a sandbox made ahead of its use is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Pid1<'a> {
+    /// The image's `/bin/sh` running [`TRAMPOLINE`]: a pooled sandbox, used once.
+    Trampoline,
+    /// stockade's init holding the sandbox open (a long-lived sandbox), installed on the
+    /// host at `host_path` and bound read-only at [`crate::init::SANDBOX_PATH`]; with
+    /// `ptys`, the sandbox has the devpts (and its device rules) that execs with a terminal
+    /// need, as a run with a terminal has.
+    Init {
+        host_path: &'a std::path::Path,
+        ptys: bool,
+    },
+}
+
+/// A started sandbox whose pid 1 waits, as [`Runner::make_sandbox`] made it.
+#[derive(Debug)]
+pub(crate) struct MadeSandbox {
+    pub id: String,
+    pub base: BaseImage,
+    pub policy_hash: String,
+    pub spec_digest: String,
+    /// The UID pid 1 runs as (a host UID of the sandbox's own unless the policy names one).
+    pub uid: u32,
+    pub not_enforced: Vec<spec::NotEnforced>,
+    /// The run directory's FIFOs and our open ends (a trampoline's; none for an init).
+    pub fifos: Option<(fifo::RunDir, fifo::Opened)>,
+    /// Host pid of pid 1.
+    pub pid: u32,
+    pub created_unix_ms: u64,
 }
 
 /// pid 1 of a prepared sandbox: `/bin/sh -c TRAMPOLINE`.
@@ -897,7 +978,7 @@ fn path_string(p: Option<&std::path::Path>) -> String {
 
 /// Maps a Tasks.Create / Tasks.Start failure to "command not found" (127), "cannot
 /// execute" (126), or stockade's own failure (125).
-fn exec_error(args: &[String], e: ContainerdError) -> RunError {
+pub(crate) fn exec_error(args: &[String], e: ContainerdError) -> RunError {
     let msg = e.to_string();
     let command = args.first().cloned().unwrap_or_default();
     match classify_exec_error(&msg) {
@@ -913,7 +994,7 @@ fn exec_error(args: &[String], e: ContainerdError) -> RunError {
     }
 }
 
-fn sinks(output: Output) -> (Sink, Sink) {
+pub(crate) fn sinks(output: Output) -> (Sink, Sink) {
     match output {
         Output::Capture => (Sink::Capture, Sink::Capture),
         Output::Inherit => (
@@ -925,10 +1006,12 @@ fn sinks(output: Output) -> (Sink, Sink) {
 }
 
 /// Forwards the request's stdin into the FIFO; at its end, closes our end and asks the
-/// shim to close the process's stdin, so that the command sees end of file.
-fn spawn_stdin(
+/// shim to close the process's stdin (the task's, or exec process `exec_id`'s), so that
+/// the command sees end of file.
+pub(crate) fn spawn_stdin(
     c: Arc<dyn Containerd>,
     id: String,
+    exec_id: Option<String>,
     mut tx: tokio::net::unix::pipe::Sender,
     preamble: Option<Vec<u8>>,
     stdin: Stdin,
@@ -956,7 +1039,10 @@ fn spawn_stdin(
             }
         }
         drop(tx);
-        let _ = c.close_stdin(&id).await;
+        let _ = match exec_id {
+            Some(e) => c.close_process_stdin(&id, &e).await,
+            None => c.close_stdin(&id).await,
+        };
     })
 }
 

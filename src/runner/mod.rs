@@ -36,15 +36,16 @@
 mod builder;
 mod cgroup;
 mod cleanup;
-mod engine;
+pub(crate) mod engine;
 pub mod escapes;
 pub mod exit;
-mod fifo;
+pub(crate) mod fifo;
 mod images;
 pub mod journal;
-mod output;
+pub(crate) mod output;
 pub mod runtime;
 mod seal;
+pub mod session;
 pub mod uids;
 
 use std::collections::HashMap;
@@ -217,7 +218,7 @@ impl Cancel {
         self.tx.send_replace(Some(signal));
     }
 
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<i32>> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<i32>> {
         self.tx.subscribe()
     }
 }
@@ -489,6 +490,21 @@ impl Runner {
         &self.inner.runtime_warnings
     }
 
+    /// Where run directories live.
+    pub fn fifo_root(&self) -> &Path {
+        &self.inner.fifo_root
+    }
+
+    /// The procfs root the runner reads.
+    pub fn proc_root(&self) -> &Path {
+        &self.inner.proc_root
+    }
+
+    /// The cgroup filesystem sandboxes' usage is read from.
+    pub fn cgroups(&self) -> &CgroupFs {
+        &self.inner.cgroups
+    }
+
     /// What the runner's cleanup and reconciliation act on.
     pub fn cleanup_target(&self) -> CleanupTarget {
         CleanupTarget {
@@ -510,7 +526,10 @@ impl Runner {
     pub async fn remove_later(&self, id: &str) {
         let target = self.cleanup_target();
         let id = id.to_string();
-        self.inner.pending.lock().await.spawn(async move {
+        let mut pending = self.inner.pending.lock().await;
+        // A long-lived owner must not keep every finished removal until it drains.
+        while pending.try_join_next().is_some() {}
+        pending.spawn(async move {
             if let Err(e) = remove_run(&target, &id, true).await {
                 tracing::warn!("{e}");
             }

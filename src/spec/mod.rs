@@ -46,7 +46,7 @@ pub struct SpecRequest<'a> {
 }
 
 /// A protection the policy asked for that this host cannot enforce.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NotEnforced {
     /// `apparmor`, `seccomp`, `swap`, `io_weight`, …
     pub protection: String,

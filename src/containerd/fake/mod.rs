@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
-use containerd_client::services::v1::{Container, CreateTaskRequest};
+use containerd_client::services::v1::{Container, CreateTaskRequest, ExecProcessRequest};
 use containerd_client::types::Mount;
 use tokio::sync::watch;
 
-use super::api::{Containerd, Rpc};
+use super::api::{Containerd, Rpc, TaskInfo};
 use super::{Client, ContainerdError};
 
 /// One RPC of the seam.
@@ -60,10 +60,28 @@ pub enum Op {
     CloseStdin,
     /// [`Containerd::list_tasks`].
     ListTasks,
+    /// [`Containerd::get_container`].
+    GetContainer,
+    /// [`Containerd::get_task`].
+    GetTask,
+    /// [`Containerd::exec_process`].
+    ExecProcess,
+    /// [`Containerd::start_process`].
+    StartProcess,
+    /// [`Containerd::wait_process`].
+    WaitProcess,
+    /// [`Containerd::kill_process`].
+    KillProcess,
+    /// [`Containerd::delete_process`].
+    DeleteProcess,
+    /// [`Containerd::resize_pty`].
+    ResizePty,
+    /// [`Containerd::close_process_stdin`].
+    CloseProcessStdin,
 }
 
-/// One recorded call: the RPC and the object it named (a container id or snapshot key;
-/// empty for lists).
+/// One recorded call: the RPC and the object it named (a container id or snapshot key,
+/// `ID/EXEC_ID` for an exec process; empty for lists).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
     /// Which RPC.
@@ -128,6 +146,39 @@ struct Task {
     exit: watch::Sender<Option<u32>>,
     /// The write ends of the output FIFOs, held as the shim holds them.
     outputs: Vec<std::fs::File>,
+    /// Its exec processes, by exec id (a task's init is not among them).
+    execs: BTreeMap<String, Task>,
+    /// The exec process's spec as Tasks.Exec carried it (`None` for a task).
+    spec: Option<prost_types::Any>,
+    pid: u32,
+}
+
+impl Task {
+    fn new(outputs: Vec<std::fs::File>, pid: u32) -> Task {
+        Task {
+            state: TaskState::Created,
+            exit: watch::channel(None).0,
+            outputs,
+            execs: BTreeMap::new(),
+            spec: None,
+            pid,
+        }
+    }
+
+    /// Stops it with `exit` unless it has stopped already, writing `stdout` and closing its
+    /// output.
+    fn stop(&mut self, exit: u32, stdout: &[u8]) {
+        if self.state == TaskState::Stopped {
+            return;
+        }
+        if let Some(out) = self.outputs.first_mut() {
+            use std::io::Write;
+            let _ = out.write_all(stdout);
+        }
+        self.outputs.clear();
+        self.state = TaskState::Stopped;
+        self.exit.send_replace(Some(exit));
+    }
 }
 
 #[derive(Default)]
@@ -136,6 +187,7 @@ struct State {
     once: HashMap<Op, VecDeque<Reply>>,
     every: HashMap<Op, Reply>,
     behaviour: Behaviour,
+    exec_behaviour: Behaviour,
     snapshots: BTreeMap<String, Info>,
     containers: BTreeMap<String, Container>,
     tasks: BTreeMap<String, Task>,
@@ -193,6 +245,18 @@ impl FakeContainerd {
         self.lock().behaviour = b;
     }
 
+    /// What exec processes started from now on do.
+    pub fn exec_behaviour(&self, b: Behaviour) {
+        self.lock().exec_behaviour = b;
+    }
+
+    /// The spec Tasks.Exec carried for exec process `exec_id` of task `id`, while the
+    /// process exists.
+    pub fn process_spec(&self, id: &str, exec_id: &str) -> Option<prost_types::Any> {
+        let s = self.lock();
+        s.tasks.get(id)?.execs.get(exec_id)?.spec.clone()
+    }
+
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -218,11 +282,15 @@ impl FakeContainerd {
         self.lock().containers.get(id).cloned()
     }
 
-    /// Every object still alive but base snapshots: `task ID`, `container ID`,
-    /// `snapshot KEY`, sorted by kind and name.
+    /// Every object still alive but base snapshots: `process ID/EXEC_ID`, `task ID`,
+    /// `container ID`, `snapshot KEY`, sorted by kind and name.
     pub fn leftovers(&self) -> Vec<String> {
         let s = self.lock();
-        let tasks = s.tasks.keys().map(|k| format!("task {k}"));
+        let execs = s
+            .tasks
+            .iter()
+            .flat_map(|(id, t)| t.execs.keys().map(move |e| format!("process {id}/{e}")));
+        let tasks = execs.chain(s.tasks.keys().map(|k| format!("task {k}")));
         let containers = s.containers.keys().map(|k| format!("container {k}"));
         let snapshots = s
             .snapshots
@@ -270,20 +338,23 @@ impl FakeContainerd {
         })
     }
 
-    /// Stops the task of `id` with `exit` unless it has stopped already, closing its output.
+    /// Stops the task of `id` with `exit` unless it has stopped already, closing its output;
+    /// its exec processes die with it (SIGKILL, as the kernel ends a pid namespace).
     fn stop(&self, id: &str, exit: u32, stdout: &[u8]) {
         let mut s = self.lock();
         let Some(t) = s.tasks.get_mut(id) else { return };
-        if t.state == TaskState::Stopped {
-            return;
+        for e in t.execs.values_mut() {
+            e.stop(128 + 9, &[]);
         }
-        if let Some(out) = t.outputs.first_mut() {
-            use std::io::Write;
-            let _ = out.write_all(stdout);
+        t.stop(exit, stdout);
+    }
+
+    /// Stops exec process `exec_id` of task `id` with `exit`, writing `stdout` first.
+    fn stop_exec(&self, id: &str, exec_id: &str, exit: u32, stdout: &[u8]) {
+        let mut s = self.lock();
+        if let Some(e) = s.tasks.get_mut(id).and_then(|t| t.execs.get_mut(exec_id)) {
+            e.stop(exit, stdout);
         }
-        t.outputs.clear();
-        t.state = TaskState::Stopped;
-        t.exit.send_replace(Some(exit));
     }
 }
 
@@ -470,11 +541,7 @@ impl Containerd for FakeContainerd {
                 .into_iter()
                 .filter_map(|p| open_writer(p))
                 .collect();
-            let task = Task {
-                state: TaskState::Created,
-                exit: watch::channel(None).0,
-                outputs,
-            };
+            let task = Task::new(outputs, pid);
             s.tasks.insert(req.container_id.clone(), task);
             s.rootfs.insert(req.container_id.clone(), req.rootfs);
             Ok(pid)
@@ -561,6 +628,7 @@ impl Containerd for FakeContainerd {
                     ))
                 }
                 Some(_) => {
+                    // containerd deletes a task's exec processes with it.
                     s.tasks.remove(id);
                     Ok(())
                 }
@@ -582,7 +650,51 @@ impl Containerd for FakeContainerd {
             Ok(f.lock().tasks.keys().cloned().collect())
         })
     }
+
+    fn get_container<'a>(&'a self, id: &'a str) -> Rpc<'a, Container> {
+        exec::get_container(self, id)
+    }
+
+    fn get_task<'a>(&'a self, id: &'a str) -> Rpc<'a, TaskInfo> {
+        exec::get_task(self, id)
+    }
+
+    fn exec_process(&self, req: ExecProcessRequest) -> Rpc<'_, ()> {
+        exec::exec_process(self, req)
+    }
+
+    fn start_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        exec::start_process(self, id, exec_id)
+    }
+
+    fn wait_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, u32> {
+        exec::wait_process(self, id, exec_id)
+    }
+
+    fn kill_process<'a>(&'a self, id: &'a str, exec_id: &'a str, signal: u32) -> Rpc<'a, ()> {
+        exec::kill_process(self, id, exec_id, signal)
+    }
+
+    fn delete_process<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        exec::delete_process(self, id, exec_id)
+    }
+
+    fn resize_pty<'a>(
+        &'a self,
+        id: &'a str,
+        exec_id: &'a str,
+        _width: u32,
+        _height: u32,
+    ) -> Rpc<'a, ()> {
+        exec::resize_pty(self, id, exec_id, _width, _height)
+    }
+
+    fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
+        exec::close_process_stdin(self, id, exec_id)
+    }
 }
+
+mod exec;
 
 #[cfg(test)]
 mod tests;

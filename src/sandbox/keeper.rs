@@ -1,0 +1,45 @@
+//! The keeper of a session's deadlines: sleeps until the nearest one and removes the
+//! session when it has passed. The CLI runs it in a detached process of its own (recorded
+//! as the run directory's owner); a long-lived owner runs it on a task.
+
+use std::time::Duration;
+
+use super::SandboxError;
+use crate::runner::session::{self, Expiry, SessionRecord, Verdict};
+use crate::runner::Runner;
+
+/// The longest the keeper sleeps before looking again: a session removed meanwhile ends
+/// its keeper within this.
+pub const KEEPER_POLL: Duration = Duration::from_secs(2);
+
+pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, SandboxError> {
+    let dir = runner.fifo_root().join(id);
+    loop {
+        let Some(record) = SessionRecord::read(&dir) else {
+            // Removed by someone else.
+            return Ok(None);
+        };
+        // A stopped sandbox is kept until a deadline passes, as a stopped container is;
+        // only crash reclaim, with no keeper to ask, removes one whose init is gone.
+        let verdict = session::decide(
+            &record.deadlines(),
+            session::last_activity_ms(&dir),
+            true,
+            session::now_ms(),
+        );
+        match verdict {
+            Verdict::Remove(why) => {
+                super::remove(runner, &record).await?;
+                tracing::info!("sandbox {id} removed: {why:?}");
+                return Ok(Some(why));
+            }
+            Verdict::Keep { until_ms: None } => return Ok(None),
+            Verdict::Keep {
+                until_ms: Some(until),
+            } => {
+                let wait = Duration::from_millis(until.saturating_sub(session::now_ms()));
+                tokio::time::sleep(wait.min(KEEPER_POLL)).await;
+            }
+        }
+    }
+}

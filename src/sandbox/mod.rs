@@ -1,0 +1,694 @@
+//! Long-lived sandboxes: the front door ([`Sandboxes`]) and the handle to one live sandbox
+//! ([`Sandbox`]): create → exec (any number) → kill / stop → remove; inspect; list.
+//!
+//! A sandbox's pid 1 is stockade's init holding it open ([`crate::init`]), made by the
+//! same path as a pooled sandbox ([`Runner`]'s), under the same spec: its own host UID, no
+//! capabilities, NoNewPrivs, seccomp, AppArmor, and cgroup limits for the sandbox as a
+//! whole. Execs run under that spec's process (see [`exec`]).
+//!
+//! Nothing lives only in a process's memory: a sandbox is found from its run directory
+//! (its [`SessionRecord`], its last activity) and containerd (its task's state), so any
+//! later stockade process can drive it. Lifetime and idle timeout are enforced by whoever
+//! runs [`Sandboxes::keep`] (the CLI starts a detached keeper process for it; a long-lived
+//! owner can run it in-process); crash reclaim and `stockade gc` keep a session within its
+//! deadlines whose keeper died, and remove one that expired or whose init is gone.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use stockade::containerd::Client;
+//! use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides};
+//! use stockade::runner::Runner;
+//! use stockade::sandbox::{CreateRequest, ExecRequest, Sandboxes};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::connect(Path::new("/run/containerd/containerd.sock"), "stockade").await?;
+//! let sandboxes = Sandboxes::new(Runner::builder().client(client).build()?);
+//! let policy = Policy::default().validate(None, &PolicyOverrides::default(), &HostPolicyEnv)?;
+//! let sandbox = sandboxes.create(CreateRequest::new(policy)).await?;
+//! sandbox.exec(ExecRequest::new(["sh", "-c", "echo 1 > /tmp/n"])).await?;
+//! let r = sandbox.exec(ExecRequest::new(["cat", "/tmp/n"])).await?;
+//! assert_eq!(r.stdout, "1\n");
+//! sandbox.remove(true).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod exec;
+mod keeper;
+pub mod names;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::containerd::{ContainerdError, TaskStatus};
+use crate::policy::ValidatedPolicy;
+use crate::procfs::ProcStat;
+use crate::runner::engine::Pid1;
+use crate::runner::session::{self, SessionLimits, SessionRecord};
+use crate::runner::{remove_run, RunError, Runner, Usage, KILL_GRACE};
+
+pub use exec::{ExecRequest, ExecResult};
+pub use keeper::KEEPER_POLL;
+
+/// Label on a session's container and snapshot.
+pub const LABEL_SESSION: &str = "stockade.session";
+/// Label: the session's name.
+pub const LABEL_NAME: &str = "stockade.name";
+/// Label: the session's lifetime in seconds.
+pub const LABEL_LIFETIME: &str = "stockade.lifetime";
+/// Label: the session's idle timeout in seconds.
+pub const LABEL_IDLE_TIMEOUT: &str = "stockade.idle-timeout";
+
+/// What went wrong, in classes a server maps to HTTP statuses ([`SandboxError::kind`]).
+/// Each renders as one line.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// No sandbox has this id or name.
+    #[error("no such sandbox: {0}")]
+    NotFound(String),
+    /// Another sandbox holds the name.
+    #[error("the name `{name}` is taken by sandbox {id}")]
+    NameTaken { name: String, id: String },
+    /// The sandbox is not running (stopped, or its init died).
+    #[error("sandbox {id} is not running (state: {state})")]
+    NotRunning { id: String, state: String },
+    /// The sandbox runs and removal was not forced.
+    #[error("sandbox {id} is running; stop it first or remove it with force")]
+    Running { id: String },
+    /// A field of the request is unacceptable.
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// The container's stored spec cannot be read back.
+    #[error("sandbox {id}: its stored spec is unreadable: {reason}")]
+    CorruptSpec { id: String, reason: String },
+    /// A file of the sandbox's state could not be read or written.
+    #[error("{}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The init could not be installed.
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    /// From the run path (making the sandbox, a command not found or not executable).
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// The class of a [`SandboxError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Bad input (400).
+    Invalid,
+    /// No such sandbox (404).
+    NotFound,
+    /// The sandbox's state forbids it (409).
+    Conflict,
+    /// stockade or containerd failed (500).
+    Internal,
+}
+
+impl SandboxError {
+    /// Its class.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SandboxError::NotFound(_) => ErrorKind::NotFound,
+            SandboxError::NameTaken { .. }
+            | SandboxError::NotRunning { .. }
+            | SandboxError::Running { .. } => ErrorKind::Conflict,
+            SandboxError::Invalid { .. } => ErrorKind::Invalid,
+            SandboxError::Run(RunError::CommandNotFound { .. })
+            | SandboxError::Run(RunError::CommandNotExecutable { .. }) => ErrorKind::Invalid,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The exit code the CLI uses: 127 or 126 for a command not found or not executable,
+    /// 125 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SandboxError::Run(e) => e.exit_code(),
+            _ => crate::runner::exit::EXIT_STOCKADE_FAILED,
+        }
+    }
+}
+
+/// A new sandbox.
+pub struct CreateRequest {
+    pub policy: ValidatedPolicy,
+    /// A name to find it by besides its id. Default: none.
+    pub name: Option<String>,
+    /// Hard lifetime from creation. Default: none (until removed).
+    pub lifetime: Option<Duration>,
+    /// Removed after no exec for this long. Default: none.
+    pub idle_timeout: Option<Duration>,
+    /// Labels of the caller's, on the container and in [`SandboxInfo`]; keys may not start
+    /// with `stockade.` or `containerd.io`. Default: none.
+    pub labels: BTreeMap<String, String>,
+    /// Let execs have a terminal: the sandbox gets a devpts of its own holding at most
+    /// [`crate::spec::TERMINAL_PTYS`] ptys, as a run with a terminal does. Default: no
+    /// (no devpts at all; an exec with a terminal is refused).
+    pub tty: bool,
+}
+
+impl CreateRequest {
+    /// A request with no name, no deadlines and no labels.
+    pub fn new(policy: ValidatedPolicy) -> CreateRequest {
+        CreateRequest {
+            policy,
+            name: None,
+            lifetime: None,
+            idle_timeout: None,
+            labels: BTreeMap::new(),
+            tty: false,
+        }
+    }
+}
+
+/// One sandbox as [`Sandbox::inspect`] and [`Sandboxes::list`] report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub name: Option<String>,
+    /// What containerd says of its init.
+    pub state: TaskStatus,
+    /// Host pid of its init.
+    pub pid: u32,
+    pub image: String,
+    /// RFC 3339 UTC.
+    pub created: String,
+    pub created_unix_ms: u64,
+    /// The last exec's start or end, unix ms; none before the first.
+    pub last_activity_unix_ms: Option<u64>,
+    /// When the lifetime ends, unix ms; none without a lifetime.
+    pub expires_unix_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub policy_hash: String,
+    pub spec_digest: String,
+    /// The UID its processes run as.
+    pub uid: u32,
+    pub limits: SessionLimits,
+    /// Peak memory and CPU time of the sandbox as a whole so far.
+    pub usage: Usage,
+    pub labels: BTreeMap<String, String>,
+    /// Protections its policy asked for that this host could not enforce.
+    pub not_enforced: Vec<crate::spec::NotEnforced>,
+}
+
+/// Builds and finds sandboxes. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandboxes {
+    runner: Runner,
+    init: InitSource,
+}
+
+/// Where a sandbox's init comes from.
+#[derive(Debug, Clone)]
+enum InitSource {
+    /// Installed by [`crate::init::install`] into this directory at each create (a no-op
+    /// when it is already there).
+    Install(PathBuf),
+    /// Already installed at this path by the host's administrator (or a test).
+    Installed(PathBuf),
+}
+
+impl Sandboxes {
+    /// The front door over `runner` (its containerd, host facts, image source, run
+    /// directories and UID claims), installing the init in [`crate::init::DEFAULT_DIR`].
+    pub fn new(runner: Runner) -> Sandboxes {
+        Sandboxes {
+            runner,
+            init: InitSource::Install(PathBuf::from(crate::init::DEFAULT_DIR)),
+        }
+    }
+
+    /// Installs the init under `dir` instead of [`crate::init::DEFAULT_DIR`] (root-owned,
+    /// writable by nobody else).
+    pub fn init_dir(mut self, dir: impl Into<PathBuf>) -> Sandboxes {
+        self.init = InitSource::Install(dir.into());
+        self
+    }
+
+    /// Uses the init already installed at `path` (it must be [`crate::init::BINARY`], in a
+    /// directory only root can change) instead of installing it.
+    pub fn installed_init(mut self, path: impl Into<PathBuf>) -> Sandboxes {
+        self.init = InitSource::Installed(path.into());
+        self
+    }
+
+    /// The runner under it.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Creates a sandbox and starts its init. On failure nothing of it is left (objects,
+    /// run directory, UID, name).
+    pub async fn create(&self, req: CreateRequest) -> Result<Sandbox, SandboxError> {
+        let CreateRequest {
+            policy,
+            name,
+            lifetime,
+            idle_timeout,
+            labels,
+            tty,
+        } = req;
+        if let Some(n) = &name {
+            names::validate(n)?;
+        }
+        for k in labels.keys() {
+            if k.is_empty() || k.starts_with("stockade.") || k.starts_with("containerd.io") {
+                return Err(SandboxError::Invalid {
+                    field: "label",
+                    reason: format!(
+                        "`{k}`: keys starting with `stockade.` or `containerd.io` are reserved"
+                    ),
+                });
+            }
+        }
+        for (field, d) in [("lifetime", lifetime), ("idle timeout", idle_timeout)] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return Err(SandboxError::Invalid {
+                    field,
+                    reason: "must be more than zero".into(),
+                });
+            }
+        }
+        if let Some(ws) = &policy.workspace {
+            workspace_writable(&ws.path, policy.user.uid, policy.user.gid)?;
+        }
+        let init_path = match &self.init {
+            InitSource::Install(dir) => crate::init::install(dir)?.path,
+            InitSource::Installed(path) => path.clone(),
+        };
+        let id = crate::runner::new_id();
+        let root = self.runner.fifo_root().to_path_buf();
+        if let Some(n) = &name {
+            names::claim(&root, n, &id)?;
+        }
+        let mut object_labels: HashMap<String, String> = labels.clone().into_iter().collect();
+        object_labels.insert(LABEL_SESSION.into(), "true".into());
+        if let Some(n) = &name {
+            object_labels.insert(LABEL_NAME.into(), n.clone());
+        }
+        if let Some(l) = lifetime {
+            object_labels.insert(LABEL_LIFETIME.into(), l.as_secs().to_string());
+        }
+        if let Some(i) = idle_timeout {
+            object_labels.insert(LABEL_IDLE_TIMEOUT.into(), i.as_secs().to_string());
+        }
+        let made = self
+            .runner
+            .make_sandbox(
+                &policy,
+                id.clone(),
+                object_labels,
+                Pid1::Init {
+                    host_path: &init_path,
+                    ptys: tty,
+                },
+            )
+            .await;
+        let made = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(n) = &name {
+                    names::release(&root, n, &id);
+                }
+                return Err(e.into());
+            }
+        };
+        let record = SessionRecord {
+            id: id.clone(),
+            name: name.clone(),
+            created_unix_ms: made.created_unix_ms,
+            lifetime_ms: lifetime.map(|d| d.as_millis() as u64),
+            idle_timeout_ms: idle_timeout.map(|d| d.as_millis() as u64),
+            pid: made.pid,
+            pid_start: ProcStat::read(self.runner.proc_root(), made.pid).and_then(|s| s.start_time),
+            image: made.base.name.clone(),
+            policy_hash: made.policy_hash.clone(),
+            spec_digest: made.spec_digest.clone(),
+            uid: made.uid,
+            limits: SessionLimits {
+                memory_bytes: policy.limits.memory,
+                cpu_millis: policy.limits.cpu_millis,
+                pids: policy.limits.pids,
+                exec_timeout_ms: policy.limits.timeout.as_millis() as u64,
+                max_output: policy.limits.max_output,
+            },
+            labels,
+            not_enforced: made.not_enforced,
+        };
+        let dir = root.join(&id);
+        if let Err(source) = record.write(&dir) {
+            if let Err(e) = self.runner.cleanup(&id).await {
+                tracing::warn!("{e}");
+            }
+            if let Some(n) = &name {
+                names::release(&root, n, &id);
+            }
+            return Err(SandboxError::State { path: dir, source });
+        }
+        Ok(Sandbox {
+            sandboxes: self.clone(),
+            record,
+        })
+    }
+
+    /// The sandbox with this id or name.
+    pub async fn get(&self, id_or_name: &str) -> Result<Sandbox, SandboxError> {
+        let root = self.runner.fifo_root();
+        let id = if id_or_name.starts_with(crate::runner::ID_PREFIX) {
+            id_or_name.to_string()
+        } else {
+            names::holder(root, id_or_name)
+                .ok_or_else(|| SandboxError::NotFound(id_or_name.to_string()))?
+        };
+        // Only a plain run id names a directory under the root.
+        if id.contains('/') || id.contains("..") {
+            return Err(SandboxError::NotFound(id_or_name.to_string()));
+        }
+        let record = SessionRecord::read(&root.join(&id))
+            .ok_or_else(|| SandboxError::NotFound(id_or_name.to_string()))?;
+        Ok(Sandbox {
+            sandboxes: self.clone(),
+            record,
+        })
+    }
+
+    /// Every sandbox with a run directory here, oldest first.
+    pub async fn list(&self) -> Result<Vec<SandboxInfo>, SandboxError> {
+        let root = self.runner.fifo_root();
+        let mut records: Vec<SessionRecord> = match std::fs::read_dir(root) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(crate::runner::ID_PREFIX)
+                })
+                .filter_map(|e| SessionRecord::read(&e.path()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(SandboxError::State {
+                    path: root.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        records.sort_by_key(|r| (r.created_unix_ms, r.id.clone()));
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let sb = Sandbox {
+                sandboxes: self.clone(),
+                record,
+            };
+            match sb.inspect().await {
+                Ok(i) => out.push(i),
+                // Removed meanwhile.
+                Err(SandboxError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enforces the lifetime and idle timeout of sandbox `id`: sleeps until its nearest
+    /// deadline (looking again at least every [`KEEPER_POLL`]) and removes it when one has
+    /// passed. Returns why it removed it, or `None` when the sandbox went otherwise or has
+    /// no deadline to enforce. A stopped sandbox is kept until a deadline passes, as a
+    /// stopped container is.
+    pub async fn keep(&self, id: &str) -> Result<Option<session::Expiry>, SandboxError> {
+        keeper::keep(&self.runner, id).await
+    }
+}
+
+/// One live sandbox.
+#[derive(Clone)]
+pub struct Sandbox {
+    sandboxes: Sandboxes,
+    record: SessionRecord,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Its id (`stk-…`).
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// Its name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.record.name.as_deref()
+    }
+
+    /// How it was made.
+    pub fn record(&self) -> &SessionRecord {
+        &self.record
+    }
+
+    /// Host pid of its init (while it runs).
+    pub fn task_pid(&self) -> u32 {
+        self.record.pid
+    }
+
+    /// Its root filesystem as the host reaches it while it runs (`/proc/<pid>/root`): where
+    /// a file copy opens its root ([`crate::files::open_root`]).
+    pub fn root_dir(&self) -> PathBuf {
+        self.runner()
+            .proc_root()
+            .join(self.record.pid.to_string())
+            .join("root")
+    }
+
+    /// Its run directory.
+    pub fn run_dir(&self) -> PathBuf {
+        self.runner().fifo_root().join(&self.record.id)
+    }
+
+    fn runner(&self) -> &Runner {
+        &self.sandboxes.runner
+    }
+
+    /// What containerd says of its init.
+    pub async fn state(&self) -> Result<TaskStatus, SandboxError> {
+        match self.runner().containerd().get_task(self.id()).await {
+            Ok(t) => Ok(t.status),
+            Err(e) if e.is_not_found() => match self.run_dir().join(session::SESSION_FILE).exists()
+            {
+                true => Ok(TaskStatus::Stopped),
+                false => Err(SandboxError::NotFound(self.id().to_string())),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs a command in it (see [`exec`]).
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, SandboxError> {
+        exec::run(self, req).await
+    }
+
+    /// Its state, limits and usage.
+    pub async fn inspect(&self) -> Result<SandboxInfo, SandboxError> {
+        let r = &self.record;
+        let state = self.state().await?;
+        let usage = self
+            .runner()
+            .cgroups()
+            .usage(&crate::spec::cgroups_path(&r.id));
+        Ok(SandboxInfo {
+            id: r.id.clone(),
+            name: r.name.clone(),
+            state,
+            pid: r.pid,
+            image: r.image.clone(),
+            created: crate::runner::journal::rfc3339_millis(r.created_unix_ms),
+            created_unix_ms: r.created_unix_ms,
+            last_activity_unix_ms: session::last_activity_ms(&self.run_dir()),
+            expires_unix_ms: r.lifetime_ms.map(|l| r.created_unix_ms + l),
+            idle_timeout_ms: r.idle_timeout_ms,
+            policy_hash: r.policy_hash.clone(),
+            spec_digest: r.spec_digest.clone(),
+            uid: r.uid,
+            limits: r.limits,
+            usage,
+            labels: r.labels.clone(),
+            not_enforced: r.not_enforced.clone(),
+        })
+    }
+
+    /// Sends `signal` to its init (the init ends on SIGTERM, SIGINT, SIGHUP and SIGQUIT;
+    /// SIGKILL ends it, and with it every process of the sandbox).
+    pub async fn kill(&self, signal: i32) -> Result<(), SandboxError> {
+        if !(1..=64).contains(&signal) {
+            return Err(SandboxError::Invalid {
+                field: "signal",
+                reason: format!("{signal} is not a signal number"),
+            });
+        }
+        match self
+            .runner()
+            .containerd()
+            .kill_task(self.id(), signal as u32, false)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(SandboxError::NotRunning {
+                id: self.id().to_string(),
+                state: "stopped".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops it: SIGTERM to its init, then SIGKILL to every process after `grace`. It stays
+    /// (stopped) until removed or expired. Stopping a stopped sandbox does nothing.
+    pub async fn stop(&self, grace: Duration) -> Result<(), SandboxError> {
+        let c = self.runner().containerd().clone();
+        let id = self.id();
+        if self.state().await? != TaskStatus::Running {
+            return Ok(());
+        }
+        let wait = c.wait_task(id);
+        tokio::pin!(wait);
+        let term = nix::sys::signal::Signal::SIGTERM as u32;
+        match c.kill_task(id, term, false).await {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        if tokio::time::timeout(grace, &mut wait).await.is_ok() {
+            return Ok(());
+        }
+        let kill = nix::sys::signal::Signal::SIGKILL as u32;
+        match c.kill_task(id, kill, true).await {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        match tokio::time::timeout(KILL_GRACE, &mut wait).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(RunError::Unkillable { id: id.to_string() }.into()),
+        }
+    }
+
+    /// Removes it and everything it made (task, container, snapshot, cgroup, run
+    /// directory, UID, name). A running sandbox is refused unless `force`, which kills it.
+    pub async fn remove(self, force: bool) -> Result<(), SandboxError> {
+        if !force && self.state().await? == TaskStatus::Running {
+            return Err(SandboxError::Running {
+                id: self.id().to_string(),
+            });
+        }
+        remove(self.runner(), &self.record).await
+    }
+}
+
+/// Removes the session of `record` and releases its name.
+async fn remove(runner: &Runner, record: &SessionRecord) -> Result<(), SandboxError> {
+    remove_run(&runner.cleanup_target(), &record.id, true).await?;
+    if let Some(n) = &record.name {
+        names::release(runner.fifo_root(), n, &record.id);
+    }
+    Ok(())
+}
+
+/// Refuses a workspace the sandbox's user cannot write, in one line that says what to do
+/// (otherwise the first write fails later with a bare "Permission denied"). The user is
+/// the policy's: a sandbox with a UID of its own writes through an ID-mapped mount as the
+/// policy's user on disk.
+fn workspace_writable(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(|source| SandboxError::State {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if writable_by(m.uid(), m.gid(), m.mode(), uid, gid) {
+        return Ok(());
+    }
+    Err(SandboxError::Invalid {
+        field: "workspace",
+        reason: format!(
+            "{} is not writable by the sandbox's user {uid}:{gid} (owner {}:{}, mode {:04o}); `chown {uid}:{gid} {}` or give that user write access",
+            dir.display(),
+            m.uid(),
+            m.gid(),
+            m.mode() & 0o7777,
+            dir.display()
+        ),
+    })
+}
+
+/// Whether a directory owned by `owner:group` with `mode` lets `uid:gid` (no supplementary
+/// groups, no capabilities) create files in it: write and search permission for the class
+/// the user falls in (owner, else group, else others). Pure.
+fn writable_by(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
+    let bits = if owner == uid {
+        mode >> 6
+    } else if group == gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o3 == 0o3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_is_writable_only_through_the_class_the_user_falls_in() {
+        // (owner, group, mode, writable by 65534:65534)
+        for (owner, group, mode, want) in [
+            (0, 0, 0o755, false),
+            (0, 0, 0o777, true),
+            (0, 0, 0o1777, true),
+            (65534, 65534, 0o755, true),
+            (65534, 0, 0o555, false),
+            (0, 65534, 0o775, true),
+            (0, 65534, 0o755, false),
+            // The owner class decides for the owner, even when others may write.
+            (65534, 0, 0o577, false),
+            (0, 0, 0o772, false),
+        ] {
+            assert_eq!(
+                writable_by(owner, group, mode, 65534, 65534),
+                want,
+                "{owner}:{group} {mode:o}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_root_owned_0755_workspace_is_refused_in_one_line() {
+        let t = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = nix::unistd::getuid().as_raw();
+        let err = workspace_writable(t.path(), me.wrapping_add(1), 4_000_000).unwrap_err();
+        let line = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Invalid);
+        assert!(
+            line.starts_with("workspace: ") && line.contains("chown"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert!(
+            workspace_writable(t.path(), me, 4_000_000).is_ok(),
+            "its owner may"
+        );
+    }
+}
