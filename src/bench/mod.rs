@@ -43,6 +43,8 @@ struct Contenders {
     cli: external::StockadeCli,
     ctr: Option<external::Ctr>,
     runc: Option<external::Runc>,
+    /// One long-lived sandbox per image, for the exec contender.
+    exec: BTreeMap<String, crate::sandbox::Sandbox>,
 }
 
 impl Contenders {
@@ -66,9 +68,10 @@ impl Contenders {
         while Instant::now() < deadline {
             let listed = c.list_containers(vec![managed.clone()]).await;
             let busy = match listed {
-                Ok(containers) => containers
-                    .iter()
-                    .any(|ct| !ct.labels.contains_key(crate::pool::LABEL_POOL)),
+                Ok(containers) => containers.iter().any(|ct| {
+                    !ct.labels.contains_key(crate::pool::LABEL_POOL)
+                        && !ct.labels.contains_key(crate::sandbox::LABEL_SESSION)
+                }),
                 Err(_) => false,
             };
             if !busy {
@@ -124,6 +127,26 @@ impl Contenders {
                 }
                 None => Err(BenchError::Setup("ctr is not installed".into())),
             },
+            Contender::StockadeExec => {
+                let sandbox = self.exec.get(&w.image).ok_or_else(|| {
+                    BenchError::Setup(format!("no sandbox to exec into for {}", w.image))
+                })?;
+                let r = sandbox
+                    .exec(crate::sandbox::ExecRequest::new(w.args.clone()))
+                    .await?;
+                if r.exit_code != 0 {
+                    return Err(BenchError::Failed {
+                        what: "stockade exec (library)".into(),
+                        status: Some(i32::from(r.exit_code)),
+                        stderr: r.stderr.lines().last().unwrap_or_default().to_string(),
+                    });
+                }
+                external::check_output(w, r.stdout.as_bytes(), "stockade exec (library)")?;
+                Ok(Sample {
+                    total_ms: r.duration_ms,
+                    phases: BTreeMap::new(),
+                })
+            }
             Contender::Runc => match &self.runc {
                 Some(runc) => {
                     runc.run(w, &format!("bench-runc-{}-{seq}", std::process::id()))
@@ -303,7 +326,24 @@ pub async fn run(
     } else {
         None
     };
+    let sandboxes = crate::sandbox::Sandboxes::new(lib.clone());
+    let mut exec = BTreeMap::new();
+    if config.contenders.contains(&Contender::StockadeExec) {
+        progress("creating the sandboxes to exec into");
+        for w in &usable {
+            if exec.contains_key(&w.image) {
+                continue;
+            }
+            let mut p = policy.clone();
+            p.image = w.image.clone();
+            let made = sandboxes
+                .create(crate::sandbox::CreateRequest::new(p))
+                .await?;
+            exec.insert(w.image.clone(), made);
+        }
+    }
     let contenders = Arc::new(Contenders {
+        exec,
         lib,
         warm,
         warm_cli,
@@ -314,6 +354,15 @@ pub async fn run(
     });
 
     let outcome = measure(&contenders, &usable, config, progress).await;
+    for s in contenders.exec.values() {
+        let removed = match sandboxes.get(s.id()).await {
+            Ok(handle) => handle.remove(true).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            notes.push(format!("exec sandbox {}: not removed: {e}", s.id()));
+        }
+    }
     for (image, pool) in &contenders.warm {
         let st = pool.status();
         notes.push(format!(

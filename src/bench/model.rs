@@ -17,6 +17,8 @@ pub enum BenchError {
     },
     #[error("stockade run (library): {0}")]
     Run(#[from] crate::runner::RunError),
+    #[error("stockade exec (library): {0}")]
+    Exec(#[from] crate::sandbox::SandboxError),
 }
 
 /// The programs compared.
@@ -40,16 +42,21 @@ pub enum Contender {
     Ctr,
     /// `runc run` on a prepared bundle: no containerd at all.
     Runc,
+    /// [`crate::sandbox::Sandbox::exec`] in this process, into one long-lived sandbox per
+    /// image made before the first burst (not timed): what an agent's second and later
+    /// tool calls cost.
+    StockadeExec,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 6] = [
+    pub const ALL: [Contender; 7] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
         Contender::StockadeWarmCli,
         Contender::Ctr,
         Contender::Runc,
+        Contender::StockadeExec,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +67,7 @@ impl Contender {
             Contender::StockadeWarmCli => "stockade-warm-cli",
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
+            Contender::StockadeExec => "stockade-exec",
         }
     }
 }

@@ -29,11 +29,11 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "true,echo")]
     pub workloads: Vec<String>,
     /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
-    /// stockade-warm-cli, ctr, runc.
+    /// stockade-warm-cli, stockade-exec (into a live sandbox), ctr, runc.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,ctr,runc"
+        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,stockade-exec,ctr,runc"
     )]
     pub contenders: Vec<String>,
     /// Measure nothing: read a report saved with `--out` and print its table (and, with
@@ -82,8 +82,9 @@ fn contender(name: &str) -> Result<Contender> {
         "stockade-warm-cli" | "warm-cli" => Contender::StockadeWarmCli,
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
+        "stockade-exec" | "exec" => Contender::StockadeExec,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, ctr, runc)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, ctr, runc)"
         ),
     })
 }
