@@ -51,6 +51,9 @@ pub enum Command {
     Create(commands::sandbox::CreateArgs),
     /// Run a command in a live sandbox and exit with its exit code.
     Exec(commands::exec::ExecArgs),
+    /// Copy files between the host and a live sandbox (`NAME_OR_ID:PATH` on one side, a
+    /// host path or `-` for a tar stream on the other).
+    Cp(commands::cp::CpArgs),
     /// List live sandboxes.
     Ls(commands::sandbox::LsArgs),
     /// Show one sandbox as JSON.

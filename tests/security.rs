@@ -17,6 +17,8 @@
 #[path = "security/binds.rs"]
 mod binds;
 mod common;
+#[path = "security/cp.rs"]
+mod cp;
 #[path = "security/disk.rs"]
 mod disk;
 #[path = "security/escape.rs"]
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         .chain(faults::cases())
         .chain(binds::cases())
         .chain(exec::cases())
+        .chain(cp::cases())
         .chain(runtime::cases())
         .chain(disk::cases())
         .collect();

@@ -4,6 +4,7 @@
 pub mod apparmor;
 pub mod audit;
 pub mod bench;
+pub mod cp;
 pub mod daemon;
 pub mod doctor;
 pub mod exec;
@@ -36,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Pool(a) => pool::run(a).await,
         Command::Create(a) => sandbox::create(a).await,
         Command::Exec(a) => exec::run(a).await,
+        Command::Cp(a) => cp::run(a).await,
         Command::Ls(a) => sandbox::ls(a).await,
         Command::Inspect(a) => sandbox::inspect(a).await,
         Command::Stop(a) => sandbox::stop(a).await,

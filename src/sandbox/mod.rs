@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod copy;
 pub mod exec;
 mod keeper;
 pub mod names;
@@ -75,6 +76,15 @@ pub enum SandboxError {
     /// The sandbox is not running (stopped, or its init died).
     #[error("sandbox {id} is not running (state: {state})")]
     NotRunning { id: String, state: String },
+    /// Files cannot be copied into or out of a sandbox that is not running.
+    #[error("sandbox {id} is not running (state: {state}); copying files into or out of a stopped sandbox is not supported yet")]
+    CopyNotRunning { id: String, state: String },
+    /// Copying files into or out of it failed (see [`crate::files::FilesError::class`]).
+    #[error("sandbox {id}: {source}")]
+    Files {
+        id: String,
+        source: crate::files::FilesError,
+    },
     /// The sandbox runs and removal was not forced.
     #[error("sandbox {id} is running; stop it first or remove it with force")]
     Running { id: String },
@@ -121,7 +131,14 @@ impl SandboxError {
             SandboxError::NotFound(_) => ErrorKind::NotFound,
             SandboxError::NameTaken { .. }
             | SandboxError::NotRunning { .. }
-            | SandboxError::Running { .. } => ErrorKind::Conflict,
+            | SandboxError::Running { .. }
+            | SandboxError::CopyNotRunning { .. } => ErrorKind::Conflict,
+            SandboxError::Files { source, .. } => match source.class() {
+                crate::files::ErrorClass::NotFound => ErrorKind::NotFound,
+                crate::files::ErrorClass::Invalid => ErrorKind::Invalid,
+                crate::files::ErrorClass::Conflict => ErrorKind::Conflict,
+                crate::files::ErrorClass::Internal => ErrorKind::Internal,
+            },
             SandboxError::Invalid { .. } => ErrorKind::Invalid,
             SandboxError::Run(RunError::CommandNotFound { .. })
             | SandboxError::Run(RunError::CommandNotExecutable { .. }) => ErrorKind::Invalid,
@@ -500,6 +517,29 @@ impl Sandbox {
     /// Runs a command in it (see [`exec`]).
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, SandboxError> {
         exec::run(self, req).await
+    }
+
+    /// Extracts the tar stream `archive` at the sandbox path `dst` (`docker cp` rules and
+    /// the hardening of [`crate::files::put`]), every entry owned by the sandbox's user,
+    /// within the limits of [`copy`]. The sandbox must be running.
+    pub async fn put<R: std::io::Read + Send + 'static>(
+        &self,
+        dst: &str,
+        archive: R,
+    ) -> Result<crate::files::PutSummary, SandboxError> {
+        copy::put(self, dst, archive).await
+    }
+
+    /// Writes the file or directory `src` of the sandbox to `out` as a tar stream
+    /// ([`crate::files::get`]; `follow_link` follows `src` when it is a symbolic link, as
+    /// `docker cp -L`), within the limits of [`copy`]. The sandbox must be running.
+    pub async fn get<W: std::io::Write + Send + 'static>(
+        &self,
+        src: &str,
+        out: W,
+        follow_link: bool,
+    ) -> Result<crate::files::GetSummary, SandboxError> {
+        copy::get(self, src, out, follow_link).await
     }
 
     /// Its state, limits and usage.
