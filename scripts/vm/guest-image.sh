@@ -20,13 +20,14 @@ kpkg=${2:?usage: guest-image.sh OUTDIR KERNEL_PACKAGE}
 #   apparmor                  apparmor_parser, to load stockade-default into the kernel
 #   libseccomp2               stockade's seccomp filters (linked dynamically)
 #   busybox-static            the busybox base image `stockade image build busybox` makes
-#   kmod                      modprobe for overlayfs, which the cloud kernel has as a module
+#   kmod                      modprobe for overlayfs and loop, which the cloud kernel has as modules
+#   e2fsprogs                 mkfs.ext4 for the bounded volumes of --disk (losetup is in mount)
 #   iproute2                  network namespace tests
 #   jq                        the checks read `stockade run --json` and `doctor --json`
 #   procps, util-linux, mount ps/kill, mountpoint, mount in the guest init
 #   python3                   the seccomp behaviour tests run the host's interpreter
 packages=(containerd runc crun apparmor libseccomp2 busybox-static kmod iproute2 jq procps
-          util-linux mount python3)
+          util-linux mount e2fsprogs python3)
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/stockade-vm-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -67,6 +67,9 @@ else
   R overlay fail "modprobe overlay: $out"
 fi
 
+# Disk limits put a writable root's upper layer on a loop-mounted volume.
+modprobe loop 2>/dev/null || true
+
 containerd >/run/containerd.log 2>&1 &
 for _ in $(seq 600); do ctr version >/dev/null 2>&1 && break; sleep 0.1; done
 if v=$(ctr version 2>&1); then

@@ -118,3 +118,31 @@ pub fn pool_runtime_key(runner: &stockade::runner::Runner) -> Option<String> {
         .filter(|rb| !rb.default)
         .map(|rb| rb.path.to_string_lossy().into_owned())
 }
+
+/// Starts this binary again as `ARGS --address … --namespace … --fifo-root FIFO_ROOT`,
+/// detached (its own process group, no stdio), to act for run `id` after this process
+/// exits, and records it as the run directory's owner (so reclaim leaves the run to it).
+/// Returns its pid.
+pub(crate) fn spawn_run_owner<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    containerd: &dyn stockade::containerd::api::Containerd,
+    fifo_root: &std::path::Path,
+    id: &str,
+) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .arg("--address")
+        .arg(containerd.address())
+        .arg("--namespace")
+        .arg(containerd.namespace())
+        .arg("--fifo-root")
+        .arg(fifo_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let _ = stockade::runner::write_owner(&fifo_root.join(id), child.id());
+    Ok(child.id())
+}

@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::runner::{
-    escapes, journal::DEFAULT_AUDIT_LOG, reclaim_crashed, write_owner, Cancel, CleanupMode, Output,
+    escapes, journal::DEFAULT_AUDIT_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
@@ -312,7 +312,6 @@ async fn hand_off_cleanup(
     pool_socket: Option<&std::path::Path>,
     args: &RunArgs,
 ) {
-    use std::os::unix::process::CommandExt;
     if let Some(socket) = pool_socket {
         match stockade::pool::service::hand_back(socket, id).await {
             Ok(true) => return,
@@ -321,25 +320,13 @@ async fn hand_off_cleanup(
         }
     }
     let client = runner.containerd();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("gc")
-        .arg("--run")
-        .arg(id)
-        .arg("--take-over")
-        .arg("--address")
-        .arg(client.address())
-        .arg("--namespace")
-        .arg(client.namespace())
-        .arg("--fifo-root")
-        .arg(&args.fifo_root)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    match cmd.spawn() {
-        Ok(child) => {
-            let _ = write_owner(&args.fifo_root.join(id), child.id());
-        }
+    match super::spawn_run_owner(
+        &["gc", "--run", id, "--take-over"],
+        client.as_ref(),
+        &args.fifo_root,
+        id,
+    ) {
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!("starting the cleanup helper: {e}; cleaning up inline");
             if let Err(e) = runner.cleanup(id).await {

@@ -188,28 +188,15 @@ pub async fn create(args: CreateArgs) -> Result<u8> {
 /// it as the run directory's owner. If it cannot start, crash reclaim and `gc` still
 /// remove the sandbox once a deadline has passed.
 fn start_keeper(sandboxes: &Sandboxes, id: &str, place: &Place) {
-    use std::os::unix::process::CommandExt;
+    let args: [&std::ffi::OsStr; 4] = [
+        "sandbox-keeper".as_ref(),
+        id.as_ref(),
+        "--init-dir".as_ref(),
+        place.init_dir.as_os_str(),
+    ];
     let c = sandboxes.runner().containerd();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg("sandbox-keeper")
-        .arg(id)
-        .arg("--address")
-        .arg(c.address())
-        .arg("--namespace")
-        .arg(c.namespace())
-        .arg("--fifo-root")
-        .arg(&place.fifo_root)
-        .arg("--init-dir")
-        .arg(&place.init_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    match cmd.spawn() {
-        Ok(child) => {
-            let _ = write_owner(&place.fifo_root.join(id), child.id());
-        }
-        Err(e) => tracing::warn!("starting the keeper of {id}: {e}"),
+    if let Err(e) = super::spawn_run_owner(&args, c.as_ref(), &place.fifo_root, id) {
+        tracing::warn!("starting the keeper of {id}: {e}");
     }
 }
 
