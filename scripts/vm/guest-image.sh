@@ -47,14 +47,18 @@ mmdebstrap -q --variant=essential --mode=root --include="$(IFS=,; echo "${packag
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
   bookworm "$rootfs"
 
-# Modules the guest may load: filesystems (overlay), networking (veth, bridge, netfilter)
+# Modules the guest may load: filesystems (overlay), networking (veth, bridge, netfilter),
 # and the libraries they need. Drivers stay out: the devices the guest uses are built in.
 mdir="$rootfs/lib/modules/$kver"
 mkdir -p "$mdir/kernel"
 cp -a "$work/kernel/lib/modules/$kver/kernel/"{fs,net,lib,crypto} "$mdir/kernel/"
+# The loop driver (a module in the cloud kernel): --disk's bounded volumes are loop-mounted.
+mkdir -p "$mdir/kernel/drivers/block"
+cp -a "$work/kernel/lib/modules/$kver/kernel/drivers/block/"loop.ko* "$mdir/kernel/drivers/block/"
 cp -a "$work/kernel/lib/modules/$kver/"modules.{order,builtin,builtin.modinfo} "$mdir/"
 chroot "$rootfs" depmod -a "$kver"
 chroot "$rootfs" modinfo -k "$kver" overlay >/dev/null
+chroot "$rootfs" modinfo -k "$kver" loop >/dev/null
 
 # containerd without the CRI plugin (no Kubernetes here), on its default socket.
 printf 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n' \
