@@ -26,10 +26,11 @@ fi
 # protos, libseccomp for the filters), the base images (busybox-static, mmdebstrap), the
 # AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema), and the
-# disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts).
+# disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
+# libc6-dev for libc.a, which build.rs links the sandbox init against statically.
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount)
+          ca-certificates e2fsprogs util-linux mount libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
