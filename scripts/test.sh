@@ -18,6 +18,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+log "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 log "cargo test (unit, integration, security)"
 # Tests that start containers share the host's cgroups and containerd binaries; two at a
 # time keeps a 2-core machine responsive.

@@ -1,7 +1,7 @@
 //! `stockade image import FILE`: an OCI image layout tarball or a `docker save` tarball
 //! (either gzip-compressed or not) into containerd, through the same pipeline as `build`.
 //!
-//! The archive is unpacked into a scratch directory under the rule of [`unpacked`]: only
+//! The archive is unpacked into a scratch directory under the rule of `unpacked`: only
 //! regular files, directories and links to regular files of the same archive, and every
 //! read goes through the archive's own entry table and `openat2` beneath the scratch
 //! directory, never through a filesystem link. Paths that the archive's documents name

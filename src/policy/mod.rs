@@ -23,7 +23,7 @@ pub use limits::{Limits, DEFAULT_DISK, MAX_NOFILE, MAX_SIZE, MAX_TASKS, MIN_DISK
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
     cap_name, AppArmorChoice, IdMap, NetworkMode, SeccompChoice, User, ValidatedPolicy,
-    DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE,
+    CAP_ADD_ALLOWLIST, DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE, DEFAULT_ENV,
 };
 
 /// The name of the image a policy runs when it names none.
@@ -62,7 +62,7 @@ pub struct ProcessSection {
     /// groups. Root (0) is allowed only when said explicitly.
     pub user: Option<String>,
     /// Extra environment, `K=V` each. Default: only `PATH`, `HOME=/tmp` and `TERM=xterm`...
-    /// see [`validate::DEFAULT_ENV`].
+    /// see [`DEFAULT_ENV`].
     pub env: Option<Vec<String>>,
     /// Working directory inside the sandbox. Default: `/workspace` when a workspace is
     /// mounted, else `/tmp`.
@@ -142,7 +142,7 @@ pub struct FilesystemSection {
 #[serde(deny_unknown_fields)]
 pub struct SecuritySection {
     /// Capabilities to grant (all five sets but ambient... see the spec builder), only from
-    /// [`validate::CAP_ADD_ALLOWLIST`]. Default: none.
+    /// [`CAP_ADD_ALLOWLIST`]. Default: none.
     pub cap_add: Option<Vec<String>>,
     /// `default`, `strict`, a path to a Docker-format profile, or `unconfined`.
     /// Default `default`.

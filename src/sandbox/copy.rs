@@ -20,7 +20,7 @@
 //! default), mapped through the spec's user namespace when it has one. Set-ID bits are
 //! dropped (see [`crate::files::put`]).
 //!
-//! Bytes copied in are capped by what the sandbox can hold ([`capacity`]): the sizes of
+//! Bytes copied in are capped by what the sandbox can hold (`capacity`): the sizes of
 //! its bounded filesystems (the loop-mounted disk volumes of a writable root and a managed
 //! workspace, and every tmpfs of its spec). A sandbox with none of those (no capacity can
 //! be told) gets [`Limits::default`]'s 1 GiB. Bytes copied out are capped by the larger of
