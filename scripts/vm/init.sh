@@ -27,7 +27,13 @@ mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts 2>/dev/null ||
   { mkdir -p /dev/pts && mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts; }
 mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# A checkout under /tmp arrives in the payload at its host path (the source tree and the test
+# binaries): a tmpfs there would hide it, so /tmp stays on the guest's disk in that case.
+if [ -z "$(ls -A /tmp 2>/dev/null)" ]; then
+  mount -t tmpfs -o mode=1777 tmpfs /tmp
+else
+  chmod 1777 /tmp
+fi
 mount -t securityfs securityfs /sys/kernel/security
 # nsdelegate: cgroup namespaces are delegation boundaries, as systemd mounts it.
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup
