@@ -139,7 +139,7 @@ async fn a_removed_run_leaves_no_image_loop_device_or_mount() {
     // Both volumes: the writable root's upper layer and a managed workspace.
     let out = stockade("run", c.address(), &roots)
         .args([
-            "--no-audit-log",
+            "--no-run-log",
             "--cleanup",
             "inline",
             "--json",
@@ -201,7 +201,7 @@ async fn gc_reclaims_the_volumes_of_a_killed_run_and_orphaned_images() {
     let roots = Roots::new();
     let mut child = stockade("run", c.address(), &roots)
         .args([
-            "--no-audit-log",
+            "--no-run-log",
             "--read-write-root",
             "--disk",
             "64M",

@@ -38,7 +38,7 @@ fn run_json(
     let mut args = vec![
         "run",
         "--json",
-        "--no-audit-log",
+        "--no-run-log",
         "--cleanup",
         "inline",
         "--address",
@@ -187,7 +187,7 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     // has exited (handed back to the service, which keeps serving meanwhile).
     let out = stockade(&[
         "run",
-        "--no-audit-log",
+        "--no-run-log",
         "--address",
         socket,
         "--fifo-root",

@@ -1,5 +1,5 @@
 //! `stockade run` and `stockade gc` as a user runs them, against a private containerd:
-//! exit codes, one-line errors, `--json`, the audit log, signals, and no leftovers once the
+//! exit codes, one-line errors, `--json`, the run log, signals, and no leftovers once the
 //! detached cleanup is done.
 
 mod common;
@@ -27,7 +27,7 @@ fn stockade_run(env: &Env<'_>, extra: &[&str], cmd: &[&str]) -> Output {
         .arg(env.socket)
         .arg("--fifo-root")
         .arg(env.fifo)
-        .arg("--audit-log")
+        .arg("--run-log")
         .arg(env.log)
         .args(extra)
         .arg("--")
@@ -164,7 +164,7 @@ async fn exit_codes_output_and_errors_as_documented() {
 
     // Every run left one audit line, those that failed before running too (the missing
     // workspace is refused before a run exists).
-    let text = std::fs::read_to_string(&log).expect("audit log");
+    let text = std::fs::read_to_string(&log).expect("run log");
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -222,7 +222,7 @@ async fn json_prints_one_result_document() {
     };
     let out = stockade_run(
         &env,
-        &["--json", "--max-output", "5", "--no-audit-log"],
+        &["--json", "--max-output", "5", "--no-run-log"],
         &["sh", "-c", "echo 0123456789; echo e >&2; exit 3"],
     );
     assert_eq!(out.status.code(), Some(3));
@@ -245,7 +245,7 @@ async fn json_prints_one_result_document() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
-    assert!(!env.log.exists(), "--no-audit-log writes nothing");
+    assert!(!env.log.exists(), "--no-run-log writes nothing");
     assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(10)).await;
 }
 
@@ -253,7 +253,7 @@ async fn json_prints_one_result_document() {
 async fn unreachable_containerd_is_125_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["run", "--no-audit-log", "--address"])
+        .args(["run", "--no-run-log", "--address"])
         .arg(dir.path().join("nothing.sock"))
         .args(["--", "true"])
         .output()
@@ -280,7 +280,7 @@ async fn sigterm_to_stockade_kills_the_sandbox_and_exits_143() {
         .arg(c.address())
         .arg("--fifo-root")
         .arg(&fifo)
-        .args(["--no-audit-log", "--", "sleep", "30"])
+        .args(["--no-run-log", "--", "sleep", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -323,7 +323,7 @@ async fn gc_reclaims_a_run_whose_stockade_was_killed() {
         .arg(c.address())
         .arg("--fifo-root")
         .arg(&fifo)
-        .args(["--no-audit-log", "--", "sleep", "30"])
+        .args(["--no-run-log", "--", "sleep", "30"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

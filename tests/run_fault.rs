@@ -32,7 +32,7 @@ async fn containerd_killed_mid_run_is_reported_and_reclaimed_by_the_next_run() {
             .arg(c.address())
             .arg("--fifo-root")
             .arg(&fifo)
-            .arg("--no-audit-log")
+            .arg("--no-run-log")
             .arg("--")
             .args(cmd)
             .stdout(Stdio::piped())

@@ -122,7 +122,7 @@ fn run_probe(address: &Path, fifo: &Path, runc_binary: Option<&str>) -> String {
         "run",
         "--cold",
         "--json",
-        "--no-audit-log",
+        "--no-run-log",
         "--cleanup",
         "inline",
     ])
@@ -222,7 +222,7 @@ async fn crun_runs_the_same_sandbox_as_runc() {
         .args([
             "run",
             "--cold",
-            "--no-audit-log",
+            "--no-run-log",
             "--runc-binary",
             "crun",
             "--address",

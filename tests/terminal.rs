@@ -48,7 +48,7 @@ struct Seen {
 
 fn run_on_pty(address: &Path, fifo: &Path, which: &str, flags: &[&str], script: &str) -> Seen {
     let out = Command::new("python3")
-        .args(["-c", DRIVER, which, BIN, "run", "--cold", "--no-audit-log"])
+        .args(["-c", DRIVER, which, BIN, "run", "--cold", "--no-run-log"])
         .arg("--address")
         .arg(address)
         .arg("--fifo-root")

@@ -56,7 +56,7 @@ impl StockadeCli {
             .arg(&self.namespace)
             .arg("--image")
             .arg(&w.image)
-            .arg("--no-audit-log")
+            .arg("--no-run-log")
             .args(&self.flags)
             .arg("--")
             .args(&w.args);

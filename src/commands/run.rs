@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::runner::{
-    escapes, journal::DEFAULT_AUDIT_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
+    escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
@@ -43,12 +43,14 @@ pub struct RunArgs {
     /// containerd namespace runs and images live in.
     #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// Append one JSON line per run to FILE.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_AUDIT_LOG)]
-    pub audit_log: PathBuf,
-    /// Do not write the audit log (overrides --audit-log).
-    #[arg(long)]
-    pub no_audit_log: bool,
+    /// Append one JSON line per run to FILE (the run log; `--audit-log` is its old name,
+    /// still accepted).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_RUN_LOG, alias = "audit-log")]
+    pub run_log: PathBuf,
+    /// Do not write the run log (overrides --run-log; `--no-audit-log` is its old name,
+    /// still accepted).
+    #[arg(long, alias = "no-audit-log")]
+    pub no_run_log: bool,
     /// Start from the base snapshot, never from a sandbox a pool (`stockade pool fill`)
     /// prepared ahead of time.
     #[arg(long)]
@@ -110,7 +112,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .images(std::sync::Arc::new(StoreImages))
         .fifo_root(&args.fifo_root)
         .disk_root(&args.disk_root)
-        .audit_log((!args.no_audit_log).then(|| args.audit_log.clone()))
+        .run_log((!args.no_run_log).then(|| args.run_log.clone()))
         .cleanup(match args.cleanup {
             CleanupWhen::Detach => CleanupMode::Caller,
             CleanupWhen::Inline => CleanupMode::Inline,
@@ -170,11 +172,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
                     eprintln!("stockade: output truncated at --max-output");
                 }
             }
-            for w in result
-                .warnings
-                .iter()
-                .filter(|w| w.starts_with("audit log"))
-            {
+            for w in result.warnings.iter().filter(|w| w.starts_with("run log")) {
                 eprintln!("stockade: warning: {w}");
             }
             if args.cleanup == CleanupWhen::Detach {

@@ -45,7 +45,7 @@ pub struct RunnerBuilder {
     uid_claims: Option<PathBuf>,
     uid_range: Option<uids::UidRange>,
     images: Option<Arc<dyn ImageSource>>,
-    audit_log: Option<PathBuf>,
+    run_log: Option<PathBuf>,
     cleanup: CleanupMode,
     apparmor: Option<Option<LoadContext>>,
 }
@@ -145,10 +145,10 @@ impl RunnerBuilder {
         self.images = Some(images);
         self
     }
-    /// Append one JSON line per run to this file. Default: no audit log (the CLI passes
-    /// [`journal::DEFAULT_AUDIT_LOG`]).
-    pub fn audit_log(mut self, path: Option<PathBuf>) -> Self {
-        self.audit_log = path;
+    /// Append one JSON line per run to this file. Default: no run log (the CLI passes
+    /// [`journal::DEFAULT_RUN_LOG`]).
+    pub fn run_log(mut self, path: Option<PathBuf>) -> Self {
+        self.run_log = path;
         self
     }
     /// How the built-in AppArmor profile is loaded before runs on hosts with AppArmor;
@@ -222,7 +222,7 @@ impl RunnerBuilder {
                 proc_root,
                 images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
                 image_cache: Mutex::new(HashMap::new()),
-                audit_log: self.audit_log,
+                run_log: self.run_log,
                 cleanup: self.cleanup,
                 pending: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
             }),

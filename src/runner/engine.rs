@@ -112,7 +112,7 @@ impl Runner {
                 }
             }
         }
-        if let (Err(e), Some(log)) = (&r, &self.inner.audit_log) {
+        if let (Err(e), Some(log)) = (&r, &self.inner.run_log) {
             // A run that never got to exit is logged too, with the exit code it maps to.
             if !fail.id.is_empty() {
                 let record = journal::RunRecord::failed(&fail, e, ms(t0.elapsed()));
@@ -341,7 +341,7 @@ impl Runner {
         self.dispose(&id, &mut phases).await;
         result.phases = phases;
         result.duration_ms = ms(t0.elapsed());
-        if let Some(log) = &self.inner.audit_log {
+        if let Some(log) = &self.inner.run_log {
             let uid = nix::unistd::getuid().as_raw();
             let line = journal::RunRecord::from_result(&result, &args, uid).to_line();
             if let Err(e) = journal::append(log, &line) {

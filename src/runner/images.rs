@@ -14,7 +14,7 @@ pub struct BaseImage {
     pub name: String,
     /// Key of the committed snapshot (for an unpacked image: its chain id).
     pub snapshot: String,
-    /// The image's manifest digest, when known (recorded in results and the audit log).
+    /// The image's manifest digest, when known (recorded in results and the run log).
     pub digest: Option<String>,
 }
 

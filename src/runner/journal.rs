@@ -1,4 +1,4 @@
-//! The audit trail: one JSON line per run appended to a log file. The record is built from
+//! The run log: one JSON line per run appended to a log file. The record is built from
 //! the run result (pure); appending is one `write` on an `O_APPEND` file, so concurrent runs
 //! never interleave within a line.
 
@@ -12,9 +12,9 @@ use super::engine::Attempt;
 use super::{Phases, RunError, RunResult, RuntimeBinary};
 
 /// Where runs are logged unless told otherwise.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/stockade/runs.jsonl";
+pub const DEFAULT_RUN_LOG: &str = "/var/log/stockade/runs.jsonl";
 
-/// One line of the audit log.
+/// One line of the run log.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord<'a> {
     /// When the run started, RFC 3339 UTC with milliseconds.
@@ -119,9 +119,9 @@ pub fn append(path: &Path, line: &str) -> Result<(), JournalError> {
     f.write_all(line.as_bytes()).map_err(err)
 }
 
-/// The audit log could not be written.
+/// The run log could not be written.
 #[derive(Debug, thiserror::Error)]
-#[error("audit log {}: {message}", path.display())]
+#[error("run log {}: {message}", path.display())]
 pub struct JournalError {
     pub path: PathBuf,
     pub message: String,
@@ -193,6 +193,6 @@ mod tests {
         let e = append(&file.join("runs.jsonl"), "x\n").unwrap_err();
         assert!(e
             .to_string()
-            .starts_with(&format!("audit log {}", file.display())));
+            .starts_with(&format!("run log {}", file.display())));
     }
 }

@@ -465,7 +465,7 @@ struct Inner {
     idmap_support: Mutex<HashMap<u64, bool>>,
     images: Arc<dyn ImageSource>,
     image_cache: Mutex<HashMap<String, BaseImage>>,
-    audit_log: Option<PathBuf>,
+    run_log: Option<PathBuf>,
     cleanup: CleanupMode,
     pending: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
 }

@@ -88,15 +88,16 @@ fn refused(d: &Daemon, placement: Placement) -> CaseResult {
             "not root"
         }
     };
-    // A private audit log and FIFO root: a run that got as far as containerd leaves a
-    // line in the one and a run directory in the other.
-    let audit_log = t.path().join("runs.jsonl");
+    // A private run log (given by its old flag name, still accepted) and FIFO root: a run
+    // that got as far as containerd leaves a line in the one and a run directory in the
+    // other.
+    let run_log = t.path().join("runs.jsonl");
     let fifo_root = t.path().join("fifo");
     // Removed before stockade exits (should it run), while the wrapper still exists.
     let o = Sandbox::busybox(&["grep", "Seccomp:", "/proc/self/status"])
         .flag("--runc-binary", &wrapper)
         .flag("--cleanup", "inline")
-        .flag("--audit-log", &audit_log)
+        .flag("--audit-log", &run_log)
         .flag("--fifo-root", &fifo_root)
         .run(d)?;
     let stderr = o.process.stderr_text();
@@ -115,9 +116,9 @@ fn refused(d: &Daemon, placement: Placement) -> CaseResult {
     );
     ensure!(!dir.join("ran").exists(), "the refused wrapper ran anyway");
     ensure!(
-        !audit_log.exists(),
+        !run_log.exists(),
         "a run was attempted: {}",
-        std::fs::read_to_string(&audit_log).unwrap_or_default()
+        std::fs::read_to_string(&run_log).unwrap_or_default()
     );
     let run_dirs: Vec<_> = std::fs::read_dir(&fifo_root)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
