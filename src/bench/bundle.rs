@@ -1,7 +1,9 @@
 //! A runc bundle per workload for the `runc run` contender: the image's committed base
 //! snapshot mounted read-only through a containerd view snapshot (the very root filesystem
 //! stockade and ctr run), and stockade's own spec for the policy with an absolute root path.
-//! Everything is removed by [`Bundles::remove`].
+//! Everything is removed by [`Bundles::remove`]; a `Bundles` dropped without it (an early
+//! return, a panic) still unmounts its views and removes its directory at once, and hands
+//! the view snapshots' removal to the runtime.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -139,23 +141,56 @@ impl Bundles {
     }
 
     /// Unmounts the views, removes the view snapshots and the directory.
-    pub async fn remove(self) {
-        for m in &self.mounts {
-            if let Err(e) = umount2(m, MntFlags::MNT_DETACH) {
+    pub async fn remove(mut self) {
+        self.unmount();
+        remove_views(
+            self.client.clone(),
+            self.snapshotter.clone(),
+            std::mem::take(&mut self.views),
+        )
+        .await;
+    }
+
+    /// Unmounts the views and removes the directory (what needs no RPC).
+    fn unmount(&mut self) {
+        for m in std::mem::take(&mut self.mounts) {
+            if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
                 tracing::warn!("unmounting {}: {e}", m.display());
             }
         }
-        for key in &self.views {
-            let _ = self
-                .client
-                .snapshots()
-                .remove(self.client.request(RemoveSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.clone(),
-                }))
-                .await;
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Bundles {
+    fn drop(&mut self) {
+        self.unmount();
+        let views = std::mem::take(&mut self.views);
+        if views.is_empty() {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(remove_views(
+                    self.client.clone(),
+                    self.snapshotter.clone(),
+                    views,
+                ));
+            }
+            Err(_) => tracing::warn!("view snapshots left for `stockade gc`: {views:?}"),
+        }
+    }
+}
+
+async fn remove_views(client: Client, snapshotter: String, views: Vec<String>) {
+    for key in views {
+        let _ = client
+            .snapshots()
+            .remove(client.request(RemoveSnapshotRequest {
+                snapshotter: snapshotter.clone(),
+                key,
+            }))
+            .await;
     }
 }
 

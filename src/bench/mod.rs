@@ -9,6 +9,7 @@ mod bundle;
 mod external;
 mod model;
 mod report;
+mod setup;
 pub mod stats;
 mod sustained;
 pub mod svg;
@@ -60,7 +61,7 @@ impl Contenders {
             pool.wait_ready(level, SETTLE_TIMEOUT).await;
         }
         if let Some(sock) = self.warm_cli.as_ref().and_then(|(_, s)| s.get(&w.image)) {
-            service_ready(sock, level, SETTLE_TIMEOUT).await;
+            setup::service_ready(sock, level, SETTLE_TIMEOUT).await;
         }
         self.lib.wait_cleanups().await;
         let c = self.lib.containerd();
@@ -246,149 +247,38 @@ pub async fn run(
         root: b.state_dir(),
         bundles: b.list(),
     });
-    let mut warm = BTreeMap::new();
-    if config.contenders.contains(&Contender::StockadeWarm) {
-        let size = config.concurrency.iter().copied().max().unwrap_or(1);
-        for w in &usable {
-            if warm.contains_key(&w.image) {
-                continue;
-            }
-            let mut p = policy.clone();
-            p.image = w.image.clone();
-            let cfg = crate::pool::PoolConfig {
-                size,
-                ..Default::default()
-            };
-            let pool = crate::pool::Pool::start(lib.clone(), p, cfg)
-                .map_err(|e| BenchError::Setup(e.to_string()))?;
-            warm.insert(w.image.clone(), pool);
-        }
-        progress(&format!("filling the warm pools ({size} sandboxes each)"));
-        for pool in warm.values() {
-            pool.wait_ready(size, Duration::from_secs(60)).await;
-        }
-    }
-    let mut services = Vec::new();
-    let warm_cli = if config.contenders.contains(&Contender::StockadeWarmCli) {
-        let size = config.concurrency.iter().copied().max().unwrap_or(1);
-        let dir = config.work_dir.join("pool");
-        let mut sockets = BTreeMap::new();
-        for w in &usable {
-            if sockets.contains_key(&w.image) {
-                continue;
-            }
-            let mut p = policy.clone();
-            p.image = w.image.clone();
-            let sock = crate::pool::socket_path(&dir, &p.hash());
-            let child = tokio::process::Command::new(&config.stockade_bin)
-                .arg("pool")
-                .arg("fill")
-                .arg("--image")
-                .arg(&w.image)
-                .arg("--size")
-                .arg(size.to_string())
-                .arg("--socket-dir")
-                .arg(&dir)
-                .arg("--address")
-                .arg(client.address())
-                .arg("--namespace")
-                .arg(client.namespace())
-                .args(&runtime_flags)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| BenchError::Spawn {
-                    what: "stockade pool fill".into(),
-                    message: e.to_string(),
-                })?;
-            services.push(child);
-            sockets.insert(w.image.clone(), sock);
-        }
-        progress(&format!(
-            "starting the pool services ({size} sandboxes each)"
-        ));
-        for sock in sockets.values() {
-            service_ready(sock, size, Duration::from_secs(60)).await;
-        }
-        let cli = external::StockadeCli {
-            binary: config.stockade_bin.clone(),
-            address: client.address().to_path_buf(),
-            namespace: client.namespace().to_string(),
-            flags: [
-                vec!["--pool-dir".into(), dir.to_string_lossy().into_owned()],
-                runtime_flags.clone(),
-            ]
-            .concat(),
-        };
-        Some((cli, sockets))
-    } else {
-        None
-    };
-    let sandboxes = crate::sandbox::Sandboxes::new(lib.clone());
-    let mut exec = BTreeMap::new();
-    if config.contenders.contains(&Contender::StockadeExec) {
-        progress("creating the sandboxes to exec into");
-        for w in &usable {
-            if exec.contains_key(&w.image) {
-                continue;
-            }
-            let mut p = policy.clone();
-            p.image = w.image.clone();
-            let made = sandboxes
-                .create(crate::sandbox::CreateRequest::new(p))
-                .await?;
-            exec.insert(w.image.clone(), made);
-        }
-    }
-    let contenders = Arc::new(Contenders {
-        exec,
+    let mut contenders = Contenders {
+        exec: BTreeMap::new(),
         lib,
-        warm,
-        warm_cli,
+        warm: BTreeMap::new(),
+        warm_cli: None,
         policy,
         cli,
         ctr,
         runc,
-    });
-
-    let outcome = measure(&contenders, &usable, config, progress).await;
-    for s in contenders.exec.values() {
-        let removed = match sandboxes.get(s.id()).await {
-            Ok(handle) => handle.remove(true).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = removed {
-            notes.push(format!("exec sandbox {}: not removed: {e}", s.id()));
-        }
-    }
-    for (image, pool) in &contenders.warm {
-        let st = pool.status();
-        notes.push(format!(
-            "warm pool {image}: {} runs took a prepared sandbox, {} found the pool empty and ran cold",
-            st.taken, st.misses
-        ));
-        pool.drain().await;
-    }
-    if let Some((_, sockets)) = &contenders.warm_cli {
-        use crate::pool::service::{request, DrainReply, Request, StatusReply};
-        for (image, sock) in sockets {
-            if let Ok(r) =
-                request::<StatusReply>(sock, &Request::Status, Duration::from_secs(2)).await
-            {
-                notes.push(format!(
-                    "pool service {image}: {} runs took a prepared sandbox, {} found the pool empty and ran cold",
-                    r.status.taken, r.status.misses
-                ));
-            }
-            let _ = request::<DrainReply>(sock, &Request::Drain, Duration::from_secs(60)).await;
-        }
-    }
-    for mut child in services {
-        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    }
-    contenders.lib.wait_cleanups().await;
+    };
+    // Whatever the setup started is stopped on every path, an error half-way included.
+    let sandboxes = crate::sandbox::Sandboxes::new(contenders.lib.clone());
+    let mut started = setup::Started::default();
+    let ready = setup::start(
+        &mut contenders,
+        &mut started,
+        &sandboxes,
+        &setup::Context {
+            client: &client,
+            workloads: &usable,
+            config,
+            runtime_flags: &runtime_flags,
+        },
+        progress,
+    )
+    .await;
+    let contenders = Arc::new(contenders);
+    let outcome = match ready {
+        Ok(()) => measure(&contenders, &usable, config, progress).await,
+        Err(e) => Err(e),
+    };
+    setup::stop(&contenders, started, &sandboxes, &mut notes).await;
     if let Some(b) = bundles {
         b.remove().await;
     }
@@ -522,20 +412,6 @@ async fn measure(
 }
 
 /// Waits until the pool service at `sock` has `n` sandboxes ready (or `timeout` passes).
-async fn service_ready(sock: &std::path::Path, n: usize, timeout: Duration) {
-    use crate::pool::service::{request, Request, StatusReply};
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(r) = request::<StatusReply>(sock, &Request::Status, Duration::from_secs(1)).await
-        {
-            if r.status.ready >= n {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn host_info(client: &Client, host: &HostFacts) -> HostInfo {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())

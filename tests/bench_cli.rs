@@ -1,0 +1,115 @@
+//! `stockade bench` as a user runs it, against a private containerd: every contender asked
+//! for is measured, and the benchmark leaves nothing behind — no sandbox, container,
+//! snapshot (the runc contender's view snapshots included), mount or bundle directory.
+
+mod common;
+mod run_support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{busybox_image, require_root_or_skip, PrivateContainerd};
+use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
+use run_support::assert_no_leftovers;
+use stockade::runner::DEFAULT_SNAPSHOTTER;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contender_is_measured_and_nothing_is_left() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let contenders = ["stockade-lib", "stockade-exec", "stockade-warm", "runc"];
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+        ])
+        .args(["--concurrency", "1", "--workloads", "true", "--json"])
+        .arg("--contenders")
+        .arg(contenders.join(","))
+        .arg("--address")
+        .arg(c.address())
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--stockade-bin")
+        .arg(BIN)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stockade bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stockade bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json is not JSON ({e}): {stderr}"));
+    for name in contenders {
+        let cell = report["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .find(|c| c["contender"] == name)
+            .unwrap_or_else(|| panic!("no cell for {name}: {report}"));
+        assert_eq!(cell["failures"], 0, "{name} failed: {cell}");
+        assert_eq!(
+            cell["samples_ms"].as_array().map(Vec::len),
+            Some(3),
+            "{name}: every iteration measured: {cell}"
+        );
+    }
+
+    // Sandboxes and runs: the detached cleanups may still be finishing.
+    let no_fifo_root = dir.path().join("no-fifo-root");
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        &no_fifo_root,
+        None,
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut views = Vec::new();
+    let mut stream = client
+        .snapshots()
+        .list(client.request(ListSnapshotsRequest {
+            snapshotter: DEFAULT_SNAPSHOTTER.into(),
+            filters: vec![],
+        }))
+        .await
+        .expect("list snapshots")
+        .into_inner();
+    while let Some(m) = stream.message().await.expect("list snapshots") {
+        views.extend(
+            m.info
+                .into_iter()
+                .map(|i| i.name)
+                .filter(|n| n.starts_with("bench-view-")),
+        );
+    }
+    assert!(views.is_empty(), "view snapshots left: {views:?}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let work_s = work.display().to_string();
+    let mounts: Vec<&str> = mountinfo.lines().filter(|l| l.contains(&work_s)).collect();
+    assert!(
+        mounts.is_empty(),
+        "mounts left under the work dir: {mounts:#?}"
+    );
+    let bundles: Vec<_> = std::fs::read_dir(&work)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("runc-bench-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(bundles.is_empty(), "bundle directories left: {bundles:?}");
+}
