@@ -18,6 +18,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+log "cargo check without default features (the library without the benchmark)"
+cargo check --locked --no-default-features --all-targets
 log "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 log "cargo test (unit, integration, security)"

@@ -43,6 +43,7 @@ pub enum Command {
     #[command(subcommand)]
     Daemon(commands::daemon::DaemonCommand),
     /// Measure start latency against `ctr run --rm` and bare `runc run`, in one run.
+    #[cfg(feature = "bench")]
     Bench(commands::bench::BenchArgs),
     /// Keep sandboxes ready ahead of runs (warm pools): fill, ls, drain.
     #[command(subcommand)]

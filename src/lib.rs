@@ -7,6 +7,7 @@
 
 pub mod apparmor;
 pub mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bind;
 pub mod containerd;

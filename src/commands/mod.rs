@@ -3,6 +3,7 @@
 
 pub mod apparmor;
 pub mod audit;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod cp;
 pub mod daemon;
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Apparmor(a) => apparmor::run(a).await,
         Command::Gc(a) => gc::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
+        #[cfg(feature = "bench")]
         Command::Bench(a) => bench::run(a).await,
         Command::Pool(a) => pool::run(a).await,
         Command::Create(a) => sandbox::create(a).await,
