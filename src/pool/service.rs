@@ -5,6 +5,7 @@
 //! → {"op":"take","image":"busybox","policy_hash":"sha256:…","address":"/run/…/containerd.sock",
 //!    "namespace":"stockade","fifo_root":"/run/stockade/fifo"}
 //! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","mounts":[…],…}}
+//! → {"op":"taken"}    (the caller has opened its FIFO ends; the service then closes its own)
 //! ← {"sandbox":null,"reason":"empty"}
 //! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"address":…,"namespace":…}
 //! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
@@ -16,8 +17,11 @@
 //! and removes the run in the background, so that `stockade run` need not start a helper
 //! process for it.
 //!
-//! A sandbox is handed over only to a caller using the same containerd, namespace and FIFO
-//! root; before the answer is written, the caller's pid (from the socket's peer
+//! A handed-over sandbox's task is already running, its pid 1 the trampoline waiting for a
+//! command line on its stdin FIFO; the service keeps its own FIFO ends open until the
+//! caller says `taken` (or hangs up, or [`ACK_TIMEOUT`] passes), so the shim never sees
+//! stdin end in between. A sandbox is handed over only to a caller using the same
+//! containerd, namespace and FIFO root; before the answer is written, the caller's pid (from the socket's peer
 //! credentials) becomes the owner of the sandbox's run directory, so that a caller dying
 //! between the answer and its run leaves a sandbox the next crash reclaim removes.
 

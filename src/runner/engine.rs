@@ -82,11 +82,13 @@ impl Runner {
     }
 
     /// Runs one command in a sandbox made ahead of time by [`Runner::prepare`] (here or in
-    /// another process). The spec is rebuilt for the request's command under the request's
-    /// policy, which must be the one the sandbox was prepared with (same policy hash and
-    /// image); the container's spec is replaced by it (Containers.Update), so the task runs
-    /// exactly the spec a cold run with this id would. This process becomes the run's
-    /// owner. The sandbox is used once: afterwards it is removed like any run.
+    /// another process). The request's policy must be the one the sandbox was prepared with
+    /// (same policy hash and image). The sandbox's task is already running: its pid 1 is a
+    /// trampoline blocked reading one command line from its stdin, so the run writes the
+    /// command and the trampoline `exec`s it under the very spec a cold run would have
+    /// (same process, mounts and limits; `tests/pool.rs` compares them field by field).
+    /// This process becomes the run's owner. The sandbox is used once: afterwards it is
+    /// removed like any run.
     pub async fn run_prepared(
         &self,
         prepared: Prepared,
