@@ -28,7 +28,10 @@ mod content;
 mod ingest;
 use content::content_exists;
 pub use content::{read_blob, write_blob};
-pub use ingest::{abort_ingest, download_ref, has_blob, ingest_offset, write_stream, StreamError};
+pub use ingest::{
+    abort_ingest, download_ref, find_download, has_blob, ingest_offset, new_download_ref,
+    write_stream, Chunks, StreamError,
+};
 
 /// How much of a blob goes into one Write message (containerd accepts up to 16 MiB).
 const WRITE_CHUNK: usize = 1 << 20;

@@ -17,8 +17,8 @@ use crate::images::oci::{
 };
 use crate::images::reference::Reference;
 use crate::images::store::{
-    self, abort_ingest, download_ref, has_blob, ingest_offset, store_image, write_stream,
-    BlobSource, LayerSource, Lease, PreparedImage, StreamError,
+    self, abort_ingest, find_download, has_blob, new_download_ref, store_image, write_stream,
+    BlobSource, Chunks, LayerSource, Lease, PreparedImage, StreamError,
 };
 use crate::images::{user_image_name, ImageError, ImageRef, Progress};
 
@@ -142,6 +142,9 @@ pub async fn pull(
             if let Ok(resumed) = &got {
                 let how = match resumed {
                     None => "already in the content store".to_string(),
+                    Some(at) if *at >= l.size.max(0) as u64 => {
+                        "already in containerd (another namespace has it)".to_string()
+                    }
                     Some(0) => format!("downloaded in {:.1}s", t.elapsed().as_secs_f64()),
                     Some(at) => format!(
                         "downloaded in {:.1}s, resumed at byte {at}",
@@ -300,40 +303,55 @@ async fn download_layer(
     if has_blob(lc, &layer.digest).await? {
         return Ok(None);
     }
+    download_once(lc, registry, top, r, layer).await
+}
+
+async fn download_once(
+    lc: &Client,
+    registry: &oci_client::Client,
+    top: &oci_client::Reference,
+    r: &Reference,
+    layer: &Descriptor,
+) -> Result<Option<u64>, ImageError> {
     let what = format!("{}: layer {}", r.familiar(), layer.digest);
-    let ingest = download_ref(&layer.digest);
     let size = layer.size.max(0) as u64;
-    let mut offset = ingest_offset(lc, &ingest).await?;
-    if offset >= size && offset > 0 {
-        // Complete yet never committed: its bytes failed the digest check. Start over.
-        abort_ingest(lc, &ingest).await?;
-        offset = 0;
-    }
-    let desc = oci_descriptor(layer);
-    let stream = if offset > 0 {
-        match registry
-            .pull_blob_stream_partial(top, &desc, offset, Some(size - offset))
-            .await
-            .map_err(|e| classify(r, &what, e))?
-        {
-            BlobResponse::Partial(s) => s.stream,
-            // The registry sent the whole blob: start over.
-            BlobResponse::Full(s) => {
-                abort_ingest(lc, &ingest).await?;
-                offset = 0;
-                s.stream
-            }
+    let ingest = match find_download(lc, &layer.digest).await? {
+        Some((ingest, offset)) if offset < size => ingest,
+        Some((stale, _)) => {
+            // Complete yet never committed: its bytes failed the digest check.
+            discard(lc, &stale).await;
+            new_download_ref(&layer.digest)
         }
-    } else {
-        registry
-            .pull_blob_stream(top, &desc)
-            .await
-            .map_err(|e| classify(r, &what, e))?
-            .stream
+        None => new_download_ref(&layer.digest),
     };
-    let written = write_stream(lc, layer, &ingest, offset, stream, HashMap::new(), &|_| {}).await;
+    let desc = oci_descriptor(layer);
+    // containerd says where the ingest stands; the registry is asked for the rest.
+    let (desc, what_open) = (&desc, what.as_str());
+    let open = |offset: u64| async move {
+        let what = what_open;
+        if offset >= size {
+            return Ok(futures_util::stream::empty().boxed());
+        }
+        if offset == 0 {
+            return Ok(registry
+                .pull_blob_stream(top, desc)
+                .await
+                .map_err(|e| classify(r, what, e))?
+                .stream);
+        }
+        match registry
+            .pull_blob_stream_partial(top, desc, offset, Some(size - offset))
+            .await
+            .map_err(|e| classify(r, what, e))?
+        {
+            BlobResponse::Partial(s) => Ok(s.stream),
+            // The registry sent the whole blob: skip what the ingest has.
+            BlobResponse::Full(s) => Ok(skip(s.stream, offset)),
+        }
+    };
+    let written = write_stream(lc, layer, &ingest, open, HashMap::new(), &|_| {}).await;
     match written {
-        Ok(()) => Ok(Some(offset)),
+        Ok(offset) => Ok(Some(offset)),
         Err(StreamError::Source { written, error }) => {
             // Bytes that fail the digest check are not worth resuming.
             let reason = error.to_string();
@@ -372,6 +390,20 @@ async fn download_layer(
     }
 }
 
+/// `stream` without its first `n` bytes.
+fn skip(stream: Chunks, n: u64) -> Chunks {
+    let mut left = n;
+    stream
+        .map(move |chunk| {
+            chunk.map(|mut c| {
+                let drop = left.min(c.len() as u64) as usize;
+                left -= drop as u64;
+                c.split_off(drop)
+            })
+        })
+        .boxed()
+}
+
 /// Drops an ingest whose bytes failed the digest check. containerd releases the ingest's
 /// lock only once the write stream is wound down, so a few tries, 100 ms apart.
 async fn discard(lc: &Client, ingest: &str) {
@@ -386,6 +418,20 @@ async fn discard(lc: &Client, ingest: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn skipping_drops_exactly_the_first_bytes() {
+        let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = ["abc", "de", "fghij"]
+            .iter()
+            .map(|c| Ok(bytes::Bytes::from_static(c.as_bytes())))
+            .collect();
+        let parts: Vec<bytes::Bytes> = skip(futures_util::stream::iter(chunks).boxed(), 4)
+            .try_collect()
+            .await
+            .unwrap();
+        let rest = parts.concat();
+        assert_eq!(rest, b"efghij");
+    }
 
     #[test]
     fn documents_are_told_apart() {

@@ -1,16 +1,43 @@
 //! Streaming a blob into the content store as it arrives (a download), resumable: an
-//! interrupted write stays in containerd as an ingest named by its ref, [`ingest_offset`]
-//! says how far it got, and the next write continues from there. containerd checks the
+//! interrupted write stays in containerd as an ingest named by its ref, [`find_download`]
+//! finds it and says how far it got, and the next write continues from there. containerd checks the
 //! digest and size of the whole blob at commit, so a resumed blob is verified as a whole.
 
-use containerd_client::services::v1::{AbortRequest, StatusRequest};
+use containerd_client::services::v1::{AbortRequest, ListStatusesRequest, StatusRequest};
 
 use super::*;
 
-/// The ingest ref a download of `digest` writes under: the same for every attempt, so a
-/// later attempt finds what an interrupted one wrote.
+/// The prefix of every ingest ref a download of `digest` writes under. Each attempt that
+/// starts afresh takes a new ref ([`new_download_ref`]); a later attempt finds an earlier
+/// one's ingest by this prefix ([`find_download`]) and continues it.
 pub fn download_ref(digest: &str) -> String {
-    format!("stockade-pull-{}", digest.replace(':', "-"))
+    format!("stockade-pull-{}-", digest.replace(':', "-"))
+}
+
+/// A fresh ingest ref for a download of `digest`.
+pub fn new_download_ref(digest: &str) -> String {
+    format!("{}{}", download_ref(digest), random_hex(6))
+}
+
+/// The interrupted download of `digest` that got furthest: its ref and how many bytes it
+/// holds. `None` when there is none.
+pub async fn find_download(
+    client: &Client,
+    digest: &str,
+) -> Result<Option<(String, u64)>, ImageError> {
+    let prefix = download_ref(digest);
+    let statuses = client
+        .content()
+        .list_statuses(client.request(ListStatusesRequest { filters: vec![] }))
+        .await
+        .map_err(ContainerdError::rpc("content.list_statuses"))?
+        .into_inner()
+        .statuses;
+    Ok(statuses
+        .into_iter()
+        .filter(|s| s.r#ref.starts_with(&prefix))
+        .map(|s| (s.r#ref, s.offset.max(0) as u64))
+        .max_by_key(|(_, offset)| *offset))
 }
 
 /// True when the content store holds `digest`.
@@ -18,8 +45,7 @@ pub async fn has_blob(client: &Client, digest: &str) -> Result<bool, ImageError>
     content_exists(client, digest).await
 }
 
-/// Bytes an earlier, interrupted write of `reference` left in the content store (0 when
-/// there is no such ingest).
+/// Bytes the ingest `reference` holds (0 when there is no such ingest).
 pub async fn ingest_offset(client: &Client, reference: &str) -> Result<u64, ImageError> {
     match client
         .content()
@@ -59,21 +85,27 @@ pub enum StreamError {
     Store(ImageError),
 }
 
-/// Writes the bytes of `chunks` into ingest `reference` from `offset` on (0 starts over)
-/// and commits the blob as `desc` with `labels`. `on_chunk` is told the bytes written so
-/// far. When the source fails the ingest is left for a later attempt to resume.
-pub async fn write_stream<S>(
+/// The bytes of a blob from some offset on, as they arrive.
+pub type Chunks = futures_util::stream::BoxStream<'static, Result<bytes::Bytes, std::io::Error>>;
+
+/// Writes a blob into ingest `reference` and commits it as `desc` with `labels`. containerd
+/// says first how many bytes the ingest already holds (an interrupted earlier write, or all
+/// of them when another namespace has the blob); `open` is given that offset and returns
+/// the bytes from there on. `on_chunk` is told the bytes written so far. Returns the offset
+/// the write started at. When the source fails the ingest is left for a later attempt.
+pub async fn write_stream<F, Fut>(
     client: &Client,
     desc: &Descriptor,
     reference: &str,
-    offset: u64,
-    mut chunks: S,
+    open: F,
     labels: HashMap<String, String>,
     on_chunk: &(dyn Fn(u64) + Send + Sync),
-) -> Result<(), StreamError>
+) -> Result<u64, StreamError>
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Unpin,
+    F: FnOnce(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Chunks, ImageError>>,
 {
+    let store_err = |s: tonic::Status| StreamError::Store(classify(desc, s));
     let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
     let req = |action: WriteAction, offset: u64, data: Vec<u8>| WriteContentRequest {
         action: action as i32,
@@ -84,19 +116,32 @@ where
         data,
         labels: HashMap::new(),
     };
+    let _ = tx.send(req(WriteAction::Stat, 0, Vec::new())).await;
+    let mut responses = client
+        .content()
+        .write(client.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await
+        .map_err(store_err)?
+        .into_inner();
+    let start = match responses.next().await {
+        Some(Ok(r)) => r.offset.max(0) as u64,
+        Some(Err(s)) => return Err(store_err(s)),
+        None => {
+            return Err(StreamError::Store(ImageError::Invalid {
+                what: format!("blob {}", desc.digest),
+                reason: "containerd closed the write before saying where it stood".into(),
+            }))
+        }
+    };
+    let mut chunks = open(start).await.map_err(StreamError::Store)?;
     let rpc = async {
-        let mut responses = client
-            .content()
-            .write(client.request(tokio_stream::wrappers::ReceiverStream::new(rx)))
-            .await?
-            .into_inner();
         while let Some(r) = responses.next().await {
             r?;
         }
         Ok::<(), tonic::Status>(())
     };
     let feed = async move {
-        let mut written = offset;
+        let mut written = start;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|error| (written, error))?;
             for part in chunk.chunks(WRITE_CHUNK) {
@@ -122,20 +167,23 @@ where
         return Err(StreamError::Source { written, error });
     }
     match stored {
-        Ok(()) => Ok(()),
-        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
-        Err(s)
-            if s.code() == tonic::Code::FailedPrecondition
-                || s.code() == tonic::Code::InvalidArgument =>
-        {
-            Err(StreamError::Store(ImageError::DigestMismatch {
+        Ok(()) => Ok(start),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(start),
+        Err(s) => Err(store_err(s)),
+    }
+}
+
+/// A refusal of containerd's, as an error: a digest or size that does not match is
+/// [`ImageError::DigestMismatch`].
+fn classify(desc: &Descriptor, s: tonic::Status) -> ImageError {
+    match s.code() {
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+            ImageError::DigestMismatch {
                 what: format!("blob {}", desc.digest),
                 expected: format!("{} ({} bytes)", desc.digest, desc.size),
                 actual: s.message().to_string(),
-            }))
+            }
         }
-        Err(s) => Err(StreamError::Store(
-            ContainerdError::rpc("content.write")(s).into(),
-        )),
+        _ => ContainerdError::rpc("content.write")(s).into(),
     }
 }
