@@ -590,7 +590,7 @@ async fn the_image_commands() {
     let out = stockade(&["image", "build", "nosuch"], d.address());
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("no recipe `nosuch` (known: busybox, python)"));
+        .contains("no recipe `nosuch` (known: busybox, python, node)"));
 
     // An explicit address that does not answer is an error, not a private daemon.
     let dead = d.base().join("dead.sock");
@@ -769,4 +769,57 @@ async fn the_busybox_snapshot_holds_a_usable_root() {
         assert_eq!(out.stdout, b"ok\n");
     })
     .await;
+}
+
+/// The node image: Debian's nodejs (a minute or two of mmdebstrap), and a sandbox on it
+/// runs `node -e` under the default policy.
+#[tokio::test]
+async fn node_builds_from_debian_packages_and_runs_node_e() {
+    if !common::require_or_skip(
+        "node image build",
+        &[
+            "/usr/bin/containerd",
+            "/usr/sbin/runc",
+            "/usr/bin/mmdebstrap",
+        ],
+    ) {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let out = stockade(&["image", "build", "node"], d.address());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = String::from_utf8_lossy(&out.stdout);
+    eprintln!("build node: {built}");
+    assert!(built.starts_with("stockade/node:latest sha256:"), "{built}");
+    let fifo = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "run",
+            "--no-audit-log",
+            "--image",
+            "stockade/node",
+            "--address",
+        ])
+        .arg(d.address())
+        .arg("--fifo-root")
+        .arg(fifo.path().join("fifo"))
+        .args([
+            "--",
+            "node",
+            "-e",
+            "console.log(6 * 7, typeof process.versions.v8)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "42 string\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

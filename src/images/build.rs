@@ -37,6 +37,11 @@ pub const RECIPES: &[Recipe] = &[
         toml: include_str!("../../rootfs/python.toml"),
         script: include_str!("../../rootfs/python.sh"),
     },
+    Recipe {
+        name: "node",
+        toml: include_str!("../../rootfs/node.toml"),
+        script: include_str!("../../rootfs/node.sh"),
+    },
 ];
 
 /// The recipe called `name`.
