@@ -17,7 +17,8 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 host=127.0.0.1:$port
 registry_pid=
 cleanup() {
-  [[ -n $registry_pid ]] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  set +e
+  if [[ -n $registry_pid ]]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null; fi
   for ns in $(seq 1 "$runs"); do "$bin" image rm "$host/bench:1" --namespace "bench-pull-$ns" >/dev/null 2>&1 || true; done
   "$bin" image rm "$host/bench:1" >/dev/null 2>&1 || true
   rm -rf "$work"
