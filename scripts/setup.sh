@@ -28,11 +28,11 @@ fi
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema), and the
 # disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
 # libc6-dev for libc.a, which build.rs links the sandbox init against statically;
-# docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1) and openssl
-# (their self-signed certificate).
+# docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1), openssl
+# (their self-signed certificate) and zstd (their zstd-compressed layer).
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl)
+          ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -226,8 +226,9 @@ fn refused(out: &Output, needle: &str) {
     );
 }
 
-/// A gzip layer holding one file `/<name>` with `content`: (blob, diff id).
-fn layer(name: &str, content: &[u8]) -> (Vec<u8>, String) {
+/// A layer holding one file `/<name>` with `content`, zstd-compressed (by the `zstd`
+/// tool) when `zstd`, else gzip: (blob, diff id).
+fn layer(name: &str, content: &[u8], zstd: bool) -> (Vec<u8>, String) {
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_ustar();
     h.set_size(content.len() as u64);
@@ -236,13 +237,29 @@ fn layer(name: &str, content: &[u8]) -> (Vec<u8>, String) {
     tar.append_data(&mut h, name, content).unwrap();
     let tar = tar.into_inner().unwrap();
     let diff_id = oci::sha256_digest(&tar);
+    if zstd {
+        let mut child = Command::new("zstd")
+            .args(["-q", "-c", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("zstd");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = tar.clone();
+        let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success());
+        return (out.stdout, diff_id);
+    }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).unwrap();
     (gz.finish().unwrap(), diff_id)
 }
 
 /// The built-in busybox plus `extra` layers, each adding `/layer<i>.txt` (`size` bytes of
-/// incompressible data each), stored as `name`.
+/// incompressible data each; `/layer1.txt` in a zstd layer, the others gzip), stored as
+/// `name`.
 async fn multi_layer_image(
     client: &stockade::containerd::Client,
     name: &str,
@@ -263,10 +280,17 @@ async fn multi_layer_image(
                 seed as u8
             })
             .collect();
-        let (blob, diff_id) = layer(&format!("layer{i}.txt"), &data);
+        // The second extra layer is zstd-compressed, the others gzip.
+        let zstd = i == 1;
+        let (blob, diff_id) = layer(&format!("layer{i}.txt"), &data, zstd);
+        let media_type = if zstd {
+            oci::MEDIA_LAYER_ZSTD
+        } else {
+            oci::MEDIA_LAYER_GZIP
+        };
         prepared.config_file.rootfs.diff_ids.push(diff_id.clone());
         prepared.layers.push(LayerSource {
-            descriptor: Descriptor::new(oci::MEDIA_LAYER_GZIP, &blob),
+            descriptor: Descriptor::new(media_type, &blob),
             diff_id,
             source: BlobSource::Bytes(blob),
         });
@@ -382,10 +406,18 @@ async fn push_remove_pull_run_over_plain_http_with_basic_auth() {
         &d,
         "fresh",
         &name,
-        &["sh", "-c", "wc -c /layer0.txt /layer4.txt; echo ran"],
+        &[
+            "sh",
+            "-c",
+            "wc -c /layer0.txt /layer1.txt /layer4.txt; echo ran",
+        ],
     );
     let text = ok(&run);
     assert!(text.contains("4194304 /layer0.txt"), "{text}");
+    assert!(
+        text.contains("4194304 /layer1.txt"),
+        "{text} (the zstd layer)"
+    );
     assert!(text.contains("4194304 /layer4.txt"), "{text}");
     assert!(text.ends_with("ran\n"), "{text}");
 
