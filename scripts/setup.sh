@@ -27,10 +27,12 @@ fi
 # AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema), and the
 # disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
-# libc6-dev for libc.a, which build.rs links the sandbox init against statically.
+# libc6-dev for libc.a, which build.rs links the sandbox init against statically;
+# docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1), openssl
+# (their self-signed certificate) and zstd (their zstd-compressed layer).
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount libc6-dev)
+          ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +42,18 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# docker-registry's Debian service would listen on :5000 for every host interface: the
+# tests start their own instances on 127.0.0.1, so the system one stays disabled and stopped.
+if [[ -e /lib/systemd/system/docker-registry.service ]] && command -v systemctl >/dev/null; then
+  if systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+    log "disabling the docker-registry system service"
+    systemctl disable docker-registry >/dev/null 2>&1 || true
+  fi
+  if [[ -d /run/systemd/system ]] && systemctl is-active --quiet docker-registry; then
+    systemctl stop docker-registry
+  fi
 fi
 
 # The Debian package starts a system containerd through systemd where systemd runs; where

@@ -74,7 +74,8 @@ pub struct PolicyArgs {
     /// Policy file (TOML). Without it, the built-in defaults apply.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Image to run [default: busybox].
+    /// Image to run, a Docker-style reference (busybox is docker.io/library/busybox)
+    /// [default: stockade/busybox, the built-in image].
     #[arg(long, value_name = "NAME")]
     pub image: Option<String>,
     /// Memory limit, e.g. 256M or 1Gi; swap is disabled [default: 512Mi].

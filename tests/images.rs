@@ -113,13 +113,13 @@ async fn busybox_builds_resolves_and_survives_garbage_collection() {
         built.entries,
         built.layer_size
     );
-    assert_eq!(built.image.name, "stockade/busybox:latest");
+    assert_eq!(built.image.name, "docker.io/stockade/busybox:latest");
 
     let mut times = Vec::new();
     let mut r = None;
     for _ in 0..50 {
         let t = Instant::now();
-        r = Some(images::resolve(&client, "busybox").await.unwrap());
+        r = Some(images::resolve(&client, "stockade/busybox").await.unwrap());
         times.push(t.elapsed());
     }
     times.sort();
@@ -147,7 +147,7 @@ async fn busybox_builds_resolves_and_survives_garbage_collection() {
         .unwrap()
         .expect("snapshot kept");
     assert_eq!(info.kind, Kind::Committed as i32);
-    let exported = archive::export(&client, "busybox").await.unwrap();
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
     assert_eq!(exported.manifest_descriptor.digest, r.manifest_digest);
     for l in &exported.layers {
         assert!(content_exists(&client, &l.descriptor.digest).await);
@@ -191,7 +191,10 @@ async fn building_twice_is_idempotent_and_deterministic() {
         .unwrap();
     assert_eq!(a.image, b.image, "same recipe, same image");
     assert_eq!(snapshot_count(&client).await, snapshots);
-    assert_eq!(image_names(&client).await, vec!["stockade/busybox:latest"]);
+    assert_eq!(
+        image_names(&client).await,
+        vec!["docker.io/stockade/busybox:latest"]
+    );
 }
 
 #[tokio::test]
@@ -201,30 +204,32 @@ async fn missing_images_and_rm() {
     }
     let d = common::PrivateContainerd::start().await;
     let client = d.client("stockade").await;
-    let err = images::resolve(&client, "busybox").await.unwrap_err();
+    let err = images::resolve(&client, "stockade/busybox")
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "image `busybox` not found in namespace stockade (build it with `stockade image build busybox`)"
+        "image `stockade/busybox` not found in namespace stockade (build it with `stockade image build busybox`)"
     );
 
     let r = common::busybox_image(&client).await;
     // Another namespace does not see it.
     let other = client.in_namespace("elsewhere");
     assert!(matches!(
-        images::resolve(&other, "busybox").await,
+        images::resolve(&other, "stockade/busybox").await,
         Err(ImageError::NotFound { .. })
     ));
 
     assert_eq!(
-        images::remove(&client, "busybox").await.unwrap(),
-        "stockade/busybox:latest"
+        images::remove(&client, "stockade/busybox").await.unwrap(),
+        "docker.io/stockade/busybox:latest"
     );
     assert!(matches!(
-        images::resolve(&client, "busybox").await,
+        images::resolve(&client, "stockade/busybox").await,
         Err(ImageError::NotFound { .. })
     ));
     assert!(matches!(
-        images::remove(&client, "busybox").await,
+        images::remove(&client, "stockade/busybox").await,
         Err(ImageError::NotFound { .. })
     ));
     // Nothing else holds them, so the collector dropped the snapshot and the blobs.
@@ -246,8 +251,8 @@ async fn oci_layout_import_round_trips_and_is_idempotent() {
     let r = common::busybox_image(&client).await;
     let tmp = scratch();
     let tarball = tmp.path().join("busybox-oci.tar");
-    let exported = archive::export(&client, "busybox").await.unwrap();
-    archive::write_oci_layout(&tarball, "stockade/copied:1", &exported).unwrap();
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
+    archive::write_oci_layout(&tarball, "copied:1", &exported).unwrap();
 
     // Into a second namespace: the same containerd, nothing shared at the image level.
     let other = client.in_namespace("imported");
@@ -255,7 +260,7 @@ async fn oci_layout_import_round_trips_and_is_idempotent() {
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].name, "stockade/copied:1");
+    assert_eq!(first[0].name, "docker.io/library/copied:1");
     assert_eq!(first[0].manifest_digest, r.manifest_digest);
     assert_eq!(first[0].chain_id, r.chain_id);
     assert_eq!(first[0].config, r.config);
@@ -265,7 +270,10 @@ async fn oci_layout_import_round_trips_and_is_idempotent() {
         .unwrap();
     assert_eq!(again, first);
     assert_eq!(snapshot_count(&other).await, snapshots);
-    assert_eq!(image_names(&other).await, vec!["stockade/copied:1"]);
+    assert_eq!(
+        image_names(&other).await,
+        vec!["docker.io/library/copied:1"]
+    );
 
     // gzip-compressed archive, renamed.
     let gz = tmp.path().join("busybox-oci.tar.gz");
@@ -278,7 +286,7 @@ async fn oci_layout_import_round_trips_and_is_idempotent() {
     let renamed = archive::import(&other, &gz, Some("renamed"), tmp.path(), &NoProgress)
         .await
         .unwrap();
-    assert_eq!(renamed[0].name, "stockade/renamed:latest");
+    assert_eq!(renamed[0].name, "docker.io/library/renamed:latest");
     assert_eq!(
         images::resolve(&other, "renamed").await.unwrap().chain_id,
         r.chain_id
@@ -331,7 +339,7 @@ async fn docker_save_import_works_plain_and_gzip() {
     let d = common::PrivateContainerd::start().await;
     let client = d.client("stockade").await;
     let r = common::busybox_image(&client).await;
-    let exported = archive::export(&client, "busybox").await.unwrap();
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
     let tmp = scratch();
     for (gzip, tag) in [(false, "savedbox:1"), (true, "savedbox:gz")] {
         let tarball = tmp.path().join(format!("save-{gzip}.tar"));
@@ -340,13 +348,118 @@ async fn docker_save_import_works_plain_and_gzip() {
             .await
             .unwrap();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].name, format!("stockade/{tag}"));
+        assert_eq!(got[0].name, format!("docker.io/library/{tag}"));
         // Same layer content: the same snapshot, whatever the compression.
         assert_eq!(got[0].chain_id, r.chain_id);
         assert_eq!(got[0].config, r.config);
         let resolved = images::resolve(&client, tag).await.unwrap();
         assert_eq!(resolved, got[0]);
     }
+}
+
+/// `docker save busybox:latest` imported as a new user would: it becomes Docker's
+/// `busybox` (docker.io/library/busybox:latest) beside the built-in `stockade/busybox`,
+/// which keeps its digest; importing another image under the same name says what it
+/// replaced; an archive naming the built-in repository is refused whole.
+#[tokio::test]
+async fn a_docker_save_of_busybox_never_replaces_the_built_in() {
+    if !common::require_root_or_skip("image import") {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let client = d.client("stockade").await;
+    let builtin = common::busybox_image(&client).await;
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
+    // The user's busybox: same files, another config (so another manifest).
+    let variant = |cmd: &str| {
+        let mut image = exported.clone();
+        image.config_file.config.cmd = vec![cmd.to_string()];
+        image.config = serde_json::to_vec(&image.config_file).unwrap();
+        image.config_descriptor = stockade::images::oci::Descriptor::new(
+            &exported.config_descriptor.media_type,
+            &image.config,
+        );
+        image
+    };
+    let tmp = scratch();
+    let save = tmp.path().join("busybox-save.tar");
+    write_docker_save(&save, &variant("/bin/echo"), "busybox:latest", false);
+    let got = archive::import(&client, &save, None, tmp.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(got[0].name, "docker.io/library/busybox:latest");
+    assert_eq!(got[0].replaced, None);
+    assert_ne!(got[0].manifest_digest, builtin.manifest_digest);
+    let still = images::resolve(&client, "stockade/busybox").await.unwrap();
+    assert_eq!(still.manifest_digest, builtin.manifest_digest);
+    assert_eq!(
+        images::resolve(&client, "busybox")
+            .await
+            .unwrap()
+            .manifest_digest,
+        got[0].manifest_digest
+    );
+
+    // Another image under the same name replaces it, and says so.
+    let save2 = tmp.path().join("busybox-save-2.tar");
+    write_docker_save(&save2, &variant("/bin/true"), "busybox:latest", false);
+    let again = archive::import(&client, &save2, None, tmp.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0].replaced.as_deref(),
+        Some(got[0].manifest_digest.as_str())
+    );
+
+    // The built-in repository is not for imports, whether the archive or --name says so.
+    let hostile = tmp.path().join("stockade-save.tar");
+    write_docker_save(
+        &hostile,
+        &variant("/bin/false"),
+        "stockade/busybox:latest",
+        false,
+    );
+    let before = image_names(&client).await;
+    let err = archive::import(&client, &hostile, None, tmp.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImageError::Reserved { .. }), "{err}");
+    let err = archive::import(
+        &client,
+        &save,
+        Some("stockade/python"),
+        tmp.path(),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ImageError::Reserved { .. }), "{err}");
+    assert_eq!(image_names(&client).await, before);
+    assert_eq!(
+        images::resolve(&client, "stockade/busybox")
+            .await
+            .unwrap()
+            .manifest_digest,
+        builtin.manifest_digest
+    );
+
+    // The CLI says so on stderr, in one line.
+    let out = stockade(&["image", "import", save.to_str().unwrap()], d.address());
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("busybox:latest: replaced the image it named before (sha256:"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("busybox:latest sha256:"));
+    let out = stockade(&["image", "import", hostile.to_str().unwrap()], d.address());
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("`stockade/busybox:latest` is reserved"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -357,10 +470,10 @@ async fn corrupted_archives_fail_clearly() {
     let d = common::PrivateContainerd::start().await;
     let client = d.client("stockade").await;
     common::busybox_image(&client).await;
-    let exported = archive::export(&client, "busybox").await.unwrap();
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
     let tmp = scratch();
     let good = tmp.path().join("good.tar");
-    archive::write_oci_layout(&good, "stockade/x:1", &exported).unwrap();
+    archive::write_oci_layout(&good, "x:1", &exported).unwrap();
     let bytes = std::fs::read(&good).unwrap();
     let other = client.in_namespace("corrupt");
 
@@ -403,7 +516,7 @@ async fn a_foreign_record_resolves_from_content() {
     let d = common::PrivateContainerd::start().await;
     let client = d.client("stockade").await;
     let r = common::busybox_image(&client).await;
-    let exported = archive::export(&client, "busybox").await.unwrap();
+    let exported = archive::export(&client, "stockade/busybox").await.unwrap();
     let target = exported.manifest_descriptor.clone();
     client
         .images()
@@ -456,7 +569,8 @@ async fn the_image_commands() {
 
     let out = stockade(&["image", "ls", "--json"], d.address());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["name"], "stockade/busybox:latest");
+    assert_eq!(v[0]["name"], "docker.io/stockade/busybox:latest");
+    assert_eq!(v[0]["reference"], "stockade/busybox:latest");
     assert!(v[0]["chain_id"].as_str().unwrap().starts_with("sha256:"));
     assert!(v[0]["size"].as_u64().unwrap() > 1_000_000);
 
@@ -465,18 +579,18 @@ async fn the_image_commands() {
     assert!(table.starts_with("NAME"), "{table}");
     assert!(table.contains("stockade/busybox:latest"));
 
-    let out = stockade(&["image", "rm", "busybox"], d.address());
+    let out = stockade(&["image", "rm", "stockade/busybox"], d.address());
     assert!(out.status.success());
-    let out = stockade(&["image", "rm", "busybox"], d.address());
+    let out = stockade(&["image", "rm", "stockade/busybox"], d.address());
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("image `busybox` not found"), "{err}");
+    assert!(err.contains("image `stockade/busybox` not found"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let out = stockade(&["image", "build", "nosuch"], d.address());
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("no recipe `nosuch` (known: busybox, python)"));
+        .contains("no recipe `nosuch` (known: busybox, python, node)"));
 
     // An explicit address that does not answer is an error, not a private daemon.
     let dead = d.base().join("dead.sock");
@@ -578,7 +692,7 @@ async fn python_builds_from_debian_packages() {
         built.entries,
         built.layer_size
     );
-    let r = images::resolve(&client, "python").await.unwrap();
+    let r = images::resolve(&client, "stockade/python").await.unwrap();
     assert_eq!(r.config.cmd, vec!["/usr/bin/python3"]);
     with_view(&client, &r.chain_id, |root| {
         assert!(root.join("usr/bin/python3").exists());
@@ -655,4 +769,57 @@ async fn the_busybox_snapshot_holds_a_usable_root() {
         assert_eq!(out.stdout, b"ok\n");
     })
     .await;
+}
+
+/// The node image: Debian's nodejs (a minute or two of mmdebstrap), and a sandbox on it
+/// runs `node -e` under the default policy.
+#[tokio::test]
+async fn node_builds_from_debian_packages_and_runs_node_e() {
+    if !common::require_or_skip(
+        "node image build",
+        &[
+            "/usr/bin/containerd",
+            "/usr/sbin/runc",
+            "/usr/bin/mmdebstrap",
+        ],
+    ) {
+        return;
+    }
+    let d = common::PrivateContainerd::start().await;
+    let out = stockade(&["image", "build", "node"], d.address());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = String::from_utf8_lossy(&out.stdout);
+    eprintln!("build node: {built}");
+    assert!(built.starts_with("stockade/node:latest sha256:"), "{built}");
+    let fifo = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stockade"))
+        .args([
+            "run",
+            "--no-audit-log",
+            "--image",
+            "stockade/node",
+            "--address",
+        ])
+        .arg(d.address())
+        .arg("--fifo-root")
+        .arg(fifo.path().join("fifo"))
+        .args([
+            "--",
+            "node",
+            "-e",
+            "console.log(6 * 7, typeof process.versions.v8)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "42 string\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

@@ -93,7 +93,7 @@ impl Setup {
     /// `stockade pool fill --image busybox --detach` with `extra`; the service's pid.
     fn fill(&self, extra: &[&str]) -> i32 {
         let (socket, fifo, sockets) = self.strs();
-        let mut args = vec!["pool", "fill", "--image", "busybox", "--detach"];
+        let mut args = vec!["pool", "fill", "--image", "stockade/busybox", "--detach"];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[
             "--address",
@@ -160,7 +160,7 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     let v = wait_ready(2);
     let st = &v[0]["pool"]["status"];
     assert_eq!(st["size"], 2);
-    assert_eq!(st["image"], "busybox");
+    assert_eq!(st["image"], "stockade/busybox");
     assert_eq!(st["idle_ages_ms"].as_array().unwrap().len(), 2);
     assert!(st["memory_bytes"].as_u64().unwrap() > 0, "{st}");
     assert_eq!(v[0]["pool"]["pid"], pid);

@@ -93,19 +93,19 @@ impl Workload {
                 Ok(match n.as_str() {
                     "true" => Workload {
                         name: "true".into(),
-                        image: "busybox".into(),
+                        image: "stockade/busybox".into(),
                         args: vec!["/bin/true".into()],
                         expect_stdout: None,
                     },
                     "echo" => Workload {
                         name: "echo".into(),
-                        image: "busybox".into(),
+                        image: "stockade/busybox".into(),
                         args: vec!["echo".into(), "hi".into()],
                         expect_stdout: Some("hi".into()),
                     },
                     "python" => Workload {
                         name: "python".into(),
-                        image: "python".into(),
+                        image: "stockade/python".into(),
                         args: vec!["python3".into(), "-c".into(), "print(6*7)".into()],
                         expect_stdout: Some("42".into()),
                     },

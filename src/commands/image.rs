@@ -20,6 +20,77 @@ pub enum ImageCommand {
     Ls(LsArgs),
     /// Remove an image (its content and snapshots go when nothing else uses them).
     Rm(RmArgs),
+    /// Pull an image from an OCI registry (busybox is docker.io/library/busybox:latest).
+    Pull(PullArgs),
+    /// Push a local image to the registry its name says.
+    Push(PullArgs),
+    /// Give an image another name (e.g. a registry's, before pushing).
+    Tag(TagArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference: NAME[:TAG] or NAME@sha256:DIGEST, with an optional REGISTRY/ first.
+    pub reference: String,
+    /// User name for the registry [default: the registry's entry in the Docker config].
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password (or token) for --username from stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Talk plain HTTP to this registry (must be the reference's registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub plain_http: Vec<String>,
+    /// Accept any TLS certificate from this registry (must be the reference's registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub insecure: Vec<String>,
+    /// Docker client config with registry credentials [default: $DOCKER_CONFIG/config.json,
+    /// else ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+    /// Layers transferred at once.
+    #[arg(long, value_name = "N", default_value_t = images::registry::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
+}
+
+impl PullArgs {
+    fn options(&self) -> Result<images::registry::RegistryOptions> {
+        let credentials = match &self.username {
+            Some(user) => {
+                let mut password = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+                    .map_err(|e| anyhow::anyhow!("--password-stdin: {e}"))?;
+                let password = password.trim_end_matches(['\n', '\r']).to_string();
+                if password.is_empty() {
+                    anyhow::bail!("--password-stdin: stdin held no password");
+                }
+                Some(images::registry::Credentials {
+                    username: user.clone(),
+                    password,
+                })
+            }
+            None => None,
+        };
+        Ok(images::registry::RegistryOptions {
+            plain_http: self.plain_http.clone(),
+            insecure: self.insecure.clone(),
+            credentials,
+            docker_config: self.docker_config.clone(),
+            concurrency: self.concurrency,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image to name.
+    pub source: String,
+    /// Its new name.
+    pub target: String,
+    #[command(flatten)]
+    pub containerd: ContainerdArgs,
 }
 
 /// Where to find containerd.
@@ -49,7 +120,7 @@ impl ContainerdArgs {
 pub struct BuildArgs {
     /// Recipe: busybox or python.
     pub recipe: String,
-    /// Image name [default: the recipe's, i.e. stockade/<recipe>:latest].
+    /// Image name [default: the built-in name, stockade/<recipe>].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]
@@ -78,7 +149,8 @@ pub struct LsArgs {
 
 #[derive(Debug, Args)]
 pub struct RmArgs {
-    /// Image names (bare names mean stockade/<name>:latest).
+    /// Image references (`busybox` is docker.io/library/busybox:latest; the built-in
+    /// images are stockade/<recipe>).
     #[arg(required = true)]
     pub names: Vec<String>,
     #[command(flatten)]
@@ -118,6 +190,29 @@ impl Progress for Spinner {
             b.set_message(message.to_string());
         }
     }
+    fn line(&self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+/// The familiar form of a canonical name (`busybox:latest`), as Docker shows it.
+fn familiar(canonical: &str) -> String {
+    images::Reference::parse(canonical)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| canonical.to_string())
+}
+
+/// One line on stderr when storing an image took its name from another.
+fn report_replaced(r: &images::ImageRef) {
+    if let Some(old) = &r.replaced {
+        eprintln!(
+            "stockade: {}: replaced the image it named before ({old})",
+            familiar(&r.name)
+        );
+    }
 }
 
 pub async fn run(cmd: ImageCommand) -> Result<u8> {
@@ -136,9 +231,10 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
             .await;
             spinner.finish();
             let report = report?;
+            report_replaced(&report.image);
             println!(
                 "{} {} chain {} ({} layer, {} unpacked, {} entries; rootfs {:.2}s, layer {:.2}s, store {:.2}s, total {:.2}s)",
-                report.image.name,
+                familiar(&report.image.name),
                 report.image.manifest_digest,
                 report.image.chain_id,
                 human(report.layer_size),
@@ -159,7 +255,13 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
                 archive::import(&client, &a.file, a.name.as_deref(), &scratch, &spinner).await;
             spinner.finish();
             for r in refs? {
-                println!("{} {} chain {}", r.name, r.manifest_digest, r.chain_id);
+                report_replaced(&r);
+                println!(
+                    "{} {} chain {}",
+                    familiar(&r.name),
+                    r.manifest_digest,
+                    r.chain_id
+                );
             }
             Ok(0)
         }
@@ -177,7 +279,12 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
                     .take(12)
                     .collect::<String>()
             };
-            let width = list.iter().map(|i| i.name.len()).max().unwrap_or(4).max(4);
+            let width = list
+                .iter()
+                .map(|i| i.reference.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!(
                 "{:width$}  {:12}  {:>10}  {:12}  CREATED",
                 "NAME", "DIGEST", "SIZE", "CHAIN ID"
@@ -185,7 +292,7 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
             for i in &list {
                 println!(
                     "{:width$}  {:12}  {:>10}  {:12}  {}",
-                    i.name,
+                    i.reference,
                     short(&i.digest),
                     human(i.size),
                     short(&i.chain_id),
@@ -194,11 +301,54 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
             }
             Ok(0)
         }
+        ImageCommand::Pull(a) => {
+            let opts = a.options()?;
+            let client = a.containerd.connect().await?;
+            let spinner = Spinner::new();
+            let t = Instant::now();
+            let r = images::registry::pull(&client, &a.reference, &opts, &spinner).await;
+            spinner.finish();
+            let r = r?;
+            report_replaced(&r);
+            println!(
+                "{} {} chain {} ({:.2}s)",
+                familiar(&r.name),
+                r.manifest_digest,
+                r.chain_id,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(0)
+        }
+        ImageCommand::Push(a) => {
+            let opts = a.options()?;
+            let client = a.containerd.connect().await?;
+            let spinner = Spinner::new();
+            let t = Instant::now();
+            let p = images::registry::push(&client, &a.reference, &opts, &spinner).await;
+            spinner.finish();
+            let p = p?;
+            println!(
+                "{} {} ({} blobs sent, {} already there; {:.2}s)",
+                familiar(&p.name),
+                p.digest,
+                p.uploaded,
+                p.present,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(0)
+        }
+        ImageCommand::Tag(a) => {
+            let client = a.containerd.connect().await?;
+            let r = images::tag(&client, &a.source, &a.target).await?;
+            report_replaced(&r);
+            println!("{} {}", familiar(&r.name), r.manifest_digest);
+            Ok(0)
+        }
         ImageCommand::Rm(a) => {
             let client = a.containerd.connect().await?;
             for n in &a.names {
                 let full = images::remove(&client, n).await?;
-                println!("removed {full}");
+                println!("removed {}", familiar(&full));
             }
             Ok(0)
         }

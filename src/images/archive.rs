@@ -21,7 +21,7 @@ use std::path::Path;
 use sha2::{Digest as _, Sha256};
 
 use super::store::{store_image, PreparedImage};
-use super::{normalize_name, ImageError, ImageRef, Progress};
+use super::{user_image_name, ImageError, ImageRef, Progress};
 use crate::containerd::Client;
 
 pub use export::{export, write_oci_layout};
@@ -49,7 +49,9 @@ pub async fn import(
     scratch: &Path,
     progress: &dyn Progress,
 ) -> Result<Vec<ImageRef>, ImageError> {
-    let name = name.map(normalize_name).transpose()?;
+    let name = name
+        .map(|n| user_image_name(n, "choose another --name"))
+        .transpose()?;
     let dir = tempfile::Builder::new()
         .prefix("stockade-import-")
         .tempdir_in(scratch)
@@ -71,7 +73,7 @@ pub async fn import(
             reason: format!("holds {} images; --name needs exactly one", found.len()),
         });
     }
-    let mut refs = Vec::new();
+    let mut plan = Vec::new();
     for f in found {
         let names = match &name {
             Some(n) => vec![n.clone()],
@@ -84,10 +86,19 @@ pub async fn import(
                     ),
                 })
             }
-            None => f.names.clone(),
+            None => f
+                .names
+                .iter()
+                .map(|n| user_image_name(n, "import it under another name with --name"))
+                .collect::<Result<Vec<_>, _>>()?,
         };
+        plan.push((names, f.image));
+    }
+    // Every name is checked before anything is stored.
+    let mut refs = Vec::new();
+    for (names, image) in plan {
         for n in names {
-            refs.push(store_image(client, &n, &f.image, progress).await?);
+            refs.push(store_image(client, &n, &image, progress).await?);
         }
     }
     Ok(refs)

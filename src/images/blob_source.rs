@@ -17,6 +17,8 @@ pub enum BlobSource {
         file: Arc<std::fs::File>,
         name: PathBuf,
     },
+    /// Already in the content store (a pulled layer): nothing to write.
+    Stored,
 }
 
 impl BlobSource {
@@ -26,6 +28,12 @@ impl BlobSource {
             BlobSource::Bytes(bytes) => Box::new(&bytes[..]),
             BlobSource::File(path) => Box::new(std::fs::File::open(path)?),
             BlobSource::Opened { file, .. } => Box::new(FromStart::new(file)),
+            BlobSource::Stored => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the blob is not in the content store",
+                ))
+            }
         })
     }
 
@@ -35,6 +43,7 @@ impl BlobSource {
             BlobSource::Bytes(_) => PathBuf::from("(in memory)"),
             BlobSource::File(path) => path.clone(),
             BlobSource::Opened { name, .. } => name.clone(),
+            BlobSource::Stored => PathBuf::from("(content store)"),
         }
     }
 }

@@ -12,8 +12,9 @@ use super::oci::{
     self, Descriptor, History, ImageConfigFile, Manifest, RootFs, RuntimeConfig, MEDIA_CONFIG,
     MEDIA_MANIFEST,
 };
+use super::reference::{builtin_name, Reference};
 use super::store::{store_image, BlobSource, LayerSource, PreparedImage};
-use super::{normalize_name, ImageError, ImageRef, Progress};
+use super::{ImageError, ImageRef, Progress};
 use crate::containerd::Client;
 
 /// A recipe as compiled in: its name, TOML and script.
@@ -35,6 +36,11 @@ pub const RECIPES: &[Recipe] = &[
         name: "python",
         toml: include_str!("../../rootfs/python.toml"),
         script: include_str!("../../rootfs/python.sh"),
+    },
+    Recipe {
+        name: "node",
+        toml: include_str!("../../rootfs/node.toml"),
+        script: include_str!("../../rootfs/node.sh"),
     },
 ];
 
@@ -256,8 +262,8 @@ pub struct BuildReport {
     pub seconds_store: f64,
 }
 
-/// Builds the recipe `recipe_name` and stores it as `image_name` (default: the recipe's
-/// name, normalised). The scratch directory is removed whatever happens; when the recipe
+/// Builds the recipe `recipe_name` and stores it as `image_name` (default: the built-in
+/// name `stockade/<recipe>`, i.e. `docker.io/stockade/<recipe>:latest`). The scratch directory is removed whatever happens; when the recipe
 /// fails its log is kept at `<scratch>/stockade-build-<recipe>.log`.
 pub async fn build(
     client: &Client,
@@ -275,7 +281,20 @@ pub async fn build(
             .join(", "),
     })?;
     let parsed = recipe.parse()?;
-    let name = normalize_name(image_name.unwrap_or(recipe_name))?;
+    let name = match image_name {
+        None => builtin_name(recipe.name),
+        Some(n) => {
+            let r = Reference::parse(n)?;
+            // A built-in name belongs to its own recipe.
+            if r.is_builtin() && r.repository() != format!("stockade/{}", recipe.name) {
+                return Err(ImageError::Reserved {
+                    name: r.familiar(),
+                    hint: format!("the recipe {} builds stockade/{}", recipe.name, recipe.name),
+                });
+            }
+            r.canonical()
+        }
+    };
     std::fs::create_dir_all(&host.scratch).map_err(|source| ImageError::Io {
         path: host.scratch.clone(),
         source,

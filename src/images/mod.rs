@@ -2,9 +2,12 @@
 //! ([`archive`]), stored in containerd as OCI images and unpacked once into a committed
 //! overlayfs snapshot named by the image's chain id. Sandboxes start from that snapshot.
 //!
-//! Names: a bare name gets the `stockade/` repository and the `latest` tag, so `busybox` is
-//! `stockade/busybox:latest`; a name with a `/` is kept, with `:latest` added when it has
-//! no tag or digest ([`normalize_name`]).
+//! Names follow Docker's normalisation ([`reference`]): `busybox` is
+//! `docker.io/library/busybox:latest`, and image records carry that canonical name. The
+//! images built from stockade's own recipes are `stockade/<recipe>`
+//! (`docker.io/stockade/<recipe>:latest`), a repository no import, pull or tag may write,
+//! so a user's image never replaces a built-in one. Storing under a name that already
+//! names another image replaces it and says so ([`ImageRef::replaced`]).
 //!
 //! Every image record carries labels that keep its content and snapshot from containerd's
 //! garbage collector (`containerd.io/gc.ref.*`) and a cached copy of its runtime config
@@ -15,6 +18,8 @@ mod blob_source;
 pub mod build;
 pub mod layer;
 pub mod oci;
+pub mod reference;
+pub mod registry;
 pub mod store;
 
 use std::path::PathBuf;
@@ -25,6 +30,7 @@ use thiserror::Error;
 
 use crate::containerd::{Client, ContainerdError};
 use oci::ImageConfigFile;
+pub use reference::{Reference, ReferenceError};
 use store::LABEL_GC_SNAPSHOT;
 
 pub use store::{human, PreparedImage};
@@ -35,8 +41,6 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 pub const LABEL_CONFIG: &str = "stockade.image.config";
 /// Image label holding the bytes of all the image's blobs.
 pub const LABEL_SIZE: &str = "stockade.image.size";
-/// Repository bare names are put in.
-pub const DEFAULT_REPOSITORY: &str = "stockade";
 
 /// Errors building, importing, finding or removing images.
 #[derive(Debug, Error)]
@@ -49,8 +53,11 @@ pub enum ImageError {
     },
     #[error("image `{name}` has no committed {SNAPSHOTTER} snapshot {chain_id} (re-import it with `stockade image import` or rebuild it)")]
     NotUnpacked { name: String, chain_id: String },
-    #[error("image name `{0}` is not valid (use letters, digits and . _ - / : @)")]
-    BadName(String),
+    #[error(transparent)]
+    BadName(#[from] ReferenceError),
+    /// A name under the built-in repository, which only recipe builds write.
+    #[error("image name `{name}` is reserved for stockade's built-in images (made by `stockade image build`); {hint}")]
+    Reserved { name: String, hint: String },
     #[error("no recipe `{name}` (known: {known})")]
     UnknownRecipe { name: String, known: String },
     #[error("recipe {name}: {reason}")]
@@ -81,6 +88,8 @@ pub enum ImageError {
     Layer(#[from] layer::LayerError),
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
 }
 
 /// How to run an image: the runtime part of its OCI config.
@@ -117,7 +126,7 @@ impl ImageConfig {
 /// An image ready to start sandboxes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ImageRef {
-    /// Full name, e.g. `stockade/busybox:latest`.
+    /// Canonical name, e.g. `docker.io/stockade/busybox:latest`.
     pub name: String,
     /// Digest of its manifest.
     pub manifest_digest: String,
@@ -126,12 +135,20 @@ pub struct ImageRef {
     /// The snapshotter that snapshot lives in (always [`SNAPSHOTTER`]).
     pub snapshotter: String,
     pub config: ImageConfig,
+    /// When storing it replaced another image of the same name: that image's manifest
+    /// digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<String>,
 }
 
 /// What reports progress of long operations (a terminal spinner, a log, nothing).
 pub trait Progress: Send + Sync {
     /// A new step began.
     fn stage(&self, message: &str);
+    /// A step finished that deserves a line of its own (a layer downloaded).
+    fn line(&self, message: &str) {
+        self.stage(message)
+    }
 }
 
 /// Reports nothing.
@@ -141,46 +158,49 @@ impl Progress for NoProgress {
     fn stage(&self, _message: &str) {}
 }
 
-/// The full name of an image (see the module docs).
+/// The canonical name of an image reference (see the module docs).
 pub fn normalize_name(name: &str) -> Result<String, ImageError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-        && !name.starts_with(['/', ':', '@', '.', '-'])
-        && !name.ends_with(['/', ':', '@']);
-    if !ok {
-        return Err(ImageError::BadName(name.to_string()));
+    Ok(Reference::parse(name)?.canonical())
+}
+
+/// The canonical name of `name`, refused when it lies in the built-in repository: what
+/// imports, pulls and tags call the images they write.
+pub fn user_image_name(name: &str, hint: &str) -> Result<String, ImageError> {
+    let r = Reference::parse(name)?;
+    if r.is_builtin() {
+        return Err(ImageError::Reserved {
+            name: r.familiar(),
+            hint: hint.to_string(),
+        });
     }
-    let last = name.rsplit('/').next().unwrap_or(name);
-    let tagged = last.contains(':') || name.contains('@');
-    let full = if name.contains('/') {
-        name.to_string()
-    } else {
-        format!("{DEFAULT_REPOSITORY}/{name}")
-    };
-    Ok(if tagged {
-        full
-    } else {
-        format!("{full}:latest")
-    })
+    Ok(r.canonical())
 }
 
 /// The hint in a not-found error: how to get the image.
-fn missing_hint(name: &str) -> String {
-    let short = name
-        .strip_prefix(&format!("{DEFAULT_REPOSITORY}/"))
-        .and_then(|n| n.strip_suffix(":latest"));
-    match short {
-        Some(s) if build::recipe(s).is_some() => {
-            format!("build it with `stockade image build {s}`")
-        }
-        _ => "import it with `stockade image import FILE`".to_string(),
+fn missing_hint(canonical: &str) -> String {
+    let recipe_of = |prefix: &str| {
+        canonical
+            .strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix(":latest"))
+            .filter(|s| build::recipe(s).is_some())
+    };
+    if let Some(s) = recipe_of(reference::BUILTIN_PREFIX) {
+        return format!("build it with `stockade image build {s}`");
+    }
+    let familiar = Reference::parse(canonical)
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| canonical.to_string());
+    match recipe_of("docker.io/library/") {
+        Some(s) => format!(
+            "the built-in image is `stockade/{s}`; this name is Docker Hub's, so pull it with `stockade image pull {familiar}`"
+        ),
+        None => format!(
+            "pull it with `stockade image pull {familiar}` or import it with `stockade image import FILE`"
+        ),
     }
 }
 
-fn not_found(client: &Client, name: &str) -> ImageError {
+pub(crate) fn not_found(client: &Client, name: &str) -> ImageError {
     ImageError::NotFound {
         name: name.to_string(),
         namespace: client.namespace().to_string(),
@@ -233,6 +253,7 @@ pub async fn resolve(client: &Client, name: &str) -> Result<ImageRef, ImageError
         chain_id,
         snapshotter: SNAPSHOTTER.to_string(),
         config,
+        replaced: None,
     })
 }
 
@@ -264,7 +285,10 @@ async fn read_from_content(
 /// One row of `stockade image ls`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ImageSummary {
+    /// Canonical name (`docker.io/library/busybox:latest`).
     pub name: String,
+    /// Familiar name (`busybox:latest`), as Docker shows it.
+    pub reference: String,
     pub digest: String,
     /// Bytes of all blobs (compressed layers as stored, config, manifest).
     pub size: u64,
@@ -302,6 +326,9 @@ pub async fn list(client: &Client) -> Result<Vec<ImageSummary>, ImageError> {
                 })
                 .unwrap_or_default();
             ImageSummary {
+                reference: Reference::parse(&i.name)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| i.name.clone()),
                 name: i.name,
                 digest: target.digest,
                 size,
@@ -312,6 +339,70 @@ pub async fn list(client: &Client) -> Result<Vec<ImageSummary>, ImageError> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Gives the image `source` the name `target` as well (the same manifest, config and
+/// snapshot). `target` may not lie in the built-in repository. Returns the new name's
+/// image, with [`ImageRef::replaced`] set when `target` named another image before.
+pub async fn tag(client: &Client, source: &str, target: &str) -> Result<ImageRef, ImageError> {
+    let from = normalize_name(source)?;
+    let to = user_image_name(target, "choose another target name")?;
+    let image = match client
+        .images()
+        .get(client.request(GetImageRequest { name: from.clone() }))
+        .await
+    {
+        Ok(r) => r
+            .into_inner()
+            .image
+            .ok_or_else(|| not_found(client, source))?,
+        Err(s) if s.code() == tonic::Code::NotFound => return Err(not_found(client, source)),
+        Err(s) => return Err(ContainerdError::rpc("images.get")(s).into()),
+    };
+    let before = client
+        .images()
+        .get(client.request(GetImageRequest { name: to.clone() }))
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().image)
+        .and_then(|i| i.target)
+        .map(|t| t.digest);
+    let record = containerd_client::services::v1::Image {
+        name: to.clone(),
+        created_at: None,
+        updated_at: None,
+        ..image
+    };
+    let result = if before.is_some() {
+        client
+            .images()
+            .update(
+                client.request(containerd_client::services::v1::UpdateImageRequest {
+                    image: Some(record),
+                    update_mask: None,
+                    source_date_epoch: None,
+                }),
+            )
+            .await
+            .map(|_| ())
+            .map_err(ContainerdError::rpc("images.update"))
+    } else {
+        client
+            .images()
+            .create(
+                client.request(containerd_client::services::v1::CreateImageRequest {
+                    image: Some(record),
+                    source_date_epoch: None,
+                }),
+            )
+            .await
+            .map(|_| ())
+            .map_err(ContainerdError::rpc("images.create"))
+    };
+    result?;
+    let mut r = resolve(client, &to).await?;
+    r.replaced = before.filter(|d| *d != r.manifest_digest);
+    Ok(r)
 }
 
 /// Removes the image record `name`. containerd's garbage collector then drops its blobs and
@@ -339,44 +430,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_normalised() {
+    fn names_are_canonical_docker_references() {
         let cases = [
-            ("busybox", Some("stockade/busybox:latest")),
-            ("busybox:1.36", Some("stockade/busybox:1.36")),
-            ("stockade/busybox:latest", Some("stockade/busybox:latest")),
+            ("busybox", Some("docker.io/library/busybox:latest")),
             (
-                "docker.io/library/python",
-                Some("docker.io/library/python:latest"),
+                "stockade/busybox",
+                Some("docker.io/stockade/busybox:latest"),
             ),
-            ("localhost:5000/x", Some("localhost:5000/x:latest")),
             ("localhost:5000/x:v1", Some("localhost:5000/x:v1")),
-            ("a/b@sha256:00", Some("a/b@sha256:00")),
-            ("", None),
             ("has space", None),
-            ("/abs", None),
-            ("trailing/", None),
-            ("semi;colon", None),
         ];
         for (input, want) in cases {
-            let got = normalize_name(input).ok();
-            assert_eq!(got.as_deref(), want, "{input}");
+            assert_eq!(normalize_name(input).ok().as_deref(), want, "{input}");
         }
+    }
+
+    #[test]
+    fn user_images_may_not_take_built_in_names() {
+        assert_eq!(
+            user_image_name("busybox:latest", "h").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        let e =
+            user_image_name("stockade/busybox", "give it another name with --name").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image name `stockade/busybox:latest` is reserved for stockade's built-in images (made by `stockade image build`); give it another name with --name"
+        );
     }
 
     #[test]
     fn not_found_message_says_how_to_get_the_image() {
         let e = ImageError::NotFound {
-            name: "busybox".into(),
+            name: "stockade/busybox".into(),
             namespace: "stockade".into(),
-            hint: missing_hint("stockade/busybox:latest"),
+            hint: missing_hint("docker.io/stockade/busybox:latest"),
         };
         assert_eq!(
             e.to_string(),
-            "image `busybox` not found in namespace stockade (build it with `stockade image build busybox`)"
+            "image `stockade/busybox` not found in namespace stockade (build it with `stockade image build busybox`)"
+        );
+        assert_eq!(
+            missing_hint("docker.io/library/busybox:latest"),
+            "the built-in image is `stockade/busybox`; this name is Docker Hub's, so pull it with `stockade image pull busybox:latest`"
         );
         assert_eq!(
             missing_hint("docker.io/library/node:20"),
-            "import it with `stockade image import FILE`"
+            "pull it with `stockade image pull node:20` or import it with `stockade image import FILE`"
         );
     }
 

@@ -11,6 +11,7 @@ pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -193,12 +194,22 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-/// True for layer media types containerd's applier unpacks, and whether they are gzip.
+/// True for layer media types containerd's applier unpacks, and whether they are
+/// compressed (gzip or zstd).
 pub fn layer_compression(media_type: &str) -> Option<bool> {
     match media_type {
         MEDIA_LAYER_TAR | MEDIA_DOCKER_LAYER_TAR => Some(false),
-        MEDIA_LAYER_GZIP | MEDIA_DOCKER_LAYER_GZIP => Some(true),
+        MEDIA_LAYER_GZIP | MEDIA_DOCKER_LAYER_GZIP | MEDIA_LAYER_ZSTD => Some(true),
         _ => None,
+    }
+}
+
+/// True when an index entry's platform runs here (linux on the host's architecture); an
+/// entry without a platform is taken to.
+pub fn runs_here(p: &Option<Platform>) -> bool {
+    match p {
+        None => true,
+        Some(p) => p.os == "linux" && p.architecture == host_architecture(),
     }
 }
 

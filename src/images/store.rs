@@ -13,7 +13,7 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    DeleteRequest as DeleteLeaseRequest, Image, InfoRequest, ReadContentRequest,
+    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, InfoRequest, ReadContentRequest,
     UpdateImageRequest, UpdateRequest as UpdateContentRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types;
@@ -25,7 +25,13 @@ use super::{ImageConfig, ImageError, ImageRef, Progress, LABEL_CONFIG, LABEL_SIZ
 use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
 
 mod content;
+mod ingest;
+use content::content_exists;
 pub use content::{read_blob, write_blob};
+pub use ingest::{
+    abort_ingest, download_ref, find_download, has_blob, ingest_offset, new_download_ref,
+    write_stream, Chunks, StreamError,
+};
 
 /// How much of a blob goes into one Write message (containerd accepts up to 16 MiB).
 const WRITE_CHUNK: usize = 1 << 20;
@@ -107,13 +113,18 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 }
 
 /// A lease that expires by itself after [`LEASE_TTL`] should we crash before deleting it.
-struct Lease {
+pub(crate) struct Lease {
     client: Client,
     id: String,
 }
 
 impl Lease {
-    async fn create(client: &Client) -> Result<Lease, ImageError> {
+    /// The lease's id (for [`Client::with_lease`]).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) async fn create(client: &Client) -> Result<Lease, ImageError> {
         let id = format!("stockade-import-{}", random_hex(8));
         let expire = SystemTime::now() + LEASE_TTL;
         let labels = HashMap::from([
@@ -134,7 +145,7 @@ impl Lease {
         })
     }
 
-    async fn delete(self) -> Result<(), ImageError> {
+    pub(crate) async fn delete(self) -> Result<(), ImageError> {
         self.client
             .leases()
             .delete(self.client.request(DeleteLeaseRequest {
@@ -172,8 +183,9 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Stores `image` under `name` and unpacks it. Idempotent: blobs and snapshots that exist
-/// are kept, and the record is replaced.
+/// Stores `image` under `name` (a canonical name) and unpacks it. Idempotent: blobs and
+/// snapshots that exist are kept, and the record is replaced; when it named another
+/// manifest, [`ImageRef::replaced`] says which.
 pub async fn store_image(
     client: &Client,
     name: &str,
@@ -293,9 +305,21 @@ async fn store_under_lease(
             source_date_epoch: None,
         }))
         .await;
+    let mut replaced = None;
     match created {
         Ok(_) => {}
         Err(s) if s.code() == tonic::Code::AlreadyExists => {
+            let before = lc
+                .images()
+                .get(lc.request(GetImageRequest {
+                    name: name.to_string(),
+                }))
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().image)
+                .and_then(|i| i.target)
+                .map(|t| t.digest);
+            replaced = before.filter(|d| *d != image.manifest_descriptor.digest);
             lc.images()
                 .update(lc.request(UpdateImageRequest {
                     image: Some(Image {
@@ -316,6 +340,7 @@ async fn store_under_lease(
         chain_id: chain_id.to_string(),
         snapshotter: SNAPSHOTTER.to_string(),
         config,
+        replaced,
     })
 }
 

@@ -27,7 +27,7 @@ pub use validate::{
 };
 
 /// The name of the image a policy runs when it names none.
-pub const DEFAULT_IMAGE: &str = "busybox";
+pub const DEFAULT_IMAGE: &str = "stockade/busybox";
 
 /// A sandbox policy as written in TOML. Every field is optional; an absent field takes the
 /// default documented on it. Unknown keys are an error, so a typo never silently loosens
@@ -35,7 +35,8 @@ pub const DEFAULT_IMAGE: &str = "busybox";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
-    /// Image to run. Default: `busybox`.
+    /// Image to run (a Docker-style reference). Default: `stockade/busybox`, the built-in
+    /// image `stockade image build busybox` makes.
     pub image: Option<String>,
     /// The process inside the sandbox.
     #[serde(default)]

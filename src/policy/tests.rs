@@ -73,7 +73,7 @@ fn defaults_are_the_design_security_table() {
     let p = Policy::default()
         .validate(None, &PolicyOverrides::default(), &FakeEnv::default())
         .unwrap();
-    assert_eq!(p.image, "busybox");
+    assert_eq!(p.image, "stockade/busybox");
     assert_eq!(
         p.user,
         User {

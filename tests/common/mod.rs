@@ -112,7 +112,7 @@ impl Drop for PrivateContainerd {
 /// there, built from `rootfs/busybox.*` first when it is not (so once per containerd).
 pub async fn busybox_image(client: &Client) -> stockade::images::ImageRef {
     use stockade::images::{self, build, ImageError, NoProgress};
-    match images::resolve(client, "busybox").await {
+    match images::resolve(client, "stockade/busybox").await {
         Ok(r) => r,
         Err(ImageError::NotFound { .. }) | Err(ImageError::NotUnpacked { .. }) => {
             build::build(

@@ -542,12 +542,12 @@ pub struct Sandbox {
 impl Sandbox {
     /// A run of the busybox image.
     pub fn busybox<S: AsRef<str>>(command: &[S]) -> Sandbox {
-        Sandbox::image("busybox", command)
+        Sandbox::image("stockade/busybox", command)
     }
 
     /// A run of the python image.
     pub fn python<S: AsRef<str>>(command: &[S]) -> Sandbox {
-        Sandbox::image("python", command)
+        Sandbox::image("stockade/python", command)
     }
 
     pub fn image<S: AsRef<str>>(image: &str, command: &[S]) -> Sandbox {

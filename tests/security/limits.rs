@@ -220,7 +220,14 @@ fn ptys(d: &Daemon) -> CaseResult {
         o.describe()
     );
 
-    let mut cmd = d.stockade(&["run", "-t", "--image", "busybox", "--timeout", "30s"]);
+    let mut cmd = d.stockade(&[
+        "run",
+        "-t",
+        "--image",
+        "stockade/busybox",
+        "--timeout",
+        "30s",
+    ]);
     cmd.args(["--", "sh", "-c", &format!("tty; {PTY_GRAB}")]);
     let f = run_guarded(cmd, Duration::from_secs(120))?;
     let out = f.stdout_text();

@@ -78,7 +78,10 @@ pub async fn export(client: &Client, name: &str) -> Result<PreparedImage, ImageE
             client.request(containerd_client::services::v1::GetImageRequest { name: full.clone() }),
         )
         .await
-        .map_err(crate::containerd::ContainerdError::rpc("images.get"))?
+        .map_err(|s| match s.code() {
+            tonic::Code::NotFound => crate::images::not_found(client, name),
+            _ => crate::containerd::ContainerdError::rpc("images.get")(s).into(),
+        })?
         .into_inner()
         .image
         .and_then(|i| i.target)

@@ -50,14 +50,6 @@ fn read_blob(u: &Unpacked, d: &Descriptor, named_in: &str) -> Result<Vec<u8>, Im
     Ok(bytes)
 }
 
-/// True when a platform is runnable here (linux on the host's architecture).
-fn platform_matches(p: &Option<oci::Platform>) -> bool {
-    match p {
-        None => true,
-        Some(p) => p.os == "linux" && p.architecture == oci::host_architecture(),
-    }
-}
-
 pub(super) fn read(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
     let index: Index = parse(u, "index.json", &u.read("index.json", "the archive")?)?;
     let mut found = Vec::new();
@@ -172,7 +164,7 @@ fn select_manifest(
             for m in index
                 .manifests
                 .iter()
-                .filter(|m| platform_matches(&m.platform))
+                .filter(|m| oci::runs_here(&m.platform))
             {
                 if let Some(d) = select_manifest(u, m, &what, depth + 1)? {
                     return Ok(Some(d));

@@ -112,7 +112,7 @@ fn index_naming(manifest: &str, size: i64) -> Vec<u8> {
         "schemaVersion": 2,
         "manifests": [{
             "mediaType": MEDIA_MANIFEST, "digest": manifest, "size": size,
-            "annotations": {"io.containerd.image.name": "stockade/tiny:1"}
+            "annotations": {"io.containerd.image.name": "docker.io/library/tiny:1"}
         }]
     })
     .to_string()
@@ -358,7 +358,7 @@ fn a_good_oci_layout_and_a_good_docker_save_import() {
     for entries in [oci_entries(&image), docker_entries(&image)] {
         let found = import_entries(d.path(), &entries).unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!(found[0].names, vec!["stockade/tiny:1"]);
+        assert_eq!(found[0].names, vec!["docker.io/library/tiny:1"]);
         assert_eq!(found[0].image.config, image.config);
         assert_eq!(found[0].image.layers[0].diff_id, image.layers[0].diff_id);
         assert_eq!(layer_bytes(&found[0].image), layer_bytes(&image));
@@ -451,7 +451,7 @@ fn an_oci_layout_round_trips() {
     std::fs::create_dir(&out).unwrap();
     let found = read_layout(&unpack_archive(&tarball, &out).unwrap()).unwrap();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].names, vec!["stockade/tiny:1"]);
+    assert_eq!(found[0].names, vec!["docker.io/stockade/tiny:1"]);
     assert_eq!(
         found[0].image.manifest_descriptor,
         image.manifest_descriptor
@@ -494,7 +494,7 @@ fn entry_names_prefer_the_full_name_and_ignore_bare_tags() {
     assert!(entry_names(&d).is_empty());
     d.annotations
         .insert(ANNOTATION_REF_NAME.into(), "busybox:1".into());
-    assert_eq!(entry_names(&d), vec!["stockade/busybox:1"]);
+    assert_eq!(entry_names(&d), vec!["docker.io/library/busybox:1"]);
     d.annotations.insert(
         ANNOTATION_CONTAINERD_NAME.into(),
         "docker.io/library/busybox:1".into(),

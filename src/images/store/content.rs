@@ -126,7 +126,7 @@ pub async fn write_blob(
     }
 }
 
-async fn content_exists(client: &Client, digest: &str) -> Result<bool, ImageError> {
+pub(super) async fn content_exists(client: &Client, digest: &str) -> Result<bool, ImageError> {
     match client
         .content()
         .info(client.request(InfoRequest {
