@@ -43,8 +43,22 @@ pub const BIND_ROOTS_ENV: &str = "STOCKADE_BIND_ROOTS";
 /// The directory, below a run directory, that holds the staging mounts.
 pub const STAGING_DIR: &str = "binds";
 
-/// The names of the staging mounts, one per bind a policy can ask for.
+/// The names of the staging mounts of the workspace and the input; `-v` binds are staged
+/// as [`extra_name`]s.
 pub const STAGED_NAMES: &[&str] = &["workspace", "input"];
+
+/// The staging name of a policy's `-v` bind number `index`: `bind-<index>`.
+pub fn extra_name(index: usize) -> String {
+    format!("bind-{index}")
+}
+
+/// Whether `name` is one [`stage`] makes: [`STAGED_NAMES`] or an [`extra_name`].
+fn is_staged_name(name: &str) -> bool {
+    STAGED_NAMES.contains(&name)
+        || name
+            .strip_prefix("bind-")
+            .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// How many mounts stacked on one staging path [`unstage`] removes before giving up.
 const MAX_STACKED_MOUNTS: usize = 8;
@@ -308,11 +322,18 @@ pub fn unstage(run_dir: &Path) -> Result<(), BindError> {
     if !exists(&staging) {
         return Ok(());
     }
-    for name in STAGED_NAMES {
-        let p = staging.join(name);
-        if !exists(&p) {
-            continue;
-        }
+    let entries = std::fs::read_dir(&staging).map_err(|source| BindError::Stage {
+        path: staging.clone(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_staged_name(n))
+        .collect();
+    names.sort();
+    for name in names {
+        let p = staging.join(&name);
         for _ in 0..MAX_STACKED_MOUNTS {
             match nix::mount::umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
                 Ok(()) => continue,

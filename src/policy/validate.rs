@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::limits::{self, Limits};
+use super::mounts::{self, Bind, Tmpfs};
 use super::{Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
 use crate::bind::{self, HostDir};
 use crate::seccomp;
@@ -118,6 +119,12 @@ pub struct ValidatedPolicy {
     /// removed with it; see [`crate::disk`]), counted in `limits.disk`. Never with
     /// `workspace`.
     pub managed_workspace: Option<u64>,
+    /// Further host directories bound into the sandbox (`-v`), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<Bind>,
+    /// tmpfs mounts (`--tmpfs`), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
     pub seccomp: SeccompChoice,
@@ -237,6 +244,16 @@ pub(super) fn validate(
         env,
     )?;
     let input = host_dir(o, "filesystem.input", p.filesystem.input.as_deref(), env)?;
+    let mounts = mounts::validate(
+        o,
+        &p.filesystem.mounts,
+        &p.filesystem.tmpfs,
+        workspace,
+        input,
+        p.filesystem.workspace_size.is_some(),
+        env,
+    )?;
+    let (workspace, input) = (mounts.workspace, mounts.input);
     let managed_workspace = limits::workspace_size(
         &p.filesystem.workspace_size,
         o,
@@ -355,6 +372,8 @@ pub(super) fn validate(
         workspace,
         input,
         managed_workspace,
+        binds: mounts.binds,
+        tmpfs: mounts.tmpfs,
         cap_add,
         seccomp,
         apparmor,
@@ -418,7 +437,7 @@ fn merge_env(o: &Origins, extra: &[String]) -> Result<Vec<String>, PolicyError> 
     Ok(out)
 }
 
-fn host_dir(
+pub(super) fn host_dir(
     o: &Origins,
     field: &'static str,
     v: Option<&Path>,
