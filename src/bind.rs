@@ -88,6 +88,16 @@ pub enum BindError {
         name: String,
         source: crate::idmap::IdmapError,
     },
+    /// The sandbox's user could not create files in the workspace.
+    #[error("workspace {}: not writable by the sandbox's user {uid}:{gid} (owner {owner}:{group}, mode {mode:04o}); give it to that user with --workspace-owner sandbox (policy: filesystem.workspace_owner = \"sandbox\") or `chown {uid}:{gid} {}`", path.display(), path.display())]
+    NotWritable {
+        path: PathBuf,
+        owner: u32,
+        group: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     #[error("{name}: the sandbox sees {seen} at {dest}, not {} (device {} inode {}); the run was aborted before it started", want.path.display(), want.dev, want.ino)]
     Mismatch {
         name: String,
@@ -302,6 +312,73 @@ pub fn idmap_supported(
             source: e,
         }),
     }
+}
+
+/// Whether a directory owned by `owner:group` with `mode` lets `uid:gid` (no supplementary
+/// groups, no capabilities) create files in it: write and search permission for the class
+/// the user falls in (owner, else group, else others). Pure.
+pub fn writable_by(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
+    let bits = if owner == uid {
+        mode >> 6
+    } else if group == gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o3 == 0o3
+}
+
+/// Makes sure `uid:gid` (the policy's user: what a sandbox with a UID of its own writes as
+/// on disk, through its ID-mapped mount) can create files in the workspace `dir`, checked
+/// before anything of the sandbox runs. When it cannot: with `give`, the directory itself
+/// (not what it holds) is opened as validated (no links, same identity) and handed to
+/// `uid:gid` through that descriptor, so what the sandbox writes belongs on the host to
+/// that one stable user and never to a per-sandbox UID; without it, the one-line refusal
+/// [`BindError::NotWritable`] says how. Returns whether the owner was changed.
+pub fn ensure_writable(dir: &HostDir, uid: u32, gid: u32, give: bool) -> Result<bool, BindError> {
+    let (fd, got) = open_no_symlinks(&dir.path).map_err(|e| BindError::Named {
+        name: "workspace".to_string(),
+        inner: Box::new(unreadable(&dir.path, e)),
+    })?;
+    same_directory("workspace", dir, &got)?;
+    let stat = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd).map_err(|e| BindError::Stage {
+            path: dir.path.clone(),
+            source: e.into(),
+        })
+    };
+    let st = stat(&fd)?;
+    if writable_by(st.st_uid, st.st_gid, st.st_mode, uid, gid) {
+        return Ok(false);
+    }
+    let refused = |st: &rustix::fs::Stat| BindError::NotWritable {
+        path: dir.path.clone(),
+        owner: st.st_uid,
+        group: st.st_gid,
+        mode: st.st_mode & 0o7777,
+        uid,
+        gid,
+    };
+    if !give {
+        return Err(refused(&st));
+    }
+    rustix::fs::chownat(
+        &fd,
+        "",
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::EMPTY_PATH,
+    )
+    .map_err(|e| BindError::Stage {
+        path: dir.path.clone(),
+        source: e.into(),
+    })?;
+    let st = stat(&fd)?;
+    if !writable_by(st.st_uid, st.st_gid, st.st_mode, uid, gid) {
+        return Err(refused(&st));
+    }
+    tracing::info!(path = %dir.path.display(), uid, gid, "workspace given to the sandbox's user");
+    Ok(true)
 }
 
 fn mkdir_private(p: &Path) -> std::io::Result<()> {

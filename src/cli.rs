@@ -110,6 +110,11 @@ pub struct PolicyArgs {
     /// noexec unless `exec`) [default size 64Mi, mode 1777].
     #[arg(long, value_name = "PATH[:OPTS]")]
     pub tmpfs: Vec<String>,
+    /// Who owns the --workspace directory: keep (a workspace the sandbox's user cannot
+    /// write is refused at start) or sandbox (then it is given to that user, the policy's
+    /// 65534:65534 by default) [default: keep].
+    #[arg(long, value_name = "keep|sandbox")]
+    pub workspace_owner: Option<String>,
     /// Working directory inside the sandbox [default: /workspace with a workspace, else /tmp].
     #[arg(long = "workdir", short = 'w', value_name = "DIR")]
     pub workdir: Option<String>,

@@ -277,6 +277,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
                     .filter_map(|t| stockade::policy::TmpfsMount::parse(t).ok())
                     .collect(),
                 cwd,
+                workspace_owner: None,
                 image,
                 memory,
                 cpus,

@@ -116,3 +116,85 @@ async fn two_binds_and_tmpfs_are_read_and_written_and_ro_is_erofs() {
     .await;
     assert!(Path::new(&out).exists(), "the host directories stay");
 }
+
+/// A root-owned 0755 workspace (what `mkdir` as root gives) with the default user: refused
+/// before the sandbox starts, in one line, exit 125; with `--workspace-owner sandbox` the
+/// directory is given to the policy's user and the sandbox writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_workspace_is_refused_at_start_and_workspace_owner_fixes_it() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    let fifo = tempfile::tempdir().unwrap();
+    let runner = Runner::builder()
+        .client(client.clone())
+        .host(host::probe(&HostPaths::system()).expect("probe host"))
+        .images(Arc::new(StoreImages))
+        .fifo_root(fifo.path())
+        .cleanup(CleanupMode::Inline)
+        .build()
+        .expect("runner");
+    let t = tempfile::tempdir_in("/tmp").unwrap();
+    let ws = t.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let policy = |owner: Option<&str>| {
+        Policy::default()
+            .validate(
+                None,
+                &PolicyOverrides {
+                    workspace: Some(ws.clone()),
+                    workspace_owner: owner.map(str::to_string),
+                    ..Default::default()
+                },
+                &HostPolicyEnv,
+            )
+            .expect("valid policy")
+    };
+    let script = ["sh", "-c", "echo hi > /workspace/f && cat /workspace/f"];
+
+    let refused = stockade::runner::new_id();
+    let e = runner
+        .run(RunRequest::new(policy(None), script).id(refused.clone()))
+        .await
+        .expect_err("refused");
+    let line = e.to_string();
+    assert_eq!(e.exit_code(), 125, "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains(ws.to_str().unwrap())
+            && line.contains("owner 0:0, mode 0755")
+            && line.contains("65534:65534")
+            && line.contains("--workspace-owner sandbox"),
+        "{line}"
+    );
+    assert_eq!(std::fs::metadata(&ws).unwrap().uid(), 0);
+
+    let fixed = stockade::runner::new_id();
+    let r = runner
+        .run(RunRequest::new(policy(Some("sandbox")), script).id(fixed.clone()))
+        .await
+        .expect("run");
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "hi\n"), "{r:?}");
+    let dir = std::fs::metadata(&ws).unwrap();
+    let file = std::fs::metadata(ws.join("f")).unwrap();
+    assert_eq!((dir.uid(), dir.gid()), (65534, 65534));
+    assert_eq!(
+        (file.uid(), file.gid()),
+        (65534, 65534),
+        "the policy's user, not the sandbox's own UID {}",
+        r.uid
+    );
+
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        Some(&[refused, fixed]),
+        Duration::from_secs(30),
+    )
+    .await;
+}

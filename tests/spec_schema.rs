@@ -96,6 +96,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                     TmpfsMount::parse("/build:size=1g,mode=755,exec").unwrap(),
                 ],
                 cwd: Some("/data".into()),
+                workspace_owner: Some("sandbox".into()),
             },
         ),
         (

@@ -91,6 +91,7 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         mounts,
         tmpfs,
         cwd: args.workdir.clone(),
+        workspace_owner: args.workspace_owner.clone(),
     };
     let validated = policy.validate(file.as_deref(), &overrides, &HostPolicyEnv)?;
     for w in &validated.warnings {

@@ -149,6 +149,12 @@ pub struct FilesystemSection {
     /// [`mounts`]). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<TmpfsMount>,
+    /// Who the host `workspace` directory must belong to: `keep` (it stays as it is, and a
+    /// workspace the sandbox's user cannot write is refused at start in one line) or
+    /// `sandbox` (when the sandbox's user cannot write it, the directory itself, not its
+    /// contents, is given to the policy's user, 65534:65534 by default, which a sandbox
+    /// with a UID of its own writes as through its ID-mapped mount). Default `keep`.
+    pub workspace_owner: Option<String>,
 }
 
 /// `[security]`
@@ -211,6 +217,8 @@ pub struct PolicyOverrides {
     pub tmpfs: Vec<TmpfsMount>,
     /// `-w DIR`: the working directory (`process.cwd`).
     pub cwd: Option<String>,
+    /// `--workspace-owner keep|sandbox`.
+    pub workspace_owner: Option<String>,
 }
 
 /// Why a policy could not be read or validated. Each variant renders as one line naming
@@ -446,6 +454,12 @@ impl Policy {
                 .extend(o.cap_add.iter().cloned());
         }
         set!(o.cwd, self.process.cwd, "process.cwd", "-w");
+        set!(
+            o.workspace_owner,
+            self.filesystem.workspace_owner,
+            "filesystem.workspace_owner",
+            "--workspace-owner"
+        );
         if !o.mounts.is_empty() {
             origins
                 .lists

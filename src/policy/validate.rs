@@ -125,6 +125,10 @@ pub struct ValidatedPolicy {
     /// tmpfs mounts (`--tmpfs`), in the order given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<Tmpfs>,
+    /// `filesystem.workspace_owner = "sandbox"`: a workspace the user cannot write is given
+    /// to the user at start (see [`crate::bind::ensure_writable`]) instead of refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub workspace_owner_sandbox: bool,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
     pub seccomp: SeccompChoice,
@@ -254,6 +258,24 @@ pub(super) fn validate(
         env,
     )?;
     let (workspace, input) = (mounts.workspace, mounts.input);
+    let workspace_owner_sandbox = match p.filesystem.workspace_owner.as_deref() {
+        None | Some("keep") => false,
+        Some("sandbox") if workspace.is_some() => true,
+        Some("sandbox") => {
+            return Err(err(
+                o,
+                "filesystem.workspace_owner",
+                "`sandbox` needs a host workspace (filesystem.workspace or --workspace)",
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                o,
+                "filesystem.workspace_owner",
+                format!("`{other}` is not a workspace owner (keep, sandbox)"),
+            ))
+        }
+    };
     let managed_workspace = limits::workspace_size(
         &p.filesystem.workspace_size,
         o,
@@ -374,6 +396,7 @@ pub(super) fn validate(
         managed_workspace,
         binds: mounts.binds,
         tmpfs: mounts.tmpfs,
+        workspace_owner_sandbox,
         cap_add,
         seccomp,
         apparmor,

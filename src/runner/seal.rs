@@ -62,6 +62,14 @@ pub(crate) fn stage(
     policy: &ValidatedPolicy,
     sandbox_uid: Option<u32>,
 ) -> Result<(), RunError> {
+    if let Some(ws) = &policy.workspace {
+        bind::ensure_writable(
+            ws,
+            policy.user.uid,
+            policy.user.gid,
+            policy.workspace_owner_sandbox,
+        )?;
+    }
     let all = binds(policy);
     let b: Vec<_> = all
         .iter()

@@ -351,3 +351,34 @@ fn too_many_mounts_are_refused() {
     let e = flags(&[], &refs).unwrap_err();
     assert!(e.contains("more than"), "{e}");
 }
+
+#[test]
+fn workspace_owner_is_keep_or_sandbox_and_needs_a_workspace() {
+    let with = |owner: &str, ws: Option<&str>| {
+        Policy::default()
+            .validate(
+                None,
+                &PolicyOverrides {
+                    workspace: ws.map(PathBuf::from),
+                    workspace_owner: Some(owner.into()),
+                    ..Default::default()
+                },
+                &DIRS,
+            )
+            .map_err(|e| e.to_string())
+    };
+    assert!(
+        with("sandbox", Some("/srv/w"))
+            .unwrap()
+            .workspace_owner_sandbox
+    );
+    assert!(
+        !with("keep", Some("/srv/w"))
+            .unwrap()
+            .workspace_owner_sandbox
+    );
+    let e = with("sandbox", None).unwrap_err();
+    assert!(e.starts_with("--workspace-owner: "), "{e}");
+    let e = with("root", Some("/srv/w")).unwrap_err();
+    assert!(e.contains("`root` is not a workspace owner"), "{e}");
+}
