@@ -43,8 +43,22 @@ pub const BIND_ROOTS_ENV: &str = "STOCKADE_BIND_ROOTS";
 /// The directory, below a run directory, that holds the staging mounts.
 pub const STAGING_DIR: &str = "binds";
 
-/// The names of the staging mounts, one per bind a policy can ask for.
+/// The names of the staging mounts of the workspace and the input; `-v` binds are staged
+/// as [`extra_name`]s.
 pub const STAGED_NAMES: &[&str] = &["workspace", "input"];
+
+/// The staging name of a policy's `-v` bind number `index`: `bind-<index>`.
+pub fn extra_name(index: usize) -> String {
+    format!("bind-{index}")
+}
+
+/// Whether `name` is one [`stage`] makes: [`STAGED_NAMES`] or an [`extra_name`].
+fn is_staged_name(name: &str) -> bool {
+    STAGED_NAMES.contains(&name)
+        || name
+            .strip_prefix("bind-")
+            .is_some_and(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// How many mounts stacked on one staging path [`unstage`] removes before giving up.
 const MAX_STACKED_MOUNTS: usize = 8;
@@ -73,6 +87,16 @@ pub enum BindError {
     Mount {
         name: String,
         source: crate::idmap::IdmapError,
+    },
+    /// The sandbox's user could not create files in the workspace.
+    #[error("workspace {}: not writable by the sandbox's user {uid}:{gid} (owner {owner}:{group}, mode {mode:04o}); give it to that user with --workspace-owner sandbox (policy: filesystem.workspace_owner = \"sandbox\") or `chown {uid}:{gid} {}`", path.display(), path.display())]
+    NotWritable {
+        path: PathBuf,
+        owner: u32,
+        group: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
     },
     #[error("{name}: the sandbox sees {seen} at {dest}, not {} (device {} inode {}); the run was aborted before it started", want.path.display(), want.dev, want.ino)]
     Mismatch {
@@ -290,6 +314,73 @@ pub fn idmap_supported(
     }
 }
 
+/// Whether a directory owned by `owner:group` with `mode` lets `uid:gid` (no supplementary
+/// groups, no capabilities) create files in it: write and search permission for the class
+/// the user falls in (owner, else group, else others). Pure.
+pub fn writable_by(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
+    let bits = if owner == uid {
+        mode >> 6
+    } else if group == gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o3 == 0o3
+}
+
+/// Makes sure `uid:gid` (the policy's user: what a sandbox with a UID of its own writes as
+/// on disk, through its ID-mapped mount) can create files in the workspace `dir`, checked
+/// before anything of the sandbox runs. When it cannot: with `give`, the directory itself
+/// (not what it holds) is opened as validated (no links, same identity) and handed to
+/// `uid:gid` through that descriptor, so what the sandbox writes belongs on the host to
+/// that one stable user and never to a per-sandbox UID; without it, the one-line refusal
+/// [`BindError::NotWritable`] says how. Returns whether the owner was changed.
+pub fn ensure_writable(dir: &HostDir, uid: u32, gid: u32, give: bool) -> Result<bool, BindError> {
+    let (fd, got) = open_no_symlinks(&dir.path).map_err(|e| BindError::Named {
+        name: "workspace".to_string(),
+        inner: Box::new(unreadable(&dir.path, e)),
+    })?;
+    same_directory("workspace", dir, &got)?;
+    let stat = |fd: &OwnedFd| {
+        rustix::fs::fstat(fd).map_err(|e| BindError::Stage {
+            path: dir.path.clone(),
+            source: e.into(),
+        })
+    };
+    let st = stat(&fd)?;
+    if writable_by(st.st_uid, st.st_gid, st.st_mode, uid, gid) {
+        return Ok(false);
+    }
+    let refused = |st: &rustix::fs::Stat| BindError::NotWritable {
+        path: dir.path.clone(),
+        owner: st.st_uid,
+        group: st.st_gid,
+        mode: st.st_mode & 0o7777,
+        uid,
+        gid,
+    };
+    if !give {
+        return Err(refused(&st));
+    }
+    rustix::fs::chownat(
+        &fd,
+        "",
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::EMPTY_PATH,
+    )
+    .map_err(|e| BindError::Stage {
+        path: dir.path.clone(),
+        source: e.into(),
+    })?;
+    let st = stat(&fd)?;
+    if !writable_by(st.st_uid, st.st_gid, st.st_mode, uid, gid) {
+        return Err(refused(&st));
+    }
+    tracing::info!(path = %dir.path.display(), uid, gid, "workspace given to the sandbox's user");
+    Ok(true)
+}
+
 fn mkdir_private(p: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(p)
@@ -308,11 +399,18 @@ pub fn unstage(run_dir: &Path) -> Result<(), BindError> {
     if !exists(&staging) {
         return Ok(());
     }
-    for name in STAGED_NAMES {
-        let p = staging.join(name);
-        if !exists(&p) {
-            continue;
-        }
+    let entries = std::fs::read_dir(&staging).map_err(|source| BindError::Stage {
+        path: staging.clone(),
+        source,
+    })?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| is_staged_name(n))
+        .collect();
+    names.sort();
+    for name in names {
+        let p = staging.join(&name);
         for _ in 0..MAX_STACKED_MOUNTS {
             match nix::mount::umount2(&p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
                 Ok(()) => continue,

@@ -12,8 +12,13 @@ use crate::commands;
 #[command(name = "stockade", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Log verbosity (repeat for more); `STOCKADE_LOG` takes a tracing filter instead.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// After a subcommand only the long form works: there `-v` is a bind (`-v HOST:CTR`),
+    /// as in Docker.
+    #[arg(long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log verbosity, before the subcommand (`stockade -vv run …`).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub v: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,6 +104,22 @@ pub struct PolicyArgs {
     /// Host directory mounted read-only at /input.
     #[arg(long, value_name = "DIR")]
     pub input: Option<PathBuf>,
+    /// Bind a host directory: HOST:CTR[:ro|rw], HOST absolute and beneath a bind root
+    /// (repeatable; `-v DIR:/workspace` is --workspace, `-v DIR:/input:ro` is --input).
+    #[arg(long = "volume", short = 'v', value_name = "HOST:CTR[:ro|rw]")]
+    pub volume: Vec<String>,
+    /// A tmpfs: PATH[:size=SIZE,mode=OCTAL,exec] (repeatable; always nosuid,nodev;
+    /// noexec unless `exec`) [default size 64Mi, mode 1777].
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Who owns the --workspace directory: keep (a workspace the sandbox's user cannot
+    /// write is refused at start) or sandbox (then it is given to that user, the policy's
+    /// 65534:65534 by default) [default: keep].
+    #[arg(long, value_name = "keep|sandbox")]
+    pub workspace_owner: Option<String>,
+    /// Working directory inside the sandbox [default: /workspace with a workspace, else /tmp].
+    #[arg(long = "workdir", short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
     /// Environment variable K=V (repeatable).
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     pub env: Vec<String>,

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose.saturating_add(cli.v));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

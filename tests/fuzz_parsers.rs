@@ -254,13 +254,30 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
             prop::option::weighted(0.2, hostile_string().prop_map(PathBuf::from)),
             any::<bool>(),
         ),
+        (
+            // Hostile `-v` and `--tmpfs` values, through the same parsers the CLI uses.
+            prop::collection::vec(hostile_string(), 0..3),
+            prop::collection::vec(hostile_string(), 0..3),
+            opt(),
+        ),
     )
         .prop_map(
             |(
                 (image, memory, cpus, pids, timeout, network),
                 (user, max_output, seccomp, apparmor, disk, workspace_size),
                 (env, cap_add, workspace, input, read_write_root),
+                (volumes, tmpfs, cwd),
             )| PolicyOverrides {
+                mounts: volumes
+                    .iter()
+                    .filter_map(|v| stockade::policy::BindMount::parse(v).ok())
+                    .collect(),
+                tmpfs: tmpfs
+                    .iter()
+                    .filter_map(|t| stockade::policy::TmpfsMount::parse(t).ok())
+                    .collect(),
+                cwd,
+                workspace_owner: None,
                 image,
                 memory,
                 cpus,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use stockade::host::{CgroupMode, HostFacts};
-use stockade::policy::{BindError, HostDir, Policy, PolicyEnv, PolicyOverrides, ValidatedPolicy};
+use stockade::policy::{
+    BindError, BindMount, HostDir, Policy, PolicyEnv, PolicyOverrides, TmpfsMount, ValidatedPolicy,
+};
 use stockade::spec::{self, SpecRequest};
 
 fn fixtures() -> PathBuf {
@@ -85,6 +87,16 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                 read_write_root: true,
                 disk: Some("2G".into()),
                 workspace_size: None,
+                mounts: vec![
+                    BindMount::parse("/srv/data:/data:ro").unwrap(),
+                    BindMount::parse("/srv/out:/data/out").unwrap(),
+                ],
+                tmpfs: vec![
+                    TmpfsMount::parse("/cache").unwrap(),
+                    TmpfsMount::parse("/build:size=1g,mode=755,exec").unwrap(),
+                ],
+                cwd: Some("/data".into()),
+                workspace_owner: Some("sandbox".into()),
             },
         ),
         (

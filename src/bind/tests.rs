@@ -320,3 +320,78 @@ fn the_in_task_check_compares_identity_and_refuses_links_and_files() {
         assert!(e.contains(seen) && e.contains("aborted"), "{dest}: {e}");
     }
 }
+
+#[test]
+fn a_workspace_is_writable_only_through_the_class_the_user_falls_in() {
+    // (owner, group, mode, writable by 65534:65534)
+    for (owner, group, mode, want) in [
+        (0, 0, 0o755, false),
+        (0, 0, 0o777, true),
+        (0, 0, 0o1777, true),
+        (65534, 65534, 0o755, true),
+        (65534, 0, 0o555, false),
+        (0, 65534, 0o775, true),
+        (0, 65534, 0o755, false),
+        // The owner class decides for the owner, even when others may write.
+        (65534, 0, 0o577, false),
+        (0, 0, 0o772, false),
+    ] {
+        assert_eq!(
+            writable_by(owner, group, mode, 65534, 65534),
+            want,
+            "{owner}:{group} {mode:o}"
+        );
+    }
+}
+
+#[test]
+fn a_root_owned_0755_workspace_is_refused_in_one_line_or_given_to_the_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: changing a directory's owner needs root");
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir_in("/tmp").unwrap();
+    let ws = t.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(ws.join("kept"), "x").unwrap();
+    let dir = resolve(&ws).unwrap();
+
+    let e = ensure_writable(&dir, 65534, 65534, false).unwrap_err();
+    let line = e.to_string();
+    assert!(matches!(e, BindError::NotWritable { .. }), "{line}");
+    assert!(!line.contains('\n'), "{line}");
+    for part in [
+        ws.to_str().unwrap(),
+        "65534:65534",
+        "owner 0:0",
+        "mode 0755",
+        "--workspace-owner sandbox",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    assert_eq!(
+        std::fs::metadata(&ws).unwrap().uid(),
+        0,
+        "refusing changes nothing"
+    );
+
+    assert!(ensure_writable(&dir, 65534, 65534, true).unwrap(), "given");
+    let m = std::fs::metadata(&ws).unwrap();
+    assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    assert_eq!(
+        std::fs::metadata(ws.join("kept")).unwrap().uid(),
+        0,
+        "only the directory itself changes owner"
+    );
+    assert!(!ensure_writable(&dir, 65534, 65534, true).unwrap(), "once");
+
+    // A directory swapped in at the same path is not the one validated: not touched.
+    std::fs::rename(&ws, t.path().join("old")).unwrap();
+    std::fs::create_dir(&ws).unwrap();
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let e = ensure_writable(&dir, 65534, 65534, true).unwrap_err();
+    assert!(matches!(e, BindError::Changed { .. }), "{e}");
+    assert_eq!(std::fs::metadata(&ws).unwrap().uid(), 0);
+}

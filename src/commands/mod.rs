@@ -20,7 +20,9 @@ pub mod spec;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, PolicyArgs};
-use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
+use stockade::policy::{
+    BindMount, HostPolicyEnv, Policy, PolicyOverrides, TmpfsMount, ValidatedPolicy,
+};
 
 /// Runs the chosen subcommand.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
@@ -60,6 +62,16 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         }
         None => (Policy::default(), None),
     };
+    let mounts = args
+        .volume
+        .iter()
+        .map(|v| BindMount::parse(v).map_err(|e| anyhow::anyhow!("-v: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|v| TmpfsMount::parse(v).map_err(|e| anyhow::anyhow!("--tmpfs: {e}")))
+        .collect::<Result<Vec<_>>>()?;
     let overrides = PolicyOverrides {
         image: args.image.clone(),
         memory: args.memory.clone(),
@@ -78,6 +90,10 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         read_write_root: args.read_write_root,
         disk: args.disk.clone(),
         workspace_size: args.workspace_size.clone(),
+        mounts,
+        tmpfs,
+        cwd: args.workdir.clone(),
+        workspace_owner: args.workspace_owner.clone(),
     };
     let validated = policy.validate(file.as_deref(), &overrides, &HostPolicyEnv)?;
     for w in &validated.warnings {

@@ -112,7 +112,7 @@ fn err(o: &Origins, field: &'static str, message: impl Into<String>) -> PolicyEr
 }
 
 /// A size in bytes: 1..=[`MAX_SIZE`], or `default` when absent.
-fn size(
+pub(super) fn size(
     o: &Origins,
     field: &'static str,
     v: &Option<String>,

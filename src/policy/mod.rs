@@ -8,6 +8,7 @@
 //! policy loosens a protection only by naming it.
 
 mod limits;
+mod mounts;
 mod units;
 mod validate;
 
@@ -20,6 +21,10 @@ use thiserror::Error;
 pub use crate::bind::{BindError, HostDir};
 pub use limits::{Limits, DEFAULT_DISK, MAX_NOFILE, MAX_SIZE, MAX_TASKS, MIN_DISK, MIN_MEMORY};
 
+pub use mounts::{
+    check_destination, Bind, BindMount, Tmpfs, TmpfsMount, DEFAULT_TMPFS_MODE, DEFAULT_TMPFS_SIZE,
+    MAX_BINDS, MAX_TMPFS, RESERVED_DESTINATIONS,
+};
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
     cap_name, AppArmorChoice, IdMap, NetworkMode, SeccompChoice, User, ValidatedPolicy,
@@ -136,6 +141,21 @@ pub struct FilesystemSection {
     /// creates for the sandbox and removes with it, counted against `limits.disk`. Not
     /// with `workspace`. Default: none.
     pub workspace_size: Option<String>,
+    /// Further host directories bound into the sandbox, as Docker's `-v` (see
+    /// [`mounts`]). A read-write one at `/workspace` is the workspace, a read-only one at
+    /// `/input` the input. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<BindMount>,
+    /// tmpfs mounts, as Docker's `--tmpfs` (`nosuid,nodev`, `noexec` unless `exec`; see
+    /// [`mounts`]). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// Who the host `workspace` directory must belong to: `keep` (it stays as it is, and a
+    /// workspace the sandbox's user cannot write is refused at start in one line) or
+    /// `sandbox` (when the sandbox's user cannot write it, the directory itself, not its
+    /// contents, is given to the policy's user, 65534:65534 by default, which a sandbox
+    /// with a UID of its own writes as through its ID-mapped mount). Default `keep`.
+    pub workspace_owner: Option<String>,
 }
 
 /// `[security]`
@@ -192,6 +212,14 @@ pub struct PolicyOverrides {
     pub disk: Option<String>,
     /// `--workspace-size`.
     pub workspace_size: Option<String>,
+    /// `-v HOST:CTR[:ro|rw]`, added after the policy's `filesystem.mounts`.
+    pub mounts: Vec<BindMount>,
+    /// `--tmpfs PATH[:OPTS]`, added after the policy's `filesystem.tmpfs`.
+    pub tmpfs: Vec<TmpfsMount>,
+    /// `-w DIR`: the working directory (`process.cwd`).
+    pub cwd: Option<String>,
+    /// `--workspace-owner keep|sandbox`.
+    pub workspace_owner: Option<String>,
 }
 
 /// Why a policy could not be read or validated. Each variant renders as one line naming
@@ -267,6 +295,8 @@ impl PolicyEnv for HostPolicyEnv {
 pub(crate) struct Origins {
     file: Option<String>,
     flags: BTreeMap<&'static str, &'static str>,
+    /// List fields whose entries from an index on came from a flag: field → (index, flag).
+    lists: BTreeMap<&'static str, (usize, &'static str)>,
 }
 
 impl Origins {
@@ -278,6 +308,44 @@ impl Origins {
         match &self.file {
             Some(f) => format!("{f}: {field}"),
             None => field.to_string(),
+        }
+    }
+
+    /// Entry `index` of the list field `field`: the flag when a flag gave it, else
+    /// `policy.toml: filesystem.mounts[0]`.
+    pub(crate) fn entry(&self, field: &'static str, index: usize) -> String {
+        match self.lists.get(field) {
+            Some((from, flag)) if index >= *from => (*flag).to_string(),
+            _ => match &self.file {
+                Some(f) => format!("{f}: {field}[{index}]"),
+                None => format!("{field}[{index}]"),
+            },
+        }
+    }
+
+    /// An error about entry `index` of `field`.
+    pub(crate) fn entry_err(
+        &self,
+        field: &'static str,
+        index: usize,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::Field {
+            origin: self.entry(field, index),
+            message: message.into(),
+        }
+    }
+
+    /// `e` (made for the whole field) as an error about entry `index` of it.
+    pub(crate) fn reorigin(
+        &self,
+        e: PolicyError,
+        field: &'static str,
+        index: usize,
+    ) -> PolicyError {
+        match e {
+            PolicyError::Field { message, .. } => self.entry_err(field, index, message),
+            other => other,
         }
     }
 }
@@ -385,6 +453,25 @@ impl Policy {
                 .cap_add
                 .get_or_insert_with(Vec::new)
                 .extend(o.cap_add.iter().cloned());
+        }
+        set!(o.cwd, self.process.cwd, "process.cwd", "-w");
+        set!(
+            o.workspace_owner,
+            self.filesystem.workspace_owner,
+            "filesystem.workspace_owner",
+            "--workspace-owner"
+        );
+        if !o.mounts.is_empty() {
+            origins
+                .lists
+                .insert("filesystem.mounts", (self.filesystem.mounts.len(), "-v"));
+            self.filesystem.mounts.extend(o.mounts.iter().cloned());
+        }
+        if !o.tmpfs.is_empty() {
+            origins
+                .lists
+                .insert("filesystem.tmpfs", (self.filesystem.tmpfs.len(), "--tmpfs"));
+            self.filesystem.tmpfs.extend(o.tmpfs.iter().cloned());
         }
         if o.read_write_root {
             origins

@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::limits::{self, Limits};
+use super::mounts::{self, Bind, Tmpfs};
 use super::{Origins, Policy, PolicyEnv, PolicyError, DEFAULT_IMAGE};
 use crate::bind::{self, HostDir};
 use crate::seccomp;
@@ -118,6 +119,16 @@ pub struct ValidatedPolicy {
     /// removed with it; see [`crate::disk`]), counted in `limits.disk`. Never with
     /// `workspace`.
     pub managed_workspace: Option<u64>,
+    /// Further host directories bound into the sandbox (`-v`), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<Bind>,
+    /// tmpfs mounts (`--tmpfs`), in the order given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// `filesystem.workspace_owner = "sandbox"`: a workspace the user cannot write is given
+    /// to the user at start (see [`crate::bind::ensure_writable`]) instead of refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub workspace_owner_sandbox: bool,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
     pub seccomp: SeccompChoice,
@@ -237,6 +248,34 @@ pub(super) fn validate(
         env,
     )?;
     let input = host_dir(o, "filesystem.input", p.filesystem.input.as_deref(), env)?;
+    let mounts = mounts::validate(
+        o,
+        &p.filesystem.mounts,
+        &p.filesystem.tmpfs,
+        workspace,
+        input,
+        p.filesystem.workspace_size.is_some(),
+        env,
+    )?;
+    let (workspace, input) = (mounts.workspace, mounts.input);
+    let workspace_owner_sandbox = match p.filesystem.workspace_owner.as_deref() {
+        None | Some("keep") => false,
+        Some("sandbox") if workspace.is_some() => true,
+        Some("sandbox") => {
+            return Err(err(
+                o,
+                "filesystem.workspace_owner",
+                "`sandbox` needs a host workspace (filesystem.workspace or --workspace)",
+            ))
+        }
+        Some(other) => {
+            return Err(err(
+                o,
+                "filesystem.workspace_owner",
+                format!("`{other}` is not a workspace owner (keep, sandbox)"),
+            ))
+        }
+    };
     let managed_workspace = limits::workspace_size(
         &p.filesystem.workspace_size,
         o,
@@ -355,6 +394,9 @@ pub(super) fn validate(
         workspace,
         input,
         managed_workspace,
+        binds: mounts.binds,
+        tmpfs: mounts.tmpfs,
+        workspace_owner_sandbox,
         cap_add,
         seccomp,
         apparmor,
@@ -418,7 +460,7 @@ fn merge_env(o: &Origins, extra: &[String]) -> Result<Vec<String>, PolicyError> 
     Ok(out)
 }
 
-fn host_dir(
+pub(super) fn host_dir(
     o: &Origins,
     field: &'static str,
     v: Option<&Path>,

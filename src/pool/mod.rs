@@ -407,7 +407,8 @@ impl Inner {
     /// longer resolves to the directory it was validated as. `None` when all still do.
     fn stale_binds(&self) -> Option<String> {
         let p = &self.policy;
-        crate::bind::check_unchanged(p.workspace.iter().chain(p.input.iter()))
+        let binds = p.binds.iter().map(|b| &b.source);
+        crate::bind::check_unchanged(p.workspace.iter().chain(p.input.iter()).chain(binds))
             .err()
             .map(|e| format!("{e}; ready sandboxes removed, none made until the pool is refilled"))
     }

@@ -373,7 +373,7 @@ impl Runner {
         if let Some(uid) = sandbox_uid {
             spec::run_as_uid(&mut built.spec, uid);
         }
-        seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id));
+        seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id), policy);
         built
             .not_enforced
             .extend(disk::host_workspace_not_enforced(policy));

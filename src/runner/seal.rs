@@ -19,21 +19,37 @@ use crate::policy::ValidatedPolicy;
 use crate::spec::{NotEnforced, INPUT_PATH, WORKSPACE_PATH};
 
 /// The policy's binds: (staging name, destination in the sandbox, directory, read-only).
-fn binds(policy: &ValidatedPolicy) -> Vec<(&'static str, &'static str, &HostDir, bool)> {
+/// `-v` binds are staged as `bind-<index>`.
+fn binds(policy: &ValidatedPolicy) -> Vec<(String, &str, &HostDir, bool)> {
     let mut v = Vec::new();
     if let Some(w) = &policy.workspace {
-        v.push(("workspace", WORKSPACE_PATH, w, false));
+        v.push(("workspace".to_string(), WORKSPACE_PATH, w, false));
     }
     if let Some(i) = &policy.input {
-        v.push(("input", INPUT_PATH, i, true));
+        v.push(("input".to_string(), INPUT_PATH, i, true));
+    }
+    for (n, b) in policy.binds.iter().enumerate() {
+        v.push((
+            bind::extra_name(n),
+            b.destination.as_str(),
+            &b.source,
+            b.read_only,
+        ));
     }
     v
 }
 
 /// Points the spec's binds at the staging mounts in `run_dir` (a spec without binds is left
-/// as it is).
-pub(crate) fn stage_spec(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
-    crate::spec::stage_binds(spec, &run_dir.join(STAGING_DIR));
+/// as it is; a managed workspace is staged as `workspace` too).
+pub(crate) fn stage_spec(
+    spec: &mut oci_spec::runtime::Spec,
+    run_dir: &Path,
+    policy: &ValidatedPolicy,
+) {
+    let b = binds(policy);
+    let mut names: Vec<(&str, &str)> = vec![(WORKSPACE_PATH, "workspace")];
+    names.extend(b.iter().map(|(name, dest, _, _)| (*dest, name.as_str())));
+    crate::spec::stage_binds(spec, &run_dir.join(STAGING_DIR), &names);
 }
 
 /// Mounts the policy's bind sources at their staging paths in `run_dir` (see
@@ -46,9 +62,18 @@ pub(crate) fn stage(
     policy: &ValidatedPolicy,
     sandbox_uid: Option<u32>,
 ) -> Result<(), RunError> {
-    let b: Vec<_> = binds(policy)
-        .into_iter()
-        .map(|(name, _, dir, ro)| (name, dir, ro))
+    if let Some(ws) = &policy.workspace {
+        bind::ensure_writable(
+            ws,
+            policy.user.uid,
+            policy.user.gid,
+            policy.workspace_owner_sandbox,
+        )?;
+    }
+    let all = binds(policy);
+    let b: Vec<_> = all
+        .iter()
+        .map(|(name, _, dir, ro)| (name.as_str(), *dir, *ro))
         .collect();
     if b.is_empty() {
         return Ok(());
@@ -85,7 +110,7 @@ pub(crate) fn idmap_refused(
             None => {
                 let probe =
                     swap_userns(proc_root, policy.user.uid, policy.user.uid.wrapping_add(1))?;
-                let ok = bind::idmap_supported(name, dir, &probe)?;
+                let ok = bind::idmap_supported(&name, dir, &probe)?;
                 cache.lock().expect("not poisoned").insert(dir.dev, ok);
                 ok
             }
@@ -108,9 +133,10 @@ pub(crate) fn idmap_refused(
 /// Between Tasks.Create and Start: checks the binds as the sandbox sees them and sets
 /// `oom_score_adj` of pid 1 (`pid`) from the host, reading it back.
 pub(crate) fn seal(proc_root: &Path, pid: u32, policy: &ValidatedPolicy) -> Result<(), RunError> {
-    let b: Vec<_> = binds(policy)
-        .into_iter()
-        .map(|(name, dest, dir, _)| (name, dest, dir))
+    let all = binds(policy);
+    let b: Vec<_> = all
+        .iter()
+        .map(|(name, dest, dir, _)| (name.as_str(), *dest, *dir))
         .collect();
     bind::verify_in_task(proc_root, pid, &b)?;
     set_oom_score_adj(proc_root, pid, policy.limits.oom_score_adj)

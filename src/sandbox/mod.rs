@@ -141,7 +141,10 @@ impl SandboxError {
             },
             SandboxError::Invalid { .. } => ErrorKind::Invalid,
             SandboxError::Run(RunError::CommandNotFound { .. })
-            | SandboxError::Run(RunError::CommandNotExecutable { .. }) => ErrorKind::Invalid,
+            | SandboxError::Run(RunError::CommandNotExecutable { .. })
+            | SandboxError::Run(RunError::Bind(crate::bind::BindError::NotWritable { .. })) => {
+                ErrorKind::Invalid
+            }
             _ => ErrorKind::Internal,
         }
     }
@@ -295,9 +298,6 @@ impl Sandboxes {
                     reason: "must be more than zero".into(),
                 });
             }
-        }
-        if let Some(ws) = &policy.workspace {
-            workspace_writable(&ws.path, policy.user.uid, policy.user.gid)?;
         }
         let init_path = match &self.init {
             InitSource::Install(dir) => crate::init::install(dir)?.path,
@@ -643,92 +643,4 @@ async fn remove(runner: &Runner, record: &SessionRecord) -> Result<(), SandboxEr
         names::release(runner.fifo_root(), n, &record.id);
     }
     Ok(())
-}
-
-/// Refuses a workspace the sandbox's user cannot write, in one line that says what to do
-/// (otherwise the first write fails later with a bare "Permission denied"). The user is
-/// the policy's: a sandbox with a UID of its own writes through an ID-mapped mount as the
-/// policy's user on disk.
-fn workspace_writable(dir: &std::path::Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dir).map_err(|source| SandboxError::State {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    if writable_by(m.uid(), m.gid(), m.mode(), uid, gid) {
-        return Ok(());
-    }
-    Err(SandboxError::Invalid {
-        field: "workspace",
-        reason: format!(
-            "{} is not writable by the sandbox's user {uid}:{gid} (owner {}:{}, mode {:04o}); `chown {uid}:{gid} {}` or give that user write access",
-            dir.display(),
-            m.uid(),
-            m.gid(),
-            m.mode() & 0o7777,
-            dir.display()
-        ),
-    })
-}
-
-/// Whether a directory owned by `owner:group` with `mode` lets `uid:gid` (no supplementary
-/// groups, no capabilities) create files in it: write and search permission for the class
-/// the user falls in (owner, else group, else others). Pure.
-fn writable_by(owner: u32, group: u32, mode: u32, uid: u32, gid: u32) -> bool {
-    let bits = if owner == uid {
-        mode >> 6
-    } else if group == gid {
-        mode >> 3
-    } else {
-        mode
-    };
-    bits & 0o3 == 0o3
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_workspace_is_writable_only_through_the_class_the_user_falls_in() {
-        // (owner, group, mode, writable by 65534:65534)
-        for (owner, group, mode, want) in [
-            (0, 0, 0o755, false),
-            (0, 0, 0o777, true),
-            (0, 0, 0o1777, true),
-            (65534, 65534, 0o755, true),
-            (65534, 0, 0o555, false),
-            (0, 65534, 0o775, true),
-            (0, 65534, 0o755, false),
-            // The owner class decides for the owner, even when others may write.
-            (65534, 0, 0o577, false),
-            (0, 0, 0o772, false),
-        ] {
-            assert_eq!(
-                writable_by(owner, group, mode, 65534, 65534),
-                want,
-                "{owner}:{group} {mode:o}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_root_owned_0755_workspace_is_refused_in_one_line() {
-        let t = tempfile::tempdir().unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let me = nix::unistd::getuid().as_raw();
-        let err = workspace_writable(t.path(), me.wrapping_add(1), 4_000_000).unwrap_err();
-        let line = err.to_string();
-        assert_eq!(err.kind(), ErrorKind::Invalid);
-        assert!(
-            line.starts_with("workspace: ") && line.contains("chown"),
-            "{line}"
-        );
-        assert!(!line.contains('\n'));
-        assert!(
-            workspace_writable(t.path(), me, 4_000_000).is_ok(),
-            "its owner may"
-        );
-    }
 }

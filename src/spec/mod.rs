@@ -31,6 +31,8 @@ pub const ANNOTATION_IMAGE: &str = "org.stockade.image";
 pub const WORKSPACE_PATH: &str = "/workspace";
 /// Where the read-only input appears inside the sandbox.
 pub const INPUT_PATH: &str = "/input";
+/// Where the sandbox's own sized tmpfs is (`limits.tmp_size`).
+pub const TMP_PATH: &str = "/tmp";
 
 /// What one run adds to a policy: its id, its command, whether it has a terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -132,7 +132,42 @@ pub(super) fn build(policy: &ValidatedPolicy, terminal: bool) -> Vec<Mount> {
             &["bind", "rprivate", "nosuid", "nodev", "noexec", "ro"],
         ));
     }
+    // `-v` binds and `--tmpfs` mounts, parents before what is mounted beneath them (the
+    // order is the runtime's mount order); equal depths keep the order given.
+    let mut extra: Vec<(usize, Mount)> = Vec::new();
+    for b in &policy.binds {
+        let rw = if b.read_only { "ro" } else { "rw" };
+        extra.push((
+            depth(&b.destination),
+            mount(
+                &b.destination,
+                "bind",
+                &b.source.path.to_string_lossy(),
+                &["bind", "rprivate", "nosuid", "nodev", rw],
+            ),
+        ));
+    }
+    for t in &policy.tmpfs {
+        let size = format!("size={}k", t.size.div_ceil(1024));
+        let mode = format!("mode={:o}", t.mode);
+        let mut opts = vec!["nosuid", "nodev"];
+        if !t.exec {
+            opts.push("noexec");
+        }
+        opts.extend([mode.as_str(), size.as_str()]);
+        extra.push((
+            depth(&t.destination),
+            mount(&t.destination, "tmpfs", "tmpfs", &opts),
+        ));
+    }
+    extra.sort_by_key(|(d, _)| *d);
+    m.extend(extra.into_iter().map(|(_, mount)| mount));
     m
+}
+
+/// How many components a (normalised, absolute) destination has.
+fn depth(dest: &str) -> usize {
+    dest.split('/').filter(|c| !c.is_empty()).count()
 }
 
 /// Paths hidden from the sandbox: containerd's defaults, then Docker's additions. Each
@@ -180,18 +215,24 @@ pub fn readonly_paths() -> Vec<String> {
 /// spec` prints it; a run replaces it with the workspace's staging path).
 pub const MANAGED_WORKSPACE_SOURCE: &str = "/managed-workspace";
 
-/// Points the `/workspace` and `/input` binds of `spec` at their staging mounts under
-/// `staging` (`<staging>/workspace`, `<staging>/input`; see [`crate::bind`]), the paths a
-/// run hands the runtime instead of the host paths, which other processes could change.
-pub fn stage_binds(spec: &mut oci_spec::runtime::Spec, staging: &std::path::Path) {
+/// Points the binds of `spec` at their staging mounts under `staging` (`names` gives the
+/// staging name of each destination: `<staging>/workspace`, `<staging>/input`,
+/// `<staging>/bind-0`, …; see [`crate::bind`]), the paths a run hands the runtime instead
+/// of the host paths, which other processes could change.
+pub fn stage_binds(
+    spec: &mut oci_spec::runtime::Spec,
+    staging: &std::path::Path,
+    names: &[(&str, &str)],
+) {
     let Some(mounts) = spec.mounts_mut() else {
         return;
     };
     for m in mounts.iter_mut() {
-        let name = match m.destination().to_str() {
-            Some(WORKSPACE_PATH) => "workspace",
-            Some(INPUT_PATH) => "input",
-            _ => continue,
+        let Some(dest) = m.destination().to_str() else {
+            continue;
+        };
+        let Some((_, name)) = names.iter().find(|(d, _)| *d == dest) else {
+            continue;
         };
         if m.typ().as_deref() == Some("bind") {
             m.set_source(Some(staging.join(name)));

@@ -671,7 +671,11 @@ fn a_managed_workspace_is_a_staged_bind_and_never_with_a_host_workspace() {
     assert_eq!(s["process"]["cwd"], "/workspace");
     // A run points it at the staging path, where the volume is mounted.
     let mut spec: Spec = serde_json::from_value(s).unwrap();
-    stage_binds(&mut spec, Path::new("/run/x/binds"));
+    stage_binds(
+        &mut spec,
+        Path::new("/run/x/binds"),
+        &[("/workspace", "workspace")],
+    );
     let staged = spec
         .mounts()
         .as_ref()
@@ -700,3 +704,5 @@ fn a_managed_workspace_is_a_staged_bind_and_never_with_a_host_workspace() {
         "--workspace-size: a managed workspace cannot be used with --workspace (both would be /workspace)"
     );
 }
+
+mod mounts;
