@@ -27,10 +27,11 @@ fi
 # AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema), and the
 # disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
-# libc6-dev for libc.a, which build.rs links the sandbox init against statically.
+# libc6-dev for libc.a, which build.rs links the sandbox init against statically; nftables
+# (nft), iproute2 (ip) and util-linux (nsenter) for `--network egress`.
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount libc6-dev)
+          ca-certificates e2fsprogs util-linux mount libc6-dev nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

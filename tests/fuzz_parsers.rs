@@ -261,6 +261,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
                 (user, max_output, seccomp, apparmor, disk, workspace_size),
                 (env, cap_add, workspace, input, read_write_root),
             )| PolicyOverrides {
+                allow: env.iter().take(1).cloned().collect(),
                 image,
                 memory,
                 cpus,
