@@ -356,8 +356,9 @@ impl Reclaimed {
 }
 
 /// Removes what crashed runs left: claims whose run directory is gone (older than
-/// [`slots::CLAIM_GRACE`]), namespace files in `cfg.netns_root` whose run directory under
-/// `fifo_root` is gone, and `stkv*` links no claim names; then re-renders the table.
+/// `grace`), namespace files in `cfg.netns_root` that no claim names and whose run
+/// directory under `fifo_root` is gone (older than `grace`), and `stkv*` links no claim
+/// names; then re-renders the table if anything went.
 pub fn reconcile_with(
     host: &dyn NetHost,
     cfg: &NetConfig,
@@ -384,11 +385,30 @@ pub fn reconcile_with(
             done.links.push(link);
         }
     }
+    // A namespace file is made after its run's claim and removed before it, so one that no
+    // claim's run directory names (runners with other run directories included) is a
+    // crash's, once it is older than the grace.
+    let claimed_ids: Vec<std::ffi::OsString> = slots::claims(&cfg.claims)
+        .into_iter()
+        .filter_map(|(_, run_dir)| run_dir.file_name().map(|n| n.to_os_string()))
+        .collect();
     if let Ok(entries) = std::fs::read_dir(&cfg.netns_root) {
+        let now = std::time::SystemTime::now();
         for e in entries.flatten() {
             let name = e.file_name();
             let Some(id) = name.to_str() else { continue };
-            if !id.starts_with(crate::runner::ID_PREFIX) || fifo_root.join(id).exists() {
+            if !id.starts_with(crate::runner::ID_PREFIX)
+                || claimed_ids.contains(&name)
+                || fifo_root.join(id).exists()
+            {
+                continue;
+            }
+            let young = std::fs::symlink_metadata(e.path())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_none_or(|age| age < grace);
+            if young {
                 continue;
             }
             host.remove_netns(&e.path())?;

@@ -149,9 +149,27 @@ fn reconcile_removes_what_a_crash_left_and_keeps_live_sandboxes() {
     std::fs::create_dir_all(&e.cfg.netns_root).unwrap();
     std::fs::write(e.cfg.netns_path("stk-dead"), "").unwrap();
     host.links.lock().unwrap().push("stkv-not-ours".into());
+    // A live sandbox of a runner with another run directory keeps its namespace file.
+    let elsewhere = e
+        .fifo_root
+        .parent()
+        .unwrap()
+        .join("other-fifo/stk-elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    setup(
+        &host,
+        &e.cfg,
+        "stk-elsewhere",
+        &elsewhere,
+        NetworkMode::Egress,
+        &NetworkRules::default(),
+    )
+    .unwrap();
+    std::fs::write(e.cfg.netns_path("stk-elsewhere"), "").unwrap();
     let done = reconcile_with(&host, &e.cfg, &e.fifo_root, Duration::ZERO).unwrap();
     assert_eq!(done.links, vec![dead.veth.clone()]);
     assert_eq!(done.netns, vec![e.cfg.netns_path("stk-dead")]);
+    assert!(e.cfg.netns_path("stk-elsewhere").exists());
     assert_eq!(done.claims.len(), 1);
     let links = host.links.lock().unwrap().clone();
     assert!(links.contains(&live.veth) && links.contains(&"stkv-not-ours".to_string()));
