@@ -29,10 +29,12 @@ fi
 # disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
 # libc6-dev for libc.a, which build.rs links the sandbox init against statically;
 # docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1), openssl
-# (their self-signed certificate) and zstd (their zstd-compressed layer).
+# (their self-signed certificate) and zstd (their zstd-compressed layer); nftables (nft),
+# iproute2 (ip) and util-linux (nsenter) for `--network egress`.
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd)
+          ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd
+          nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

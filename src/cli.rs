@@ -95,9 +95,14 @@ pub struct PolicyArgs {
     /// Wall-clock limit, e.g. 30s, 1500ms, 5m; exit 124 when hit [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// none (only AF_UNIX sockets) or loopback (own loopback only) [default: none].
+    /// none (only AF_UNIX sockets), loopback (own loopback only) or egress (outbound
+    /// IPv4 through NAT; never the host, other sandboxes, private, link-local or metadata
+    /// ranges) [default: none].
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
+    /// With --network egress: open a range the always-denied list covers (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
     /// Host directory mounted read-write at /workspace.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,

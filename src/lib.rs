@@ -17,6 +17,7 @@ pub mod host;
 pub mod idmap;
 pub mod images;
 pub mod init;
+pub mod network;
 pub mod policy;
 pub mod pool;
 pub mod procfs;

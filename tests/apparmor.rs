@@ -9,9 +9,10 @@ use std::process::Command;
 use stockade::apparmor::{self, Params, SystemParser};
 use stockade::policy::NetworkMode;
 
-const MODES: [(NetworkMode, &str); 2] = [
+const MODES: [(NetworkMode, &str); 3] = [
     (NetworkMode::None, "none"),
     (NetworkMode::Loopback, "loopback"),
+    (NetworkMode::Egress, "egress"),
 ];
 
 fn golden_path(mode: &str) -> PathBuf {

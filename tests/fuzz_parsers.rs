@@ -278,6 +278,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
                     .collect(),
                 cwd,
                 workspace_owner: None,
+                allow: env.iter().take(1).cloned().collect(),
                 image,
                 memory,
                 cpus,

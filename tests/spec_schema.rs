@@ -76,6 +76,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                 pids: Some("64".into()),
                 timeout: Some("30s".into()),
                 network: Some("loopback".into()),
+                allow: vec![],
                 workspace: Some("/w".into()),
                 input: Some("/i".into()),
                 env: vec!["A=1".into()],
@@ -105,6 +106,14 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                 read_write_root: true,
                 disk: Some("512M".into()),
                 workspace_size: Some("256M".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "egress",
+            PolicyOverrides {
+                network: Some("egress".into()),
+                allow: vec!["169.254.169.254".into()],
                 ..Default::default()
             },
         ),
@@ -181,6 +190,12 @@ fn every_emitted_spec_validates_against_the_runtime_spec_schema() {
                     },
                 )
                 .unwrap();
+                let mut built = built;
+                if stockade::network::needs_netns(p.network) {
+                    // As a run patches it: the namespace file stockade made for the sandbox.
+                    let cfg = stockade::network::NetConfig::default();
+                    stockade::network::join_netns(&mut built.spec, &cfg.netns_path("schema-test"));
+                }
                 let json: Value = serde_json::from_str(&spec::to_pretty_json(&built.spec)).unwrap();
                 let errors: Vec<String> = v
                     .iter_errors(&json)
@@ -247,6 +262,11 @@ fn specs_match_golden_files() {
                 },
             )
             .unwrap();
+            let mut built = built;
+            if stockade::network::needs_netns(p.network) {
+                let cfg = stockade::network::NetConfig::default();
+                stockade::network::join_netns(&mut built.spec, &cfg.netns_path("golden"));
+            }
             let got = spec::to_pretty_json(&built.spec) + "\n";
             let path = dir.join(format!("{pname}.{hname}.json"));
             if update {

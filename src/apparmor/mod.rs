@@ -94,6 +94,7 @@ pub fn default_profile_name(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "stockade-default",
         NetworkMode::Loopback => "stockade-default-loopback",
+        NetworkMode::Egress => "stockade-default-egress",
     }
 }
 
@@ -101,6 +102,7 @@ fn network_word(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "none",
         NetworkMode::Loopback => "loopback",
+        NetworkMode::Egress => "egress",
     }
 }
 

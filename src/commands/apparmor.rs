@@ -18,7 +18,7 @@ pub enum AppArmorCommand {
         /// --network loopback].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// none or loopback [default: none].
+        /// none, loopback or egress [default: none].
         #[arg(long, value_name = "MODE", default_value = "none")]
         network: String,
     },
@@ -34,7 +34,7 @@ pub enum AppArmorCommand {
         /// Profile name [default: as for render].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// none or loopback [default: none].
+        /// none, loopback or egress [default: none].
         #[arg(long, value_name = "MODE", default_value = "none")]
         network: String,
         /// Where the hash of the loaded text is kept.
@@ -47,7 +47,8 @@ fn network_mode(flag: &str) -> Result<NetworkMode> {
     match flag {
         "none" => Ok(NetworkMode::None),
         "loopback" => Ok(NetworkMode::Loopback),
-        other => bail!("--network {other:?}: use none or loopback"),
+        "egress" => Ok(NetworkMode::Egress),
+        other => bail!("--network {other:?}: use none, loopback or egress"),
     }
 }
 

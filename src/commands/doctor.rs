@@ -35,7 +35,13 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
             std::path::Path::new("/dev"),
             disk_root,
         );
-        doctor::report(facts, &SystemEffects, &socket).with_disk(&disk, disk_root)
+        let net = stockade::network::doctor::probe(
+            std::path::Path::new("/proc"),
+            &stockade::network::DEFAULT_RANGE,
+        );
+        doctor::report(facts, &SystemEffects, &socket)
+            .with_disk(&disk, disk_root)
+            .with_network(&net)
     })
     .await
     .context("running the host checks")?;

@@ -77,6 +77,7 @@ pub async fn run(args: GcArgs) -> Result<u8> {
         fifo_root: args.fifo_root.clone(),
         cgroups: CgroupFs::new(&args.cgroup_root),
         uid_claims: args.uid_claims.clone(),
+        network: stockade::network::NetConfig::default(),
     };
     let opts = ReconcileOptions {
         min_age,

@@ -79,6 +79,7 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         pids: args.pids.clone(),
         timeout: args.timeout.clone(),
         network: args.network.clone(),
+        allow: args.allow.clone(),
         workspace: args.workspace.clone(),
         input: args.input.clone(),
         env: args.env.clone(),

@@ -38,6 +38,12 @@ pub async fn run(args: SpecArgs) -> Result<u8> {
             terminal: args.tty,
         },
     )?;
+    let mut built = built;
+    if stockade::network::needs_netns(policy.network) {
+        // The namespace file a run with this id would join (made by the run).
+        let cfg = stockade::network::NetConfig::default();
+        stockade::network::join_netns(&mut built.spec, &cfg.netns_path(&args.id));
+    }
     for n in &built.not_enforced {
         eprintln!(
             "stockade: not enforced on this host: {}: {}",

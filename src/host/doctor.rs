@@ -449,6 +449,16 @@ impl DoctorReport {
     }
 }
 
+impl DoctorReport {
+    /// Adds the `network` check: what `egress` needs (see [`crate::network::doctor`]).
+    pub fn with_network(mut self, facts: &crate::network::doctor::NetFacts) -> Self {
+        let range = crate::network::DEFAULT_RANGE;
+        self.checks
+            .push(crate::network::doctor::check(facts, &range));
+        self
+    }
+}
+
 /// The `disk` line of the report. Pure.
 pub fn disk_check(facts: &crate::disk::DiskFacts, disk_root: &Path) -> Check {
     use crate::disk::{choose, project_quota, Mechanism};

@@ -121,10 +121,15 @@ pub struct LimitsSection {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSection {
-    /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created)
-    /// or `loopback` (a new network namespace with only its own loopback; IP sockets
-    /// allowed). Default `none`. The host's network is never shared.
+    /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created),
+    /// `loopback` (a new network namespace with only its own loopback; IP sockets
+    /// allowed) or `egress` (outbound IPv4 through NAT, never to the host, another sandbox
+    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]).
+    /// Default `none`. The host's network is never shared.
     pub mode: Option<String>,
+    /// Ranges (`A.B.C.D/N` or one address) opened although the always-denied list covers
+    /// them; only with `egress`. Default: none.
+    pub allow: Option<Vec<String>>,
 }
 
 /// `[filesystem]`
@@ -197,6 +202,8 @@ pub struct PolicyOverrides {
     pub pids: Option<String>,
     pub timeout: Option<String>,
     pub network: Option<String>,
+    /// `--allow`, added to the policy's `network.allow`.
+    pub allow: Vec<String>,
     pub workspace: Option<PathBuf>,
     pub input: Option<PathBuf>,
     /// Added to the policy's environment (a later `K` replaces an earlier one).
@@ -393,6 +400,12 @@ impl Policy {
             "--timeout"
         );
         set!(o.network, self.network.mode, "network.mode", "--network");
+        if !o.allow.is_empty() {
+            let mut all = self.network.allow.take().unwrap_or_default();
+            all.extend(o.allow.iter().cloned());
+            self.network.allow = Some(all);
+            origins.flags.insert("network.allow", "--allow");
+        }
         set!(
             o.workspace,
             self.filesystem.workspace,

@@ -59,13 +59,28 @@ pub const CAP_ADD_ALLOWLIST: &[&str] = &[
 ];
 
 /// Network modes. The host's network namespace is never an option.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// New network namespace; only `AF_UNIX` sockets can be created.
     None,
     /// New network namespace with its own loopback; IP sockets allowed.
     Loopback,
+    /// A namespace made by stockade with a routed veth: outbound IPv4 through masquerade,
+    /// except to the host and the ranges of [`crate::network::ALWAYS_DENIED`] (see
+    /// [`crate::network`]); `AF_INET` stream and datagram sockets, no IPv6.
+    Egress,
+}
+
+impl NetworkMode {
+    /// The mode's name in policies and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Loopback => "loopback",
+            NetworkMode::Egress => "egress",
+        }
+    }
 }
 
 /// The identity of the sandboxed process.
@@ -109,6 +124,10 @@ pub struct ValidatedPolicy {
     pub hostname: String,
     pub limits: Limits,
     pub network: NetworkMode,
+    /// What the network mode opens beyond its defaults (see [`crate::network`]); left out
+    /// of the hash's JSON when empty.
+    #[serde(skip_serializing_if = "crate::network::NetworkRules::is_empty")]
+    pub network_rules: crate::network::NetworkRules,
     pub read_only_root: bool,
     /// Host directory mounted read-write at `/workspace` (path and identity; see
     /// [`crate::bind`]).
@@ -225,14 +244,27 @@ pub(super) fn validate(
     let network = match p.network.mode.as_deref() {
         None | Some("none") => NetworkMode::None,
         Some("loopback") => NetworkMode::Loopback,
+        Some("egress") => NetworkMode::Egress,
         Some(other) => {
             return Err(err(
                 o,
                 "network.mode",
-                format!("`{other}` is not a network mode (none, loopback)"),
+                format!("`{other}` is not a network mode (none, loopback, egress)"),
             ))
         }
     };
+    let network_rules = crate::network::NetworkRules {
+        allow: crate::network::parse_allow(network, p.network.allow.as_deref().unwrap_or(&[]))
+            .map_err(|m| err(o, "network.allow", m))?,
+    };
+    if !network_rules.allow.is_empty() {
+        let opened: Vec<String> = network_rules.allow.iter().map(|c| c.to_string()).collect();
+        warnings.push(format!(
+            "{}: the sandbox may reach {}",
+            o.of("network.allow"),
+            opened.join(", ")
+        ));
+    }
 
     let read_only_root = !p.filesystem.read_write_root.unwrap_or(false);
     if !read_only_root {
@@ -390,6 +422,7 @@ pub(super) fn validate(
         hostname,
         limits,
         network,
+        network_rules,
         read_only_root,
         workspace,
         input,

@@ -44,6 +44,7 @@ pub struct RunnerBuilder {
     digest_cache: Option<PathBuf>,
     uid_claims: Option<PathBuf>,
     uid_range: Option<uids::UidRange>,
+    network: Option<crate::network::NetConfig>,
     images: Option<Arc<dyn ImageSource>>,
     run_log: Option<PathBuf>,
     cleanup: CleanupMode,
@@ -85,6 +86,12 @@ impl RunnerBuilder {
     /// [`uids::DEFAULT_FIRST_UID`].
     pub fn uid_range(mut self, range: uids::UidRange) -> Self {
         self.uid_range = Some(range);
+        self
+    }
+    /// Where sandbox networks are made: namespace files, address claims, the address
+    /// range. Default [`crate::network::NetConfig::default`].
+    pub fn network(mut self, cfg: crate::network::NetConfig) -> Self {
+        self.network = Some(cfg);
         self
     }
     /// containerd runtime. Default [`DEFAULT_RUNTIME`].
@@ -218,6 +225,7 @@ impl RunnerBuilder {
                     .uid_claims
                     .unwrap_or_else(|| PathBuf::from(uids::DEFAULT_UID_CLAIMS)),
                 uid_range: self.uid_range.unwrap_or_default(),
+                network: self.network.unwrap_or_default(),
                 idmap_support: Mutex::new(HashMap::new()),
                 proc_root,
                 images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),

@@ -32,6 +32,8 @@ pub struct CleanupTarget {
     pub cgroups: CgroupFs,
     /// Where sandbox UIDs are claimed (see [`super::uids`]).
     pub uid_claims: PathBuf,
+    /// Where sandbox networks are made (see [`crate::network`]).
+    pub network: crate::network::NetConfig,
 }
 
 impl std::fmt::Debug for CleanupTarget {
@@ -185,6 +187,9 @@ pub struct Reconciled {
     /// removed by `stockade gc`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub removed_images: Vec<PathBuf>,
+    /// Network claims, veths and namespace files whose run directory was gone.
+    #[serde(skip_serializing_if = "crate::network::Reclaimed::is_empty")]
+    pub network: crate::network::Reclaimed,
 }
 
 /// Everything known about one run id, gathered from several places.
@@ -280,7 +285,17 @@ pub async fn reclaim_crashed(t: &CleanupTarget, opts: &ReconcileOptions) -> Reco
     let mut done = reclaim(t, found, opts).await;
     // A run that crashed between claiming its UID and recording it in its run directory.
     done.released_uids = uids::reconcile(&t.uid_claims, uids::CLAIM_GRACE);
+    reclaim_networks(t, &mut done);
     done
+}
+
+/// Network claims, veths and namespace files whose run directory is gone (see
+/// [`crate::network::reconcile`]).
+fn reclaim_networks(t: &CleanupTarget, done: &mut Reconciled) {
+    match crate::network::reconcile(&t.network, &t.fifo_root) {
+        Ok(r) => done.network = r,
+        Err(e) => done.failed.push(("network".into(), e.to_string())),
+    }
 }
 
 async fn reclaim(
@@ -408,6 +423,7 @@ pub async fn reconcile(t: &CleanupTarget, opts: &ReconcileOptions) -> Result<Rec
     }
     let mut done = reclaim(t, found, opts).await;
     done.released_uids = uids::reconcile(&t.uid_claims, uids::CLAIM_GRACE);
+    reclaim_networks(t, &mut done);
     Ok(done)
 }
 

@@ -374,6 +374,9 @@ impl Runner {
             spec::run_as_uid(&mut built.spec, uid);
         }
         seal::stage_spec(&mut built.spec, &self.inner.fifo_root.join(id), policy);
+        if crate::network::needs_netns(policy.network) {
+            crate::network::join_netns(&mut built.spec, &self.inner.network.netns_path(id));
+        }
         built
             .not_enforced
             .extend(disk::host_workspace_not_enforced(policy));
@@ -478,12 +481,14 @@ impl Runner {
         let c = &i.containerd;
 
         seal::stage(&i.fifo_root.join(id), &i.proc_root, policy, sandbox_uid)?;
-        let (disks, objects) = tokio::join!(
+        let (disks, objects, net) = tokio::join!(
             self.make_disks(id, policy, sandbox_uid),
-            self.create_objects(id, base, spec_json, HashMap::new())
+            self.create_objects(id, base, spec_json, HashMap::new()),
+            self.make_network(id, policy)
         );
         let (mounts, t_prep, t_cont) = objects?;
         let (disks, t_disk) = disks?;
+        phases.network_ms = net?;
         let mounts = bound_rootfs(&disks, mounts)?;
         phases.prepare_snapshot_ms = t_prep;
         phases.create_container_ms = t_cont;
@@ -736,6 +741,38 @@ impl Runner {
         Ok((made, Some(ms(t.elapsed()))))
     }
 
+    /// Makes the network namespace, veth and rules the policy's network mode needs for
+    /// sandbox `id` (see [`crate::network`]) on a blocking thread, and how long that took
+    /// (`None` when it needs none). What is made is recorded in the run directory first, so
+    /// the run's cleanup removes it on every path.
+    async fn make_network(
+        &self,
+        id: &str,
+        policy: &ValidatedPolicy,
+    ) -> Result<Option<f64>, RunError> {
+        if !crate::network::needs_netns(policy.network) {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let cfg = self.inner.network.clone();
+        let run_dir = self.inner.fifo_root.join(id);
+        let (id, mode, rules) = (id.to_string(), policy.network, policy.network_rules.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::network::setup(
+                &crate::network::host::IpRoute::default(),
+                &cfg,
+                &id,
+                &run_dir,
+                mode,
+                &rules,
+            )
+        })
+        .await
+        .map_err(|e| RunError::Config(format!("network: {e}")))?
+        .map_err(|e| RunError::Config(e.to_string()))?;
+        Ok(Some(ms(t.elapsed())))
+    }
+
     /// Makes a sandbox ahead of its run: the run directory (owned by this process) with
     /// its three FIFOs, the snapshot on the image's base, the container with the policy's
     /// spec, and the task created (`runc create`: namespaces, cgroup, mounts, credentials,
@@ -819,11 +856,13 @@ impl Runner {
             };
             let dir = fifos.as_ref().map(|(d, _)| d);
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
-            let (disks, objects) = tokio::join!(
+            let (disks, objects, net) = tokio::join!(
                 self.make_disks(&id, policy, sandbox_uid),
-                self.create_objects(&id, &base, spec_json, labels)
+                self.create_objects(&id, &base, spec_json, labels),
+                self.make_network(&id, policy)
             );
             let (mounts, _, _) = objects?;
+            net?;
             let mounts = bound_rootfs(&disks?.0, mounts)?;
             let c = &self.inner.containerd;
             let pid = c

@@ -124,6 +124,8 @@ pub fn read_owner(dir: &Path) -> Option<u32> {
 /// staging mounts are unmounted first (see [`crate::bind::unstage`]); if one cannot be, the
 /// directory stays, so that removal never reaches into a mounted host directory.
 pub fn remove(root: &Path, id: &str) -> std::io::Result<()> {
+    // The network (veth, namespace file, address, rules), recorded in the directory.
+    crate::network::release(&root.join(id)).map_err(std::io::Error::other)?;
     // The disk volumes first: the managed workspace is mounted at a staging path.
     crate::disk::release(&root.join(id)).map_err(std::io::Error::other)?;
     crate::bind::unstage(&root.join(id)).map_err(std::io::Error::other)?;

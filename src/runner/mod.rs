@@ -348,6 +348,10 @@ pub struct Phases {
     /// prepare_snapshot and create_container); absent when it needs none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_ms: Option<f64>,
+    /// Making the sandbox's network namespace, veth and rules (see [`crate::network`];
+    /// concurrent with prepare_snapshot and create_container); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_ms: Option<f64>,
     /// Tasks.Create: the shim starts and `runc create` sets the sandbox up.
     pub create_task_ms: f64,
     /// Tasks.Start.
@@ -461,6 +465,8 @@ struct Inner {
     /// Where sandbox UIDs are claimed, and from which range.
     uid_claims: PathBuf,
     uid_range: uids::UidRange,
+    /// Where and from which range sandbox networks are made.
+    network: crate::network::NetConfig,
     /// Per filesystem (device) of a bind source: whether it can be mounted ID-mapped.
     idmap_support: Mutex<HashMap<u64, bool>>,
     images: Arc<dyn ImageSource>,
@@ -513,6 +519,7 @@ impl Runner {
             fifo_root: self.inner.fifo_root.clone(),
             cgroups: self.inner.cgroups.clone(),
             uid_claims: self.inner.uid_claims.clone(),
+            network: self.inner.network.clone(),
         }
     }
 

@@ -107,14 +107,21 @@ pub(super) fn build(
 
 /// Adapts a profile to the network mode. With `none`, every unconditional or conditional
 /// allowance of `socket` is replaced by one that allows only `AF_UNIX`, so not even a new
-/// network namespace's devices can be reached; with `loopback` the profile stands as is.
+/// network namespace's devices can be reached; with `loopback` the profile stands as is;
+/// with `egress`, `socket` is narrowed to `AF_UNIX`, `AF_NETLINK` and `AF_INET` stream or
+/// datagram sockets (see [`crate::network::seccomp`]).
 pub fn seccomp_for_network(
     filter: &LinuxSeccomp,
     network: NetworkMode,
 ) -> Result<LinuxSeccomp, SpecError> {
     let mut out = filter.clone();
-    if network == NetworkMode::Loopback {
-        return Ok(out);
+    match network {
+        NetworkMode::Loopback => return Ok(out),
+        NetworkMode::Egress => {
+            return crate::network::seccomp::narrow_for_egress(filter)
+                .map_err(builder_err("linux.seccomp"))
+        }
+        NetworkMode::None => {}
     }
     let mut syscalls = out.syscalls().clone().unwrap_or_default();
     let mut had_socket = false;

@@ -25,6 +25,8 @@ pub const OCI_VERSION: &str = "1.0.2";
 pub const ANNOTATION_POLICY_HASH: &str = "org.stockade.policy.hash";
 /// Annotation carrying the seccomp profile's name.
 pub const ANNOTATION_SECCOMP: &str = "org.stockade.seccomp.profile";
+/// Annotation carrying the network mode (`none`, `loopback`, `egress`).
+pub const ANNOTATION_NETWORK: &str = "org.stockade.network";
 /// Annotation carrying the image name.
 pub const ANNOTATION_IMAGE: &str = "org.stockade.image";
 /// Where the workspace appears inside the sandbox.
@@ -112,6 +114,10 @@ pub fn build(
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(ANNOTATION_POLICY_HASH.to_string(), policy.hash());
     annotations.insert(ANNOTATION_IMAGE.to_string(), policy.image.clone());
+    annotations.insert(
+        ANNOTATION_NETWORK.to_string(),
+        policy.network.as_str().to_string(),
+    );
     if let crate::policy::SeccompChoice::Profile { name, .. } = &policy.seccomp {
         annotations.insert(ANNOTATION_SECCOMP.to_string(), name.clone());
     }

@@ -1,0 +1,450 @@
+//! Sandbox networking beyond the sandbox's own loopback.
+//!
+//! A sandbox whose policy says `network.mode = "egress"` gets a network namespace made by
+//! stockade before its task (a namespace file bind-mounted at `<netns root>/<id>`, whose
+//! path the spec's `linux.namespaces` names, as containerd's CRI plugin does), one routed
+//! veth pair (`stkv<slot>` on the host, `eth0` inside) with a /31 claimed from a
+//! stockade-owned range ([`slots`]), and its rules in the one nftables table stockade owns
+//! ([`nft`]), replaced atomically from the live sandboxes' records. Everything is named
+//! in the run directory's `network.json` before it is made, and [`release`] removes it on
+//! every path; [`reconcile`] removes what crashed runs left.
+//!
+//! The host effects are behind [`host::NetHost`] (real: [`host::IpRoute`]; fake:
+//! [`host::FakeHost`]), so the allocation and the rules are tested without root.
+
+pub mod cidr;
+pub mod doctor;
+pub mod host;
+pub mod nft;
+pub mod seccomp;
+pub mod slots;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use crate::policy::NetworkMode;
+pub use cidr::{Cidr, ALWAYS_DENIED};
+use host::{NetHost, Veth};
+
+/// Where sandboxes' network namespace files are bind-mounted by default.
+pub const DEFAULT_NETNS_ROOT: &str = "/run/stockade/netns";
+/// Where address claims live by default. Host-wide on purpose: two stockade processes
+/// with different run directories must still not share an address.
+pub const DEFAULT_NET_CLAIMS: &str = "/run/stockade/net";
+/// The range sandbox addresses come from by default: 32 768 sandboxes, a /31 each. Inside
+/// 10/8, which every sandbox is denied anyway. [`NetConfig::range`] changes it where the
+/// host already uses it.
+pub const DEFAULT_RANGE: Cidr = Cidr::new(10, 199, 0, 0, 16);
+/// Host-side veth names: this prefix and the slot number. The nftables table matches every
+/// interface with this prefix, so a veth that is not (or no longer) a live sandbox's is
+/// dropped.
+pub const VETH_PREFIX: &str = "stkv";
+/// The record in a run directory naming what its network is made of.
+pub const RECORD_FILE: &str = "network.json";
+/// The lock file in the claims directory, held while the table is rendered and applied.
+const LOCK_FILE: &str = ".table.lock";
+
+/// Errors of sandbox networking; each renders as one line.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("network: {what}: {message}")]
+    Command { what: String, message: String },
+    #[error("network: all sandbox addresses of {range} are in use")]
+    Exhausted { range: Cidr },
+    #[error("{}: not a network record: {message}", path.display())]
+    Record { path: PathBuf, message: String },
+}
+
+pub(crate) fn make_dir(dir: &Path) -> Result<(), NetworkError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| NetworkError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+pub(crate) fn gone_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Where and how sandbox networks are made. Every field has a documented default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Parent of the namespace files. Default [`DEFAULT_NETNS_ROOT`].
+    pub netns_root: PathBuf,
+    /// Address claims. Default [`DEFAULT_NET_CLAIMS`].
+    pub claims: PathBuf,
+    /// Sandbox addresses. Default [`DEFAULT_RANGE`].
+    pub range: Cidr,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            netns_root: PathBuf::from(DEFAULT_NETNS_ROOT),
+            claims: PathBuf::from(DEFAULT_NET_CLAIMS),
+            range: DEFAULT_RANGE,
+        }
+    }
+}
+
+impl NetConfig {
+    /// The namespace file of sandbox `id`.
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.netns_root.join(id)
+    }
+}
+
+/// Whether a mode needs a namespace (and veth) made by stockade.
+pub fn needs_netns(mode: NetworkMode) -> bool {
+    matches!(mode, NetworkMode::Egress)
+}
+
+/// The network part of a policy beyond its mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkRules {
+    /// Ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`, `--allow`).
+    pub allow: Vec<Cidr>,
+}
+
+impl NetworkRules {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty()
+    }
+}
+
+/// Parses `network.allow` entries for `mode`; the error is the message for one line.
+pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, String> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    if mode != NetworkMode::Egress {
+        return Err(format!(
+            "entries need a network mode that reaches out (egress); the mode is {}",
+            mode.as_str()
+        ));
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        if e.contains(':') {
+            return Err(format!(
+                "`{e}`: ports are not supported yet; give a range (A.B.C.D[/N])"
+            ));
+        }
+        if e.chars().any(|c| c.is_ascii_alphabetic()) && !e.contains('/') {
+            return Err(format!(
+                "`{e}`: host names are not supported yet; give an address or range (A.B.C.D[/N])"
+            ));
+        }
+        let c: Cidr = e.parse()?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What a sandbox's network is made of, written to its run directory before any of it is
+/// made, so that [`release`] knows what to remove whatever the run got to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetRecord {
+    pub mode: NetworkMode,
+    /// The namespace file.
+    pub netns: PathBuf,
+    /// The claims directory and the slot claimed there.
+    pub claims: PathBuf,
+    pub slot: u32,
+    /// Host side of the veth.
+    pub veth: String,
+    pub host_addr: Ipv4Addr,
+    pub sandbox_addr: Ipv4Addr,
+    /// The range the slot is from (the table's masquerade rule names it).
+    pub range: Cidr,
+    pub allow: Vec<Cidr>,
+}
+
+impl NetRecord {
+    fn rules(&self) -> nft::SandboxRules {
+        nft::SandboxRules {
+            veth: self.veth.clone(),
+            addr: self.sandbox_addr,
+            mode: self.mode,
+            allow: self.allow.clone(),
+        }
+    }
+}
+
+/// The record in `run_dir`, if it has one.
+pub fn read_record(run_dir: &Path) -> Result<Option<NetRecord>, NetworkError> {
+    let path = run_dir.join(RECORD_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| NetworkError::Record {
+                path,
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(NetworkError::Io { path, source }),
+    }
+}
+
+fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
+    let path = run_dir.join(RECORD_FILE);
+    let tmp = run_dir.join(format!(".{RECORD_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(r).expect("a record always serializes");
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| NetworkError::Io { path, source })
+}
+
+/// What a made network gives the run: the sandbox's address and its gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attached {
+    pub mode: NetworkMode,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub veth: String,
+}
+
+/// Makes the network of sandbox `id` (run directory `run_dir`, which exists): claims a
+/// slot, records it, creates the namespace file, replaces the table with one that has the
+/// sandbox's rules, then creates the veth. On failure, what was made stays recorded and
+/// the caller's cleanup ([`release`]) removes it.
+pub fn setup(
+    host: &dyn NetHost,
+    cfg: &NetConfig,
+    id: &str,
+    run_dir: &Path,
+    mode: NetworkMode,
+    rules: &NetworkRules,
+) -> Result<Attached, NetworkError> {
+    let slot = slots::claim(&cfg.claims, &cfg.range, run_dir)?;
+    let record = NetRecord {
+        mode,
+        netns: cfg.netns_path(id),
+        claims: cfg.claims.clone(),
+        slot: slot.index,
+        veth: format!("{VETH_PREFIX}{}", slot.index),
+        host_addr: slot.host,
+        sandbox_addr: slot.sandbox,
+        range: cfg.range,
+        allow: rules.allow.clone(),
+    };
+    if let Err(e) = write_record(run_dir, &record) {
+        let _ = slots::release(&cfg.claims, slot.index, run_dir);
+        return Err(e);
+    }
+    // A link of this name can only be a crashed run's whose claim was reclaimed.
+    host.delete_link(&record.veth)?;
+    host.create_netns(&record.netns)?;
+    apply_table(host, &cfg.claims, &cfg.range)?;
+    host.add_veth(&Veth {
+        host: record.veth.clone(),
+        netns: record.netns.clone(),
+        host_addr: record.host_addr,
+        sandbox_addr: record.sandbox_addr,
+    })?;
+    Ok(Attached {
+        mode,
+        address: record.sandbox_addr,
+        gateway: record.host_addr,
+        veth: record.veth,
+    })
+}
+
+/// Removes the network recorded in `run_dir`: the veth, the namespace file, the claim and
+/// the sandbox's rules (the table re-rendered without them). Nothing recorded: nothing to
+/// do. Every step is tried; the record goes only when all succeeded.
+pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkError> {
+    let Some(r) = read_record(run_dir)? else {
+        return Ok(());
+    };
+    let mut first: Option<NetworkError> = None;
+    let mut keep = |res: Result<(), NetworkError>| {
+        if let Err(e) = res {
+            first.get_or_insert(e);
+        }
+    };
+    keep(host.delete_link(&r.veth));
+    keep(host.remove_netns(&r.netns));
+    keep(slots::release(&r.claims, r.slot, run_dir));
+    keep(apply_table(host, &r.claims, &r.range));
+    match first {
+        Some(e) => Err(e),
+        None => std::fs::remove_file(run_dir.join(RECORD_FILE))
+            .or_else(gone_ok)
+            .map_err(|source| NetworkError::Io {
+                path: run_dir.join(RECORD_FILE),
+                source,
+            }),
+    }
+}
+
+/// [`release_with`] on the real host.
+pub fn release(run_dir: &Path) -> Result<(), NetworkError> {
+    release_with(&host::IpRoute::default(), run_dir)
+}
+
+/// Renders the table from every claim in `claims` whose run directory holds a record for
+/// it, and applies it; serialised by a lock in the claims directory, so the last writer
+/// always renders what is live.
+pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<(), NetworkError> {
+    make_dir(claims)?;
+    let lock_path = claims.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| NetworkError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    let _lock =
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            NetworkError::Io {
+                path: lock_path.clone(),
+                source: std::io::Error::from(e),
+            }
+        })?;
+    let live = live_rules(claims);
+    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+}
+
+/// The rules of every claim whose run directory records that same claim.
+fn live_rules(claims: &Path) -> Vec<nft::SandboxRules> {
+    slots::claims(claims)
+        .into_iter()
+        .filter_map(|(index, run_dir)| {
+            let r = read_record(&run_dir).ok().flatten()?;
+            (r.slot == index && r.claims == claims).then(|| r.rules())
+        })
+        .collect()
+}
+
+/// What [`reconcile`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Reclaimed {
+    pub claims: Vec<u32>,
+    pub links: Vec<String>,
+    pub netns: Vec<PathBuf>,
+}
+
+impl Reclaimed {
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.links.is_empty() && self.netns.is_empty()
+    }
+}
+
+/// Removes what crashed runs left: claims whose run directory is gone (older than
+/// `grace`), namespace files in `cfg.netns_root` that no claim names and whose run
+/// directory under `fifo_root` is gone (older than `grace`), and `stkv*` links no claim
+/// names; then re-renders the table if anything went.
+pub fn reconcile_with(
+    host: &dyn NetHost,
+    cfg: &NetConfig,
+    fifo_root: &Path,
+    grace: std::time::Duration,
+) -> Result<Reclaimed, NetworkError> {
+    if !cfg.claims.exists() && !cfg.netns_root.exists() {
+        // No sandbox ever had a network here.
+        return Ok(Reclaimed::default());
+    }
+    let mut done = Reclaimed::default();
+    for (index, run_dir) in slots::stale(&cfg.claims, grace) {
+        slots::release(&cfg.claims, index, &run_dir)?;
+        done.claims.push(index);
+    }
+    let claimed: Vec<String> = slots::claims(&cfg.claims)
+        .into_iter()
+        .map(|(i, _)| format!("{VETH_PREFIX}{i}"))
+        .collect();
+    for link in host.links(VETH_PREFIX) {
+        let ours = link[VETH_PREFIX.len()..].parse::<u32>().is_ok();
+        if ours && !claimed.contains(&link) {
+            host.delete_link(&link)?;
+            done.links.push(link);
+        }
+    }
+    // A namespace file is made after its run's claim and removed before it, so one that no
+    // claim's run directory names (runners with other run directories included) is a
+    // crash's, once it is older than the grace.
+    let claimed_ids: Vec<std::ffi::OsString> = slots::claims(&cfg.claims)
+        .into_iter()
+        .filter_map(|(_, run_dir)| run_dir.file_name().map(|n| n.to_os_string()))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&cfg.netns_root) {
+        let now = std::time::SystemTime::now();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if !id.starts_with(crate::runner::ID_PREFIX)
+                || claimed_ids.contains(&name)
+                || fifo_root.join(id).exists()
+            {
+                continue;
+            }
+            let young = std::fs::symlink_metadata(e.path())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_none_or(|age| age < grace);
+            if young {
+                continue;
+            }
+            host.remove_netns(&e.path())?;
+            done.netns.push(e.path());
+        }
+    }
+    if !done.is_empty() {
+        apply_table(host, &cfg.claims, &cfg.range)?;
+    }
+    Ok(done)
+}
+
+/// [`reconcile_with`] on the real host.
+pub fn reconcile(cfg: &NetConfig, fifo_root: &Path) -> Result<Reclaimed, NetworkError> {
+    reconcile_with(
+        &host::IpRoute::default(),
+        cfg,
+        fifo_root,
+        slots::CLAIM_GRACE,
+    )
+}
+
+/// Points the spec's network namespace at the namespace file `path` (made by [`setup`]).
+pub fn join_netns(spec: &mut oci_spec::runtime::Spec, path: &Path) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let Some(linux) = spec.linux_mut() else {
+        return;
+    };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    for n in namespaces.iter_mut() {
+        if n.typ() == LinuxNamespaceType::Network {
+            n.set_path(Some(path.to_path_buf()));
+        }
+    }
+    linux.set_namespaces(Some(namespaces));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Setup, release and reconcile over the fake host: what is claimed, recorded, made and
+//! removed, in which order, without root.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::host::FakeHost;
+use super::*;
+
+struct Env {
+    _t: tempfile::TempDir,
+    cfg: NetConfig,
+    fifo_root: PathBuf,
+}
+
+fn env() -> Env {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = NetConfig {
+        netns_root: t.path().join("netns"),
+        claims: t.path().join("claims"),
+        range: "10.199.0.0/24".parse().unwrap(),
+    };
+    let fifo_root = t.path().join("fifo");
+    std::fs::create_dir_all(&fifo_root).unwrap();
+    Env {
+        _t: t,
+        cfg,
+        fifo_root,
+    }
+}
+
+fn run_dir(e: &Env, id: &str) -> PathBuf {
+    let d = e.fifo_root.join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn egress(host: &FakeHost, e: &Env, id: &str) -> Result<Attached, NetworkError> {
+    setup(
+        host,
+        &e.cfg,
+        id,
+        &run_dir(e, id),
+        NetworkMode::Egress,
+        &NetworkRules::default(),
+    )
+}
+
+#[test]
+fn setup_records_first_then_makes_the_namespace_the_rules_and_the_veth() {
+    let e = env();
+    let host = FakeHost::default();
+    let a = egress(&host, &e, "stk-a").unwrap();
+    assert!(e.cfg.range.contains(a.address) && e.cfg.range.contains(a.gateway));
+    let calls = host.calls.lock().unwrap().clone();
+    let ops: Vec<&str> = calls.iter().map(|c| c.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["delete_link", "create_netns", "apply_nft", "add_veth"]
+    );
+    let r = read_record(&e.fifo_root.join("stk-a")).unwrap().unwrap();
+    assert_eq!(r.netns, e.cfg.netns_path("stk-a"));
+    assert_eq!(r.sandbox_addr, a.address);
+    // The table applied before the veth existed already had the sandbox's chain.
+    let table = host.table().unwrap();
+    assert!(table.contains(&format!("\"{}\" : jump sandbox_{}", a.veth, a.veth)));
+    assert!(table.contains(&format!("ip saddr != {} drop", a.address)));
+}
+
+#[test]
+fn concurrent_sandboxes_get_distinct_addresses_and_one_table_with_all_of_them() {
+    let e = env();
+    let host = FakeHost::default();
+    let ids: Vec<String> = (0..16).map(|i| format!("stk-{i}")).collect();
+    std::thread::scope(|s| {
+        for id in &ids {
+            let (host, e) = (&host, &e);
+            s.spawn(move || egress(host, e, id).unwrap());
+        }
+    });
+    let mut addrs: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            read_record(&e.fifo_root.join(id))
+                .unwrap()
+                .unwrap()
+                .sandbox_addr
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 16);
+    // Applied under the lock: the last table names every sandbox.
+    let table = host.table().unwrap();
+    assert_eq!(table.matches(": jump sandbox_").count(), 16, "{table}");
+}
+
+#[test]
+fn release_removes_everything_and_the_sandbox_leaves_the_table() {
+    let e = env();
+    let host = FakeHost::default();
+    let a = egress(&host, &e, "stk-a").unwrap();
+    let b = egress(&host, &e, "stk-b").unwrap();
+    let dir = e.fifo_root.join("stk-a");
+    release_with(&host, &dir).unwrap();
+    assert!(!dir.join(RECORD_FILE).exists());
+    assert_eq!(*host.links.lock().unwrap(), vec![b.veth.clone()]);
+    assert_eq!(*host.netns.lock().unwrap(), vec![e.cfg.netns_path("stk-b")]);
+    let table = host.table().unwrap();
+    assert!(!table.contains(&format!("sandbox_{} ", a.veth)), "{table}");
+    assert!(table.contains(&format!("sandbox_{} ", b.veth)));
+    assert_eq!(slots::claims(&e.cfg.claims).len(), 1);
+    // Again: nothing recorded, nothing to do.
+    let n = host.calls.lock().unwrap().len();
+    release_with(&host, &dir).unwrap();
+    assert_eq!(host.calls.lock().unwrap().len(), n);
+}
+
+#[test]
+fn a_failed_setup_is_removed_by_release_whatever_step_failed() {
+    for step in ["create_netns", "apply_nft", "add_veth"] {
+        let e = env();
+        let host = FakeHost {
+            fail_on: Some(step),
+            ..FakeHost::default()
+        };
+        let err = egress(&host, &e, "stk-f").unwrap_err();
+        assert!(!err.to_string().contains('\n'));
+        let ok = FakeHost::default();
+        release_with(&ok, &e.fifo_root.join("stk-f")).unwrap();
+        assert!(slots::claims(&e.cfg.claims).is_empty(), "{step}");
+        assert!(ok
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("remove_netns")));
+    }
+}
+
+#[test]
+fn reconcile_removes_what_a_crash_left_and_keeps_live_sandboxes() {
+    let e = env();
+    let host = FakeHost::default();
+    let live = egress(&host, &e, "stk-live").unwrap();
+    let dead = egress(&host, &e, "stk-dead").unwrap();
+    // The crash: the dead run's directory is gone, its veth, namespace file and claim stay.
+    std::fs::remove_dir_all(e.fifo_root.join("stk-dead")).unwrap();
+    std::fs::create_dir_all(&e.cfg.netns_root).unwrap();
+    std::fs::write(e.cfg.netns_path("stk-dead"), "").unwrap();
+    host.links.lock().unwrap().push("stkv-not-ours".into());
+    // A live sandbox of a runner with another run directory keeps its namespace file.
+    let elsewhere = e
+        .fifo_root
+        .parent()
+        .unwrap()
+        .join("other-fifo/stk-elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    setup(
+        &host,
+        &e.cfg,
+        "stk-elsewhere",
+        &elsewhere,
+        NetworkMode::Egress,
+        &NetworkRules::default(),
+    )
+    .unwrap();
+    std::fs::write(e.cfg.netns_path("stk-elsewhere"), "").unwrap();
+    let done = reconcile_with(&host, &e.cfg, &e.fifo_root, Duration::ZERO).unwrap();
+    assert_eq!(done.links, vec![dead.veth.clone()]);
+    assert_eq!(done.netns, vec![e.cfg.netns_path("stk-dead")]);
+    assert!(e.cfg.netns_path("stk-elsewhere").exists());
+    assert_eq!(done.claims.len(), 1);
+    let links = host.links.lock().unwrap().clone();
+    assert!(links.contains(&live.veth) && links.contains(&"stkv-not-ours".to_string()));
+    let table = host.table().unwrap();
+    assert!(table.contains(&format!("sandbox_{} ", live.veth)));
+    assert!(!table.contains(&format!("sandbox_{} ", dead.veth)));
+    // A young claim of a missing run directory is left for its run to finish.
+    let young = egress(&host, &e, "stk-young").unwrap();
+    std::fs::remove_dir_all(e.fifo_root.join("stk-young")).unwrap();
+    let done = reconcile_with(&host, &e.cfg, &e.fifo_root, Duration::from_secs(3600)).unwrap();
+    assert!(done.claims.is_empty());
+    assert!(host.links.lock().unwrap().contains(&young.veth));
+}
+
+#[test]
+fn allow_entries_parse_for_egress_only_and_refuse_what_is_not_supported_yet() {
+    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        parse_allow(
+            NetworkMode::Egress,
+            &v(&["198.18.0.0/15", "198.18.0.0/15", "10.1.2.3"])
+        )
+        .unwrap()
+        .len(),
+        2
+    );
+    let cases: &[(NetworkMode, &str, &str)] = &[
+        (
+            NetworkMode::None,
+            "198.18.0.0/15",
+            "need a network mode that reaches out",
+        ),
+        (
+            NetworkMode::Loopback,
+            "198.18.0.0/15",
+            "the mode is loopback",
+        ),
+        (
+            NetworkMode::Egress,
+            "example.com",
+            "host names are not supported yet",
+        ),
+        (
+            NetworkMode::Egress,
+            "198.18.0.1:80",
+            "ports are not supported yet",
+        ),
+        (NetworkMode::Egress, "198.18.0.1/15", "did you mean"),
+    ];
+    for (mode, entry, want) in cases {
+        let e = parse_allow(*mode, &v(&[entry])).unwrap_err();
+        assert!(e.contains(want), "{entry}: {e}");
+    }
+}
+
+#[test]
+fn the_spec_joins_the_namespace_file_and_nothing_else_changes() {
+    let policy = crate::policy::Policy::from_toml("[network]\nmode = \"egress\"", "p.toml")
+        .unwrap()
+        .validate(
+            Some("p.toml"),
+            &Default::default(),
+            &crate::policy::HostPolicyEnv,
+        )
+        .unwrap();
+    let args = vec!["true".to_string()];
+    let mut spec = crate::spec::build(
+        &policy,
+        &crate::host::HostFacts::hybrid_no_apparmor(),
+        &crate::spec::SpecRequest {
+            id: "stk-x",
+            args: &args,
+            terminal: false,
+        },
+    )
+    .unwrap()
+    .spec;
+    let before = spec.clone();
+    join_netns(&mut spec, Path::new("/run/stockade/netns/stk-x"));
+    let ns = spec.linux().as_ref().unwrap().namespaces().clone().unwrap();
+    let net: Vec<_> = ns
+        .iter()
+        .filter(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+        .collect();
+    assert_eq!(net.len(), 1);
+    assert_eq!(
+        net[0].path().as_deref(),
+        Some(Path::new("/run/stockade/netns/stk-x"))
+    );
+    assert_eq!(
+        ns.len(),
+        before
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .len()
+    );
+}
