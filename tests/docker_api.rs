@@ -1,0 +1,562 @@
+//! The real `docker` CLI against `stockade serve` on a private socket, over a private
+//! containerd (root; the docker client binary; with `CI=true` nothing skips): version,
+//! info, images, run (attached, with stdin, detached), logs, wait, exec, ps, kill, rm, the
+//! refusals with their messages, confinement equal to `stockade run`'s with the same
+//! policy, and nothing left behind after each test.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{busybox_image, require_or_skip, PrivateContainerd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+/// Liveness guard for one docker command (never a speed claim).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The docker client: `$STOCKADE_DOCKER_CLI`, else the first of these that exists.
+fn docker_cli() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STOCKADE_DOCKER_CLI") {
+        return Some(PathBuf::from(p));
+    }
+    ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn ready() -> Option<PathBuf> {
+    let cli = docker_cli();
+    let cli_path = cli
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/usr/local/bin/docker".into());
+    let needs = ["/usr/bin/containerd", "/usr/sbin/runc", cli_path.as_str()];
+    if !require_or_skip("drives stockade serve with the docker CLI", &needs) {
+        return None;
+    }
+    cli
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// A private containerd with the busybox image, and `stockade serve` on a socket of its own.
+struct Env {
+    c: PrivateContainerd,
+    dir: tempfile::TempDir,
+    cli: PathBuf,
+    server: std::process::Child,
+}
+
+impl Env {
+    async fn start(cli: PathBuf, policy: Option<&str>) -> Env {
+        let c = PrivateContainerd::start().await;
+        busybox_image(&c.client("stockade").await).await;
+        let dir = tempfile::Builder::new()
+            .prefix("stkd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--docker-socket")
+            .arg(dir.path().join("d.sock"))
+            .arg("--address")
+            .arg(c.address())
+            .arg("--fifo-root")
+            .arg(dir.path().join("fifo"));
+        if let Some(text) = policy {
+            std::fs::write(dir.path().join("policy.toml"), text).unwrap();
+            cmd.arg("--policy").arg(dir.path().join("policy.toml"));
+        }
+        let server = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stockade serve");
+        let env = Env {
+            c,
+            dir,
+            cli,
+            server,
+        };
+        let start = Instant::now();
+        while std::os::unix::net::UnixStream::connect(env.socket()).is_err() {
+            assert!(start.elapsed() < PATIENCE, "stockade serve never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        env
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("d.sock")
+    }
+
+    fn fifo(&self) -> PathBuf {
+        self.dir.path().join("fifo")
+    }
+
+    /// `docker ARGS…` with `input` on stdin, bounded by [`PATIENCE`].
+    fn docker_in(&self, args: &[&str], input: Option<&[u8]>) -> Out {
+        let mut child = Command::new(&self.cli)
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket().display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env("DOCKER_CLI_HINTS", "false")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker");
+        if let Some(bytes) = input {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(bytes).unwrap();
+        }
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(PATIENCE) {
+            Ok(o) => o.expect("docker output"),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                panic!("docker {args:?} did not finish within {PATIENCE:?}");
+            }
+        };
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Out {
+        self.docker_in(args, None)
+    }
+
+    /// `docker ARGS…`, which must exit 0; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert_eq!(o.code, 0, "docker {args:?}: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    /// Nothing of any container is left: no containerd container, task or active snapshot,
+    /// no run directory, no mount under the run directories.
+    async fn assert_no_leftovers(&self) {
+        use stockade::containerd::Containerd;
+        let client = self.c.client("stockade").await;
+        let start = Instant::now();
+        loop {
+            let containers = client.list_containers(vec![]).await.unwrap();
+            let tasks = client.list_tasks().await.unwrap();
+            let snapshots: Vec<String> = client
+                .list_snapshots("overlayfs", vec![])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.name)
+                .filter(|n| n.starts_with("stk-"))
+                .collect();
+            let dirs: Vec<String> = std::fs::read_dir(self.fifo())
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.starts_with("stk-"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            let mounts: Vec<&str> = mountinfo
+                .lines()
+                .filter(|l| l.contains(&*self.fifo().to_string_lossy()))
+                .collect();
+            let clean = containers.is_empty()
+                && tasks.is_empty()
+                && snapshots.is_empty()
+                && dirs.is_empty()
+                && mounts.is_empty();
+            if clean {
+                return;
+            }
+            // Removal of an auto-removed container may still be under way.
+            assert!(
+                start.elapsed() < PATIENCE,
+                "leftovers: containers {:?} tasks {tasks:?} snapshots {snapshots:?} dirs {dirs:?} mounts {mounts:?}",
+                containers.iter().map(|c| &c.id).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the server with SIGTERM (by pid); it must exit 0 and remove its socket.
+    fn stop(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.server.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.server.try_wait().unwrap() {
+                assert!(status.success(), "stockade serve exited {status}");
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "stockade serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!self.socket().exists(), "the socket is removed");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.server.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.server.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.server.wait();
+        }
+    }
+}
+
+fn lines(s: &str) -> Vec<&str> {
+    s.lines().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_version_info_images_and_attached_runs() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+
+    let v = env.ok(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Server.APIVersion}}",
+    ]);
+    assert!(
+        v.starts_with("stockade-") && v.trim().ends_with(" 1.47"),
+        "{v}"
+    );
+    let info = env.ok(&[
+        "info",
+        "--format",
+        "{{.OperatingSystem}} {{.LoggingDriver}}",
+    ]);
+    assert_eq!(info.trim(), "stockade json-file");
+    let images = env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("stockade/busybox:latest ")),
+        "{images}"
+    );
+
+    // Attached, output and exit code (zero and not).
+    let o = env.docker(&["run", "--rm", "busybox", "echo", "hi"]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "hi\n"), "{}", o.stderr);
+    let o = env.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert_eq!(o.stdout, "out\n");
+    assert!(o.stderr.contains("err\n"), "{}", o.stderr);
+    // With stdin, closed when the client's input ends.
+    let o = env.docker_in(
+        &["run", "--rm", "-i", "busybox", "cat"],
+        Some(b"one\ntwo\n"),
+    );
+    assert_eq!(
+        (o.code, o.stdout.as_str()),
+        (0, "one\ntwo\n"),
+        "{}",
+        o.stderr
+    );
+    // A command that does not exist: 127, said on stderr.
+    let o = env.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(o.code, 127, "{}{}", o.stdout, o.stderr);
+
+    env.assert_no_leftovers().await;
+    env.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detached_containers_logs_wait_exec_ps_kill_and_rm() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "job",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; echo bye >&2; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo got; exit 4",
+    ]);
+    let id = id.trim().to_string();
+    assert!(id.starts_with("stk-"), "{id}");
+    let ps = env.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.lines().any(|l| l.starts_with("job Up")), "{ps}");
+
+    // exec, with and without stdin; its exit code is the command's.
+    let o = env.docker_in(
+        &["exec", "-i", "job", "sh", "-c", "cat; exit 5"],
+        Some(b"piped\n"),
+    );
+    assert_eq!((o.code, o.stdout.as_str()), (5, "piped\n"), "{}", o.stderr);
+    let o = env.docker(&["exec", "job", "id", "-u"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let uid: u32 = o.stdout.trim().parse().unwrap();
+    assert_ne!(uid, 0, "not root: a UID of the sandbox's own");
+
+    env.ok(&["exec", "job", "touch", "/tmp/go"]);
+    let w = env.ok(&["wait", "job"]);
+    assert_eq!(w.trim(), "4");
+    let logs = env.docker(&["logs", "job"]);
+    assert_eq!(logs.stdout, "started\ngot\n");
+    assert_eq!(logs.stderr, "bye\n");
+    let tail = env.ok(&["logs", "--tail", "1", "job"]);
+    assert_eq!(tail, "got\n");
+    let inspect = env.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.HostConfig.LogConfig.Type}}",
+        "job",
+    ]);
+    assert_eq!(inspect.trim(), "exited 4 json-file");
+    let ps = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.lines().any(|l| l.starts_with("job Exited (4)")), "{ps}");
+    assert!(env.ok(&["ps", "--format", "{{.Names}}"]).trim().is_empty());
+    env.ok(&["rm", "job"]);
+
+    // logs -f follows a running container to its end; kill ends it with 137.
+    let id2 = env.ok(&[
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done",
+    ]);
+    let id2 = id2.trim();
+    let f = env.ok(&["logs", "-f", id2]);
+    assert_eq!(lines(&f), ["1", "2", "3"]);
+    assert_eq!(env.ok(&["wait", id2]).trim(), "0");
+    env.ok(&["rm", id2]);
+    let id3 = env.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+    let id3 = id3.trim();
+    env.ok(&["kill", id3]);
+    assert_eq!(env.ok(&["wait", id3]).trim(), "137");
+    let o = env.docker(&["kill", id3]);
+    assert_ne!(o.code, 0, "killing an exited container is refused");
+    assert!(o.stderr.contains("is not running"), "{}", o.stderr);
+    env.ok(&["rm", id3]);
+
+    // rm -f of a running one.
+    let id4 = env.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+    let o = env.docker(&["rm", id4.trim()]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("cannot remove a running container"),
+        "{}",
+        o.stderr
+    );
+    env.ok(&["rm", "-f", id4.trim()]);
+    assert!(env.ok(&["ps", "-a", "-q"]).trim().is_empty());
+
+    env.assert_no_leftovers().await;
+    env.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_docker_errors_naming_the_field_and_exit_125() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+    // (flags, what the message must contain)
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--privileged"],
+            "HostConfig.Privileged: privileged containers are refused",
+        ),
+        (&["--pid", "host"], "HostConfig.PidMode: `host`"),
+        (&["--ipc", "host"], "HostConfig.IpcMode: `host`"),
+        (&["--uts", "host"], "HostConfig.UTSMode: `host`"),
+        (&["--userns", "host"], "HostConfig.UsernsMode: `host`"),
+        (&["--network", "host"], "HostConfig.NetworkMode: `host`"),
+        (
+            &["--cap-add", "SYS_ADMIN"],
+            "HostConfig.CapAdd: CAP_SYS_ADMIN is not one stockade grants",
+        ),
+        (&["--device", "/dev/null:/dev/x"], "HostConfig.Devices"),
+        (
+            &["--security-opt", "seccomp=unconfined"],
+            "HostConfig.SecurityOpt: seccomp=unconfined is refused",
+        ),
+        (
+            &["--security-opt", "apparmor=unconfined"],
+            "HostConfig.SecurityOpt: apparmor=unconfined is refused",
+        ),
+        (
+            &["-v", "/:/host"],
+            "HostConfig.Binds: binding the host's root filesystem",
+        ),
+        (
+            &["-v", "/var/run/docker.sock:/var/run/docker.sock"],
+            "HostConfig.Binds: `/var/run/docker.sock`",
+        ),
+        (
+            &["-v", "/home:/h"],
+            "HostConfig.Binds: `/home` is not beneath a root",
+        ),
+        (
+            &["--tmpfs", "/tmp:exec,size=100m"],
+            "HostConfig.Tmpfs: not supported yet",
+        ),
+        (
+            &["--memory", "4g"],
+            "HostConfig.Memory: 4294967296 bytes is above this server's ceiling",
+        ),
+        (
+            &["--pids-limit", "-1"],
+            "HostConfig.PidsLimit: -1: an unlimited pids limit is refused",
+        ),
+        (&["--sysctl", "net.ipv4.ip_forward=1"], "HostConfig.Sysctls"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "true"]);
+        let o = env.docker(&args);
+        assert_eq!(o.code, 125, "{flags:?}: {}{}", o.stdout, o.stderr);
+        assert!(
+            o.stderr.contains(want),
+            "{flags:?}: want {want:?} in {:?}",
+            o.stderr
+        );
+    }
+    let o = env.docker(&["run", "--rm", "no-such-image", "true"]);
+    assert_eq!(o.code, 125, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("stockade serve does not pull"),
+        "{}",
+        o.stderr
+    );
+    env.assert_no_leftovers().await;
+    env.stop();
+}
+
+/// `Key:\tVALUE` lines of /proc/self/status that say what confines a process.
+fn confinement(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| {
+            [
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+            ]
+            .iter()
+            .any(|k| l.starts_with(&format!("{k}:")))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_is_confined_exactly_as_stockade_run_with_the_same_policy() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, Some("[limits]\nmemory = \"256Mi\"\npids = 64\n")).await;
+    let probe = "cat /proc/self/status; echo uid=$(id -u):$(id -g); cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; echo";
+    let docker = env.ok(&[
+        "run",
+        "--rm",
+        "--user",
+        "1000:1000",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        probe,
+    ]);
+    let run = Command::new(BIN)
+        .args(["run", "--address"])
+        .arg(env.c.address())
+        .args(["--fifo-root"])
+        .arg(env.fifo())
+        .args(["--policy"])
+        .arg(env.dir.path().join("policy.toml"))
+        .args([
+            "--user",
+            "1000:1000",
+            "--no-audit-log",
+            "--",
+            "sh",
+            "-c",
+            probe,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let run = String::from_utf8_lossy(&run.stdout).into_owned();
+    let (d, r) = (confinement(&docker), confinement(&run));
+    assert_eq!(d.len(), 7, "{docker}");
+    assert_eq!(
+        d, r,
+        "capabilities, NoNewPrivs and seccomp as stockade run's"
+    );
+    assert!(
+        d.contains(&"CapEff:\t0000000000000000".to_string()),
+        "{d:?}"
+    );
+    assert!(d.contains(&"NoNewPrivs:\t1".to_string()) && d.contains(&"Seccomp:\t2".to_string()));
+    let uid = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("uid="))
+            .map(str::to_string)
+    };
+    assert_eq!(uid(&docker), Some("uid=1000:1000".to_string()));
+    assert_eq!(uid(&docker), uid(&run));
+    // The server policy's pids limit, in the sandbox's own cgroup.
+    assert!(docker.lines().any(|l| l == "64"), "{docker}");
+    env.assert_no_leftovers().await;
+    env.stop();
+    let _ = Path::new("");
+}
