@@ -245,6 +245,14 @@ async fn docker_version_info_images_and_attached_runs() {
     let Some(cli) = ready() else { return };
     let mut env = Env::start(cli, None).await;
 
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(env.socket()).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(
+        (m.mode() & 0o777, m.uid(), m.gid()),
+        (0o660, 0, 0),
+        "root's, 0660"
+    );
     let v = env.ok(&[
         "version",
         "--format",
@@ -293,6 +301,9 @@ async fn docker_version_info_images_and_attached_runs() {
         "{}",
         o.stderr
     );
+    // With a terminal of its own: one stream, raw.
+    let o = env.docker(&["run", "--rm", "-t", "busybox", "tty"]);
+    assert_eq!((o.code, o.stdout.trim()), (0, "/dev/pts/0"), "{}", o.stderr);
     // A command that does not exist: 127, said on stderr.
     let o = env.docker(&["run", "--rm", "busybox", "no-such-command"]);
     assert_eq!(o.code, 127, "{}{}", o.stdout, o.stderr);
@@ -374,6 +385,12 @@ async fn detached_containers_logs_wait_exec_ps_kill_and_rm() {
     assert_ne!(o.code, 0, "killing an exited container is refused");
     assert!(o.stderr.contains("is not running"), "{}", o.stderr);
     env.ok(&["rm", id3]);
+
+    // stop: SIGTERM reaches the command through the init.
+    let id5 = env.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+    env.ok(&["stop", "-t", "30", id5.trim()]);
+    assert_eq!(env.ok(&["wait", id5.trim()]).trim(), "143");
+    env.ok(&["rm", id5.trim()]);
 
     // rm -f of a running one.
     let id4 = env.ok(&["run", "-d", "busybox", "sleep", "1000"]);
