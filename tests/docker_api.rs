@@ -63,22 +63,10 @@ impl Env {
             .prefix("stkd-")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--docker-socket")
-            .arg(dir.path().join("d.sock"))
-            .arg("--address")
-            .arg(c.address())
-            .arg("--fifo-root")
-            .arg(dir.path().join("fifo"));
         if let Some(text) = policy {
             std::fs::write(dir.path().join("policy.toml"), text).unwrap();
-            cmd.arg("--policy").arg(dir.path().join("policy.toml"));
         }
-        let server = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+        let server = serve_command(&c, dir.path())
             .spawn()
             .expect("start stockade serve");
         let env = Env {
@@ -87,12 +75,16 @@ impl Env {
             cli,
             server,
         };
+        env.wait_answer();
+        env
+    }
+
+    fn wait_answer(&self) {
         let start = Instant::now();
-        while std::os::unix::net::UnixStream::connect(env.socket()).is_err() {
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
             assert!(start.elapsed() < PATIENCE, "stockade serve never answered");
             std::thread::sleep(Duration::from_millis(50));
         }
-        env
     }
 
     fn socket(&self) -> PathBuf {
@@ -222,6 +214,26 @@ impl Env {
         }
         assert!(!self.socket().exists(), "the socket is removed");
     }
+}
+
+/// `stockade serve` on `dir/d.sock` over containerd `c`, with `dir/policy.toml` when it
+/// exists.
+fn serve_command(c: &PrivateContainerd, dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("--docker-socket")
+        .arg(dir.join("d.sock"))
+        .arg("--address")
+        .arg(c.address())
+        .arg("--fifo-root")
+        .arg(dir.join("fifo"));
+    if dir.join("policy.toml").exists() {
+        cmd.arg("--policy").arg(dir.join("policy.toml"));
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd
 }
 
 impl Drop for Env {
@@ -589,5 +601,41 @@ async fn a_container_is_confined_exactly_as_stockade_run_with_the_same_policy() 
     assert!(docker.lines().any(|l| l == "64"), "{docker}");
     env.assert_no_leftovers().await;
     env.stop();
-    let _ = Path::new("");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_is_refused_and_a_crashed_servers_containers_are_reclaimed() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+    let id = env.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+    let id = id.trim().to_string();
+
+    // The socket is in use: a second server says so in one line and exits 125.
+    let second = serve_command(&env.c, env.dir.path())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert_eq!(second.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("another server answers on this socket"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // The server dies without cleaning up: its socket and its container stay...
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(env.server.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    env.server.wait().unwrap();
+    assert!(env.socket().exists());
+    assert!(env.fifo().join(&id).exists());
+    // ...until the next server replaces the stale socket and removes what it left.
+    env.server = serve_command(&env.c, env.dir.path()).spawn().unwrap();
+    env.wait_answer();
+    assert!(env.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    env.assert_no_leftovers().await;
+    env.stop();
 }
