@@ -241,6 +241,13 @@ impl Drop for Env {
                 nix::sys::signal::Signal::SIGKILL,
             );
             let _ = self.server.wait();
+            // A test that failed midway leaves the killed server's containers: their
+            // containerd objects go with the private containerd, their mounts (a writable
+            // root's volume) here.
+            let _ = stockade::containerd::daemon::unmount_under(
+                Path::new("/proc/self/mountinfo"),
+                self.dir.path(),
+            );
         }
     }
 }
