@@ -58,6 +58,19 @@ if [[ -e /lib/systemd/system/docker-registry.service ]] && command -v systemctl 
   fi
 fi
 
+# A Docker client for the tests of `stockade serve` (tests/docker_api.rs). Debian 12 has
+# no client-only package: the client is taken out of `docker.io`'s .deb (downloaded, not
+# installed, so no dockerd, service or firewall rule comes with it). Kept when any docker
+# client is already on the machine.
+if ! command -v docker >/dev/null && [[ ! -x /usr/local/bin/docker ]]; then
+  log "extracting the docker client from Debian's docker.io"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq docker.io >/dev/null)
+  dpkg-deb --fsys-tarfile "$tmp"/docker.io_*.deb | tar -x -C "$tmp" ./usr/bin/docker
+  install -m 0755 "$tmp/usr/bin/docker" /usr/local/bin/docker
+  rm -rf "$tmp"
+fi
+
 # The Debian package starts a system containerd through systemd where systemd runs; where
 # it does not (containers, CI machines), stockade starts its own private containerd on
 # demand, so nothing more is needed here.

@@ -68,6 +68,9 @@ pub enum Command {
     Stop(commands::sandbox::StopArgs),
     /// Remove sandboxes (with -f also running ones).
     Rm(commands::sandbox::RmArgs),
+    /// Serve the Docker Engine API on a Unix socket: Docker clients' containers become
+    /// stockade sandboxes.
+    Serve(commands::serve::ServeArgs),
     /// Enforce a sandbox's lifetime and idle timeout (started by `create`).
     #[command(hide = true)]
     SandboxKeeper(commands::sandbox::KeeperArgs),

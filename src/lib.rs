@@ -5,6 +5,9 @@
 //! ([`containerd`]), build images ([`images`]), run sandboxes ([`runner`]) and copy files
 //! into and out of them ([`files`]).
 
+// `serde_json::json!` of the Docker API's larger documents.
+#![recursion_limit = "256"]
+
 pub mod apparmor;
 pub mod audit;
 #[cfg(feature = "bench")]
@@ -24,6 +27,7 @@ pub mod procfs;
 pub mod runner;
 pub mod sandbox;
 pub mod seccomp;
+pub mod serve;
 pub mod spec;
 
 pub use oci_spec;

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod run;
 pub mod sandbox;
 pub mod seccomp;
+pub mod serve;
 pub mod spec;
 
 use anyhow::{Context, Result};
@@ -46,6 +47,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Inspect(a) => sandbox::inspect(a).await,
         Command::Stop(a) => sandbox::stop(a).await,
         Command::Rm(a) => sandbox::rm(a).await,
+        Command::Serve(a) => serve::run(a).await,
         Command::SandboxKeeper(a) => sandbox::keeper(a).await,
     }
 }

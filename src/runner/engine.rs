@@ -818,17 +818,20 @@ impl Runner {
         let (args, ptys) = match pid1 {
             Pid1::Trampoline => (trampoline_args(), false),
             Pid1::Init { ptys, .. } => (crate::init::args(&[]), ptys),
+            Pid1::Main { argv, tty, .. } => (crate::init::args(argv), tty),
         };
+        // Only a main command has a terminal of its own (pid 1 with it).
+        let pid1_terminal = matches!(pid1, Pid1::Main { tty: true, .. });
         let refused = self.uid_refused(policy)?;
         let claim = self.claim_uid(policy, &id, refused.is_some())?;
         let sandbox_uid = claim.as_ref().map(uids::Claim::uid);
         // Terminal devices for later execs; pid 1 itself never has a terminal.
         let mut built = self.build_spec(policy, &id, &args, ptys, sandbox_uid)?;
         if let Some(p) = built.spec.process_mut() {
-            p.set_terminal(Some(false));
+            p.set_terminal(Some(pid1_terminal));
         }
         built.not_enforced.extend(refused);
-        if let Pid1::Init { host_path, .. } = pid1 {
+        if let Pid1::Init { host_path, .. } | Pid1::Main { host_path, .. } = pid1 {
             let mut mounts = built.spec.mounts().clone().unwrap_or_default();
             mounts.push(crate::init::mount(host_path));
             built.spec.set_mounts(Some(mounts));
@@ -853,6 +856,9 @@ impl Runner {
                     Some(fifo::create_fifos(root, &id, true, false).map_err(run_dir)?)
                 }
                 Pid1::Init { .. } => None,
+                Pid1::Main { stdin, tty, .. } => {
+                    Some(fifo::create_fifos(root, &id, stdin, tty).map_err(run_dir)?)
+                }
             };
             let dir = fifos.as_ref().map(|(d, _)| d);
             seal::stage(&root.join(&id), &self.inner.proc_root, policy, sandbox_uid)?;
@@ -872,15 +878,18 @@ impl Runner {
                     stdin: path_string(dir.and_then(|d| d.stdin.as_deref())),
                     stdout: path_string(dir.map(|d| d.stdout.as_path())),
                     stderr: path_string(dir.and_then(|d| d.stderr.as_deref())),
-                    terminal: false,
+                    terminal: pid1_terminal,
                     ..Default::default()
                 })
                 .await
                 .map_err(|e| exec_error(&args, e))?;
             seal::seal(&self.inner.proc_root, pid, policy)?;
             // Started now, so that a run does not wait for `runc start`: the trampoline
-            // blocks reading its command line, and nothing of a run's has executed yet.
-            c.start_task(&id).await.map_err(|e| exec_error(&args, e))?;
+            // blocks reading its command line, and nothing of a run's has executed yet. A
+            // main command starts when its owner says (`Sandbox::start`).
+            if !matches!(pid1, Pid1::Main { .. }) {
+                c.start_task(&id).await.map_err(|e| exec_error(&args, e))?;
+            }
             Ok::<_, RunError>(MadeSandbox {
                 id: id.clone(),
                 base: base.clone(),
@@ -953,6 +962,17 @@ pub(crate) enum Pid1<'a> {
     Init {
         host_path: &'a std::path::Path,
         ptys: bool,
+    },
+    /// stockade's init running `argv` as its only child (`-- CMD ARG...`: signals
+    /// forwarded, exits as the command did): a sandbox whose life is one command's, as a
+    /// Docker container's is. Its stdio goes through FIFOs in the run directory (stdin only
+    /// with `stdin`; stdout alone, from a terminal of its own, with `tty`). The task is
+    /// created, not started.
+    Main {
+        host_path: &'a std::path::Path,
+        argv: &'a [String],
+        tty: bool,
+        stdin: bool,
     },
 }
 

@@ -35,6 +35,8 @@
 pub mod copy;
 pub mod exec;
 mod keeper;
+pub mod logs;
+pub mod main_process;
 pub mod names;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +55,7 @@ use crate::runner::{remove_run, RunError, Runner, Usage, KILL_GRACE};
 
 pub use exec::{ExecRequest, ExecResult};
 pub use keeper::KEEPER_POLL;
+pub use main_process::{MainIo, MainProcess, MainState};
 
 /// Label on a session's container and snapshot.
 pub const LABEL_SESSION: &str = "stockade.session";
@@ -85,6 +88,9 @@ pub enum SandboxError {
         id: String,
         source: crate::files::FilesError,
     },
+    /// Its main command cannot be started (it was started before).
+    #[error("sandbox {id} cannot be started (state: {state}); its main command runs once")]
+    NotStartable { id: String, state: String },
     /// The sandbox runs and removal was not forced.
     #[error("sandbox {id} is running; stop it first or remove it with force")]
     Running { id: String },
@@ -132,6 +138,7 @@ impl SandboxError {
             SandboxError::NameTaken { .. }
             | SandboxError::NotRunning { .. }
             | SandboxError::Running { .. }
+            | SandboxError::NotStartable { .. }
             | SandboxError::CopyNotRunning { .. } => ErrorKind::Conflict,
             SandboxError::Files { source, .. } => match source.class() {
                 crate::files::ErrorClass::NotFound => ErrorKind::NotFound,
@@ -270,6 +277,17 @@ impl Sandboxes {
     /// Creates a sandbox and starts its init. On failure nothing of it is left (objects,
     /// run directory, UID, name).
     pub async fn create(&self, req: CreateRequest) -> Result<Sandbox, SandboxError> {
+        self.create_with(req, None).await.map(|(sb, _)| sb)
+    }
+
+    /// [`Sandboxes::create`], with pid 1 the init holding the sandbox open or, given
+    /// `main`, running that command (created, not started; see [`main_process`]), and our
+    /// ends of its stdio FIFOs.
+    pub(crate) async fn create_with(
+        &self,
+        req: CreateRequest,
+        main: Option<&main_process::MainProcess>,
+    ) -> Result<(Sandbox, Option<crate::runner::fifo::Opened>), SandboxError> {
         let CreateRequest {
             policy,
             name,
@@ -325,13 +343,21 @@ impl Sandboxes {
                 &policy,
                 id.clone(),
                 object_labels,
-                Pid1::Init {
-                    host_path: &init_path,
-                    ptys: tty,
+                match main {
+                    Some(m) => Pid1::Main {
+                        host_path: &init_path,
+                        argv: &m.argv,
+                        tty: m.tty,
+                        stdin: m.stdin,
+                    },
+                    None => Pid1::Init {
+                        host_path: &init_path,
+                        ptys: tty,
+                    },
                 },
             )
             .await;
-        let made = match made {
+        let mut made = match made {
             Ok(m) => m,
             Err(e) => {
                 if let Some(n) = &name {
@@ -340,6 +366,7 @@ impl Sandboxes {
                 return Err(e.into());
             }
         };
+        let opened = made.fifos.take().map(|(_, o)| o);
         let record = SessionRecord {
             id: id.clone(),
             name: name.clone(),
@@ -372,10 +399,11 @@ impl Sandboxes {
             }
             return Err(SandboxError::State { path: dir, source });
         }
-        Ok(Sandbox {
+        let sb = Sandbox {
             sandboxes: self.clone(),
             record,
-        })
+        };
+        Ok((sb, opened))
     }
 
     /// The sandbox with this id or name.

@@ -1,0 +1,568 @@
+//! A Docker create request → a stockade policy and main command. Pure: the server's policy
+//! and the image's config come in as data, and the answer is data or a refusal.
+//!
+//! The server's policy (`stockade serve --policy FILE`) is both the default of every field
+//! a request leaves out and the ceiling of every limit a request sets: a request may
+//! tighten a limit but never loosen one (memory, CPUs, pids, `/dev/shm`, rlimits,
+//! `oom_score_adj`), and may turn seccomp or AppArmor off only where the server's own
+//! policy already has it off. What stockade will not grant is refused with 403 naming the
+//! field (privileged, host namespaces, devices, capabilities beyond stockade's allowlist,
+//! sysctls, binds of `/`, of a container socket or from outside `--allow-bind` roots); what
+//! it does not implement yet with 400 naming the field. Nothing asked for is dropped
+//! silently: a field stockade accepts without acting on it (CPU shares, DNS servers, a
+//! healthcheck) comes back as a warning in the create response.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::wire::{CreateBody, HostConfig};
+use crate::images::ImageConfig;
+use crate::policy::{Policy, PolicyError, PolicyOverrides, ValidatedPolicy};
+use crate::sandbox::MainProcess;
+use limits::{limits, security_opts};
+
+mod limits;
+
+/// The server's policy: the defaults and the ceiling of every request.
+#[derive(Debug, Clone)]
+pub struct ServerPolicy {
+    /// As read from `--policy` (or the built-in defaults).
+    pub policy: Policy,
+    /// The same, validated: the ceiling limits are read from it.
+    pub ceiling: ValidatedPolicy,
+    /// Host directories beneath which binds could be granted (`--allow-bind`).
+    pub allow_bind: Vec<PathBuf>,
+}
+
+/// A request refused: the HTTP status (400 or 403) and one line naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    /// 403: stockade will not grant it.
+    pub fn forbidden(field: &str, reason: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            status: 403,
+            message: format!("{field}: {reason}"),
+        }
+    }
+
+    /// 400: malformed, or not implemented.
+    pub fn bad(field: &str, reason: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            status: 400,
+            message: format!("{field}: {reason}"),
+        }
+    }
+
+    fn not_yet(field: &str) -> Refusal {
+        Refusal::bad(field, "not supported yet by stockade serve")
+    }
+}
+
+/// A create request as stockade will carry it out.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The server's policy with the request's fields that have no override set.
+    pub policy: Policy,
+    pub overrides: PolicyOverrides,
+    pub main: MainProcess,
+    pub labels: BTreeMap<String, String>,
+    pub auto_remove: bool,
+    /// Close the command's stdin when the first attached client's input ends.
+    pub stdin_once: bool,
+    /// Fields accepted without effect, one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Mapped {
+    /// Validates the policy (see [`crate::policy::validate`]); an error names the Docker
+    /// field it came from.
+    pub fn validate(&self, env: &dyn crate::policy::PolicyEnv) -> Result<ValidatedPolicy, Refusal> {
+        self.policy
+            .clone()
+            .validate(None, &self.overrides, env)
+            .map_err(policy_refusal)
+    }
+}
+
+/// A policy error as the Docker field it came from; capability errors are 403.
+pub fn policy_refusal(e: PolicyError) -> Refusal {
+    let PolicyError::Field { origin, message } = &e else {
+        return Refusal::bad("policy", e);
+    };
+    let field = match origin.as_str() {
+        "--memory" => "HostConfig.Memory",
+        "--cpus" => "HostConfig.NanoCpus",
+        "--pids" => "HostConfig.PidsLimit",
+        "--env" => "Env",
+        "--user" => "User",
+        "--image" => "Image",
+        "--cap-add" => "HostConfig.CapAdd",
+        "--seccomp" | "--apparmor" => "HostConfig.SecurityOpt",
+        "--network" => "HostConfig.NetworkMode",
+        "--read-write-root" => "HostConfig.ReadonlyRootfs",
+        "process.cwd" => "WorkingDir",
+        "process.hostname" => "Hostname",
+        "limits.nofile" | "limits.nproc" | "limits.fsize" => "HostConfig.Ulimits",
+        "limits.shm_size" => "HostConfig.ShmSize",
+        "limits.oom_score_adj" => "HostConfig.OomScoreAdj",
+        "limits.io_weight" => "HostConfig.BlkioWeight",
+        other => other,
+    };
+    let status = if field == "HostConfig.CapAdd" {
+        403
+    } else {
+        400
+    };
+    Refusal {
+        status,
+        message: format!("{field}: {message}"),
+    }
+}
+
+/// Maps `body` onto the server's policy. `image` is the image's config when the store has
+/// one (its entrypoint, command, environment, working directory and user are merged as
+/// Docker merges them).
+pub fn map_create(
+    body: &CreateBody,
+    image: Option<&ImageConfig>,
+    server: &ServerPolicy,
+) -> Result<Mapped, Refusal> {
+    let h = &body.host_config;
+    let mut warnings = Vec::new();
+    refuse_grants(h)?;
+    check_namespaces(h)?;
+    check_storage(body, &server.allow_bind)?;
+    let mut policy = server.policy.clone();
+    let mut o = PolicyOverrides::default();
+    if body.image.is_empty() {
+        return Err(Refusal::bad("Image", "required"));
+    }
+    o.image = Some(body.image.clone());
+
+    // Network: `none` and `default` both mean the server policy's mode (none or loopback);
+    // the host's network and named networks are not offered.
+    match h.network_mode.as_str() {
+        "" | "default" | "none" => {}
+        "host" => {
+            return Err(Refusal::forbidden(
+                "HostConfig.NetworkMode",
+                "`host`: the host's network is never shared with a sandbox",
+            ))
+        }
+        m if m.starts_with("container:") => {
+            return Err(Refusal::forbidden(
+                "HostConfig.NetworkMode",
+                format!("`{m}`: joining another container's network is refused"),
+            ))
+        }
+        m => {
+            return Err(Refusal::bad(
+                "HostConfig.NetworkMode",
+                format!("`{m}`: named networks are not supported yet (none, default)"),
+            ))
+        }
+    }
+    if let Some(eps) = body
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref())
+    {
+        for name in eps.keys() {
+            if !["", "default", "none"].contains(&name.as_str()) && *name != h.network_mode {
+                return Err(Refusal::bad(
+                    "NetworkingConfig.EndpointsConfig",
+                    format!("`{name}`: named networks are not supported yet (none, default)"),
+                ));
+            }
+        }
+    }
+
+    limits(h, &server.ceiling, &mut policy, &mut o, &mut warnings)?;
+    security_opts(h, &server.policy, &mut o)?;
+    if let Some(caps) = &h.cap_add {
+        o.cap_add = caps.clone();
+    }
+
+    // The root filesystem is writable as Docker's is, unless the request or the server's
+    // policy makes it read-only.
+    if !h.readonly_rootfs {
+        if server.policy.filesystem.read_write_root == Some(false) {
+            warnings.push("HostConfig.ReadonlyRootfs: this server's policy keeps every root filesystem read-only".into());
+        } else {
+            o.read_write_root = true;
+        }
+    }
+
+    let cfg = image.cloned().unwrap_or_default();
+    let user = if body.user.is_empty() {
+        cfg.user.clone()
+    } else {
+        body.user.clone()
+    };
+    if !user.is_empty() {
+        o.user = Some(numeric_user(&user)?);
+    }
+    let mut env = cfg.env.clone();
+    for kv in body.env.iter().flatten() {
+        if !kv.contains('=') {
+            return Err(Refusal::bad("Env", format!("`{kv}`: expected K=V")));
+        }
+        env.push(kv.clone());
+    }
+    o.env = env;
+    let cwd = match (body.working_dir.as_str(), cfg.working_dir.as_str()) {
+        ("", "") => "/".to_string(),
+        ("", image_dir) => image_dir.to_string(),
+        (dir, _) => dir.to_string(),
+    };
+    if !cwd.starts_with('/') || cwd.split('/').any(|c| c == "..") {
+        return Err(Refusal::bad(
+            "WorkingDir",
+            format!("`{cwd}`: must be an absolute path without `..`"),
+        ));
+    }
+    policy.process.cwd = Some(cwd);
+    if !body.hostname.is_empty() {
+        policy.process.hostname = Some(body.hostname.clone());
+    }
+
+    let argv = command(body, &cfg)?;
+    for (set, field) in [
+        (h.cpu_shares != 0, "HostConfig.CpuShares"),
+        (!h.cpuset_cpus.is_empty(), "HostConfig.CpusetCpus"),
+        (!h.cpuset_mems.is_empty(), "HostConfig.CpusetMems"),
+        (h.memory_reservation != 0, "HostConfig.MemoryReservation"),
+        (
+            h.memory_swappiness.is_some_and(|s| s >= 0),
+            "HostConfig.MemorySwappiness",
+        ),
+        (
+            body.exposed_ports.as_ref().is_some_and(|p| !p.is_empty()),
+            "ExposedPorts",
+        ),
+        (
+            body.healthcheck.as_ref().is_some_and(|v| !v.is_null()),
+            "Healthcheck",
+        ),
+        (
+            h.dns.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.Dns",
+        ),
+        (
+            h.dns_search.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.DnsSearch",
+        ),
+        (
+            h.dns_options.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.DnsOptions",
+        ),
+        (
+            h.extra_hosts.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.ExtraHosts",
+        ),
+        (!body.domainname.is_empty(), "Domainname"),
+        (
+            !["", "SIGTERM", "TERM", "15"].contains(&body.stop_signal.as_str()),
+            "StopSignal",
+        ),
+    ] {
+        if set {
+            warnings.push(format!(
+                "{field}: accepted without effect by stockade serve"
+            ));
+        }
+    }
+    Ok(Mapped {
+        policy,
+        overrides: o,
+        main: MainProcess {
+            argv,
+            tty: body.tty,
+            stdin: body.open_stdin,
+        },
+        labels: body.labels.clone().unwrap_or_default(),
+        auto_remove: h.auto_remove,
+        stdin_once: body.stdin_once,
+        warnings,
+    })
+}
+
+/// What grants the sandbox more than a sandbox has: refused with 403.
+fn refuse_grants(h: &HostConfig) -> Result<(), Refusal> {
+    let nonempty = |v: &Option<Vec<_>>| v.as_ref().is_some_and(|v: &Vec<_>| !v.is_empty());
+    if h.privileged {
+        return Err(Refusal::forbidden("HostConfig.Privileged", "privileged containers are refused: every sandbox runs with no capabilities beyond stockade's allowlist, seccomp and no-new-privileges"));
+    }
+    if nonempty(&h.devices) {
+        return Err(Refusal::forbidden(
+            "HostConfig.Devices",
+            "host devices are never passed to a sandbox",
+        ));
+    }
+    if nonempty(&h.device_requests) {
+        return Err(Refusal::forbidden(
+            "HostConfig.DeviceRequests",
+            "host devices are never passed to a sandbox",
+        ));
+    }
+    if h.device_cgroup_rules
+        .as_ref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(Refusal::forbidden(
+            "HostConfig.DeviceCgroupRules",
+            "device access is never widened",
+        ));
+    }
+    if h.sysctls.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(Refusal::forbidden(
+            "HostConfig.Sysctls",
+            "sysctls are refused",
+        ));
+    }
+    if h.group_add.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(Refusal::forbidden(
+            "HostConfig.GroupAdd",
+            "supplementary groups are never granted",
+        ));
+    }
+    if !h.cgroup_parent.is_empty() || !h.cgroup.is_empty() {
+        return Err(Refusal::forbidden(
+            "HostConfig.CgroupParent",
+            "a sandbox's cgroup is stockade's",
+        ));
+    }
+    if h.masked_paths.is_some() || h.readonly_paths.is_some() {
+        return Err(Refusal::forbidden(
+            "HostConfig.MaskedPaths",
+            "the masked and read-only paths are stockade's and are never relaxed",
+        ));
+    }
+    if h.oom_kill_disable == Some(true) {
+        return Err(Refusal::forbidden(
+            "HostConfig.OomKillDisable",
+            "the OOM killer is never disabled for a sandbox",
+        ));
+    }
+    Ok(())
+}
+
+/// Host namespaces are refused; the private modes Docker also offers are what a sandbox
+/// has anyway.
+fn check_namespaces(h: &HostConfig) -> Result<(), Refusal> {
+    for (field, mode, ok) in [
+        ("HostConfig.PidMode", &h.pid_mode, &["", "private"][..]),
+        (
+            "HostConfig.IpcMode",
+            &h.ipc_mode,
+            &["", "private", "none", "shareable"][..],
+        ),
+        ("HostConfig.UTSMode", &h.uts_mode, &[""][..]),
+        (
+            "HostConfig.UsernsMode",
+            &h.userns_mode,
+            &["", "private"][..],
+        ),
+        (
+            "HostConfig.CgroupnsMode",
+            &h.cgroupns_mode,
+            &["", "private"][..],
+        ),
+    ] {
+        if ok.contains(&mode.as_str()) {
+            continue;
+        }
+        return Err(Refusal::forbidden(
+            field,
+            format!(
+                "`{mode}`: a sandbox never shares a namespace with the host or another container"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds, mounts, volumes and the rest of what needs storage or other containers.
+fn check_storage(body: &CreateBody, allow: &[PathBuf]) -> Result<(), Refusal> {
+    let h = &body.host_config;
+    // Every source stockade would never grant is refused first, then binds as such.
+    for b in h.binds.iter().flatten() {
+        let src = b.split(':').next().unwrap_or_default();
+        if src.starts_with('/') {
+            bind_source("HostConfig.Binds", src, allow)?;
+        }
+    }
+    for m in h.mounts.iter().flatten() {
+        let typ = m.get("Type").and_then(|v| v.as_str()).unwrap_or("volume");
+        let src = m.get("Source").and_then(|v| v.as_str()).unwrap_or_default();
+        if typ == "bind" {
+            bind_source("HostConfig.Mounts", src, allow)?;
+        }
+    }
+    if h.binds.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(Refusal::not_yet("HostConfig.Binds"));
+    }
+    if h.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(Refusal::not_yet("HostConfig.Mounts"));
+    }
+    if h.tmpfs.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(Refusal::not_yet("HostConfig.Tmpfs"));
+    }
+    if body.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(Refusal::not_yet("Volumes"));
+    }
+    for (set, field) in [
+        (
+            h.volumes_from.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.VolumesFrom",
+        ),
+        (
+            h.links.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.Links",
+        ),
+        (
+            h.port_bindings.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.PortBindings",
+        ),
+        (h.publish_all_ports, "HostConfig.PublishAllPorts"),
+        (!h.volume_driver.is_empty(), "HostConfig.VolumeDriver"),
+        (
+            h.storage_opt.as_ref().is_some_and(|v| !v.is_empty()),
+            "HostConfig.StorageOpt",
+        ),
+    ] {
+        if set {
+            return Err(Refusal::not_yet(field));
+        }
+    }
+    match h
+        .restart_policy
+        .as_ref()
+        .map(|r| r.name.as_str())
+        .unwrap_or("")
+    {
+        "" | "no" => {}
+        other => {
+            return Err(Refusal::bad(
+                "HostConfig.RestartPolicy",
+                format!("`{other}`: restart policies are not supported (no)"),
+            ))
+        }
+    }
+    match h.log_config.as_ref().map(|l| l.typ.as_str()).unwrap_or("") {
+        "" | "json-file" => {}
+        other => {
+            return Err(Refusal::bad(
+                "HostConfig.LogConfig",
+                format!("`{other}`: the only log driver is json-file"),
+            ))
+        }
+    }
+    match h.runtime.as_str() {
+        "" | "runc" => {}
+        other => {
+            return Err(Refusal::bad(
+                "HostConfig.Runtime",
+                format!("`{other}`: the runtime is the server's (runc)"),
+            ))
+        }
+    }
+    match h.isolation.as_str() {
+        "" | "default" => Ok(()),
+        other => Err(Refusal::bad(
+            "HostConfig.Isolation",
+            format!("`{other}`: not supported"),
+        )),
+    }
+}
+
+/// A bind source stockade will never grant: `/`, a container runtime's socket, anything
+/// outside the allowed roots. Lexical: the server resolves a granted source itself.
+fn bind_source(field: &str, src: &str, allow: &[PathBuf]) -> Result<(), Refusal> {
+    let path = Path::new(src);
+    if path
+        .components()
+        .all(|c| matches!(c, std::path::Component::RootDir))
+    {
+        return Err(Refusal::forbidden(
+            field,
+            "binding the host's root filesystem `/` is refused",
+        ));
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if name.ends_with(".sock") || src.contains("/docker.sock") {
+        return Err(Refusal::forbidden(field, format!("`{src}`: a socket of the host (it would hand the host over) is never bound into a sandbox")));
+    }
+    if src.split('/').any(|c| c == "..") || !allow.iter().any(|r| path.starts_with(r) && path != r)
+    {
+        return Err(Refusal::forbidden(
+            field,
+            format!(
+                "`{src}` is not beneath a root this server allows binds from ({})",
+                if allow.is_empty() {
+                    "none; `stockade serve --allow-bind DIR` sets them".to_string()
+                } else {
+                    allow
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `UID[:GID]`, numeric, or `root` (0).
+fn numeric_user(user: &str) -> Result<String, Refusal> {
+    let part = |p: &str| {
+        if p == "root" {
+            Some("0".to_string())
+        } else {
+            p.parse::<u32>().ok().map(|n| n.to_string())
+        }
+    };
+    let parsed = match user.split_once(':') {
+        Some((u, g)) => part(u).zip(part(g)).map(|(u, g)| format!("{u}:{g}")),
+        None => part(user),
+    };
+    parsed.ok_or_else(|| {
+        Refusal::bad(
+            "User",
+            format!("`{user}`: only a numeric UID[:GID] (or root) is supported"),
+        )
+    })
+}
+
+/// The command, as Docker merges it: the request's entrypoint (which drops the image's
+/// command) or the image's, then the request's command or the image's.
+fn command(body: &CreateBody, image: &ImageConfig) -> Result<Vec<String>, Refusal> {
+    let (entry, default_cmd): (Vec<String>, &[String]) = match &body.entrypoint {
+        Some(e) => (e.iter().filter(|s| !s.is_empty()).cloned().collect(), &[]),
+        None => (image.entrypoint.clone(), &image.cmd),
+    };
+    let cmd = match &body.cmd {
+        Some(c) if !c.is_empty() => c.clone(),
+        _ => default_cmd.to_vec(),
+    };
+    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if argv.first().is_none_or(|a| a.is_empty()) {
+        return Err(Refusal::bad(
+            "Cmd",
+            "no command specified (the image has none either)",
+        ));
+    }
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests;
