@@ -27,10 +27,11 @@ fi
 # AppArmor parser (profiles are syntax-checked even where the kernel lacks AppArmor), and
 # the tools the tests use (iproute2 for network namespaces, python3-jsonschema), and the
 # disk limit's (e2fsprogs for mkfs.ext4, util-linux and mount for losetup and loop mounts);
-# libc6-dev for libc.a, which build.rs links the sandbox init against statically.
+# libc6-dev for libc.a, which build.rs links the sandbox init statically against;
+# python3-venv for the tests' Python venv below.
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
-          ca-certificates e2fsprogs util-linux mount libc6-dev)
+          ca-certificates e2fsprogs util-linux mount libc6-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,6 +41,22 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# One Python venv for every PyPI package the tests use, one package a line:
+# kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
+venv=${STOCKADE_VENV:-/opt/stockade-venv}
+pip_packages=(
+  kubernetes-validate
+)
+[[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
+pip_missing=()
+for p in "${pip_packages[@]}"; do
+  "$venv/bin/pip" show -q "$p" >/dev/null 2>&1 || pip_missing+=("$p")
+done
+if ((${#pip_missing[@]})); then
+  log "installing ${pip_missing[*]} into $venv"
+  "$venv/bin/pip" install -q "${pip_missing[@]}"
 fi
 
 # The Debian package starts a system containerd through systemd where systemd runs; where

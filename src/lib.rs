@@ -16,6 +16,7 @@ pub mod host;
 pub mod idmap;
 pub mod images;
 pub mod init;
+pub mod k8s;
 pub mod policy;
 pub mod pool;
 pub mod procfs;
