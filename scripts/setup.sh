@@ -30,11 +30,12 @@ fi
 # libc6-dev for libc.a, which build.rs links the sandbox init against statically;
 # docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1), openssl
 # (their self-signed certificate) and zstd (their zstd-compressed layer); nftables (nft),
-# iproute2 (ip) and util-linux (nsenter) for `--network egress`.
+# iproute2 (ip) and util-linux (nsenter) for `--network egress`;
+# python3-venv for the tests' Python venv below.
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
           ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd
-          nftables)
+          nftables python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -69,6 +70,22 @@ if ! command -v docker >/dev/null && [[ ! -x /usr/local/bin/docker ]]; then
   dpkg-deb --fsys-tarfile "$tmp"/docker.io_*.deb | tar -x -C "$tmp" ./usr/bin/docker
   install -m 0755 "$tmp/usr/bin/docker" /usr/local/bin/docker
   rm -rf "$tmp"
+fi
+
+# One Python venv for every PyPI package the tests use, one package a line:
+# kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
+venv=${STOCKADE_VENV:-/opt/stockade-venv}
+pip_packages=(
+  kubernetes-validate
+)
+[[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
+pip_missing=()
+for p in "${pip_packages[@]}"; do
+  "$venv/bin/pip" show -q "$p" >/dev/null 2>&1 || pip_missing+=("$p")
+done
+if ((${#pip_missing[@]})); then
+  log "installing ${pip_missing[*]} into $venv"
+  "$venv/bin/pip" install -q "${pip_missing[@]}"
 fi
 
 # The Debian package starts a system containerd through systemd where systemd runs; where

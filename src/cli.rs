@@ -34,6 +34,9 @@ pub enum Command {
     /// Build, import, list and remove base images.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Render the policy as Kubernetes objects.
+    #[command(subcommand)]
+    K8s(commands::k8s::K8sCommand),
     /// Report what this host supports and what is missing.
     Doctor(commands::doctor::DoctorArgs),
     /// Check and compile seccomp profiles.
@@ -76,7 +79,7 @@ pub enum Command {
     SandboxKeeper(commands::sandbox::KeeperArgs),
 }
 
-/// Policy flags shared by `run`, `spec`, `pool` and `create`. Each replaces the policy file's value.
+/// Policy flags shared by `run`, `spec`, `pool`, `create` and `k8s render`. Each replaces the policy file's value.
 #[derive(Debug, Clone, Default, Args)]
 pub struct PolicyArgs {
     /// Policy file (TOML). Without it, the built-in defaults apply.

@@ -20,6 +20,7 @@ pub mod host;
 pub mod idmap;
 pub mod images;
 pub mod init;
+pub mod k8s;
 pub mod network;
 pub mod policy;
 pub mod pool;

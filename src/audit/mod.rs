@@ -10,6 +10,7 @@
 mod catalog;
 mod checks;
 pub mod diff;
+pub mod k8s;
 pub mod live;
 pub mod locate;
 mod model;

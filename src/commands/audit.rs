@@ -25,7 +25,9 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Spec files (config.json), bundle directories, or `-` for stdin; with --containerd,
+    /// Spec files (config.json), Kubernetes manifests (Pod, Job, CronJob, Deployment,
+    /// StatefulSet, DaemonSet, ReplicaSet, agent-sandbox SandboxTemplate; YAML or JSON),
+    /// bundle directories, or `-` for stdin; with --containerd,
     /// container ids (none: every container of the namespace).
     #[arg(value_name = "FILE|ID")]
     pub inputs: Vec<String>,
@@ -88,6 +90,17 @@ pub async fn run(args: AuditArgs) -> Result<u8> {
         let mut targets = Vec::with_capacity(args.inputs.len());
         for input in &args.inputs {
             let (source, text) = read_input(input)?;
+            if core::k8s::is_manifest(&text) {
+                // Kubernetes YAML: findings point into the manifest, without line numbers.
+                let report =
+                    core::k8s::audit_manifest_merged(&text).with_context(|| source.clone())?;
+                targets.push(Target {
+                    source,
+                    text: None,
+                    report,
+                });
+                continue;
+            }
             let report = core::audit_json(&text).with_context(|| source.clone())?;
             targets.push(Target {
                 source,

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod exec;
 pub mod gc;
 pub mod image;
+pub mod k8s;
 pub mod pool;
 pub mod run;
 pub mod sandbox;
@@ -32,6 +33,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Spec(a) => spec::run(a).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Image(a) => image::run(a).await,
+        Command::K8s(a) => k8s::run(a).await,
         Command::Doctor(a) => doctor::run(a).await,
         Command::Seccomp(a) => seccomp::run(a).await,
         Command::Apparmor(a) => apparmor::run(a).await,

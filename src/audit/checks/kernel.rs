@@ -43,7 +43,7 @@ pub(super) fn resources(spec: &SpecView, out: &mut Out) {
 // ---- sysctls ----------------------------------------------------------------------------
 
 /// Sysctls the Kubernetes baseline standard allows.
-const PSS_SAFE_SYSCTLS: &[&str] = &[
+pub(crate) const PSS_SAFE_SYSCTLS: &[&str] = &[
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",
     "net.ipv4.ip_unprivileged_port_start",

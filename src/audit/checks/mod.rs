@@ -8,8 +8,8 @@ use super::model::{SpecView, CAP_SETS};
 use super::syscalls::{self, Class, Effect};
 use super::Finding;
 
-mod kernel;
-mod mounts;
+pub(crate) mod kernel;
+pub(crate) mod mounts;
 use kernel::{hooks, resources, sysctls};
 use mounts::{devices, filesystem};
 
@@ -18,17 +18,17 @@ pub(crate) fn esc(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-pub(super) struct Out(Vec<Finding>);
+pub(crate) struct Out(pub(crate) Vec<Finding>);
 
 impl Out {
     /// A finding about the spec as a whole (no subject).
-    pub(super) fn add(&mut self, id: &str, pointer: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, id: &str, pointer: impl Into<String>, message: impl Into<String>) {
         self.add_about(id, pointer, "", message);
     }
 
     /// A finding about `subject`: the capability, namespace, mount destination, sysctl, …
     /// it concerns, which names it across specs (for `--diff`).
-    pub(super) fn add_about(
+    pub(crate) fn add_about(
         &mut self,
         id: &str,
         pointer: impl Into<String>,
@@ -121,7 +121,7 @@ pub(crate) fn normalize_cap(name: &str) -> String {
     }
 }
 
-fn cap_rule(cap: &str) -> Option<&'static str> {
+pub(crate) fn cap_rule(cap: &str) -> Option<&'static str> {
     if PRIVILEGED_EQUIVALENT_CAPS.contains(&cap) {
         Some("STK-CAP-001")
     } else if DANGEROUS_CAPS.contains(&cap) {

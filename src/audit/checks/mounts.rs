@@ -142,7 +142,11 @@ const REQUIRED_READONLY: &[&str] = &[
 ];
 
 fn mount(i: usize, m: &MountView, out: &mut Out) {
-    let base = format!("/mounts/{i}");
+    mount_at(&format!("/mounts/{i}"), m, out)
+}
+
+/// The checks of one mount whose JSON pointer is `base`.
+pub(crate) fn mount_at(base: &str, m: &MountView, out: &mut Out) {
     let dest = m.destination.as_deref().unwrap_or("?");
     let shared = m
         .options
