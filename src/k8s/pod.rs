@@ -282,16 +282,37 @@ pub(super) fn workload(policy: &ValidatedPolicy, opts: &Options) -> Document {
 
 /// The NetworkPolicy for the network mode. `none` and `loopback` both deny every ingress
 /// and egress: the pod's own loopback needs no rule, and under `none` the seccomp profile
-/// also refuses every socket but `AF_UNIX`.
+/// also refuses every socket but `AF_UNIX`. `egress` allows IPv4 out to everywhere but
+/// [`crate::network::ALWAYS_DENIED`], plus the ranges the policy opens (`network.allow`);
+/// ingress stays denied. What stockade adds on one host and a NetworkPolicy cannot say —
+/// the node's own addresses denied whatever their range — is said in the comment.
 pub(super) fn network_policy(policy: &ValidatedPolicy, opts: &Options) -> Document {
-    let mode = match policy.network {
-        NetworkMode::None => "none",
-        NetworkMode::Loopback => "loopback",
+    let (mode, egress, note) = match policy.network {
+        NetworkMode::None => ("none", json!([]), "no ingress, no egress"),
+        NetworkMode::Loopback => ("loopback", json!([]), "no ingress, no egress"),
+        NetworkMode::Egress => {
+            let except: Vec<String> = crate::network::ALWAYS_DENIED
+                .iter()
+                .map(|(c, _)| c.to_string())
+                .collect();
+            let mut rules =
+                vec![json!({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": except}}]})];
+            for c in &policy.network_rules.allow {
+                rules.push(json!({"to": [{"ipBlock": {"cidr": c.to_string()}}]}));
+            }
+            (
+                "egress",
+                Value::Array(rules),
+                "no ingress; IPv4 egress except the private, link-local (metadata), loopback, \
+                 shared and multicast ranges unless the policy opens them; the node's own \
+                 public addresses cannot be named here, as stockade denies them on one host",
+            )
+        }
     };
     Document {
         comments: vec![format!(
-            "network {mode}: no ingress, no egress (enforced only where the CNI plugin \
-             implements NetworkPolicy)"
+            "network {mode}: {note} (enforced only where the CNI plugin implements \
+             NetworkPolicy)"
         )],
         object: json!({
             "apiVersion": "networking.k8s.io/v1",
@@ -301,7 +322,7 @@ pub(super) fn network_policy(policy: &ValidatedPolicy, opts: &Options) -> Docume
                 "podSelector": {"matchLabels": labels(opts)},
                 "policyTypes": ["Ingress", "Egress"],
                 "ingress": [],
-                "egress": [],
+                "egress": egress,
             },
         }),
     }
