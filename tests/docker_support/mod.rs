@@ -55,7 +55,13 @@ pub struct Env {
 impl Env {
     pub async fn start(cli: PathBuf, policy: Option<&str>) -> Env {
         let c = PrivateContainerd::start().await;
-        busybox_image(&c.client("stockade").await).await;
+        let client = c.client("stockade").await;
+        busybox_image(&client).await;
+        // Docker's `busybox` (docker.io/library/busybox:latest), as a Docker user who loaded
+        // it has it: the built-in image under that name too.
+        stockade::images::tag(&client, "stockade/busybox", "busybox")
+            .await
+            .expect("tag stockade/busybox as busybox");
         let dir = tempfile::Builder::new()
             .prefix("stkd-")
             .tempdir_in("/tmp")
