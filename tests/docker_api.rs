@@ -239,9 +239,10 @@ async fn refusals_are_docker_errors_naming_the_field_and_exit_125() {
             "HostConfig.Binds: `/home` is not beneath a root",
         ),
         (
-            &["--tmpfs", "/tmp:exec,size=100m"],
-            "HostConfig.Tmpfs: not supported yet",
+            &["--tmpfs", "/proc/x"],
+            "HostConfig.Tmpfs: destination `/proc/x` is reserved",
         ),
+        (&["-v", "relative:/data"], "HostConfig.Binds"),
         (
             &["--memory", "4g"],
             "HostConfig.Memory: 4294967296 bytes is above this server's ceiling",
@@ -400,6 +401,69 @@ async fn a_second_server_is_refused_and_a_crashed_servers_containers_are_reclaim
     env.server = serve_command(&env.c, env.dir.path()).spawn().unwrap();
     env.wait_answer();
     assert!(env.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    env.assert_no_leftovers().await;
+    env.stop();
+}
+
+/// The line an agent framework runs today against Docker, verbatim: a workspace bind, a
+/// read-only root with an executable sized /tmp, a user, limits, no network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_frameworks_docker_run_line_works_verbatim() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+    let ws = env.dir.path().join("binds/ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(1000), Some(1000)).unwrap();
+    let vol = format!("{}:/workspace", ws.display());
+    let script = "id -u; echo $K; pwd; echo made > out.txt; \
+                  cp /bin/busybox /tmp/true && /tmp/true && echo tmp-exec; \
+                  touch /etc/x 2>/dev/null || echo ro-root; \
+                  grep -q ' /tmp tmpfs .*size=102400k' /proc/mounts && echo tmp-100m";
+    let o = env.docker(&[
+        "run",
+        "--rm",
+        "-i",
+        "--user",
+        "1000:1000",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:exec,size=100m",
+        "--network",
+        "none",
+        "--memory",
+        "512m",
+        "--cpus",
+        "1.0",
+        "--pids-limit",
+        "100",
+        "-v",
+        &vol,
+        "-e",
+        "K=V",
+        "-w",
+        "/workspace",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(
+        (o.code, lines(&o.stdout)),
+        (
+            0,
+            vec!["1000", "V", "/workspace", "tmp-exec", "ro-root", "tmp-100m"]
+        ),
+        "{}",
+        o.stderr
+    );
+    use std::os::unix::fs::MetadataExt;
+    let out = ws.join("out.txt");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "made\n");
+    assert_eq!(std::fs::metadata(&out).unwrap().uid(), 1000);
     env.assert_no_leftovers().await;
     env.stop();
 }

@@ -229,7 +229,9 @@ pub fn serve_command(c: &PrivateContainerd, dir: &Path) -> Command {
         .arg("--address")
         .arg(c.address())
         .arg("--fifo-root")
-        .arg(dir.join("fifo"));
+        .arg(dir.join("fifo"))
+        .arg("--allow-bind")
+        .arg(dir.join("binds"));
     if dir.join("policy.toml").exists() {
         cmd.arg("--policy").arg(dir.join("policy.toml"));
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::wire::{CreateBody, HostConfig};
 use crate::images::ImageConfig;
-use crate::policy::{Policy, PolicyError, PolicyOverrides, ValidatedPolicy};
+use crate::policy::{BindMount, Policy, PolicyError, PolicyOverrides, TmpfsMount, ValidatedPolicy};
 use crate::sandbox::MainProcess;
 use limits::{limits, security_opts};
 
@@ -106,6 +106,8 @@ pub fn policy_refusal(e: PolicyError) -> Refusal {
         "--network" => "HostConfig.NetworkMode",
         "--read-write-root" => "HostConfig.ReadonlyRootfs",
         "process.cwd" => "WorkingDir",
+        "-v" => "HostConfig.Binds",
+        "--tmpfs" => "HostConfig.Tmpfs",
         "process.hostname" => "Hostname",
         "limits.nofile" | "limits.nproc" | "limits.fsize" => "HostConfig.Ulimits",
         "limits.shm_size" => "HostConfig.ShmSize",
@@ -139,6 +141,7 @@ pub fn map_create(
     check_storage(body, &server.allow_bind)?;
     let mut policy = server.policy.clone();
     let mut o = PolicyOverrides::default();
+    storage(h, &mut policy, &mut o, &mut warnings)?;
     if body.image.is_empty() {
         return Err(Refusal::bad("Image", "required"));
     }
@@ -404,15 +407,6 @@ fn check_storage(body: &CreateBody, allow: &[PathBuf]) -> Result<(), Refusal> {
             bind_source("HostConfig.Mounts", src, allow)?;
         }
     }
-    if h.binds.as_ref().is_some_and(|b| !b.is_empty()) {
-        return Err(Refusal::not_yet("HostConfig.Binds"));
-    }
-    if h.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(Refusal::not_yet("HostConfig.Mounts"));
-    }
-    if h.tmpfs.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(Refusal::not_yet("HostConfig.Tmpfs"));
-    }
     if body.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
         return Err(Refusal::not_yet("Volumes"));
     }
@@ -479,6 +473,79 @@ fn check_storage(body: &CreateBody, allow: &[PathBuf]) -> Result<(), Refusal> {
             format!("`{other}`: not supported"),
         )),
     }
+}
+
+/// `Binds`, `Mounts` of type `bind` and `tmpfs`, and `Tmpfs` as the policy's binds and
+/// tmpfs mounts (`-v` and `--tmpfs`): validated later exactly as on the command line
+/// (sources link-free beneath the bind roots, destinations absolute and unreserved, tmpfs
+/// noexec unless `exec` is asked for, as Docker's own default is).
+///
+/// A tmpfs at `/tmp` is stockade's own `/tmp` (always there, `nosuid,nodev`, executables
+/// allowed): the request's size becomes `limits.tmp_size`, and a warning says what else
+/// differs from what was asked.
+fn storage(
+    h: &HostConfig,
+    policy: &mut Policy,
+    o: &mut PolicyOverrides,
+    warnings: &mut Vec<String>,
+) -> Result<(), Refusal> {
+    for b in h.binds.iter().flatten() {
+        o.mounts
+            .push(BindMount::parse(b).map_err(|e| Refusal::bad("HostConfig.Binds", e))?);
+    }
+    for (path, opts) in h.tmpfs.iter().flatten() {
+        let t = TmpfsMount::from_options(path, opts)
+            .map_err(|e| Refusal::bad("HostConfig.Tmpfs", e))?;
+        if path == crate::spec::TMP_PATH {
+            if let Some(size) = t.size {
+                policy.limits.tmp_size = Some(size);
+            }
+            warnings.push(format!(
+                "HostConfig.Tmpfs: `{path}` is stockade's own /tmp (nosuid, nodev, mode 1777, \
+                 executables allowed); only its size is taken from the request"
+            ));
+            continue;
+        }
+        o.tmpfs.push(t);
+    }
+    for m in h.mounts.iter().flatten() {
+        let field = "HostConfig.Mounts";
+        let text = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+        let target = text("Target");
+        match text("Type") {
+            "bind" => {
+                let read_only = m.get("ReadOnly").and_then(|v| v.as_bool()).unwrap_or(false);
+                let spec = format!(
+                    "{}:{target}:{}",
+                    text("Source"),
+                    if read_only { "ro" } else { "rw" }
+                );
+                o.mounts
+                    .push(BindMount::parse(&spec).map_err(|e| Refusal::bad(field, e))?);
+            }
+            "tmpfs" => {
+                let t = m.get("TmpfsOptions");
+                let mut opts = Vec::new();
+                if let Some(size) = t.and_then(|t| t.get("SizeBytes")).and_then(|v| v.as_u64()) {
+                    opts.push(format!("size={size}"));
+                }
+                if let Some(mode) = t.and_then(|t| t.get("Mode")).and_then(|v| v.as_u64()) {
+                    opts.push(format!("mode={mode:o}"));
+                }
+                o.tmpfs.push(
+                    TmpfsMount::from_options(target, &opts.join(","))
+                        .map_err(|e| Refusal::bad(field, e))?,
+                );
+            }
+            other => {
+                return Err(Refusal::bad(
+                    field,
+                    format!("type `{other}`: only bind and tmpfs mounts are supported (named volumes are not)"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A bind source stockade will never grant: `/`, a container runtime's socket, anything

@@ -140,20 +140,21 @@ fn every_grant_stockade_will_not_make_is_refused_with_403_naming_the_field() {
 fn what_is_not_implemented_yet_is_refused_with_400_naming_the_field() {
     let cases = [
         (
-            host(json!({"Binds": ["/srv/agents/ws:/workspace"]})),
-            "HostConfig.Binds: not supported yet",
-        ),
-        (
-            host(json!({"Binds": ["named:/data"]})),
-            "HostConfig.Binds: not supported yet",
+            host(json!({"Binds": ["/srv/agents/ws:/workspace:z"]})),
+            "HostConfig.Binds: `/srv/agents/ws:/workspace:z`",
         ),
         (
             host(json!({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v"}]})),
-            "HostConfig.Mounts: not supported yet",
+            "HostConfig.Mounts: type `volume`",
+        ),
+        (host(json!({"Binds": ["named:/data"]})), "HostConfig.Binds"),
+        (
+            host(json!({"Tmpfs": {"/run": "size=100m,uid=0"}})),
+            "HostConfig.Tmpfs: `/run:size=100m,uid=0`",
         ),
         (
-            host(json!({"Tmpfs": {"/tmp": "size=100m"}})),
-            "HostConfig.Tmpfs: not supported yet",
+            host(json!({"Tmpfs": {"/proc/x": ""}})),
+            "HostConfig.Tmpfs: destination `/proc/x` is reserved",
         ),
         (
             body(json!({"Volumes": {"/data": {}}})),
@@ -334,4 +335,51 @@ fn the_server_policy_is_default_and_ceiling_and_its_loosenings_only_are_grantabl
     )
     .unwrap();
     assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+}
+
+#[test]
+fn binds_mounts_and_tmpfs_become_the_policys_mounts() {
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    let src = dir.path().display().to_string();
+    let b = host(json!({
+        "Binds": [format!("{src}:/data:ro")],
+        "Mounts": [
+            {"Type": "bind", "Source": src, "Target": "/out"},
+            {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1048576, "Mode": 448}},
+        ],
+        "Tmpfs": {"/scratch": "exec,size=2m", "/tmp": "size=100m"},
+    }));
+    let mut srv = server("");
+    srv.allow_bind = vec![PathBuf::from("/tmp")];
+    let m = map_create(&b, None, &srv).unwrap();
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.starts_with("HostConfig.Tmpfs: `/tmp`")),
+        "{:?}",
+        m.warnings
+    );
+    let v = m.validate(&HostPolicyEnv).unwrap();
+    let binds: Vec<(String, bool)> = v
+        .binds
+        .iter()
+        .map(|b| (b.destination.clone(), b.read_only))
+        .collect();
+    assert_eq!(
+        binds,
+        [("/data".to_string(), true), ("/out".to_string(), false)]
+    );
+    let tmpfs: Vec<(String, u64, u32, bool)> = v
+        .tmpfs
+        .iter()
+        .map(|t| (t.destination.clone(), t.size, t.mode, t.exec))
+        .collect();
+    assert_eq!(
+        tmpfs,
+        [
+            ("/scratch".to_string(), 2 << 20, 0o1777, true),
+            ("/cache".to_string(), 1 << 20, 0o700, false),
+        ]
+    );
+    assert_eq!(v.limits.tmp_size, 100 << 20);
 }
