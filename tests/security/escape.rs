@@ -960,7 +960,9 @@ fn privileges(d: &Daemon, image: Image) -> CaseResult {
         .prefix("stk-sec-ws-")
         .tempdir_in("/tmp")
         .map_err(|e| e.to_string())?;
-    std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o755))
+    // Writable by the sandbox's user (a workspace it cannot write is refused at start), and
+    // sticky, so the probes stay root's own.
+    std::fs::set_permissions(ws.path(), std::fs::Permissions::from_mode(0o1777))
         .map_err(|e| e.to_string())?;
     let elf = euid_probe_elf();
     let setuid = ws.path().join("euid-setuid");
