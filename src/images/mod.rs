@@ -2,7 +2,7 @@
 //! ([`archive`]), stored in containerd as OCI images and unpacked once into a committed
 //! overlayfs snapshot named by the image's chain id. Sandboxes start from that snapshot.
 //!
-//! Names follow Docker's normalisation ([`reference`]): `busybox` is
+//! Names follow Docker's normalisation ([`mod@reference`]): `busybox` is
 //! `docker.io/library/busybox:latest`, and image records carry that canonical name. The
 //! images built from stockade's own recipes are `stockade/<recipe>`
 //! (`docker.io/stockade/<recipe>:latest`), a repository no import, pull or tag may write,

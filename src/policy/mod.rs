@@ -147,12 +147,12 @@ pub struct FilesystemSection {
     /// with `workspace`. Default: none.
     pub workspace_size: Option<String>,
     /// Further host directories bound into the sandbox, as Docker's `-v` (see
-    /// [`mounts`]). A read-write one at `/workspace` is the workspace, a read-only one at
+    /// `policy::mounts`). A read-write one at `/workspace` is the workspace, a read-only one at
     /// `/input` the input. Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<BindMount>,
     /// tmpfs mounts, as Docker's `--tmpfs` (`nosuid,nodev`, `noexec` unless `exec`; see
-    /// [`mounts`]). Default: none.
+    /// `policy::mounts`). Default: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<TmpfsMount>,
     /// Who the host `workspace` directory must belong to: `keep` (it stays as it is, and a

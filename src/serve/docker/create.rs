@@ -79,7 +79,7 @@ pub struct Mapped {
 }
 
 impl Mapped {
-    /// Validates the policy (see [`crate::policy::validate`]); an error names the Docker
+    /// Validates the policy (see [`crate::policy::Policy::validate`]); an error names the Docker
     /// field it came from.
     pub fn validate(&self, env: &dyn crate::policy::PolicyEnv) -> Result<ValidatedPolicy, Refusal> {
         self.policy
