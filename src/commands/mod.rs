@@ -54,18 +54,24 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
     }
 }
 
-/// Reads the policy file (if any), applies the flags and validates the result. Warnings
-/// about loosened protections go to stderr.
-pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
-    let (policy, file) = match &args.policy {
+/// The policy in `--policy FILE` and the file's name for messages; the default policy
+/// without one.
+pub fn read_policy(path: Option<&std::path::Path>) -> Result<(Policy, Option<String>)> {
+    match path {
         Some(path) => {
             let name = path.display().to_string();
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("--policy {name}: cannot read"))?;
-            (Policy::from_toml(&text, &name)?, Some(name))
+            Ok((Policy::from_toml(&text, &name)?, Some(name)))
         }
-        None => (Policy::default(), None),
-    };
+        None => Ok((Policy::default(), None)),
+    }
+}
+
+/// Reads the policy file (if any), applies the flags and validates the result. Warnings
+/// about loosened protections go to stderr.
+pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
+    let (policy, file) = read_policy(args.policy.as_deref())?;
     let mounts = args
         .volume
         .iter()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides};
+use stockade::policy::{HostPolicyEnv, PolicyOverrides};
 use stockade::runner::{reclaim_crashed, ReconcileOptions};
 use stockade::serve::docker::create::ServerPolicy;
 use stockade::serve::docker::Docker;
@@ -53,15 +53,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     if args.detach {
         return detach(&args);
     }
-    let (policy, file) = match &args.policy {
-        Some(path) => {
-            let name = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("--policy {name}: cannot read"))?;
-            (Policy::from_toml(&text, &name)?, Some(name))
-        }
-        None => (Policy::default(), None),
-    };
+    let (policy, file) = super::read_policy(args.policy.as_deref())?;
     let ceiling =
         policy
             .clone()
