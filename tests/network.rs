@@ -193,10 +193,13 @@ fn leftovers(cfg: &NetConfig) -> Vec<String> {
             }
         }
     }
+    // With the last networked sandbox gone, stockade's table goes too.
     let table = sh(&["nft", "list", "table", "inet", "stockade"]);
-    let table = String::from_utf8_lossy(&table.stdout);
-    if table.contains("jump sandbox_") {
-        out.push(format!("rules: {table}"));
+    if table.status.success() {
+        out.push(format!(
+            "table inet stockade: {}",
+            String::from_utf8_lossy(&table.stdout)
+        ));
     }
     out
 }

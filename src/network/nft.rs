@@ -37,7 +37,14 @@ pub struct SandboxRules {
 ///   veth's own chain decides, and a veth without one (not yet, or no longer, a sandbox's)
 ///   is dropped.
 /// - postrouting: sandbox traffic leaving by any other interface is masqueraded.
+///
+/// With no sandbox at all the table is removed (created first so that the delete succeeds
+/// when it does not exist), so a host with no networked sandbox carries no rule of
+/// stockade's.
 pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String {
+    if sandboxes.is_empty() {
+        return format!("table {TABLE}\ndelete table {TABLE}\n");
+    }
     let mut sandboxes = sandboxes.to_vec();
     sandboxes.sort();
     let veths = format!("\"{prefix}*\"");
@@ -132,11 +139,11 @@ mod tests {
     }
 
     #[test]
-    fn the_empty_table_drops_every_veth_and_keeps_the_host_untouched() {
+    fn no_sandbox_no_table_and_the_host_untouched() {
         let text = render(&range(), "stkv", &[]);
         golden("empty.nft", &text);
-        assert!(text.contains("iifname \"stkv*\" drop"));
-        assert!(!text.contains("vmap"), "no sandbox, no map");
+        assert_eq!(text.lines().last(), Some("delete table inet stockade"));
+        assert!(!text.contains("chain"), "no sandbox, no rule");
         assert!(!text.contains("flush ruleset"));
     }
 
