@@ -52,9 +52,13 @@ fn family(rule: &LinuxSyscall) -> Option<u64> {
     })
 }
 
-/// `filter` with every allowance of `socket` replaced by its narrowed form (see the
-/// module's documentation).
-pub fn narrow_for_egress(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
+/// `filter` with `socket` taken out of every rule that allows it, and the rules `replace`
+/// gives for each such rule (in order) appended: the one mechanism by which a network
+/// mode narrows what the profile allowed. Nothing is added where no rule allowed `socket`.
+pub fn replace_socket_allowances(
+    filter: &LinuxSeccomp,
+    mut replace: impl FnMut(&LinuxSyscall) -> Result<Vec<LinuxSyscall>, oci_spec::OciSpecError>,
+) -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
     let mut out = filter.clone();
     let mut syscalls = out.syscalls().clone().unwrap_or_default();
     let mut added = Vec::new();
@@ -64,17 +68,50 @@ pub fn narrow_for_egress(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec
         {
             continue;
         }
-        let args = rule.args().clone().unwrap_or_default();
+        added.extend(replace(rule)?);
+        let names: Vec<String> = rule
+            .names()
+            .iter()
+            .filter(|n| *n != "socket")
+            .cloned()
+            .collect();
+        rule.set_names(names);
+    }
+    syscalls.retain(|r| !r.names().is_empty());
+    syscalls.extend(added);
+    out.set_syscalls(Some(syscalls));
+    Ok(out)
+}
+
+/// `filter` with `socket` allowed only for `AF_UNIX` (the `none` mode), once, where the
+/// profile allowed `socket` at all.
+pub fn narrow_to_unix(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
+    let mut first = true;
+    replace_socket_allowances(filter, |_| {
+        if !std::mem::take(&mut first) {
+            return Ok(vec![]);
+        }
+        Ok(vec![allow_socket(vec![eq(0, AF_UNIX)?])?])
+    })
+}
+
+/// `filter` with every allowance of `socket` replaced by its narrowed form (see the
+/// module's documentation).
+pub fn narrow_for_egress(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec::OciSpecError> {
+    replace_socket_allowances(filter, |rule| {
         let families: Vec<u64> = match family(rule) {
             Some(f) => vec![f],
             None => vec![AF_UNIX, AF_NETLINK, AF_INET],
         };
         // The rule's other conditions stay on every replacement.
-        let rest: Vec<LinuxSeccompArg> = args
+        let rest: Vec<LinuxSeccompArg> = rule
+            .args()
             .iter()
+            .flatten()
             .filter(|a| !(a.index() == 0 && a.op() == LinuxSeccompOperator::ScmpCmpEq))
             .cloned()
             .collect();
+        let mut added = Vec::new();
         for f in families {
             let with = |extra: Vec<LinuxSeccompArg>| {
                 let mut a = vec![eq(0, f)?];
@@ -91,18 +128,8 @@ pub fn narrow_for_egress(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec
                 _ => {}
             }
         }
-        let names: Vec<String> = rule
-            .names()
-            .iter()
-            .filter(|n| *n != "socket")
-            .cloned()
-            .collect();
-        rule.set_names(names);
-    }
-    syscalls.retain(|r| !r.names().is_empty());
-    syscalls.extend(added);
-    out.set_syscalls(Some(syscalls));
-    Ok(out)
+        Ok(added)
+    })
 }
 
 #[cfg(test)]

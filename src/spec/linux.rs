@@ -5,8 +5,7 @@ use oci_spec::runtime::{
     Linux, LinuxBlockIoBuilder, LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMappingBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
-    LinuxSeccompOperator, LinuxSyscallBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp,
 };
 
 use super::{builder_err, mounts, NotEnforced, SpecError, SpecRequest};
@@ -15,8 +14,6 @@ use crate::policy::{NetworkMode, SeccompChoice, ValidatedPolicy};
 
 /// The CFS period every quota is expressed against: 100 ms, the kernel's default.
 pub const CPU_PERIOD_US: u64 = 100_000;
-/// `AF_UNIX`: the only socket family a sandbox without network may create.
-const AF_UNIX: u64 = 1;
 
 /// Character devices the sandbox may use: (major, minor, what). Everything else, every
 /// block device included, is denied by the spec's device rules.
@@ -114,50 +111,12 @@ pub fn seccomp_for_network(
     filter: &LinuxSeccomp,
     network: NetworkMode,
 ) -> Result<LinuxSeccomp, SpecError> {
-    let mut out = filter.clone();
     match network {
-        NetworkMode::Loopback => return Ok(out),
-        NetworkMode::Egress => {
-            return crate::network::seccomp::narrow_for_egress(filter)
-                .map_err(builder_err("linux.seccomp"))
-        }
-        NetworkMode::None => {}
+        NetworkMode::Loopback => Ok(filter.clone()),
+        NetworkMode::Egress => crate::network::seccomp::narrow_for_egress(filter),
+        NetworkMode::None => crate::network::seccomp::narrow_to_unix(filter),
     }
-    let mut syscalls = out.syscalls().clone().unwrap_or_default();
-    let mut had_socket = false;
-    for rule in syscalls.iter_mut() {
-        if rule.action() == LinuxSeccompAction::ScmpActAllow
-            && rule.names().iter().any(|n| n == "socket")
-        {
-            had_socket = true;
-            let names: Vec<String> = rule
-                .names()
-                .iter()
-                .filter(|n| *n != "socket")
-                .cloned()
-                .collect();
-            rule.set_names(names);
-        }
-    }
-    syscalls.retain(|r| !r.names().is_empty());
-    if had_socket {
-        let arg = LinuxSeccompArgBuilder::default()
-            .index(0usize)
-            .value(AF_UNIX)
-            .op(LinuxSeccompOperator::ScmpCmpEq)
-            .build()
-            .map_err(builder_err("linux.seccomp"))?;
-        syscalls.push(
-            LinuxSyscallBuilder::default()
-                .names(vec!["socket".to_string()])
-                .action(LinuxSeccompAction::ScmpActAllow)
-                .args(vec![arg])
-                .build()
-                .map_err(builder_err("linux.seccomp"))?,
-        );
-    }
-    out.set_syscalls(Some(syscalls));
-    Ok(out)
+    .map_err(builder_err("linux.seccomp"))
 }
 
 fn device_rule(
