@@ -5,14 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use stockade::containerd::fake::{Behaviour, FakeContainerd, Op, Reply};
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::{
-    reconcile, Cancel, CleanupMode, ReconcileOptions, RunError, RunRequest, Runner, RuntimeBinary,
-    SnapshotImages,
+    reconcile, Cancel, CleanupMode, ReconcileOptions, RunError, RunRequest, Runner,
 };
 use tonic::Code;
 
@@ -46,20 +44,9 @@ fn rig_with(mode: CleanupMode, overrides: PolicyOverrides) -> Rig {
         .expect("valid policy");
     let fake = FakeContainerd::new().proc_root(&proc_root);
     fake.add_base(&policy.image);
-    let runner = Runner::builder()
-        .containerd(Arc::new(fake.clone()))
-        .images(Arc::new(SnapshotImages))
-        .runtime_binary(RuntimeBinary {
-            path: "/usr/sbin/runc".into(),
-            sha256: "sha256:0".into(),
-            default: true,
-        })
-        .fifo_root(dir.path().join("fifo"))
+    let runner = fake
+        .runner_builder(dir.path(), &proc_root)
         .disk_root(dir.path().join("disk"))
-        .uid_claims(dir.path().join("uids"))
-        .cgroup_root(dir.path().join("cgroup"))
-        .proc_root(&proc_root)
-        .apparmor(None)
         .cleanup(mode)
         .build()
         .expect("runner");

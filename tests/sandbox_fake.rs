@@ -6,16 +6,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use stockade::containerd::fake::{Behaviour, FakeContainerd, Op, Reply};
 use stockade::containerd::TaskStatus;
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::session::Expiry;
-use stockade::runner::{
-    reclaim_crashed, write_owner, ReconcileOptions, RunError, Runner, RuntimeBinary, SnapshotImages,
-};
+use stockade::runner::{reclaim_crashed, write_owner, ReconcileOptions, RunError};
 use stockade::sandbox::{CreateRequest, ErrorKind, ExecRequest, SandboxError, Sandboxes};
 use tonic::Code;
 
@@ -44,19 +41,8 @@ fn rig() -> Rig {
         .expect("valid policy");
     let fake = FakeContainerd::new().proc_root(&proc_root);
     fake.add_base(&policy.image);
-    let runner = Runner::builder()
-        .containerd(Arc::new(fake.clone()))
-        .images(Arc::new(SnapshotImages))
-        .runtime_binary(RuntimeBinary {
-            path: "/usr/sbin/runc".into(),
-            sha256: "sha256:0".into(),
-            default: true,
-        })
-        .fifo_root(dir.path().join("fifo"))
-        .uid_claims(dir.path().join("uids"))
-        .cgroup_root(dir.path().join("cgroup"))
-        .proc_root(&proc_root)
-        .apparmor(None)
+    let runner = fake
+        .runner_builder(dir.path(), &proc_root)
         .build()
         .expect("runner");
     let sandboxes = Sandboxes::new(runner).installed_init(dir.path().join("init/stockade-init"));

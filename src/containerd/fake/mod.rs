@@ -695,6 +695,7 @@ impl Containerd for FakeContainerd {
 }
 
 mod exec;
+mod rig;
 
 #[cfg(test)]
 mod tests;

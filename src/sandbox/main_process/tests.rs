@@ -1,10 +1,8 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::containerd::fake::{Behaviour, FakeContainerd, Op};
 use crate::policy::{HostPolicyEnv, Policy, PolicyOverrides};
-use crate::runner::{Runner, RuntimeBinary, SnapshotImages};
 use crate::sandbox::logs::{self, Stream};
 use crate::sandbox::ErrorKind;
 
@@ -21,19 +19,8 @@ fn rig(behaviour: Behaviour) -> Rig {
     let fake = FakeContainerd::new().proc_root(&proc_root);
     fake.add_base(crate::policy::DEFAULT_IMAGE);
     fake.behaviour(behaviour);
-    let runner = Runner::builder()
-        .containerd(Arc::new(fake.clone()))
-        .images(Arc::new(SnapshotImages))
-        .runtime_binary(RuntimeBinary {
-            path: "/usr/sbin/runc".into(),
-            sha256: "sha256:0".into(),
-            default: true,
-        })
-        .fifo_root(dir.path().join("fifo"))
-        .uid_claims(dir.path().join("uids"))
-        .cgroup_root(dir.path().join("cgroup"))
-        .proc_root(&proc_root)
-        .apparmor(None)
+    let runner = fake
+        .runner_builder(dir.path(), &proc_root)
         .build()
         .expect("runner");
     let sandboxes = Sandboxes::new(runner).installed_init(dir.path().join("init/stockade-init"));
