@@ -194,10 +194,10 @@ cp scripts/vm/init.sh scripts/vm/checks.sh "$stage/vm/"
 cp "$bin" "$stage/usr/local/bin/stockade"
 
 # Arguments for test binaries in the guest. The guest has no network, so nothing that
-# builds the python image (mmdebstrap downloads Debian packages) runs there.
+# builds the python or node image (mmdebstrap downloads Debian packages) runs there.
 declare -A test_args=(
   [security]="--skip escape::python"
-  [images]="--skip python"
+  [images]="--skip python --skip node"
 )
 
 # Integration tests find stockade and their fixtures through absolute paths compiled in
