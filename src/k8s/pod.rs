@@ -76,6 +76,18 @@ pub fn unexpressed(policy: &ValidatedPolicy) -> Vec<Unexpressed> {
                   gets a host ID range of its own, the nearest equivalent)",
         });
     }
+    if policy.user.uid != 0 && !policy.cap_add.is_empty() {
+        let caps: Vec<String> = policy.cap_add.iter().map(|c| c.to_string()).collect();
+        v.push(Unexpressed {
+            annotation: "org.stockade.capabilities.ambient",
+            value: caps.join(","),
+            why: "stockade grants the added capabilities to its non-root user as ambient \
+                  capabilities; the pod API has none, so `capabilities.add` only keeps them \
+                  in the bounding set and a non-root process holds them in no effective \
+                  set (a file capability, setcap on the program in the image, is the \
+                  nearest equivalent)",
+        });
+    }
     if let Some(w) = l.io_weight {
         v.push(Unexpressed {
             annotation: "org.stockade.limits.io-weight",
