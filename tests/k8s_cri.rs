@@ -24,7 +24,7 @@ use k8s_cri::v1::{
 use stockade::host::{self, HostPaths};
 use stockade::k8s::{self, Kind, Options};
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
-use stockade::runner::{RunRequest, Runner, StoreImages};
+use stockade::runner::{CleanupMode, RunRequest, Runner, StoreImages};
 
 use common::{busybox_image, require_or_skip};
 use cri_support::cgroup::{self, CGROUP_MOUNT};
@@ -62,6 +62,7 @@ const COMPARED: &[&str] = &[
     "CapAmb",
     "NoNewPrivs",
     "Seccomp",
+    "Seccomp_filters",
     "root",
     "tmp",
     "memory",
@@ -104,7 +105,7 @@ fn view(out: &str) -> View {
             "status" => {
                 if let Some((k, val)) = line.split_once(':') {
                     let k = k.trim();
-                    if k.starts_with("Cap") || k == "NoNewPrivs" || k == "Seccomp" {
+                    if k.starts_with("Cap") || k.starts_with("Seccomp") || k == "NoNewPrivs" {
                         v.fields.insert(k.into(), val.trim().into());
                     }
                 }
@@ -201,6 +202,7 @@ async fn stockade_view(node: &CriNode, policy: &ValidatedPolicy) -> View {
         .host(host::probe(&HostPaths::system()).expect("probe host"))
         .images(Arc::new(StoreImages))
         .fifo_root(fifos.path())
+        .cleanup(CleanupMode::Inline)
         .build()
         .expect("runner");
     let r = runner
@@ -286,6 +288,7 @@ async fn cri_view(
             .unwrap_or_else(|e| panic!("CreateContainer: {e}"))
             .into_inner()
             .container_id;
+        let loaded = loaded_seccomp(node, &id).await;
         cri.start_container(StartContainerRequest {
             container_id: id.clone(),
         })
@@ -320,7 +323,7 @@ async fn cri_view(
         cri.remove_container(RemoveContainerRequest { container_id: id })
             .await
             .unwrap_or_else(|e| panic!("RemoveContainer: {e}"));
-        (view(&stdout), pids)
+        (view(&stdout), pids, loaded)
     })
     .catch_unwind()
     .await;
@@ -341,8 +344,58 @@ async fn cri_view(
             .unwrap_or_else(|e| panic!("unmount {}: {e}", v.host_path.display()));
     }
     match attempt {
-        Ok((view, pids)) => (view, pids, plan.notes),
+        Ok((view, pids, loaded)) => {
+            // The filter containerd put in the container's spec is the profile the node
+            // installer wrote, unchanged.
+            let installed: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&profiles[0]).unwrap()).unwrap();
+            assert!(
+                pruned(&loaded) == pruned(&installed),
+                "the CRI loaded another seccomp filter than {}",
+                profiles[0].display()
+            );
+            (view, pids, plan.notes)
+        }
         Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The `linux.seccomp` of the OCI spec containerd stored for container `id`.
+async fn loaded_seccomp(node: &CriNode, id: &str) -> serde_json::Value {
+    use containerd_client::services::v1::GetContainerRequest;
+    let client = node.daemon().client(CRI_NAMESPACE).await;
+    let c = client
+        .containers()
+        .get(client.request(GetContainerRequest { id: id.into() }))
+        .await
+        .unwrap_or_else(|e| panic!("get container {id}: {e}"))
+        .into_inner()
+        .container
+        .expect("a container record");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&c.spec.expect("a spec").value).expect("the spec is JSON");
+    spec["linux"]["seccomp"].clone()
+}
+
+/// `v` without null members, empty arrays or objects and a zero `valueTwo`: what the OCI
+/// spec's Go encoder omits (`omitempty`) and stockade's writes.
+fn pruned(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), pruned(v)))
+                .filter(|(k, v)| !empty(v) && !(k == "valueTwo" && v.as_u64() == Some(0)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(pruned).collect()),
+        other => other.clone(),
     }
 }
 
