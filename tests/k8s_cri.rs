@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use k8s_cri::v1::{
     CreateContainerRequest, ExecSyncRequest, ListContainersRequest, ListPodSandboxRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use stockade::host::{self, HostPaths};
 use stockade::k8s::{self, Kind, Options};
@@ -29,7 +29,7 @@ use stockade::runner::{CleanupMode, RunRequest, Runner, StoreImages};
 use common::{busybox_image, require_or_skip};
 use cri_support::cgroup::{self, CGROUP_MOUNT};
 use cri_support::kubelet::{self, Node};
-use cri_support::{CriNode, CNI_PLUGINS, CRI_NAMESPACE};
+use cri_support::{CriNode, CNI_PLUGINS, CRI_NAMESPACE, POD_SUBNET};
 
 /// Prints what the claims compare, in sections the parser below reads. The cgroup files are
 /// the container's own, as its cgroup mount shows them (v1: one directory per controller).
@@ -278,6 +278,28 @@ async fn cri_view(
         .into_inner()
         .pod_sandbox_id;
     let attempt = std::panic::AssertUnwindSafe(async {
+        // The kubelet learns the pod's address from the sandbox's status and writes the
+        // managed hosts file with it before it creates the container.
+        let status = cri
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod_id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("PodSandboxStatus: {e}"))
+            .into_inner()
+            .status
+            .expect("a sandbox status");
+        let ip = status.network.map(|n| n.ip).unwrap_or_default();
+        assert!(
+            ip.starts_with(POD_SUBNET.trim_end_matches("0/24")),
+            "the CNI network gave the pod {ip:?}, not an address of {POD_SUBNET}"
+        );
+        std::fs::write(
+            &plan.hosts_path,
+            kubelet::hosts_file(&plan.sandbox.hostname, &ip),
+        )
+        .unwrap();
         let id = cri
             .create_container(CreateContainerRequest {
                 pod_sandbox_id: pod_id.clone(),
@@ -391,7 +413,7 @@ fn pruned(v: &serde_json::Value) -> serde_json::Value {
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, v)| (k.clone(), pruned(v)))
-                .filter(|(k, v)| !empty(v) && !(k == "valueTwo" && v.as_u64() == Some(0)))
+                .filter(|(k, v)| !(empty(v) || (k == "valueTwo" && v.as_u64() == Some(0))))
                 .collect(),
         ),
         Value::Array(a) => Value::Array(a.iter().map(pruned).collect()),

@@ -128,6 +128,8 @@ pub struct Plan {
     pub volumes: Vec<VolumeDir>,
     /// Files the kubelet writes before CreateContainer (path, contents).
     pub files: Vec<(PathBuf, String)>,
+    /// The managed hosts file, written with [`hosts_file`] once the pod has its address.
+    pub hosts_path: PathBuf,
     /// The pod cgroup (path within the hierarchy) and its limits.
     pub pod_cgroup: (String, PodLimits),
     /// Why a field of the pod was left out (the AppArmor profile on a node without it).
@@ -154,6 +156,14 @@ pub fn install_node_profiles(rendered: &Rendered, node: &Node) -> Vec<PathBuf> {
         }
     }
     written
+}
+
+/// The kubelet's managed hosts file for a pod with `hostname` at `ip`.
+pub fn hosts_file(hostname: &str, ip: &str) -> String {
+    format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost \
+         ip6-loopback\nfe00::0\tip6-localnet\nfe00::1\tip6-mcastprefix\n{ip}\t{hostname}\n"
+    )
 }
 
 /// A Kubernetes quantity in bytes (`64Mi`, `1Gi`, `500M`, `1024`).
@@ -386,14 +396,7 @@ pub fn plan(rendered: &Rendered, node: &Node, uid: &str) -> Plan {
         .join("containers")
         .join(&cname)
         .join("termination-log");
-    let hostname = sandbox.hostname.clone();
-    let files = vec![
-        (
-            hosts.clone(),
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n# the pod's own address follows on a real node\n127.0.1.1\t{hostname}\n"),
-        ),
-        (termination.clone(), String::new()),
-    ];
+    let files = vec![(termination.clone(), String::new())];
     if !flag("hostNetwork") {
         mounts.push(mount("/etc/hosts", &hosts, false));
     }
@@ -511,6 +514,7 @@ pub fn plan(rendered: &Rendered, node: &Node, uid: &str) -> Plan {
         container,
         volumes,
         files,
+        hosts_path: hosts,
         pod_cgroup,
         notes,
     }

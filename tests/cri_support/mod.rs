@@ -65,6 +65,7 @@ impl CriNode {
     /// Writes the CNI configuration, starts the daemon with the CRI plugin, stores the pause
     /// image in [`CRI_NAMESPACE`] and waits until the CRI plugin reports it present.
     pub async fn start() -> CriNode {
+        reclaim_dead_nodes();
         let tag = format!("{:x}", std::process::id());
         let bridge = format!("stkcri{tag}");
         let network = format!("stockade-cri-{tag}");
@@ -258,6 +259,41 @@ impl Drop for CriNode {
         // The pods are gone (or their shims are killed with the daemon, below); what is
         // left of their cgroups are empty directories.
         cgroup::remove_tree(Path::new(cgroup::CGROUP_MOUNT), &self.cgroup_root);
+    }
+}
+
+/// Removes what a test process that died without its drop left on the host: the bridges
+/// and cgroup roots named by a PID (hex) that no longer runs. (Its daemon, shims and
+/// mounts are the private containerd's to reclaim, as for every test daemon.)
+fn reclaim_dead_nodes() {
+    let dead = |tag: &str| {
+        u32::from_str_radix(tag, 16).is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    if let Ok(links) = std::fs::read_dir("/sys/class/net") {
+        for l in links.filter_map(Result::ok) {
+            let name = l.file_name().to_string_lossy().into_owned();
+            if name.strip_prefix("stkcri").is_some_and(dead) {
+                let _ = std::process::Command::new("ip")
+                    .args(["link", "del", &name])
+                    .status();
+            }
+        }
+    }
+    let mount = Path::new(cgroup::CGROUP_MOUNT);
+    let roots: Vec<String> = std::fs::read_dir(if cgroup::is_v2(mount) {
+        mount.to_path_buf()
+    } else {
+        mount.join("pids")
+    })
+    .map(|d| {
+        d.filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.strip_prefix("stockade-cri-").is_some_and(dead))
+            .collect()
+    })
+    .unwrap_or_default();
+    for r in roots {
+        cgroup::remove_tree(mount, &format!("/{r}"));
     }
 }
 
