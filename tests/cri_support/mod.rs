@@ -12,6 +12,7 @@
 
 pub mod cgroup;
 pub mod kubelet;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
