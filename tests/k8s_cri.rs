@@ -1,8 +1,12 @@
 //! The pod `stockade k8s render` prints runs through containerd's CRI, as a kubelet would
-//! run it, confined exactly as `stockade run` confines the same policy: the same user and
-//! groups, capability sets, no_new_privs, seccomp mode, read-only root, /tmp, memory, CPU and
-//! pids limits, seen from inside each. Afterwards nothing of the pod is left: no pod, no
-//! container, no snapshot, no network namespace, no CNI attachment, no mount, no cgroup.
+//! run it, confined exactly as `stockade run` confines the same policy, seen from inside
+//! each: user and groups, the five capability sets, no_new_privs, the seccomp mode and
+//! filter, the read-only root, /tmp, the memory, CPU and pids limits, the AppArmor label,
+//! the writable mounts and masked paths, and how four attacks fail (writing the root, an
+//! IPv4 socket under network `none`, a user namespace, a mount). The only differences
+//! allowed are those the renderer declares Kubernetes cannot express and the kubelet's own
+//! files. Afterwards nothing of the pod is left: no pod, container, task, snapshot, shim,
+//! network namespace, CNI attachment, mount, bridge or cgroup.
 //!
 //! The daemon is a private containerd with its CRI plugin enabled (`cri_support`); the CRI
 //! requests are what `cri_support::kubelet` derives from the rendered YAML.

@@ -136,8 +136,9 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// The node installer's work: every `*.json` of the rendered ConfigMap into
-/// `<kubelet dir>/seccomp/stockade/`, as the DaemonSet's script copies them.
+/// The node installer's work, as the DaemonSet's script does it: every `*.json` of the
+/// rendered ConfigMap into `<kubelet dir>/seccomp/stockade/` (returned), and on a node with
+/// AppArmor every other entry (the AppArmor profile) loaded with `apparmor_parser`.
 pub fn install_node_profiles(rendered: &Rendered, node: &Node) -> Vec<PathBuf> {
     let dir = node
         .kubelet_dir
@@ -149,10 +150,25 @@ pub fn install_node_profiles(rendered: &Rendered, node: &Node) -> Vec<PathBuf> {
         .as_object()
         .expect("ConfigMap data")
     {
+        let text = text.as_str().expect("profile text");
         if name.ends_with(".json") {
             let path = dir.join(name);
-            std::fs::write(&path, text.as_str().expect("profile text")).unwrap();
+            std::fs::write(&path, text).unwrap();
             written.push(path);
+        } else if node.apparmor {
+            let apparmor_dir = node.kubelet_dir.join("apparmor");
+            std::fs::create_dir_all(&apparmor_dir).unwrap();
+            let path = apparmor_dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            let status = std::process::Command::new("apparmor_parser")
+                .arg("--replace")
+                .arg(&path)
+                .status();
+            assert!(
+                matches!(status, Ok(s) if s.success()),
+                "apparmor_parser --replace {}: {status:?}",
+                path.display()
+            );
         }
     }
     written
