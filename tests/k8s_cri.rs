@@ -66,9 +66,18 @@ const ZERO_CAPS: &str = "0000000000000000";
 /// network: its managed hosts file and the termination-message file.
 const KUBELET_FILES: &[&str] = &["/dev/termination-log", "/etc/hosts"];
 
-/// What stockade masks and Kubernetes' default masked paths do not (of those this kernel
-/// has): interrupt counts per CPU and device, a side channel between tenants.
-const MASKED_ONLY_BY_STOCKADE: &[&str] = &["/proc/interrupts"];
+/// Whether `path` matches `pattern`, where a `*` stands for one run of characters within
+/// a path component (the CPU number in `/sys/devices/system/cpu/cpu*/thermal_throttle`).
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter().zip(&q).all(|(p, q)| match p.split_once('*') {
+            Some((head, tail)) => {
+                q.len() >= head.len() + tail.len() && q.starts_with(head) && q.ends_with(tail)
+            }
+            None => p == q,
+        })
+}
 
 fn policy() -> ValidatedPolicy {
     Policy::default()
@@ -388,15 +397,40 @@ async fn a_rendered_pod_run_through_the_cri_is_confined_as_stockade_run_confines
         "writable mounts through the CRI"
     );
 
-    // Masked: the pod gets Kubernetes' default masked paths (procMount: Default), which
-    // lack what stockade masks beyond them; the pod API cannot add any.
-    let mut want_masked = theirs.masked.clone();
-    want_masked.extend(MASKED_ONLY_BY_STOCKADE.iter().map(|p| p.to_string()));
-    want_masked.sort();
-    assert_eq!(
-        ours.masked, want_masked,
-        "masked paths: stockade run's, less {MASKED_ONLY_BY_STOCKADE:?}"
+    // Masked: the pod gets Kubernetes' default masked paths (procMount: Default); what
+    // stockade masks beyond them is declared in org.stockade.masked-paths, and only that is
+    // visible in the pod.
+    let declared: Vec<String> = rendered.pod["metadata"]["annotations"]
+        ["org.stockade.masked-paths"]
+        .as_str()
+        .expect("the masked-paths annotation")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let only_ours: Vec<&String> = ours
+        .masked
+        .iter()
+        .filter(|p| !theirs.masked.contains(p))
+        .collect();
+    let only_theirs: Vec<&String> = theirs
+        .masked
+        .iter()
+        .filter(|p| !ours.masked.contains(p))
+        .collect();
+    assert!(
+        only_theirs.is_empty(),
+        "masked only in the pod: {only_theirs:?}"
     );
+    assert!(
+        !only_ours.is_empty(),
+        "/proc/interrupts is masked by stockade alone"
+    );
+    for p in only_ours {
+        assert!(
+            declared.iter().any(|d| matches(d, p)),
+            "{p} is masked by stockade run, not in the pod, and not declared: {declared:?}"
+        );
+    }
 
     // pids: a pod has no pids field; the node's podPidsLimit on the pod cgroup holds it.
     let our_pids: Option<u64> = ours.fields["pids"].parse().ok();
