@@ -52,6 +52,7 @@ const COMPARED: &[&str] = &[
     "tmp",
     "memory",
     "cpu",
+    "cpu_weight",
     "lsm",
     "write_root",
     "inet_socket",

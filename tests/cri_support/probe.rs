@@ -19,10 +19,12 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   echo "memory=$(cat /sys/fs/cgroup/memory.max)"
   echo "pids=$(cat /sys/fs/cgroup/pids.max)"
   echo "cpu=$(cat /sys/fs/cgroup/cpu.max)"
+  echo "cpu_weight=$(cat /sys/fs/cgroup/cpu.weight)"
 else
   echo "memory=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
   echo "pids=$(cat /sys/fs/cgroup/pids/pids.max)"
   echo "cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us)"
+  echo "cpu_weight=shares $(cat /sys/fs/cgroup/cpu/cpu.shares)"
 fi
 echo '== lsm'; cat /proc/self/attr/current 2>/dev/null || echo none
 echo '== attacks'
