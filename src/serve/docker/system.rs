@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/images/json`, `/images/{name}/json`.
+//! `/_ping`, `/version`, `/info`, `/images/json`, `/images/{name}/json`, `/system/df`.
 
 use std::sync::Arc;
 
@@ -149,17 +149,7 @@ pub async fn info(d: &Arc<Docker>) -> Answer {
     }))
 }
 
-/// The image a pull request names (`fromImage`, with `tag`).
-pub fn query_image(req: &hyper::Request<hyper::body::Incoming>) -> String {
-    let q = http::query(req);
-    let image = q.get("fromImage").cloned().unwrap_or_default();
-    match q.get("tag").filter(|t| !t.is_empty()) {
-        Some(t) => format!("{image}:{t}"),
-        None => image,
-    }
-}
-
-fn store(d: &Docker) -> Result<&crate::containerd::Client, ApiError> {
+pub(super) fn store(d: &Docker) -> Result<&crate::containerd::Client, ApiError> {
     d.sandboxes
         .runner()
         .containerd()
@@ -194,7 +184,14 @@ fn unix_secs(rfc3339: &str) -> i64 {
 /// `GET /images/json`: the images of stockade's store, each with its manifest digest as
 /// its id.
 pub async fn images(d: &Arc<Docker>) -> Answer {
+    ok_json(&image_summaries(d).await?)
+}
+
+/// The images as `GET /images/json` lists them, each with the number of the server's
+/// containers made from it.
+async fn image_summaries(d: &Arc<Docker>) -> Result<Vec<Value>, ApiError> {
     let client = store(d)?;
+    let containers = d.all();
     let list = crate::images::list(client)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -211,11 +208,34 @@ pub async fn images(d: &Arc<Docker>) -> Answer {
                 "Size": i.size,
                 "SharedSize": -1,
                 "Labels": {},
-                "Containers": -1,
+                "Containers": containers.iter().filter(|c| c.image_id == i.digest).count(),
             })
         })
         .collect();
-    ok_json(&out)
+    Ok(out)
+}
+
+/// `GET /system/df`: the images with their sizes, the containers (whose writable layers
+/// stockade does not measure: 0), no volumes and no build cache.
+pub async fn df(d: &Arc<Docker>) -> Answer {
+    let images = image_summaries(d).await?;
+    let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
+    let containers: Vec<Value> = super::containers::summaries(d, true)
+        .await
+        .into_iter()
+        .map(|mut c| {
+            c["SizeRw"] = json!(0);
+            c["SizeRootFs"] = json!(0);
+            c
+        })
+        .collect();
+    ok_json(&json!({
+        "LayersSize": layers,
+        "Images": images,
+        "Containers": containers,
+        "Volumes": [],
+        "BuildCache": [],
+    }))
 }
 
 /// `GET /images/{name}/json`.
