@@ -275,7 +275,7 @@ pub async fn tag(d: &Arc<Docker>, name: &str, req: &Request<Incoming>) -> Answer
 }
 
 /// Whether `key` reads as an image id (`sha256:HEX…` or a bare hex prefix).
-fn id_prefix(key: &str) -> Option<&str> {
+pub(super) fn id_prefix(key: &str) -> Option<&str> {
     let hex = key.strip_prefix("sha256:").unwrap_or(key);
     (!hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
         .then_some(hex)
