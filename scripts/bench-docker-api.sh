@@ -101,7 +101,7 @@ DOCKER_HOST=$D "$docker" load -q -i "$work/busybox.tar" >/dev/null
 one() { # HOST → milliseconds of one run
     local t0 t1
     t0=$(date +%s%N)
-    DOCKER_HOST=$1 "$docker" run --rm --network none busybox true
+    DOCKER_HOST=$1 "$docker" run --rm --network none busybox true 2>/dev/null
     t1=$(date +%s%N)
     echo $(((t1 - t0) / 1000000))
 }
@@ -124,8 +124,8 @@ printf '%-16s p50 %5s  p90 %5s\n' "dockerd $("$dockerd" --version | awk '{print 
 
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$serve_pid/status"; }
 done_n=$((runs + 1))
-while ((done_n < 20)); do DOCKER_HOST=$S "$docker" run --rm --network none busybox true; done_n=$((done_n + 1)); done
+while ((done_n < 20)); do DOCKER_HOST=$S "$docker" run --rm --network none busybox true 2>/dev/null; done_n=$((done_n + 1)); done
 rss20=$(rss)
-while ((done_n < mem_n)); do DOCKER_HOST=$S "$docker" run --rm --network none busybox true; done_n=$((done_n + 1)); done
+while ((done_n < mem_n)); do DOCKER_HOST=$S "$docker" run --rm --network none busybox true 2>/dev/null; done_n=$((done_n + 1)); done
 rssn=$(rss)
 echo "# stockade serve VmRSS after 20 containers: ${rss20} kB; after $mem_n: ${rssn} kB"
