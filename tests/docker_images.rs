@@ -244,6 +244,42 @@ async fn docker_save_load_tag_rmi_pull_events_df_and_prune() {
         o.stderr
     );
 
+    // Followed live: `docker events` with no bounds prints each event as it happens.
+    let mut follower = Command::new(&env.cli)
+        .args([
+            "events",
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", env.socket().display()))
+        .env("DOCKER_CONFIG", dir.join("docker-config"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut live = std::io::BufReader::new(follower.stdout.take().unwrap());
+    // Until the follower is subscribed, a run may go unseen: run until one is seen
+    // (bounded), then stop the follower by PID.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut l = String::new();
+        let _ = std::io::BufRead::read_line(&mut live, &mut l);
+        let _ = tx.send(l);
+    });
+    let mut seen = None;
+    for _ in 0..20 {
+        env.ok(&["run", "--rm", "--name", "live", "busybox", "true"]);
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
+            seen = Some(l);
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(seen.as_deref(), Some("live\n"));
+
     // system df; container prune; restart refused.
     let o = env.ok(&["system", "df"]);
     assert!(o.contains("Images") && o.contains("Containers"), "{o}");
