@@ -76,9 +76,11 @@ fi
 
 # One Python venv for every PyPI package the tests use, one package a line:
 # kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
+# docker: the Python Docker SDK, driven against `stockade serve` (tests/docker_py.rs).
 venv=${STOCKADE_VENV:-/opt/stockade-venv}
 pip_packages=(
   kubernetes-validate
+  docker
 )
 [[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
 pip_missing=()
