@@ -16,6 +16,7 @@
 pub mod archive;
 mod blob_source;
 pub mod build;
+pub mod dockerfile;
 pub mod layer;
 pub mod oci;
 pub mod reference;
