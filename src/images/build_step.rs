@@ -2,7 +2,8 @@
 //! sandbox on the parent snapshot (the build policy: writable root, network `none`, no
 //! capabilities, the default seccomp filter and limits), then containerd's Diff service
 //! writes the change between the parent and the run's snapshot into the content store as an
-//! uncompressed layer. The run (container, task, snapshot, run directory) and the view of
+//! uncompressed layer (the root the command saw: the parent with the run's root volume as
+//! its upper layer, see [`crate::disk`]). The run (container, task, snapshot, run directory) and the view of
 //! the parent are removed on every path.
 
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ pub async fn run_step(
     let mut output = result.stdout.clone();
     output.push_str(&result.stderr);
     let diffed = if result.exit_code == 0 {
-        diff_run(containerd, snapshotter, &parent, &id).await
+        diff_run(runner, containerd, snapshotter, &parent, &id).await
     } else {
         Err(StepError::Failed {
             code: result.exit_code,
@@ -86,12 +87,21 @@ pub async fn run_step(
 
 /// The layer between `parent` and the snapshot of run `id`.
 async fn diff_run(
+    runner: &Runner,
     containerd: &dyn Containerd,
     snapshotter: &str,
     parent: &str,
     id: &str,
 ) -> Result<Descriptor, StepError> {
-    let right = active_mounts(containerd, snapshotter, id).await?;
+    let mut right = active_mounts(containerd, snapshotter, id).await?;
+    // A writable root's changes are on the run's root volume, not in the snapshot's own
+    // upper directory (see `crate::disk`): diff the root the command saw.
+    let volume = runner.fifo_root().join(id).join(crate::disk::ROOT_MOUNT);
+    if volume.join("upper").is_dir() {
+        right = crate::disk::bound_rootfs(right, &volume.join("upper"), &volume.join("work"))
+            .map_err(|e| StepError::Mounts(format!("run {id}: {e}")))?
+            .0;
+    }
     let view = format!("stockade-build-view-{}", random_hex(6));
     let left = containerd
         .prepare_snapshot(PrepareSnapshotRequest {
