@@ -174,8 +174,13 @@ fn flags(rest: &str) -> Result<(Vec<(String, String)>, String), String> {
         let end = after.find(char::is_whitespace).unwrap_or(after.len());
         let flag = &after[..end];
         let (name, value) = flag.split_once('=').unwrap_or((flag, ""));
+        if flag.is_empty() {
+            // As Docker: a lone `--` ends the flags.
+            remaining = after[end..].trim_start();
+            break;
+        }
         if name.is_empty() {
-            return Err("`--` is not a flag".into());
+            return Err(format!("`--{flag}` is not a flag"));
         }
         out.push((name.to_string(), value.to_string()));
         remaining = after[end..].trim_start();

@@ -120,6 +120,10 @@ fn refusals_name_the_file_and_line() {
             "FROM a\nFROBNICATE\n",
             "Dockerfile:2: unknown instruction FROBNICATE",
         ),
+        (
+            "FROM a\nRUN --frob true\n",
+            "Dockerfile:2: RUN --frob: flag not supported",
+        ),
         ("RUN true\n", "Dockerfile:1: RUN before FROM"),
         ("# escape=x\nFROM a\n", "Dockerfile:1: escape directive"),
         (
@@ -195,6 +199,15 @@ fn substitution_follows_docker() {
 }
 
 #[test]
+fn a_lone_double_dash_ends_the_flags() {
+    let d = parse_ok("FROM a\nRUN -- --version\n");
+    assert_eq!(
+        d.steps[0].instruction,
+        Instruction::Run(Command::Shell("--version".into()))
+    );
+}
+
+#[test]
 fn split_keeps_quoted_white_space_in_one_word() {
     assert_eq!(
         split("a \"b c\" 'd e' f\\ g", '\\').unwrap(),
@@ -210,7 +223,7 @@ proptest! {
 
     #[test]
     fn instructions_split_over_lines_parse_the_same(
-        words in proptest::collection::vec("[a-z0-9/._-]{1,8}", 1..6),
+        words in proptest::collection::vec("[a-z0-9/._][a-z0-9/._-]{0,7}", 1..6),
         cut in 0usize..6,
     ) {
         let one = format!("FROM a\nRUN {}\n", words.join(" "));
