@@ -243,6 +243,12 @@ pub async fn run(cmd: ImageCommand) -> Result<u8> {
             super::image_build::run(a).await
         }
         ImageCommand::Build(a) => {
+            if a.tag.is_some() || !a.build_args.is_empty() || a.no_cache {
+                anyhow::bail!(
+                    "-t, --build-arg and --no-cache are for Dockerfile builds (-f DOCKERFILE CONTEXT); `{}` is a recipe, named with --name",
+                    a.target
+                );
+            }
             let client = a.containerd.connect().await?;
             let spinner = Spinner::new();
             let t = Instant::now();
