@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod exec;
 pub mod gc;
 pub mod image;
+mod image_build;
 pub mod k8s;
 pub mod pool;
 pub mod run;

@@ -18,9 +18,9 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    DeleteProcessRequest, DeleteTaskRequest, DiffRequest, ExecProcessRequest, GetContainerRequest,
+    GetRequest, KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status;
 use containerd_client::types::Mount;
@@ -128,6 +128,11 @@ pub trait Containerd: Send + Sync {
 
     /// Tasks.CloseIO of exec process `exec_id`'s stdin, so that it reads end of file.
     fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()>;
+
+    /// Diff.Diff: the changes from `req.left`'s mounts to `req.right`'s, written as a layer
+    /// blob into the content store (of `req.media_type`, with `req.labels`); its
+    /// descriptor (for an uncompressed media type its digest is the layer's diff id).
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor>;
 }
 
 /// What Tasks.Get says of a task's init process.
@@ -451,6 +456,14 @@ impl Containerd for Client {
             let r = self.tasks().close_io(self.request(req)).await;
             r.map(drop)
                 .map_err(ContainerdError::rpc("close process stdin"))
+        })
+    }
+
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor> {
+        Box::pin(async move {
+            let r = self.diff().diff(self.request(req)).await;
+            r.map(|r| r.into_inner().diff.unwrap_or_default())
+                .map_err(ContainerdError::rpc("diff"))
         })
     }
 }

@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
-use containerd_client::services::v1::{Container, CreateTaskRequest, ExecProcessRequest};
+use containerd_client::services::v1::{
+    Container, CreateTaskRequest, DiffRequest, ExecProcessRequest,
+};
 use containerd_client::types::Mount;
 use tokio::sync::watch;
 
@@ -78,6 +80,8 @@ pub enum Op {
     ResizePty,
     /// [`Containerd::close_process_stdin`].
     CloseProcessStdin,
+    /// [`Containerd::diff`].
+    Diff,
 }
 
 /// One recorded call: the RPC and the object it named (a container id or snapshot key,
@@ -691,6 +695,32 @@ impl Containerd for FakeContainerd {
 
     fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
         exec::close_process_stdin(self, id, exec_id)
+    }
+
+    /// Answers with a layer whose digest is that of the two sides' mount options (the same
+    /// mounts, the same layer); writes no content.
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor> {
+        let key = req.r#ref.clone();
+        self.answer(Op::Diff, "diff", &key, move |_| {
+            let sides: Vec<String> = req
+                .left
+                .iter()
+                .chain(&req.right)
+                .flat_map(|m| m.options.iter().cloned())
+                .collect();
+            let digest = crate::images::oci::sha256_digest(sides.join("\n").as_bytes());
+            let media_type = if req.media_type.is_empty() {
+                crate::images::oci::MEDIA_LAYER_GZIP.to_string()
+            } else {
+                req.media_type
+            };
+            Ok(containerd_client::types::Descriptor {
+                media_type,
+                digest,
+                size: 1,
+                annotations: HashMap::new(),
+            })
+        })
     }
 }
 
