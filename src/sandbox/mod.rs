@@ -38,6 +38,7 @@ mod keeper;
 pub mod logs;
 pub mod main_process;
 pub mod names;
+pub mod stopped;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ use crate::runner::engine::Pid1;
 use crate::runner::session::{self, SessionLimits, SessionRecord};
 use crate::runner::{remove_run, RunError, Runner, Usage, KILL_GRACE};
 
+pub use copy::PutMode;
 pub use exec::{ExecRequest, ExecResult};
 pub use keeper::KEEPER_POLL;
 pub use main_process::{MainIo, MainProcess, MainState};
@@ -79,9 +81,17 @@ pub enum SandboxError {
     /// The sandbox is not running (stopped, or its init died).
     #[error("sandbox {id} is not running (state: {state})")]
     NotRunning { id: String, state: String },
-    /// Files cannot be copied into or out of a sandbox that is not running.
-    #[error("sandbox {id} is not running (state: {state}); copying files into or out of a stopped sandbox is not supported yet")]
+    /// Files cannot be copied into or out of the sandbox in this state (paused, or a
+    /// tmpfs of a stopped sandbox).
+    #[error("sandbox {id}: files cannot be copied (state: {state})")]
     CopyNotRunning { id: String, state: String },
+    /// A copy into a read-only place (the root filesystem, a read-only bind).
+    #[error("sandbox {id}: {path}: {what}")]
+    ReadOnly {
+        id: String,
+        path: String,
+        what: String,
+    },
     /// Copying files into or out of it failed (see [`crate::files::FilesError::class`]).
     #[error("sandbox {id}: {source}")]
     Files {
@@ -126,6 +136,8 @@ pub enum ErrorKind {
     NotFound,
     /// The sandbox's state forbids it (409).
     Conflict,
+    /// The sandbox's configuration forbids it: a read-only place (403).
+    Forbidden,
     /// stockade or containerd failed (500).
     Internal,
 }
@@ -147,6 +159,7 @@ impl SandboxError {
                 crate::files::ErrorClass::Internal => ErrorKind::Internal,
             },
             SandboxError::Invalid { .. } => ErrorKind::Invalid,
+            SandboxError::ReadOnly { .. } => ErrorKind::Forbidden,
             SandboxError::Run(RunError::CommandNotFound { .. })
             | SandboxError::Run(RunError::CommandNotExecutable { .. })
             | SandboxError::Run(RunError::Bind(crate::bind::BindError::NotWritable { .. })) => {
@@ -549,18 +562,36 @@ impl Sandbox {
 
     /// Extracts the tar stream `archive` at the sandbox path `dst` (`docker cp` rules and
     /// the hardening of [`crate::files::put`]), every entry owned by the sandbox's user,
-    /// within the limits of [`copy`]. The sandbox must be running.
+    /// within the limits of [`copy`]. The sandbox may be created, running or stopped
+    /// (see [`copy`] for what a stopped one shows).
     pub async fn put<R: std::io::Read + Send + 'static>(
         &self,
         dst: &str,
         archive: R,
     ) -> Result<crate::files::PutSummary, SandboxError> {
-        copy::put(self, dst, archive).await
+        copy::put(self, dst, archive, PutMode::SandboxUser).await
+    }
+
+    /// [`Sandbox::put`], with the owners of `mode` (`cp -a` keeps the archive's).
+    pub async fn put_as<R: std::io::Read + Send + 'static>(
+        &self,
+        dst: &str,
+        archive: R,
+        mode: PutMode,
+    ) -> Result<crate::files::PutSummary, SandboxError> {
+        copy::put(self, dst, archive, mode).await
+    }
+
+    /// What the sandbox path `path` is (its last component not followed), as `docker cp`
+    /// asks before it copies.
+    pub async fn stat(&self, path: &str) -> Result<crate::files::PathStat, SandboxError> {
+        copy::stat(self, path).await
     }
 
     /// Writes the file or directory `src` of the sandbox to `out` as a tar stream
     /// ([`crate::files::get`]; `follow_link` follows `src` when it is a symbolic link, as
-    /// `docker cp -L`), within the limits of [`copy`]. The sandbox must be running.
+    /// `docker cp -L`), within the limits of [`copy`]. The sandbox may be created, running
+    /// or stopped.
     pub async fn get<W: std::io::Write + Send + 'static>(
         &self,
         src: &str,

@@ -38,6 +38,8 @@ pub enum Op {
     StatSnapshot,
     /// [`Containerd::remove_snapshot`].
     RemoveSnapshot,
+    /// [`Containerd::snapshot_mounts`].
+    SnapshotMounts,
     /// [`Containerd::list_snapshots`].
     ListSnapshots,
     /// [`Containerd::create_container`].
@@ -406,62 +408,19 @@ impl Containerd for FakeContainerd {
     }
 
     fn prepare_snapshot(&self, req: PrepareSnapshotRequest) -> Rpc<'_, Vec<Mount>> {
-        let key = req.key.clone();
-        self.answer(Op::PrepareSnapshot, "prepare snapshot", &key, move |f| {
-            let op = "prepare snapshot";
-            let mut s = f.lock();
-            if !s.snapshots.contains_key(&req.parent) {
-                return Err(status(op, tonic::Code::NotFound, "no such parent"));
-            }
-            if s.snapshots.contains_key(&req.key) {
-                return Err(status(op, tonic::Code::AlreadyExists, "key taken"));
-            }
-            let info = Info {
-                name: req.key.clone(),
-                parent: req.parent.clone(),
-                kind: Kind::Active as i32,
-                labels: req.labels,
-                ..Default::default()
-            };
-            s.snapshots.insert(req.key.clone(), info);
-            Ok(vec![Mount {
-                r#type: "overlay".into(),
-                source: "overlay".into(),
-                target: String::new(),
-                // As containerd's overlayfs snapshotter answers for an active snapshot.
-                options: vec![
-                    "index=off".into(),
-                    format!("workdir=/fake/snapshots/{}/work", req.key),
-                    format!("upperdir=/fake/snapshots/{}/fs", req.key),
-                    format!("lowerdir={}", req.parent),
-                ],
-            }])
-        })
+        snapshots::prepare(self, req)
     }
 
     fn stat_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, Info> {
-        self.answer(Op::StatSnapshot, "stat snapshot", key, move |f| {
-            f.lock()
-                .snapshots
-                .get(key)
-                .cloned()
-                .ok_or_else(|| status("stat snapshot", tonic::Code::NotFound, "no such key"))
-        })
+        snapshots::stat(self, key)
     }
 
     fn remove_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()> {
-        self.answer(Op::RemoveSnapshot, "remove snapshot", key, move |f| match f
-            .lock()
-            .snapshots
-            .remove(key)
-        {
-            Some(_) => Ok(()),
-            None => Err(status(
-                "remove snapshot",
-                tonic::Code::NotFound,
-                "no such key",
-            )),
-        })
+        snapshots::remove(self, key)
+    }
+
+    fn snapshot_mounts<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>> {
+        snapshots::mounts(self, key)
     }
 
     fn list_snapshots<'a>(
@@ -469,11 +428,7 @@ impl Containerd for FakeContainerd {
         _snapshotter: &'a str,
         filters: Vec<String>,
     ) -> Rpc<'a, Vec<Info>> {
-        self.answer(Op::ListSnapshots, "list snapshots", "", move |f| {
-            let s = f.lock();
-            let v = s.snapshots.values().filter(|i| passes(&filters, &i.labels));
-            Ok(v.cloned().collect())
-        })
+        snapshots::list(self, filters)
     }
 
     fn create_container(&self, container: Container) -> Rpc<'_, ()> {
@@ -696,6 +651,7 @@ impl Containerd for FakeContainerd {
 
 mod exec;
 mod rig;
+mod snapshots;
 
 #[cfg(test)]
 mod tests;
