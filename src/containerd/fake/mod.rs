@@ -24,7 +24,6 @@ use std::time::Duration;
 use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
 use containerd_client::services::v1::{Container, CreateTaskRequest, ExecProcessRequest};
 use containerd_client::types::Mount;
-use tokio::sync::watch;
 
 use super::api::{Containerd, Rpc, TaskInfo};
 use super::{Client, ContainerdError};
@@ -131,55 +130,6 @@ impl Default for Behaviour {
             after: Duration::ZERO,
             stdout: Vec::new(),
         }
-    }
-}
-
-/// The state of a task in the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TaskState {
-    Created,
-    Running,
-    Stopped,
-}
-
-struct Task {
-    state: TaskState,
-    /// The exit status, once stopped.
-    exit: watch::Sender<Option<u32>>,
-    /// The write ends of the output FIFOs, held as the shim holds them.
-    outputs: Vec<std::fs::File>,
-    /// Its exec processes, by exec id (a task's init is not among them).
-    execs: BTreeMap<String, Task>,
-    /// The exec process's spec as Tasks.Exec carried it (`None` for a task).
-    spec: Option<prost_types::Any>,
-    pid: u32,
-}
-
-impl Task {
-    fn new(outputs: Vec<std::fs::File>, pid: u32) -> Task {
-        Task {
-            state: TaskState::Created,
-            exit: watch::channel(None).0,
-            outputs,
-            execs: BTreeMap::new(),
-            spec: None,
-            pid,
-        }
-    }
-
-    /// Stops it with `exit` unless it has stopped already, writing `stdout` and closing its
-    /// output.
-    fn stop(&mut self, exit: u32, stdout: &[u8]) {
-        if self.state == TaskState::Stopped {
-            return;
-        }
-        if let Some(out) = self.outputs.first_mut() {
-            use std::io::Write;
-            let _ = out.write_all(stdout);
-        }
-        self.outputs.clear();
-        self.state = TaskState::Stopped;
-        self.exit.send_replace(Some(exit));
     }
 }
 
@@ -652,6 +602,9 @@ impl Containerd for FakeContainerd {
 mod exec;
 mod rig;
 mod snapshots;
+mod task;
+
+use task::{Task, TaskState};
 
 #[cfg(test)]
 mod tests;
