@@ -1,5 +1,6 @@
 //! Long-lived sandboxes: the front door ([`Sandboxes`]) and the handle to one live sandbox
-//! ([`Sandbox`]): create → exec (any number) → kill / stop → remove; inspect; list.
+//! ([`Sandbox`]): create → exec (any number) → put / get files → kill / stop → remove;
+//! inspect; list.
 //!
 //! A sandbox's pid 1 is stockade's init holding it open ([`crate::init`]), made by the
 //! same path as a pooled sandbox ([`Runner`]'s), under the same spec: its own host UID, no
@@ -28,6 +29,15 @@
 //! sandbox.exec(ExecRequest::new(["sh", "-c", "echo 1 > /tmp/n"])).await?;
 //! let r = sandbox.exec(ExecRequest::new(["cat", "/tmp/n"])).await?;
 //! assert_eq!(r.stdout, "1\n");
+//! // Files in and out as tar streams (`docker cp`'s rules; see `copy`).
+//! let mut tar = tar::Builder::new(Vec::new());
+//! let mut h = tar::Header::new_gnu();
+//! h.set_size(3);
+//! h.set_mode(0o644);
+//! tar.append_data(&mut h, "in.txt", &b"hi\n"[..])?;
+//! sandbox.put("/tmp/", std::io::Cursor::new(tar.into_inner()?)).await?;
+//! let out = std::fs::File::create("/tmp/in.tar")?;
+//! sandbox.get("/tmp/in.txt", out, false).await?;
 //! sandbox.remove(true).await?;
 //! # Ok(()) }
 //! ```
