@@ -78,6 +78,7 @@ async fn the_python_sdks_call_sequences_run_unchanged() {
         [
             "ok ping",
             "ok version",
+            "ok get_archive-stopped",
             "ok create-start-reload-logs-remove",
             "ok run-attached",
             "ok run-detached",

@@ -14,7 +14,8 @@ use std::path::Path;
 use std::pin::Pin;
 
 use containerd_client::services::v1::snapshots::{
-    Info, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    Info, ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
@@ -55,6 +56,10 @@ pub trait Containerd: Send + Sync {
 
     /// Snapshots.Remove of `key`.
     fn remove_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()>;
+
+    /// Snapshots.Mounts of the active snapshot `key`: the mounts that make its filesystem
+    /// (what Prepare answered), for reaching a stopped sandbox's root.
+    fn snapshot_mounts<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>>;
 
     /// Snapshots.List with containerd `filters` (all of them streamed in, in order).
     fn list_snapshots<'a>(
@@ -210,6 +215,18 @@ impl Containerd for Client {
             };
             let r = self.snapshots().remove(self.request(req)).await;
             r.map(drop).map_err(ContainerdError::rpc("remove snapshot"))
+        })
+    }
+
+    fn snapshot_mounts<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>> {
+        Box::pin(async move {
+            let req = MountsRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            };
+            let r = self.snapshots().mounts(self.request(req)).await;
+            r.map(|r| r.into_inner().mounts)
+                .map_err(ContainerdError::rpc("snapshot mounts"))
         })
     }
 

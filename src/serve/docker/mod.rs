@@ -8,6 +8,7 @@
 //! ([`crate::sandbox::logs`]), waits for their exit, removes the ones made with
 //! `AutoRemove`, and removes every one of them when it stops.
 
+pub mod archive;
 pub mod containers;
 pub mod create;
 pub mod events;
@@ -272,6 +273,9 @@ impl Docker {
             (&Method::DELETE, ["containers", id]) => containers::remove(&self, id, &req).await,
             (&Method::POST, ["containers", id, "attach"]) => stream::attach(&self, id, req),
             (&Method::GET, ["containers", id, "logs"]) => stream::logs(&self, id, &req),
+            (&Method::HEAD, ["containers", id, "archive"]) => archive::head(&self, id, &req).await,
+            (&Method::GET, ["containers", id, "archive"]) => archive::get(&self, id, &req).await,
+            (&Method::PUT, ["containers", id, "archive"]) => archive::put(&self, id, req).await,
             (&Method::POST, ["containers", id, "exec"]) => exec::create(&self, id, req).await,
             (&Method::POST, ["exec", id, "start"]) => exec::start(&self, id, req).await,
             (&Method::POST, ["exec", id, "resize"]) => exec::resize(&self, id, &req).await,
