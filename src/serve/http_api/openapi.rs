@@ -128,6 +128,24 @@ pub fn response() -> hyper::Response<crate::serve::http::Body> {
 
 #[cfg(test)]
 mod tests {
+    /// `docs/openapi.json` is the document the code generates; `UPDATE_GOLDEN=1`
+    /// rewrites it.
+    #[test]
+    fn the_committed_document_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        let generated = super::document();
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} differs from the generated document; regenerate it with UPDATE_GOLDEN=1 cargo test --lib openapi",
+            path.display()
+        );
+    }
+
     #[test]
     fn the_document_is_openapi_3_1_with_every_route() {
         let v: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
