@@ -54,9 +54,19 @@ impl Answer {
 
 /// One request on a connection of its own (`Connection: close`), the body read to its
 /// end (chunked or not).
-fn request(sock: &Path, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
-    let mut s = UnixStream::connect(sock).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
+fn request(to: &Addr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+    let mut s: Box<dyn ReadWrite> = match to {
+        Addr::Unix(p) => {
+            let s = UnixStream::connect(p).expect("connect");
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            Box::new(s)
+        }
+        Addr::Tcp(port) => {
+            let s = std::net::TcpStream::connect(("127.0.0.1", *port)).expect("connect");
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            Box::new(s)
+        }
+    };
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: stockade\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -114,14 +124,34 @@ fn request(sock: &Path, method: &str, path: &str, token: Option<&str>, body: &[u
     }
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Where the server listens.
+enum Addr {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+impl Addr {
+    fn answers(&self) -> bool {
+        match self {
+            Addr::Unix(p) => UnixStream::connect(p).is_ok(),
+            Addr::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+        }
+    }
+}
+
 struct Env {
     c: PrivateContainerd,
     dir: tempfile::TempDir,
     server: std::process::Child,
+    addr: Addr,
 }
 
 impl Env {
-    async fn start() -> Env {
+    /// The server on a Unix socket, or (`tcp`) on a free port of 127.0.0.1.
+    async fn start(tcp: bool) -> Env {
         let c = PrivateContainerd::start().await;
         busybox_image(&c.client("stockade").await).await;
         let dir = tempfile::Builder::new()
@@ -137,10 +167,19 @@ impl Env {
             "[limits]\nmemory = \"256Mi\"\n",
         )
         .unwrap();
+        let addr = if tcp {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            Addr::Tcp(l.local_addr().unwrap().port())
+        } else {
+            Addr::Unix(dir.path().join("api.sock"))
+        };
         let server = Command::new(BIN)
             .arg("serve")
             .arg("--http")
-            .arg(format!("unix:{}", dir.path().join("api.sock").display()))
+            .arg(match &addr {
+                Addr::Unix(p) => format!("unix:{}", p.display()),
+                Addr::Tcp(port) => format!("127.0.0.1:{port}"),
+            })
             .arg("--token-file")
             .arg(&tokens)
             .args(["--http-max-sandboxes", "2", "--http-max-memory", "400Mi"])
@@ -156,21 +195,22 @@ impl Env {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start stockade serve --http");
-        let env = Env { c, dir, server };
+        let env = Env {
+            c,
+            dir,
+            server,
+            addr,
+        };
         let start = Instant::now();
-        while UnixStream::connect(env.socket()).is_err() {
+        while !env.addr.answers() {
             assert!(start.elapsed() < PATIENCE, "stockade serve never answered");
             std::thread::sleep(Duration::from_millis(50));
         }
         env
     }
 
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("api.sock")
-    }
-
     fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
-        request(&self.socket(), method, path, token, body)
+        request(&self.addr, method, path, token, body)
     }
 
     fn alice(&self, method: &str, path: &str, body: serde_json::Value) -> Answer {
@@ -209,7 +249,9 @@ impl Env {
             assert!(start.elapsed() < PATIENCE, "stockade serve ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(!self.socket().exists(), "the socket is removed");
+        if let Addr::Unix(p) = &self.addr {
+            assert!(!p.exists(), "the socket is removed");
+        }
         use stockade::containerd::Containerd;
         let client = self.c.client("stockade").await;
         let containers = client.list_containers(vec![]).await.unwrap();
@@ -249,7 +291,7 @@ async fn the_http_api_end_to_end() {
     ) {
         return;
     }
-    let mut env = Env::start().await;
+    let mut env = Env::start(false).await;
 
     // Unauthenticated: health and the OpenAPI document, each with a request id.
     let h = env.call("GET", "/v1/health", None, b"");
@@ -546,5 +588,45 @@ async fn the_http_api_end_to_end() {
     assert_eq!(g.status, 404);
     let left = env.alice("POST", "/v1/sandboxes", serde_json::json!({}));
     assert_eq!(left.status, 201, "{}", left.text());
+    env.stop_and_check().await;
+}
+
+/// schemathesis (`$STOCKADE_VENV`, /opt/stockade-venv by default) fuzzes the running
+/// server from its own OpenAPI document: no answer may be a 5xx or differ from the
+/// document's schema. Bounded in examples and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
+    let venv = std::env::var_os("STOCKADE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/stockade-venv"));
+    let st = venv.join("bin/st");
+    let st_text = st.to_string_lossy().into_owned();
+    if !require_or_skip(
+        "fuzzes stockade serve --http with schemathesis (scripts/setup.sh installs it)",
+        &["/usr/bin/containerd", "/usr/sbin/runc", &st_text],
+    ) {
+        return;
+    }
+    let mut env = Env::start(true).await;
+    let Addr::Tcp(port) = env.addr else {
+        unreachable!()
+    };
+    let out = Command::new(&st)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "15", "--max-time", "60", "--seed", "1"])
+        .args(["--request-timeout", "60", "--workers", "1"])
+        .args(["--header", &format!("Authorization: Bearer {ALICE}")])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run schemathesis");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis failed:\n{report}");
     env.stop_and_check().await;
 }

@@ -123,6 +123,10 @@ impl HttpError {
 
 impl From<SandboxError> for HttpError {
     fn from(e: SandboxError) -> HttpError {
+        // An image the store does not have is the request's fault.
+        if let SandboxError::Run(crate::runner::RunError::Image { .. }) = &e {
+            return HttpError::invalid(format!("policy.image: {e}")).field("policy.image");
+        }
         let field = match &e {
             SandboxError::Invalid { field, .. } => Some((*field).to_string()),
             SandboxError::Files { .. } => Some("path".to_string()),

@@ -373,7 +373,7 @@ pub(super) async fn mkdir(
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/archive", tag = "files",
     params(("id" = String, Path, description = "The sandbox's id or name"),
            ("path" = String, Query, description = "Absolute path of a directory in the sandbox")),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar stream"),
     responses(
         (status = 201, description = "Extracted", body = Written),
         (status = 400, description = "The archive is refused (an entry escapes, a device…)", body = super::error::ErrorBody),
