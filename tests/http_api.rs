@@ -79,7 +79,14 @@ fn request(to: &Addr, method: &str, path: &str, token: Option<&str>, body: &[u8]
     // The server may answer (413) before taking the whole body.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the answer");
+    // A server refusing a body (413) closes without reading it, which may reset the
+    // connection after its answer has arrived.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        assert!(
+            e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty(),
+            "read the answer: {e}"
+        );
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -492,26 +499,42 @@ async fn the_http_api_end_to_end() {
     );
     assert_eq!(gone.status, 404, "{}", gone.text());
 
-    // A path leading out of the sandbox reads nothing of the host's.
+    // A path leading out of the sandbox reads nothing of the host's: a host file of the
+    // test's, named by a symbolic link made in the sandbox and by `..`, is not found.
+    let secret = env.dir.path().join("secret");
+    std::fs::write(&secret, "host secret").unwrap();
+    let host_path = secret.to_string_lossy().into_owned();
+    exec(serde_json::json!(["ln", "-s", host_path, "/tmp/esc"]));
     exec(serde_json::json!([
         "ln",
         "-s",
-        "../../../../../../etc",
-        "/tmp/esc"
+        "../../../../../..",
+        "/tmp/up"
     ]));
-    let host = std::fs::read("/etc/hostname").unwrap_or_default();
-    for p in ["/tmp/esc/hostname", "/tmp/../../../etc/hostname"] {
+    for p in [
+        "/tmp/esc".to_string(),
+        format!("/tmp/up{host_path}"),
+        format!("/tmp/../../../..{host_path}"),
+    ] {
         let a = env.call(
             "GET",
             &format!("/v1/sandboxes/{id}/files?path={p}"),
             Some(ALICE),
             b"",
         );
-        assert!(
-            a.status != 200 || a.body != host || host.is_empty(),
-            "{p}: the host's file"
+        // Not there (404), or not a directory inside the sandbox after an earlier write
+        // here (409): never the host's file.
+        assert!(matches!(a.status, 404 | 409), "{p}: {}", a.text());
+        assert!(!a.text().contains("host secret"), "{p}");
+        // Written, if at all, inside the sandbox (a link is replaced, not followed).
+        env.call(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/files?path={p}"),
+            Some(ALICE),
+            b"x",
         );
     }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
     let rel = env.call(
         "GET",
         &format!("/v1/sandboxes/{id}/files?path=tmp/x"),

@@ -5,7 +5,9 @@
 //!
 //! - `PUT files` writes the body as the file (its directory must exist); `GET files`
 //!   answers its bytes; `DELETE files` removes it (a directory with what it holds);
-//!   `files/list`, `files/stat`; `POST files/mkdir` makes one directory.
+//!   `files/list`, `files/stat`; `POST files/mkdir` makes one directory. A read follows
+//!   a symbolic link (resolved inside the sandbox's root); stat, list, remove and archive
+//!   do not.
 //! - `PUT archive` extracts a tar body at a directory; `GET archive` answers a directory
 //!   (or file) as tar.
 
@@ -116,6 +118,7 @@ pub(super) async fn write(
 fn get_pipe(
     sb: &Sandbox,
     src: String,
+    follow_link: bool,
 ) -> Result<
     (
         std::fs::File,
@@ -127,7 +130,7 @@ fn get_pipe(
         .map_err(|e| HttpError::internal(format!("pipe: {e}")))?;
     let sb = sb.clone();
     let task = tokio::spawn(async move {
-        sb.get(&src, std::fs::File::from(w), false)
+        sb.get(&src, std::fs::File::from(w), follow_link)
             .await
             .map(|_| ())
             .map_err(HttpError::from)
@@ -176,9 +179,10 @@ fn entry_of<R: Read>(e: &tar::Entry<R>) -> FileEntry {
 async fn with_headers<T: Send + 'static>(
     sb: &Sandbox,
     src: String,
+    follow_link: bool,
     f: impl FnOnce(&mut tar::Archive<std::fs::File>) -> Option<T> + Send + 'static,
 ) -> Result<T, HttpError> {
-    let (r, task) = get_pipe(sb, src)?;
+    let (r, task) = get_pipe(sb, src, follow_link)?;
     let parsed = tokio::task::spawn_blocking(move || f(&mut tar::Archive::new(r)))
         .await
         .map_err(|e| HttpError::internal(format!("reading the archive: {e}")))?;
@@ -209,7 +213,7 @@ pub(super) async fn stat(
 ) -> Answer {
     let sb = api.owned(caller, id).await?;
     let p = path(&query(req))?;
-    let entry = with_headers(&sb, p, |a| {
+    let entry = with_headers(&sb, p, false, |a| {
         let mut entries = a.entries().ok()?;
         let e = entries.next()?.ok()?;
         Some(entry_of(&e))
@@ -237,7 +241,7 @@ pub(super) async fn list(
     let sb = api.owned(caller, id).await?;
     let p = path(&query(req))?;
     let src = format!("{}/.", p.trim_end_matches('/'));
-    let mut entries = with_headers(&sb, src, |a| {
+    let mut entries = with_headers(&sb, src, false, |a| {
         let mut out = Vec::new();
         for e in a.entries().ok()? {
             let e = e.ok()?;
@@ -274,7 +278,7 @@ pub(super) async fn read(
     let sb = api.owned(caller, id).await?;
     let p = path(&query(req))?;
     // What is there decides the answer (404, 409) before its head goes out.
-    let kind = with_headers(&sb, p.clone(), |a| {
+    let kind = with_headers(&sb, p.clone(), true, |a| {
         let e = a.entries().ok()?.next()?.ok()?;
         Some(e.header().entry_type())
     })
@@ -286,7 +290,7 @@ pub(super) async fn read(
         .field("path"));
     }
     let (tx, body) = channel_body();
-    let (r, task) = get_pipe(&sb, p.clone())?;
+    let (r, task) = get_pipe(&sb, p.clone(), true)?;
     tokio::task::spawn_blocking(move || {
         let mut a = tar::Archive::new(r);
         let Some(Ok(mut e)) = a.entries().ok().and_then(|mut it| it.next()) else {
@@ -332,7 +336,10 @@ pub(super) async fn remove(
     let p = path(&query(req))?;
     split(&p)?;
     // 404 when nothing is there.
-    with_headers(&sb, p.clone(), |a| a.entries().ok()?.next().map(|_| ())).await?;
+    with_headers(&sb, p.clone(), false, |a| {
+        a.entries().ok()?.next().map(|_| ())
+    })
+    .await?;
     let mut r = ExecRequest::new(["rm", "-rf", "--", p.as_str()]);
     r.timeout = Some(std::time::Duration::from_secs(60));
     let out = sb.exec(r).await?;
@@ -415,7 +422,10 @@ pub(super) async fn get_archive(
     let sb = api.owned(caller, id).await?;
     let p = path(&query(req))?;
     // 404 before the answer's head goes out.
-    with_headers(&sb, p.clone(), |a| a.entries().ok()?.next().map(|_| ())).await?;
+    with_headers(&sb, p.clone(), false, |a| {
+        a.entries().ok()?.next().map(|_| ())
+    })
+    .await?;
     let (tx, body) = channel_body();
     tokio::spawn(async move {
         if let Err(e) = sb.get(&p, ChannelWriter(tx), false).await {
