@@ -642,6 +642,8 @@ async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
         .args(["--request-timeout", "60", "--workers", "1"])
         .args(["--header", &format!("Authorization: Bearer {ALICE}")])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache and reports go to the test's directory, not the source tree.
+        .current_dir(env.dir.path())
         .stdin(Stdio::null())
         .output()
         .expect("run schemathesis");
