@@ -1,5 +1,6 @@
-//! `stockade serve`: the Docker Engine API on a Unix socket (see `stockade::serve`).
-//! Stopped by SIGTERM or SIGINT, which remove every container it made and its socket.
+//! `stockade serve`: the Docker Engine API on a Unix socket and, with `--http`, the native
+//! HTTP API (see `stockade::serve`), in one process over one front door. Stopped by
+//! SIGTERM or SIGINT, which remove every container and sandbox it made and its sockets.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,18 +9,39 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use stockade::images::registry::RegistryOptions;
-use stockade::policy::{HostPolicyEnv, PolicyOverrides};
+use stockade::policy::{parse_size, HostPolicyEnv, PolicyOverrides};
 use stockade::runner::{reclaim_crashed, ReconcileOptions};
 use stockade::serve::docker::create::ServerPolicy;
 use stockade::serve::docker::images::ImageOptions;
 use stockade::serve::docker::Docker;
+use stockade::serve::http_api::quota::Quotas;
+use stockade::serve::http_api::{auth::Tokens, HttpApi, HttpConfig};
+use stockade::serve::listen::{Address, Listener};
 use stockade::serve::DEFAULT_DOCKER_SOCKET;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The Unix socket Docker clients connect to (`DOCKER_HOST=unix://PATH`).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_DOCKER_SOCKET)]
-    pub docker_socket: PathBuf,
+    /// The Unix socket Docker clients connect to (`DOCKER_HOST=unix://PATH`) [default:
+    /// /run/stockade/docker.sock, served unless `--http` is given alone].
+    #[arg(long, value_name = "PATH")]
+    pub docker_socket: Option<PathBuf>,
+    /// Serve the native HTTP API at `unix:PATH`, `127.0.0.1:PORT` or `[::1]:PORT` (other
+    /// addresses are refused: there is no TLS yet) [default: not served].
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    pub http: Option<String>,
+    /// The HTTP API's bearer tokens, one `TOKEN [NAME]` a line; must be mode 600 or
+    /// stricter. Required with `--http`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Sandboxes and runs each token may have alive at once [default: 16].
+    #[arg(long, value_name = "N", default_value_t = stockade::serve::http_api::quota::DEFAULT_MAX_SANDBOXES)]
+    pub http_max_sandboxes: usize,
+    /// The memory limits of each token's live sandboxes and runs, added up [default: 8Gi].
+    #[arg(long, value_name = "SIZE", default_value = "8Gi")]
+    pub http_max_memory: String,
+    /// The largest upload (a file or a tar archive) the HTTP API takes [default: 64Mi].
+    #[arg(long, value_name = "SIZE", default_value = "64Mi")]
+    pub http_max_body: String,
     /// Group (name or number) that may open the socket besides root [default: root's].
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
@@ -61,10 +83,47 @@ fn group_id(g: &str) -> Result<u32> {
     }
 }
 
+/// The Docker socket served: the one given, else the default unless `--http` is given alone.
+fn docker_socket(args: &ServeArgs) -> Option<PathBuf> {
+    match (&args.docker_socket, &args.http) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from(DEFAULT_DOCKER_SOCKET)),
+        (None, Some(_)) => None,
+    }
+}
+
+/// The HTTP API's address and configuration, checked before anything starts.
+fn http_config(args: &ServeArgs) -> Result<Option<(Address, HttpConfig)>> {
+    let Some(addr) = &args.http else {
+        return Ok(None);
+    };
+    let addr = Address::parse(addr)?;
+    let Some(file) = &args.token_file else {
+        bail!("--http needs --token-file: with no token nobody could use the server");
+    };
+    let tokens = Tokens::read(file)?;
+    let size = |flag: &str, v: &str| parse_size(v).with_context(|| format!("{flag} {v}"));
+    let quotas = Quotas {
+        max_sandboxes: args.http_max_sandboxes,
+        max_memory: size("--http-max-memory", &args.http_max_memory)?,
+    };
+    let max_body = size("--http-max-body", &args.http_max_body)?;
+    Ok(Some((
+        addr,
+        HttpConfig {
+            tokens,
+            quotas,
+            max_body,
+        },
+    )))
+}
+
 pub async fn run(args: ServeArgs) -> Result<u8> {
     let group = args.socket_group.as_deref().map(group_id).transpose()?;
+    let http = http_config(&args)?;
+    let docker_socket = docker_socket(&args);
     if args.detach {
-        return detach(&args);
+        return detach(&args, docker_socket.as_deref(), http.as_ref().map(|h| &h.0));
     }
     let (policy, file) = super::read_policy(args.policy.as_deref())?;
     let ceiling =
@@ -89,31 +148,57 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     for (id, why) in &reclaimed.failed {
         tracing::warn!("reclaiming crashed run {id}: {why}");
     }
-    let docker = Arc::new(
-        Docker::new(
-            sandboxes,
-            ServerPolicy {
-                policy,
-                ceiling,
-                allow_bind: args.allow_bind.clone(),
-            },
-        )
-        .with_images(ImageOptions {
-            registry: RegistryOptions {
-                plain_http: args.plain_http.clone(),
-                insecure: args.insecure.clone(),
-                docker_config: args.docker_config.clone(),
-                ..RegistryOptions::default()
-            },
-            ..ImageOptions::default()
-        }),
-    );
-    for id in docker.reclaim_leftovers().await {
-        tracing::info!("removed {id}, left by an earlier server");
+    let server = ServerPolicy {
+        policy,
+        ceiling,
+        allow_bind: args.allow_bind.clone(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some((addr, config)) = http {
+        let api = Arc::new(HttpApi::new(sandboxes.clone(), server.clone(), config));
+        for id in api.reclaim_leftovers().await {
+            tracing::info!("removed {id}, left by an earlier server");
+        }
+        let listener = Listener::bind(&addr, group).await?;
+        tracing::info!("serving the HTTP API on {}", listener.local());
+        let shutdown = stopped();
+        servers.spawn(async move {
+            let a = api.clone();
+            let handler = move |req| a.clone().route(req);
+            stockade::serve::listen::accept_loop(listener, handler, shutdown).await;
+            api.remove_all().await;
+        });
     }
-    let listener = stockade::serve::bind(&args.docker_socket, group)?;
-    tracing::info!("serving the Docker API on {}", args.docker_socket.display());
-    let shutdown = async {
+    if let Some(socket) = docker_socket {
+        let docker = Arc::new(
+            Docker::new(sandboxes.clone(), server).with_images(ImageOptions {
+                registry: RegistryOptions {
+                    plain_http: args.plain_http.clone(),
+                    insecure: args.insecure.clone(),
+                    docker_config: args.docker_config.clone(),
+                    ..RegistryOptions::default()
+                },
+                ..ImageOptions::default()
+            }),
+        );
+        for id in docker.reclaim_leftovers().await {
+            tracing::info!("removed {id}, left by an earlier server");
+        }
+        let listener = stockade::serve::bind(&socket, group)?;
+        tracing::info!("serving the Docker API on {}", socket.display());
+        let shutdown = stopped();
+        servers.spawn(async move {
+            stockade::serve::serve(docker, listener, &socket, shutdown).await;
+        });
+    }
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -121,14 +206,20 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-    };
-    stockade::serve::serve(docker, listener, &args.docker_socket, shutdown).await;
+    }
+    stop_tx.send_replace(true);
+    while servers.join_next().await.is_some() {}
+    sandboxes.runner().wait_cleanups().await;
     Ok(0)
 }
 
 /// Starts this command again without `--detach`, in its own process group with no stdio,
-/// waits (at most 60 s) until its socket answers, and prints its pid.
-fn detach(args: &ServeArgs) -> Result<u8> {
+/// waits (at most 60 s) until its sockets answer, and prints its pid.
+fn detach(
+    args: &ServeArgs,
+    docker: Option<&std::path::Path>,
+    http: Option<&Address>,
+) -> Result<u8> {
     use std::os::unix::process::CommandExt;
     let rest: Vec<std::ffi::OsString> = std::env::args_os()
         .skip(1)
@@ -147,15 +238,17 @@ fn detach(args: &ServeArgs) -> Result<u8> {
         if let Some(status) = child.try_wait()? {
             bail!("the server exited at once ({status}); run it without --detach to see why");
         }
-        if std::os::unix::net::UnixStream::connect(&args.docker_socket).is_ok() {
+        let answers = |a: &Address| match a {
+            Address::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+            Address::Tcp(t) => std::net::TcpStream::connect(t).is_ok(),
+        };
+        let docker_up = docker.is_none_or(|p| std::os::unix::net::UnixStream::connect(p).is_ok());
+        if docker_up && http.is_none_or(answers) {
             println!("{}", child.id());
             return Ok(0);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    bail!(
-        "{}: the server did not answer within 60 s (pid {})",
-        args.docker_socket.display(),
-        child.id()
-    )
+    let _ = args;
+    bail!("the server did not answer within 60 s (pid {})", child.id())
 }

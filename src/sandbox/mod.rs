@@ -433,6 +433,23 @@ impl Sandbox {
             .join("root")
     }
 
+    /// Sets its lifetime, counted from its creation, and writes it to its record; whoever
+    /// keeps its deadlines ([`Sandboxes::keep`]) reads the record again within
+    /// [`KEEPER_POLL`]. Refuses a zero lifetime.
+    pub fn set_lifetime(&mut self, lifetime: Duration) -> Result<(), SandboxError> {
+        if lifetime.is_zero() {
+            return Err(SandboxError::Invalid {
+                field: "lifetime",
+                reason: "must be more than zero".into(),
+            });
+        }
+        self.record.lifetime_ms = Some(lifetime.as_millis() as u64);
+        let dir = self.run_dir();
+        self.record
+            .write(&dir)
+            .map_err(|source| SandboxError::State { path: dir, source })
+    }
+
     /// Its run directory.
     pub fn run_dir(&self) -> PathBuf {
         self.runner().fifo_root().join(&self.record.id)

@@ -8,13 +8,13 @@
 
 pub mod docker;
 pub mod http;
+pub mod http_api;
+pub mod listen;
 
-use std::convert::Infallible;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::UnixListener;
 
@@ -37,6 +37,15 @@ pub enum ServeError {
     InUse { path: PathBuf },
     #[error("{}: exists and is not a socket", path.display())]
     NotSocket { path: PathBuf },
+    /// `--http ADDR` is malformed or not served.
+    #[error("--http {addr}: {reason}")]
+    Address { addr: String, reason: String },
+    /// The TCP address could not be bound.
+    #[error("--http {addr}: {source}")]
+    Tcp {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Makes the listening socket at `path`: a stale socket (nobody answers on it) is removed
@@ -93,38 +102,13 @@ pub async fn serve(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!("{}: accept: {e}", path.display());
-                        continue;
-                    }
-                };
-                let d = docker.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let d = d.clone();
-                        async move { Ok::<_, Infallible>(d.route(req).await) }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades();
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection: {e}");
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    if let Err(e) = std::fs::remove_file(path) {
-        tracing::warn!("{}: {e}", path.display());
-    }
+    let listener = listen::Listener::Unix {
+        listener,
+        path: path.to_path_buf(),
+    };
+    let d = docker.clone();
+    let handler = move |req| d.clone().route(req);
+    listen::accept_loop(listener, handler, shutdown).await;
     docker.remove_all().await;
     docker.sandboxes.runner().wait_cleanups().await;
 }

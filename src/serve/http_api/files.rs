@@ -1,0 +1,462 @@
+//! Files in a sandbox, every one through the library's put and get
+//! ([`Sandbox::put`], [`Sandbox::get`]: paths resolved beneath the sandbox's root, never
+//! following a link out of it, hostile archives refused, everything written owned by the
+//! sandbox's user). `?path=` names the file, absolute in the sandbox.
+//!
+//! - `PUT files` writes the body as the file (its directory must exist); `GET files`
+//!   answers its bytes; `DELETE files` removes it (a directory with what it holds);
+//!   `files/list`, `files/stat`; `POST files/mkdir` makes one directory. A read follows
+//!   a symbolic link (resolved inside the sandbox's root); stat, list, remove and archive
+//!   do not.
+//! - `PUT archive` extracts a tar body at a directory; `GET archive` answers a directory
+//!   (or file) as tar.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::error::HttpError;
+use super::wire::{FileEntry, FileList, Written};
+use super::{param, read_body, Answer, Caller, HttpApi};
+use crate::sandbox::{ExecRequest, Sandbox};
+use crate::serve::http::{channel_body, json, query};
+
+/// The sandbox path of `?path=`: absolute, no NUL.
+fn path(q: &HashMap<String, String>) -> Result<String, HttpError> {
+    let p = param(q, "path")?;
+    if !p.starts_with('/') || p.contains('\0') {
+        return Err(
+            HttpError::invalid(format!("path: `{p}` is not an absolute path")).field("path"),
+        );
+    }
+    Ok(p)
+}
+
+/// (parent, last component) of `p`; refuses `/`, `.` and `..` as the last.
+fn split(p: &str) -> Result<(String, String), HttpError> {
+    let trimmed = p.trim_end_matches('/');
+    let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(HttpError::invalid(format!("path: `{p}` does not name a file")).field("path"));
+    }
+    Ok((
+        if parent.is_empty() {
+            "/".into()
+        } else {
+            parent.into()
+        },
+        name.into(),
+    ))
+}
+
+/// A one-entry tar archive: `name` as a file holding `data`, or as a directory.
+fn one_entry(name: &str, data: Option<&[u8]>) -> Result<Vec<u8>, HttpError> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let internal = |e: std::io::Error| HttpError::internal(format!("building the archive: {e}"));
+    match data {
+        Some(d) => {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_size(d.len() as u64);
+            b.append_data(&mut h, name, d).map_err(internal)?;
+        }
+        None => {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{name}/"), std::io::empty())
+                .map_err(internal)?;
+        }
+    }
+    b.into_inner().map_err(internal)
+}
+
+async fn put(sb: &Sandbox, dst: &str, archive: Vec<u8>) -> Result<Written, HttpError> {
+    let s = sb.put(dst, std::io::Cursor::new(archive)).await?;
+    Ok(Written {
+        path: dst.to_string(),
+        entries: s.entries,
+        bytes: s.bytes,
+    })
+}
+
+/// `PUT /v1/sandboxes/{id}/files?path=`: the body becomes the file.
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path of the file in the sandbox")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Written", body = Written),
+        (status = 400, description = "The path is malformed or escapes", body = super::error::ErrorBody),
+        (status = 404, description = "No such sandbox, or the directory does not exist", body = super::error::ErrorBody),
+        (status = 413, description = "The body is larger than the server's limit", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn write(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: Request<Incoming>,
+) -> Answer {
+    let q = query(&req);
+    let sb = api.owned(caller, id).await?;
+    let p = path(&q)?;
+    let (parent, name) = split(&p)?;
+    let body = read_body(req, api.max_body).await?;
+    let archive = one_entry(&name, Some(&body))?;
+    let mut w = put(&sb, &parent, archive).await?;
+    w.path = p;
+    Ok(json(StatusCode::CREATED, &w))
+}
+
+/// Runs `get` of `src` on a task, its tar stream readable from the returned pipe end.
+fn get_pipe(
+    sb: &Sandbox,
+    src: String,
+    follow_link: bool,
+) -> Result<
+    (
+        std::fs::File,
+        tokio::task::JoinHandle<Result<(), HttpError>>,
+    ),
+    HttpError,
+> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| HttpError::internal(format!("pipe: {e}")))?;
+    let sb = sb.clone();
+    let task = tokio::spawn(async move {
+        sb.get(&src, std::fs::File::from(w), follow_link)
+            .await
+            .map(|_| ())
+            .map_err(HttpError::from)
+    });
+    Ok((std::fs::File::from(r), task))
+}
+
+fn entry_of<R: Read>(e: &tar::Entry<R>) -> FileEntry {
+    let h = e.header();
+    let path = e
+        .path()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let kind = match h.entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => "file",
+        tar::EntryType::Directory => "dir",
+        tar::EntryType::Symlink => "symlink",
+        _ => "other",
+    };
+    FileEntry {
+        name,
+        kind: kind.into(),
+        size: if kind == "file" {
+            h.size().unwrap_or(0)
+        } else {
+            0
+        },
+        mode: h.mode().unwrap_or(0) & 0o7777,
+        mtime: h.mtime().unwrap_or(0),
+        link_target: e
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned()),
+    }
+}
+
+/// Reads the headers of `src`'s tar stream with `f`, on a blocking thread; when the
+/// stream holds nothing, the get's own error.
+async fn with_headers<T: Send + 'static>(
+    sb: &Sandbox,
+    src: String,
+    follow_link: bool,
+    f: impl FnOnce(&mut tar::Archive<std::fs::File>) -> Option<T> + Send + 'static,
+) -> Result<T, HttpError> {
+    let (r, task) = get_pipe(sb, src, follow_link)?;
+    let parsed = tokio::task::spawn_blocking(move || f(&mut tar::Archive::new(r)))
+        .await
+        .map_err(|e| HttpError::internal(format!("reading the archive: {e}")))?;
+    let got = task
+        .await
+        .map_err(|e| HttpError::internal(format!("reading the archive: {e}")))?;
+    match (parsed, got) {
+        (Some(t), _) => Ok(t),
+        (None, Err(e)) => Err(e),
+        (None, Ok(())) => Err(HttpError::internal("the sandbox's archive was empty")),
+    }
+}
+
+/// `GET /v1/sandboxes/{id}/files/stat?path=`.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path in the sandbox")),
+    responses(
+        (status = 200, description = "What is there", body = FileEntry),
+        (status = 404, description = "No such sandbox or path", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn stat(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    let entry = with_headers(&sb, p, false, |a| {
+        let mut entries = a.entries().ok()?;
+        let e = entries.next()?.ok()?;
+        Some(entry_of(&e))
+    })
+    .await?;
+    Ok(json(StatusCode::OK, &entry))
+}
+
+/// `GET /v1/sandboxes/{id}/files/list?path=`: a directory's entries.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/list", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path of a directory in the sandbox")),
+    responses(
+        (status = 200, description = "Its entries", body = FileList),
+        (status = 404, description = "No such sandbox or directory", body = super::error::ErrorBody),
+        (status = 409, description = "Not a directory", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    let src = format!("{}/.", p.trim_end_matches('/'));
+    let mut entries = with_headers(&sb, src, false, |a| {
+        let mut out = Vec::new();
+        for e in a.entries().ok()? {
+            let e = e.ok()?;
+            let raw = e.path().ok()?.to_string_lossy().into_owned();
+            let rel = raw.strip_prefix("./").unwrap_or(&raw).trim_end_matches('/');
+            if rel.is_empty() || rel == "." || rel.contains('/') {
+                continue;
+            }
+            out.push(entry_of(&e));
+        }
+        Some(out)
+    })
+    .await?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(json(StatusCode::OK, &FileList { path: p, entries }))
+}
+
+/// `GET /v1/sandboxes/{id}/files?path=`: the file's bytes.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path of a file in the sandbox")),
+    responses(
+        (status = 200, description = "Its bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such sandbox or file", body = super::error::ErrorBody),
+        (status = 409, description = "Not a regular file", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn read(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    // What is there decides the answer (404, 409) before its head goes out.
+    let kind = with_headers(&sb, p.clone(), true, |a| {
+        let e = a.entries().ok()?.next()?.ok()?;
+        Some(e.header().entry_type())
+    })
+    .await?;
+    if kind != tar::EntryType::Regular {
+        return Err(HttpError::conflict(format!(
+            "path: `{p}` is not a regular file (a directory is read with GET archive)"
+        ))
+        .field("path"));
+    }
+    let (tx, body) = channel_body();
+    let (r, task) = get_pipe(&sb, p.clone(), true)?;
+    tokio::task::spawn_blocking(move || {
+        let mut a = tar::Archive::new(r);
+        let Some(Ok(mut e)) = a.entries().ok().and_then(|mut it| it.next()) else {
+            return;
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n @ 1..) = e.read(&mut buf) {
+            if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        if let Ok(Err(e)) = task.await {
+            tracing::info!("reading {p}: {}", e.message);
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/octet-stream")
+        .body(body)
+        .expect("a valid response"))
+}
+
+/// `DELETE /v1/sandboxes/{id}/files?path=`: removes it (a directory with its contents),
+/// by `rm -rf` run in the sandbox under its confinement.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path in the sandbox")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such sandbox or path", body = super::error::ErrorBody),
+        (status = 409, description = "It could not be removed", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn remove(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    split(&p)?;
+    // 404 when nothing is there.
+    with_headers(&sb, p.clone(), false, |a| {
+        a.entries().ok()?.next().map(|_| ())
+    })
+    .await?;
+    let mut r = ExecRequest::new(["rm", "-rf", "--", p.as_str()]);
+    r.timeout = Some(std::time::Duration::from_secs(60));
+    let out = sb.exec(r).await?;
+    if out.exit_code != 0 {
+        return Err(HttpError::conflict(format!(
+            "path: `{p}` could not be removed: {}",
+            out.stderr.trim()
+        ))
+        .field("path"));
+    }
+    Ok(no_content())
+}
+
+/// `POST /v1/sandboxes/{id}/files/mkdir?path=`: one directory (its parent must exist).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/mkdir", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path of the new directory")),
+    responses(
+        (status = 201, description = "Made", body = Written),
+        (status = 404, description = "No such sandbox or parent directory", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn mkdir(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    let (parent, name) = split(&p)?;
+    let mut w = put(&sb, &parent, one_entry(&name, None)?).await?;
+    w.path = p;
+    Ok(json(StatusCode::CREATED, &w))
+}
+
+/// `PUT /v1/sandboxes/{id}/archive?path=`: extracts the tar body at the directory.
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/archive", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path of a directory in the sandbox")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar stream"),
+    responses(
+        (status = 201, description = "Extracted", body = Written),
+        (status = 400, description = "The archive is refused (an entry escapes, a device…)", body = super::error::ErrorBody),
+        (status = 404, description = "No such sandbox or directory", body = super::error::ErrorBody),
+        (status = 413, description = "The body is larger than the server's limit", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn put_archive(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: Request<Incoming>,
+) -> Answer {
+    let q = query(&req);
+    let sb = api.owned(caller, id).await?;
+    let p = path(&q)?;
+    let body = read_body(req, api.max_body).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &put(&sb, &p, body.to_vec()).await?,
+    ))
+}
+
+/// `GET /v1/sandboxes/{id}/archive?path=`: the file or directory as tar.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/archive", tag = "files",
+    params(("id" = String, Path, description = "The sandbox's id or name"),
+           ("path" = String, Query, description = "Absolute path in the sandbox")),
+    responses(
+        (status = 200, description = "A tar stream", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 404, description = "No such sandbox or path", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn get_archive(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Answer {
+    let sb = api.owned(caller, id).await?;
+    let p = path(&query(req))?;
+    // 404 before the answer's head goes out.
+    with_headers(&sb, p.clone(), false, |a| {
+        a.entries().ok()?.next().map(|_| ())
+    })
+    .await?;
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        if let Err(e) = sb.get(&p, ChannelWriter(tx), false).await {
+            tracing::info!("archive of {p}: {e}");
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/x-tar")
+        .body(body)
+        .expect("a valid response"))
+}
+
+/// Bytes written go out on a response body (from a blocking thread).
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn no_content() -> Response<crate::serve::http::Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(crate::serve::http::empty())
+        .expect("a valid response")
+}

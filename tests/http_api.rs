@@ -1,0 +1,657 @@
+//! The native HTTP API (`stockade serve --http`) over a private containerd (root; with
+//! `CI=true` nothing skips), driven by plain HTTP/1.1 on its Unix socket: no token or a
+//! wrong one is 401 with nothing started; a sandbox is created, execs stream NDJSON,
+//! files are written and read back, state is kept between requests, and it is deleted;
+//! policies and quotas are refused naming the field; oversize bodies are 413; a path
+//! leading out of the sandbox reads nothing of the host; every answer has a request id;
+//! the metrics parse; and nothing is left behind after the server stops.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{busybox_image, require_or_skip, PrivateContainerd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+/// Liveness guard for one request (never a speed claim).
+const PATIENCE: Duration = Duration::from_secs(120);
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef00";
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// The error's field, asserting the error document's shape.
+    fn error_field(&self) -> Option<String> {
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e["code"].is_string() && e["message"].is_string(), "{v}");
+        assert!(!e["message"].as_str().unwrap().contains('\n'));
+        e["field"].as_str().map(str::to_string)
+    }
+}
+
+/// One request on a connection of its own (`Connection: close`), the body read to its
+/// end (chunked or not).
+fn request(to: &Addr, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+    let mut s: Box<dyn ReadWrite> = match to {
+        Addr::Unix(p) => {
+            let s = UnixStream::connect(p).expect("connect");
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            Box::new(s)
+        }
+        Addr::Tcp(port) => {
+            let s = std::net::TcpStream::connect(("127.0.0.1", *port)).expect("connect");
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            Box::new(s)
+        }
+    };
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: stockade\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before taking the whole body.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    // A server refusing a body (413) closes without reading it, which may reset the
+    // connection after its answer has arrived.
+    if let Err(e) = s.read_to_end(&mut raw) {
+        assert!(
+            e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty(),
+            "read the answer: {e}"
+        );
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
+            rest = &rest[nl + 2 + n + 2..];
+        }
+        body = out;
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Where the server listens.
+enum Addr {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+impl Addr {
+    fn answers(&self) -> bool {
+        match self {
+            Addr::Unix(p) => UnixStream::connect(p).is_ok(),
+            Addr::Tcp(port) => std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok(),
+        }
+    }
+}
+
+struct Env {
+    c: PrivateContainerd,
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    addr: Addr,
+}
+
+impl Env {
+    /// The server on a Unix socket, or (`tcp`) on a free port of 127.0.0.1.
+    async fn start(tcp: bool) -> Env {
+        let c = PrivateContainerd::start().await;
+        busybox_image(&c.client("stockade").await).await;
+        let dir = tempfile::Builder::new()
+            .prefix("stkh-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, format!("{ALICE} alice\n{BOB} bob\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            "[limits]\nmemory = \"256Mi\"\n",
+        )
+        .unwrap();
+        let addr = if tcp {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            Addr::Tcp(l.local_addr().unwrap().port())
+        } else {
+            Addr::Unix(dir.path().join("api.sock"))
+        };
+        let server = Command::new(BIN)
+            .arg("serve")
+            .arg("--http")
+            .arg(match &addr {
+                Addr::Unix(p) => format!("unix:{}", p.display()),
+                Addr::Tcp(port) => format!("127.0.0.1:{port}"),
+            })
+            .arg("--token-file")
+            .arg(&tokens)
+            .args(["--http-max-sandboxes", "2", "--http-max-memory", "400Mi"])
+            .args(["--http-max-body", "1Mi"])
+            .arg("--policy")
+            .arg(dir.path().join("policy.toml"))
+            .arg("--address")
+            .arg(c.address())
+            .arg("--fifo-root")
+            .arg(dir.path().join("fifo"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start stockade serve --http");
+        let env = Env {
+            c,
+            dir,
+            server,
+            addr,
+        };
+        let start = Instant::now();
+        while !env.addr.answers() {
+            assert!(start.elapsed() < PATIENCE, "stockade serve never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        env
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+        request(&self.addr, method, path, token, body)
+    }
+
+    fn alice(&self, method: &str, path: &str, body: serde_json::Value) -> Answer {
+        let bytes = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        self.call(method, path, Some(ALICE), &bytes)
+    }
+
+    fn run_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("fifo"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("stk-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM (by pid); the server must exit 0 having removed its sandboxes and socket.
+    async fn stop_and_check(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.server.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.server.try_wait().unwrap() {
+                assert!(status.success(), "stockade serve exited {status}");
+                break;
+            }
+            assert!(start.elapsed() < PATIENCE, "stockade serve ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Addr::Unix(p) = &self.addr {
+            assert!(!p.exists(), "the socket is removed");
+        }
+        use stockade::containerd::Containerd;
+        let client = self.c.client("stockade").await;
+        let containers = client.list_containers(vec![]).await.unwrap();
+        let tasks = client.list_tasks().await.unwrap();
+        assert!(
+            containers.is_empty() && tasks.is_empty(),
+            "containers {containers:?}"
+        );
+        assert_eq!(self.run_dirs(), Vec::<String>::new());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let fifo = self.dir.path().join("fifo");
+        assert!(!mountinfo.contains(&*fifo.to_string_lossy()), "mounts left");
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.server.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.server.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = self.server.wait();
+            let _ = stockade::containerd::daemon::unmount_under(
+                Path::new("/proc/self/mountinfo"),
+                self.dir.path(),
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_end_to_end() {
+    if !require_or_skip(
+        "drives stockade serve --http over a private containerd",
+        &["/usr/bin/containerd", "/usr/sbin/runc"],
+    ) {
+        return;
+    }
+    let mut env = Env::start(false).await;
+
+    // Unauthenticated: health and the OpenAPI document, each with a request id.
+    let h = env.call("GET", "/v1/health", None, b"");
+    assert_eq!((h.status, h.json()["status"].as_str()), (200, Some("ok")));
+    let rid = h.header("x-request-id").expect("a request id").to_string();
+    assert!(rid.starts_with("req-"), "{rid}");
+    let doc = env.call("GET", "/openapi.json", None, b"");
+    assert_eq!(doc.status, 200);
+    assert!(doc.json()["openapi"].as_str().unwrap().starts_with("3.1"));
+    let again = env.call("GET", "/v1/health", None, b"");
+    assert_ne!(
+        again.header("x-request-id"),
+        Some(rid.as_str()),
+        "ids differ"
+    );
+
+    // No token, a wrong one, another scheme: 401, and nothing is started.
+    let create = serde_json::json!({}).to_string();
+    for token in [
+        None,
+        Some("wrong-token-0123456789abcdef"),
+        Some(&ALICE[..20]),
+    ] {
+        let a = env.call("POST", "/v1/sandboxes", token, create.as_bytes());
+        assert_eq!(a.status, 401, "{token:?}: {}", a.text());
+        assert_eq!(a.json()["error"]["code"], "unauthorized");
+        assert!(a.header("x-request-id").is_some());
+        let r = env.call("POST", "/v1/run", token, br#"{"argv":["true"]}"#);
+        assert_eq!(r.status, 401);
+    }
+    assert_eq!(env.run_dirs(), Vec::<String>::new(), "nothing started");
+    let v = env.alice("GET", "/v1/version", serde_json::Value::Null);
+    assert_eq!((v.status, v.json()["api"].as_str()), (200, Some("v1")));
+
+    // Requests refused naming the field.
+    let refusals = [
+        (
+            serde_json::json!({"policy": {"limits": {"memory": "1Gi"}}}),
+            403,
+            "policy.limits.memory",
+        ),
+        (
+            serde_json::json!({"policy": {"limits": {"memory": "lots"}}}),
+            400,
+            "policy.limits.memory",
+        ),
+        (
+            serde_json::json!({"policy": {"filesystem": {"workspace": "/etc"}}}),
+            403,
+            "policy.filesystem.workspace",
+        ),
+        (serde_json::json!({"lifetime": "soon"}), 400, "lifetime"),
+        (serde_json::json!({"colour": "red"}), 400, "colour"),
+    ];
+    for (body, status, field) in refusals {
+        let a = env.alice("POST", "/v1/sandboxes", body.clone());
+        assert_eq!(a.status, status, "{body}: {}", a.text());
+        assert_eq!(a.error_field().as_deref(), Some(field), "{body}");
+    }
+    assert_eq!(env.run_dirs(), Vec::<String>::new(), "nothing started");
+
+    // Create; a second one past the memory quota is refused naming the field.
+    let a = env.alice("POST", "/v1/sandboxes", serde_json::json!({"name": "one"}));
+    assert_eq!(a.status, 201, "{}", a.text());
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    let q = env.alice(
+        "POST",
+        "/v1/sandboxes",
+        serde_json::json!({"policy": {"limits": {"memory": "256Mi"}}}),
+    );
+    assert_eq!(q.status, 429, "{}", q.text());
+    assert_eq!(q.error_field().as_deref(), Some("policy.limits.memory"));
+    // Another token neither sees nor drives it.
+    let b = env.call("GET", &format!("/v1/sandboxes/{id}"), Some(BOB), b"");
+    assert_eq!(b.status, 404);
+    let l = env.call("GET", "/v1/sandboxes", Some(BOB), b"");
+    assert_eq!(l.json()["sandboxes"].as_array().unwrap().len(), 0);
+    let l = env.alice("GET", "/v1/sandboxes", serde_json::Value::Null);
+    assert_eq!(l.json()["sandboxes"][0]["id"], id.as_str());
+
+    // A streamed exec: chunks, then one exit record.
+    let s = env.alice(
+        "POST",
+        &format!("/v1/sandboxes/{id}/exec/stream"),
+        serde_json::json!({"argv": ["sh", "-c", "echo out; echo err >&2; exit 3"]}),
+    );
+    assert_eq!(s.status, 200, "{}", s.text());
+    assert_eq!(s.header("content-type"), Some("application/x-ndjson"));
+    let records: Vec<serde_json::Value> = s
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let joined = |kind: &str| -> String {
+        records
+            .iter()
+            .filter(|r| r["type"] == kind)
+            .map(|r| r["data"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        (joined("stdout"), joined("stderr")),
+        ("out\n".into(), "err\n".into())
+    );
+    let last = records.last().unwrap();
+    assert_eq!(last["type"], "exit", "{records:?}");
+    assert_eq!(
+        (last["exit_code"].as_u64(), last["timed_out"].as_bool()),
+        (Some(3), Some(false))
+    );
+    assert_eq!(last["oom_killed"], false);
+
+    // State is kept between requests; files written are read back, by API and by exec.
+    let exec = |argv: serde_json::Value| {
+        let a = env.alice(
+            "POST",
+            &format!("/v1/sandboxes/{id}/exec"),
+            serde_json::json!({"argv": argv}),
+        );
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()
+    };
+    exec(serde_json::json!(["sh", "-c", "echo 41 > /tmp/x"]));
+    assert_eq!(exec(serde_json::json!(["cat", "/tmp/x"]))["stdout"], "41\n");
+    let w = env.call(
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/hello.txt"),
+        Some(ALICE),
+        b"hi there\n",
+    );
+    assert_eq!(w.status, 201, "{}", w.text());
+    let r = env.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/hello.txt"),
+        Some(ALICE),
+        b"",
+    );
+    assert_eq!((r.status, r.text()), (200, "hi there\n".to_string()));
+    assert_eq!(
+        exec(serde_json::json!(["cat", "/tmp/hello.txt"]))["stdout"],
+        "hi there\n"
+    );
+    let st = env.alice(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/stat?path=/tmp/hello.txt"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(
+        (st.json()["kind"].as_str(), st.json()["size"].as_u64()),
+        (Some("file"), Some(9))
+    );
+    let m = env.alice(
+        "POST",
+        &format!("/v1/sandboxes/{id}/files/mkdir?path=/tmp/d"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(m.status, 201, "{}", m.text());
+    let ls = env.alice(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files/list?path=/tmp"),
+        serde_json::Value::Null,
+    );
+    let names: Vec<String> = ls.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["d", "hello.txt", "x"], "{}", ls.text());
+    let tar = env.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/archive?path=/tmp/d"),
+        Some(ALICE),
+        b"",
+    );
+    assert_eq!(tar.status, 200);
+    let mut archive = tar::Archive::new(&tar.body[..]);
+    let first = archive.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(
+        first
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/'),
+        "d"
+    );
+    let del = env.alice(
+        "DELETE",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/hello.txt"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(del.status, 204, "{}", del.text());
+    let gone = env.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/hello.txt"),
+        Some(ALICE),
+        b"",
+    );
+    assert_eq!(gone.status, 404, "{}", gone.text());
+
+    // A path leading out of the sandbox reads nothing of the host's: a host file of the
+    // test's, named by a symbolic link made in the sandbox and by `..`, is not found.
+    let secret = env.dir.path().join("secret");
+    std::fs::write(&secret, "host secret").unwrap();
+    let host_path = secret.to_string_lossy().into_owned();
+    exec(serde_json::json!(["ln", "-s", host_path, "/tmp/esc"]));
+    exec(serde_json::json!([
+        "ln",
+        "-s",
+        "../../../../../..",
+        "/tmp/up"
+    ]));
+    for p in [
+        "/tmp/esc".to_string(),
+        format!("/tmp/up{host_path}"),
+        format!("/tmp/../../../..{host_path}"),
+    ] {
+        let a = env.call(
+            "GET",
+            &format!("/v1/sandboxes/{id}/files?path={p}"),
+            Some(ALICE),
+            b"",
+        );
+        // Not there (404), or not a directory inside the sandbox after an earlier write
+        // here (409): never the host's file.
+        assert!(matches!(a.status, 404 | 409), "{p}: {}", a.text());
+        assert!(!a.text().contains("host secret"), "{p}");
+        // Written, if at all, inside the sandbox (a link is replaced, not followed).
+        env.call(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/files?path={p}"),
+            Some(ALICE),
+            b"x",
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
+    let rel = env.call(
+        "GET",
+        &format!("/v1/sandboxes/{id}/files?path=tmp/x"),
+        Some(ALICE),
+        b"",
+    );
+    assert_eq!(
+        (rel.status, rel.error_field().as_deref()),
+        (400, Some("path"))
+    );
+
+    // Bodies past the limit are 413.
+    let big = vec![b'x'; 2 << 20];
+    let a = env.call(
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/big"),
+        Some(ALICE),
+        &big,
+    );
+    assert_eq!(a.status, 413, "{}", a.text());
+
+    // A one-shot run answers `stockade run --json`'s document.
+    let run = env.alice(
+        "POST",
+        "/v1/run",
+        serde_json::json!({"argv": ["echo", "hi"], "policy": {"limits": {"memory": "64Mi"}}}),
+    );
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert_eq!(
+        (
+            run.json()["exit_code"].as_u64(),
+            run.json()["stdout"].as_str()
+        ),
+        (Some(0), Some("hi\n"))
+    );
+
+    // Metrics parse as Prometheus text.
+    let m = env.alice("GET", "/v1/metrics", serde_json::Value::Null);
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+    assert!(
+        text.contains("stockade_sandbox_starts_total{kind=\"sandbox\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stockade_runs_total{result=\"ok\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("stockade_sandboxes_alive 1\n"), "{text}");
+
+    // Extend, delete; a second sandbox is left for the server to remove when it stops.
+    let x = env.alice(
+        "POST",
+        &format!("/v1/sandboxes/{id}/extend"),
+        serde_json::json!({"by": "10m"}),
+    );
+    assert_eq!(x.status, 200, "{}", x.text());
+    assert!(x.json()["expires_unix_ms"].as_u64().is_some());
+    let d = env.alice(
+        "DELETE",
+        &format!("/v1/sandboxes/{id}"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(d.status, 204);
+    let g = env.alice(
+        "GET",
+        &format!("/v1/sandboxes/{id}"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(g.status, 404);
+    let left = env.alice("POST", "/v1/sandboxes", serde_json::json!({}));
+    assert_eq!(left.status, 201, "{}", left.text());
+    env.stop_and_check().await;
+}
+
+/// schemathesis (`$STOCKADE_VENV`, /opt/stockade-venv by default) fuzzes the running
+/// server from its own OpenAPI document: no answer may be a 5xx or differ from the
+/// document's schema. Bounded in examples and time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
+    let venv = std::env::var_os("STOCKADE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/stockade-venv"));
+    let st = venv.join("bin/st");
+    let st_text = st.to_string_lossy().into_owned();
+    if !require_or_skip(
+        "fuzzes stockade serve --http with schemathesis (scripts/setup.sh installs it)",
+        &["/usr/bin/containerd", "/usr/sbin/runc", &st_text],
+    ) {
+        return;
+    }
+    let mut env = Env::start(true).await;
+    let Addr::Tcp(port) = env.addr else {
+        unreachable!()
+    };
+    let out = Command::new(&st)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/openapi.json"))
+        .args(["--checks", "not_a_server_error,response_schema_conformance"])
+        .args(["--max-examples", "15", "--max-time", "60", "--seed", "1"])
+        .args(["--request-timeout", "60", "--workers", "1"])
+        .args(["--header", &format!("Authorization: Bearer {ALICE}")])
+        .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache and reports go to the test's directory, not the source tree.
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run schemathesis");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schemathesis failed:\n{report}");
+    env.stop_and_check().await;
+}
