@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::{Policy, PolicyOverrides};
+use containerd_client::types::Mount;
 
 fn policy(o: PolicyOverrides) -> ValidatedPolicy {
     Policy::default()
