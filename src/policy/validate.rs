@@ -5,7 +5,6 @@ use std::path::Path;
 
 use oci_spec::runtime::{Capability, LinuxSeccomp};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::limits::{self, Limits};
 use super::mounts::{self, Bind, Tmpfs};
@@ -167,7 +166,7 @@ impl ValidatedPolicy {
     /// under the same policy.
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).expect("a validated policy always serializes");
-        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+        crate::digest::sha256(json)
     }
 }
 

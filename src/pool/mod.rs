@@ -376,7 +376,7 @@ impl Pool {
 /// The socket a pool for `policy_hash` listens on under `dir`: `<dir>/<12 hex digits of
 /// the hash>.sock`.
 pub fn socket_path(dir: &Path, policy_hash: &str) -> PathBuf {
-    let hex = policy_hash.strip_prefix("sha256:").unwrap_or(policy_hash);
+    let hex = crate::digest::hex_part(policy_hash);
     dir.join(format!("{}.sock", &hex[..hex.len().min(12)]))
 }
 

@@ -31,7 +31,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use digests::digest;
@@ -295,6 +294,7 @@ fn trusted(path: &Path, m: &std::fs::Metadata, requested: &Requested) -> Result<
 mod tests {
     use super::digests::DIGESTS;
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// A scratch directory in a root-owned 0755 chain (`/run` on the hosts stockade runs
@@ -408,7 +408,7 @@ mod tests {
             let rb = RuntimeBinary::requested(binary, &path_var).unwrap();
             assert_eq!(rb.path, good, "{binary}");
             assert!(!rb.default);
-            let want = hex::encode(Sha256::digest(std::fs::read(&good).unwrap()));
+            let want = format!("{:x}", Sha256::digest(std::fs::read(&good).unwrap()));
             assert_eq!(rb.sha256, format!("sha256:{want}"));
         }
     }

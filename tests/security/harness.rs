@@ -407,11 +407,7 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
 
 /// A random token for names that must not collide between cases or runs.
 pub fn nonce() -> String {
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("read /dev/urandom");
-    hex::encode(b)
+    stockade::ids::random_hex(6)
 }
 
 // --- running processes -------------------------------------------------------------------
@@ -1015,7 +1011,7 @@ fn clock_offset() -> f64 {
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     match std::fs::read(path) {
-        Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+        Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
         Err(e) => format!("unreadable: {e}"),
     }
 }

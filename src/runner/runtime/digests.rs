@@ -45,7 +45,7 @@ impl FileKey {
             self.mtime_ns,
             self.ctime_ns
         );
-        hex::encode(Sha256::digest(text.as_bytes()))
+        crate::digest::sha256_hex(text)
     }
 }
 
@@ -73,7 +73,7 @@ pub(super) fn digest(
     let cached = on_disk
         .as_ref()
         .and_then(|f| std::fs::read_to_string(f).ok())
-        .filter(|d| is_digest(d));
+        .filter(|d| crate::digest::is_sha256(d));
     let d = match cached {
         Some(d) => d,
         None => {
@@ -86,7 +86,7 @@ pub(super) fn digest(
                 }
                 h.update(&buf[..n]);
             }
-            let d = format!("sha256:{}", hex::encode(h.finalize()));
+            let d = crate::digest::finish(h);
             if let Some(f) = &on_disk {
                 // Best effort: a cache that cannot be written only costs the next process a
                 // hash. Written aside and renamed, so a reader never sees half a digest.
@@ -116,10 +116,4 @@ fn trusted_cache_dir(dir: &Path) -> bool {
         .create(dir);
     std::fs::symlink_metadata(dir)
         .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
-}
-
-/// `sha256:` and 64 lowercase hex digits.
-fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
