@@ -114,7 +114,7 @@ pub fn install(dir: &Path) -> Result<Installed, InitError> {
     }
 
     let sha256 = digest();
-    let hex = crate::digest::hex_part(&sha256);
+    let hex = crate::digest::hex_part(sha256);
     let sub = real.join(&hex[..PREFIX_LEN]);
     digest_dir(&sub).map_err(|e| io(&sub, e))?;
     let path = sub.join(FILE_NAME);
@@ -226,7 +226,7 @@ pub fn mount(host_path: &Path) -> Mount {
         .options(
             ["bind", "rprivate", "ro", "nosuid", "nodev"]
                 .iter()
-                .map(|s| s.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>(),
         )
         .build()

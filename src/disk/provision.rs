@@ -197,7 +197,7 @@ pub fn bound_rootfs(
     let mut m = mounts.into_iter().next().expect("one mount");
     let mut old_upper = None;
     let mut saw_work = false;
-    for o in m.options.iter_mut() {
+    for o in &mut m.options {
         if let Some(u) = o.strip_prefix("upperdir=") {
             old_upper = Some(PathBuf::from(u));
             *o = format!("upperdir={}", upper.display());

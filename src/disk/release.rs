@@ -68,7 +68,7 @@ fn unmount_all(p: &Path) -> Result<(), DiskError> {
         match nix::mount::umount2(p, MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) => continue,
             // Not (or no longer) a mount point.
-            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => return Ok(()),
             Err(e) => return Err(io(p)(e.into())),
         }
     }

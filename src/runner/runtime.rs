@@ -422,7 +422,11 @@ mod tests {
         let cache = t.path().join("digests");
         let check = || identify(&bin, Requested::Default, true, Some(&cache)).unwrap();
         let first = check();
-        let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+        let entries = || {
+            std::fs::read_dir(&cache)
+                .map(std::iter::Iterator::count)
+                .unwrap_or(0)
+        };
         assert_eq!(entries(), 1);
         // Another process: the in-process cache is empty; the file on disk answers, even
         // when it lies (which only root could make it do).

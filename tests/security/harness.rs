@@ -92,11 +92,17 @@ pub fn host_lock(exclusive: bool) -> HostGuard {
     if exclusive {
         HostGuard {
             _shared: None,
-            _alone: Some(HOST.write().unwrap_or_else(|e| e.into_inner())),
+            _alone: Some(
+                HOST.write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
         }
     } else {
         HostGuard {
-            _shared: Some(HOST.read().unwrap_or_else(|e| e.into_inner())),
+            _shared: Some(
+                HOST.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
             _alone: None,
         }
     }
@@ -781,7 +787,7 @@ pub fn check_probes(got: &BTreeMap<String, String>, table: &[(&str, Want)]) -> C
         match got.get(*name) {
             None => writeln!(bad, "  {name}: not reported (want {})", want.describe()).unwrap(),
             Some(r) if !want.accepts(r) => {
-                writeln!(bad, "  {name}: got `{r}`, want {}", want.describe()).unwrap()
+                writeln!(bad, "  {name}: got `{r}`, want {}", want.describe()).unwrap();
             }
             Some(_) => {}
         }

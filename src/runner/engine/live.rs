@@ -134,7 +134,7 @@ impl Runner {
 
         let t_run = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut cancel = cancel.as_ref().map(|c| c.subscribe());
+        let mut cancel = cancel.as_ref().map(super::super::Cancel::subscribe);
         let mut timed_out = false;
         let mut cancelled_by = None;
         let joined = loop {
