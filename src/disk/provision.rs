@@ -26,7 +26,7 @@ pub struct Provisioned {
 /// Makes, formats and mounts the volumes of `plan` for run `id` (whose directory is
 /// `run_dir`), their images in `disk_root`. The workspace's root directory is made
 /// `owner`'s (uid, gid: the sandbox's user as the host sees it). Records each volume in
-/// `<run_dir>/disk.json` before it exists, so that [`release`] removes what a failure or a
+/// `<run_dir>/disk.json` before it exists, so that [`super::release`] removes what a failure or a
 /// crash leaves; on an error the caller releases.
 pub fn provision(
     disk_root: &Path,
