@@ -31,11 +31,13 @@ fi
 # docker-registry (a real OCI registry the pull/push tests start on 127.0.0.1), openssl
 # (their self-signed certificate) and zstd (their zstd-compressed layer); nftables (nft),
 # iproute2 (ip) and util-linux (nsenter) for `--network egress`;
-# python3-venv for the tests' Python venv below.
+# python3-venv for the tests' Python venv below; containernetworking-plugins (the CNI
+# bridge, host-local and loopback plugins in /usr/lib/cni) for the CRI proof of the
+# rendered pod (tests/k8s_cri.rs).
 packages=(containerd runc crun protobuf-compiler libprotobuf-dev libseccomp-dev pkg-config
           busybox-static mmdebstrap apparmor iproute2 python3 python3-jsonschema
           ca-certificates e2fsprogs util-linux mount libc6-dev docker-registry openssl zstd
-          nftables python3-venv)
+          nftables python3-venv containernetworking-plugins)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -74,9 +76,11 @@ fi
 
 # One Python venv for every PyPI package the tests use, one package a line:
 # kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
+# docker: the Python Docker SDK, driven against `stockade serve` (tests/docker_py.rs).
 venv=${STOCKADE_VENV:-/opt/stockade-venv}
 pip_packages=(
   kubernetes-validate
+  docker
 )
 [[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
 pip_missing=()

@@ -82,6 +82,10 @@ pub mod init;
     missing_docs,
     reason = "public items not yet documented; document them and drop this"
 )]
+#[allow(
+    clippy::redundant_closure_for_method_calls,
+    reason = "the few hits are fixed where the module's other changes land"
+)]
 pub mod k8s;
 #[allow(
     missing_docs,

@@ -265,10 +265,14 @@ async fn refusals_are_docker_errors_naming_the_field_and_exit_125() {
             o.stderr
         );
     }
+    // Not in the store: the client pulls it through the server, which fails (no such
+    // image, or no registry to reach) with one line.
     let o = env.docker(&["run", "--rm", "no-such-image", "true"]);
     assert_eq!(o.code, 125, "{}", o.stderr);
     assert!(
-        o.stderr.contains("stockade serve does not pull"),
+        o.stderr
+            .contains("Unable to find image 'no-such-image:latest' locally")
+            && o.stderr.contains("docker.io"),
         "{}",
         o.stderr
     );
@@ -464,6 +468,128 @@ async fn an_agent_frameworks_docker_run_line_works_verbatim() {
     let out = ws.join("out.txt");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "made\n");
     assert_eq!(std::fs::metadata(&out).unwrap().uid(), 1000);
+    env.assert_no_leftovers().await;
+    env.stop();
+}
+
+/// `docker cp` both ways with a running and with a stopped container: the root filesystem
+/// (writable, as Docker's default), a workspace bind and a read-only bind; a read-only
+/// destination refused, a missing path named, a hostile tar on stdin refused with nothing
+/// written outside; no leftover (the stopped root's mounts included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_cp_both_ways_with_a_running_and_a_stopped_container() {
+    let Some(cli) = ready() else { return };
+    let mut env = Env::start(cli, None).await;
+    let binds = env.dir.path().join("binds");
+    let (ws, ro) = (binds.join("ws"), binds.join("ro"));
+    for d in [&ws, &ro] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(ro.join("seed"), "seed\n").unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let h = |p: &str| host.path().join(p).to_string_lossy().into_owned();
+    std::fs::write(h("in.txt"), "in\n").unwrap();
+    std::fs::create_dir_all(h("tree/sub")).unwrap();
+    std::fs::write(h("tree/sub/f"), "deep\n").unwrap();
+    std::fs::create_dir_all(h("out")).unwrap();
+    std::fs::create_dir_all(h("out2")).unwrap();
+
+    let (wsv, rov) = (
+        format!("{}:/workspace", ws.display()),
+        format!("{}:/ro:ro", ro.display()),
+    );
+    env.ok(&[
+        "run", "-d", "--name", "cpc", "-v", &wsv, "-v", &rov, "busybox", "sleep", "1000",
+    ]);
+    env.ok(&["exec", "cpc", "sh", "-c", "echo made > /workspace/made.txt"]);
+
+    // Running: in to the root and to the workspace, out again.
+    env.ok(&["cp", &h("in.txt"), "cpc:/in.txt"]);
+    env.ok(&["cp", &h("tree"), "cpc:/workspace/"]);
+    let seen = env.ok(&[
+        "exec",
+        "cpc",
+        "sh",
+        "-c",
+        "cat /in.txt /workspace/tree/sub/f; [ $(stat -c %u /in.txt) = $(id -u) ] && echo owned",
+    ]);
+    assert_eq!(lines(&seen), ["in", "deep", "owned"]);
+    env.ok(&["cp", "cpc:/in.txt", &h("out")]);
+    env.ok(&["cp", "cpc:/etc/passwd", &h("out")]);
+    env.ok(&["cp", "cpc:/workspace/tree", &h("out")]);
+    assert_eq!(std::fs::read_to_string(h("out/in.txt")).unwrap(), "in\n");
+    assert!(std::fs::read_to_string(h("out/passwd"))
+        .unwrap()
+        .starts_with("root:"));
+    assert_eq!(
+        std::fs::read_to_string(h("out/tree/sub/f")).unwrap(),
+        "deep\n"
+    );
+    // Refusals: a read-only bind (403), a missing path (404), a hostile tar (400).
+    let o = env.docker(&["cp", &h("in.txt"), "cpc:/ro/"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("read-only"), "{}", o.stderr);
+    let o = env.docker(&["cp", "cpc:/nope", &h("out")]);
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("Could not find the file /nope"),
+        "{}",
+        o.stderr
+    );
+    let hostile = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut hd = tar::Header::new_gnu();
+        hd.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        hd.set_size(2);
+        hd.set_mode(0o644);
+        hd.set_entry_type(tar::EntryType::Regular);
+        hd.set_cksum();
+        b.append(&hd, &b"x\n"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let o = env.docker_in(&["cp", "-", "cpc:/workspace"], Some(&hostile));
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("`..`"), "{}", o.stderr);
+    assert!(!binds.join("escape").exists() && !ws.join("escape").exists());
+
+    // Stopped: the root filesystem and the binds are still there, both ways.
+    env.ok(&["kill", "cpc"]);
+    assert_eq!(env.ok(&["wait", "cpc"]).trim(), "137");
+    env.ok(&["cp", "cpc:/in.txt", &h("out2")]);
+    env.ok(&["cp", "cpc:/workspace/made.txt", &h("out2")]);
+    env.ok(&["cp", "cpc:/ro/seed", &h("out2")]);
+    assert_eq!(std::fs::read_to_string(h("out2/in.txt")).unwrap(), "in\n");
+    assert_eq!(
+        std::fs::read_to_string(h("out2/made.txt")).unwrap(),
+        "made\n"
+    );
+    assert_eq!(std::fs::read_to_string(h("out2/seed")).unwrap(), "seed\n");
+    std::fs::write(h("late.txt"), "late\n").unwrap();
+    env.ok(&["cp", &h("late.txt"), "cpc:/late.txt"]);
+    env.ok(&["cp", &h("late.txt"), "cpc:/workspace/"]);
+    assert_eq!(
+        std::fs::read_to_string(ws.join("late.txt")).unwrap(),
+        "late\n"
+    );
+    env.ok(&["cp", "cpc:/late.txt", &h("out2")]);
+    assert_eq!(
+        std::fs::read_to_string(h("out2/late.txt")).unwrap(),
+        "late\n"
+    );
+    let o = env.docker(&["cp", &h("in.txt"), "cpc:/ro/"]);
+    assert!(
+        o.code != 0 && o.stderr.contains("read-only"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&ro).unwrap().count(),
+        1,
+        "nothing written into the read-only bind"
+    );
+    env.ok(&["rm", "cpc"]);
     env.assert_no_leftovers().await;
     env.stop();
 }

@@ -2,7 +2,8 @@
 //! a directory in and out of a running session (contents, modes, the sandbox's UID as
 //! owner, usable by a later exec), `-` both ways through GNU tar, hostile archives on stdin
 //! refused in one line with nothing written outside, a link to `/etc/shadow` copied as the
-//! link, and a stopped sandbox refused in one line.
+//! link, `-a` keeping owners, and a stopped sandbox: files out of its root, a copy into its
+//! gone tmpfs or its read-only root refused in one line.
 
 mod common;
 
@@ -306,11 +307,36 @@ async fn cp_in_and_out_of_a_session() {
     let r = env.stockade("cp", &[file.to_str().unwrap(), "/tmp/"], b"");
     assert_one_line_125("no sandbox side", &r, "NAME_OR_ID:PATH");
 
-    // A stopped sandbox is refused (not supported yet).
+    // Archive mode keeps the source's owner (still without set-ID bits).
+    let owned = host.path().join("owned");
+    std::fs::write(&owned, b"o\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(4321), Some(4322)).unwrap();
+    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    env.ok("cp", &["-a", owned.to_str().unwrap(), "cpbox:/tmp/"], b"");
+    assert_eq!(
+        env.sh("cpbox", "stat -c '%u %g %a' /tmp/owned"),
+        "4321 4322 755\n"
+    );
+
+    // A stopped sandbox: its image's files still come out; its /tmp (a tmpfs) is gone and
+    // its root is read-only, each refused in one line.
     env.ok("stop", &["--time", "2s", "cpbox"], b"");
+    let tar = env.ok("cp", &["cpbox:/etc/passwd", "-"], b"");
+    let mut a = tar::Archive::new(&tar[..]);
+    let mut e = a.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(e.path().unwrap(), Path::new("passwd"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+    assert!(text.starts_with("root:"), "{text}");
     let r = env.stockade("cp", &[file.to_str().unwrap(), "cpbox:/tmp/"], b"");
-    assert_one_line_125("into a stopped sandbox", &r, "not supported yet");
-    let r = env.stockade("cp", &["cpbox:/tmp/a.txt", "-"], b"");
-    assert_one_line_125("out of a stopped sandbox", &r, "not supported yet");
+    assert_one_line_125("into a stopped sandbox's tmpfs", &r, "tmpfs");
+    let r = env.stockade("cp", &[file.to_str().unwrap(), "cpbox:/"], b"");
+    assert_one_line_125("into a read-only root", &r, "read-only");
     env.ok("rm", &["cpbox"], b"");
+    let fifo = env.dir.path().join("fifo");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&*fifo.to_string_lossy()),
+        "no mount is left under the run directories"
+    );
 }

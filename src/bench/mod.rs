@@ -46,6 +46,8 @@ struct Contenders {
     runc: Option<external::Runc>,
     /// One long-lived sandbox per image, for the exec contender.
     exec: BTreeMap<String, crate::sandbox::Sandbox>,
+    /// The front door the session contender creates its sandboxes through.
+    sessions: Option<crate::sandbox::Sandboxes>,
 }
 
 impl Contenders {
@@ -145,6 +147,38 @@ impl Contenders {
                 external::check_output(w, r.stdout.as_bytes(), "stockade exec (library)")?;
                 Ok(Sample {
                     total_ms: r.duration_ms,
+                    phases: BTreeMap::new(),
+                })
+            }
+            Contender::StockadeSession => {
+                let sandboxes = self
+                    .sessions
+                    .as_ref()
+                    .ok_or_else(|| BenchError::Setup("no front door for sessions".into()))?;
+                let mut p = self.policy.clone();
+                p.image = w.image.clone();
+                let start = Instant::now();
+                let sandbox = sandboxes
+                    .create(crate::sandbox::CreateRequest::new(p))
+                    .await?;
+                let r = sandbox
+                    .exec(crate::sandbox::ExecRequest::new(w.args.clone()))
+                    .await;
+                // Up to the result, as `stockade-lib`'s figure (whose removal runs after).
+                let total_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let removed = sandbox.remove(true).await;
+                let r = r?;
+                removed?;
+                if r.exit_code != 0 {
+                    return Err(BenchError::Failed {
+                        what: "stockade create+exec+rm (library)".into(),
+                        status: Some(i32::from(r.exit_code)),
+                        stderr: r.stderr.lines().last().unwrap_or_default().to_string(),
+                    });
+                }
+                external::check_output(w, r.stdout.as_bytes(), "stockade create+exec+rm")?;
+                Ok(Sample {
+                    total_ms,
                     phases: BTreeMap::new(),
                 })
             }
@@ -249,6 +283,7 @@ pub async fn run(
     });
     let mut contenders = Contenders {
         exec: BTreeMap::new(),
+        sessions: None,
         lib,
         warm: BTreeMap::new(),
         warm_cli: None,
@@ -259,6 +294,7 @@ pub async fn run(
     };
     // Whatever the setup started is stopped on every path, an error half-way included.
     let sandboxes = crate::sandbox::Sandboxes::new(contenders.lib.clone());
+    contenders.sessions = Some(sandboxes.clone());
     let mut started = setup::Started::default();
     let ready = setup::start(
         &mut contenders,

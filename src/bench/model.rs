@@ -46,10 +46,16 @@ pub enum Contender {
     /// image made before the first burst (not timed): what an agent's second and later
     /// tool calls cost.
     StockadeExec,
+    /// A one-shot run composed from the sandbox handle through the library:
+    /// [`crate::sandbox::Sandboxes::create`] and one [`crate::sandbox::Sandbox::exec`],
+    /// timed up to the exec's result as `stockade-lib` is timed up to its result; the
+    /// [`crate::sandbox::Sandbox::remove`] that follows is not timed (a run's removal is
+    /// not either). Beside `stockade-lib` it shows what the one-shot fast path saves.
+    StockadeSession,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 7] = [
+    pub const ALL: [Contender; 8] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -57,6 +63,7 @@ impl Contender {
         Contender::Ctr,
         Contender::Runc,
         Contender::StockadeExec,
+        Contender::StockadeSession,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +75,7 @@ impl Contender {
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
             Contender::StockadeExec => "stockade-exec",
+            Contender::StockadeSession => "stockade-session",
         }
     }
 }

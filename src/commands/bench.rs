@@ -29,7 +29,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "true,echo")]
     pub workloads: Vec<String>,
     /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
-    /// stockade-warm-cli, stockade-exec (into a live sandbox), ctr, runc.
+    /// stockade-warm-cli, stockade-exec (into a live sandbox), stockade-session (create + exec
+    /// through the library, to compare with stockade-lib), ctr, runc.
     #[arg(
         long,
         value_delimiter = ',',
@@ -83,8 +84,9 @@ fn contender(name: &str) -> Result<Contender> {
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
         "stockade-exec" | "exec" => Contender::StockadeExec,
+        "stockade-session" | "session" => Contender::StockadeSession,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, ctr, runc)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, ctr, runc)"
         ),
     })
 }

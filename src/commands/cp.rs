@@ -1,4 +1,4 @@
-//! `stockade cp [-L] SRC DST`: copy files between the host and a live sandbox, with
+//! `stockade cp [-a] [-L] SRC DST`: copy files between the host and a live sandbox, with
 //! `docker cp`'s forms. Exactly one side is `NAME_OR_ID:PATH`; the other is a host path or
 //! `-`, a tar stream on stdin (into the sandbox) or stdout (out of it).
 //!
@@ -13,6 +13,12 @@
 //!   nodes, set-ID bits dropped). What lands is owned by the invoking user, as with
 //!   `docker cp`.
 //!
+//! - `-a` (archive mode): what lands keeps the owner and group of its source (the host
+//!   file's, the archive's, the sandbox file's), mapped through the sandbox's user
+//!   namespace when it has one, instead of the sandbox's user (into a sandbox) or the
+//!   invoking user (out of one). Set-ID bits are still dropped and devices, FIFOs and
+//!   escaping names still refused.
+//!
 //! Every failure (unknown sandbox, a path that does not exist, a malformed or refused
 //! archive, a stopped sandbox) is exit 125 and one line.
 
@@ -22,7 +28,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use stockade::files::{self, FilesError, PutOptions};
+use stockade::files::{self, FilesError, OwnerMap, PutOptions};
+use stockade::sandbox::PutMode;
 
 use super::sandbox::{one_line, sandboxes, Place};
 
@@ -32,6 +39,10 @@ pub struct CpArgs {
     /// the link itself].
     #[arg(short = 'L', long = "follow-link")]
     pub follow_link: bool,
+    /// Archive mode: keep the owner and group of the source [default: the sandbox's user
+    /// owns what is copied in, the invoking user what is copied out].
+    #[arg(short = 'a', long = "archive")]
+    pub archive: bool,
     /// `NAME_OR_ID:PATH`, a host path, or `-` (a tar stream on stdin).
     #[arg(value_name = "SRC", allow_hyphen_values = true)]
     pub src: String,
@@ -77,6 +88,10 @@ impl Side {
 
 pub async fn run(args: CpArgs) -> Result<u8> {
     let (src, dst) = (Side::parse(&args.src), Side::parse(&args.dst));
+    let mode = match args.archive {
+        true => PutMode::KeepOwners,
+        false => PutMode::SandboxUser,
+    };
     match (src, dst) {
         (Side::Sandbox { sandbox, path }, host @ (Side::Stream | Side::Host(_))) => {
             check_path(&path)?;
@@ -106,6 +121,7 @@ pub async fn run(args: CpArgs) -> Result<u8> {
                         uid: nix::unistd::getuid().as_raw(),
                         gid: nix::unistd::getgid().as_raw(),
                         limits: files::Limits::default(),
+                        archive_owner: args.archive.then(OwnerMap::default),
                     };
                     let extract =
                         tokio::task::spawn_blocking(move || files::put(&root, &within, rx, &opts));
@@ -130,13 +146,15 @@ pub async fn run(args: CpArgs) -> Result<u8> {
             let sb = sandboxes.get(&sandbox).await.map_err(one_line)?;
             match host {
                 Side::Stream => {
-                    sb.put(&path, std::io::stdin()).await.map_err(one_line)?;
+                    sb.put_as(&path, std::io::stdin(), mode)
+                        .await
+                        .map_err(one_line)?;
                 }
                 Side::Host(src) => {
                     let top = host_source(&src, args.follow_link)?;
                     let (rx, tx) = pipe()?;
                     let build = std::thread::spawn(move || archive(&top, tx));
-                    let put = sb.put(&path, rx).await;
+                    let put = sb.put_as(&path, rx, mode).await;
                     let built = build
                         .join()
                         .map_err(|_| anyhow!("{src}: archiving panicked"))?;

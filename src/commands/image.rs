@@ -12,7 +12,8 @@ use stockade::images::{self, archive, build, human, Progress};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build a base image from a recipe in rootfs/ (busybox, python).
+    /// Build a base image from a recipe in rootfs/ (busybox, python, node), or an image
+    /// from a Dockerfile (-f DOCKERFILE -t NAME CONTEXT).
     Build(BuildArgs),
     /// Import an OCI image layout or `docker save` tarball (gzip or not).
     Import(ImportArgs),
@@ -106,7 +107,7 @@ pub struct ContainerdArgs {
 }
 
 impl ContainerdArgs {
-    async fn connect(&self) -> Result<Client> {
+    pub(super) async fn connect(&self) -> Result<Client> {
         Ok(connect_or_start(
             self.address.as_deref(),
             &self.namespace,
@@ -118,11 +119,32 @@ impl ContainerdArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Recipe: busybox or python.
-    pub recipe: String,
-    /// Image name [default: the built-in name, stockade/<recipe>].
-    #[arg(long, value_name = "NAME")]
+    /// A recipe (busybox, python, node); or, with -f (or when it is a directory holding a
+    /// Dockerfile), the build context directory.
+    #[arg(value_name = "RECIPE|CONTEXT")]
+    pub target: String,
+    /// Image name of a recipe build [default: the built-in name, stockade/<recipe>].
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
     pub name: Option<String>,
+    /// Build this Dockerfile with CONTEXT as its context [default with a context
+    /// directory: CONTEXT/Dockerfile].
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// Name of the image a Dockerfile build makes (required for one).
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tag: Option<String>,
+    /// A build argument for an ARG of the Dockerfile.
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Run every step of a Dockerfile build, using no cached layer.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The layer cache of Dockerfile builds.
+    #[arg(long, value_name = "DIR", default_value = images::build_dockerfile::DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Talk plain HTTP to this registry when FROM pulls (must be the image's registry).
+    #[arg(long, value_name = "REGISTRY")]
+    pub plain_http: Vec<String>,
     #[command(flatten)]
     pub containerd: ContainerdArgs,
 }
@@ -158,12 +180,12 @@ pub struct RmArgs {
 }
 
 /// A spinner on stderr, shown only when stderr is a terminal.
-struct Spinner {
+pub(super) struct Spinner {
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl Spinner {
-    fn new() -> Spinner {
+    pub(super) fn new() -> Spinner {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new_spinner();
             b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -177,7 +199,7 @@ impl Spinner {
         });
         Spinner { bar }
     }
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -199,14 +221,14 @@ impl Progress for Spinner {
 }
 
 /// The familiar form of a canonical name (`busybox:latest`), as Docker shows it.
-fn familiar(canonical: &str) -> String {
+pub(super) fn familiar(canonical: &str) -> String {
     images::Reference::parse(canonical)
         .map(|r| r.familiar())
         .unwrap_or_else(|_| canonical.to_string())
 }
 
 /// One line on stderr when storing an image took its name from another.
-fn report_replaced(r: &images::ImageRef) {
+pub(super) fn report_replaced(r: &images::ImageRef) {
     if let Some(old) = &r.replaced {
         eprintln!(
             "stockade: {}: replaced the image it named before ({old})",
@@ -217,13 +239,22 @@ fn report_replaced(r: &images::ImageRef) {
 
 pub async fn run(cmd: ImageCommand) -> Result<u8> {
     match cmd {
+        ImageCommand::Build(a) if super::image_build::is_dockerfile_build(&a) => {
+            super::image_build::run(a).await
+        }
         ImageCommand::Build(a) => {
+            if a.tag.is_some() || !a.build_args.is_empty() || a.no_cache {
+                anyhow::bail!(
+                    "-t, --build-arg and --no-cache are for Dockerfile builds (-f DOCKERFILE CONTEXT); `{}` is a recipe, named with --name",
+                    a.target
+                );
+            }
             let client = a.containerd.connect().await?;
             let spinner = Spinner::new();
             let t = Instant::now();
             let report = build::build(
                 &client,
-                &a.recipe,
+                &a.target,
                 a.name.as_deref(),
                 &build::BuildHost::system(),
                 &spinner,

@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod exec;
 pub mod gc;
 pub mod image;
+mod image_build;
 pub mod k8s;
 pub mod pool;
 pub mod run;
@@ -142,10 +143,7 @@ pub fn report_runtime(runner: &stockade::runner::Runner) {
 /// What a pool and its callers compare to tell their runtimes apart: the resolved path of
 /// a runtime other than the default, `None` for the default.
 pub fn pool_runtime_key(runner: &stockade::runner::Runner) -> Option<String> {
-    runner
-        .runtime_binary()
-        .filter(|rb| !rb.default)
-        .map(|rb| rb.path.to_string_lossy().into_owned())
+    runner.pool_runtime_key()
 }
 
 /// Starts this binary again as `ARGS --address … --namespace … --fifo-root FIFO_ROOT`,

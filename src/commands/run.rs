@@ -143,20 +143,19 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         .output(output)
         .terminal(args.tty)
         .cancel(cancel);
-    let mut pool_socket = None;
-    let outcome = match take_pooled(&runner, &req, &args).await {
-        Some((p, socket)) => {
-            tracing::debug!(at = since(), id = %p.id, "took a pooled sandbox");
-            pool_socket = Some(socket);
-            runner.run_prepared(p, req).await
-        }
-        None => runner.run(req).await,
+    let choice = stockade::runner::PoolChoice {
+        cold: args.cold,
+        socket_dir: args.pool_dir.clone(),
     };
+    let outcome = runner.run_pooled_or_cold(req, &choice).await;
     tracing::debug!(at = since(), "run finished");
     signals.abort();
 
     let code = match outcome {
-        Ok(result) => {
+        Ok(stockade::runner::Ran {
+            result,
+            pool_socket,
+        }) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
@@ -195,35 +194,6 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     tracing::debug!(at = since(), "done");
     Ok(code)
-}
-
-/// A sandbox from the pool service for this image and policy, and the service's socket,
-/// unless `--cold`, a terminal, or no pool has one (then the run is cold; a pool that fails
-/// to answer only costs a warning).
-async fn take_pooled(
-    runner: &Runner,
-    req: &RunRequest,
-    args: &RunArgs,
-) -> Option<(stockade::runner::Prepared, PathBuf)> {
-    use stockade::pool::{service, socket_path};
-    if args.cold || args.tty || req.args.first().is_none_or(|a| a.contains('=')) {
-        return None;
-    }
-    let hash = req.policy.hash();
-    let place = service::Place {
-        address: runner.containerd().address().to_path_buf(),
-        namespace: runner.containerd().namespace().to_string(),
-        fifo_root: args.fifo_root.clone(),
-        runc_binary: super::pool_runtime_key(runner),
-    };
-    let socket = socket_path(&args.pool_dir, &hash);
-    match service::take(&socket, &req.policy.image, &hash, &place).await {
-        Ok(p) => p.map(|p| (p, socket)),
-        Err(e) => {
-            tracing::warn!("{e}; starting cold");
-            None
-        }
-    }
 }
 
 /// Where forwarded output goes: stockade's stdout and stderr, each through

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use stockade::images::registry::RegistryOptions;
 use stockade::policy::{HostPolicyEnv, PolicyOverrides};
 use stockade::runner::{reclaim_crashed, ReconcileOptions};
 use stockade::serve::docker::create::ServerPolicy;
+use stockade::serve::docker::images::ImageOptions;
 use stockade::serve::docker::Docker;
 use stockade::serve::DEFAULT_DOCKER_SOCKET;
 
@@ -28,6 +30,17 @@ pub struct ServeArgs {
     /// A host directory beneath which binds could be granted (repeatable) [default: none].
     #[arg(long = "allow-bind", value_name = "DIR")]
     pub allow_bind: Vec<PathBuf>,
+    /// Pull from this registry over plain HTTP (repeatable; e.g. `127.0.0.1:5000`)
+    /// [default: none, HTTPS everywhere].
+    #[arg(long, value_name = "REGISTRY")]
+    pub plain_http: Vec<String>,
+    /// Accept any TLS certificate from this registry (repeatable) [default: none].
+    #[arg(long, value_name = "REGISTRY")]
+    pub insecure: Vec<String>,
+    /// Docker client config whose registry credentials pulls use when the client sends
+    /// none [default: none; the server's own ~/.docker/config.json is never read].
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
     /// Start the server in the background and print its pid once it answers.
     #[arg(long)]
     pub detach: bool,
@@ -76,14 +89,25 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     for (id, why) in &reclaimed.failed {
         tracing::warn!("reclaiming crashed run {id}: {why}");
     }
-    let docker = Arc::new(Docker::new(
-        sandboxes,
-        ServerPolicy {
-            policy,
-            ceiling,
-            allow_bind: args.allow_bind.clone(),
-        },
-    ));
+    let docker = Arc::new(
+        Docker::new(
+            sandboxes,
+            ServerPolicy {
+                policy,
+                ceiling,
+                allow_bind: args.allow_bind.clone(),
+            },
+        )
+        .with_images(ImageOptions {
+            registry: RegistryOptions {
+                plain_http: args.plain_http.clone(),
+                insecure: args.insecure.clone(),
+                docker_config: args.docker_config.clone(),
+                ..RegistryOptions::default()
+            },
+            ..ImageOptions::default()
+        }),
+    );
     for id in docker.reclaim_leftovers().await {
         tracing::info!("removed {id}, left by an earlier server");
     }

@@ -14,13 +14,14 @@ use std::path::Path;
 use std::pin::Pin;
 
 use containerd_client::services::v1::snapshots::{
-    Info, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    Info, ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
     CloseIoRequest, Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
-    KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest, StartRequest,
-    WaitRequest,
+    DeleteProcessRequest, DeleteTaskRequest, DiffRequest, ExecProcessRequest, GetContainerRequest,
+    GetRequest, KillRequest, ListContainersRequest, ListTasksRequest, ResizePtyRequest,
+    StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status;
 use containerd_client::types::Mount;
@@ -55,6 +56,10 @@ pub trait Containerd: Send + Sync {
 
     /// Snapshots.Remove of `key`.
     fn remove_snapshot<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()>;
+
+    /// Snapshots.Mounts of the active snapshot `key`: the mounts that make its filesystem
+    /// (what Prepare answered), for reaching a stopped sandbox's root.
+    fn snapshot_mounts<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>>;
 
     /// Snapshots.List with containerd `filters` (all of them streamed in, in order).
     fn list_snapshots<'a>(
@@ -128,6 +133,11 @@ pub trait Containerd: Send + Sync {
 
     /// Tasks.CloseIO of exec process `exec_id`'s stdin, so that it reads end of file.
     fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()>;
+
+    /// Diff.Diff: the changes from `req.left`'s mounts to `req.right`'s, written as a layer
+    /// blob into the content store (of `req.media_type`, with `req.labels`); its
+    /// descriptor (for an uncompressed media type its digest is the layer's diff id).
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor>;
 }
 
 /// What Tasks.Get says of a task's init process.
@@ -205,6 +215,18 @@ impl Containerd for Client {
             };
             let r = self.snapshots().remove(self.request(req)).await;
             r.map(drop).map_err(ContainerdError::rpc("remove snapshot"))
+        })
+    }
+
+    fn snapshot_mounts<'a>(&'a self, snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>> {
+        Box::pin(async move {
+            let req = MountsRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            };
+            let r = self.snapshots().mounts(self.request(req)).await;
+            r.map(|r| r.into_inner().mounts)
+                .map_err(ContainerdError::rpc("snapshot mounts"))
         })
     }
 
@@ -451,6 +473,14 @@ impl Containerd for Client {
             let r = self.tasks().close_io(self.request(req)).await;
             r.map(drop)
                 .map_err(ContainerdError::rpc("close process stdin"))
+        })
+    }
+
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor> {
+        Box::pin(async move {
+            let r = self.diff().diff(self.request(req)).await;
+            r.map(|r| r.into_inner().diff.unwrap_or_default())
+                .map_err(ContainerdError::rpc("diff"))
         })
     }
 }

@@ -39,9 +39,11 @@ mod dest;
 mod get;
 mod put;
 mod reader;
+mod stat;
 
 pub use get::{get, GetOptions, GetSummary, MAX_DEPTH};
-pub use put::{put, PutOptions, PutSummary};
+pub use put::{put, OwnerMap, PutOptions, PutSummary};
+pub use stat::{stat, PathStat};
 
 /// Limits of one copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +143,20 @@ pub fn open_root(path: &Path) -> Result<OwnedFd, FilesError> {
     .map_err(|e| FilesError::Io {
         path: path.display().to_string(),
         source: e.into(),
+    })
+}
+
+/// An `O_PATH` descriptor on `path` of the sandbox whose root is `root` (a file or a
+/// directory), resolved as the sandbox would resolve it and never out of the root.
+pub fn open_path_in_root(root: impl AsFd, path: &str) -> Result<OwnedFd, FilesError> {
+    open_in_root(root, path.as_bytes(), OFlags::PATH).map_err(|e| match e {
+        rustix::io::Errno::NOENT => FilesError::NotFound {
+            path: shown(path.as_bytes()),
+        },
+        e => FilesError::Io {
+            path: shown(path.as_bytes()),
+            source: e.into(),
+        },
     })
 }
 

@@ -46,14 +46,13 @@
 //! `docker cp`); nothing is ever written outside the root.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::dest::Destination;
-use super::reader::{copy_exact, for_each_member, CopyError, Member};
+use super::reader::{for_each_member, Member};
 use super::{open_beneath, pseudo_filesystem, shown, FilesError, Limits};
 
 /// Options of [`put`].
@@ -66,6 +65,44 @@ pub struct PutOptions {
     pub gid: u32,
     /// Caps on the archive.
     pub limits: Limits,
+    /// Keep the owner and group each entry has in the archive (`cp -a`, Docker's
+    /// `copyUIDGID`), mapped through these maps, instead of [`PutOptions::uid`] and
+    /// [`PutOptions::gid`] (which still own the parent directories the archive did not
+    /// list). Default `None`: the sandbox user owns everything.
+    pub archive_owner: Option<OwnerMap>,
+}
+
+/// How an archive's owner and group ids become the host's: through a user namespace's
+/// maps (`container_id`, `host_id`, `size`), or as they are when a map is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerMap {
+    /// UID ranges: `(container_id, host_id, size)`.
+    pub uids: Vec<(u32, u32, u32)>,
+    /// GID ranges, likewise.
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl OwnerMap {
+    fn map(ranges: &[(u32, u32, u32)], id: u64) -> Option<u32> {
+        let id = u32::try_from(id).ok()?;
+        if ranges.is_empty() {
+            return Some(id);
+        }
+        ranges.iter().find_map(|&(inside, host, size)| {
+            let off = id.checked_sub(inside)?;
+            (off < size).then(|| host.checked_add(off)).flatten()
+        })
+    }
+
+    /// The host UID of the archive's `uid`; `None` when no range holds it.
+    pub fn uid(&self, uid: u64) -> Option<u32> {
+        OwnerMap::map(&self.uids, uid)
+    }
+
+    /// The host GID of the archive's `gid`; `None` when no range holds it.
+    pub fn gid(&self, gid: u64) -> Option<u32> {
+        OwnerMap::map(&self.gids, gid)
+    }
 }
 
 impl Default for PutOptions {
@@ -74,6 +111,7 @@ impl Default for PutOptions {
             uid: 65534,
             gid: 65534,
             limits: Limits::default(),
+            archive_owner: None,
         }
     }
 }
@@ -96,6 +134,8 @@ const IMPLIED_DIR_MODE: u32 = 0o755;
 /// Tries at a fresh temporary name before giving up (the sandbox may take names).
 const TEMP_TRIES: u32 = 64;
 
+mod make;
+
 /// Extracts the tar stream `archive` into the sandbox whose root is `root`, at the sandbox
 /// path `dst`, under the rules of this module.
 pub fn put(
@@ -114,6 +154,7 @@ pub fn put(
         summary: PutSummary::default(),
         temp_counter: 0,
         euid: nix::unistd::geteuid().as_raw(),
+        owner: (opts.uid, opts.gid),
     };
     for_each_member(archive, |m, data| x.entry(m, data))?;
     Ok(x.summary)
@@ -141,6 +182,8 @@ struct Extractor {
     summary: PutSummary,
     temp_counter: u64,
     euid: u32,
+    /// Owner and group of the entry being made.
+    owner: (u32, u32),
 }
 
 /// The components of a member's name, or why it is refused. A leading `.` is kept as a
@@ -253,7 +296,11 @@ impl Extractor {
         };
         let (parent_rel, name) = rel.split_at(rel.len() - 1);
         let name = name[0].clone();
+        let owner = self.owner_of(m)?;
+        // Parent directories the archive did not list are the sandbox user's.
+        self.owner = (self.opts.uid, self.opts.gid);
         let parent = self.walk(m, parent_rel)?;
+        self.owner = owner;
         if let Some(fs) = pseudo_filesystem(&parent).map_err(|e| self.io(m, e))? {
             return Err(self.refused(m, format!("lies on a {fs} filesystem")));
         }
@@ -289,6 +336,24 @@ impl Extractor {
                 let same = existing.map(|st| (st.st_dev, st.st_ino));
                 self.make_hard_link(m, &parent, &name, same)
             }
+        }
+    }
+
+    /// The owner and group an entry gets: the sandbox user's, or with
+    /// [`PutOptions::archive_owner`] the archive's own, mapped.
+    fn owner_of(&self, m: &Member) -> Result<(u32, u32), FilesError> {
+        let Some(map) = &self.opts.archive_owner else {
+            return Ok((self.opts.uid, self.opts.gid));
+        };
+        let (Some(uid), Some(gid)) = (m.uid, m.gid) else {
+            return Err(self.refused(m, "has no readable owner (copied keeping owners)"));
+        };
+        match (map.uid(uid), map.gid(gid)) {
+            (Some(u), Some(g)) => Ok((u, g)),
+            _ => Err(self.refused(
+                m,
+                format!("is owned by {uid}:{gid}, which the sandbox's user namespace does not map"),
+            )),
         }
     }
 
@@ -386,246 +451,4 @@ impl Extractor {
         }
         Ok(cur)
     }
-
-    /// Creates directory `name` in `parent`, then owns and modes it through a descriptor,
-    /// after checking that the directory opened is the new, empty one this copy made.
-    fn make_dir(
-        &mut self,
-        m: &Member,
-        parent: &OwnedFd,
-        name: &[u8],
-        mode: u32,
-    ) -> Result<(), FilesError> {
-        match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => {}
-            // Made meanwhile (by the sandbox): an existing directory, merged into as is.
-            Err(rustix::io::Errno::EXIST) => return Ok(()),
-            Err(e) => return Err(self.io(m, e)),
-        }
-        let fd = open_beneath(
-            parent,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|e| self.io(m, e))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| self.io(m, e))?;
-        let empty = rustix::fs::Dir::read_from(&fd)
-            .map_err(|e| self.io(m, e))?
-            .filter_map(Result::ok)
-            .all(|d| matches!(d.file_name().to_bytes(), b"." | b".."));
-        if st.st_uid != self.euid || !empty {
-            return Err(self.refused(m, "its directory was replaced while it was being created"));
-        }
-        rustix::fs::fchown(
-            &fd,
-            Some(rustix::fs::Uid::from_raw(self.opts.uid)),
-            Some(rustix::fs::Gid::from_raw(self.opts.gid)),
-        )
-        .map_err(|e| self.io(m, e))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| self.io(m, e))
-    }
-
-    /// A name for a new entry in `parent` that nothing has now.
-    fn temp_name(&mut self) -> Vec<u8> {
-        self.temp_counter += 1;
-        format!(
-            ".stockade-put-{}-{}-{}",
-            std::process::id(),
-            self.temp_counter,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        )
-        .into_bytes()
-    }
-
-    /// Runs `make` with fresh temporary names until one is free, then renames the result
-    /// over `name`; the temporary is removed if anything fails.
-    fn create_and_rename(
-        &mut self,
-        m: &Member,
-        parent: &OwnedFd,
-        name: &[u8],
-        mut make: impl FnMut(&mut Self, &[u8]) -> Result<(), MakeError>,
-    ) -> Result<(), FilesError> {
-        for _ in 0..TEMP_TRIES {
-            let temp = self.temp_name();
-            match make(self, &temp) {
-                Ok(()) => {}
-                Err(MakeError::Taken) => continue,
-                Err(MakeError::Failed(e)) => {
-                    let _ = rustix::fs::unlinkat(parent, temp.as_slice(), AtFlags::empty());
-                    return Err(e);
-                }
-            }
-            return rustix::fs::renameat(parent, temp.as_slice(), parent, name).map_err(|e| {
-                let _ = rustix::fs::unlinkat(parent, temp.as_slice(), AtFlags::empty());
-                self.io(m, e)
-            });
-        }
-        Err(self.refused(m, "no free temporary name in its directory"))
-    }
-
-    fn write_file(
-        &mut self,
-        m: &Member,
-        data: &mut dyn Read,
-        parent: &OwnedFd,
-        name: &[u8],
-        mode: u32,
-    ) -> Result<(u64, u64), FilesError> {
-        let mut id = (0, 0);
-        self.create_and_rename(m, parent, name, |this, temp| {
-            let fd = match open_beneath(
-                parent,
-                temp,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
-                Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::EXIST) => return Err(MakeError::Taken),
-                Err(e) => return Err(MakeError::Failed(this.io(m, e))),
-            };
-            let failed = |this: &Self, e: rustix::io::Errno| MakeError::Failed(this.io(m, e));
-            rustix::fs::fchown(
-                &fd,
-                Some(rustix::fs::Uid::from_raw(this.opts.uid)),
-                Some(rustix::fs::Gid::from_raw(this.opts.gid)),
-            )
-            .map_err(|e| failed(this, e))?;
-            let mut file = File::from(fd);
-            match copy_exact(data, m.size, &mut file) {
-                Ok(()) => {}
-                Err(CopyError::Archive(e)) => return Err(MakeError::Failed(e)),
-                Err(CopyError::Write(e)) => return Err(MakeError::Failed(this.io(m, e))),
-            }
-            rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| failed(this, e))?;
-            let mtime = rustix::fs::Timespec {
-                tv_sec: m.mtime.min(i64::MAX as u64) as i64,
-                tv_nsec: 0,
-            };
-            let times = rustix::fs::Timestamps {
-                last_access: mtime,
-                last_modification: mtime,
-            };
-            rustix::fs::futimens(&file, &times).map_err(|e| failed(this, e))?;
-            let st = rustix::fs::fstat(&file).map_err(|e| failed(this, e))?;
-            id = (st.st_dev, st.st_ino);
-            Ok(())
-        })?;
-        Ok(id)
-    }
-
-    fn make_symlink(
-        &mut self,
-        m: &Member,
-        parent: &OwnedFd,
-        name: &[u8],
-    ) -> Result<(), FilesError> {
-        if m.link.is_empty() || m.link.contains(&0) {
-            return Err(self.refused(m, "is a symbolic link with an empty or NUL-bearing target"));
-        }
-        let target = m.link.clone();
-        self.create_and_rename(m, parent, name, |this, temp| {
-            match rustix::fs::symlinkat(target.as_slice(), parent, temp) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::EXIST) => return Err(MakeError::Taken),
-                Err(e) => return Err(MakeError::Failed(this.io(m, e))),
-            }
-            // Owned through a descriptor on the link itself, checked to be the one made.
-            let fd = open_beneath(parent, temp, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
-                .map_err(|e| MakeError::Failed(this.io(m, e)))?;
-            let st = rustix::fs::fstat(&fd).map_err(|e| MakeError::Failed(this.io(m, e)))?;
-            if FileType::from_raw_mode(st.st_mode) != FileType::Symlink
-                || st.st_uid != this.euid
-                || st.st_nlink != 1
-            {
-                return Err(MakeError::Failed(
-                    this.refused(m, "its link was replaced while it was being created"),
-                ));
-            }
-            rustix::fs::chownat(
-                &fd,
-                "",
-                Some(rustix::fs::Uid::from_raw(this.opts.uid)),
-                Some(rustix::fs::Gid::from_raw(this.opts.gid)),
-                AtFlags::EMPTY_PATH,
-            )
-            .map_err(|e| MakeError::Failed(this.io(m, e)))
-        })
-    }
-
-    fn make_hard_link(
-        &mut self,
-        m: &Member,
-        parent: &OwnedFd,
-        name: &[u8],
-        existing: Option<(u64, u64)>,
-    ) -> Result<(), FilesError> {
-        let outside = |this: &Self, why: &str| {
-            this.refused(
-                m,
-                format!(
-                    "is a hard link to `{}`, {why} (hard links must name a file this archive \
-                     created earlier)",
-                    shown(&m.link)
-                ),
-            )
-        };
-        let comps = components(&m.link).map_err(|r| outside(self, &r))?;
-        if comps.is_empty() {
-            return Err(outside(self, "which names nothing"));
-        }
-        let rel = self
-            .mapped(m, &comps)
-            .map_err(|_| outside(self, "outside the archive's top"))?
-            .ok_or_else(|| outside(self, "the destination itself"))?;
-        let key = rel.join(&b'/');
-        let Some(&want) = self.files.get(&key) else {
-            return Err(outside(self, "not a file of this archive"));
-        };
-        if existing == Some(want) {
-            return Ok(()); // already that file
-        }
-        let (target_rel, target_name) = rel.split_at(rel.len() - 1);
-        let target_parent = open_beneath(
-            self.base(),
-            &target_rel.join(&b'/'),
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|_| outside(self, "whose directory changed during the copy"))?;
-        let target_name = target_name[0].clone();
-        self.create_and_rename(m, parent, name, |this, temp| {
-            match rustix::fs::linkat(
-                &target_parent,
-                target_name.as_slice(),
-                parent,
-                temp,
-                AtFlags::empty(),
-            ) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::EXIST) => return Err(MakeError::Taken),
-                Err(e) => return Err(MakeError::Failed(this.io(m, e))),
-            }
-            // The name may have been swapped for another file meanwhile: check the inode.
-            let st = rustix::fs::statat(parent, temp, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| MakeError::Failed(this.io(m, e)))?;
-            if (st.st_dev, st.st_ino) != want {
-                return Err(MakeError::Failed(outside(
-                    this,
-                    "whose file was replaced during the copy",
-                )));
-            }
-            Ok(())
-        })
-    }
-}
-
-/// Why making a temporary entry failed: the name was taken (try another), or an error.
-enum MakeError {
-    Taken,
-    Failed(FilesError),
 }

@@ -26,6 +26,10 @@ pub(crate) struct Member {
     pub mtime: u64,
     /// Size of the member's data.
     pub size: u64,
+    /// Owner and group as stored (a pax `uid`/`gid` record wins over the header's; `None`
+    /// when neither is readable).
+    pub uid: Option<u64>,
+    pub gid: Option<u64>,
 }
 
 fn unreadable(e: &std::io::Error) -> FilesError {
@@ -91,11 +95,15 @@ pub(crate) fn for_each_member<R: Read>(
             .map(trim_nul)
             .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
             .unwrap_or_default();
+        let mut uid = header.uid().ok();
+        let mut gid = header.gid().ok();
         if let Some(records) = pax.take() {
             for record in tar::PaxExtensions::new(&records) {
                 let record = record.map_err(|e| unreadable(&e))?;
                 match record.key_bytes() {
                     b"path" => name = record.value_bytes().to_vec(),
+                    b"uid" => uid = record.value().ok().and_then(|v| v.parse().ok()),
+                    b"gid" => gid = record.value().ok().and_then(|v| v.parse().ok()),
                     b"linkpath" => link = record.value_bytes().to_vec(),
                     b"size" if record.value_bytes() != size.to_string().as_bytes() => {
                         return Err(FilesError::Refused {
@@ -114,6 +122,8 @@ pub(crate) fn for_each_member<R: Read>(
             mode: header.mode().map_err(|e| unreadable(&e))?,
             mtime: header.mtime().unwrap_or(0),
             size,
+            uid,
+            gid,
         };
         each(&member, &mut entry)?;
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod get;
+mod owners;
 mod race;
 mod roundtrip;
 
@@ -67,6 +68,7 @@ fn put_opts() -> PutOptions {
             max_bytes: 1 << 20,
             max_entries: 64,
         },
+        archive_owner: None,
     }
 }
 

@@ -216,6 +216,7 @@ pub fn image_documents(
             entrypoint: recipe.config.entrypoint.clone(),
             cmd: recipe.config.cmd.clone(),
             working_dir: recipe.config.working_dir.clone(),
+            ..Default::default()
         },
         rootfs: RootFs {
             kind: "layers".to_string(),
@@ -228,6 +229,7 @@ pub fn image_documents(
                 recipe.script
             )),
             comment: Some(recipe.description.clone()),
+            empty_layer: None,
         }],
     };
     let config = serde_json::to_vec(&config_file).unwrap_or_default();

@@ -16,6 +16,10 @@
 pub mod archive;
 mod blob_source;
 pub mod build;
+pub mod build_context;
+pub mod build_dockerfile;
+pub mod build_step;
+pub mod dockerfile;
 pub mod layer;
 pub mod oci;
 pub mod reference;

@@ -141,6 +141,37 @@ pub struct RuntimeConfig {
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
+    /// `LABEL`s.
+    #[serde(
+        rename = "Labels",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub labels: BTreeMap<String, String>,
+    /// `EXPOSE`d ports (`8080/tcp`), each mapped to an empty object.
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// `STOPSIGNAL`.
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub stop_signal: String,
+    /// `SHELL` (a Docker extension of the OCI config).
+    #[serde(
+        rename = "Shell",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub shell: Vec<String>,
 }
 
 /// Docker writes `null` for empty lists.
@@ -167,6 +198,9 @@ pub struct History {
     pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// True for an instruction that changed only the config (no layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_layer: Option<bool>,
 }
 
 /// The OCI architecture name of the host.

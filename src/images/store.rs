@@ -329,7 +329,7 @@ pub async fn stat_snapshot(
 
 /// Applies one layer on top of `parent` and commits it as `chain_id`, unless that snapshot
 /// is already committed. Returns whether it applied the layer.
-async fn unpack_layer(
+pub(crate) async fn unpack_layer(
     lc: &Client,
     layer: &LayerSource,
     diff_id: &str,

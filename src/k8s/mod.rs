@@ -17,7 +17,9 @@ use thiserror::Error;
 
 use crate::policy::{SeccompChoice, ValidatedPolicy};
 
-pub use pod::{pod_spec, unexpressed, CONTAINER_NAME};
+pub use pod::{
+    masked_beyond_kubernetes, pod_spec, unexpressed, CONTAINER_NAME, KUBERNETES_MASKED_PATHS,
+};
 
 /// Default object name (`--name`).
 pub const DEFAULT_NAME: &str = "stockade-sandbox";

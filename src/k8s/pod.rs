@@ -18,6 +18,38 @@ pub(super) fn labels(opts: &Options) -> Value {
     })
 }
 
+/// The paths the kubelet masks for `procMount: Default` (Kubernetes' `DefaultMaskedPaths`,
+/// 1.31 and later); a pod can mask no other.
+pub const KUBERNETES_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// What stockade masks and a pod cannot: the spec's masked paths beyond
+/// [`KUBERNETES_MASKED_PATHS`], the per-CPU ones as one pattern (`*` for the CPU number).
+pub fn masked_beyond_kubernetes() -> Vec<String> {
+    let mut v: Vec<String> = crate::spec::masked_paths(0)
+        .into_iter()
+        .filter(|p| !KUBERNETES_MASKED_PATHS.contains(&p.as_str()))
+        .collect();
+    v.extend(
+        crate::spec::masked_paths(1)
+            .into_iter()
+            .filter(|p| p.contains("/cpu0/"))
+            .map(|p| p.replace("/cpu0/", "/cpu*/")),
+    );
+    v
+}
+
 /// A limit of the policy that no pod field carries: its annotation key, value and the
 /// reason Kubernetes cannot say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +106,25 @@ pub fn unexpressed(policy: &ValidatedPolicy) -> Vec<Unexpressed> {
                   object runs as this fixed non-root UID instead (a pod with \
                   hostUsers: false, Kubernetes 1.33+ on a runtime with user namespaces, \
                   gets a host ID range of its own, the nearest equivalent)",
+        });
+    }
+    v.push(Unexpressed {
+        annotation: "org.stockade.masked-paths",
+        value: masked_beyond_kubernetes().join(","),
+        why: "the kubelet sends the CRI only Kubernetes' default masked paths \
+              (procMount: Default), which the runtime applies in place of its own, and the \
+              pod API cannot add one: the pod can read these",
+    });
+    if policy.user.uid != 0 && !policy.cap_add.is_empty() {
+        let caps: Vec<String> = policy.cap_add.iter().map(|c| c.to_string()).collect();
+        v.push(Unexpressed {
+            annotation: "org.stockade.capabilities.ambient",
+            value: caps.join(","),
+            why: "stockade grants the added capabilities to its non-root user as ambient \
+                  capabilities; the pod API has none, so `capabilities.add` only keeps them \
+                  in the bounding set and a non-root process holds them in no effective \
+                  set (a file capability, setcap on the program in the image, is the \
+                  nearest equivalent)",
         });
     }
     if let Some(w) = l.io_weight {

@@ -127,3 +127,40 @@ fn yaml_is_one_document_per_object() {
         assert!(v["kind"].is_string());
     }
 }
+
+#[test]
+fn what_stockade_masks_beyond_kubernetes_is_declared_on_the_pod() {
+    let beyond = masked_beyond_kubernetes();
+    assert!(beyond.contains(&"/proc/interrupts".to_string()));
+    assert!(beyond.contains(&"/sys/devices/system/cpu/cpu*/thermal_throttle".to_string()));
+    assert!(beyond
+        .iter()
+        .all(|p| !KUBERNETES_MASKED_PATHS.contains(&p.as_str())));
+    let docs = render(
+        &policy("", PolicyOverrides::default()),
+        &Options::new(Kind::Pod),
+    )
+    .unwrap();
+    assert_eq!(
+        pod(&docs)["metadata"]["annotations"]["org.stockade.masked-paths"],
+        beyond.join(",")
+    );
+}
+
+#[test]
+fn added_capabilities_of_a_non_root_user_are_declared_unexpressed() {
+    let caps = |user: &str| {
+        let p = policy(
+            "",
+            PolicyOverrides {
+                user: Some(user.into()),
+                cap_add: vec!["NET_BIND_SERVICE".into()],
+                ..Default::default()
+            },
+        );
+        let docs = render(&p, &Options::new(Kind::Pod)).unwrap();
+        pod(&docs)["metadata"]["annotations"]["org.stockade.capabilities.ambient"].clone()
+    };
+    assert_eq!(caps("1000:1000"), "NET_BIND_SERVICE");
+    assert_eq!(caps("0:0"), Value::Null);
+}

@@ -126,6 +126,8 @@ pub fn read_owner(dir: &Path) -> Option<u32> {
 pub fn remove(root: &Path, id: &str) -> std::io::Result<()> {
     // The network (veth, namespace file, address, rules), recorded in the directory.
     crate::network::release(&root.join(id)).map_err(std::io::Error::other)?;
+    // A stopped sandbox's root mounted for a copy (left by a process that died in one).
+    crate::sandbox::stopped::reclaim(&root.join(id), None)?;
     // The disk volumes first: the managed workspace is mounted at a staging path.
     crate::disk::release(&root.join(id)).map_err(std::io::Error::other)?;
     crate::bind::unstage(&root.join(id)).map_err(std::io::Error::other)?;

@@ -9,16 +9,29 @@
 //! containerd must still report the task running): a descriptor opened on a later
 //! process's root is dropped unused.
 //!
-//! A stopped sandbox (its task exited, not removed) has no such root: its `/tmp` tmpfs is
-//! gone with its mount namespace and its root filesystem is reachable only through
-//! containerd's own state directories. Copying into or out of it is refused
-//! ([`SandboxError::CopyNotRunning`], a conflict) until a safe way to reach it is made.
+//! A sandbox whose task was created and not yet started (a Docker container between
+//! create and start) is reached the same way: its root is set up before its command runs.
+//!
+//! A stopped sandbox (its task exited, not removed) has no such root: its snapshot is
+//! mounted on a private directory instead, with its binds, and unmounted when the copy
+//! ends (see [`super::stopped`]). Its tmpfs mounts are gone: a copy out of one shows its
+//! empty mount point, a copy into one is refused.
+//!
+//! # Read-only places
+//! A copy into a path that lies on a read-only root filesystem or in a read-only bind
+//! (taken lexically from the container's stored spec, as Docker does) is refused up front
+//! ([`SandboxError::ReadOnly`]); the kernel refuses what that check misses (a link into
+//! a read-only place).
 //!
 //! # Owner and limits
 //! Everything copied in is owned by the sandbox's user: the UID and GID of the process of
 //! the container's stored spec (the sandbox's own UID, and the policy's group, 65534 by
-//! default), mapped through the spec's user namespace when it has one. Set-ID bits are
-//! dropped (see [`crate::files::put`]).
+//! default), mapped through the spec's user namespace when it has one. In archive mode
+//! ([`PutMode::KeepOwners`], `cp -a`) each entry keeps the owner and group the archive
+//! gives it, mapped through the spec's user namespace (an id it does not map refuses the
+//! entry), or taken as they are without one. Either way set-ID bits are dropped, and
+//! devices, FIFOs and names that leave the destination are refused (see
+//! [`crate::files::put`]).
 //!
 //! Bytes copied in are capped by what the sandbox can hold (`capacity`): the sizes of
 //! its bounded filesystems (the loop-mounted disk volumes of a writable root and a managed
@@ -34,22 +47,45 @@ use std::path::Path;
 
 use oci_spec::runtime::Spec;
 
+use super::stopped::{self, Place, StoppedRoot};
 use super::{Sandbox, SandboxError};
 use crate::containerd::TaskStatus;
 use crate::disk::{self, VolumeKind};
-use crate::files::{self, GetOptions, GetSummary, Limits, PutOptions, PutSummary};
+use crate::files::{self, GetOptions, GetSummary, Limits, OwnerMap, PutOptions, PutSummary};
 use crate::procfs::ProcStat;
 
 /// Entries (files, directories, links) one copy may hold, either way: 100 000, the tar
 /// engine's default.
 pub const MAX_ENTRIES: u64 = 100_000;
 
-/// What a copy needs of a running sandbox.
+/// Who owns what a copy into a sandbox writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PutMode {
+    /// The sandbox's user owns every entry (`docker cp`'s default gives root; stockade
+    /// gives the user the sandbox's processes run as). The default.
+    #[default]
+    SandboxUser,
+    /// Each entry keeps the owner and group of the archive (`cp -a`, Docker's
+    /// `copyUIDGID`), mapped through the sandbox's user namespace when it has one.
+    KeepOwners,
+}
+
+/// What a copy needs of the sandbox.
 struct Target {
     root: OwnedFd,
     uid: u32,
     gid: u32,
     capacity: Option<u64>,
+    spec: Spec,
+    /// A stopped sandbox's mounted root, unmounted when the copy is done with it.
+    mounted: Option<StoppedRoot>,
+}
+
+/// Which way a copy goes: out, or in at a sandbox path.
+#[derive(Debug, Clone, Copy)]
+enum Intent<'a> {
+    Read,
+    Write(&'a str),
 }
 
 /// Extracts the tar stream `archive` at `dst` in the sandbox (see [`Sandbox::put`]).
@@ -57,8 +93,13 @@ pub(super) async fn put<R: Read + Send + 'static>(
     sb: &Sandbox,
     dst: &str,
     archive: R,
+    mode: PutMode,
 ) -> Result<PutSummary, SandboxError> {
-    let t = target(sb).await?;
+    let t = target(sb, Intent::Write(dst)).await?;
+    let archive_owner = match mode {
+        PutMode::SandboxUser => None,
+        PutMode::KeepOwners => Some(owner_map(&t.spec)),
+    };
     let opts = PutOptions {
         uid: t.uid,
         gid: t.gid,
@@ -66,16 +107,21 @@ pub(super) async fn put<R: Read + Send + 'static>(
             max_bytes: t.capacity.unwrap_or(Limits::default().max_bytes),
             max_entries: MAX_ENTRIES,
         },
+        archive_owner,
     };
     let id = sb.id().to_string();
     let dst = dst.to_string();
-    tokio::task::spawn_blocking(move || files::put(&t.root, &dst, archive, &opts))
-        .await
-        .map_err(|e| joined(&id, e))?
-        .map_err(|source| SandboxError::Files {
-            id: sb.id().to_string(),
-            source,
-        })
+    tokio::task::spawn_blocking(move || {
+        let r = files::put(&t.root, &dst, archive, &opts);
+        drop(t.mounted);
+        r
+    })
+    .await
+    .map_err(|e| joined(&id, e))?
+    .map_err(|source| SandboxError::Files {
+        id: sb.id().to_string(),
+        source,
+    })
 }
 
 /// Writes `src` of the sandbox to `out` as a tar stream (see [`Sandbox::get`]).
@@ -85,7 +131,7 @@ pub(super) async fn get<W: Write + Send + 'static>(
     out: W,
     follow_link: bool,
 ) -> Result<GetSummary, SandboxError> {
-    let t = target(sb).await?;
+    let t = target(sb, Intent::Read).await?;
     let default = Limits::default().max_bytes;
     let opts = GetOptions {
         follow_link,
@@ -97,13 +143,17 @@ pub(super) async fn get<W: Write + Send + 'static>(
     };
     let id = sb.id().to_string();
     let src = src.to_string();
-    tokio::task::spawn_blocking(move || files::get(&t.root, &src, out, &opts))
-        .await
-        .map_err(|e| joined(&id, e))?
-        .map_err(|source| SandboxError::Files {
-            id: sb.id().to_string(),
-            source,
-        })
+    tokio::task::spawn_blocking(move || {
+        let r = files::get(&t.root, &src, out, &opts);
+        drop(t.mounted);
+        r
+    })
+    .await
+    .map_err(|e| joined(&id, e))?
+    .map_err(|source| SandboxError::Files {
+        id: sb.id().to_string(),
+        source,
+    })
 }
 
 fn joined(id: &str, e: tokio::task::JoinError) -> SandboxError {
@@ -113,21 +163,93 @@ fn joined(id: &str, e: tokio::task::JoinError) -> SandboxError {
     }
 }
 
-/// The running sandbox's root, owner and capacity; refuses a sandbox that is not running.
-async fn target(sb: &Sandbox) -> Result<Target, SandboxError> {
+/// What `path` of the sandbox is, as [`crate::files::stat`] tells (see [`Sandbox::stat`]).
+pub(super) async fn stat(sb: &Sandbox, path: &str) -> Result<files::PathStat, SandboxError> {
+    let t = target(sb, Intent::Read).await?;
+    let id = sb.id().to_string();
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let r = files::stat(&t.root, &path);
+        drop(t.mounted);
+        r
+    })
+    .await
+    .map_err(|e| joined(&id, e))?
+    .map_err(|source| SandboxError::Files { id, source })
+}
+
+/// Refuses a copy into `dst` when it lies on a read-only root or in a read-only bind of
+/// `spec`, or (with `stopped`) in a tmpfs or a kernel filesystem, which a stopped sandbox
+/// no longer has; whether a stopped sandbox's root must be mounted writable for it.
+fn check_writable(
+    sb: &Sandbox,
+    spec: &Spec,
+    dst: &str,
+    stopped: bool,
+) -> Result<bool, SandboxError> {
+    let read_only = |what: String| SandboxError::ReadOnly {
+        id: sb.id().to_string(),
+        path: dst.to_string(),
+        what,
+    };
+    match stopped::place(spec, dst) {
+        Place::Root { read_only: true } => Err(read_only(
+            "the sandbox's root filesystem is read-only".into(),
+        )),
+        Place::Bind {
+            dest,
+            read_only: true,
+        } => Err(read_only(format!(
+            "the bind mounted at {dest} is read-only"
+        ))),
+        Place::Root { read_only: false } => Ok(true),
+        Place::Bind { .. } => Ok(false),
+        Place::Tmpfs { dest } if stopped => Err(SandboxError::CopyNotRunning {
+            id: sb.id().to_string(),
+            state: format!(
+                "stopped; {dest} is a tmpfs, which is gone while the sandbox is stopped"
+            ),
+        }),
+        Place::Kernel { dest, typ } if stopped => {
+            Err(read_only(format!("{dest} is a {typ} filesystem")))
+        }
+        Place::Tmpfs { .. } | Place::Kernel { .. } => Ok(false),
+    }
+}
+
+/// The sandbox's root, owner and capacity: `/proc/<pid>/root` of a created or running
+/// sandbox, its snapshot mounted for a stopped one.
+async fn target(sb: &Sandbox, intent: Intent<'_>) -> Result<Target, SandboxError> {
     let not_running = |state: TaskStatus| SandboxError::CopyNotRunning {
         id: sb.id().to_string(),
         state: format!("{state:?}").to_lowercase(),
     };
     let state = sb.state().await?;
-    if state != TaskStatus::Running {
-        return Err(not_running(state));
-    }
     let spec = stored_spec(sb).await?;
     let (uid, gid) = owner(&spec).ok_or_else(|| SandboxError::CorruptSpec {
         id: sb.id().to_string(),
         reason: "no process user".into(),
     })?;
+    let capacity = capacity(&spec, &sb.run_dir());
+    let live = matches!(state, TaskStatus::Running | TaskStatus::Created);
+    if !live && state != TaskStatus::Stopped {
+        return Err(not_running(state));
+    }
+    let writable = match intent {
+        Intent::Write(dst) => check_writable(sb, &spec, dst, !live)?,
+        Intent::Read => false,
+    };
+    if !live {
+        let mut mounted = stopped::mount(sb, &spec, writable).await?;
+        return Ok(Target {
+            root: mounted.take_root(),
+            uid,
+            gid,
+            capacity,
+            spec,
+            mounted: Some(mounted),
+        });
+    }
     let root_dir = sb.root_dir();
     let root = files::open_root(&root_dir).map_err(|source| SandboxError::Files {
         id: sb.id().to_string(),
@@ -146,16 +268,33 @@ async fn target(sb: &Sandbox) -> Result<Target, SandboxError> {
         return Err(not_running(TaskStatus::Stopped));
     }
     let root = root?;
-    let state = sb.state().await?;
-    if state != TaskStatus::Running {
-        return Err(not_running(state));
+    let now = sb.state().await?;
+    if now != state {
+        return Err(not_running(now));
     }
     Ok(Target {
         root,
         uid,
         gid,
-        capacity: capacity(&spec, &sb.run_dir()),
+        capacity,
+        spec,
+        mounted: None,
     })
+}
+
+/// The spec's user namespace maps, for an archive's owners. Pure.
+fn owner_map(spec: &Spec) -> OwnerMap {
+    let ranges = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .map(|m| (m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    let linux = spec.linux().as_ref();
+    OwnerMap {
+        uids: ranges(linux.and_then(|l| l.uid_mappings().as_ref())),
+        gids: ranges(linux.and_then(|l| l.gid_mappings().as_ref())),
+    }
 }
 
 /// The spec the sandbox's container holds.

@@ -1,5 +1,6 @@
 //! Long-lived sandboxes: the front door ([`Sandboxes`]) and the handle to one live sandbox
-//! ([`Sandbox`]): create → exec (any number) → kill / stop → remove; inspect; list.
+//! ([`Sandbox`]): create → exec (any number) → put / get files → kill / stop → remove;
+//! inspect; list.
 //!
 //! A sandbox's pid 1 is stockade's init holding it open ([`crate::init`]), made by the
 //! same path as a pooled sandbox ([`Runner`]'s), under the same spec: its own host UID, no
@@ -28,31 +29,43 @@
 //! sandbox.exec(ExecRequest::new(["sh", "-c", "echo 1 > /tmp/n"])).await?;
 //! let r = sandbox.exec(ExecRequest::new(["cat", "/tmp/n"])).await?;
 //! assert_eq!(r.stdout, "1\n");
+//! // Files in and out as tar streams (`docker cp`'s rules; see `copy`).
+//! let mut tar = tar::Builder::new(Vec::new());
+//! let mut h = tar::Header::new_gnu();
+//! h.set_size(3);
+//! h.set_mode(0o644);
+//! tar.append_data(&mut h, "in.txt", &b"hi\n"[..])?;
+//! sandbox.put("/tmp/", std::io::Cursor::new(tar.into_inner()?)).await?;
+//! let out = std::fs::File::create("/tmp/in.tar")?;
+//! sandbox.get("/tmp/in.txt", out, false).await?;
 //! sandbox.remove(true).await?;
 //! # Ok(()) }
 //! ```
 
 pub mod copy;
+mod error;
 pub mod exec;
 mod keeper;
 pub mod logs;
 pub mod main_process;
 pub mod names;
+pub mod stopped;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use thiserror::Error;
 
-use crate::containerd::{ContainerdError, TaskStatus};
+use crate::containerd::TaskStatus;
 use crate::policy::ValidatedPolicy;
 use crate::procfs::ProcStat;
 use crate::runner::engine::Pid1;
 use crate::runner::session::{self, SessionLimits, SessionRecord};
 use crate::runner::{remove_run, RunError, Runner, Usage, KILL_GRACE};
 
+pub use copy::PutMode;
+pub use error::{ErrorKind, SandboxError};
 pub use exec::{ExecRequest, ExecResult};
 pub use keeper::KEEPER_POLL;
 pub use main_process::{MainIo, MainProcess, MainState};
@@ -65,106 +78,6 @@ pub const LABEL_NAME: &str = "stockade.name";
 pub const LABEL_LIFETIME: &str = "stockade.lifetime";
 /// Label: the session's idle timeout in seconds.
 pub const LABEL_IDLE_TIMEOUT: &str = "stockade.idle-timeout";
-
-/// What went wrong, in classes a server maps to HTTP statuses ([`SandboxError::kind`]).
-/// Each renders as one line.
-#[derive(Debug, Error)]
-pub enum SandboxError {
-    /// No sandbox has this id or name.
-    #[error("no such sandbox: {0}")]
-    NotFound(String),
-    /// Another sandbox holds the name.
-    #[error("the name `{name}` is taken by sandbox {id}")]
-    NameTaken { name: String, id: String },
-    /// The sandbox is not running (stopped, or its init died).
-    #[error("sandbox {id} is not running (state: {state})")]
-    NotRunning { id: String, state: String },
-    /// Files cannot be copied into or out of a sandbox that is not running.
-    #[error("sandbox {id} is not running (state: {state}); copying files into or out of a stopped sandbox is not supported yet")]
-    CopyNotRunning { id: String, state: String },
-    /// Copying files into or out of it failed (see [`crate::files::FilesError::class`]).
-    #[error("sandbox {id}: {source}")]
-    Files {
-        id: String,
-        source: crate::files::FilesError,
-    },
-    /// Its main command cannot be started (it was started before).
-    #[error("sandbox {id} cannot be started (state: {state}); its main command runs once")]
-    NotStartable { id: String, state: String },
-    /// The sandbox runs and removal was not forced.
-    #[error("sandbox {id} is running; stop it first or remove it with force")]
-    Running { id: String },
-    /// A field of the request is unacceptable.
-    #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-    /// The container's stored spec cannot be read back.
-    #[error("sandbox {id}: its stored spec is unreadable: {reason}")]
-    CorruptSpec { id: String, reason: String },
-    /// A file of the sandbox's state could not be read or written.
-    #[error("{}: {source}", path.display())]
-    State {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The init could not be installed.
-    #[error(transparent)]
-    Init(#[from] crate::init::InitError),
-    #[error(transparent)]
-    Containerd(#[from] ContainerdError),
-    /// From the run path (making the sandbox, a command not found or not executable).
-    #[error(transparent)]
-    Run(#[from] RunError),
-}
-
-/// The class of a [`SandboxError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// Bad input (400).
-    Invalid,
-    /// No such sandbox (404).
-    NotFound,
-    /// The sandbox's state forbids it (409).
-    Conflict,
-    /// stockade or containerd failed (500).
-    Internal,
-}
-
-impl SandboxError {
-    /// Its class.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            SandboxError::NotFound(_) => ErrorKind::NotFound,
-            SandboxError::NameTaken { .. }
-            | SandboxError::NotRunning { .. }
-            | SandboxError::Running { .. }
-            | SandboxError::NotStartable { .. }
-            | SandboxError::CopyNotRunning { .. } => ErrorKind::Conflict,
-            SandboxError::Files { source, .. } => match source.class() {
-                crate::files::ErrorClass::NotFound => ErrorKind::NotFound,
-                crate::files::ErrorClass::Invalid => ErrorKind::Invalid,
-                crate::files::ErrorClass::Conflict => ErrorKind::Conflict,
-                crate::files::ErrorClass::Internal => ErrorKind::Internal,
-            },
-            SandboxError::Invalid { .. } => ErrorKind::Invalid,
-            SandboxError::Run(RunError::CommandNotFound { .. })
-            | SandboxError::Run(RunError::CommandNotExecutable { .. })
-            | SandboxError::Run(RunError::Bind(crate::bind::BindError::NotWritable { .. })) => {
-                ErrorKind::Invalid
-            }
-            _ => ErrorKind::Internal,
-        }
-    }
-
-    /// The exit code the CLI uses: 127 or 126 for a command not found or not executable,
-    /// 125 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SandboxError::Run(e) => e.exit_code(),
-            _ => crate::runner::exit::EXIT_STOCKADE_FAILED,
-        }
-    }
-}
 
 /// A new sandbox.
 pub struct CreateRequest {
@@ -549,18 +462,36 @@ impl Sandbox {
 
     /// Extracts the tar stream `archive` at the sandbox path `dst` (`docker cp` rules and
     /// the hardening of [`crate::files::put`]), every entry owned by the sandbox's user,
-    /// within the limits of [`copy`]. The sandbox must be running.
+    /// within the limits of [`copy`]. The sandbox may be created, running or stopped
+    /// (see [`copy`] for what a stopped one shows).
     pub async fn put<R: std::io::Read + Send + 'static>(
         &self,
         dst: &str,
         archive: R,
     ) -> Result<crate::files::PutSummary, SandboxError> {
-        copy::put(self, dst, archive).await
+        copy::put(self, dst, archive, PutMode::SandboxUser).await
+    }
+
+    /// [`Sandbox::put`], with the owners of `mode` (`cp -a` keeps the archive's).
+    pub async fn put_as<R: std::io::Read + Send + 'static>(
+        &self,
+        dst: &str,
+        archive: R,
+        mode: PutMode,
+    ) -> Result<crate::files::PutSummary, SandboxError> {
+        copy::put(self, dst, archive, mode).await
+    }
+
+    /// What the sandbox path `path` is (its last component not followed), as `docker cp`
+    /// asks before it copies.
+    pub async fn stat(&self, path: &str) -> Result<crate::files::PathStat, SandboxError> {
+        copy::stat(self, path).await
     }
 
     /// Writes the file or directory `src` of the sandbox to `out` as a tar stream
     /// ([`crate::files::get`]; `follow_link` follows `src` when it is a symbolic link, as
-    /// `docker cp -L`), within the limits of [`copy`]. The sandbox must be running.
+    /// `docker cp -L`), within the limits of [`copy`]. The sandbox may be created, running
+    /// or stopped.
     pub async fn get<W: std::io::Write + Send + 'static>(
         &self,
         src: &str,

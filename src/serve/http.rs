@@ -59,6 +59,7 @@ impl From<crate::sandbox::SandboxError> for ApiError {
             ErrorKind::Invalid => 400,
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
+            ErrorKind::Forbidden => 403,
             ErrorKind::Internal => 500,
         };
         ApiError::new(status, e.to_string())

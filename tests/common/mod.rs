@@ -49,12 +49,19 @@ pub struct PrivateContainerd {
 impl PrivateContainerd {
     /// Starts the daemon and waits until it answers.
     pub async fn start() -> PrivateContainerd {
+        PrivateContainerd::start_with(|_, _| {}).await
+    }
+
+    /// Like [`PrivateContainerd::start`], after `configure` has adjusted the daemon's paths
+    /// and settings (it gets them and the tempdir everything lives under).
+    pub async fn start_with(configure: impl FnOnce(&mut DaemonPaths, &Path)) -> PrivateContainerd {
         // Short on purpose: Unix socket paths must stay under 108 bytes.
         let base = tempfile::Builder::new()
             .prefix("stk-")
             .tempdir_in("/tmp")
             .expect("create /tmp/stk-* tempdir");
-        let paths = DaemonPaths::under(base.path());
+        let mut paths = DaemonPaths::under(base.path());
+        configure(&mut paths, base.path());
         let pid = daemon::ensure_running(&paths)
             .await
             .unwrap_or_else(|e| panic!("start private containerd: {e}"));

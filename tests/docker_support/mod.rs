@@ -54,6 +54,11 @@ pub struct Env {
 
 impl Env {
     pub async fn start(cli: PathBuf, policy: Option<&str>) -> Env {
+        Env::start_args(cli, policy, &[]).await
+    }
+
+    /// [`Env::start`] with more arguments for `stockade serve`.
+    pub async fn start_args(cli: PathBuf, policy: Option<&str>, extra: &[&str]) -> Env {
         let c = PrivateContainerd::start().await;
         let client = c.client("stockade").await;
         busybox_image(&client).await;
@@ -70,6 +75,7 @@ impl Env {
             std::fs::write(dir.path().join("policy.toml"), text).unwrap();
         }
         let server = serve_command(&c, dir.path())
+            .args(extra)
             .spawn()
             .expect("start stockade serve");
         let env = Env {

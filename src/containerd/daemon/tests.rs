@@ -48,6 +48,38 @@ fn config_is_valid_toml_with_everything_under_our_roots() {
 }
 
 #[test]
+fn a_cri_config_enables_the_plugin_with_everything_under_our_state() {
+    let mut p = DaemonPaths::under(Path::new("/tmp/stk-x"));
+    p.cri = Some(CriConfig::new("stockade.invalid/pause:cri", &p.state));
+    let v: toml::Value = toml::from_str(&render_config(&p)).unwrap();
+    let disabled = v["disabled_plugins"].as_array().unwrap();
+    assert!(!disabled.iter().any(|d| d.as_str() == Some(cri::PLUGIN)));
+    let c = &v["plugins"][cri::PLUGIN];
+    assert_eq!(
+        c["sandbox_image"].as_str(),
+        Some("stockade.invalid/pause:cri")
+    );
+    assert_eq!(c["netns_mounts_under_state_dir"].as_bool(), Some(true));
+    assert_eq!(c["stream_server_address"].as_str(), Some("127.0.0.1"));
+    assert_eq!(c["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
+    assert_eq!(
+        c["cni"]["conf_dir"].as_str(),
+        Some("/tmp/stk-x/state/cni/net.d")
+    );
+    let runc = &c["containerd"]["runtimes"]["runc"];
+    assert_eq!(runc["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+    assert_eq!(
+        runc["options"]["Root"].as_str(),
+        Some("/tmp/stk-x/state/runc")
+    );
+    // The opt plugin's table is still there: the CRI section is appended, not spliced in.
+    assert_eq!(
+        v["plugins"]["io.containerd.internal.v1.opt"]["path"].as_str(),
+        Some("/tmp/stk-x/root/opt")
+    );
+}
+
+#[test]
 fn only_a_containerd_with_our_config_is_ours() {
     let p = DaemonPaths::under(Path::new("/tmp/stk-x"));
     let cases = [

@@ -22,9 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_client::services::v1::snapshots::{Info, Kind, PrepareSnapshotRequest};
-use containerd_client::services::v1::{Container, CreateTaskRequest, ExecProcessRequest};
+use containerd_client::services::v1::{
+    Container, CreateTaskRequest, DiffRequest, ExecProcessRequest,
+};
 use containerd_client::types::Mount;
-use tokio::sync::watch;
 
 use super::api::{Containerd, Rpc, TaskInfo};
 use super::{Client, ContainerdError};
@@ -38,6 +39,8 @@ pub enum Op {
     StatSnapshot,
     /// [`Containerd::remove_snapshot`].
     RemoveSnapshot,
+    /// [`Containerd::snapshot_mounts`].
+    SnapshotMounts,
     /// [`Containerd::list_snapshots`].
     ListSnapshots,
     /// [`Containerd::create_container`].
@@ -78,6 +81,8 @@ pub enum Op {
     ResizePty,
     /// [`Containerd::close_process_stdin`].
     CloseProcessStdin,
+    /// [`Containerd::diff`].
+    Diff,
 }
 
 /// One recorded call: the RPC and the object it named (a container id or snapshot key,
@@ -129,55 +134,6 @@ impl Default for Behaviour {
             after: Duration::ZERO,
             stdout: Vec::new(),
         }
-    }
-}
-
-/// The state of a task in the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TaskState {
-    Created,
-    Running,
-    Stopped,
-}
-
-struct Task {
-    state: TaskState,
-    /// The exit status, once stopped.
-    exit: watch::Sender<Option<u32>>,
-    /// The write ends of the output FIFOs, held as the shim holds them.
-    outputs: Vec<std::fs::File>,
-    /// Its exec processes, by exec id (a task's init is not among them).
-    execs: BTreeMap<String, Task>,
-    /// The exec process's spec as Tasks.Exec carried it (`None` for a task).
-    spec: Option<prost_types::Any>,
-    pid: u32,
-}
-
-impl Task {
-    fn new(outputs: Vec<std::fs::File>, pid: u32) -> Task {
-        Task {
-            state: TaskState::Created,
-            exit: watch::channel(None).0,
-            outputs,
-            execs: BTreeMap::new(),
-            spec: None,
-            pid,
-        }
-    }
-
-    /// Stops it with `exit` unless it has stopped already, writing `stdout` and closing its
-    /// output.
-    fn stop(&mut self, exit: u32, stdout: &[u8]) {
-        if self.state == TaskState::Stopped {
-            return;
-        }
-        if let Some(out) = self.outputs.first_mut() {
-            use std::io::Write;
-            let _ = out.write_all(stdout);
-        }
-        self.outputs.clear();
-        self.state = TaskState::Stopped;
-        self.exit.send_replace(Some(exit));
     }
 }
 
@@ -406,62 +362,19 @@ impl Containerd for FakeContainerd {
     }
 
     fn prepare_snapshot(&self, req: PrepareSnapshotRequest) -> Rpc<'_, Vec<Mount>> {
-        let key = req.key.clone();
-        self.answer(Op::PrepareSnapshot, "prepare snapshot", &key, move |f| {
-            let op = "prepare snapshot";
-            let mut s = f.lock();
-            if !s.snapshots.contains_key(&req.parent) {
-                return Err(status(op, tonic::Code::NotFound, "no such parent"));
-            }
-            if s.snapshots.contains_key(&req.key) {
-                return Err(status(op, tonic::Code::AlreadyExists, "key taken"));
-            }
-            let info = Info {
-                name: req.key.clone(),
-                parent: req.parent.clone(),
-                kind: Kind::Active as i32,
-                labels: req.labels,
-                ..Default::default()
-            };
-            s.snapshots.insert(req.key.clone(), info);
-            Ok(vec![Mount {
-                r#type: "overlay".into(),
-                source: "overlay".into(),
-                target: String::new(),
-                // As containerd's overlayfs snapshotter answers for an active snapshot.
-                options: vec![
-                    "index=off".into(),
-                    format!("workdir=/fake/snapshots/{}/work", req.key),
-                    format!("upperdir=/fake/snapshots/{}/fs", req.key),
-                    format!("lowerdir={}", req.parent),
-                ],
-            }])
-        })
+        snapshots::prepare(self, req)
     }
 
     fn stat_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, Info> {
-        self.answer(Op::StatSnapshot, "stat snapshot", key, move |f| {
-            f.lock()
-                .snapshots
-                .get(key)
-                .cloned()
-                .ok_or_else(|| status("stat snapshot", tonic::Code::NotFound, "no such key"))
-        })
+        snapshots::stat(self, key)
     }
 
     fn remove_snapshot<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, ()> {
-        self.answer(Op::RemoveSnapshot, "remove snapshot", key, move |f| match f
-            .lock()
-            .snapshots
-            .remove(key)
-        {
-            Some(_) => Ok(()),
-            None => Err(status(
-                "remove snapshot",
-                tonic::Code::NotFound,
-                "no such key",
-            )),
-        })
+        snapshots::remove(self, key)
+    }
+
+    fn snapshot_mounts<'a>(&'a self, _snapshotter: &'a str, key: &'a str) -> Rpc<'a, Vec<Mount>> {
+        snapshots::mounts(self, key)
     }
 
     fn list_snapshots<'a>(
@@ -469,11 +382,7 @@ impl Containerd for FakeContainerd {
         _snapshotter: &'a str,
         filters: Vec<String>,
     ) -> Rpc<'a, Vec<Info>> {
-        self.answer(Op::ListSnapshots, "list snapshots", "", move |f| {
-            let s = f.lock();
-            let v = s.snapshots.values().filter(|i| passes(&filters, &i.labels));
-            Ok(v.cloned().collect())
-        })
+        snapshots::list(self, filters)
     }
 
     fn create_container(&self, container: Container) -> Rpc<'_, ()> {
@@ -692,10 +601,40 @@ impl Containerd for FakeContainerd {
     fn close_process_stdin<'a>(&'a self, id: &'a str, exec_id: &'a str) -> Rpc<'a, ()> {
         exec::close_process_stdin(self, id, exec_id)
     }
+
+    /// Answers with a layer whose digest is that of the two sides' mount options (the same
+    /// mounts, the same layer); writes no content.
+    fn diff(&self, req: DiffRequest) -> Rpc<'_, containerd_client::types::Descriptor> {
+        let key = req.r#ref.clone();
+        self.answer(Op::Diff, "diff", &key, move |_| {
+            let sides: Vec<String> = req
+                .left
+                .iter()
+                .chain(&req.right)
+                .flat_map(|m| m.options.iter().cloned())
+                .collect();
+            let digest = crate::images::oci::sha256_digest(sides.join("\n").as_bytes());
+            let media_type = if req.media_type.is_empty() {
+                crate::images::oci::MEDIA_LAYER_GZIP.to_string()
+            } else {
+                req.media_type
+            };
+            Ok(containerd_client::types::Descriptor {
+                media_type,
+                digest,
+                size: 1,
+                annotations: HashMap::new(),
+            })
+        })
+    }
 }
 
 mod exec;
 mod rig;
+mod snapshots;
+mod task;
+
+use task::{Task, TaskState};
 
 #[cfg(test)]
 mod tests;

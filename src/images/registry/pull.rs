@@ -134,36 +134,44 @@ pub async fn pull(
     let lease = Lease::create(client).await?;
     let lc = client.with_lease(Some(lease.id().to_string()));
     let n = manifest.layers.len();
-    let downloads = futures_util::stream::iter(manifest.layers.iter().enumerate().map(|(i, l)| {
-        let (lc, registry, top, r, what) = (&lc, &registry, &top, &r, &what);
-        async move {
-            let t = Instant::now();
-            let got = download_layer(lc, registry, top, r, l).await;
-            if let Ok(resumed) = &got {
-                let how = match resumed {
-                    None => "already in the content store".to_string(),
-                    Some(at) if *at >= l.size.max(0) as u64 => {
-                        "already in containerd (another namespace has it)".to_string()
-                    }
-                    Some(0) => format!("downloaded in {:.1}s", t.elapsed().as_secs_f64()),
-                    Some(at) => format!(
-                        "downloaded in {:.1}s, resumed at byte {at}",
-                        t.elapsed().as_secs_f64()
-                    ),
-                };
-                progress.line(&format!(
-                    "{what}: layer {}/{n} {} {}: {how}",
-                    i + 1,
-                    short(&l.digest),
-                    store::human(l.size.max(0) as u64),
-                ));
+    // Collected first, so the stream holds futures and no closure (which keeps the pull's
+    // future `Send` for a server that spawns it).
+    let jobs: Vec<_> = manifest
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (lc, registry, top, r, what) = (&lc, &registry, &top, &r, &what);
+            async move {
+                let t = Instant::now();
+                let got = download_layer(lc, registry, top, r, l).await;
+                if let Ok(resumed) = &got {
+                    let how = match resumed {
+                        None => "already in the content store".to_string(),
+                        Some(at) if *at >= l.size.max(0) as u64 => {
+                            "already in containerd (another namespace has it)".to_string()
+                        }
+                        Some(0) => format!("downloaded in {:.1}s", t.elapsed().as_secs_f64()),
+                        Some(at) => format!(
+                            "downloaded in {:.1}s, resumed at byte {at}",
+                            t.elapsed().as_secs_f64()
+                        ),
+                    };
+                    progress.line(&format!(
+                        "{what}: layer {}/{n} {} {}: {how}",
+                        i + 1,
+                        short(&l.digest),
+                        store::human(l.size.max(0) as u64),
+                    ));
+                }
+                got
             }
-            got
-        }
-    }))
-    .buffer_unordered(opts.concurrency())
-    .try_collect::<Vec<_>>()
-    .await;
+        })
+        .collect();
+    let downloads = futures_util::stream::iter(jobs)
+        .buffer_unordered(opts.concurrency())
+        .try_collect::<Vec<_>>()
+        .await;
     let result = match downloads {
         Ok(_) => {
             let prepared = PreparedImage {

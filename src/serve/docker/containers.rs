@@ -1,4 +1,5 @@
-//! `/containers/…`: create, list, inspect, start, wait, kill, stop, resize, remove.
+//! `/containers/…`: create, list, inspect, start, wait, kill, stop, restart, resize,
+//! remove.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,6 +112,7 @@ pub async fn create(d: &Arc<Docker>, req: Request<Incoming>) -> Answer {
         exited: watch::channel(None).0,
         removed: watch::channel(false).0,
     });
+    d.container_event(&c, "create", &[]);
     d.insert(c);
     let warnings: Vec<String> = policy
         .warnings
@@ -139,7 +141,7 @@ async fn resolve_image(
     match crate::images::resolve(client, name).await {
         Ok(i) => Ok(Some(i)),
         Err(crate::images::ImageError::NotFound { hint, .. }) => Err(ApiError::not_found(format!(
-            "No such image: {name} ({hint}; stockade serve does not pull)"
+            "No such image: {name} ({hint})"
         ))),
         Err(crate::images::ImageError::BadName(n)) => Err(ApiError::bad(format!(
             "Image: `{n}` is not a valid image name"
@@ -214,7 +216,11 @@ pub async fn inspect(d: &Arc<Docker>, id: &str) -> Answer {
 /// `GET /containers/json?all=1`.
 pub async fn list(d: &Arc<Docker>, req: &Request<Incoming>) -> Answer {
     let q = query(req);
-    let all = flag(&q, "all");
+    ok_json(&summaries(d, flag(&q, "all")).await)
+}
+
+/// The containers as `GET /containers/json` lists them (only running ones unless `all`).
+pub async fn summaries(d: &Arc<Docker>, all: bool) -> Vec<Value> {
     let now = now_ms();
     let mut out = Vec::new();
     for c in d.all() {
@@ -250,7 +256,7 @@ pub async fn list(d: &Arc<Docker>, req: &Request<Incoming>) -> Answer {
             "Mounts": [],
         }));
     }
-    ok_json(&out)
+    out
 }
 
 /// "3 seconds", "2 minutes", "5 hours", "4 days", as `docker ps` shows ages.
@@ -283,6 +289,7 @@ pub async fn start(d: &Arc<Docker>, id: &str) -> Answer {
         }
     }
     c.sandbox.start().await?;
+    d.container_event(&c, "start", &[]);
     let (d, c) = (d.clone(), c.clone());
     tokio::spawn(async move {
         let code = match c.sandbox.wait_main().await {
@@ -295,6 +302,7 @@ pub async fn start(d: &Arc<Docker>, id: &str) -> Answer {
         // The output first: whoever follows it sees all of it before the exit is told.
         let _ = tokio::time::timeout(crate::runner::DRAIN_GRACE, c.feed.ended()).await;
         c.exited.send_replace(Some(code));
+        d.container_event(&c, "die", &[("exitCode", code.to_string())]);
         if c.auto_remove {
             if let Err(e) = d.remove(&c, true).await {
                 tracing::warn!("removing {}: {}", c.sandbox.id(), e.message);
@@ -377,6 +385,7 @@ pub async fn kill(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer 
         )));
     }
     c.sandbox.kill(sig).await?;
+    d.container_event(&c, "kill", &[("signal", sig.to_string())]);
     no_content(StatusCode::NO_CONTENT)
 }
 
@@ -395,6 +404,20 @@ pub async fn stop(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer 
     }
     c.sandbox.stop(Duration::from_secs(t.max(0) as u64)).await?;
     no_content(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/restart`: refused with 501, without touching the container. A
+/// stockade container's main command is its sandbox's task and runs once; starting it
+/// again would make another sandbox under the same id.
+pub async fn restart(d: &Arc<Docker>, id: &str) -> Answer {
+    let c = d.find(id)?;
+    Err(ApiError::new(
+        501,
+        format!(
+            "restart {}: not supported by stockade serve (a container's command runs once); remove it and run a new one",
+            c.sandbox.id()
+        ),
+    ))
 }
 
 /// `POST /containers/{id}/resize?h=ROWS&w=COLUMNS`.

@@ -8,9 +8,13 @@
 //! ([`crate::sandbox::logs`]), waits for their exit, removes the ones made with
 //! `AutoRemove`, and removes every one of them when it stops.
 
+pub mod archive;
 pub mod containers;
 pub mod create;
+pub mod events;
 pub mod exec;
+pub mod images;
+pub mod prune;
 pub mod stream;
 pub mod system;
 pub mod wire;
@@ -37,6 +41,10 @@ pub const MIN_API_VERSION: &str = "1.41";
 pub struct Docker {
     pub sandboxes: Sandboxes,
     pub server: ServerPolicy,
+    /// How images are pulled and loaded.
+    pub images: images::ImageOptions,
+    /// What happened, for `GET /events`.
+    pub events: events::Events,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     execs: Mutex<HashMap<String, Arc<exec::Exec>>>,
 }
@@ -74,9 +82,31 @@ impl Docker {
         Docker {
             sandboxes,
             server,
+            images: images::ImageOptions::default(),
+            events: events::Events::default(),
             containers: Mutex::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same server with these image options.
+    pub fn with_images(mut self, images: images::ImageOptions) -> Docker {
+        self.images = images;
+        self
+    }
+
+    /// Records a container event (its name and image as attributes, and `extra`).
+    pub fn container_event(&self, c: &Container, action: &str, extra: &[(&str, String)]) {
+        let mut attrs = std::collections::BTreeMap::new();
+        attrs.insert("image".to_string(), c.image.clone());
+        attrs.insert(
+            "name".to_string(),
+            c.name.clone().unwrap_or_else(|| c.sandbox.id().to_string()),
+        );
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.events.emit("container", action, c.sandbox.id(), attrs);
     }
 
     /// The container with this id, name (`/` before it or not) or unique id prefix.
@@ -154,6 +184,7 @@ impl Docker {
             }
         });
         c.removed.send_replace(true);
+        self.container_event(c, "destroy", &[]);
         Ok(())
     }
 
@@ -212,10 +243,22 @@ impl Docker {
             (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
                 system::image(&self, &name.join("/")).await
             }
-            (&Method::POST, ["images", "create"]) => Err(ApiError::not_found(format!(
-                "pull access denied for {}: stockade serve does not pull images; import one with `stockade image import FILE`",
-                system::query_image(&req)
-            ))),
+            (&Method::POST, ["images", "create"]) => images::pull(&self, &req).await,
+            (&Method::POST, ["images", "load"]) => images::load(&self, req).await,
+            (&Method::GET, ["images", "get"]) => images::save(&self, None, &req).await,
+            (&Method::POST, ["images", "prune"]) => images::prune(),
+            (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+                images::save(&self, Some(&name.join("/")), &req).await
+            }
+            (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+                images::tag(&self, &name.join("/"), &req).await
+            }
+            (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+                images::remove(&self, &name.join("/"), &req).await
+            }
+            (&Method::GET, ["events"]) => events::events(&self.events, &req),
+            (&Method::GET, ["system", "df"]) => system::df(&self).await,
+            (&Method::POST, ["containers", "prune"]) => prune::containers(&self, &req).await,
             (&Method::POST, ["containers", "create"]) => containers::create(&self, req).await,
             (&Method::GET, ["containers", "json"]) => containers::list(&self, &req).await,
             (&Method::GET, ["containers", id, "json"]) => containers::inspect(&self, id).await,
@@ -223,15 +266,16 @@ impl Docker {
             (&Method::POST, ["containers", id, "wait"]) => containers::wait(&self, id, &req),
             (&Method::POST, ["containers", id, "kill"]) => containers::kill(&self, id, &req).await,
             (&Method::POST, ["containers", id, "stop"]) => containers::stop(&self, id, &req).await,
-            (&Method::POST, ["containers", id, "restart"]) => Err(ApiError::bad(format!(
-                "{id}: restarting a container is not supported yet (its command runs once)"
-            ))),
+            (&Method::POST, ["containers", id, "restart"]) => containers::restart(&self, id).await,
             (&Method::POST, ["containers", id, "resize"]) => {
                 containers::resize(&self, id, &req).await
             }
             (&Method::DELETE, ["containers", id]) => containers::remove(&self, id, &req).await,
             (&Method::POST, ["containers", id, "attach"]) => stream::attach(&self, id, req),
             (&Method::GET, ["containers", id, "logs"]) => stream::logs(&self, id, &req),
+            (&Method::HEAD, ["containers", id, "archive"]) => archive::head(&self, id, &req).await,
+            (&Method::GET, ["containers", id, "archive"]) => archive::get(&self, id, &req).await,
+            (&Method::PUT, ["containers", id, "archive"]) => archive::put(&self, id, req).await,
             (&Method::POST, ["containers", id, "exec"]) => exec::create(&self, id, req).await,
             (&Method::POST, ["exec", id, "start"]) => exec::start(&self, id, req).await,
             (&Method::POST, ["exec", id, "resize"]) => exec::resize(&self, id, &req).await,

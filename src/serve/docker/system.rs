@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/images/json`, `/images/{name}/json`.
+//! `/_ping`, `/version`, `/info`, `/images/json`, `/images/{name}/json`, `/system/df`.
 
 use std::sync::Arc;
 
@@ -149,17 +149,7 @@ pub async fn info(d: &Arc<Docker>) -> Answer {
     }))
 }
 
-/// The image a pull request names (`fromImage`, with `tag`).
-pub fn query_image(req: &hyper::Request<hyper::body::Incoming>) -> String {
-    let q = http::query(req);
-    let image = q.get("fromImage").cloned().unwrap_or_default();
-    match q.get("tag").filter(|t| !t.is_empty()) {
-        Some(t) => format!("{image}:{t}"),
-        None => image,
-    }
-}
-
-fn store(d: &Docker) -> Result<&crate::containerd::Client, ApiError> {
+pub(super) fn store(d: &Docker) -> Result<&crate::containerd::Client, ApiError> {
     d.sandboxes
         .runner()
         .containerd()
@@ -194,47 +184,123 @@ fn unix_secs(rfc3339: &str) -> i64 {
 /// `GET /images/json`: the images of stockade's store, each with its manifest digest as
 /// its id.
 pub async fn images(d: &Arc<Docker>) -> Answer {
+    ok_json(&image_summaries(d).await?)
+}
+
+/// The images as `GET /images/json` lists them, each with the number of the server's
+/// containers made from it.
+async fn image_summaries(d: &Arc<Docker>) -> Result<Vec<Value>, ApiError> {
     let client = store(d)?;
+    let containers = d.all();
     let list = crate::images::list(client)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let out: Vec<Value> = list
+    // One entry per image (manifest digest) with all its names, as Docker lists them.
+    let mut out: Vec<Value> = Vec::new();
+    for i in &list {
+        if out.iter().any(|o| o["Id"] == i.digest.as_str()) {
+            continue;
+        }
+        let same: Vec<&crate::images::ImageSummary> =
+            list.iter().filter(|o| o.digest == i.digest).collect();
+        out.push(json!({
+            "Id": i.digest,
+            "ParentId": "",
+            "RepoTags": same.iter().map(|o| o.reference.clone()).collect::<Vec<_>>(),
+            "RepoDigests": same.iter().map(|o| repo_digest(&o.reference, &o.digest)).collect::<Vec<_>>(),
+            "Created": unix_secs(&i.created),
+            "Size": i.size,
+            "SharedSize": -1,
+            "Labels": {},
+            "Containers": containers.iter().filter(|c| c.image_id == i.digest).count(),
+        }));
+    }
+    Ok(out)
+}
+
+/// `busybox@sha256:…` for `busybox:latest`.
+fn repo_digest(familiar: &str, digest: &str) -> String {
+    let repo = match familiar.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => familiar,
+    };
+    format!("{repo}@{digest}")
+}
+
+/// The image `key` names: a name, or an id (`sha256:HEX…` or a hex prefix of one image's
+/// manifest digest).
+async fn find_image(
+    client: &crate::containerd::Client,
+    key: &str,
+) -> Result<crate::images::ImageRef, ApiError> {
+    use crate::images::ImageError;
+    let not_found = || ApiError::not_found(format!("No such image: {key}"));
+    match crate::images::resolve(client, key).await {
+        Ok(i) => return Ok(i),
+        Err(ImageError::NotFound { .. } | ImageError::BadName(_)) => {}
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    }
+    let hex = super::images::id_prefix(key).ok_or_else(not_found)?;
+    let list = crate::images::list(client)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let hits: Vec<_> = list
+        .iter()
+        .filter(|i| i.digest.get(7..).is_some_and(|h| h.starts_with(hex)))
+        .collect();
+    match hits.as_slice() {
+        [] => Err(not_found()),
+        [first, rest @ ..] if rest.iter().all(|r| r.digest == first.digest) => {
+            crate::images::resolve(client, &first.name)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "No such image: {key} (the prefix names more than one image)"
+        ))),
+    }
+}
+
+/// `GET /system/df`: the images with their sizes, the containers (whose writable layers
+/// stockade does not measure: 0), no volumes and no build cache.
+pub async fn df(d: &Arc<Docker>) -> Answer {
+    let images = image_summaries(d).await?;
+    let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
+    let containers: Vec<Value> = super::containers::summaries(d, true)
+        .await
         .into_iter()
-        .map(|i| {
-            let repo = i.name.rsplit_once(':').map(|(r, _)| r).unwrap_or(&i.name);
-            json!({
-                "Id": i.digest,
-                "ParentId": "",
-                "RepoTags": [i.name],
-                "RepoDigests": [format!("{repo}@{}", i.digest)],
-                "Created": unix_secs(&i.created),
-                "Size": i.size,
-                "SharedSize": -1,
-                "Labels": {},
-                "Containers": -1,
-            })
+        .map(|mut c| {
+            c["SizeRw"] = json!(0);
+            c["SizeRootFs"] = json!(0);
+            c
         })
         .collect();
-    ok_json(&out)
+    ok_json(&json!({
+        "LayersSize": layers,
+        "Images": images,
+        "Containers": containers,
+        "Volumes": [],
+        "BuildCache": [],
+    }))
 }
 
 /// `GET /images/{name}/json`.
 pub async fn image(d: &Arc<Docker>, name: &str) -> Answer {
     let client = store(d)?;
-    let i = match crate::images::resolve(client, name).await {
-        Ok(i) => i,
-        Err(crate::images::ImageError::NotFound { .. }) => {
-            return Err(ApiError::not_found(format!("No such image: {name}")))
-        }
-        Err(e) => return Err(ApiError::internal(e.to_string())),
-    };
-    let repo = i.name.rsplit_once(':').map(|(r, _)| r).unwrap_or(&i.name);
+    let i = find_image(client, name).await?;
+    let names: Vec<String> = crate::images::list(client)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .filter(|o| o.digest == i.manifest_digest)
+        .map(|o| o.reference)
+        .collect();
     let (_, machine) = uname();
     let none = |v: &Vec<String>| if v.is_empty() { Value::Null } else { json!(v) };
     ok_json(&json!({
         "Id": i.manifest_digest,
-        "RepoTags": [i.name],
-        "RepoDigests": [format!("{repo}@{}", i.manifest_digest)],
+        "RepoDigests": names.iter().map(|n| repo_digest(n, &i.manifest_digest)).collect::<Vec<_>>(),
+        "RepoTags": names,
         "Parent": "",
         "Comment": "",
         "Created": "",
@@ -262,5 +328,21 @@ mod tests {
         assert_eq!(super::unix_secs("1970-01-01T00:00:00Z"), 0);
         assert_eq!(super::unix_secs("2000-03-01T00:00:01Z"), 951_868_801);
         assert_eq!(super::unix_secs("garbage"), 0);
+    }
+
+    #[test]
+    fn repo_digests_drop_the_tag_but_not_a_registry_port() {
+        assert_eq!(
+            super::repo_digest("busybox:latest", "sha256:ab"),
+            "busybox@sha256:ab"
+        );
+        assert_eq!(
+            super::repo_digest("localhost:5000/x:1", "sha256:ab"),
+            "localhost:5000/x@sha256:ab"
+        );
+        assert_eq!(
+            super::repo_digest("localhost:5000/x", "sha256:ab"),
+            "localhost:5000/x@sha256:ab"
+        );
     }
 }

@@ -24,8 +24,36 @@ pub(super) fn check_storage(body: &CreateBody, allow: &[PathBuf]) -> Result<(), 
             bind_source("HostConfig.Mounts", src, allow)?;
         }
     }
-    if body.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(Refusal::not_yet("Volumes"));
+    // `Volumes` declares anonymous volumes; one where a bind, mount or tmpfs lands is
+    // what docker-py sends along with `Binds` and is covered by it.
+    let covered = |path: &str| {
+        let path = path.trim_end_matches('/');
+        h.binds
+            .iter()
+            .flatten()
+            .any(|b| b.split(':').nth(1).map(|t| t.trim_end_matches('/')) == Some(path))
+            || h.mounts.iter().flatten().any(|m| {
+                m.get("Target")
+                    .and_then(|v| v.as_str())
+                    .map(|t| t.trim_end_matches('/'))
+                    == Some(path)
+            })
+            || h.tmpfs
+                .iter()
+                .flatten()
+                .any(|(t, _)| t.trim_end_matches('/') == path)
+    };
+    if let Some(p) = body
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(p, _)| p)
+        .find(|p| !covered(p))
+    {
+        return Err(Refusal::bad(
+            "Volumes",
+            format!("`{p}`: anonymous volumes are not supported yet by stockade serve (bind a host directory there)"),
+        ));
     }
     for (set, field) in [
         (

@@ -158,7 +158,7 @@ fn what_is_not_implemented_yet_is_refused_with_400_naming_the_field() {
         ),
         (
             body(json!({"Volumes": {"/data": {}}})),
-            "Volumes: not supported yet",
+            "Volumes: `/data`: anonymous volumes are not supported yet",
         ),
         (
             host(json!({"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}})),
@@ -382,4 +382,28 @@ fn binds_mounts_and_tmpfs_become_the_policys_mounts() {
         ]
     );
     assert_eq!(v.limits.tmp_size, 100 << 20);
+}
+
+#[test]
+fn volumes_where_a_bind_lands_are_covered_by_it_as_docker_py_sends_them() {
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    let src = dir.path().display().to_string();
+    let mut b = host(json!({"Binds": [format!("{src}:/workspace:rw")]}));
+    b.volumes = Some(
+        [("/workspace".to_string(), json!({}))]
+            .into_iter()
+            .collect(),
+    );
+    let mut srv = server("");
+    srv.allow_bind = vec![PathBuf::from("/tmp")];
+    assert!(map_create(&b, None, &srv).is_ok());
+    b.volumes = Some([("/other".to_string(), json!({}))].into_iter().collect());
+    let e = map_create(&b, None, &srv).unwrap_err();
+    assert_eq!(e.status, 400);
+    assert!(
+        e.message
+            .starts_with("Volumes: `/other`: anonymous volumes"),
+        "{}",
+        e.message
+    );
 }
