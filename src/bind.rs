@@ -189,7 +189,7 @@ fn unreadable(path: &Path, e: std::io::Error) -> BindError {
     BindError::Resolve {
         path: path.to_path_buf(),
         reason: match e.raw_os_error() {
-            Some(nix::libc::ELOOP) | Some(nix::libc::EXDEV) => {
+            Some(nix::libc::ELOOP | nix::libc::EXDEV) => {
                 "a component of the path is a symbolic link (bind sources are opened without following links: give the real path)".to_string()
             }
             Some(nix::libc::ENOENT) => "no such directory".to_string(),

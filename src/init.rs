@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use oci_spec::runtime::{Mount, MountBuilder};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 /// The init executable, statically linked, as built for this crate's target.
@@ -88,7 +87,7 @@ pub enum InitError {
 /// `sha256:<hex>` of [`BINARY`], computed once per process.
 pub fn digest() -> &'static str {
     static DIGEST: OnceLock<String> = OnceLock::new();
-    DIGEST.get_or_init(|| format!("sha256:{}", hex::encode(Sha256::digest(BINARY))))
+    DIGEST.get_or_init(|| crate::digest::sha256(BINARY))
 }
 
 /// Installs the init under `dir` (created 0755 when missing; [`DEFAULT_DIR`] is the usual
@@ -115,7 +114,7 @@ pub fn install(dir: &Path) -> Result<Installed, InitError> {
     }
 
     let sha256 = digest();
-    let hex = &sha256["sha256:".len()..];
+    let hex = crate::digest::hex_part(sha256);
     let sub = real.join(&hex[..PREFIX_LEN]);
     digest_dir(&sub).map_err(|e| io(&sub, e))?;
     let path = sub.join(FILE_NAME);
@@ -195,7 +194,7 @@ fn current(path: &Path, sha256: &str) -> std::io::Result<bool> {
         return Ok(false);
     }
     let contents = std::fs::read(path)?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&contents))) == sha256)
+    Ok(crate::digest::sha256(&contents) == sha256)
 }
 
 /// Writes [`BINARY`] to a temporary file in `sub` and renames it to `path`.
@@ -227,7 +226,7 @@ pub fn mount(host_path: &Path) -> Mount {
         .options(
             ["bind", "rprivate", "ro", "nosuid", "nodev"]
                 .iter()
-                .map(|s| s.to_string())
+                .map(std::string::ToString::to_string)
                 .collect::<Vec<_>>(),
         )
         .build()

@@ -170,7 +170,7 @@ async fn the_daemon_outlives_the_command_that_started_it() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["pid"].as_i64(), Some(pid as i64));
+    assert_eq!(v["pid"].as_i64(), Some(i64::from(pid)));
 
     let out = stockade()
         .args(["daemon", "stop", "--base"])

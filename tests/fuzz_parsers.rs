@@ -151,7 +151,7 @@ fn toml_value() -> impl Strategy<Value = String> {
             Just(0),
             Just(-1),
             Just(65534),
-            Just(u32::MAX as i64 + 1)
+            Just(i64::from(u32::MAX) + 1)
         ]
         .prop_map(|i| i.to_string()),
         prop_oneof![
@@ -362,7 +362,7 @@ fn json_any() -> impl Strategy<Value = serde_json::Value> {
             Just(6),
             Just(38),
             Just(u64::MAX),
-            Just(u32::MAX as u64)
+            Just(u64::from(u32::MAX))
         ]
         .prop_map(serde_json::Value::from),
         any::<f64>().prop_map(|f| serde_json::json!(f)),
@@ -566,16 +566,22 @@ fn limits_are_real(v: &ValidatedPolicy) -> Result<(), TestCaseError> {
     let r = s.linux().as_ref().and_then(|l| l.resources().as_ref());
     let memory = r.and_then(|r| r.memory().as_ref());
     prop_assert!(
-        memory.and_then(|m| m.limit()).is_some_and(|m| m > 0),
+        memory
+            .and_then(oci_spec::runtime::LinuxMemory::limit)
+            .is_some_and(|m| m > 0),
         "{:?}",
         memory
     );
     prop_assert!(
-        memory.and_then(|m| m.swap()).is_none_or(|m| m > 0),
+        memory
+            .and_then(oci_spec::runtime::LinuxMemory::swap)
+            .is_none_or(|m| m > 0),
         "{:?}",
         memory
     );
-    let pids = r.and_then(|r| r.pids().as_ref()).map(|p| p.limit());
+    let pids = r
+        .and_then(|r| r.pids().as_ref())
+        .map(oci_spec::runtime::LinuxPids::limit);
     prop_assert!(pids.is_some_and(|p| p > 0), "pids {:?}", pids);
     let rlimits = s
         .process()

@@ -391,7 +391,7 @@ async fn a_rendered_pod_run_through_the_cri_is_confined_as_stockade_run_confines
 
     // Writable: what stockade run makes writable, and the kubelet's own files only.
     let mut want_writable = ours.writable.clone();
-    want_writable.extend(KUBELET_FILES.iter().map(|f| f.to_string()));
+    want_writable.extend(KUBELET_FILES.iter().map(ToString::to_string));
     want_writable.sort();
     assert_eq!(
         theirs.writable, want_writable,

@@ -312,10 +312,7 @@ fn pss_rules() -> Vec<PssRule> {
         &c["securityContext"][field]
     }
     fn seccomp_ok(v: &Value) -> bool {
-        matches!(
-            v["type"].as_str(),
-            Some("RuntimeDefault") | Some("Localhost")
-        )
+        matches!(v["type"].as_str(), Some("RuntimeDefault" | "Localhost"))
     }
     vec![
         ("baseline: Host Namespaces", |p| {
@@ -386,7 +383,7 @@ fn pss_rules() -> Vec<PssRule> {
         ("baseline: Sysctls (none outside the safe set)", |p| {
             p["securityContext"]["sysctls"]
                 .as_array()
-                .is_none_or(|s| s.is_empty())
+                .is_none_or(std::vec::Vec::is_empty)
         }),
         ("restricted: Volume Types", |p| {
             const OK: &[&str] = &[

@@ -150,7 +150,7 @@ impl Drop for Upstream {
 fn egress(allow: &[&str]) -> ValidatedPolicy {
     let o = PolicyOverrides {
         network: Some("egress".into()),
-        allow: allow.iter().map(|s| s.to_string()).collect(),
+        allow: allow.iter().map(std::string::ToString::to_string).collect(),
         timeout: Some("60s".into()),
         ..Default::default()
     };

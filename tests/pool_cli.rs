@@ -200,8 +200,11 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
     assert!(out.status.success(), "{out:?}");
     let v = wait_ready(2);
     assert_eq!(v[0]["pool"]["status"]["taken"], 2);
-    let run_dirs =
-        |s: &Setup| -> usize { std::fs::read_dir(&s.fifo).map(|d| d.count()).unwrap_or(0) };
+    let run_dirs = |s: &Setup| -> usize {
+        std::fs::read_dir(&s.fifo)
+            .map(std::iter::Iterator::count)
+            .unwrap_or(0)
+    };
     let start = Instant::now();
     while run_dirs(&s) > 2 {
         assert!(

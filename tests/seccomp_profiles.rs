@@ -299,7 +299,7 @@ fn subset_check_catches_widening() {
             doc["syscalls"][allow_idx]["names"]
                 .as_array_mut()
                 .unwrap()
-                .push(extra.into())
+                .push(extra.into());
         });
         assert_eq!(v, [format!("{extra} []")]);
     }
@@ -308,7 +308,7 @@ fn subset_check_catches_widening() {
         doc["syscalls"]
             .as_array_mut()
             .unwrap()
-            .push(serde_json::json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW"}))
+            .push(serde_json::json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW"}));
     });
     assert_eq!(v, ["socket []"]);
     // socket(AF_VSOCK) is refused by Docker.
@@ -318,20 +318,20 @@ fn subset_check_catches_widening() {
             .unwrap()
             .push(serde_json::json!(
             {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}))
+             "args": [{"index": 0, "value": 40, "op": "SCMP_CMP_EQ"}]}));
     });
     assert_eq!(v.len(), 1, "{v:?}");
     // clone with a weaker mask lets CLONE_NEWUSER through.
     let v = widen(&|doc| {
         doc["syscalls"].as_array_mut().unwrap().push(serde_json::json!(
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-             "args": [{"index": 0, "value": 0x0002_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}))
+             "args": [{"index": 0, "value": 0x0002_0000u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}));
     });
     assert_eq!(v.len(), 1, "{v:?}");
     // A cap-gated rule stays out of the spec, so it widens nothing.
     let v = widen(&|doc| {
         doc["syscalls"].as_array_mut().unwrap().push(serde_json::json!(
-            {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}}))
+            {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}}));
     });
     assert!(v.is_empty(), "{v:?}");
 }

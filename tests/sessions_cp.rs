@@ -280,7 +280,7 @@ async fn cp_in_and_out_of_a_session() {
             let e = e.unwrap();
             (
                 e.header().entry_type(),
-                e.link_name().unwrap().map(|l| l.into_owned()),
+                e.link_name().unwrap().map(std::borrow::Cow::into_owned),
                 e.size(),
             )
         })

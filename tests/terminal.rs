@@ -63,7 +63,13 @@ fn run_on_pty(address: &Path, fifo: &Path, which: &str, flags: &[&str], script: 
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
-    let mut next = || hex::decode(lines.next().expect("two lines")).unwrap();
+    let mut next = || {
+        let h = lines.next().expect("two lines");
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).expect("hex"))
+            .collect::<Vec<u8>>()
+    };
     Seen {
         tty: next(),
         pipe: next(),

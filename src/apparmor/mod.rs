@@ -6,8 +6,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
-
 use crate::policy::NetworkMode;
 
 /// The template the default profile is rendered from.
@@ -146,7 +144,7 @@ pub fn render_template(template: &str, params: &Params) -> String {
 
 /// `sha256:<hex>` of a profile's text.
 pub fn content_hash(text: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
+    crate::digest::sha256(text)
 }
 
 /// Runs `apparmor_parser` with `args`, feeding `stdin`.

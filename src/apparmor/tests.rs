@@ -230,7 +230,7 @@ impl FakeParser {
 impl Parser for FakeParser {
     fn run(&self, args: &[&str], stdin: &str) -> io::Result<Result<(), String>> {
         self.calls.borrow_mut().push((
-            args.iter().map(|s| s.to_string()).collect(),
+            args.iter().map(std::string::ToString::to_string).collect(),
             stdin.to_string(),
         ));
         (self.answer)(args, stdin)

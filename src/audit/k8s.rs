@@ -257,7 +257,7 @@ fn container(
     }
     let (seccomp, ptr) = effective(p, at, base, c, "seccompProfile");
     match seccomp.and_then(|s| s["type"].as_str()) {
-        Some("RuntimeDefault") | Some("Localhost") => {}
+        Some("RuntimeDefault" | "Localhost") => {}
         other => out.add(
             "STK-SEC-001",
             ptr,

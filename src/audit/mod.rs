@@ -122,7 +122,10 @@ pub fn parse(text: &str) -> Result<ParsedSpec, AuditError> {
             "the top level is not a JSON object".into(),
         ));
     };
-    if !obj.get("ociVersion").is_some_and(|v| v.is_string()) {
+    if !obj
+        .get("ociVersion")
+        .is_some_and(serde_json::Value::is_string)
+    {
         return Err(AuditError::NotASpec(
             "no `ociVersion` string at the top level".into(),
         ));

@@ -467,7 +467,7 @@ async fn host_info(client: &Client, host: &HostFacts) -> HostInfo {
     HostInfo {
         kernel,
         cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
+            .map(std::num::NonZero::get)
             .unwrap_or(0),
         containerd: client.server_version().await.unwrap_or_default(),
         runc,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::policy::{Policy, PolicyOverrides};
+use containerd_client::types::Mount;
 
 fn policy(o: PolicyOverrides) -> ValidatedPolicy {
     Policy::default()
@@ -121,7 +122,7 @@ fn the_mechanism_follows_what_the_host_has() {
         match (choose(f), want) {
             (got, Ok(w)) => assert_eq!(&got, w, "{f:?}"),
             (Mechanism::Unavailable { reason }, Err(w)) => {
-                assert!(reason.starts_with(w), "{reason:?} vs {w:?}")
+                assert!(reason.starts_with(w), "{reason:?} vs {w:?}");
             }
             (got, Err(w)) => panic!("{f:?}: got {got:?}, want {w:?}"),
         }
@@ -179,7 +180,10 @@ fn overlay(options: &[&str]) -> Mount {
         r#type: "overlay".into(),
         source: "overlay".into(),
         target: String::new(),
-        options: options.iter().map(|s| s.to_string()).collect(),
+        options: options
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
     }
 }
 

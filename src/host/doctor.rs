@@ -123,7 +123,7 @@ pub fn report(facts: HostFacts, effects: &dyn DoctorEffects, socket: &Path) -> D
             status,
             required,
             detail,
-        })
+        });
     };
 
     // cgroups: limits need the memory, cpu and pids controllers.

@@ -149,7 +149,7 @@ fn hash_file(u: &Unpacked, name: &str, file: &File) -> Result<(String, u64), Ima
         h.update(&buf[..n]);
         len += n as u64;
     }
-    Ok((format!("sha256:{}", hex::encode(h.finalize())), len))
+    Ok((crate::digest::finish(h), len))
 }
 
 /// What an opened entry is called in errors once it is handed to the store.

@@ -354,7 +354,7 @@ pub fn digest(entries: &[Entry]) -> Result<String, ContextError> {
             }
         }
     }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    Ok(crate::digest::finish(h))
 }
 
 /// Writes `entries` as an uncompressed layer tarball at `path`, owned by `owner`; returns
@@ -410,7 +410,7 @@ pub fn write_tar(
         b.finish().map_err(|e| other(path.display(), e))?;
     }
     w.inner.flush().map_err(|e| other(path.display(), e))?;
-    Ok((format!("sha256:{}", hex::encode(w.hash.finalize())), w.len))
+    Ok((crate::digest::finish(w.hash), w.len))
 }
 
 struct HashingWriter<W: Write> {

@@ -67,7 +67,7 @@ impl<W: Write> Hashing<W> {
         }
     }
     fn finish(self) -> (W, String, u64) {
-        let digest = format!("sha256:{}", hex::encode(self.hash.finalize()));
+        let digest = crate::digest::finish(self.hash);
         (self.inner, digest, self.len)
     }
 }

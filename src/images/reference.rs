@@ -63,7 +63,7 @@ impl Reference {
         }
         let (rest, digest) = match input.split_once('@') {
             Some((r, d)) => {
-                if !is_sha256_hex(d) {
+                if !crate::digest::is_sha256(d) {
                     return Err(bad("the digest must be sha256:<64 lower-case hex digits>"));
                 }
                 (r, Some(d.to_string()))
@@ -227,14 +227,6 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
         }
         _ => (None, name),
     }
-}
-
-fn is_sha256_hex(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 fn is_tag(t: &str) -> bool {

@@ -96,21 +96,7 @@ fn timestamp(t: SystemTime) -> prost_types::Timestamp {
 }
 
 /// Random hex for keys and lease ids.
-pub(crate) fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .is_err()
-    {
-        let n = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            ^ ((std::process::id() as u128) << 64);
-        buf = n.to_le_bytes()[..bytes.min(16)].to_vec();
-    }
-    hex::encode(buf)
-}
+pub(crate) use crate::ids::random_hex;
 
 /// A lease that expires by itself after [`LEASE_TTL`] should we crash before deleting it.
 pub(crate) struct Lease {
@@ -159,29 +145,7 @@ impl Lease {
 }
 
 /// RFC 3339 UTC time (`2006-01-02T15:04:05Z`), as containerd's `gc.expire` label wants.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub(crate) use crate::rfc3339::seconds as rfc3339;
 
 /// Stores `image` under `name` (a canonical name) and unpacks it. Idempotent: blobs and
 /// snapshots that exist are kept, and the record is replaced; when it named another

@@ -1,4 +1,5 @@
 use super::*;
+use sha2::{Digest, Sha256};
 use std::os::unix::fs::symlink;
 
 /// A scratch directory in a root-owned 0755 chain (`/run` on the hosts stockade runs on;
@@ -39,7 +40,7 @@ fn the_embedded_init_is_elf_and_its_digest_is_of_its_bytes() {
     let d = digest();
     assert_eq!(
         d,
-        format!("sha256:{}", hex::encode(Sha256::digest(BINARY))),
+        format!("sha256:{:x}", Sha256::digest(BINARY)),
         "digest of the embedded bytes"
     );
 }

@@ -13,7 +13,6 @@ mod pod;
 mod sandbox;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::policy::{SeccompChoice, ValidatedPolicy};
@@ -150,7 +149,7 @@ pub fn seccomp_profile_json(policy: &ValidatedPolicy) -> Option<String> {
 /// digits of the SHA-256 of its text, so two different profiles never share a name and a
 /// running pod's profile is never rewritten under it.
 pub fn seccomp_file_name(profile_json: &str) -> String {
-    format!("{}.json", &hex::encode(Sha256::digest(profile_json))[..16])
+    format!("{}.json", &crate::digest::sha256_hex(profile_json)[..16])
 }
 
 /// The pod's `localhostProfile`: relative to the kubelet's seccomp directory.

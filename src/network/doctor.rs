@@ -31,7 +31,7 @@ pub fn probe(proc_root: &Path, range: &Cidr) -> NetFacts {
     let missing_tools = ["ip", "nft", "nsenter"]
         .iter()
         .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .map(|t| t.to_string())
+        .map(std::string::ToString::to_string)
         .collect();
     let nftables = std::process::Command::new("nft")
         .args(["list", "tables"])

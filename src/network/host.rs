@@ -169,7 +169,7 @@ impl NetHost for IpRoute {
     fn remove_netns(&self, path: &Path) -> Result<(), NetworkError> {
         use nix::mount::{umount2, MntFlags};
         match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
             Err(e) => {
                 return Err(NetworkError::Command {
                     what: format!("umount {}", path.display()),

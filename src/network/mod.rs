@@ -390,7 +390,7 @@ pub fn reconcile_with(
     // crash's, once it is older than the grace.
     let claimed_ids: Vec<std::ffi::OsString> = slots::claims(&cfg.claims)
         .into_iter()
-        .filter_map(|(_, run_dir)| run_dir.file_name().map(|n| n.to_os_string()))
+        .filter_map(|(_, run_dir)| run_dir.file_name().map(std::ffi::OsStr::to_os_string))
         .collect();
     if let Ok(entries) = std::fs::read_dir(&cfg.netns_root) {
         let now = std::time::SystemTime::now();
@@ -438,7 +438,7 @@ pub fn join_netns(spec: &mut oci_spec::runtime::Spec, path: &Path) {
         return;
     };
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    for n in namespaces.iter_mut() {
+    for n in &mut namespaces {
         if n.typ() == LinuxNamespaceType::Network {
             n.set_path(Some(path.to_path_buf()));
         }

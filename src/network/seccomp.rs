@@ -62,7 +62,7 @@ pub fn replace_socket_allowances(
     let mut out = filter.clone();
     let mut syscalls = out.syscalls().clone().unwrap_or_default();
     let mut added = Vec::new();
-    for rule in syscalls.iter_mut() {
+    for rule in &mut syscalls {
         if rule.action() != LinuxSeccompAction::ScmpActAllow
             || !rule.names().iter().any(|n| n == "socket")
         {
@@ -109,13 +109,13 @@ pub fn narrow_for_egress(filter: &LinuxSeccomp) -> Result<LinuxSeccomp, oci_spec
             .iter()
             .flatten()
             .filter(|a| !(a.index() == 0 && a.op() == LinuxSeccompOperator::ScmpCmpEq))
-            .cloned()
+            .copied()
             .collect();
         let mut added = Vec::new();
         for f in families {
             let with = |extra: Vec<LinuxSeccompArg>| {
                 let mut a = vec![eq(0, f)?];
-                a.extend(rest.iter().cloned());
+                a.extend(rest.iter().copied());
                 a.extend(extra);
                 allow_socket(a)
             };
@@ -142,7 +142,7 @@ mod tests {
             .expect("default policy");
         match policy.seccomp {
             crate::policy::SeccompChoice::Profile { filter, .. } => filter,
-            _ => panic!("the default policy has a profile"),
+            crate::policy::SeccompChoice::Unconfined => panic!("the default policy has a profile"),
         }
     }
 

@@ -186,7 +186,11 @@ fn reconcile_removes_what_a_crash_left_and_keeps_live_sandboxes() {
 
 #[test]
 fn allow_entries_parse_for_egress_only_and_refuse_what_is_not_supported_yet() {
-    let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let v = |s: &[&str]| {
+        s.iter()
+            .map(std::string::ToString::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         parse_allow(
             NetworkMode::Egress,

@@ -352,7 +352,7 @@ impl Origins {
     ) -> PolicyError {
         match e {
             PolicyError::Field { message, .. } => self.entry_err(field, index, message),
-            other => other,
+            other @ PolicyError::Parse { .. } => other,
         }
     }
 }

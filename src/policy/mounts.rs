@@ -186,7 +186,7 @@ pub fn check_destination(dest: &str) -> Result<(), String> {
     if !dest.starts_with('/') {
         return Err(format!("destination `{dest}` must be an absolute path"));
     }
-    if dest.len() > 4096 || dest.chars().any(|c| c.is_control()) {
+    if dest.len() > 4096 || dest.chars().any(char::is_control) {
         return Err(format!(
             "destination `{dest}` is not a usable path (control characters, or over 4096 bytes)"
         ));

@@ -5,7 +5,6 @@ use std::path::Path;
 
 use oci_spec::runtime::{Capability, LinuxSeccomp};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::limits::{self, Limits};
 use super::mounts::{self, Bind, Tmpfs};
@@ -167,7 +166,7 @@ impl ValidatedPolicy {
     /// under the same policy.
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).expect("a validated policy always serializes");
-        format!("sha256:{}", hex::encode(Sha256::digest(json)))
+        crate::digest::sha256(json)
     }
 }
 
@@ -258,7 +257,11 @@ pub(super) fn validate(
             .map_err(|m| err(o, "network.allow", m))?,
     };
     if !network_rules.allow.is_empty() {
-        let opened: Vec<String> = network_rules.allow.iter().map(|c| c.to_string()).collect();
+        let opened: Vec<String> = network_rules
+            .allow
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         warnings.push(format!(
             "{}: the sandbox may reach {}",
             o.of("network.allow"),
@@ -471,7 +474,10 @@ fn parse_user(o: &Origins, v: Option<&str>) -> Result<User, PolicyError> {
 }
 
 fn merge_env(o: &Origins, extra: &[String]) -> Result<Vec<String>, PolicyError> {
-    let mut out: Vec<String> = DEFAULT_ENV.iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<String> = DEFAULT_ENV
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     for kv in extra {
         let Some((k, _)) = kv.split_once('=') else {
             return Err(err(o, "process.env", format!("`{kv}` is not K=V")));

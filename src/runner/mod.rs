@@ -552,20 +552,10 @@ impl Runner {
     }
 }
 
-/// A fresh run id: `stk-` and 16 hex digits from the OS-seeded hasher, the pid, the clock
-/// and a counter (unique across concurrent processes; not a secret).
+/// A fresh run id: `stk-` and 16 hex digits of [`crate::ids::random_hex`] (unique across
+/// concurrent processes; not a secret).
 pub fn new_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    format!("{ID_PREFIX}{:016x}", h.finish())
+    format!("{ID_PREFIX}{}", crate::ids::random_hex(8))
 }
 
 #[cfg(test)]

@@ -117,7 +117,7 @@ mod tests {
         let policy = Policy::default()
             .validate(None, &PolicyOverrides::default(), &HostPolicyEnv)
             .unwrap();
-        RunRequest::new(policy, args.iter().map(|s| s.to_string()))
+        RunRequest::new(policy, args.iter().map(ToString::to_string))
     }
 
     #[test]

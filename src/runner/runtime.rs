@@ -24,16 +24,16 @@
 //! ctime cannot be set from userspace and changes on every write, chmod or chown, and the
 //! binary (checked above) can only be changed by root, who could change the cache too.
 
-use std::collections::HashMap;
+mod digests;
+
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use digests::digest;
 
 /// Where digests of runtime binaries are kept across processes (see the module
 /// documentation); a runner's `digest_cache` setting replaces it.
@@ -290,124 +290,11 @@ fn trusted(path: &Path, m: &std::fs::Metadata, requested: &Requested) -> Result<
     Ok(())
 }
 
-/// What identifies a file's contents without reading them: nobody but root can write the
-/// file (checked before), and any write, chmod or chown moves its ctime.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileKey {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileKey {
-    fn of(path: &Path, m: &std::fs::Metadata) -> FileKey {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        FileKey {
-            path: path.to_path_buf(),
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-        }
-    }
-
-    /// The cache file's name: the hash of the key's fields.
-    fn file_name(&self) -> String {
-        let text = format!(
-            "{}\0{}\0{}\0{}\0{}\0{}",
-            self.path.display(),
-            self.dev,
-            self.ino,
-            self.size,
-            self.mtime_ns,
-            self.ctime_ns
-        );
-        hex::encode(Sha256::digest(text.as_bytes()))
-    }
-}
-
-static DIGESTS: Mutex<Option<HashMap<FileKey, String>>> = Mutex::new(None);
-
-/// `sha256:<hex>` of the open file: from the process's cache, else from the on-disk cache
-/// in `cache` (a root-owned directory nobody else can write), else read and hashed (and
-/// remembered in both).
-fn digest(
-    path: &Path,
-    m: &std::fs::Metadata,
-    file: &mut std::fs::File,
-    cache: Option<&Path>,
-) -> std::io::Result<String> {
-    let key = FileKey::of(path, m);
-    if let Some(d) = DIGESTS
-        .lock()
-        .expect("digest cache lock")
-        .as_ref()
-        .and_then(|c| c.get(&key))
-    {
-        return Ok(d.clone());
-    }
-    let on_disk = cache.and_then(|dir| trusted_cache_dir(dir).then(|| dir.join(key.file_name())));
-    let cached = on_disk
-        .as_ref()
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .filter(|d| is_digest(d));
-    let d = match cached {
-        Some(d) => d,
-        None => {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            let d = format!("sha256:{}", hex::encode(h.finalize()));
-            if let Some(f) = &on_disk {
-                // Best effort: a cache that cannot be written only costs the next process a
-                // hash. Written aside and renamed, so a reader never sees half a digest.
-                let tmp = f.with_extension(format!("tmp{}", std::process::id()));
-                if std::fs::write(&tmp, &d).is_ok() && std::fs::rename(&tmp, f).is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-            }
-            d
-        }
-    };
-    DIGESTS
-        .lock()
-        .expect("digest cache lock")
-        .get_or_insert_with(HashMap::new)
-        .insert(key, d.clone());
-    Ok(d)
-}
-
-/// `sha256:` and 64 lowercase hex digits.
-fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
-/// Creates the cache directory (0700) if needed; usable only when it is a real directory
-/// owned by root that nobody else can write.
-fn trusted_cache_dir(dir: &Path) -> bool {
-    use std::os::unix::fs::DirBuilderExt;
-    let _ = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir);
-    std::fs::symlink_metadata(dir)
-        .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::digests::DIGESTS;
     use super::*;
+    use sha2::{Digest, Sha256};
     use std::os::unix::fs::{symlink, PermissionsExt};
 
     /// A scratch directory in a root-owned 0755 chain (`/run` on the hosts stockade runs
@@ -521,7 +408,7 @@ mod tests {
             let rb = RuntimeBinary::requested(binary, &path_var).unwrap();
             assert_eq!(rb.path, good, "{binary}");
             assert!(!rb.default);
-            let want = hex::encode(Sha256::digest(std::fs::read(&good).unwrap()));
+            let want = format!("{:x}", Sha256::digest(std::fs::read(&good).unwrap()));
             assert_eq!(rb.sha256, format!("sha256:{want}"));
         }
     }
@@ -535,7 +422,11 @@ mod tests {
         let cache = t.path().join("digests");
         let check = || identify(&bin, Requested::Default, true, Some(&cache)).unwrap();
         let first = check();
-        let entries = || std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+        let entries = || {
+            std::fs::read_dir(&cache)
+                .map(std::iter::Iterator::count)
+                .unwrap_or(0)
+        };
         assert_eq!(entries(), 1);
         // Another process: the in-process cache is empty; the file on disk answers, even
         // when it lies (which only root could make it do).

@@ -122,7 +122,7 @@ pub fn claim(dir: &Path, range: &UidRange, run_dir: &Path) -> Result<Claim, UidE
     }
     let start = seed(run_dir) % u64::from(range.count.max(1));
     for step in 0..u64::from(range.count) {
-        let uid = range.first as u64 + (start + step) % u64::from(range.count);
+        let uid = u64::from(range.first) + (start + step) % u64::from(range.count);
         let Ok(uid) = u32::try_from(uid) else {
             continue;
         };

@@ -7,7 +7,6 @@ mod process;
 
 use oci_spec::runtime::{RootBuilder, Spec, SpecBuilder};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::host::HostFacts;
@@ -162,7 +161,7 @@ pub fn canonical_json(spec: &Spec) -> serde_json::Value {
 /// `sha256:<hex>` of the spec's canonical JSON: the identity of exactly what ran.
 pub fn digest(spec: &Spec) -> String {
     let json = serde_json::to_vec(&canonical_json(spec)).expect("a JSON value always serializes");
-    format!("sha256:{}", hex::encode(Sha256::digest(json)))
+    crate::digest::sha256(json)
 }
 
 /// Pretty canonical JSON, as `stockade spec` prints it.

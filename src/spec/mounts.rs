@@ -42,7 +42,12 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
         .destination(dest)
         .typ(typ)
         .source(source)
-        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .options(
+            options
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
         .build()
         .expect("every mount field is set")
 }
@@ -190,7 +195,7 @@ pub fn masked_paths(cpu_count: usize) -> Vec<String> {
         "/sys/devices/virtual/powercap", // RAPL energy counters (Platypus side channel).
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     // Per-CPU thermal throttle counters, as Docker masks them.
     v.extend((0..cpu_count).map(|n| format!("/sys/devices/system/cpu/cpu{n}/thermal_throttle")));
@@ -207,7 +212,7 @@ pub fn readonly_paths() -> Vec<String> {
         "/proc/sysrq-trigger", // reboot, crash or sync the host.
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect()
 }
 

@@ -121,7 +121,7 @@ pub async fn busybox_image(client: &Client) -> stockade::images::ImageRef {
     use stockade::images::{self, build, ImageError, NoProgress};
     match images::resolve(client, "stockade/busybox").await {
         Ok(r) => r,
-        Err(ImageError::NotFound { .. }) | Err(ImageError::NotUnpacked { .. }) => {
+        Err(ImageError::NotFound { .. } | ImageError::NotUnpacked { .. }) => {
             build::build(
                 client,
                 "busybox",

@@ -445,10 +445,13 @@ pub fn plan(rendered: &Rendered, node: &Node, uid: &str) -> Plan {
         run_as_group: run_as("runAsGroup"),
         readonly_rootfs: sc["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
         no_new_privs: sc["allowPrivilegeEscalation"].as_bool() == Some(false),
-        masked_paths: DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+        masked_paths: DEFAULT_MASKED_PATHS
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         readonly_paths: DEFAULT_READONLY_PATHS
             .iter()
-            .map(|s| s.to_string())
+            .map(ToString::to_string)
             .collect(),
         seccomp: seccomp(node, sc, pod_sc),
         ..Default::default()

@@ -39,11 +39,7 @@ fn member(b: &mut tar::Builder<Vec<u8>>, name: &[u8], kind: tar::EntryType, link
     h.as_old_mut().name[..name.len()].copy_from_slice(name);
     h.set_entry_type(kind);
     h.set_mode(0o4755);
-    h.set_size(if kind == tar::EntryType::Regular {
-        1
-    } else {
-        0
-    });
+    h.set_size(u64::from(kind == tar::EntryType::Regular));
     if let Some(l) = link {
         h.set_link_name(l).unwrap();
     }

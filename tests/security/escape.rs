@@ -1241,7 +1241,7 @@ fn image_import(d: &Daemon) -> CaseResult {
     ))?;
     let layer_digest = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(&layer))
+        format!("{:x}", sha2::Sha256::digest(&layer))
     };
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",

@@ -92,11 +92,17 @@ pub fn host_lock(exclusive: bool) -> HostGuard {
     if exclusive {
         HostGuard {
             _shared: None,
-            _alone: Some(HOST.write().unwrap_or_else(|e| e.into_inner())),
+            _alone: Some(
+                HOST.write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
         }
     } else {
         HostGuard {
-            _shared: Some(HOST.read().unwrap_or_else(|e| e.into_inner())),
+            _shared: Some(
+                HOST.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
             _alone: None,
         }
     }
@@ -407,11 +413,7 @@ pub fn processes_with(needle: &str) -> Vec<i32> {
 
 /// A random token for names that must not collide between cases or runs.
 pub fn nonce() -> String {
-    let mut b = [0u8; 6];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("read /dev/urandom");
-    hex::encode(b)
+    stockade::ids::random_hex(6)
 }
 
 // --- running processes -------------------------------------------------------------------
@@ -785,7 +787,7 @@ pub fn check_probes(got: &BTreeMap<String, String>, table: &[(&str, Want)]) -> C
         match got.get(*name) {
             None => writeln!(bad, "  {name}: not reported (want {})", want.describe()).unwrap(),
             Some(r) if !want.accepts(r) => {
-                writeln!(bad, "  {name}: got `{r}`, want {}", want.describe()).unwrap()
+                writeln!(bad, "  {name}: got `{r}`, want {}", want.describe()).unwrap();
             }
             Some(_) => {}
         }
@@ -1015,7 +1017,7 @@ fn clock_offset() -> f64 {
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     match std::fs::read(path) {
-        Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+        Ok(bytes) => format!("{:x}", sha2::Sha256::digest(&bytes)),
         Err(e) => format!("unreadable: {e}"),
     }
 }

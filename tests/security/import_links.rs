@@ -55,7 +55,7 @@ fn tar_of(entries: &[Entry]) -> Result<Vec<u8>, String> {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 fn host_arch() -> &'static str {

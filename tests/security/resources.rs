@@ -391,7 +391,10 @@ fn output_flood(d: &Daemon) -> CaseResult {
     o.ran()?;
     let kept = o.stdout().len() as f64;
     ensure!(
-        o.doc.pointer("/truncated/stdout").and_then(|v| v.as_bool()) == Some(true),
+        o.doc
+            .pointer("/truncated/stdout")
+            .and_then(serde_json::Value::as_bool)
+            == Some(true),
         "truncated.stdout is not set: {:.300}",
         o.doc.to_string()
     );

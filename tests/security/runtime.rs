@@ -130,7 +130,7 @@ fn refused(d: &Daemon, placement: Placement) -> CaseResult {
 fn accepted(d: &Daemon) -> CaseResult {
     let t = scratch()?;
     let wrapper = write_wrapper(t.path())?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(WRAPPER.as_bytes())));
+    let digest = format!("sha256:{:x}", Sha256::digest(WRAPPER.as_bytes()));
     // Removed before stockade exits, while the wrapper (which runc delete goes through)
     // still exists.
     let o = Sandbox::busybox(&["grep", "Seccomp:", "/proc/self/status"])

@@ -93,7 +93,7 @@ pub(super) fn sysctls(spec: &SpecView, out: &mut Out) {
                 format!("{key}={value}, and the {ns} namespace is the host's"),
             ),
             Some(_) if !PSS_SAFE_SYSCTLS.contains(&key.as_str()) => {
-                out.add_about("STK-SYS-002", pointer, key, format!("{key}={value}"))
+                out.add_about("STK-SYS-002", pointer, key, format!("{key}={value}"));
             }
             Some(_) => {}
         }

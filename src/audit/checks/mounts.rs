@@ -142,7 +142,7 @@ const REQUIRED_READONLY: &[&str] = &[
 ];
 
 fn mount(i: usize, m: &MountView, out: &mut Out) {
-    mount_at(&format!("/mounts/{i}"), m, out)
+    mount_at(&format!("/mounts/{i}"), m, out);
 }
 
 /// The checks of one mount whose JSON pointer is `base`.

@@ -93,7 +93,7 @@ pub(super) fn sysctls(o: &SpecView, n: &SpecView, acc: &mut Acc) {
         match a.get(k) {
             None => acc.push(Direction::Loosened, "sysctls", format!("{k}={v} added")),
             Some(old) if old != v => {
-                acc.push(Direction::Changed, "sysctls", format!("{k}: {old} → {v}"))
+                acc.push(Direction::Changed, "sysctls", format!("{k}: {old} → {v}"));
             }
             Some(_) => {}
         }

@@ -46,7 +46,7 @@ impl DoctorEffects for Fake {
     fn run(&self, program: &str, _args: &[&str]) -> io::Result<String> {
         self.outputs
             .get(program)
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "No such file or directory"))
     }
 

@@ -42,7 +42,7 @@ const FILESYSTEMS: &str =
 const FILESYSTEMS_NO_OVERLAY: &str = "nodev\tsysfs\nnodev\tproc\nnodev\tcgroup\n\text4\n";
 
 fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(std::string::ToString::to_string).collect()
 }
 
 #[test]

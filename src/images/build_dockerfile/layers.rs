@@ -17,7 +17,7 @@ impl Builder<'_> {
             "step": text,
             "extra": extra,
         });
-        hex::encode(Sha256::digest(doc.to_string().as_bytes()))
+        crate::digest::sha256_hex(doc.to_string())
     }
 
     pub(super) fn cache_file(&self, key: &str) -> PathBuf {

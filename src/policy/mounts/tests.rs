@@ -106,7 +106,7 @@ fn bind_flags_parse_as_docker_writes_them() {
                     (Path::new(src), dst, ro),
                     "{}",
                     c.input
-                )
+                );
             }
             (Err(e), Err(want)) => assert!(e.contains(want), "{}: {e}", c.input),
             (got, want) => panic!("{}: got {got:?}, want {want:?}", c.input),
