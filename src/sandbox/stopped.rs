@@ -21,10 +21,10 @@
 //! tmpfs mounts (`/tmp`, `--tmpfs`) lived in its memory and are gone: their mount points
 //! show the (empty) directories beneath, and a copy into one is refused.
 //!
-//! The guard ([`StoppedRoot`]) detaches the whole tree and removes the directory when
+//! The guard (`StoppedRoot`) detaches the whole tree and removes the directory when
 //! dropped, on every path. A directory left by a process that died meanwhile is reclaimed
 //! by the next copy into that sandbox, and by the removal of its run directory
-//! ([`reclaim`], called by [`crate::runner::fifo::remove`], which `rm`, `gc` and crash
+//! ([`reclaim`], called by `runner::fifo::remove`, which `rm`, `gc` and crash
 //! reclaim all reach).
 
 use std::os::fd::OwnedFd;

@@ -2,6 +2,10 @@
 //! `get_archive`/`put_archive` call, over [`Sandbox::stat`], [`Sandbox::get`] and
 //! [`Sandbox::put_as`], on created, running and stopped containers alike.
 //!
+//! [`Sandbox::stat`]: crate::sandbox::Sandbox::stat
+//! [`Sandbox::get`]: crate::sandbox::Sandbox::get
+//! [`Sandbox::put_as`]: crate::sandbox::Sandbox::put_as
+//!
 //! - `HEAD` answers the path's metadata in the `X-Docker-Container-Path-Stat` header
 //!   (base64 of `{"name","size","mode","mtime","linkTarget"}`, `mode` in Go's
 //!   `os.FileMode` bits, as Docker writes it); `GET` sends the same header and the path as
