@@ -11,6 +11,7 @@ mod limits;
 mod mounts;
 mod units;
 mod validate;
+mod validated;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +27,10 @@ pub use mounts::{
     MAX_BINDS, MAX_TMPFS, RESERVED_DESTINATIONS,
 };
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
-pub use validate::{
-    cap_name, AppArmorChoice, IdMap, NetworkMode, SeccompChoice, User, ValidatedPolicy,
-    CAP_ADD_ALLOWLIST, DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE, DEFAULT_ENV,
+pub use validate::cap_name;
+pub use validated::{
+    AppArmorChoice, IdMap, NetworkMode, SeccompChoice, User, ValidatedPolicy, CAP_ADD_ALLOWLIST,
+    DEFAULT_APPARMOR as DEFAULT_APPARMOR_PROFILE, DEFAULT_ENV,
 };
 
 /// The name of the image a policy runs when it names none.

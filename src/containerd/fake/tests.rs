@@ -1,5 +1,7 @@
 //! The fake's own model: the refusals, the scripts, the task lifecycle.
 
+use std::time::Duration;
+
 use super::*;
 
 fn container(id: &str) -> Container {
