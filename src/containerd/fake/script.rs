@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+#[cfg(doc)]
+use super::super::api::Containerd;
+
 /// One RPC of the seam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
