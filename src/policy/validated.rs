@@ -109,7 +109,7 @@ pub struct IdMap {
     pub size: u32,
 }
 
-/// A policy whose every value is known to be usable. Only [`Policy::validate`] makes one.
+/// A policy whose every value is known to be usable. Only [`Policy::validate`](super::Policy::validate) makes one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValidatedPolicy {
     pub image: String,
