@@ -81,3 +81,41 @@ fn errors_map_to_125_126_127() {
     assert_eq!(ne.exit_code(), 126);
     assert_eq!(RunError::Config("x".into()).exit_code(), 125);
 }
+
+/// A long-lived owner (a server, a pool service) hands every ended run to `remove_later`:
+/// finished removals are reaped as the next one starts, so the set of background tasks
+/// stays at the few still running instead of keeping one entry per run until drain.
+#[tokio::test]
+async fn finished_background_removals_are_not_kept_until_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let proc_root = dir.path().join("proc");
+    std::fs::create_dir_all(&proc_root).unwrap();
+    let fake = crate::containerd::fake::FakeContainerd::new();
+    let runner = fake
+        .runner_builder(dir.path(), &proc_root)
+        .build()
+        .expect("runner");
+    const RUNS: usize = 50;
+    for i in 0..RUNS {
+        let id = format!("{ID_PREFIX}{i:016x}");
+        let run_dir = dir.path().join("fifo").join(&id);
+        std::fs::create_dir_all(&run_dir).unwrap();
+        runner.remove_later(&id).await;
+        // Liveness guard only: the removal ends by deleting the run directory.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while run_dir.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} was never removed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    let kept = runner.inner.pending.lock().await.len();
+    assert!(
+        kept <= 3,
+        "{kept} background tasks kept after {RUNS} removals"
+    );
+    runner.wait_cleanups().await;
+    assert_eq!(runner.inner.pending.lock().await.len(), 0);
+}
