@@ -242,20 +242,7 @@ impl Env {
 
     /// SIGTERM (by pid); the server must exit 0 having removed its sandboxes and socket.
     async fn stop_and_check(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.server.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.server.try_wait().unwrap() {
-                assert!(status.success(), "stockade serve exited {status}");
-                break;
-            }
-            assert!(start.elapsed() < PATIENCE, "stockade serve ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::terminate_server(&mut self.server, PATIENCE);
         if let Addr::Unix(p) = &self.addr {
             assert!(!p.exists(), "the socket is removed");
         }

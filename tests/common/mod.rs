@@ -136,3 +136,22 @@ pub async fn busybox_image(client: &Client) -> stockade::images::ImageRef {
         Err(e) => panic!("resolve busybox: {e}"),
     }
 }
+
+/// Sends SIGTERM to a server this test started (by its pid) and waits, for at most
+/// `patience` (a liveness guard, not a speed claim), until it exits; it must exit 0.
+pub fn terminate_server(server: &mut std::process::Child, patience: Duration) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "stockade serve exited {status}");
+            return;
+        }
+        assert!(start.elapsed() < patience, "stockade serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

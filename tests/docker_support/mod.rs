@@ -207,20 +207,7 @@ impl Env {
 
     /// Stops the server with SIGTERM (by pid); it must exit 0 and remove its socket.
     pub fn stop(&mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.server.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.server.try_wait().unwrap() {
-                assert!(status.success(), "stockade serve exited {status}");
-                break;
-            }
-            assert!(start.elapsed() < PATIENCE, "stockade serve ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::common::terminate_server(&mut self.server, PATIENCE);
         assert!(!self.socket().exists(), "the socket is removed");
     }
 }
