@@ -66,43 +66,76 @@ const MAX_STACKED_MOUNTS: usize = 8;
 /// Errors of resolving, staging and verifying bind sources. Each renders as one line.
 #[derive(Debug, Error)]
 pub enum BindError {
+    /// A bind source could not be resolved safely.
     #[error("{}: {reason}", path.display())]
-    Resolve { path: PathBuf, reason: String },
+    Resolve {
+        /// The path given.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The directory was replaced between validation and the run.
     #[error("{name} {}: the directory changed since the policy was validated (was device {} inode {}, now device {} inode {}); not mounted", want.path.display(), want.dev, want.ino, got_dev, got_ino)]
     Changed {
+        /// The bind's name (`workspace`, `input`, a `-v` destination).
         name: String,
+        /// The directory as validated.
         want: HostDir,
+        /// The device seen now.
         got_dev: u64,
+        /// The inode seen now.
         got_ino: u64,
     },
     /// Resolving bind `name` failed when the run staged it.
     #[error("{name} {inner}")]
-    Named { name: String, inner: Box<BindError> },
+    Named {
+        /// The bind's name.
+        name: String,
+        /// The resolution error.
+        inner: Box<BindError>,
+    },
+    /// Making the staging mount failed.
     #[error("staging {}: {source}", path.display())]
     Stage {
+        /// The staging path.
         path: PathBuf,
+        /// The mount error.
         source: std::io::Error,
     },
+    /// The ID-mapped mount of a bind failed.
     #[error("{name}: {source}")]
     Mount {
+        /// The bind's name.
         name: String,
+        /// The ID-mapping error.
         source: crate::idmap::IdmapError,
     },
     /// The sandbox's user could not create files in the workspace.
     #[error("workspace {}: not writable by the sandbox's user {uid}:{gid} (owner {owner}:{group}, mode {mode:04o}); give it to that user with --workspace-owner sandbox (policy: filesystem.workspace_owner = \"sandbox\") or `chown {uid}:{gid} {}`", path.display(), path.display())]
     NotWritable {
+        /// The workspace directory.
         path: PathBuf,
+        /// Its owner.
         owner: u32,
+        /// Its group.
         group: u32,
+        /// Its mode bits.
         mode: u32,
+        /// The sandbox's UID.
         uid: u32,
+        /// The sandbox's GID.
         gid: u32,
     },
+    /// What the sandbox sees at a bind's destination is not the validated directory.
     #[error("{name}: the sandbox sees {seen} at {dest}, not {} (device {} inode {}); the run was aborted before it started", want.path.display(), want.dev, want.ino)]
     Mismatch {
+        /// The bind's name.
         name: String,
+        /// Its destination inside the sandbox.
         dest: String,
+        /// The directory as validated.
         want: HostDir,
+        /// What was seen there instead.
         seen: String,
     },
 }
@@ -110,8 +143,11 @@ pub enum BindError {
 /// A host directory as validated: its absolute, symlink-free path and its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostDir {
+    /// Absolute, without symbolic links.
     pub path: PathBuf,
+    /// The device number.
     pub dev: u64,
+    /// The inode number.
     pub ino: u64,
 }
 

@@ -24,17 +24,25 @@ use thiserror::Error;
 /// Errors of making a user namespace or an ID-mapped mount. Each renders as one line.
 #[derive(Debug, Error)]
 pub enum IdmapError {
+    /// The helper user namespace could not be made; why.
     #[error("creating a user namespace for an ID-mapped mount: {0}")]
     Namespace(String),
+    /// The filesystem does not support ID-mapped mounts.
     #[error("{}: cannot be mounted ID-mapped ({source})", path.display())]
     Unsupported {
+        /// The directory.
         path: std::path::PathBuf,
+        /// The kernel's error.
         source: std::io::Error,
     },
+    /// A mount step failed.
     #[error("{}: {what}: {source}", path.display())]
     Mount {
+        /// The directory.
         path: std::path::PathBuf,
+        /// The step (`open_tree`, `mount_setattr`, `move_mount`).
         what: &'static str,
+        /// The kernel's error.
         source: std::io::Error,
     },
 }

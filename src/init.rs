@@ -62,24 +62,42 @@ pub struct Installed {
 /// Why the init could not be installed. Each renders as one line naming the directory.
 #[derive(Debug, Error)]
 pub enum InitError {
+    /// A path on the way is not owned by root.
     #[error("installing stockade-init in {}: {} is owned by uid {uid}, not root", dir.display(), path.display())]
     NotRootOwned {
+        /// The install directory.
         dir: PathBuf,
+        /// The path at fault.
         path: PathBuf,
+        /// Its owner.
         uid: u32,
     },
+    /// A path on the way is writable by group or others.
     #[error("installing stockade-init in {}: {} is writable by group or others (mode {mode:04o})", dir.display(), path.display())]
     Writable {
+        /// The install directory.
         dir: PathBuf,
+        /// The path at fault.
         path: PathBuf,
+        /// Its mode bits.
         mode: u32,
     },
+    /// A path on the way is not a directory.
     #[error("installing stockade-init in {}: {} is not a directory", dir.display(), path.display())]
-    NotDirectory { dir: PathBuf, path: PathBuf },
+    NotDirectory {
+        /// The install directory.
+        dir: PathBuf,
+        /// The path at fault.
+        path: PathBuf,
+    },
+    /// A file operation failed.
     #[error("installing stockade-init in {}: {}: {source}", dir.display(), path.display())]
     Io {
+        /// The install directory.
         dir: PathBuf,
+        /// The path at fault.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
 }

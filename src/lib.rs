@@ -8,15 +8,7 @@
 // `serde_json::json!` of the Docker API's larger documents.
 #![recursion_limit = "256"]
 
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod apparmor;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod audit;
 #[cfg(feature = "bench")]
 #[allow(
@@ -24,21 +16,9 @@ pub mod audit;
     reason = "public items not yet documented; document them and drop this"
 )]
 pub mod bench;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod bind;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod containerd;
 pub mod digest;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod disk;
 #[allow(
     missing_docs,
@@ -51,15 +31,7 @@ pub mod disk;
     reason = "the few hits are fixed where the module's other changes land"
 )]
 pub mod files;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod host;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod idmap;
 pub mod ids;
 #[allow(
@@ -73,15 +45,7 @@ pub mod ids;
     reason = "the few hits are fixed where the module's other changes land"
 )]
 pub mod images;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod init;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 #[allow(
     clippy::redundant_closure_for_method_calls,
     reason = "the few hits are fixed where the module's other changes land"
@@ -102,10 +66,6 @@ pub mod policy;
     reason = "public items not yet documented; document them and drop this"
 )]
 pub mod pool;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod procfs;
 pub mod rfc3339;
 #[allow(
@@ -124,10 +84,6 @@ pub mod runner;
     reason = "the few hits are fixed where the module's other changes land"
 )]
 pub mod sandbox;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod seccomp;
 #[allow(
     missing_docs,
@@ -140,10 +96,6 @@ pub mod seccomp;
     reason = "the few hits are fixed where the module's other changes land"
 )]
 pub mod serve;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod spec;
 
 pub use oci_spec;

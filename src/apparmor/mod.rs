@@ -20,23 +20,38 @@ pub const PROFILES_FILE: &str = "/sys/kernel/security/apparmor/profiles";
 /// Longest profile name accepted (the policy accepts the same).
 const MAX_NAME: usize = 128;
 
+/// Errors of profile rendering and loading; each renders as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum AppArmorError {
+    /// A profile name outside the accepted characters or length.
     #[error("AppArmor profile name {0:?}: use 1-128 of A-Z a-z 0-9 - _ . starting with a letter or digit")]
     BadName(String),
+    /// `apparmor_parser` could not be started.
     #[error("{parser}: cannot run: {source}")]
     ParserUnavailable {
+        /// The parser binary.
         parser: String,
+        /// Why it could not run.
         #[source]
         source: io::Error,
     },
+    /// `apparmor_parser` refused the profile.
     #[error("apparmor_parser rejected profile {name}: {detail}")]
-    Rejected { name: String, detail: String },
+    Rejected {
+        /// The profile's name.
+        name: String,
+        /// What the parser printed.
+        detail: String,
+    },
+    /// The kernel has no AppArmor; the reason seen.
     #[error("the kernel has no AppArmor ({0}); profiles cannot be loaded on this host")]
     KernelLacksAppArmor(String),
+    /// The kernel's AppArmor state could not be read.
     #[error("{path}: {source}")]
     State {
+        /// The file read.
         path: PathBuf,
+        /// The read error.
         #[source]
         source: io::Error,
     },
@@ -78,10 +93,12 @@ impl Params {
         }
     }
 
+    /// The profile's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The network mode the profile is rendered for.
     pub fn network(&self) -> NetworkMode {
         self.network
     }
@@ -159,6 +176,7 @@ pub trait Parser {
 /// The real `apparmor_parser` binary.
 #[derive(Debug, Clone)]
 pub struct SystemParser {
+    /// Where the binary is.
     pub path: PathBuf,
 }
 

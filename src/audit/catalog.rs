@@ -77,6 +77,7 @@ impl std::str::FromStr for Severity {
 pub struct Rule {
     /// Stable id, `STK-<AREA>-<NNN>`.
     pub id: &'static str,
+    /// How much the finding matters.
     pub severity: Severity,
     /// One line, what is wrong.
     pub title: &'static str,

@@ -19,6 +19,7 @@ use super::{AuditError, Report};
 pub struct ManifestReport {
     /// `Kind/name`, e.g. `Pod/web`.
     pub object: String,
+    /// The findings of the workload's rendered spec.
     pub report: Report,
 }
 

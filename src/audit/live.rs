@@ -20,7 +20,9 @@ pub enum Namespaces {
 /// One container's spec as containerd stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSpec {
+    /// The containerd namespace.
     pub namespace: String,
+    /// The container id.
     pub id: String,
     /// The spec's JSON text; `None` when the container record carries no spec.
     pub spec: Option<String>,
@@ -33,12 +35,21 @@ impl LiveSpec {
     }
 }
 
+/// Errors of reading specs from a running containerd.
 #[derive(Debug, Error)]
 pub enum LiveError {
+    /// The containerd RPC failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
+    /// No container of that id in the namespace.
     #[error("container `{id}` not found in namespace `{namespace}`")]
-    NotFound { namespace: String, id: String },
+    NotFound {
+        /// The namespace searched.
+        namespace: String,
+        /// The id asked for.
+        id: String,
+    },
+    /// Ids and `--all-namespaces` given together.
     #[error("ids were given with --all-namespaces; name one --namespace instead")]
     IdsWithAllNamespaces,
 }

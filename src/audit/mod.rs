@@ -27,6 +27,7 @@ pub use catalog::{markdown as rules_markdown, rule, Rule, Severity, RULES};
 pub struct Finding {
     /// The rule's id, e.g. `STK-CAP-001`.
     pub rule: &'static str,
+    /// The rule's severity.
     pub severity: Severity,
     /// The rule's title.
     pub title: &'static str,
@@ -42,6 +43,7 @@ pub struct Finding {
 /// The findings for one spec, most severe first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
+    /// The findings, most severe first.
     pub findings: Vec<Finding>,
 }
 
@@ -95,8 +97,10 @@ fn pointer_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Why a spec could not be audited.
 #[derive(Debug, Error)]
 pub enum AuditError {
+    /// The text is not JSON; the parser's message.
     #[error("not valid JSON: {0}")]
     Json(String),
+    /// The JSON is not an OCI runtime spec; the deserializer's message.
     #[error("not an OCI runtime spec: {0}")]
     NotASpec(String),
 }

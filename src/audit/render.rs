@@ -16,6 +16,7 @@ pub struct Target {
     pub source: String,
     /// The spec's JSON text, when a finding's line can be computed from it.
     pub text: Option<String>,
+    /// The findings for the spec.
     pub report: Report,
 }
 

@@ -108,47 +108,90 @@ impl DaemonPaths {
 /// Errors starting, finding or stopping the private daemon.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// Nothing answers at the address and there is no containerd binary to start.
     #[error("containerd not reachable at {address} and {binary} not found")]
-    BinaryMissing { address: PathBuf, binary: PathBuf },
+    BinaryMissing {
+        /// The socket tried.
+        address: PathBuf,
+        /// The binary looked for.
+        binary: PathBuf,
+    },
+    /// The socket exists but nothing answers.
     #[error("{}", unreachable_message(.address, .reason))]
-    Unreachable { address: PathBuf, reason: String },
+    Unreachable {
+        /// The socket tried.
+        address: PathBuf,
+        /// The connection error.
+        reason: String,
+    },
+    /// A file of the daemon's state could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// The socket path (and its length) is too long for a Unix socket.
     #[error("socket path {0} is {1} bytes; Unix sockets allow at most 107")]
     SocketTooLong(PathBuf, usize),
+    /// The daemon could not be started.
     #[error("starting {binary}: {source}")]
     Spawn {
+        /// The binary run.
         binary: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// The daemon exited before it answered.
     #[error("private containerd exited during start-up ({status}); see {log}: {tail}")]
     Exited {
+        /// How it exited.
         status: String,
+        /// Its log file.
         log: PathBuf,
+        /// The log's last lines.
         tail: String,
     },
     #[error(
         "private containerd (pid {pid}) did not answer on {socket} within {waited:?}; see {log}"
     )]
+    /// The daemon runs but did not answer in time.
     NotReady {
+        /// Its pid.
         pid: i32,
+        /// The socket waited on.
         socket: PathBuf,
+        /// How long it was waited for.
         waited: Duration,
+        /// Its log file.
         log: PathBuf,
     },
+    /// The pidfile names a process that is not this daemon; it is left alone.
     #[error("pidfile {pidfile} names pid {pid}, which is not this stockade containerd ({cmdline}); not signalling it")]
     NotOurs {
+        /// The pidfile.
         pidfile: PathBuf,
+        /// The pid it names.
         pid: i32,
+        /// That process's command line.
         cmdline: String,
     },
+    /// The daemon survived SIGKILL.
     #[error("private containerd (pid {pid}) survived SIGKILL")]
-    Unkillable { pid: i32 },
+    Unkillable {
+        /// Its pid.
+        pid: i32,
+    },
+    /// A signal could not be sent.
     #[error("signalling pid {pid}: {errno}")]
-    Signal { pid: i32, errno: Errno },
+    Signal {
+        /// The target.
+        pid: i32,
+        /// The error.
+        errno: Errno,
+    },
+    /// A containerd RPC failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
 }

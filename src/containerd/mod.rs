@@ -36,14 +36,25 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Errors talking to containerd.
 #[derive(Debug, Error)]
 pub enum ContainerdError {
+    /// The socket could not be connected to.
     #[error("containerd socket {address}: {reason}")]
-    Connect { address: PathBuf, reason: String },
+    Connect {
+        /// The socket.
+        address: PathBuf,
+        /// The connection error.
+        reason: String,
+    },
+    /// An RPC failed.
     #[error("containerd {op}: {message} ({code:?})")]
     Rpc {
+        /// The RPC, e.g. `Tasks.Create`.
         op: &'static str,
+        /// The gRPC status code.
         code: tonic::Code,
+        /// containerd's message.
         message: String,
     },
+    /// A namespace name containerd would refuse.
     #[error("namespace `{0}` is not a valid containerd namespace")]
     BadNamespace(String),
 }
@@ -66,10 +77,12 @@ impl ContainerdError {
         }
     }
 
+    /// Whether containerd answered NotFound.
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(tonic::Code::NotFound)
     }
 
+    /// Whether containerd answered AlreadyExists.
     pub fn is_already_exists(&self) -> bool {
         self.code() == Some(tonic::Code::AlreadyExists)
     }
@@ -180,34 +193,44 @@ impl Client {
         req
     }
 
+    /// A Containers service client on this connection.
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone())
     }
+    /// A Tasks service client on this connection.
     pub fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone())
     }
+    /// A Snapshots service client on this connection.
     pub fn snapshots(&self) -> SnapshotsClient<Channel> {
         SnapshotsClient::new(self.channel.clone())
     }
+    /// A Content service client on this connection (64 MiB decode limit for layer reads).
     pub fn content(&self) -> ContentClient<Channel> {
         // Layers can be large; lift tonic's 4 MiB default decode limit for reads.
         ContentClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
     }
+    /// An Images service client on this connection.
     pub fn images(&self) -> ImagesClient<Channel> {
         ImagesClient::new(self.channel.clone())
     }
+    /// A Diff service client on this connection.
     pub fn diff(&self) -> DiffClient<Channel> {
         DiffClient::new(self.channel.clone())
     }
+    /// A Leases service client on this connection.
     pub fn leases(&self) -> LeasesClient<Channel> {
         LeasesClient::new(self.channel.clone())
     }
+    /// A Namespaces service client on this connection.
     pub fn namespaces(&self) -> NamespacesClient<Channel> {
         NamespacesClient::new(self.channel.clone())
     }
+    /// A Version service client on this connection.
     pub fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }
+    /// An Events service client on this connection.
     pub fn events(&self) -> EventsClient<Channel> {
         EventsClient::new(self.channel.clone())
     }

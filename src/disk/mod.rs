@@ -90,8 +90,11 @@ impl VolumeKind {
 /// One bounded filesystem: its size and inode count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Volume {
+    /// What the volume bounds.
     pub kind: VolumeKind,
+    /// Its size in bytes.
     pub bytes: u64,
+    /// Its inode count.
     pub inodes: u64,
 }
 
@@ -169,17 +172,37 @@ pub fn host_workspace_not_enforced(policy: &ValidatedPolicy) -> Option<NotEnforc
 /// Why a volume could not be made, mounted or removed.
 #[derive(Debug, Error)]
 pub enum DiskError {
+    /// A file or directory of a volume could not be used.
     #[error("disk limit: {path}: {source}")]
     Io {
+        /// The path.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// A tool (`mkfs.ext4`, `losetup`, `mount`) failed.
     #[error("disk limit: `{command}` failed: {reason}")]
-    Tool { command: String, reason: String },
+    Tool {
+        /// The command line.
+        command: String,
+        /// What it printed.
+        reason: String,
+    },
+    /// A volume's record is unreadable.
     #[error("disk limit: {path}: {reason}")]
-    Record { path: PathBuf, reason: String },
+    Record {
+        /// The record.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The snapshot's mounts hold no overlay whose upper directory could be bounded.
     #[error("disk limit: the snapshot's mounts have no overlay to bound (got {got})")]
-    NoOverlay { got: String },
+    NoOverlay {
+        /// The mounts seen.
+        got: String,
+    },
+    /// The host cannot bound disks; why.
     #[error("disk limit: cannot bound the disk on this host: {0}")]
     Unavailable(String),
 }

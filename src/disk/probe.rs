@@ -11,7 +11,10 @@ pub enum Mechanism {
     /// A loop-mounted ext4 image per volume.
     LoopImage,
     /// Nothing can bound it: why.
-    Unavailable { reason: String },
+    Unavailable {
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl Mechanism {
@@ -29,6 +32,7 @@ impl Mechanism {
 pub struct DiskFacts {
     /// The filesystem holding the disk root: type and superblock options, when known.
     pub fs_type: Option<String>,
+    /// Its superblock options.
     pub fs_options: Vec<String>,
     /// `/dev/loop-control` exists.
     pub loop_control: bool,

@@ -63,8 +63,11 @@ pub fn containerd_socket(flag: Option<&str>, env: Option<&str>) -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Present and usable.
     Ok,
+    /// Usable, with a caveat the detail names.
     Warn,
+    /// Absent or unusable.
     Missing,
 }
 
@@ -83,9 +86,11 @@ impl std::fmt::Display for Status {
 pub struct Check {
     /// Stable name (`cgroup`, `apparmor`, `runc`, `runc-advisory`, …).
     pub name: String,
+    /// The outcome.
     pub status: Status,
     /// stockade cannot run sandboxes without it.
     pub required: bool,
+    /// One line: what was found, or what to do.
     pub detail: String,
 }
 
@@ -94,6 +99,7 @@ pub struct Check {
 pub struct ToolVersion {
     /// The first line the tool printed, or why it could not be run.
     pub raw: String,
+    /// The parsed version, when the line held one.
     pub version: Option<Version>,
 }
 
@@ -102,11 +108,17 @@ pub struct ToolVersion {
 pub struct DoctorReport {
     /// stockade can run sandboxes here (nothing required is missing).
     pub usable: bool,
+    /// The host facts the checks were made from.
     pub facts: HostFacts,
+    /// The runtime binary's version.
     pub runc: Option<ToolVersion>,
+    /// containerd's version.
     pub containerd: Option<ToolVersion>,
+    /// The containerd socket checked.
     pub containerd_socket: PathBuf,
+    /// Whether containerd answered there.
     pub containerd_reachable: bool,
+    /// Every check, in a stable order.
     pub checks: Vec<Check>,
     /// Protections sandboxes on this host run without, one line each.
     pub not_enforced: Vec<String>,

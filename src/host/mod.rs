@@ -40,6 +40,7 @@ impl std::fmt::Display for CgroupMode {
 /// Facts about the host that decide what a spec may ask for and what can be enforced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFacts {
+    /// Which cgroup hierarchy the host mounts (v1, hybrid, v2).
     pub cgroup: CgroupMode,
     /// Controllers available to containers, sorted (on v1/hybrid: the mounted v1 controllers;
     /// on v2: the root's `cgroup.controllers`).
@@ -163,14 +164,27 @@ impl HostPaths {
 /// Probing failed: a file that every Linux host has could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
+    /// A host file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The read error.
         #[source]
         source: std::io::Error,
     },
+    /// A host file's contents were not understood.
     #[error("{path}: {detail}")]
-    Parse { path: PathBuf, detail: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Neither mount table under the proc root could be read.
     #[error("{proc}: neither self/mountinfo nor mounts can be read")]
-    NoMountTable { proc: PathBuf },
+    NoMountTable {
+        /// The proc root.
+        proc: PathBuf,
+    },
 }

@@ -11,8 +11,11 @@ use serde::Serialize;
 /// suffix means fixes may have been backported beyond what the upstream number says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Version {
+    /// Major number.
     pub major: u32,
+    /// Minor number.
     pub minor: u32,
+    /// Patch number.
     pub patch: u32,
     /// Release candidate number (`-rc6`, `-rc.3`); `None` for a release.
     pub rc: Option<u32>,
@@ -105,6 +108,7 @@ fn split_numeric(s: &str) -> (&str, &str) {
 /// What `runc --version` said.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuncVersion {
+    /// The version `runc --version` printed.
     pub version: Version,
     /// The `commit:` line, which distribution builds set to the package version
     /// (`1.1.5+ds1-1+deb12u1`).
@@ -161,8 +165,11 @@ pub fn parse_containerd(output: &str) -> Option<Version> {
 /// below it, or when its branch is newer than every branch listed.
 #[derive(Debug, Clone, Copy)]
 pub struct Advisory {
+    /// The advisory ids (CVE, GHSA).
     pub ids: &'static str,
+    /// One line, what the flaw allows.
     pub summary: &'static str,
+    /// The first fixed release of each release branch (`1.1.12`).
     pub fixed_in: &'static [&'static str],
 }
 

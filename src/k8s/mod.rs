@@ -54,9 +54,13 @@ pub const AGENT_SANDBOX_API: &str = "extensions.agents.x-k8s.io/v1beta1";
 /// What to render around the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// A bare Pod.
     Pod,
+    /// A batch Job running the pod once.
     Job,
+    /// An agent-sandbox `SandboxTemplate`.
     SandboxTemplate,
+    /// An agent-sandbox `SandboxWarmPool` of the template.
     WarmPool,
 }
 
@@ -79,15 +83,23 @@ impl std::str::FromStr for Kind {
 /// documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
+    /// The objects' name.
     pub name: String,
+    /// Their Kubernetes namespace.
     pub namespace: String,
+    /// The RuntimeClass the pod names.
     pub runtime_class: String,
+    /// The runtime handler that RuntimeClass maps to (containerd's runtime name).
     pub handler: String,
+    /// What to render.
     pub kind: Kind,
     /// The command, or empty for the image's own.
     pub command: Vec<String>,
+    /// The kubelet's root directory on the nodes (the installer's seccomp profile path is under it).
     pub kubelet_dir: String,
+    /// The image of the node installer DaemonSet.
     pub installer_image: String,
+    /// Members of a warm pool.
     pub replicas: u32,
 }
 
@@ -115,13 +127,22 @@ pub enum K8sError {
         "{field}: a host directory cannot be mounted into a pod (hostPath volumes break the \
          restricted Pod Security Standard); use --workspace-size for a workspace of its own"
     )]
-    HostDirectory { field: &'static str },
+    /// The policy names a host directory; pods cannot mount one safely.
+    HostDirectory {
+        /// The policy field.
+        field: &'static str,
+    },
+    /// A flag's value is not a Kubernetes name.
     #[error("{flag}: `{value}` is not a Kubernetes name (lowercase letters, digits and `-`, at most {max} characters, starting and ending with a letter or digit)")]
     BadName {
+        /// The flag.
         flag: &'static str,
+        /// Its value.
         value: String,
+        /// The longest name allowed.
         max: usize,
     },
+    /// `--replicas 0`.
     #[error("--replicas: must be at least 1")]
     NoReplicas,
 }
@@ -129,7 +150,9 @@ pub enum K8sError {
 /// One rendered object and the comment lines printed above it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// Lines printed as `#` comments above the object.
     pub comments: Vec<String>,
+    /// The object, as JSON.
     pub object: Value,
 }
 

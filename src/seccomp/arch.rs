@@ -160,6 +160,7 @@ pub const LIBSECCOMP_ARCHES: &[ScmpArch] = &[
 /// A Linux system call that an older libseccomp may not know by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewerSyscall {
+    /// Its name.
     pub name: &'static str,
     /// The first kernel release that has it.
     pub since: &'static str,

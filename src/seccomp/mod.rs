@@ -54,18 +54,46 @@ pub enum SeccompError {
     Shape(String),
     // Names are shown quoted and escaped (`{:?}`): a name with a line break in it still
     // gives one line.
+    /// An action name libseccomp does not have.
     #[error("{at}: unknown action {action:?}")]
-    UnknownAction { at: String, action: String },
+    UnknownAction {
+        /// Where in the profile (`syscalls[2].action`).
+        at: String,
+        /// The name given.
+        action: String,
+    },
+    /// A comparison operator that does not exist.
     #[error("{at}: unknown operator {op:?}")]
-    UnknownOperator { at: String, op: String },
+    UnknownOperator {
+        /// Where in the profile.
+        at: String,
+        /// The operator given.
+        op: String,
+    },
+    /// A syscall name unknown on every target architecture.
     #[error("{at}: unknown syscall {name:?}")]
-    UnknownSyscall { at: String, name: String },
+    UnknownSyscall {
+        /// Where in the profile.
+        at: String,
+        /// The name given.
+        name: String,
+    },
+    /// A value out of range or contradictory.
     #[error("{at}: {what}")]
-    Invalid { at: String, what: String },
+    Invalid {
+        /// Where in the profile.
+        at: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// libseccomp refused the filter for an architecture.
     #[error("compiling for {arch}: {at}: {reason}")]
     Compile {
+        /// The architecture.
         arch: &'static str,
+        /// Where in the profile.
         at: String,
+        /// libseccomp's reason.
         reason: String,
     },
 }

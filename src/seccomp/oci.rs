@@ -21,14 +21,18 @@ use super::SeccompError;
 pub struct Dropped {
     /// Position in the profile's `syscalls` array.
     pub index: usize,
+    /// The rule's syscall names.
     pub names: Vec<String>,
+    /// Why it was left out.
     pub reason: String,
 }
 
 /// What a profile allows, for `stockade seccomp check`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Summary {
+    /// The profile's default action.
     pub default_action: LinuxSeccompAction,
+    /// Its errno, when the default action returns one.
     pub default_errno_ret: Option<u32>,
     /// Per architecture: syscalls allowed without conditions, and syscalls allowed only
     /// when argument conditions hold (`SCMP_ACT_ALLOW` and `SCMP_ACT_LOG` count as allowed).
@@ -56,6 +60,7 @@ pub struct NameNotes {
 pub struct TooNew {
     /// Where the profile first names it (`syscalls[0].names[301]`).
     pub at: String,
+    /// The syscall.
     pub syscall: NewerSyscall,
 }
 
@@ -78,8 +83,11 @@ impl TooNew {
 /// Allowed-syscall counts on one architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchCount {
+    /// The architecture.
     pub arch: TargetArch,
+    /// Syscalls allowed without conditions.
     pub unconditional: usize,
+    /// Syscalls allowed only when argument conditions hold.
     pub conditional_only: usize,
 }
 

@@ -103,8 +103,11 @@ struct FilterDoc {
 /// A kernel version, as `includes.minKernel` gives it (`"4.8"`, `"5.10.12"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KernelVersion {
+    /// Major number.
     pub major: u32,
+    /// Minor number.
     pub minor: u32,
+    /// Patch number (0 when not given).
     pub patch: u32,
 }
 
@@ -142,6 +145,7 @@ pub struct Condition {
     pub arches: Vec<String>,
     /// Capabilities (`CAP_SYS_ADMIN`, ...); empty means none.
     pub caps: Vec<String>,
+    /// The lowest kernel the rule applies on (`minKernel`).
     pub min_kernel: Option<KernelVersion>,
 }
 
@@ -150,25 +154,37 @@ pub struct Condition {
 pub struct Rule {
     /// Position in the document's `syscalls` array, for messages.
     pub index: usize,
+    /// The syscall names.
     pub names: Vec<String>,
+    /// What the filter does on a match.
     pub action: LinuxSeccompAction,
+    /// The errno returned, for `SCMP_ACT_ERRNO`.
     pub errno_ret: Option<u32>,
     /// Conditions in OCI form (for `SCMP_CMP_MASKED_EQ`, `value` is the mask and
     /// `valueTwo` the value compared, as in libseccomp).
     pub args: Vec<LinuxSeccompArg>,
+    /// The profile's comment for the rule.
     pub comment: Option<String>,
+    /// The rule applies only where these hold.
     pub includes: Condition,
+    /// The rule does not apply where these hold.
     pub excludes: Condition,
 }
 
 /// A parsed and checked profile. Make one with [`Profile::parse`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
+    /// What the filter does with a syscall no rule matches.
     pub default_action: LinuxSeccompAction,
+    /// Its errno, for `SCMP_ACT_ERRNO`.
     pub default_errno_ret: Option<u32>,
+    /// Filter flags (`SECCOMP_FILTER_FLAG_*`).
     pub flags: Vec<LinuxSeccompFilterFlag>,
+    /// The seccomp notify listener's socket (`listenerPath`).
     pub listener_path: Option<PathBuf>,
+    /// Metadata passed to that listener.
     pub listener_metadata: Option<String>,
+    /// The rules, in document order.
     pub rules: Vec<Rule>,
 }
 

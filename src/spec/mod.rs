@@ -60,21 +60,35 @@ pub struct NotEnforced {
 /// A built spec and what of the policy it could not carry out on this host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuiltSpec {
+    /// The OCI runtime spec.
     pub spec: Spec,
+    /// Protections the policy asks for that this host cannot enforce.
     pub not_enforced: Vec<NotEnforced>,
 }
 
 /// Why a spec could not be built.
 #[derive(Debug, Error)]
 pub enum SpecError {
+    /// The process has no argv.
     #[error("no command given (put it after `--`)")]
     EmptyCommand,
+    /// A container id outside the accepted characters or length.
     #[error("container id `{0}` must be 1–64 letters, digits, `-`, `_` or `.`")]
     BadId(String),
+    /// An argument holds a NUL byte.
     #[error("command argument {index} contains a NUL byte")]
-    NulInArgument { index: usize },
+    NulInArgument {
+        /// Its position in argv.
+        index: usize,
+    },
+    /// oci-spec refused a section.
     #[error("building the {part} section: {message}")]
-    Builder { part: &'static str, message: String },
+    Builder {
+        /// The section.
+        part: &'static str,
+        /// Its message.
+        message: String,
+    },
 }
 
 pub(crate) fn builder_err(part: &'static str) -> impl Fn(oci_spec::OciSpecError) -> SpecError {

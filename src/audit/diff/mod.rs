@@ -32,17 +32,22 @@ pub enum Direction {
 /// One security-relevant difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
+    /// Whether NEW grants more, less, or something different.
     pub direction: Direction,
     /// `capabilities`, `namespaces`, `seccomp`, `mounts`, `limits`, …
     pub area: &'static str,
+    /// One line, what changed.
     pub message: String,
 }
 
 /// The differences, and the findings NEW has that OLD had not (and the reverse).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Diff {
+    /// Every security-relevant difference, in a stable order.
     pub changes: Vec<Change>,
+    /// Findings NEW has that OLD had not.
     pub new_findings: Vec<Finding>,
+    /// Findings OLD had that NEW has not.
     pub resolved_findings: Vec<Finding>,
 }
 

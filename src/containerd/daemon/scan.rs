@@ -58,6 +58,7 @@ pub fn unmount_under(mountinfo_path: &Path, root: &Path) -> Result<Vec<PathBuf>,
 /// A shim process of some daemon, found in `/proc`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shim {
+    /// The shim's pid.
     pub pid: i32,
     /// The `-id` argument (the task's container id).
     pub id: Option<String>,

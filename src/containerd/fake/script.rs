@@ -95,8 +95,11 @@ impl Reply {
 pub enum Behaviour {
     /// Writes `stdout` to its stdout FIFO and exits with `status`, `after` its start.
     Exits {
+        /// The exit status.
         status: u32,
+        /// How long after its start it exits.
         after: Duration,
+        /// What it writes to its stdout FIFO.
         stdout: Vec<u8>,
     },
     /// Runs until it is killed (its status is then 128 + the signal).
