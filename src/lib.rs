@@ -24,12 +24,6 @@ pub mod disk;
     missing_docs,
     reason = "public items not yet documented; document them and drop this"
 )]
-#[allow(
-    clippy::redundant_closure_for_method_calls,
-    clippy::semicolon_if_nothing_returned,
-    clippy::unnested_or_patterns,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 pub mod files;
 pub mod host;
 pub mod idmap;
@@ -46,10 +40,6 @@ pub mod ids;
 )]
 pub mod images;
 pub mod init;
-#[allow(
-    clippy::redundant_closure_for_method_calls,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 pub mod k8s;
 #[allow(
     missing_docs,

@@ -220,7 +220,7 @@ impl Extractor {
     fn io(&self, m: &Member, e: impl Into<std::io::Error>) -> FilesError {
         let e: std::io::Error = e.into();
         match e.raw_os_error() {
-            Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT) => FilesError::Limit {
+            Some(nix::libc::ENOSPC | nix::libc::EDQUOT) => FilesError::Limit {
                 what: "space on the sandbox's filesystem",
                 limit: self.summary.bytes,
                 entry: shown(&m.name),

@@ -93,7 +93,7 @@ pub(crate) fn for_each_member<R: Read>(
         let mut link = long_link
             .take()
             .map(trim_nul)
-            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
+            .or_else(|| header.link_name_bytes().map(std::borrow::Cow::into_owned))
             .unwrap_or_default();
         let mut uid = header.uid().ok();
         let mut gid = header.gid().ok();

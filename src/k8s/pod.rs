@@ -116,7 +116,7 @@ pub fn unexpressed(policy: &ValidatedPolicy) -> Vec<Unexpressed> {
               pod API cannot add one: the pod can read these",
     });
     if policy.user.uid != 0 && !policy.cap_add.is_empty() {
-        let caps: Vec<String> = policy.cap_add.iter().map(|c| c.to_string()).collect();
+        let caps: Vec<String> = policy.cap_add.iter().map(ToString::to_string).collect();
         v.push(Unexpressed {
             annotation: "org.stockade.capabilities.ambient",
             value: caps.join(","),

@@ -28,7 +28,7 @@ pub(super) fn entries(bytes: &[u8]) -> BTreeMap<String, Got> {
         let h = e.header().clone();
         let link = e
             .link_name_bytes()
-            .map(|l| l.into_owned())
+            .map(std::borrow::Cow::into_owned)
             .unwrap_or_default();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
