@@ -20,10 +20,6 @@ pub mod bind;
 pub mod containerd;
 pub mod digest;
 pub mod disk;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod files;
 pub mod host;
 pub mod idmap;

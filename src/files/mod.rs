@@ -83,31 +83,57 @@ pub enum ErrorClass {
 pub enum FilesError {
     /// The path (or, for a copy in, the destination's parent directory) does not exist.
     #[error("{path}: no such file or directory in the sandbox")]
-    NotFound { path: String },
+    NotFound {
+        /// The path, escaped.
+        path: String,
+    },
     /// The path is not usable as asked (a directory onto a file, a FIFO as destination, a
     /// pseudo filesystem, …).
     #[error("{path}: {reason}")]
-    Conflict { path: String, reason: String },
+    Conflict {
+        /// The path, escaped.
+        path: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The path given by the caller is malformed.
     #[error("{path}: {reason}")]
-    BadPath { path: String, reason: String },
+    BadPath {
+        /// The path, escaped.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An archive entry is refused; nothing after it was written.
     #[error("archive entry `{entry}` refused: {reason}")]
-    Refused { entry: String, reason: String },
+    Refused {
+        /// The entry's name, escaped.
+        entry: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The stream is not a readable tar archive (truncated, corrupt).
     #[error("not a readable tar archive: {reason}")]
-    BadArchive { reason: String },
+    BadArchive {
+        /// What the tar reader said.
+        reason: String,
+    },
     /// A limit of [`Limits`] was reached.
     #[error("{what} limit of {limit} reached at `{entry}`")]
     Limit {
+        /// Which limit (`byte`, `entry count`, `directory depth`, …).
         what: &'static str,
+        /// Its value.
         limit: u64,
+        /// The entry at which it was reached, escaped.
         entry: String,
     },
     /// A system call failed.
     #[error("{path}: {source}")]
     Io {
+        /// The path, escaped.
         path: String,
+        /// The error.
         source: std::io::Error,
     },
 }
