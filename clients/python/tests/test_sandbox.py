@@ -152,3 +152,16 @@ def test_one_shot_run(url: str, token: str) -> None:
     assert r.id.startswith("stk-")
     t = stockade.run("sleep 30", timeout=1, memory="64Mi")
     assert (t.timed_out, t.exit_code) == (True, 124)
+
+
+def test_the_readme_quick_start(url: str, token: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # The example of the README's "Quick start for Python", and the output it shows.
+    with stockade.Sandbox.create(memory="256Mi", lifetime="10m") as sb:
+        sb.files.write("/tmp/data.csv", "3\n4\n")
+        r = sb.commands.run("awk '{s += $1} END {print s}' /tmp/data.csv", timeout=30)
+        print(r.exit_code, r.stdout, end="")
+        sb.commands.run("for i in 1 2; do echo tick $i; sleep 1; done",
+                        on_stdout=lambda chunk: print("live:", chunk, end=""))
+        print([f.name for f in sb.files.list("/tmp")])
+    print(stockade.run(["uname", "-s"]).stdout, end="")
+    assert capsys.readouterr().out == "0 7\nlive: tick 1\nlive: tick 2\n['data.csv']\nLinux\n"
