@@ -78,11 +78,19 @@ fi
 # kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
 # docker: the Python Docker SDK, driven against `stockade serve` (tests/docker_py.rs).
 # schemathesis: fuzzes `stockade serve --http` from its OpenAPI document (tests/http_api.rs).
+# httpx, pytest, pytest-asyncio, mypy, hatchling: the Python client (clients/python) is
+#   installed from the tree without the network (hatchling builds it, httpx is its one
+#   dependency), typed under mypy --strict and its tests run (tests/python_client.rs).
 venv=${STOCKADE_VENV:-/opt/stockade-venv}
 pip_packages=(
   kubernetes-validate
   docker
   schemathesis
+  httpx
+  pytest
+  pytest-asyncio
+  mypy
+  hatchling
 )
 [[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
 pip_missing=()

@@ -18,6 +18,7 @@ use stockade::serve::http_api::quota::Quotas;
 use stockade::serve::http_api::{auth::Tokens, HttpApi, HttpConfig};
 use stockade::serve::listen::{Address, Listener};
 use stockade::serve::DEFAULT_DOCKER_SOCKET;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -25,10 +26,17 @@ pub struct ServeArgs {
     /// /run/stockade/docker.sock, served unless `--http` is given alone].
     #[arg(long, value_name = "PATH")]
     pub docker_socket: Option<PathBuf>,
-    /// Serve the native HTTP API at `unix:PATH`, `127.0.0.1:PORT` or `[::1]:PORT` (other
-    /// addresses are refused: there is no TLS yet) [default: not served].
+    /// Serve the native HTTP API at `unix:PATH`, `127.0.0.1:PORT` or `[::1]:PORT`; any
+    /// other `IP:PORT` only with `--tls-cert` and `--tls-key` [default: not served].
     #[arg(long, value_name = "ADDR", requires = "token_file")]
     pub http: Option<String>,
+    /// The HTTP API's TLS certificate chain (PEM, the server's certificate first); with
+    /// `--tls-key`, `--http` is served over TLS only [default: no TLS].
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "http"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1) [default: no TLS].
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "http"])]
+    pub tls_key: Option<PathBuf>,
     /// The HTTP API's bearer tokens, one `TOKEN [NAME]` a line; must be mode 600 or
     /// stricter. Required with `--http`.
     #[arg(long, value_name = "FILE")]
@@ -92,12 +100,22 @@ fn docker_socket(args: &ServeArgs) -> Option<PathBuf> {
     }
 }
 
-/// The HTTP API's address and configuration, checked before anything starts.
-fn http_config(args: &ServeArgs) -> Result<Option<(Address, HttpConfig)>> {
+/// The HTTP API's address, configuration and TLS, checked before anything starts.
+struct HttpServing {
+    addr: Address,
+    config: HttpConfig,
+    tls: Option<TlsAcceptor>,
+}
+
+fn http_config(args: &ServeArgs) -> Result<Option<HttpServing>> {
     let Some(addr) = &args.http else {
         return Ok(None);
     };
-    let addr = Address::parse(addr)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(stockade::serve::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let addr = Address::parse(addr, tls.is_some())?;
     let Some(file) = &args.token_file else {
         bail!("--http needs --token-file: with no token nobody could use the server");
     };
@@ -108,14 +126,15 @@ fn http_config(args: &ServeArgs) -> Result<Option<(Address, HttpConfig)>> {
         max_memory: size("--http-max-memory", &args.http_max_memory)?,
     };
     let max_body = size("--http-max-body", &args.http_max_body)?;
-    Ok(Some((
+    Ok(Some(HttpServing {
         addr,
-        HttpConfig {
+        config: HttpConfig {
             tokens,
             quotas,
             max_body,
         },
-    )))
+        tls,
+    }))
 }
 
 pub async fn run(args: ServeArgs) -> Result<u8> {
@@ -123,7 +142,11 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let http = http_config(&args)?;
     let docker_socket = docker_socket(&args);
     if args.detach {
-        return detach(&args, docker_socket.as_deref(), http.as_ref().map(|h| &h.0));
+        return detach(
+            &args,
+            docker_socket.as_deref(),
+            http.as_ref().map(|h| &h.addr),
+        );
     }
     let (policy, file) = super::read_policy(args.policy.as_deref())?;
     let ceiling =
@@ -161,18 +184,19 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
-    if let Some((addr, config)) = http {
+    if let Some(HttpServing { addr, config, tls }) = http {
         let api = Arc::new(HttpApi::new(sandboxes.clone(), server.clone(), config));
         for id in api.reclaim_leftovers().await {
             tracing::info!("removed {id}, left by an earlier server");
         }
         let listener = Listener::bind(&addr, group).await?;
-        tracing::info!("serving the HTTP API on {}", listener.local());
+        let scheme = if tls.is_some() { "TLS" } else { "plain HTTP" };
+        tracing::info!("serving the HTTP API on {} ({scheme})", listener.local());
         let shutdown = stopped();
         servers.spawn(async move {
             let a = api.clone();
             let handler = move |req| a.clone().route(req);
-            stockade::serve::listen::accept_loop(listener, handler, shutdown).await;
+            stockade::serve::listen::accept_loop(listener, tls, handler, shutdown).await;
             api.remove_all().await;
         });
     }

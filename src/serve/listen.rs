@@ -1,6 +1,7 @@
 //! Listening addresses and the accept loop the servers share: a Unix socket or a TCP
-//! address on loopback, each connection served by hyper on a task of its own until the
-//! shutdown future resolves.
+//! address (any address with TLS, loopback only without), each connection (after its TLS
+//! handshake, when there is TLS) served by hyper on a task of its own until the shutdown
+//! future resolves.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,24 +12,25 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_rustls::TlsAcceptor;
 
 use super::http::Body;
 use super::ServeError;
 
-/// Where a server listens, as `--http` gives it: `unix:PATH`, or `IP:PORT` on loopback
-/// (`127.0.0.1:PORT`, `[::1]:PORT`).
+/// Where a server listens, as `--http` gives it: `unix:PATH`, or `IP:PORT` (on loopback,
+/// `127.0.0.1:PORT` or `[::1]:PORT`, unless the server has TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     /// A Unix socket at this path.
     Unix(PathBuf),
-    /// A TCP address on loopback.
+    /// A TCP address (on loopback unless the server has TLS).
     Tcp(SocketAddr),
 }
 
 impl Address {
-    /// Parses `text`. Any address but loopback is refused: a token sent over the network
-    /// in clear text is a token given away, and this server has no TLS yet.
-    pub fn parse(text: &str) -> Result<Address, ServeError> {
+    /// Parses `text`. Without `tls`, any TCP address but loopback is refused: a token
+    /// sent over the network in clear text is a token given away.
+    pub fn parse(text: &str, tls: bool) -> Result<Address, ServeError> {
         let refuse = |reason: &str| ServeError::Address {
             addr: text.to_string(),
             reason: reason.to_string(),
@@ -44,10 +46,10 @@ impl Address {
         }
         let addr: SocketAddr = text
             .parse()
-            .map_err(|_| refuse("expected unix:PATH, 127.0.0.1:PORT or [::1]:PORT"))?;
-        if !addr.ip().is_loopback() {
+            .map_err(|_| refuse("expected unix:PATH, IP:PORT or [IPv6]:PORT"))?;
+        if !tls && !addr.ip().is_loopback() {
             return Err(refuse(
-                "only loopback addresses are served: TLS is not supported yet, and a bearer token must not cross the network in clear text",
+                "only loopback addresses are served without TLS (give --tls-cert and --tls-key): a bearer token must not cross the network in clear text",
             ));
         }
         Ok(Address::Tcp(addr))
@@ -114,9 +116,15 @@ impl Listener {
 
 /// Serves each connection accepted on `listener` with `handler` until `shutdown`
 /// resolves; then stops accepting and removes a Unix socket. Connections still open keep
-/// their tasks until they end.
-pub async fn accept_loop<H, F>(listener: Listener, handler: H, shutdown: impl Future<Output = ()>)
-where
+/// their tasks until they end. With `tls`, each connection is served only after its TLS
+/// handshake succeeded (on the connection's own task); one that fails it (plain HTTP, an
+/// untrusting client) is closed.
+pub async fn accept_loop<H, F>(
+    listener: Listener,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -134,7 +142,19 @@ where
             },
         };
         let h = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io = match tls {
+                None => io,
+                Some(acceptor) => match acceptor.accept(io).await {
+                    Ok(s) => Box::new(s) as Box<dyn Stream>,
+                    Err(e) => {
+                        tracing::debug!("TLS handshake: {e}");
+                        return;
+                    }
+                },
+            };
+            let io = TokioIo::new(io);
             let svc = hyper::service::service_fn(move |req| {
                 let h = h.clone();
                 async move { Ok::<_, Infallible>(h(req).await) }
@@ -154,19 +174,19 @@ where
     }
 }
 
-/// Either kind of accepted stream.
-type Io = TokioIo<Box<dyn Stream>>;
+/// Any kind of accepted stream: Unix, TCP, TLS over either.
+type Io = Box<dyn Stream>;
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
 
 async fn accept(l: &Listener) -> std::io::Result<Io> {
     Ok(match l {
-        Listener::Unix { listener, .. } => TokioIo::new(Box::new(listener.accept().await?.0)),
+        Listener::Unix { listener, .. } => Box::new(listener.accept().await?.0),
         Listener::Tcp(t) => {
             let (s, _) = t.accept().await?;
             s.set_nodelay(true)?;
-            TokioIo::new(Box::new(s))
+            Box::new(s)
         }
     })
 }
@@ -176,7 +196,7 @@ mod tests {
     use super::Address;
 
     #[test]
-    fn only_unix_sockets_and_loopback_are_accepted() {
+    fn without_tls_only_unix_sockets_and_loopback_are_accepted() {
         let ok = [
             ("unix:/run/s.sock", Address::Unix("/run/s.sock".into())),
             ("unix:///run/s.sock", Address::Unix("/run/s.sock".into())),
@@ -187,7 +207,7 @@ mod tests {
             ("[::1]:9", Address::Tcp("[::1]:9".parse().unwrap())),
         ];
         for (text, want) in ok {
-            assert_eq!(Address::parse(text).unwrap(), want, "{text}");
+            assert_eq!(Address::parse(text, false).unwrap(), want, "{text}");
         }
         for text in [
             "0.0.0.0:80",
@@ -197,9 +217,30 @@ mod tests {
             "localhost:80",
             "",
         ] {
-            let e = Address::parse(text).unwrap_err().to_string();
+            let e = Address::parse(text, false).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--http {text}:")), "{e}");
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn with_tls_any_address_is_accepted_and_malformed_ones_are_not() {
+        for text in ["0.0.0.0:8443", "192.168.1.2:80", "[::]:443", "127.0.0.1:1"] {
+            assert_eq!(
+                Address::parse(text, true).unwrap(),
+                Address::Tcp(text.parse().unwrap()),
+                "{text}"
+            );
+        }
+        for text in ["unix:rel.sock", "localhost:80", "0.0.0.0", ""] {
+            let e = Address::parse(text, true).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--http {text}:")), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_refusal_of_a_clear_text_network_address_says_how_to_serve_it() {
+        let e = Address::parse("0.0.0.0:80", false).unwrap_err().to_string();
+        assert!(e.contains("--tls-cert and --tls-key"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod http;
 pub mod http_api;
 pub mod listen;
+pub mod tls;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -108,7 +109,7 @@ pub async fn serve(
     };
     let d = docker.clone();
     let handler = move |req| d.clone().route(req);
-    listen::accept_loop(listener, handler, shutdown).await;
+    listen::accept_loop(listener, None, handler, shutdown).await;
     docker.remove_all().await;
     docker.sandboxes.runner().wait_cleanups().await;
 }
