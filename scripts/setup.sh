@@ -78,11 +78,13 @@ fi
 # kubernetes-validate: Kubernetes' own JSON schemas, offline (tests/k8s_validate.rs).
 # docker: the Python Docker SDK, driven against `stockade serve` (tests/docker_py.rs).
 # schemathesis: fuzzes `stockade serve --http` from its OpenAPI document (tests/http_api.rs).
+# mcp: the MCP client library that drives `stockade mcp` over stdio (tests/mcp.rs).
 venv=${STOCKADE_VENV:-/opt/stockade-venv}
 pip_packages=(
   kubernetes-validate
   docker
   schemathesis
+  mcp
 )
 [[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
 pip_missing=()

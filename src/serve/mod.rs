@@ -10,6 +10,7 @@ pub mod docker;
 pub mod http;
 pub mod http_api;
 pub mod listen;
+pub mod mcp;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
