@@ -164,7 +164,7 @@ pub struct RunCommand {
     /// Standard input, as text. Default: none.
     pub stdin: Option<String>,
     /// Policy fields that tighten the server's (the policy file's, as JSON). Default: none.
-    pub policy: Option<Value>,
+    pub policy: Option<serde_json::Map<String, Value>>,
 }
 
 /// `create_sandbox`'s arguments.
@@ -179,7 +179,7 @@ pub struct CreateSandbox {
     /// Removed after no exec for this long. Default: none.
     pub idle_timeout: Option<String>,
     /// As for `run_command`. Default: none.
-    pub policy: Option<Value>,
+    pub policy: Option<serde_json::Map<String, Value>>,
 }
 
 /// `exec`'s arguments.
@@ -290,11 +290,13 @@ pub fn command_of(
 /// The request policy of `policy` (the policy file's fields, as JSON) with `timeout`
 /// (a run's) as its `limits.timeout`; `None` when neither is given.
 pub fn policy_of(
-    policy: Option<Value>,
+    policy: Option<serde_json::Map<String, Value>>,
     timeout: Option<&str>,
 ) -> Result<Option<Policy>, ToolError> {
     let mut p: Option<Policy> = policy
-        .map(|v| serde_json::from_value(v).map_err(|e| ToolError::field("policy", e)))
+        .map(|v| {
+            serde_json::from_value(Value::Object(v)).map_err(|e| ToolError::field("policy", e))
+        })
         .transpose()?;
     if let Some(t) = timeout {
         parse_duration(t).map_err(|e| ToolError::field("timeout", format!("`{t}`: {e}")))?;

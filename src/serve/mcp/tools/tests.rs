@@ -176,23 +176,27 @@ fn a_command_is_a_shell_line_or_an_argv_never_both() {
     }
 }
 
+fn obj(v: Value) -> Option<serde_json::Map<String, Value>> {
+    v.as_object().cloned()
+}
+
 #[test]
 fn a_timeout_becomes_the_policys_and_is_not_given_twice() {
     assert_eq!(policy_of(None, None).unwrap(), None);
     let p = policy_of(None, Some("30s")).unwrap().unwrap();
     assert_eq!(p.limits.timeout.as_deref(), Some("30s"));
-    let p = policy_of(Some(json!({"limits": {"memory": "64Mi"}})), Some("30s"))
+    let p = policy_of(obj(json!({"limits": {"memory": "64Mi"}})), Some("30s"))
         .unwrap()
         .unwrap();
     assert_eq!(
         (p.limits.memory.as_deref(), p.limits.timeout.as_deref()),
         (Some("64Mi"), Some("30s"))
     );
-    let twice = policy_of(Some(json!({"limits": {"timeout": "5s"}})), Some("30s")).unwrap_err();
+    let twice = policy_of(obj(json!({"limits": {"timeout": "5s"}})), Some("30s")).unwrap_err();
     assert!(twice.0.starts_with("timeout: given twice"), "{twice}");
     let bad = policy_of(None, Some("soon")).unwrap_err();
     assert!(bad.0.starts_with("timeout: `soon`"), "{bad}");
-    let unknown = policy_of(Some(json!({"limits": {"memry": "1Gi"}})), None).unwrap_err();
+    let unknown = policy_of(obj(json!({"limits": {"memry": "1Gi"}})), None).unwrap_err();
     assert!(
         unknown.0.starts_with("policy: unknown field `memry`"),
         "{unknown}"
