@@ -81,6 +81,7 @@ fi
 # httpx, pytest, pytest-asyncio, mypy, hatchling: the Python client (clients/python) is
 #   installed from the tree without the network (hatchling builds it, httpx is its one
 #   dependency), typed under mypy --strict and its tests run (tests/python_client.rs).
+# mcp: the MCP client library that drives `stockade mcp` over stdio (tests/mcp.rs).
 venv=${STOCKADE_VENV:-/opt/stockade-venv}
 pip_packages=(
   kubernetes-validate
@@ -91,6 +92,7 @@ pip_packages=(
   pytest-asyncio
   mypy
   hatchling
+  mcp
 )
 [[ -x $venv/bin/pip ]] || { log "creating the Python venv $venv"; python3 -m venv "$venv"; }
 pip_missing=()

@@ -74,6 +74,9 @@ pub enum Command {
     /// Serve the Docker Engine API on a Unix socket: Docker clients' containers become
     /// stockade sandboxes.
     Serve(commands::serve::ServeArgs),
+    /// Serve sandboxes as MCP tools (Model Context Protocol) on stdin and stdout, for an
+    /// agent's MCP client to start.
+    Mcp(commands::mcp::McpArgs),
     /// Enforce a sandbox's lifetime and idle timeout (started by `create`).
     #[command(hide = true)]
     SandboxKeeper(commands::sandbox::KeeperArgs),

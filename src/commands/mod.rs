@@ -13,6 +13,7 @@ pub mod gc;
 pub mod image;
 mod image_build;
 pub mod k8s;
+pub mod mcp;
 pub mod pool;
 pub mod run;
 pub mod sandbox;
@@ -51,6 +52,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Stop(a) => sandbox::stop(a).await,
         Command::Rm(a) => sandbox::rm(a).await,
         Command::Serve(a) => serve::run(a).await,
+        Command::Mcp(a) => mcp::run(a).await,
         Command::SandboxKeeper(a) => sandbox::keeper(a).await,
     }
 }

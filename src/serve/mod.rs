@@ -11,6 +11,7 @@ pub mod http;
 pub mod http_api;
 pub mod listen;
 pub mod tls;
+pub mod mcp;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};

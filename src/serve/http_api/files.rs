@@ -27,7 +27,11 @@ use crate::serve::http::{channel_body, json, query};
 
 /// The sandbox path of `?path=`: absolute, no NUL.
 fn path(q: &HashMap<String, String>) -> Result<String, HttpError> {
-    let p = param(q, "path")?;
+    check_path(param(q, "path")?)
+}
+
+/// `p` if it is a sandbox path: absolute, no NUL.
+pub(crate) fn check_path(p: String) -> Result<String, HttpError> {
     if !p.starts_with('/') || p.contains('\0') {
         return Err(
             HttpError::invalid(format!("path: `{p}` is not an absolute path")).field("path"),
@@ -106,12 +110,19 @@ pub(super) async fn write(
     let q = query(&req);
     let sb = api.owned(caller, id).await?;
     let p = path(&q)?;
-    let (parent, name) = split(&p)?;
+    split(&p)?;
     let body = read_body(req, api.max_body).await?;
-    let archive = one_entry(&name, Some(&body))?;
-    let mut w = put(&sb, &parent, archive).await?;
+    Ok(json(StatusCode::CREATED, &write_file(&sb, p, &body).await?))
+}
+
+/// Writes `data` as the file at `p` (absolute; its directory must exist).
+pub(crate) async fn write_file(sb: &Sandbox, p: String, data: &[u8]) -> Result<Written, HttpError> {
+    let p = check_path(p)?;
+    let (parent, name) = split(&p)?;
+    let archive = one_entry(&name, Some(data))?;
+    let mut w = put(sb, &parent, archive).await?;
     w.path = p;
-    Ok(json(StatusCode::CREATED, &w))
+    Ok(w)
 }
 
 /// Runs `get` of `src` on a task, its tar stream readable from the returned pipe end.
@@ -240,8 +251,15 @@ pub(super) async fn list(
 ) -> Answer {
     let sb = api.owned(caller, id).await?;
     let p = path(&query(req))?;
+    let entries = list_dir(&sb, &p).await?;
+    Ok(json(StatusCode::OK, &FileList { path: p, entries }))
+}
+
+/// The entries of directory `p` (absolute), by name.
+pub(crate) async fn list_dir(sb: &Sandbox, p: &str) -> Result<Vec<FileEntry>, HttpError> {
+    let p = check_path(p.to_string())?;
     let src = format!("{}/.", p.trim_end_matches('/'));
-    let mut entries = with_headers(&sb, src, false, |a| {
+    let mut entries = with_headers(sb, src, false, |a| {
         let mut out = Vec::new();
         for e in a.entries().ok()? {
             let e = e.ok()?;
@@ -256,7 +274,38 @@ pub(super) async fn list(
     })
     .await?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(json(StatusCode::OK, &FileList { path: p, entries }))
+    Ok(entries)
+}
+
+/// The bytes of the regular file at `p` (absolute; a link is followed inside the
+/// sandbox), refused past `max` bytes.
+pub(crate) async fn read_file(sb: &Sandbox, p: &str, max: u64) -> Result<Vec<u8>, HttpError> {
+    let p = check_path(p.to_string())?;
+    let shown = p.clone();
+    let got = with_headers(sb, p, true, move |a| {
+        let mut e = a.entries().ok()?.next()?.ok()?;
+        let size = e.header().size().unwrap_or(0);
+        if e.header().entry_type() != tar::EntryType::Regular {
+            return Some(Err(HttpError::conflict(format!(
+                "path: `{shown}` is not a regular file"
+            ))
+            .field("path")));
+        }
+        if size > max {
+            let mut too_large = HttpError::too_large(max).field("path");
+            too_large.message =
+                format!("path: `{shown}` holds {size} bytes, more than the {max} read here");
+            return Some(Err(too_large));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        Some(
+            e.read_to_end(&mut data)
+                .map(|_| data)
+                .map_err(|err| HttpError::internal(format!("reading `{shown}`: {err}"))),
+        )
+    })
+    .await?;
+    got
 }
 
 /// `GET /v1/sandboxes/{id}/files?path=`: the file's bytes.

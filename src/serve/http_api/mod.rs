@@ -15,7 +15,7 @@
 pub mod auth;
 pub mod error;
 mod exec;
-mod files;
+pub(crate) mod files;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
