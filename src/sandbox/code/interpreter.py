@@ -47,28 +47,36 @@ def cap_text(data, cap):
     return b[:cap].decode("utf-8", "ignore")
 
 
-def read_line(sock, limit, deadline=None):
-    """One line of at most `limit` bytes from `sock`, by `deadline` (monotonic seconds).
-    None when the peer closed first; raises TimeoutError past the deadline."""
-    buf = bytearray()
-    while True:
-        nl = buf.find(b"\n")
-        if nl >= 0:
-            return bytes(buf[:nl])
-        if len(buf) > limit:
-            raise ValueError("line longer than %d bytes" % limit)
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
+class Lines:
+    """Lines from a socket, what follows a line kept for the next."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def read(self, limit, deadline=None):
+        """One line of at most `limit` bytes, by `deadline` (monotonic seconds). None when
+        the peer closed first; raises TimeoutError past the deadline."""
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self.buf[:nl])
+                del self.buf[: nl + 1]
+                return line
+            if len(self.buf) > limit:
+                raise ValueError("line longer than %d bytes" % limit)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError()
+                self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except socket.timeout:
                 raise TimeoutError()
-            sock.settimeout(left)
-        try:
-            chunk = sock.recv(1 << 16)
-        except socket.timeout:
-            raise TimeoutError()
-        if not chunk:
-            return None
-        buf += chunk
+            if not chunk:
+                return None
+            self.buf += chunk
 
 
 # ---------------------------------------------------------------- the interpreter
@@ -199,7 +207,7 @@ def serve(lsock):
     while True:
         conn, _ = lsock.accept()
         try:
-            line = read_line(conn, MAX_REQUEST, time.monotonic() + 10)
+            line = Lines(conn).read(MAX_REQUEST, time.monotonic() + 10)
             if line is None:
                 continue
             req = json.loads(line)
@@ -207,7 +215,13 @@ def serve(lsock):
             n += 1
             conn.settimeout(None)
             conn.sendall(dumps({"execution_count": n, "pid": os.getpid()}) + b"\n")
-            reply = run_cell(g, n, code, cap)
+            try:
+                reply = run_cell(g, n, code, cap)
+            except BaseException as e:
+                # A failure of this program's own, not the cell's: say so, and carry on.
+                reply = {"stdout": "", "stderr": "", "result": None,
+                         "error": {"name": "InterpreterError", "value": type(e).__name__,
+                                   "traceback": ""}}
             conn.sendall(fit(reply, int(req["budget"])) + b"\n")
         except BaseException:
             pass
@@ -302,14 +316,15 @@ def cell():
     if s is None:
         raise SystemExit("cannot reach the interpreter at " + SOCK)
     s.sendall(dumps(req) + b"\n")
+    lines = Lines(s)
     deadline = time.monotonic() + timeout
     ack = None
     line = None
     try:
-        ack = json.loads(read_line(s, 4096, deadline) or b"null")
+        ack = json.loads(lines.read(4096, deadline) or b"null")
         if ack is not None:
             report["execution_count"] = int(ack["execution_count"])
-            line = read_line(s, budget + 1, deadline)
+            line = lines.read(budget + 1, deadline)
     except TimeoutError:
         report["timed_out"] = True
         pid = interpreter_pid(ack)
@@ -320,11 +335,11 @@ def cell():
                 pass
         try:
             if ack is None:
-                ack = json.loads(read_line(s, 4096, time.monotonic() + GRACE) or b"null")
+                ack = json.loads(lines.read(4096, time.monotonic() + GRACE) or b"null")
                 if ack is not None:
                     report["execution_count"] = int(ack["execution_count"])
             if ack is not None:
-                line = read_line(s, budget + 1, time.monotonic() + GRACE)
+                line = lines.read(budget + 1, time.monotonic() + GRACE)
         except TimeoutError:
             report["killed"] = True
     if report["killed"]:

@@ -103,7 +103,7 @@ pub fn parse(
         } else {
             CodeError {
                 name: EXITED.into(),
-                value: "the interpreter exited during the cell; the next cell starts a new one, without earlier globals".into(),
+                value: "the interpreter ended the cell without an answer (it exited, or the cell closed its connection); after an exit the next cell starts a new one, without earlier globals".into(),
                 traceback: String::new(),
             }
         };
