@@ -4,7 +4,8 @@
 //! exceptions come back; a timeout interrupts the cell, and an interpreter that does not
 //! come back (or exits) is replaced and says so; the interpreter runs under the sandbox's
 //! confinement; output is capped; cells of one sandbox take turns while other sandboxes'
-//! run; an image without python3 is one clear error; nothing is left behind.
+//! run; `stockade code` reaches the same interpreter; an image without python3 is one clear
+//! error; nothing is left behind.
 
 mod common;
 
@@ -401,6 +402,34 @@ async fn the_code_interpreter_end_to_end() {
         let w = waiting.join().unwrap();
         assert_eq!(w["result"], "True", "{w}");
     });
+
+    // `stockade code` drives the same interpreter from another process, taking its turn.
+    env.code(&py, "w = 7");
+    let cli = |code: &str| {
+        Command::new(BIN)
+            .arg("code")
+            .arg("--address")
+            .arg(env.c.address())
+            .arg("--fifo-root")
+            .arg(env.dir.path().join("fifo"))
+            .args([py.as_str(), "-c", code])
+            .output()
+            .expect("stockade code")
+    };
+    let o = cli("print('out')\nw * 6");
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()),
+        (Some(0), "out\n42\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = cli("1 / 0");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.ends_with("ZeroDivisionError: division by zero\n"),
+        "{stderr}"
+    );
 
     // Refusals name the field: a language stockade does not run, a timeout above the
     // sandbox's, an image without python3.
