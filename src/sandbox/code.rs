@@ -171,7 +171,6 @@ pub(super) async fn run(sb: &Sandbox, req: &CodeRequest) -> Result<CodeOutcome, 
             ),
         });
     }
-    let CodeLanguage::Python = req.language;
     let budget = report_budget(limits.max_output);
     let request = serde_json::json!({
         "code": req.code,
@@ -184,7 +183,10 @@ pub(super) async fn run(sb: &Sandbox, req: &CodeRequest) -> Result<CodeOutcome, 
     let starts_path = run_dir.join(STARTS_FILE);
     let had_one = read_starts(&starts_path) > 0;
 
-    let mut exec = ExecRequest::new(["python3", "-I", "-c", INTERPRETER_SCRIPT, "cell"]);
+    let argv = match req.language {
+        CodeLanguage::Python => ["python3", "-I", "-c", INTERPRETER_SCRIPT, "cell"],
+    };
+    let mut exec = ExecRequest::new(argv);
     exec.stdin = Stdin::Bytes(request.to_string().into_bytes());
     exec.timeout = Some(timeout + GRACE + CLIENT_ALLOWANCE);
     exec.max_output = Some(budget.saturating_add(4096));

@@ -1,6 +1,6 @@
 //! Long-lived sandboxes: the front door ([`Sandboxes`]) and the handle to one live sandbox
 //! ([`Sandbox`]): create → exec (any number) → put / get files → kill / stop → remove;
-//! inspect; list.
+//! inspect; list; cells of Python in an interpreter that keeps its globals ([`code`]).
 //!
 //! A sandbox's pid 1 is stockade's init holding it open ([`crate::init`]), made by the
 //! same path as a pooled sandbox ([`Runner`]'s), under the same spec: its own host UID, no
