@@ -60,6 +60,9 @@ pub enum Command {
     Create(commands::sandbox::CreateArgs),
     /// Run a command in a live sandbox and exit with its exit code.
     Exec(commands::exec::ExecArgs),
+    /// Run a cell of Python in a live sandbox's interpreter, whose globals survive between
+    /// calls; exit 1 when it raises.
+    Code(commands::code::CodeArgs),
     /// Copy files between the host and a live sandbox (`NAME_OR_ID:PATH` on one side, a
     /// host path or `-` for a tar stream on the other).
     Cp(commands::cp::CpArgs),

@@ -5,6 +5,7 @@ pub mod apparmor;
 pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod code;
 pub mod cp;
 pub mod daemon;
 pub mod doctor;
@@ -46,6 +47,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Pool(a) => pool::run(a).await,
         Command::Create(a) => sandbox::create(a).await,
         Command::Exec(a) => exec::run(a).await,
+        Command::Code(a) => code::run(a).await,
         Command::Cp(a) => cp::run(a).await,
         Command::Ls(a) => sandbox::ls(a).await,
         Command::Inspect(a) => sandbox::inspect(a).await,

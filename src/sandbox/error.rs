@@ -56,6 +56,13 @@ pub enum SandboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The sandbox's image has no interpreter for a language of
+    /// [`super::Sandbox::run_code`].
+    #[error("sandbox {id} has no {language} interpreter (no `python3` in its image; use an image with it, e.g. stockade/python)")]
+    NoInterpreter { id: String, language: &'static str },
+    /// The sandbox's interpreter failed or answered what stockade refuses.
+    #[error("sandbox {id}: the code interpreter failed: {reason}")]
+    Interpreter { id: String, reason: String },
     /// The init could not be installed.
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
@@ -91,7 +98,9 @@ impl SandboxError {
             | SandboxError::NotRunning { .. }
             | SandboxError::Running { .. }
             | SandboxError::NotStartable { .. }
-            | SandboxError::CopyNotRunning { .. } => ErrorKind::Conflict,
+            | SandboxError::CopyNotRunning { .. }
+            | SandboxError::NoInterpreter { .. }
+            | SandboxError::Interpreter { .. } => ErrorKind::Conflict,
             SandboxError::Files { source, .. } => match source.class() {
                 crate::files::ErrorClass::NotFound => ErrorKind::NotFound,
                 crate::files::ErrorClass::Invalid => ErrorKind::Invalid,

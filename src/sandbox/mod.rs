@@ -1,6 +1,6 @@
 //! Long-lived sandboxes: the front door ([`Sandboxes`]) and the handle to one live sandbox
 //! ([`Sandbox`]): create → exec (any number) → put / get files → kill / stop → remove;
-//! inspect; list.
+//! inspect; list; cells of Python in an interpreter that keeps its globals ([`code`]).
 //!
 //! A sandbox's pid 1 is stockade's init holding it open ([`crate::init`]), made by the
 //! same path as a pooled sandbox ([`Runner`]'s), under the same spec: its own host UID, no
@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod code;
 pub mod copy;
 mod error;
 pub mod exec;
@@ -65,6 +66,7 @@ use crate::runner::engine::Pid1;
 use crate::runner::session::{self, SessionLimits, SessionRecord};
 use crate::runner::{remove_run, Runner, Usage};
 
+pub use code::{CodeError, CodeLanguage, CodeOutcome, CodeRequest};
 pub use copy::PutMode;
 pub use error::{ErrorKind, SandboxError};
 pub use exec::{ExecRequest, ExecResult};
@@ -476,6 +478,12 @@ impl Sandbox {
     /// Runs a command in it (see [`exec`]).
     pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, SandboxError> {
         exec::run(self, req).await
+    }
+
+    /// Runs a cell of code in its interpreter, which keeps its globals between calls
+    /// (see [`code`]). Calls to one sandbox take turns.
+    pub async fn run_code(&self, req: &CodeRequest) -> Result<CodeOutcome, SandboxError> {
+        code::run(self, req).await
     }
 
     /// Extracts the tar stream `archive` at the sandbox path `dst` (`docker cp` rules and

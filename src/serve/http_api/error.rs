@@ -34,7 +34,9 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `invalid`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `too_large`, `quota_exceeded`, `unsupported_media_type`, `internal`.
+    /// `too_large`, `quota_exceeded`, `unsupported_media_type`, `no_interpreter` (the
+    /// sandbox's image has no interpreter for the code's language), `interpreter_failed`,
+    /// `internal`.
     pub code: String,
     /// One line for a person.
     pub message: String,
@@ -126,6 +128,15 @@ impl From<SandboxError> for HttpError {
         // An image the store does not have is the request's fault.
         if let SandboxError::Run(crate::runner::RunError::Image { .. }) = &e {
             return HttpError::invalid(format!("policy.image: {e}")).field("policy.image");
+        }
+        match &e {
+            SandboxError::NoInterpreter { .. } => {
+                return HttpError::new(409, "no_interpreter", e.to_string()).field("language")
+            }
+            SandboxError::Interpreter { .. } => {
+                return HttpError::new(409, "interpreter_failed", e.to_string())
+            }
+            _ => {}
         }
         let field = match &e {
             SandboxError::Invalid { field, .. } => Some((*field).to_string()),

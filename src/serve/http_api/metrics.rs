@@ -1,7 +1,7 @@
 //! The server's metrics in Prometheus' text format (version 0.0.4): requests by status,
 //! one-shot runs by outcome, sandbox starts by kind (`sandbox`, `run_cold`, `run_pooled`),
-//! execs, failures by operation, latency histograms of creates, runs and execs, and the
-//! sandboxes alive.
+//! execs, code interpreter cells by result, failures by operation, latency histograms of
+//! creates, runs, execs and cells, and the sandboxes alive.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -28,7 +28,7 @@ pub struct Metrics {
 }
 
 /// `(name, help, type)` of every metric rendered, in order.
-const FAMILIES: [(&str, &str, &str); 7] = [
+const FAMILIES: [(&str, &str, &str); 8] = [
     (
         "stockade_http_requests_total",
         "HTTP requests answered, by status code.",
@@ -50,13 +50,18 @@ const FAMILIES: [(&str, &str, &str); 7] = [
         "counter",
     ),
     (
+        "stockade_code_runs_total",
+        "Cells run by the code interpreter, by result (ok, error: it raised, timeout: interrupted, restarted: its interpreter was replaced, failed: no answer).",
+        "counter",
+    ),
+    (
         "stockade_failures_total",
         "Operations that failed in stockade or containerd (not refused requests), by operation.",
         "counter",
     ),
     (
         "stockade_latency_seconds",
-        "Time to answer, by operation (create, run, exec).",
+        "Time to answer, by operation (create, run, exec, code).",
         "histogram",
     ),
     (

@@ -13,6 +13,7 @@
 //!   stops, and at start removes those an earlier server left (label [`LABEL_TOKEN`]).
 
 pub mod auth;
+mod code;
 pub mod error;
 mod exec;
 pub(crate) mod files;
@@ -178,6 +179,7 @@ impl HttpApi {
             (&Method::POST, ["sandboxes", id, "exec", "stream"]) => {
                 exec::exec(self, &caller, id, req, true).await
             }
+            (&Method::POST, ["sandboxes", id, "code"]) => code::run(self, &caller, id, req).await,
             (&Method::PUT, ["sandboxes", id, "files"]) => {
                 files::write(self, &caller, id, req).await
             }

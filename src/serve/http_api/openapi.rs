@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::wire::*;
-use super::{exec, files, sandboxes};
+use super::{code, exec, files, sandboxes};
 
 /// Paths not annotated on a handler of their own: health, version, metrics.
 mod system {
@@ -56,7 +56,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "stockade",
-        description = "Sandboxes for untrusted code: create, exec, files, one-shot runs. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; every answer carries `X-Request-Id`.",
+        description = "Sandboxes for untrusted code: create, exec, files, a stateful code interpreter, one-shot runs. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; every answer carries `X-Request-Id`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -70,6 +70,7 @@ impl Modify for Bearer {
         sandboxes::delete,
         sandboxes::extend,
         exec::exec,
+        code::run,
         files::write,
         files::read,
         files::remove,
@@ -82,7 +83,7 @@ impl Modify for Bearer {
     components(schemas(
         ErrorBody, ErrorDetail, Health, Version, CreateSandbox, ExtendLifetime, Encoding,
         ExecBody, RunBody, ExecOutcome, TruncatedView, StreamRecord, SandboxList, FileEntry,
-        FileList, Written,
+        FileList, Written, CodeBody, CodeResult, CodeErrorView,
     )),
     modifiers(&Bearer),
 )]
@@ -162,6 +163,7 @@ mod tests {
             "/v1/sandboxes/{id}",
             "/v1/sandboxes/{id}/exec",
             "/v1/sandboxes/{id}/exec/stream",
+            "/v1/sandboxes/{id}/code",
             "/v1/sandboxes/{id}/files",
             "/v1/sandboxes/{id}/archive",
             "/v1/metrics",

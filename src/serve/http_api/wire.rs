@@ -209,3 +209,67 @@ pub struct Written {
     /// Bytes of files written.
     pub bytes: u64,
 }
+
+/// `POST /v1/sandboxes/{id}/code`: one cell for the sandbox's interpreter, which keeps its
+/// globals between calls.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    /// The code (at most 1 MiB); its last statement, when an expression, is the result.
+    pub code: String,
+    /// `python`, the only language. Default: `python`.
+    pub language: Option<String>,
+    /// Interrupted after this long (`30s`), at most the sandbox's exec timeout. Default: the
+    /// sandbox's exec timeout.
+    pub timeout: Option<String>,
+}
+
+/// An exception a cell raised.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CodeErrorView {
+    /// Its class name (`ZeroDivisionError`); `InterpreterKilled` or `InterpreterExited`
+    /// when the interpreter itself went.
+    pub name: String,
+    /// `str()` of it (`division by zero`).
+    pub value: String,
+    /// The formatted traceback.
+    pub traceback: String,
+}
+
+/// What a cell did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CodeResult {
+    /// What it wrote to stdout, capped at the sandbox's `max_output` bytes.
+    pub stdout: String,
+    /// What it wrote to stderr, likewise capped.
+    pub stderr: String,
+    /// The `repr` of its last expression; null when there is none or it is `None`.
+    pub result: Option<String>,
+    /// The exception it raised; null when none.
+    pub error: Option<CodeErrorView>,
+    /// The cell's number in its interpreter (1, 2, …; a new interpreter counts from 1).
+    pub execution_count: u64,
+    /// It outlived its timeout and was interrupted.
+    pub timed_out: bool,
+    /// The globals of earlier cells are gone: a new interpreter replaced one that exited
+    /// or did not answer its interrupt.
+    pub restarted: bool,
+}
+
+impl From<crate::sandbox::CodeOutcome> for CodeResult {
+    fn from(o: crate::sandbox::CodeOutcome) -> CodeResult {
+        CodeResult {
+            stdout: o.stdout,
+            stderr: o.stderr,
+            result: o.result,
+            error: o.error.map(|e| CodeErrorView {
+                name: e.name,
+                value: e.value,
+                traceback: e.traceback,
+            }),
+            execution_count: o.execution_count,
+            timed_out: o.timed_out,
+            restarted: o.restarted,
+        }
+    }
+}
