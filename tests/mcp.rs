@@ -109,6 +109,7 @@ async fn an_mcp_client_drives_sandboxes_within_the_policy_and_leaves_nothing() {
             "ok refusals",
             "ok files",
             "ok exec",
+            "ok run_python",
             "ok list_files",
             "ok list_sandboxes",
             "ok kill_sandbox",

@@ -10,8 +10,8 @@ pub mod docker;
 pub mod http;
 pub mod http_api;
 pub mod listen;
-pub mod tls;
 pub mod mcp;
+pub mod tls;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};

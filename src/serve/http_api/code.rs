@@ -15,7 +15,9 @@ use crate::sandbox::{CodeLanguage, CodeRequest, Sandbox};
 use crate::serve::http::json;
 
 /// The cell of `body`, within the sandbox's limits.
-fn request(sb: &Sandbox, body: CodeBody) -> Result<CodeRequest, HttpError> {
+/// The cell a request asks for, checked against the sandbox: the language known, the timeout
+/// within its exec timeout. The MCP server's `run_python` makes its cells here too.
+pub(crate) fn request(sb: &Sandbox, body: CodeBody) -> Result<CodeRequest, HttpError> {
     let limits = sb.record().limits;
     let mut req = CodeRequest::new(body.code);
     if let Some(l) = &body.language {

@@ -13,7 +13,7 @@
 //!   stops, and at start removes those an earlier server left (label [`LABEL_TOKEN`]).
 
 pub mod auth;
-mod code;
+pub(crate) mod code;
 pub mod error;
 mod exec;
 pub(crate) mod files;

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::tools::{
     args, command_of, policy_of, CommandOutput, CreateSandbox, Encoding, Exec, ListFiles, NoArgs,
-    ReadFile, RunCommand, SandboxIn, SandboxView, ToolError, WriteFile, MAX_READ,
+    ReadFile, RunCommand, RunPython, SandboxIn, SandboxView, ToolError, WriteFile, MAX_READ,
 };
 use super::{McpServer, LABEL_SERVER};
 use crate::policy::{format_duration, parse_duration, HostPolicyEnv};
@@ -184,4 +184,19 @@ pub(super) async fn kill_sandbox(s: &McpServer, a: Value) -> Result<Value, ToolE
     s.ledger.release(&id);
     tracing::info!("removed sandbox {id}");
     Ok(json!({"id": id, "removed": true}))
+}
+
+/// `run_python`: a cell in the sandbox's interpreter, made and checked as the HTTP API's
+/// `POST /v1/sandboxes/{id}/code` makes it.
+pub(super) async fn run_python(s: &McpServer, a: Value) -> Result<Value, ToolError> {
+    let a: RunPython = args(a)?;
+    let sb = s.owned(&a.sandbox).await?;
+    let body = crate::serve::http_api::wire::CodeBody {
+        code: a.code,
+        language: None,
+        timeout: a.timeout,
+    };
+    let cell = crate::serve::http_api::code::request(&sb, body)?;
+    let outcome = sb.run_code(&cell).await?;
+    to_value(&crate::serve::http_api::wire::CodeResult::from(outcome))
 }

@@ -78,6 +78,12 @@ pub const TOOLS: &[Tool] = &[
         call: |s, a| Box::pin(super::calls::list_sandboxes(s, a)),
     },
     Tool {
+        name: "run_python",
+        description: "Run Python code in a sandbox made with create_sandbox (its image must have python3, e.g. stockade/python). Variables, imports and functions live on between calls, like a notebook. Returns stdout, stderr, result (repr of the last expression), error (name, value, traceback), execution_count, timed_out and restarted (the interpreter was restarted and earlier state is gone).",
+        input_schema: run_python_schema,
+        call: |s, a| Box::pin(super::calls::run_python(s, a)),
+    },
+    Tool {
         name: "kill_sandbox",
         description: "Kill a sandbox and remove it with everything in it.",
         input_schema: kill_sandbox_schema,
@@ -165,6 +171,18 @@ pub struct RunCommand {
     pub stdin: Option<String>,
     /// Policy fields that tighten the server's (the policy file's, as JSON). Default: none.
     pub policy: Option<serde_json::Map<String, Value>>,
+}
+
+/// `run_python`'s arguments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunPython {
+    /// The sandbox's id or name. Required.
+    pub sandbox: String,
+    /// The cell's code. Required.
+    pub code: String,
+    /// Interrupted after this long, at most the sandbox's exec timeout. Default: that timeout.
+    pub timeout: Option<String>,
 }
 
 /// `create_sandbox`'s arguments.
@@ -512,6 +530,17 @@ fn list_files_schema() -> Value {
 
 fn list_sandboxes_schema() -> Value {
     object(json!({}), &[])
+}
+
+fn run_python_schema() -> Value {
+    object(
+        json!({
+            "sandbox": sandbox_prop(),
+            "code": {"type": "string", "description": "Python code; the value of its last line, when an expression, is returned as result."},
+            "timeout": {"type": "string", "description": "Interrupt it after this long (30s); at most the sandbox's exec timeout. Default: that timeout."},
+        }),
+        &["sandbox", "code"],
+    )
 }
 
 fn kill_sandbox_schema() -> Value {

@@ -13,6 +13,7 @@ fn reads(tool: &str, v: Value) -> bool {
         "list_files" => args::<ListFiles>(v).is_ok(),
         "list_sandboxes" => args::<NoArgs>(v).is_ok(),
         "kill_sandbox" => args::<SandboxIn>(v).is_ok(),
+        "run_python" => args::<RunPython>(v).is_ok(),
         other => panic!("no argument type for tool {other}"),
     }
 }
@@ -117,6 +118,18 @@ fn the_schemas_and_the_argument_types_agree() {
         ("list_sandboxes", json!({"all": true}), false),
         ("kill_sandbox", json!({"sandbox": "a"}), true),
         ("kill_sandbox", json!({"sandbox": ["a"]}), false),
+        ("run_python", json!({"sandbox": "a", "code": "x = 1"}), true),
+        (
+            "run_python",
+            json!({"sandbox": "a", "code": "1", "timeout": "5s"}),
+            true,
+        ),
+        ("run_python", json!({"sandbox": "a"}), false),
+        (
+            "run_python",
+            json!({"sandbox": "a", "code": "1", "language": "python"}),
+            false,
+        ),
     ];
     for (tool, v, want) in cases {
         let schema = (find(tool).unwrap().input_schema)();
