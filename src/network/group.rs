@@ -365,7 +365,7 @@ mod tests {
             allow: vec![],
             group: group.map(String::from),
             hosts: None,
-            names: names.iter().map(|s| s.to_string()).collect(),
+            names: names.iter().map(ToString::to_string).collect(),
             published: vec![],
             proxy_pid: None,
         }

@@ -320,7 +320,14 @@ fn group_members_share_a_hosts_file_and_a_forward_rule_while_they_live() {
         "{text}"
     );
     let table = host.table().unwrap();
-    assert!(table.contains(&format!("ip daddr {{ ")), "{table}");
+    let accept = table
+        .lines()
+        .find(|l| l.contains("ip daddr {") && l.ends_with("accept"))
+        .unwrap_or_else(|| panic!("no member rule: {table}"));
+    assert!(
+        accept.contains(&a.address.to_string()) && accept.contains(&b.address.to_string()),
+        "{accept}"
+    );
     assert!(table.contains(" jump from_sandbox"), "{table}");
     let rec = read_record(&e.fifo_root.join("stk-a")).unwrap().unwrap();
     assert_eq!(rec.hosts.as_deref(), Some(hosts.as_path()));
