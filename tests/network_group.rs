@@ -116,6 +116,19 @@ fn leftovers(cfg: &NetConfig, records: &[(String, NetRecord)]) -> Vec<String> {
     out
 }
 
+/// Removes the named groups when dropped, so a failed assertion leaves none behind (their
+/// members' networks go with the run directories and the private containerd).
+struct Groups(Vec<String>);
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        let cfg = NetConfig::default();
+        for g in &self.0 {
+            let _ = std::fs::remove_dir_all(stockade::network::group::dir(&cfg.groups, g));
+        }
+    }
+}
+
 /// Whether a TCP connection to `addr:port` from the host succeeds within 2 s.
 fn connects(addr: Ipv4Addr, port: u16) -> bool {
     TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2)).is_ok()
@@ -156,6 +169,7 @@ async fn group_members_reach_each_other_by_name_and_nothing_else() {
     let cfg = NetConfig::default();
     let pid = std::process::id();
     let (ga, gb) = (format!("t{pid}a"), format!("t{pid}b"));
+    let _groups = Groups(vec![ga.clone(), gb.clone()]);
     stockade::network::create_group(&cfg, &ga).unwrap();
     stockade::network::create_group(&cfg, &gb).unwrap();
 
@@ -343,6 +357,7 @@ async fn a_session_s_published_port_is_served_by_its_keeper_until_it_is_removed(
     };
     let g = format!("t{}k", std::process::id());
     let name = format!("web-{}", std::process::id());
+    let _groups = Groups(vec![g.clone()]);
     assert_eq!(stockade(&["network", "create", &g]).0, 0);
     let (code, out, err) = stockade(&[
         "create",
@@ -410,6 +425,7 @@ fn gc_reclaims_a_crashed_member_s_network_and_its_name() {
     let cfg = NetConfig::default();
     let host = IpRoute::default();
     let g = format!("t{}c", std::process::id());
+    let _groups = Groups(vec![g.clone()]);
     stockade::network::create_group(&cfg, &g).unwrap();
     let fifo = tempfile::tempdir().unwrap();
     let id = format!("stk-crash{}", std::process::id());

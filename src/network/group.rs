@@ -90,6 +90,7 @@ pub fn parse_group(mode: NetworkMode, group: Option<&str>) -> Result<Option<Stri
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupRecord {
+    /// The group's name.
     pub name: String,
     /// Milliseconds since the epoch.
     pub created_ms: u64,
@@ -98,6 +99,7 @@ pub struct GroupRecord {
 /// One live member of a group.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Member {
+    /// Its address on its veth.
     pub address: Ipv4Addr,
     /// The sandbox id and, for a named session, its name.
     pub names: Vec<String>,
@@ -108,8 +110,11 @@ pub struct Member {
 /// A group and its live members, as `network ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GroupInfo {
+    /// The group's name.
     pub name: String,
+    /// When it was made, milliseconds since the epoch.
     pub created_ms: u64,
+    /// Its live members, by address.
     pub members: Vec<Member>,
 }
 

@@ -103,7 +103,9 @@ pub fn parse_all(mode: NetworkMode, entries: &[String]) -> Result<Vec<PortSpec>,
 /// A published port as bound: the host port it listens on (chosen when `0` was asked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Published {
+    /// The port listening on 127.0.0.1.
     pub host_port: u16,
+    /// The sandbox's port it forwards to.
     pub port: u16,
 }
 

@@ -148,6 +148,7 @@ pub struct SandboxInfo {
 /// A sandbox's network as `inspect` and `ls` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkInfo {
+    /// Its network mode.
     pub mode: crate::policy::NetworkMode,
     /// Its address on its veth.
     pub address: std::net::Ipv4Addr,
