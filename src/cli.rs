@@ -45,6 +45,9 @@ pub enum Command {
     /// Render and check AppArmor profiles.
     #[command(subcommand)]
     Apparmor(commands::apparmor::AppArmorCommand),
+    /// Group networks: create, ls, rm.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
     /// Remove what crashed runs left behind.
     Gc(commands::gc::GcArgs),
     /// Manage stockade's private containerd.
@@ -107,14 +110,23 @@ pub struct PolicyArgs {
     /// Wall-clock limit, e.g. 30s, 1500ms, 5m; exit 124 when hit [default: 300s].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// none (only AF_UNIX sockets), loopback (own loopback only) or egress (outbound
+    /// none (only AF_UNIX sockets), loopback (own loopback only), egress (outbound
     /// IPv4 through NAT; never the host, other sandboxes, private, link-local or metadata
-    /// ranges) [default: none].
+    /// ranges) or NAME, a group network made by `stockade network create NAME` (its
+    /// members and nothing else) [default: none].
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
     /// With --network egress: open a range the always-denied list covers (repeatable).
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<String>,
+    /// Publish a sandbox port on the host's loopback: [127.0.0.1:]HOSTPORT:PORT[/tcp]
+    /// (repeatable; HOSTPORT 0 picks a free port; needs egress or a group network).
+    #[arg(
+        long = "publish",
+        short = 'p',
+        value_name = "[127.0.0.1:]HOSTPORT:PORT"
+    )]
+    pub publish: Vec<String>,
     /// Host directory mounted read-write at /workspace.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,

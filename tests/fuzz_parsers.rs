@@ -279,6 +279,7 @@ fn overrides() -> impl Strategy<Value = PolicyOverrides> {
                 cwd,
                 workspace_owner: None,
                 allow: env.iter().take(1).cloned().collect(),
+                publish: cap_add.iter().take(1).cloned().collect(),
                 image,
                 memory,
                 cpus,

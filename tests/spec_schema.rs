@@ -77,6 +77,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
                 timeout: Some("30s".into()),
                 network: Some("loopback".into()),
                 allow: vec![],
+                publish: vec![],
                 workspace: Some("/w".into()),
                 input: Some("/i".into()),
                 env: vec!["A=1".into()],

@@ -109,7 +109,8 @@ pub fn default_profile_name(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "stockade-default",
         NetworkMode::Loopback => "stockade-default-loopback",
-        NetworkMode::Egress => "stockade-default-egress",
+        // A group member needs the same socket families as egress.
+        NetworkMode::Egress | NetworkMode::Group => "stockade-default-egress",
     }
 }
 
@@ -117,7 +118,7 @@ fn network_word(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "none",
         NetworkMode::Loopback => "loopback",
-        NetworkMode::Egress => "egress",
+        NetworkMode::Egress | NetworkMode::Group => "egress",
     }
 }
 

@@ -15,6 +15,7 @@ pub mod image;
 mod image_build;
 pub mod k8s;
 pub mod mcp;
+pub mod network;
 pub mod pool;
 pub mod run;
 pub mod sandbox;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Doctor(a) => doctor::run(a).await,
         Command::Seccomp(a) => seccomp::run(a).await,
         Command::Apparmor(a) => apparmor::run(a).await,
+        Command::Network(a) => network::run(a).await,
         Command::Gc(a) => gc::run(a).await,
         Command::Daemon(a) => daemon::run(a).await,
         #[cfg(feature = "bench")]
@@ -95,6 +97,7 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         timeout: args.timeout.clone(),
         network: args.network.clone(),
         allow: args.allow.clone(),
+        publish: args.publish.clone(),
         workspace: args.workspace.clone(),
         input: args.input.clone(),
         env: args.env.clone(),

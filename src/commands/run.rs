@@ -138,11 +138,25 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     } else {
         forwarded(args.tty)
     };
-    let req = RunRequest::new(policy, args.command.clone())
+    let publishes = !policy.network_rules.publish.is_empty();
+    let mut req = RunRequest::new(policy, args.command.clone())
         .stdin(stdin)
         .output(output)
         .terminal(args.tty)
         .cancel(cancel);
+    // Published ports are said on stderr as soon as they listen (a HOSTPORT of 0 is chosen
+    // then).
+    let announce = publishes.then(|| {
+        let id = stockade::runner::new_id();
+        let dir = args.fifo_root.join(&id);
+        req.id = Some(id);
+        tokio::spawn(async move {
+            let limit = std::time::Duration::from_secs(600);
+            for p in stockade::network::publish::wait_published(&dir, None, limit).await {
+                eprintln!("stockade: published {p}");
+            }
+        })
+    });
     let choice = stockade::runner::PoolChoice {
         cold: args.cold,
         socket_dir: args.pool_dir.clone(),
@@ -150,6 +164,9 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let outcome = runner.run_pooled_or_cold(req, &choice).await;
     tracing::debug!(at = since(), "run finished");
     signals.abort();
+    if let Some(a) = announce {
+        a.abort();
+    }
 
     let code = match outcome {
         Ok(stockade::runner::Ran {

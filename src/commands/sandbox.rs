@@ -163,14 +163,34 @@ pub async fn create(args: CreateArgs) -> Result<u8> {
     let target = sandboxes.runner().cleanup_target();
     let reclaim =
         tokio::spawn(async move { reclaim_crashed(&target, &ReconcileOptions::default()).await });
+    let publishes = !policy.network_rules.publish.is_empty();
     let mut req = CreateRequest::new(policy);
     req.name = args.name.clone();
     req.lifetime = lifetime;
     req.idle_timeout = idle_timeout;
     req.tty = args.tty;
     let sb = sandboxes.create(req).await.map_err(one_line)?;
-    if lifetime.is_some() || idle_timeout.is_some() {
+    // Published ports outlive this process: the keeper takes their proxy over.
+    let run_dir = args.place.fifo_root.join(sb.id());
+    if publishes {
+        stockade::network::publish::stop(&run_dir);
+    }
+    if lifetime.is_some() || idle_timeout.is_some() || publishes {
         start_keeper(&sandboxes, sb.id(), &args.place);
+    }
+    if publishes {
+        let me = Some(std::process::id());
+        let limit = std::time::Duration::from_secs(10);
+        let ports = stockade::network::publish::wait_published(&run_dir, me, limit).await;
+        if ports.is_empty() {
+            eprintln!(
+                "stockade: warning: the keeper of {} did not take its published ports over",
+                sb.id()
+            );
+        }
+        for p in ports {
+            eprintln!("stockade: published {p}");
+        }
     }
     for n in &sb.record().not_enforced {
         tracing::info!("not enforced on this host: {}: {}", n.protection, n.reason);
@@ -220,7 +240,7 @@ pub async fn ls(args: LsArgs) -> Result<u8> {
     }
     let now = stockade::runner::session::now_ms();
     println!(
-        "{:<22} {:<16} {:<10} {:<8} {:>7} {:>7} {:>9}",
+        "{:<22} {:<16} {:<10} {:<8} {:>7} {:>7} {:>9}  PORTS",
         "ID", "NAME", "IMAGE", "STATE", "AGE", "IDLE", "MEMORY"
     );
     for s in &all {
@@ -239,15 +259,25 @@ fn ls_line(s: &SandboxInfo, now: u64) -> String {
         .peak_memory_bytes
         .map(|b| format!("{:.1}M", b as f64 / (1024.0 * 1024.0)))
         .unwrap_or_else(|| "-".into());
+    let ports: Vec<String> = s
+        .network
+        .iter()
+        .flat_map(|n| n.published.iter().map(ToString::to_string))
+        .collect();
     format!(
-        "{:<22} {:<16} {:<10} {:<8} {:>7} {:>7} {:>9}",
+        "{:<22} {:<16} {:<10} {:<8} {:>7} {:>7} {:>9}  {}",
         s.id,
         s.name.as_deref().unwrap_or("-"),
         s.image,
         format!("{:?}", s.state).to_lowercase(),
         age(now.saturating_sub(s.created_unix_ms)),
         age(now.saturating_sub(idle)),
-        mem
+        mem,
+        if ports.is_empty() {
+            "-".to_string()
+        } else {
+            ports.join(", ")
+        }
     )
 }
 

@@ -43,6 +43,11 @@ pub async fn run(args: SpecArgs) -> Result<u8> {
         // The namespace file a run with this id would join (made by the run).
         let cfg = stockade::network::NetConfig::default();
         stockade::network::join_netns(&mut built.spec, &cfg.netns_path(&args.id));
+        // A group member's /etc/hosts is its group's hosts file.
+        if let Some(g) = &policy.network_rules.group {
+            let hosts = stockade::network::group::hosts_path(&cfg.groups, g);
+            stockade::network::group::mount_hosts(&mut built.spec, &hosts);
+        }
     }
     for n in &built.not_enforced {
         eprintln!(

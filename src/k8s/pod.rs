@@ -341,6 +341,13 @@ pub(super) fn network_policy(policy: &ValidatedPolicy, opts: &Options) -> Docume
     let (mode, egress, note) = match policy.network {
         NetworkMode::None => ("none", json!([]), "no ingress, no egress"),
         NetworkMode::Loopback => ("loopback", json!([]), "no ingress, no egress"),
+        // A group network is one host's; on a cluster its members are not known here, so
+        // the pod gets nothing rather than more.
+        NetworkMode::Group => (
+            "group",
+            json!([]),
+            "no ingress, no egress (a group network is not rendered for a cluster)",
+        ),
         NetworkMode::Egress => {
             let except: Vec<String> = crate::network::ALWAYS_DENIED
                 .iter()

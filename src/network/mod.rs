@@ -14,8 +14,10 @@
 
 pub mod cidr;
 pub mod doctor;
+pub mod group;
 pub mod host;
 pub mod nft;
+pub mod publish;
 pub mod seccomp;
 pub mod slots;
 
@@ -34,6 +36,8 @@ pub const DEFAULT_NETNS_ROOT: &str = "/run/stockade/netns";
 /// Where address claims live by default. Host-wide on purpose: two stockade processes
 /// with different run directories must still not share an address.
 pub const DEFAULT_NET_CLAIMS: &str = "/run/stockade/net";
+/// Where group networks live by default (see [`group`]); host-wide, beside the claims.
+pub const DEFAULT_GROUPS: &str = "/run/stockade/groups";
 /// The range sandbox addresses come from by default: 32 768 sandboxes, a /31 each. Inside
 /// 10/8, which every sandbox is denied anyway. [`NetConfig::range`] changes it where the
 /// host already uses it.
@@ -61,6 +65,8 @@ pub enum NetworkError {
     Exhausted { range: Cidr },
     #[error("{}: not a network record: {message}", path.display())]
     Record { path: PathBuf, message: String },
+    #[error("network {name}: {message}")]
+    Group { name: String, message: String },
 }
 
 pub(crate) fn make_dir(dir: &Path) -> Result<(), NetworkError> {
@@ -92,6 +98,8 @@ pub struct NetConfig {
     pub claims: PathBuf,
     /// Sandbox addresses. Default [`DEFAULT_RANGE`].
     pub range: Cidr,
+    /// Group networks. Default [`DEFAULT_GROUPS`].
+    pub groups: PathBuf,
 }
 
 impl Default for NetConfig {
@@ -100,6 +108,7 @@ impl Default for NetConfig {
             netns_root: PathBuf::from(DEFAULT_NETNS_ROOT),
             claims: PathBuf::from(DEFAULT_NET_CLAIMS),
             range: DEFAULT_RANGE,
+            groups: PathBuf::from(DEFAULT_GROUPS),
         }
     }
 }
@@ -113,7 +122,7 @@ impl NetConfig {
 
 /// Whether a mode needs a namespace (and veth) made by stockade.
 pub fn needs_netns(mode: NetworkMode) -> bool {
-    matches!(mode, NetworkMode::Egress)
+    matches!(mode, NetworkMode::Egress | NetworkMode::Group)
 }
 
 /// The network part of a policy beyond its mode.
@@ -121,11 +130,17 @@ pub fn needs_netns(mode: NetworkMode) -> bool {
 pub struct NetworkRules {
     /// Ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`, `--allow`).
     pub allow: Vec<Cidr>,
+    /// The group network joined (`network.group`, `--network NAME`), with mode `group`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Ports published on the host's loopback (`network.publish`, `-p`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<publish::PortSpec>,
 }
 
 impl NetworkRules {
     pub fn is_empty(&self) -> bool {
-        self.allow.is_empty()
+        self.allow.is_empty() && self.group.is_none() && self.publish.is_empty()
     }
 }
 
@@ -179,6 +194,21 @@ pub struct NetRecord {
     /// The range the slot is from (the table's masquerade rule names it).
     pub range: Cidr,
     pub allow: Vec<Cidr>,
+    /// The group network it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The names it is known by in its group: its id, then its session name if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Its published ports, as bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<publish::Published>,
+    /// Its group's hosts file, bind-mounted at its `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<PathBuf>,
+    /// The process running the published ports' proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_pid: Option<u32>,
 }
 
 impl NetRecord {
@@ -188,6 +218,8 @@ impl NetRecord {
             addr: self.sandbox_addr,
             mode: self.mode,
             allow: self.allow.clone(),
+            group: self.group.clone(),
+            published: self.published.iter().map(|p| p.port).collect(),
         }
     }
 }
@@ -207,7 +239,7 @@ pub fn read_record(run_dir: &Path) -> Result<Option<NetRecord>, NetworkError> {
     }
 }
 
-fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
+pub(crate) fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
     let path = run_dir.join(RECORD_FILE);
     let tmp = run_dir.join(format!(".{RECORD_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(r).expect("a record always serializes");
@@ -237,6 +269,9 @@ pub fn setup(
     mode: NetworkMode,
     rules: &NetworkRules,
 ) -> Result<Attached, NetworkError> {
+    if let Some(g) = &rules.group {
+        group::read(&cfg.groups, g)?;
+    }
     let slot = slots::claim(&cfg.claims, &cfg.range, run_dir)?;
     let record = NetRecord {
         mode,
@@ -248,6 +283,18 @@ pub fn setup(
         sandbox_addr: slot.sandbox,
         range: cfg.range,
         allow: rules.allow.clone(),
+        group: rules.group.clone(),
+        names: match &rules.group {
+            Some(_) => group::member_names(run_dir.parent().unwrap_or(run_dir), id),
+            None => Vec::new(),
+        },
+        hosts: rules
+            .group
+            .as_ref()
+            .map(|g| group::hosts_path(&cfg.groups, g)),
+        // The proxy's ports are opened when it has bound them.
+        published: Vec::new(),
+        proxy_pid: None,
     };
     if let Err(e) = write_record(run_dir, &record) {
         let _ = slots::release(&cfg.claims, slot.index, run_dir);
@@ -257,6 +304,9 @@ pub fn setup(
     host.delete_link(&record.veth)?;
     host.create_netns(&record.netns)?;
     apply_table(host, &cfg.claims, &cfg.range)?;
+    if record.group.is_some() {
+        refresh_hosts(&cfg.claims, &cfg.groups)?;
+    }
     host.add_veth(&Veth {
         host: record.veth.clone(),
         netns: record.netns.clone(),
@@ -284,10 +334,19 @@ pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkErr
             first.get_or_insert(e);
         }
     };
+    publish::stop(run_dir);
     keep(host.delete_link(&r.veth));
     keep(host.remove_netns(&r.netns));
     keep(slots::release(&r.claims, r.slot, run_dir));
     keep(apply_table(host, &r.claims, &r.range));
+    if let Some(groups) = r
+        .hosts
+        .as_deref()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+    {
+        keep(refresh_hosts(&r.claims, groups));
+    }
     match first {
         Some(e) => Err(e),
         None => std::fs::remove_file(run_dir.join(RECORD_FILE))
@@ -308,6 +367,12 @@ pub fn release(run_dir: &Path) -> Result<(), NetworkError> {
 /// it, and applies it; serialised by a lock in the claims directory, so the last writer
 /// always renders what is live.
 pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<(), NetworkError> {
+    let _lock = table_lock(claims)?;
+    let live: Vec<nft::SandboxRules> = live_records(claims).iter().map(NetRecord::rules).collect();
+    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+}
+
+fn table_lock(claims: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
     make_dir(claims)?;
     let lock_path = claims.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -319,26 +384,47 @@ pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<()
             path: lock_path.clone(),
             source,
         })?;
-    let _lock =
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            NetworkError::Io {
-                path: lock_path.clone(),
-                source: std::io::Error::from(e),
-            }
-        })?;
-    let live = live_rules(claims);
-    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        NetworkError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::from(e),
+        }
+    })
 }
 
-/// The rules of every claim whose run directory records that same claim.
-fn live_rules(claims: &Path) -> Vec<nft::SandboxRules> {
+/// The record of every claim whose run directory records that same claim.
+pub fn live_records(claims: &Path) -> Vec<NetRecord> {
     slots::claims(claims)
         .into_iter()
         .filter_map(|(index, run_dir)| {
             let r = read_record(&run_dir).ok().flatten()?;
-            (r.slot == index && r.claims == claims).then(|| r.rules())
+            (r.slot == index && r.claims == claims).then_some(r)
         })
         .collect()
+}
+
+/// Every group network of `cfg` with its live members.
+pub fn groups(cfg: &NetConfig) -> Vec<group::GroupInfo> {
+    group::list(&cfg.groups, &live_records(&cfg.claims))
+}
+
+/// Makes group network `name` of `cfg`.
+pub fn create_group(cfg: &NetConfig, name: &str) -> Result<group::GroupRecord, NetworkError> {
+    group::create(&cfg.groups, name)
+}
+
+/// Removes group network `name` of `cfg`, refused while it has live members; under the
+/// table's lock, so no member's rules are rendered meanwhile.
+pub fn remove_group(cfg: &NetConfig, name: &str) -> Result<(), NetworkError> {
+    let _lock = table_lock(&cfg.claims)?;
+    group::remove(&cfg.groups, name, &live_records(&cfg.claims))
+}
+
+/// Rewrites every group's hosts file in `groups` from the live records of `claims`, under
+/// the table's lock (the last writer writes what is live).
+pub fn refresh_hosts(claims: &Path, groups: &Path) -> Result<(), NetworkError> {
+    let _lock = table_lock(claims)?;
+    group::write_hosts(groups, &live_records(claims))
 }
 
 /// What [`reconcile`] removed.
@@ -417,6 +503,7 @@ pub fn reconcile_with(
     }
     if !done.is_empty() {
         apply_table(host, &cfg.claims, &cfg.range)?;
+        refresh_hosts(&cfg.claims, &cfg.groups)?;
     }
     Ok(done)
 }

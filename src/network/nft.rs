@@ -25,6 +25,10 @@ pub struct SandboxRules {
     pub mode: NetworkMode,
     /// Ranges its policy names explicitly, opened although [`ALWAYS_DENIED`] covers them.
     pub allow: Vec<Cidr>,
+    /// The group network it is a member of (mode `group`).
+    pub group: Option<String>,
+    /// Its published ports: the only ports the host may open connections to.
+    pub published: Vec<u16>,
 }
 
 /// The table for sandboxes numbered from the range `range`, whose veths are named
@@ -32,10 +36,14 @@ pub struct SandboxRules {
 ///
 /// - input: a packet from a sandbox's veth to any address of the host is dropped unless it
 ///   answers a connection the host opened (a published port's proxy).
-/// - forward: nothing is forwarded to a sandbox's veth except replies (no sandbox reaches
-///   another, nothing outside reaches a sandbox); from a veth, IPv6 is dropped, then the
-///   veth's own chain decides, and a veth without one (not yet, or no longer, a sandbox's)
-///   is dropped.
+/// - output: the host opens connections through a sandbox's veth only to its published
+///   ports (the proxy's); everything else new is dropped.
+/// - forward: nothing is forwarded to a sandbox's veth except replies and, between the
+///   veths of one group's members, what the sender's chain accepts (no other sandbox
+///   reaches another, nothing outside reaches a sandbox); from a veth, IPv6 is dropped,
+///   then the veth's own chain decides, and a veth without one (not yet, or no longer, a
+///   sandbox's) is dropped. A group member's chain accepts only packets to another
+///   member of its group, out of that member's veth.
 /// - postrouting: sandbox traffic leaving by any other interface is masqueraded.
 ///
 /// With no sandbox at all the table is removed (created first so that the delete succeeds
@@ -60,12 +68,41 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
          \t\tiifname {veths} drop\n\
          \t}}\n"
     );
+    let published: Vec<String> = sandboxes
+        .iter()
+        .flat_map(|s| s.published.iter().map(move |p| format!("{} . {p}", s.addr)))
+        .collect();
+    let _ = writeln!(
+        t,
+        "\tchain host_output {{\n\
+         \t\ttype filter hook output priority filter - 10; policy accept;\n\
+         \t\toifname {veths} ct state established,related accept"
+    );
+    if !published.is_empty() {
+        let _ = writeln!(
+            t,
+            "\t\toifname {veths} ip daddr . tcp dport {{ {} }} accept",
+            published.join(", ")
+        );
+    }
+    let _ = writeln!(t, "\t\toifname {veths} drop\n\t}}\n");
+    let groups = group_veths(&sandboxes);
     let _ = writeln!(
         t,
         "\tchain host_forward {{\n\
          \t\ttype filter hook forward priority filter - 10; policy accept;\n\
-         \t\toifname {veths} ct state established,related accept\n\
-         \t\toifname {veths} drop\n\
+         \t\toifname {veths} ct state established,related accept"
+    );
+    for (_, veths, _) in &groups {
+        let set = veths.join(", ");
+        let _ = writeln!(
+            t,
+            "\t\tiifname {{ {set} }} oifname {{ {set} }} jump from_sandbox"
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\t\toifname {veths} drop\n\
          \t\tiifname {veths} jump from_sandbox\n\
          \t}}\n"
     );
@@ -91,6 +128,20 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
                 let _ = writeln!(t, "\t\tip daddr {{ {} }} drop", denied.join(", "));
                 let _ = writeln!(t, "\t\taccept");
             }
+            NetworkMode::Group => {
+                let members = groups
+                    .iter()
+                    .find(|(name, _, _)| Some(name) == s.group.as_ref());
+                if let Some((_, veths, addrs)) = members {
+                    let _ = writeln!(
+                        t,
+                        "\t\toifname {{ {} }} ip daddr {{ {} }} accept",
+                        veths.join(", "),
+                        addrs.join(", ")
+                    );
+                }
+                let _ = writeln!(t, "\t\tdrop");
+            }
             // Modes without a veth never reach the table; drop whatever would.
             _ => {
                 let _ = writeln!(t, "\t\tdrop");
@@ -106,6 +157,28 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
          \t}}\n}}"
     );
     t
+}
+
+/// Each group with members: its name, its members' veths (quoted) and their addresses,
+/// sorted by name.
+fn group_veths(sandboxes: &[SandboxRules]) -> Vec<(String, Vec<String>, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for s in sandboxes {
+        let (Some(name), NetworkMode::Group) = (&s.group, s.mode) else {
+            continue;
+        };
+        let i = match out.iter().position(|(n, _, _)| n == name) {
+            Some(i) => i,
+            None => {
+                out.push((name.clone(), Vec::new(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        out[i].1.push(format!("\"{}\"", s.veth));
+        out[i].2.push(s.addr.to_string());
+    }
+    out.sort();
+    out
 }
 
 fn chain_name(veth: &str) -> String {
@@ -154,12 +227,16 @@ mod tests {
             addr: "10.199.0.15".parse().unwrap(),
             mode: NetworkMode::Egress,
             allow: vec![],
+            group: None,
+            published: vec![],
         };
         let b = SandboxRules {
             veth: "stkv3".into(),
             addr: "10.199.0.7".parse().unwrap(),
             mode: NetworkMode::Egress,
             allow: vec!["169.254.169.254/32".parse().unwrap()],
+            group: None,
+            published: vec![],
         };
         let text = render(&range(), "stkv", &[a.clone(), b.clone()]);
         assert_eq!(text, render(&range(), "stkv", &[b, a]));
@@ -172,6 +249,57 @@ mod tests {
         assert!(chain.contains("ip saddr != 10.199.0.7 drop"));
     }
 
+    fn member(slot: u8, group: &str) -> SandboxRules {
+        SandboxRules {
+            veth: format!("stkv{slot}"),
+            addr: Ipv4Addr::new(10, 199, 0, slot * 2 + 1),
+            mode: NetworkMode::Group,
+            allow: vec![],
+            group: Some(group.into()),
+            published: vec![],
+        }
+    }
+
+    #[test]
+    fn group_members_reach_their_own_group_only_and_published_ports_are_let_in() {
+        let mut web = member(4, "b");
+        web.published = vec![80, 443];
+        let text = render(
+            &range(),
+            "stkv",
+            &[member(1, "a"), member(2, "a"), member(3, "b"), web],
+        );
+        golden("groups.nft", &text);
+        // Forwarding between veths of one group only, each jumping to the sender's chain.
+        assert!(text.contains(
+            "iifname { \"stkv1\", \"stkv2\" } oifname { \"stkv1\", \"stkv2\" } jump from_sandbox"
+        ));
+        assert!(text.contains(
+            "iifname { \"stkv3\", \"stkv4\" } oifname { \"stkv3\", \"stkv4\" } jump from_sandbox"
+        ));
+        // The group rules come before the drop of everything else into a veth.
+        let fwd = text.split("chain host_forward {").nth(1).unwrap();
+        assert!(
+            fwd.find("jump from_sandbox").unwrap() < fwd.find("oifname \"stkv*\" drop").unwrap()
+        );
+        // A member's chain: its own address only, then its group's veths and addresses.
+        let chain = text.split("chain sandbox_stkv1 {").nth(1).unwrap();
+        let chain = &chain[..chain.find('}').unwrap() + 60];
+        assert!(chain.contains("ip saddr != 10.199.0.3 drop"), "{chain}");
+        assert!(
+            chain.contains(
+                "oifname { \"stkv1\", \"stkv2\" } ip daddr { 10.199.0.3, 10.199.0.5 } accept"
+            ),
+            "{chain}"
+        );
+        // The host opens connections to the published ports of that address only.
+        assert!(text.contains(
+            "oifname \"stkv*\" ip daddr . tcp dport { 10.199.0.9 . 80, 10.199.0.9 . 443 } accept"
+        ));
+        let out = text.split("chain host_output {").nth(1).unwrap();
+        assert!(out.contains("oifname \"stkv*\" drop"));
+    }
+
     #[test]
     fn every_always_denied_range_is_in_an_egress_chain() {
         let s = SandboxRules {
@@ -179,6 +307,8 @@ mod tests {
             addr: "10.199.0.3".parse().unwrap(),
             mode: NetworkMode::Egress,
             allow: vec![],
+            group: None,
+            published: vec![],
         };
         let text = render(&range(), "stkv", &[s]);
         for (c, why) in ALWAYS_DENIED {

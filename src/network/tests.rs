@@ -19,6 +19,7 @@ fn env() -> Env {
         netns_root: t.path().join("netns"),
         claims: t.path().join("claims"),
         range: "10.199.0.0/24".parse().unwrap(),
+        groups: t.path().join("groups"),
     };
     let fifo_root = t.path().join("fifo");
     std::fs::create_dir_all(&fifo_root).unwrap();
@@ -274,4 +275,78 @@ fn the_spec_joins_the_namespace_file_and_nothing_else_changes() {
             .unwrap()
             .len()
     );
+}
+
+fn member(host: &FakeHost, e: &Env, id: &str, g: &str) -> Result<Attached, NetworkError> {
+    setup(
+        host,
+        &e.cfg,
+        id,
+        &run_dir(e, id),
+        NetworkMode::Group,
+        &NetworkRules {
+            group: Some(g.into()),
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn group_members_share_a_hosts_file_and_a_forward_rule_while_they_live() {
+    let e = env();
+    let host = FakeHost::default();
+    // No such group: refused before anything is claimed or made.
+    let err = member(&host, &e, "stk-x", "team").unwrap_err().to_string();
+    assert!(err.contains("network team: no such network"), "{err}");
+    assert!(host.calls.lock().unwrap().is_empty());
+    assert!(slots::claims(&e.cfg.claims).is_empty());
+
+    group::create(&e.cfg.groups, "team").unwrap();
+    // A session name links to its id: the member is known by both.
+    std::fs::create_dir_all(e.fifo_root.join("names")).unwrap();
+    std::os::unix::fs::symlink("stk-b", e.fifo_root.join("names/web")).unwrap();
+    let a = member(&host, &e, "stk-a", "team").unwrap();
+    let hosts = group::hosts_path(&e.cfg.groups, "team");
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        format!("127.0.0.1\tlocalhost\n{}\tstk-a\n", a.address)
+    );
+    // The later member is added to the file the earlier one already has mounted.
+    let b = member(&host, &e, "stk-b", "team").unwrap();
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(text.contains(&format!("{}\tstk-a\n", a.address)), "{text}");
+    assert!(
+        text.contains(&format!("{}\tstk-b web\n", b.address)),
+        "{text}"
+    );
+    let table = host.table().unwrap();
+    let accept = table
+        .lines()
+        .find(|l| l.contains("ip daddr {") && l.ends_with("accept"))
+        .unwrap_or_else(|| panic!("no member rule: {table}"));
+    assert!(
+        accept.contains(&a.address.to_string()) && accept.contains(&b.address.to_string()),
+        "{accept}"
+    );
+    assert!(table.contains(" jump from_sandbox"), "{table}");
+    let rec = read_record(&e.fifo_root.join("stk-a")).unwrap().unwrap();
+    assert_eq!(rec.hosts.as_deref(), Some(hosts.as_path()));
+    assert_eq!(rec.group.as_deref(), Some("team"));
+
+    // While members live the group cannot go.
+    let live = live_records(&e.cfg.claims);
+    assert!(group::remove(&e.cfg.groups, "team", &live)
+        .unwrap_err()
+        .to_string()
+        .contains("has active endpoints"));
+    release_with(&host, &e.fifo_root.join("stk-b")).unwrap();
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(!text.contains("stk-b"), "{text}");
+    release_with(&host, &e.fifo_root.join("stk-a")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&hosts).unwrap(),
+        "127.0.0.1\tlocalhost\n"
+    );
+    assert!(host.table().unwrap().contains("delete table"));
+    group::remove(&e.cfg.groups, "team", &live_records(&e.cfg.claims)).unwrap();
 }

@@ -126,12 +126,20 @@ pub struct NetworkSection {
     /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created),
     /// `loopback` (a new network namespace with only its own loopback; IP sockets
     /// allowed) or `egress` (outbound IPv4 through NAT, never to the host, another sandbox
-    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]).
+    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]) or
+    /// `group` (the group network `group` names: its members and nothing else).
     /// Default `none`. The host's network is never shared.
     pub mode: Option<String>,
     /// Ranges (`A.B.C.D/N` or one address) opened although the always-denied list covers
     /// them; only with `egress`. Default: none.
     pub allow: Option<Vec<String>>,
+    /// With `mode = "group"`: the group network the sandbox joins (made beforehand by
+    /// `stockade network create NAME`; see [`crate::network::group`]). Default: none.
+    pub group: Option<String>,
+    /// Host loopback ports forwarded into the sandbox, `[127.0.0.1:]HOSTPORT:PORT[/tcp]`
+    /// each (see [`crate::network::publish`]); only with a mode that has an interface
+    /// (`egress`, a group). Default: none.
+    pub publish: Option<Vec<String>>,
 }
 
 /// `[filesystem]`
@@ -206,6 +214,8 @@ pub struct PolicyOverrides {
     pub network: Option<String>,
     /// `--allow`, added to the policy's `network.allow`.
     pub allow: Vec<String>,
+    /// `-p`, added to the policy's `network.publish`.
+    pub publish: Vec<String>,
     pub workspace: Option<PathBuf>,
     pub input: Option<PathBuf>,
     /// Added to the policy's environment (a later `K` replaces an earlier one).
@@ -401,7 +411,22 @@ impl Policy {
             "limits.timeout",
             "--timeout"
         );
-        set!(o.network, self.network.mode, "network.mode", "--network");
+        match &o.network {
+            // `--network NAME`: a group network.
+            Some(n) if !crate::network::group::is_mode_word(n) => {
+                self.network.mode = Some("group".to_string());
+                self.network.group = Some(n.clone());
+                origins.flags.insert("network.mode", "--network");
+                origins.flags.insert("network.group", "--network");
+            }
+            _ => set!(o.network, self.network.mode, "network.mode", "--network"),
+        }
+        if !o.publish.is_empty() {
+            let mut all = self.network.publish.take().unwrap_or_default();
+            all.extend(o.publish.iter().cloned());
+            self.network.publish = Some(all);
+            origins.flags.insert("network.publish", "-p");
+        }
         if !o.allow.is_empty() {
             let mut all = self.network.allow.take().unwrap_or_default();
             all.extend(o.allow.iter().cloned());

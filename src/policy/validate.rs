@@ -90,17 +90,25 @@ pub(super) fn validate(
         None | Some("none") => NetworkMode::None,
         Some("loopback") => NetworkMode::Loopback,
         Some("egress") => NetworkMode::Egress,
+        Some("group") => NetworkMode::Group,
         Some(other) => {
             return Err(err(
                 o,
                 "network.mode",
-                format!("`{other}` is not a network mode (none, loopback, egress)"),
+                format!("`{other}` is not a network mode (none, loopback, egress, group)"),
             ))
         }
     };
     let network_rules = crate::network::NetworkRules {
         allow: crate::network::parse_allow(network, p.network.allow.as_deref().unwrap_or(&[]))
             .map_err(|m| err(o, "network.allow", m))?,
+        group: crate::network::group::parse_group(network, p.network.group.as_deref())
+            .map_err(|m| err(o, "network.group", m))?,
+        publish: crate::network::publish::parse_all(
+            network,
+            p.network.publish.as_deref().unwrap_or(&[]),
+        )
+        .map_err(|m| err(o, "network.publish", m))?,
     };
     if !network_rules.allow.is_empty() {
         let opened: Vec<String> = network_rules

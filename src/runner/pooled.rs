@@ -44,7 +44,12 @@ pub struct Ran {
 
 /// Whether `req` may run in a pooled sandbox under `choice`. Pure.
 pub fn pool_eligible(req: &RunRequest, choice: &PoolChoice) -> bool {
-    !choice.cold && !req.terminal && req.args.first().is_some_and(|a| !a.contains('='))
+    // Published ports are served by the process that runs the sandbox, so such a run is
+    // never handed a sandbox another process prepared.
+    !choice.cold
+        && !req.terminal
+        && req.policy.network_rules.publish.is_empty()
+        && req.args.first().is_some_and(|a| !a.contains('='))
 }
 
 impl Runner {

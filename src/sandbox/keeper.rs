@@ -1,5 +1,6 @@
 //! The keeper of a session's deadlines: sleeps until the nearest one and removes the
-//! session when it has passed. The CLI runs it in a detached process of its own (recorded
+//! session when it has passed. It also serves the session's published ports, and stays
+//! while there are any. The CLI runs it in a detached process of its own (recorded
 //! as the run directory's owner); a long-lived owner runs it on a task.
 
 use std::time::Duration;
@@ -12,8 +13,26 @@ use crate::runner::Runner;
 /// its keeper within this.
 pub const KEEPER_POLL: Duration = Duration::from_secs(2);
 
+/// How long a keeper tries to bind a session's published ports while its creator lets
+/// them go.
+const ADOPT_PATIENCE: Duration = Duration::from_secs(5);
+
 pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, SandboxError> {
     let dir = runner.fifo_root().join(id);
+    // Published ports are served while the keeper lives (see crate::network::publish).
+    let adopted = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::network::publish::adopt(
+                &crate::network::host::IpRoute::default(),
+                &dir,
+                ADOPT_PATIENCE,
+            )
+        })
+    };
+    if let Ok(Err(e)) = adopted.await {
+        tracing::warn!("sandbox {id}: published ports: {e}");
+    }
     loop {
         let Some(record) = SessionRecord::read(&dir) else {
             // Removed by someone else.
@@ -33,7 +52,10 @@ pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, Sa
                 tracing::info!("sandbox {id} removed: {why:?}");
                 return Ok(Some(why));
             }
-            Verdict::Keep { until_ms: None } => return Ok(None),
+            Verdict::Keep { until_ms: None } if !crate::network::publish::running(&dir) => {
+                return Ok(None)
+            }
+            Verdict::Keep { until_ms: None } => tokio::time::sleep(KEEPER_POLL).await,
             Verdict::Keep {
                 until_ms: Some(until),
             } => {

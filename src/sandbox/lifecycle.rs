@@ -34,6 +34,15 @@ impl Sandbox {
             usage,
             labels: r.labels.clone(),
             not_enforced: r.not_enforced.clone(),
+            network: crate::network::read_record(&self.run_dir())
+                .ok()
+                .flatten()
+                .map(|n| super::NetworkInfo {
+                    mode: n.mode,
+                    address: n.sandbox_addr,
+                    group: n.group,
+                    published: n.published,
+                }),
         })
     }
 

@@ -142,6 +142,24 @@ pub struct SandboxInfo {
     pub labels: BTreeMap<String, String>,
     /// Protections its policy asked for that this host could not enforce.
     pub not_enforced: Vec<crate::spec::NotEnforced>,
+    /// Its network, when stockade made one (a mode with an interface).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkInfo>,
+}
+
+/// A sandbox's network as `inspect` and `ls` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    /// Its network mode.
+    pub mode: crate::policy::NetworkMode,
+    /// Its address on its veth.
+    pub address: std::net::Ipv4Addr,
+    /// The group network it is a member of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Its published ports on the host's loopback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<crate::network::publish::Published>,
 }
 
 /// Builds and finds sandboxes. Cheap to clone.

@@ -113,7 +113,9 @@ pub fn seccomp_for_network(
 ) -> Result<LinuxSeccomp, SpecError> {
     match network {
         NetworkMode::Loopback => Ok(filter.clone()),
-        NetworkMode::Egress => crate::network::seccomp::narrow_for_egress(filter),
+        NetworkMode::Egress | NetworkMode::Group => {
+            crate::network::seccomp::narrow_for_egress(filter)
+        }
         NetworkMode::None => crate::network::seccomp::narrow_to_unix(filter),
     }
     .map_err(builder_err("linux.seccomp"))

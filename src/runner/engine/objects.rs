@@ -83,6 +83,10 @@ impl Runner {
         if crate::network::needs_netns(policy.network) {
             crate::network::join_netns(&mut built.spec, &self.inner.network.netns_path(id));
         }
+        if let Some(g) = &policy.network_rules.group {
+            let hosts = crate::network::group::hosts_path(&self.inner.network.groups, g);
+            crate::network::group::mount_hosts(&mut built.spec, &hosts);
+        }
         built
             .not_enforced
             .extend(disk::host_workspace_not_enforced(policy));
@@ -253,7 +257,8 @@ impl Runner {
     }
 
     /// Makes the network namespace, veth and rules the policy's network mode needs for
-    /// sandbox `id` (see [`crate::network`]) on a blocking thread, and how long that took
+    /// sandbox `id` (see [`crate::network`]), and starts its published ports' proxy in this
+    /// process ([`crate::network::publish`]), on a blocking thread, and how long that took
     /// (`None` when it needs none). What is made is recorded in the run directory first, so
     /// the run's cleanup removes it on every path.
     pub(super) async fn make_network(
@@ -269,14 +274,9 @@ impl Runner {
         let run_dir = self.inner.fifo_root.join(id);
         let (id, mode, rules) = (id.to_string(), policy.network, policy.network_rules.clone());
         tokio::task::spawn_blocking(move || {
-            crate::network::setup(
-                &crate::network::host::IpRoute::default(),
-                &cfg,
-                &id,
-                &run_dir,
-                mode,
-                &rules,
-            )
+            let host = crate::network::host::IpRoute::default();
+            crate::network::setup(&host, &cfg, &id, &run_dir, mode, &rules)?;
+            crate::network::publish::start_recorded(&host, &run_dir, &rules.publish)
         })
         .await
         .map_err(|e| RunError::Config(format!("network: {e}")))?
