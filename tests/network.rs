@@ -1,151 +1,20 @@
-//! `egress` against a real containerd, with a fake upstream made by the test: a network
-//! namespace joined to the host by a veth (198.18.0.1 on the host, 198.18.0.2 inside), a
-//! TCP server answering on 198.18.0.2:8080, 198.18.0.2:8081 and 169.254.169.254:80 (on the
-//! upstream's loopback, so a metadata request that got through would be answered), and a
-//! routing rule that sends only sandbox-sourced traffic there. No packet goes anywhere
-//! the test did not create.
+//! `egress` against a real containerd, with the fake upstream of `net_support` made by the
+//! test (198.18.0.2 behind a veth, servers on 8080, 8081 and 169.254.169.254:80, only
+//! sandbox-sourced traffic routed there). No packet goes anywhere the test did not create.
 
 mod common;
+mod net_support;
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use stockade::network::{NetConfig, DEFAULT_RANGE, VETH_PREFIX};
+use stockade::network::NetConfig;
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::{CleanupMode, RunRequest, RunResult, Runner, StoreImages};
 
 use common::{busybox_image, require_or_skip, PrivateContainerd};
-
-const SERVER: &str = r#"
-import socketserver, sys, threading
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        self.rfile.readline()
-        a, p = self.server.server_address
-        self.wfile.write(b"HTTP/1.0 200 OK\r\n\r\nupstream %s:%d\n" % (a.encode(), p))
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-for spec in sys.argv[1:]:
-    a, p = spec.rsplit(":", 1)
-    s = socketserver.ThreadingTCPServer((a, int(p)), H)
-    threading.Thread(target=s.serve_forever, daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-/// Routing-rule priorities and table the test adds (and removes).
-const RULE_LOCAL: &str = "10990";
-const RULE_UP: &str = "10991";
-const TABLE: &str = "10999";
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let o = sh(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// The fake upstream; dropping it stops the server by PID and removes the namespace, the
-/// veth, the rules and the routing table.
-struct Upstream {
-    ns: String,
-    veth: String,
-    server: Child,
-}
-
-impl Upstream {
-    fn start() -> Upstream {
-        let ns = format!("stkt-up-{}", std::process::id());
-        let veth = format!("tup{}", std::process::id() % 100_000);
-        let range = DEFAULT_RANGE.to_string();
-        must(&["ip", "netns", "add", &ns]);
-        // From here on, dropping it removes whatever was made.
-        let mut up = Upstream {
-            ns: ns.clone(),
-            veth: veth.clone(),
-            server: Command::new("true").spawn().unwrap(),
-        };
-        must(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-        ]);
-        must(&["ip", "addr", "add", "198.18.0.1/24", "dev", &veth]);
-        std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1").unwrap();
-        // Replies from the upstream to a sandbox arrive here and are forwarded: forwarding
-        // on this interface only (the test's own).
-        std::fs::write(format!("/proc/sys/net/ipv4/conf/{veth}/forwarding"), "1").unwrap();
-        must(&["ip", "link", "set", &veth, "up"]);
-        for cmd in [
-            "link set lo up",
-            "addr add 198.18.0.2/24 dev eth0",
-            "addr add 169.254.169.254/32 dev lo",
-            "link set eth0 up",
-            "route add default via 198.18.0.1",
-        ] {
-            let mut a = vec!["ip", "-n", &ns];
-            a.extend(cmd.split(' '));
-            must(&a);
-        }
-        // Only traffic from sandbox addresses to elsewhere goes to the upstream.
-        must(&[
-            "ip", "rule", "add", "pref", RULE_LOCAL, "from", &range, "to", &range, "lookup", "main",
-        ]);
-        must(&[
-            "ip", "rule", "add", "pref", RULE_UP, "from", &range, "lookup", TABLE,
-        ]);
-        must(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            "198.18.0.2",
-            "dev",
-            &veth,
-            "table",
-            TABLE,
-        ]);
-        let _ = up.server.wait();
-        up.server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3", "-c", SERVER])
-            .args(["198.18.0.2:8080", "198.18.0.2:8081", "169.254.169.254:80"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the upstream server");
-        // The whole line: a write after the pipe closed would kill the server (EPIPE).
-        let mut ready = [0u8; 6];
-        up.server
-            .stdout
-            .take()
-            .unwrap()
-            .read_exact(&mut ready)
-            .expect("the server says ready");
-        up
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        for pref in [RULE_LOCAL, RULE_UP] {
-            let _ = sh(&["ip", "rule", "del", "pref", pref]);
-        }
-        let _ = sh(&["ip", "route", "flush", "table", TABLE]);
-        let _ = sh(&["ip", "link", "del", &self.veth]);
-        let _ = sh(&["ip", "netns", "del", &self.ns]);
-    }
-}
+use net_support::{leftovers, probe, Upstream};
 
 fn egress(allow: &[&str]) -> ValidatedPolicy {
     let o = PolicyOverrides {
@@ -165,43 +34,6 @@ async fn run(runner: &Runner, policy: ValidatedPolicy, script: &str) -> RunResul
         .run(RunRequest::new(policy, args))
         .await
         .unwrap_or_else(|e| panic!("{script}: {e}"))
-}
-
-/// A shell line that asks `addr port` for `/` and prints `addr:port ok` or `addr:port no`.
-fn probe(addr: &str, port: u16) -> String {
-    format!(
-        "if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} {port} | grep -q upstream; \
-         then echo {addr}:{port} ok; else echo {addr}:{port} no; fi"
-    )
-}
-
-fn leftovers(cfg: &NetConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(VETH_PREFIX) {
-            out.push(format!("link {n}"));
-        }
-    }
-    for dir in [&cfg.netns_root, &cfg.claims] {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if !n.starts_with('.') {
-                    out.push(format!("{}", e.path().display()));
-                }
-            }
-        }
-    }
-    // With the last networked sandbox gone, stockade's table goes too.
-    let table = sh(&["nft", "list", "table", "inet", "stockade"]);
-    if table.status.success() {
-        out.push(format!(
-            "table inet stockade: {}",
-            String::from_utf8_lossy(&table.stdout)
-        ));
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
