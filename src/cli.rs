@@ -103,11 +103,13 @@ pub struct PolicyArgs {
     pub timeout: Option<String>,
     /// none (only AF_UNIX sockets), loopback (own loopback only) or egress (outbound
     /// IPv4 through NAT; never the host, other sandboxes, private, link-local or metadata
-    /// ranges) [default: none].
+    /// ranges) or allowlist (only the --allow entries) [default: none].
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
-    /// With --network egress: open a range the always-denied list covers (repeatable).
-    #[arg(long, value_name = "CIDR")]
+    /// With --network egress: open a range the always-denied list covers. With --network
+    /// allowlist: a destination the sandbox may reach, CIDR[:PORT[-PORT]] or
+    /// HOSTNAME[:PORT[-PORT]] (`*.NAME` for every name below NAME). Repeatable.
+    #[arg(long, value_name = "ENTRY")]
     pub allow: Vec<String>,
     /// Host directory mounted read-write at /workspace.
     #[arg(long, value_name = "DIR")]

@@ -92,7 +92,7 @@ pub fn default_profile_name(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "stockade-default",
         NetworkMode::Loopback => "stockade-default-loopback",
-        NetworkMode::Egress => "stockade-default-egress",
+        NetworkMode::Egress | NetworkMode::Allowlist => "stockade-default-egress",
     }
 }
 
@@ -100,7 +100,7 @@ fn network_word(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "none",
         NetworkMode::Loopback => "loopback",
-        NetworkMode::Egress => "egress",
+        NetworkMode::Egress | NetworkMode::Allowlist => "egress",
     }
 }
 

@@ -12,7 +12,9 @@
 //! The host effects are behind [`host::NetHost`] (real: [`host::IpRoute`]; fake:
 //! [`host::FakeHost`]), so the allocation and the rules are tested without root.
 
+pub mod allow;
 pub mod cidr;
+pub mod dns;
 pub mod doctor;
 pub mod host;
 pub mod nft;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::policy::NetworkMode;
+pub use allow::{AllowEntry, Dest, Ports};
 pub use cidr::{Cidr, ALWAYS_DENIED};
 use host::{NetHost, Veth};
 
@@ -113,19 +116,63 @@ impl NetConfig {
 
 /// Whether a mode needs a namespace (and veth) made by stockade.
 pub fn needs_netns(mode: NetworkMode) -> bool {
-    matches!(mode, NetworkMode::Egress)
+    matches!(mode, NetworkMode::Egress | NetworkMode::Allowlist)
 }
 
 /// The network part of a policy beyond its mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetworkRules {
-    /// Ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`, `--allow`).
+    /// `egress`: ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`,
+    /// `--allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<Cidr>,
+    /// `allowlist`: the only destinations reached (`network.allow`, `--allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<AllowEntry>,
+    /// `allowlist`: the resolvers the DNS forwarder asks (`network.dns_upstream`); empty
+    /// means the host's `/etc/resolv.conf` nameservers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstream: Vec<std::net::SocketAddrV4>,
 }
 
 impl NetworkRules {
+    /// Whether nothing beyond the mode's defaults is said.
     pub fn is_empty(&self) -> bool {
-        self.allow.is_empty()
+        self.allow.is_empty() && self.entries.is_empty() && self.dns_upstream.is_empty()
+    }
+
+    /// Parses the policy's `network.allow` and `network.dns_upstream` for `mode`; the
+    /// error names the field and the entry at fault.
+    pub fn parse(
+        mode: NetworkMode,
+        allow: &[String],
+        dns_upstream: &[String],
+    ) -> Result<NetworkRules, (&'static str, String)> {
+        let mut rules = NetworkRules::default();
+        if mode == NetworkMode::Allowlist {
+            rules.entries = allow::parse_entries(allow).map_err(|m| ("network.allow", m))?;
+            rules.dns_upstream =
+                dns::parse_upstreams(dns_upstream).map_err(|m| ("network.dns_upstream", m))?;
+        } else {
+            rules.allow = parse_allow(mode, allow).map_err(|m| ("network.allow", m))?;
+            if !dns_upstream.is_empty() {
+                return Err((
+                    "network.dns_upstream",
+                    format!(
+                        "only the allowlist mode has a DNS forwarder; the mode is {}",
+                        mode.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Whether an `allowlist` sandbox needs the DNS forwarder (it names a host).
+    pub fn needs_dns(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.dest, allow::Dest::Host(_)))
     }
 }
 
@@ -136,7 +183,7 @@ pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, S
     }
     if mode != NetworkMode::Egress {
         return Err(format!(
-            "entries need a network mode that reaches out (egress); the mode is {}",
+            "entries need a network mode that reaches out (egress, allowlist); the mode is {}",
             mode.as_str()
         ));
     }
@@ -179,17 +226,69 @@ pub struct NetRecord {
     /// The range the slot is from (the table's masquerade rule names it).
     pub range: Cidr,
     pub allow: Vec<Cidr>,
+    /// `allowlist`: the entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<AllowEntry>,
+    /// `allowlist` with host names: the DNS forwarder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<dns::DnsService>,
 }
 
 impl NetRecord {
-    fn rules(&self) -> nft::SandboxRules {
+    /// The sandbox's rules, with the admissions recorded in `run_dir` that are live now.
+    fn rules(&self, run_dir: &Path) -> nft::SandboxRules {
         nft::SandboxRules {
             veth: self.veth.clone(),
             addr: self.sandbox_addr,
             mode: self.mode,
             allow: self.allow.clone(),
+            entries: self.entries.clone(),
+            dns: self.dns.as_ref().map(|d| d.listen),
+            admitted: if self.dns.is_some() {
+                dns::admitted(run_dir, dns::now_ms())
+            } else {
+                Vec::new()
+            },
         }
     }
+}
+
+/// Whether the sandbox whose run directory is `run_dir` has a network service that a
+/// process must keep running for it (an `allowlist` DNS forwarder).
+pub fn has_service(run_dir: &Path) -> bool {
+    read_record(run_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.dns.is_some())
+}
+
+/// Starts, on the current Tokio runtime, the network services the sandbox whose run
+/// directory is `run_dir` needs (its DNS forwarder), hosted by this process until the
+/// sandbox's network is released; nothing when it needs none.
+pub fn start_services(run_dir: &Path) -> Result<(), NetworkError> {
+    dns::start(run_dir).map(|_| ())
+}
+
+/// Mounts the resolver file [`setup`] writes for an `allowlist` sandbox (naming its DNS
+/// forwarder) read-only on the sandbox's `/etc/resolv.conf`.
+pub fn mount_resolv_conf(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
+    let Ok(m) = oci_spec::runtime::MountBuilder::default()
+        .destination("/etc/resolv.conf")
+        .typ("bind")
+        .source(run_dir.join(dns::RESOLV_FILE))
+        .options(
+            ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()
+    else {
+        return;
+    };
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|x| x.destination() != Path::new("/etc/resolv.conf"));
+    mounts.push(m);
+    spec.set_mounts(Some(mounts));
 }
 
 /// The record in `run_dir`, if it has one.
@@ -207,7 +306,7 @@ pub fn read_record(run_dir: &Path) -> Result<Option<NetRecord>, NetworkError> {
     }
 }
 
-fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
+pub(crate) fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
     let path = run_dir.join(RECORD_FILE);
     let tmp = run_dir.join(format!(".{RECORD_FILE}.tmp"));
     let json = serde_json::to_vec_pretty(r).expect("a record always serializes");
@@ -248,10 +347,22 @@ pub fn setup(
         sandbox_addr: slot.sandbox,
         range: cfg.range,
         allow: rules.allow.clone(),
+        entries: rules.entries.clone(),
+        dns: (mode == NetworkMode::Allowlist && rules.needs_dns()).then(|| dns::DnsService {
+            listen: slot.host,
+            upstream: rules.dns_upstream.clone(),
+            pid: None,
+        }),
     };
     if let Err(e) = write_record(run_dir, &record) {
         let _ = slots::release(&cfg.claims, slot.index, run_dir);
         return Err(e);
+    }
+    if mode == NetworkMode::Allowlist {
+        // Names the forwarder; with no host name entry nothing answers, and DNS fails fast.
+        let path = run_dir.join(dns::RESOLV_FILE);
+        std::fs::write(&path, format!("nameserver {}\n", record.host_addr))
+            .map_err(|source| NetworkError::Io { path, source })?;
     }
     // A link of this name can only be a crashed run's whose claim was reclaimed.
     host.delete_link(&record.veth)?;
@@ -275,6 +386,7 @@ pub fn setup(
 /// the sandbox's rules (the table re-rendered without them). Nothing recorded: nothing to
 /// do. Every step is tried; the record goes only when all succeeded.
 pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkError> {
+    dns::stop(run_dir);
     let Some(r) = read_record(run_dir)? else {
         return Ok(());
     };
@@ -290,7 +402,9 @@ pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkErr
     keep(apply_table(host, &r.claims, &r.range));
     match first {
         Some(e) => Err(e),
-        None => std::fs::remove_file(run_dir.join(RECORD_FILE))
+        None => std::fs::remove_file(run_dir.join(dns::ADMITTED_FILE))
+            .or_else(gone_ok)
+            .and_then(|()| std::fs::remove_file(run_dir.join(RECORD_FILE)))
             .or_else(gone_ok)
             .map_err(|source| NetworkError::Io {
                 path: run_dir.join(RECORD_FILE),
@@ -308,6 +422,13 @@ pub fn release(run_dir: &Path) -> Result<(), NetworkError> {
 /// it, and applies it; serialised by a lock in the claims directory, so the last writer
 /// always renders what is live.
 pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<(), NetworkError> {
+    let _lock = table_lock(claims)?;
+    let live = live_rules(claims);
+    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+}
+
+/// The table lock of the claims directory `claims`, held until dropped.
+pub(crate) fn table_lock(claims: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
     make_dir(claims)?;
     let lock_path = claims.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -319,15 +440,12 @@ pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<()
             path: lock_path.clone(),
             source,
         })?;
-    let _lock =
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            NetworkError::Io {
-                path: lock_path.clone(),
-                source: std::io::Error::from(e),
-            }
-        })?;
-    let live = live_rules(claims);
-    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+        NetworkError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::from(e),
+        }
+    })
 }
 
 /// The rules of every claim whose run directory records that same claim.
@@ -336,7 +454,7 @@ fn live_rules(claims: &Path) -> Vec<nft::SandboxRules> {
         .into_iter()
         .filter_map(|(index, run_dir)| {
             let r = read_record(&run_dir).ok().flatten()?;
-            (r.slot == index && r.claims == claims).then(|| r.rules())
+            (r.slot == index && r.claims == claims).then(|| r.rules(&run_dir))
         })
         .collect()
 }

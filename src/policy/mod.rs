@@ -125,13 +125,20 @@ pub struct LimitsSection {
 pub struct NetworkSection {
     /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created),
     /// `loopback` (a new network namespace with only its own loopback; IP sockets
-    /// allowed) or `egress` (outbound IPv4 through NAT, never to the host, another sandbox
-    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]).
+    /// allowed), `egress` (outbound IPv4 through NAT, never to the host, another sandbox
+    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]) or
+    /// `allowlist` (outbound IPv4 only to the `allow` entries).
     /// Default `none`. The host's network is never shared.
     pub mode: Option<String>,
-    /// Ranges (`A.B.C.D/N` or one address) opened although the always-denied list covers
-    /// them; only with `egress`. Default: none.
+    /// With `egress`: ranges (`A.B.C.D/N` or one address) opened although the
+    /// always-denied list covers them. With `allowlist`: the only destinations reached,
+    /// `CIDR[:PORT[-PORT]]` or `HOSTNAME[:PORT[-PORT]]` (`*.NAME` for every name below
+    /// `NAME`; see [`crate::network::allow`]). Default: none.
     pub allow: Option<Vec<String>>,
+    /// With `allowlist`: the resolvers (`A.B.C.D[:PORT]`, port 53 by default) the
+    /// sandbox's DNS forwarder asks. Default: the `nameserver` lines of the host's
+    /// `/etc/resolv.conf`.
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 /// `[filesystem]`

@@ -90,18 +90,21 @@ pub(super) fn validate(
         None | Some("none") => NetworkMode::None,
         Some("loopback") => NetworkMode::Loopback,
         Some("egress") => NetworkMode::Egress,
+        Some("allowlist") => NetworkMode::Allowlist,
         Some(other) => {
             return Err(err(
                 o,
                 "network.mode",
-                format!("`{other}` is not a network mode (none, loopback, egress)"),
+                format!("`{other}` is not a network mode (none, loopback, egress, allowlist)"),
             ))
         }
     };
-    let network_rules = crate::network::NetworkRules {
-        allow: crate::network::parse_allow(network, p.network.allow.as_deref().unwrap_or(&[]))
-            .map_err(|m| err(o, "network.allow", m))?,
-    };
+    let network_rules = crate::network::NetworkRules::parse(
+        network,
+        p.network.allow.as_deref().unwrap_or(&[]),
+        p.network.dns_upstream.as_deref().unwrap_or(&[]),
+    )
+    .map_err(|(field, m)| err(o, field, m))?;
     if !network_rules.allow.is_empty() {
         let opened: Vec<String> = network_rules
             .allow

@@ -1,5 +1,7 @@
 //! The keeper of a session's deadlines: sleeps until the nearest one and removes the
-//! session when it has passed. The CLI runs it in a detached process of its own (recorded
+//! session when it has passed. It also hosts the session's network services (an
+//! `allowlist` sandbox's DNS forwarder), and then stays until the session is gone even
+//! without a deadline. The CLI runs it in a detached process of its own (recorded
 //! as the run directory's owner); a long-lived owner runs it on a task.
 
 use std::time::Duration;
@@ -14,6 +16,13 @@ pub const KEEPER_POLL: Duration = Duration::from_secs(2);
 
 pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, SandboxError> {
     let dir = runner.fifo_root().join(id);
+    // The sandbox's network services (a DNS forwarder) live as long as this keeper.
+    let services = crate::network::has_service(&dir);
+    if services {
+        if let Err(e) = crate::network::start_services(&dir) {
+            tracing::warn!("sandbox {id}: {e}");
+        }
+    }
     loop {
         let Some(record) = SessionRecord::read(&dir) else {
             // Removed by someone else.
@@ -33,7 +42,8 @@ pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, Sa
                 tracing::info!("sandbox {id} removed: {why:?}");
                 return Ok(Some(why));
             }
-            Verdict::Keep { until_ms: None } => return Ok(None),
+            Verdict::Keep { until_ms: None } if !services => return Ok(None),
+            Verdict::Keep { until_ms: None } => tokio::time::sleep(KEEPER_POLL).await,
             Verdict::Keep {
                 until_ms: Some(until),
             } => {
