@@ -191,12 +191,12 @@ pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, S
     for e in entries {
         if e.contains(':') {
             return Err(format!(
-                "`{e}`: ports are not supported yet; give a range (A.B.C.D[/N])"
+                "`{e}`: ports need --network allowlist; give a range (A.B.C.D[/N])"
             ));
         }
         if e.chars().any(|c| c.is_ascii_alphabetic()) && !e.contains('/') {
             return Err(format!(
-                "`{e}`: host names are not supported yet; give an address or range (A.B.C.D[/N])"
+                "`{e}`: host names need --network allowlist; give an address or range (A.B.C.D[/N])"
             ));
         }
         let c: Cidr = e.parse()?;
