@@ -112,12 +112,14 @@ pub struct PolicyArgs {
     pub timeout: Option<String>,
     /// none (only AF_UNIX sockets), loopback (own loopback only), egress (outbound
     /// IPv4 through NAT; never the host, other sandboxes, private, link-local or metadata
-    /// ranges) or NAME, a group network made by `stockade network create NAME` (its
+    /// ranges), allowlist (only the --allow entries) or NAME, a group network made by `stockade network create NAME` (its
     /// members and nothing else) [default: none].
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
-    /// With --network egress: open a range the always-denied list covers (repeatable).
-    #[arg(long, value_name = "CIDR")]
+    /// With --network egress: open a range the always-denied list covers. With --network
+    /// allowlist: a destination the sandbox may reach, CIDR[:PORT[-PORT]] or
+    /// HOSTNAME[:PORT[-PORT]] (`*.NAME` for every name below NAME). Repeatable.
+    #[arg(long, value_name = "ENTRY")]
     pub allow: Vec<String>,
     /// Publish a sandbox port on the host's loopback: [127.0.0.1:]HOSTPORT:PORT[/tcp]
     /// (repeatable; HOSTPORT 0 picks a free port; needs egress or a group network).

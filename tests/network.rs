@@ -16,6 +16,18 @@ use stockade::runner::{CleanupMode, RunRequest, RunResult, Runner, StoreImages};
 use common::{busybox_image, require_or_skip, PrivateContainerd};
 use net_support::{leftovers, probe, Upstream};
 
+fn allowlist(allow: &[&str]) -> ValidatedPolicy {
+    let mut p = Policy::default();
+    p.network.dns_upstream = Some(vec![net_support::UPSTREAM.to_string()]);
+    let o = PolicyOverrides {
+        network: Some("allowlist".into()),
+        allow: allow.iter().map(std::string::ToString::to_string).collect(),
+        timeout: Some("90s".into()),
+        ..Default::default()
+    };
+    p.validate(None, &o, &HostPolicyEnv).expect("valid policy")
+}
+
 fn egress(allow: &[&str]) -> ValidatedPolicy {
     let o = PolicyOverrides {
         network: Some("egress".into()),
@@ -51,6 +63,7 @@ async fn egress_reaches_the_upstream_and_nothing_it_must_not() {
     ) {
         return;
     }
+    let _one = net_support::ONE_AT_A_TIME.lock().await;
     let up = Upstream::start();
     let c = PrivateContainerd::start().await;
     let client = c.client("stockade").await;
@@ -179,4 +192,193 @@ async fn egress_reaches_the_upstream_and_nothing_it_must_not() {
     assert!(!Path::new("/run/netns")
         .join(format!("stkt-up-{}", std::process::id()))
         .exists());
+}
+
+async fn runner_for(c: &PrivateContainerd, fifo: &Path) -> Runner {
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    Runner::builder()
+        .client(client.clone())
+        .host(stockade::host::probe(&stockade::host::HostPaths::system()).expect("probe"))
+        .images(Arc::new(StoreImages))
+        .fifo_root(fifo)
+        .cleanup(CleanupMode::Inline)
+        .build()
+        .expect("runner")
+}
+
+/// The lines of `r.stdout`, for comparing one claim at a time.
+fn lines(r: &RunResult) -> Vec<&str> {
+    r.stdout.lines().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_passes_exactly_its_entries_and_resolves_only_its_names() {
+    if !require_or_skip(
+        "makes network namespaces, veths and nftables rules",
+        &[
+            "/usr/bin/containerd",
+            "/usr/sbin/runc",
+            "/usr/sbin/nft",
+            "/usr/sbin/ip",
+            "/usr/bin/nsenter",
+            "/usr/bin/python3",
+        ],
+    ) {
+        return;
+    }
+    let _one = net_support::ONE_AT_A_TIME.lock().await;
+    let up = Upstream::start();
+    up.set_answers(&[
+        ("api.test", &["198.18.0.4"], 60),
+        ("short.test", &["198.18.0.5"], 2),
+        ("other.test", &["198.18.0.2"], 60),
+        ("rebind.test", &["169.254.169.254"], 60),
+        ("private.test", &["198.18.0.5", "10.1.2.3"], 60),
+    ]);
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let runner = runner_for(&c, fifo.path()).await;
+    let cfg = NetConfig::default();
+    let entries = [
+        "198.18.0.2:8080",
+        "api.test:8081",
+        "short.test:8081",
+        "rebind.test",
+        "private.test",
+    ];
+
+    // The listed address:port, not its other port; the name's address only once the name
+    // was resolved, and only on the name's port.
+    let script = [
+        probe("198.18.0.2", 8080),
+        probe("198.18.0.2", 8081),
+        probe("198.18.0.4", 8081),
+        probe("api.test", 8081),
+        probe("198.18.0.4", 8081),
+        probe("198.18.0.4", 8080),
+        probe("198.18.0.5", 8081),
+    ]
+    .join("; ");
+    let r = run(&runner, allowlist(&entries), &script).await;
+    assert_eq!(
+        lines(&r),
+        [
+            "198.18.0.2:8080 ok",
+            "198.18.0.2:8081 no",
+            "198.18.0.4:8081 no",
+            "api.test:8081 ok",
+            "198.18.0.4:8081 ok",
+            "198.18.0.4:8080 no",
+            "198.18.0.5:8081 no",
+        ],
+        "{r:?}"
+    );
+
+    // DNS: only through the forwarder, only allowlisted names, no AAAA, no answer that
+    // points into a denied range (and nothing admitted for it).
+    let script = "cat /etc/resolv.conf; \
+        nslookup -type=a api.test >/dev/null 2>&1 && echo api resolved || echo api refused; \
+        nslookup -type=a other.test >/dev/null 2>&1 && echo other resolved || echo other refused; \
+        nslookup -type=aaaa api.test 2>&1 | grep -c '::' ; \
+        for s in 198.18.0.2 198.18.0.3; do \
+          timeout 5 nslookup -type=a api.test $s >/dev/null 2>&1 && echo $s answered || echo $s silent; done; \
+        nslookup -type=a rebind.test >/dev/null 2>&1 && echo rebind resolved || echo rebind refused; \
+        nslookup -type=a private.test >/dev/null 2>&1 && echo private resolved || echo private refused";
+    let script = format!(
+        "{script}; {}; {}; {}",
+        probe("169.254.169.254", 80),
+        probe("rebind.test", 80),
+        probe("198.18.0.5", 8081)
+    );
+    let r = run(&runner, allowlist(&entries), &script).await;
+    let gw = r.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(gw.starts_with("nameserver 10.199."), "{r:?}");
+    assert_eq!(
+        lines(&r)[1..],
+        [
+            "api resolved",
+            "other refused",
+            "0",
+            "198.18.0.2 silent",
+            "198.18.0.3 silent",
+            "rebind refused",
+            "private refused",
+            "169.254.169.254:80 no",
+            "rebind.test:80 no",
+            "198.18.0.5:8081 no",
+        ],
+        "{r:?}"
+    );
+
+    // The admission lasts the record's TTL: after it, the address is refused until the
+    // name is resolved again.
+    let script = format!(
+        "nslookup -type=a short.test >/dev/null 2>&1; sleep 5; {}; {}",
+        probe("198.18.0.5", 8081),
+        probe("short.test", 8081)
+    );
+    let r = run(&runner, allowlist(&entries), &script).await;
+    assert_eq!(
+        lines(&r),
+        ["198.18.0.5:8081 no", "short.test:8081 ok"],
+        "{r:?}"
+    );
+
+    // A live admission survives the table being rebuilt for another sandbox.
+    let a_id = "stk-net-allow-a".to_string();
+    let script = format!(
+        "{}; sleep 15; {}",
+        probe("api.test", 8081),
+        probe("198.18.0.4", 8081)
+    );
+    let mut req = RunRequest::new(allowlist(&entries), ["sh", "-c", script.as_str()]);
+    req.id = Some(a_id.clone());
+    let a = {
+        let runner = runner.clone();
+        tokio::spawn(async move { runner.run(req).await })
+    };
+    let admitted = fifo.path().join(&a_id).join("dns-admitted.json");
+    for _ in 0..600 {
+        if admitted.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(admitted.exists(), "{} never appeared", admitted.display());
+    let r = run(&runner, egress(&[]), &probe("198.18.0.2", 8080)).await;
+    assert_eq!(r.stdout, "198.18.0.2:8080 ok\n", "{r:?}");
+    let r = a.await.unwrap().unwrap();
+    assert_eq!(
+        lines(&r),
+        ["api.test:8081 ok", "198.18.0.4:8081 ok"],
+        "{r:?}"
+    );
+
+    // IPv6 and raw sockets: refused by seccomp.
+    let r = run(
+        &runner,
+        allowlist(&entries),
+        "nc -w 2 ::1 80 </dev/null; ping -c 1 -W 2 198.18.0.2; echo end",
+    )
+    .await;
+    assert!(!r.stdout.contains("bytes from"), "{r:?}");
+    assert!(
+        r.stderr.matches("ermission denied").count() + r.stderr.matches("not permitted").count()
+            >= 2,
+        "{r:?}"
+    );
+
+    // Teardown left nothing: no veth, namespace file, claim, rule or set element, and
+    // nothing listens on port 53 any more.
+    runner.wait_cleanups().await;
+    assert_eq!(leftovers(&cfg), Vec::<String>::new());
+    let listening = net_support::sh(&["ss", "-Hlnup", "sport", "= :53"]);
+    let ours: Vec<&str> = std::str::from_utf8(&listening.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("10.199."))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    drop(up);
 }

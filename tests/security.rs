@@ -1,6 +1,7 @@
 //! The security suite: escape attempts (`security/escape.rs`, image imports reading
 //! through the archive's links in `security/import_links.rs`, bind sources in
-//! `security/binds.rs`, execs into long-lived sandboxes in `security/exec.rs`), resource attacks (`security/resources.rs`), limits that must never
+//! `security/binds.rs`, execs into long-lived sandboxes in `security/exec.rs`, network
+//! escapes from an `allowlist` sandbox in `security/network.rs`), resource attacks (`security/resources.rs`), limits that must never
 //! be off (`security/limits.rs`), faults (`security/faults.rs`) and swapped runtime
 //! binaries (`security/runtime.rs`), all through the real `stockade` binary against
 //! private containerds.
@@ -33,6 +34,9 @@ mod harness;
 mod import_links;
 #[path = "security/limits.rs"]
 mod limits;
+mod net_support;
+#[path = "security/network.rs"]
+mod network;
 #[path = "security/resources.rs"]
 mod resources;
 #[path = "security/runtime.rs"]
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         .chain(cp::cases())
         .chain(runtime::cases())
         .chain(disk::cases())
+        .chain(network::cases())
         .collect();
     cases.sort_by_key(|c| (c.exclusive, escape::needs_python(&c.name)));
     if args.list {

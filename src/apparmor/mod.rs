@@ -110,7 +110,9 @@ pub fn default_profile_name(network: NetworkMode) -> &'static str {
         NetworkMode::None => "stockade-default",
         NetworkMode::Loopback => "stockade-default-loopback",
         // A group member needs the same socket families as egress.
-        NetworkMode::Egress | NetworkMode::Group => "stockade-default-egress",
+        NetworkMode::Egress | NetworkMode::Allowlist | NetworkMode::Group => {
+            "stockade-default-egress"
+        }
     }
 }
 
@@ -118,7 +120,7 @@ fn network_word(network: NetworkMode) -> &'static str {
     match network {
         NetworkMode::None => "none",
         NetworkMode::Loopback => "loopback",
-        NetworkMode::Egress | NetworkMode::Group => "egress",
+        NetworkMode::Egress | NetworkMode::Allowlist | NetworkMode::Group => "egress",
     }
 }
 

@@ -1,7 +1,8 @@
 //! `stockade create | ls | inspect | stop | rm`: long-lived sandboxes, each driven by any
 //! later invocation (their state lives in containerd and their run directories; see
 //! `stockade::sandbox`). `create` starts a detached keeper (`stockade sandbox-keeper ID`,
-//! hidden) when the sandbox has a lifetime or an idle timeout; the keeper is recorded as
+//! hidden) when the sandbox has a lifetime, an idle timeout or a network service (the
+//! `allowlist` DNS forwarder); the keeper is recorded as
 //! the run directory's owner and removes the sandbox when a deadline passes.
 
 use std::path::PathBuf;
@@ -170,12 +171,13 @@ pub async fn create(args: CreateArgs) -> Result<u8> {
     req.idle_timeout = idle_timeout;
     req.tty = args.tty;
     let sb = sandboxes.create(req).await.map_err(one_line)?;
-    // Published ports outlive this process: the keeper takes their proxy over.
+    // Published ports and a DNS forwarder outlive this process: the keeper takes them over.
     let run_dir = args.place.fifo_root.join(sb.id());
     if publishes {
         stockade::network::publish::stop(&run_dir);
     }
-    if lifetime.is_some() || idle_timeout.is_some() || publishes {
+    let services = stockade::network::has_service(&run_dir);
+    if lifetime.is_some() || idle_timeout.is_some() || publishes || services {
         start_keeper(&sandboxes, sb.id(), &args.place);
     }
     if publishes {

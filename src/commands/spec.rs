@@ -49,6 +49,11 @@ pub async fn run(args: SpecArgs) -> Result<u8> {
             stockade::network::group::mount_hosts(&mut built.spec, &hosts);
         }
     }
+    if policy.network == stockade::policy::NetworkMode::Allowlist {
+        // The resolver file a run with this id would write in its run directory.
+        let run_dir = std::path::Path::new(stockade::runner::DEFAULT_FIFO_ROOT).join(&args.id);
+        stockade::network::mount_resolv_conf(&mut built.spec, &run_dir);
+    }
     for n in &built.not_enforced {
         eprintln!(
             "stockade: not enforced on this host: {}: {}",

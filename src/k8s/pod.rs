@@ -366,6 +366,33 @@ pub(super) fn network_policy(policy: &ValidatedPolicy, opts: &Options) -> Docume
                  public addresses cannot be named here, as stockade denies them on one host",
             )
         }
+        NetworkMode::Allowlist => {
+            let mut rules = Vec::new();
+            for e in &policy.network_rules.entries {
+                let crate::network::Dest::Range(c) = &e.dest else {
+                    continue;
+                };
+                let ports = match e.ports {
+                    Some(p) if p.first == p.last => json!([
+                        {"protocol": "TCP", "port": p.first},
+                        {"protocol": "UDP", "port": p.first}
+                    ]),
+                    Some(p) => json!([
+                        {"protocol": "TCP", "port": p.first, "endPort": p.last},
+                        {"protocol": "UDP", "port": p.first, "endPort": p.last}
+                    ]),
+                    None => json!([{"protocol": "TCP"}, {"protocol": "UDP"}]),
+                };
+                rules.push(json!({"to": [{"ipBlock": {"cidr": c.to_string()}}], "ports": ports}));
+            }
+            (
+                "allowlist",
+                Value::Array(rules),
+                "no ingress; IPv4 egress only to the policy's ranges; its host-name entries \
+                 cannot be said in a NetworkPolicy (stockade resolves them through a DNS \
+                 forwarder of its own) and are left out",
+            )
+        }
     };
     Document {
         comments: vec![format!(

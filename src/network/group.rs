@@ -373,6 +373,8 @@ mod tests {
             names: names.iter().map(ToString::to_string).collect(),
             published: vec![],
             proxy_pid: None,
+            entries: vec![],
+            dns: None,
         }
     }
 

@@ -12,7 +12,9 @@
 //! The host effects are behind [`host::NetHost`] (real: [`host::IpRoute`]; fake:
 //! [`host::FakeHost`]), so the allocation and the rules are tested without root.
 
+pub mod allow;
 pub mod cidr;
+pub mod dns;
 pub mod doctor;
 pub mod group;
 pub mod host;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use crate::policy::NetworkMode;
+pub use allow::{AllowEntry, Dest, Ports};
 pub use cidr::{Cidr, ALWAYS_DENIED};
 use host::{NetHost, Veth};
 
@@ -122,13 +125,18 @@ impl NetConfig {
 
 /// Whether a mode needs a namespace (and veth) made by stockade.
 pub fn needs_netns(mode: NetworkMode) -> bool {
-    matches!(mode, NetworkMode::Egress | NetworkMode::Group)
+    matches!(
+        mode,
+        NetworkMode::Egress | NetworkMode::Allowlist | NetworkMode::Group
+    )
 }
 
 /// The network part of a policy beyond its mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetworkRules {
-    /// Ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`, `--allow`).
+    /// `egress`: ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`,
+    /// `--allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<Cidr>,
     /// The group network joined (`network.group`, `--network NAME`), with mode `group`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,11 +144,57 @@ pub struct NetworkRules {
     /// Ports published on the host's loopback (`network.publish`, `-p`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<publish::PortSpec>,
+    /// `allowlist`: the only destinations reached (`network.allow`, `--allow`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<AllowEntry>,
+    /// `allowlist`: the resolvers the DNS forwarder asks (`network.dns_upstream`); empty
+    /// means the host's `/etc/resolv.conf` nameservers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_upstream: Vec<std::net::SocketAddrV4>,
 }
 
 impl NetworkRules {
+    /// Whether nothing beyond the mode's defaults is said.
     pub fn is_empty(&self) -> bool {
-        self.allow.is_empty() && self.group.is_none() && self.publish.is_empty()
+        self.allow.is_empty()
+            && self.entries.is_empty()
+            && self.dns_upstream.is_empty()
+            && self.group.is_none()
+            && self.publish.is_empty()
+    }
+
+    /// Parses the policy's `network.allow` and `network.dns_upstream` for `mode`; the
+    /// error names the field and the entry at fault.
+    pub fn parse(
+        mode: NetworkMode,
+        allow: &[String],
+        dns_upstream: &[String],
+    ) -> Result<NetworkRules, (&'static str, String)> {
+        let mut rules = NetworkRules::default();
+        if mode == NetworkMode::Allowlist {
+            rules.entries = allow::parse_entries(allow).map_err(|m| ("network.allow", m))?;
+            rules.dns_upstream =
+                dns::parse_upstreams(dns_upstream).map_err(|m| ("network.dns_upstream", m))?;
+        } else {
+            rules.allow = parse_allow(mode, allow).map_err(|m| ("network.allow", m))?;
+            if !dns_upstream.is_empty() {
+                return Err((
+                    "network.dns_upstream",
+                    format!(
+                        "only the allowlist mode has a DNS forwarder; the mode is {}",
+                        mode.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(rules)
+    }
+
+    /// Whether an `allowlist` sandbox needs the DNS forwarder (it names a host).
+    pub fn needs_dns(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.dest, allow::Dest::Host(_)))
     }
 }
 
@@ -151,7 +205,7 @@ pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, S
     }
     if mode != NetworkMode::Egress {
         return Err(format!(
-            "entries need a network mode that reaches out (egress); the mode is {}",
+            "entries need a network mode that reaches out (egress, allowlist); the mode is {}",
             mode.as_str()
         ));
     }
@@ -159,12 +213,12 @@ pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, S
     for e in entries {
         if e.contains(':') {
             return Err(format!(
-                "`{e}`: ports are not supported yet; give a range (A.B.C.D[/N])"
+                "`{e}`: ports need --network allowlist; give a range (A.B.C.D[/N])"
             ));
         }
         if e.chars().any(|c| c.is_ascii_alphabetic()) && !e.contains('/') {
             return Err(format!(
-                "`{e}`: host names are not supported yet; give an address or range (A.B.C.D[/N])"
+                "`{e}`: host names need --network allowlist; give an address or range (A.B.C.D[/N])"
             ));
         }
         let c: Cidr = e.parse()?;
@@ -209,10 +263,17 @@ pub struct NetRecord {
     /// The process running the published ports' proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_pid: Option<u32>,
+    /// `allowlist`: the entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<AllowEntry>,
+    /// `allowlist` with host names: the DNS forwarder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<dns::DnsService>,
 }
 
 impl NetRecord {
-    fn rules(&self) -> nft::SandboxRules {
+    /// The sandbox's rules, with the admissions recorded in `run_dir` that are live now.
+    fn rules(&self, run_dir: &Path) -> nft::SandboxRules {
         nft::SandboxRules {
             veth: self.veth.clone(),
             addr: self.sandbox_addr,
@@ -220,8 +281,53 @@ impl NetRecord {
             allow: self.allow.clone(),
             group: self.group.clone(),
             published: self.published.iter().map(|p| p.port).collect(),
+            entries: self.entries.clone(),
+            dns: self.dns.as_ref().map(|d| d.listen),
+            admitted: if self.dns.is_some() {
+                dns::admitted(run_dir, dns::now_ms())
+            } else {
+                Vec::new()
+            },
         }
     }
+}
+
+/// Whether the sandbox whose run directory is `run_dir` has a network service that a
+/// process must keep running for it (an `allowlist` DNS forwarder).
+pub fn has_service(run_dir: &Path) -> bool {
+    read_record(run_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.dns.is_some())
+}
+
+/// Starts, on the current Tokio runtime, the network services the sandbox whose run
+/// directory is `run_dir` needs (its DNS forwarder), hosted by this process until the
+/// sandbox's network is released; nothing when it needs none.
+pub fn start_services(run_dir: &Path) -> Result<(), NetworkError> {
+    dns::start(run_dir).map(|_| ())
+}
+
+/// Mounts the resolver file [`setup`] writes for an `allowlist` sandbox (naming its DNS
+/// forwarder) read-only on the sandbox's `/etc/resolv.conf`.
+pub fn mount_resolv_conf(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
+    let Ok(m) = oci_spec::runtime::MountBuilder::default()
+        .destination("/etc/resolv.conf")
+        .typ("bind")
+        .source(run_dir.join(dns::RESOLV_FILE))
+        .options(
+            ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                .map(String::from)
+                .to_vec(),
+        )
+        .build()
+    else {
+        return;
+    };
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.retain(|x| x.destination() != Path::new("/etc/resolv.conf"));
+    mounts.push(m);
+    spec.set_mounts(Some(mounts));
 }
 
 /// The record in `run_dir`, if it has one.
@@ -295,10 +401,22 @@ pub fn setup(
         // The proxy's ports are opened when it has bound them.
         published: Vec::new(),
         proxy_pid: None,
+        entries: rules.entries.clone(),
+        dns: (mode == NetworkMode::Allowlist && rules.needs_dns()).then(|| dns::DnsService {
+            listen: slot.host,
+            upstream: rules.dns_upstream.clone(),
+            pid: None,
+        }),
     };
     if let Err(e) = write_record(run_dir, &record) {
         let _ = slots::release(&cfg.claims, slot.index, run_dir);
         return Err(e);
+    }
+    if mode == NetworkMode::Allowlist {
+        // Names the forwarder; with no host name entry nothing answers, and DNS fails fast.
+        let path = run_dir.join(dns::RESOLV_FILE);
+        std::fs::write(&path, format!("nameserver {}\n", record.host_addr))
+            .map_err(|source| NetworkError::Io { path, source })?;
     }
     // A link of this name can only be a crashed run's whose claim was reclaimed.
     host.delete_link(&record.veth)?;
@@ -325,6 +443,7 @@ pub fn setup(
 /// the sandbox's rules (the table re-rendered without them). Nothing recorded: nothing to
 /// do. Every step is tried; the record goes only when all succeeded.
 pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkError> {
+    dns::stop(run_dir);
     let Some(r) = read_record(run_dir)? else {
         return Ok(());
     };
@@ -349,7 +468,9 @@ pub fn release_with(host: &dyn NetHost, run_dir: &Path) -> Result<(), NetworkErr
     }
     match first {
         Some(e) => Err(e),
-        None => std::fs::remove_file(run_dir.join(RECORD_FILE))
+        None => std::fs::remove_file(run_dir.join(dns::ADMITTED_FILE))
+            .or_else(gone_ok)
+            .and_then(|()| std::fs::remove_file(run_dir.join(RECORD_FILE)))
             .or_else(gone_ok)
             .map_err(|source| NetworkError::Io {
                 path: run_dir.join(RECORD_FILE),
@@ -368,11 +489,12 @@ pub fn release(run_dir: &Path) -> Result<(), NetworkError> {
 /// always renders what is live.
 pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<(), NetworkError> {
     let _lock = table_lock(claims)?;
-    let live: Vec<nft::SandboxRules> = live_records(claims).iter().map(NetRecord::rules).collect();
+    let live = live_rules(claims);
     host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
 }
 
-fn table_lock(claims: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
+/// The table lock of the claims directory `claims`, held until dropped.
+pub(crate) fn table_lock(claims: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, NetworkError> {
     make_dir(claims)?;
     let lock_path = claims.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
@@ -399,6 +521,17 @@ pub fn live_records(claims: &Path) -> Vec<NetRecord> {
         .filter_map(|(index, run_dir)| {
             let r = read_record(&run_dir).ok().flatten()?;
             (r.slot == index && r.claims == claims).then_some(r)
+        })
+        .collect()
+}
+
+/// The rules of every claim whose run directory records that same claim.
+fn live_rules(claims: &Path) -> Vec<nft::SandboxRules> {
+    slots::claims(claims)
+        .into_iter()
+        .filter_map(|(index, run_dir)| {
+            let r = read_record(&run_dir).ok().flatten()?;
+            (r.slot == index && r.claims == claims).then(|| r.rules(&run_dir))
         })
         .collect()
 }

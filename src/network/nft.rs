@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::allow::{AllowEntry, Dest};
 use super::cidr::ALWAYS_DENIED;
 use super::{Cidr, NetworkMode};
 
@@ -29,13 +30,122 @@ pub struct SandboxRules {
     pub group: Option<String>,
     /// Its published ports: the only ports the host may open connections to.
     pub published: Vec<u16>,
+    /// `allowlist`: the entries, in the order whose index names their admission sets.
+    pub entries: Vec<AllowEntry>,
+    /// `allowlist` with host names: the host side of its veth, where its DNS forwarder
+    /// listens (UDP and TCP port 53).
+    pub dns: Option<Ipv4Addr>,
+    /// Addresses the DNS forwarder admitted and that have not expired yet.
+    pub admitted: Vec<Admitted>,
+}
+
+/// One address a host-name entry resolved to, admitted for what is left of its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Admitted {
+    /// The index of the entry in [`SandboxRules::entries`].
+    pub entry: usize,
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Milliseconds left before it expires (at least 1).
+    pub left_ms: u64,
+}
+
+/// The name of the admission set of entry `index` of the sandbox whose veth is `veth`.
+pub fn admission_set(veth: &str, index: usize) -> String {
+    format!("admit_{veth}_{index}")
+}
+
+/// The `nft -f` script that admits `addr` to entry `index`'s set for `left_ms`, replacing
+/// an element that is already there (so its timeout starts again).
+pub fn admit_script(veth: &str, index: usize, addr: Ipv4Addr, left_ms: u64) -> String {
+    let set = admission_set(veth, index);
+    let ms = left_ms.max(1);
+    format!(
+        "add element {TABLE} {set} {{ {addr} timeout {ms}ms }}\n\
+         delete element {TABLE} {set} {{ {addr} }}\n\
+         add element {TABLE} {set} {{ {addr} timeout {ms}ms }}\n"
+    )
+}
+
+/// `meta l4proto { tcp, udp }` and the entry's ports, if any.
+fn l4(entry: &AllowEntry) -> String {
+    match entry.ports {
+        Some(p) => format!("meta l4proto {{ tcp, udp }} th dport {p}"),
+        None => "meta l4proto { tcp, udp }".to_string(),
+    }
+}
+
+/// Whether range `c` lies inside one of the always-denied ranges (so naming it is
+/// naming a denied range explicitly).
+fn inside_denied(c: &Cidr) -> bool {
+    ALWAYS_DENIED
+        .iter()
+        .any(|(d, _)| d.prefix <= c.prefix && d.contains(c.addr))
+}
+
+/// The body of an `allowlist` sandbox's chain after its source check.
+fn allowlist_rules(t: &mut String, s: &SandboxRules, denied: &[String]) {
+    // A connection admitted when it began outlives its admission.
+    let _ = writeln!(t, "\t\tct state established accept");
+    // DNS goes to the forwarder only (host input, not forwarded).
+    let _ = writeln!(t, "\t\tmeta l4proto {{ tcp, udp }} th dport 53 drop");
+    let ranges = || {
+        s.entries.iter().filter_map(|e| match e.dest {
+            Dest::Range(c) => Some((c, e)),
+            Dest::Host(_) => None,
+        })
+    };
+    // A range inside a denied one is named explicitly: accepted before the denial.
+    for (c, e) in ranges().filter(|(c, _)| inside_denied(c)) {
+        let _ = writeln!(t, "\t\tip daddr {c} {} accept", l4(e));
+    }
+    let _ = writeln!(t, "\t\tip daddr {{ {} }} drop", denied.join(", "));
+    for (c, e) in ranges().filter(|(c, _)| !inside_denied(c)) {
+        let _ = writeln!(t, "\t\tip daddr {c} {} accept", l4(e));
+    }
+    for (i, e) in s.entries.iter().enumerate() {
+        if matches!(e.dest, Dest::Host(_)) {
+            let _ = writeln!(
+                t,
+                "\t\tip daddr @{} {} accept",
+                admission_set(&s.veth, i),
+                l4(e)
+            );
+        }
+    }
+    let _ = writeln!(t, "\t\tdrop");
+}
+
+/// The admission sets of an `allowlist` sandbox, with what is admitted now.
+fn admission_sets(t: &mut String, s: &SandboxRules) {
+    for (i, e) in s.entries.iter().enumerate() {
+        if !matches!(e.dest, Dest::Host(_)) {
+            continue;
+        }
+        let _ = writeln!(
+            t,
+            "\tset {} {{\n\t\ttype ipv4_addr; flags timeout;",
+            admission_set(&s.veth, i)
+        );
+        let elements: Vec<String> = s
+            .admitted
+            .iter()
+            .filter(|a| a.entry == i)
+            .map(|a| format!("{} timeout {}ms", a.addr, a.left_ms.max(1)))
+            .collect();
+        if !elements.is_empty() {
+            let _ = writeln!(t, "\t\telements = {{ {} }}", elements.join(", "));
+        }
+        let _ = writeln!(t, "\t}}\n");
+    }
 }
 
 /// The table for sandboxes numbered from the range `range`, whose veths are named
 /// `<prefix><slot>`.
 ///
 /// - input: a packet from a sandbox's veth to any address of the host is dropped unless it
-///   answers a connection the host opened (a published port's proxy).
+///   answers a connection the host opened (a published port's proxy) or is an `allowlist`
+///   sandbox's DNS query to its forwarder (its own address to its gateway, port 53).
 /// - output: the host opens connections through a sandbox's veth only to its published
 ///   ports (the proxy's); everything else new is dropped.
 /// - forward: nothing is forwarded to a sandbox's veth except replies and, between the
@@ -60,14 +170,26 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
     // Creating the table first makes the delete succeed when it does not exist yet; both
     // and the new definition are one transaction.
     let _ = writeln!(t, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
+    for s in &sandboxes {
+        admission_sets(&mut t, s);
+    }
     let _ = writeln!(
         t,
         "\tchain host_input {{\n\
          \t\ttype filter hook input priority filter - 10; policy accept;\n\
-         \t\tiifname {veths} ct state established,related accept\n\
-         \t\tiifname {veths} drop\n\
-         \t}}\n"
+         \t\tiifname {veths} ct state established,related accept"
     );
+    for s in &sandboxes {
+        if let Some(gw) = s.dns {
+            let _ = writeln!(
+                t,
+                "\t\tiifname \"{}\" ip saddr {} ip daddr {gw} meta l4proto {{ tcp, udp }} \
+                 th dport 53 accept",
+                s.veth, s.addr
+            );
+        }
+    }
+    let _ = writeln!(t, "\t\tiifname {veths} drop\n\t}}\n");
     let published: Vec<String> = sandboxes
         .iter()
         .flat_map(|s| s.published.iter().map(move |p| format!("{} . {p}", s.addr)))
@@ -142,6 +264,7 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
                 }
                 let _ = writeln!(t, "\t\tdrop");
             }
+            NetworkMode::Allowlist => allowlist_rules(&mut t, s, &denied),
             // Modes without a veth never reach the table; drop whatever would.
             _ => {
                 let _ = writeln!(t, "\t\tdrop");
@@ -229,6 +352,9 @@ mod tests {
             allow: vec![],
             group: None,
             published: vec![],
+            entries: vec![],
+            dns: None,
+            admitted: vec![],
         };
         let b = SandboxRules {
             veth: "stkv3".into(),
@@ -237,6 +363,9 @@ mod tests {
             allow: vec!["169.254.169.254/32".parse().unwrap()],
             group: None,
             published: vec![],
+            entries: vec![],
+            dns: None,
+            admitted: vec![],
         };
         let text = render(&range(), "stkv", &[a.clone(), b.clone()]);
         assert_eq!(text, render(&range(), "stkv", &[b, a]));
@@ -257,6 +386,9 @@ mod tests {
             allow: vec![],
             group: Some(group.into()),
             published: vec![],
+            entries: vec![],
+            dns: None,
+            admitted: vec![],
         }
     }
 
@@ -309,10 +441,72 @@ mod tests {
             allow: vec![],
             group: None,
             published: vec![],
+            entries: vec![],
+            dns: None,
+            admitted: vec![],
         };
         let text = render(&range(), "stkv", &[s]);
         for (c, why) in ALWAYS_DENIED {
             assert!(text.contains(&c.to_string()), "{c} ({why})");
         }
+    }
+
+    #[test]
+    fn allowlist_passes_its_entries_and_admitted_addresses_only() {
+        let entries = crate::network::allow::parse_entries(&[
+            "198.18.0.2:8080".into(),
+            "api.test:8000-8100".into(),
+            "10.1.2.0/24".into(),
+            "0.0.0.0/0:443".into(),
+        ])
+        .unwrap();
+        let s = SandboxRules {
+            veth: "stkv4".into(),
+            addr: "10.199.0.9".parse().unwrap(),
+            mode: NetworkMode::Allowlist,
+            allow: vec![],
+            entries,
+            dns: Some("10.199.0.8".parse().unwrap()),
+            group: None,
+            published: vec![],
+            admitted: vec![Admitted {
+                entry: 3,
+                addr: "198.18.0.4".parse().unwrap(),
+                left_ms: 1500,
+            }],
+        };
+        let text = render(&range(), "stkv", &[s]);
+        golden("allowlist.nft", &text);
+        let chain = text.split("chain sandbox_stkv4 {").nth(1).unwrap();
+        let pos = |needle: &str| {
+            chain
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in {chain}"))
+        };
+        // DNS elsewhere first, then the range inside a denied one, the denial, the rest.
+        assert!(pos("th dport 53 drop") < pos("ip daddr 10.1.2.0/24"));
+        assert!(pos("ip daddr 10.1.2.0/24") < pos("169.254.0.0/16"));
+        assert!(pos("169.254.0.0/16") < pos("ip daddr 0.0.0.0/0"));
+        assert!(
+            pos("ip daddr @admit_stkv4_3 meta l4proto { tcp, udp } th dport 8000-8100 accept") > 0
+        );
+        // The forwarder is reached on the gateway, port 53, from the sandbox's address only.
+        assert!(text.contains(
+            "iifname \"stkv4\" ip saddr 10.199.0.9 ip daddr 10.199.0.8 meta l4proto { tcp, udp } th dport 53 accept"
+        ));
+        assert!(text.contains("elements = { 198.18.0.4 timeout 1500ms }"));
+    }
+
+    #[test]
+    fn an_admission_replaces_the_element_so_its_timeout_starts_again() {
+        let s = admit_script("stkv4", 1, "198.18.0.4".parse().unwrap(), 2000);
+        assert_eq!(
+            s.lines().collect::<Vec<_>>(),
+            [
+                "add element inet stockade admit_stkv4_1 { 198.18.0.4 timeout 2000ms }",
+                "delete element inet stockade admit_stkv4_1 { 198.18.0.4 }",
+                "add element inet stockade admit_stkv4_1 { 198.18.0.4 timeout 2000ms }",
+            ]
+        );
     }
 }

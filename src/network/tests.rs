@@ -215,12 +215,12 @@ fn allow_entries_parse_for_egress_only_and_refuse_what_is_not_supported_yet() {
         (
             NetworkMode::Egress,
             "example.com",
-            "host names are not supported yet",
+            "host names need --network allowlist",
         ),
         (
             NetworkMode::Egress,
             "198.18.0.1:80",
-            "ports are not supported yet",
+            "ports need --network allowlist",
         ),
         (NetworkMode::Egress, "198.18.0.1/15", "did you mean"),
     ];

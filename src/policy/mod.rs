@@ -125,13 +125,16 @@ pub struct LimitsSection {
 pub struct NetworkSection {
     /// `none` (a new, empty network namespace, and only `AF_UNIX` sockets may be created),
     /// `loopback` (a new network namespace with only its own loopback; IP sockets
-    /// allowed) or `egress` (outbound IPv4 through NAT, never to the host, another sandbox
-    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]) or
-    /// `group` (the group network `group` names: its members and nothing else).
+    /// allowed), `egress` (outbound IPv4 through NAT, never to the host, another sandbox
+    /// or the ranges of [`crate::network::ALWAYS_DENIED`]; see [`crate::network`]),
+    /// `allowlist` (outbound IPv4 only to the `allow` entries) or `group` (the group
+    /// network `group` names: its members and nothing else).
     /// Default `none`. The host's network is never shared.
     pub mode: Option<String>,
-    /// Ranges (`A.B.C.D/N` or one address) opened although the always-denied list covers
-    /// them; only with `egress`. Default: none.
+    /// With `egress`: ranges (`A.B.C.D/N` or one address) opened although the
+    /// always-denied list covers them. With `allowlist`: the only destinations reached,
+    /// `CIDR[:PORT[-PORT]]` or `HOSTNAME[:PORT[-PORT]]` (`*.NAME` for every name below
+    /// `NAME`; see [`crate::network::allow`]). Default: none.
     pub allow: Option<Vec<String>>,
     /// With `mode = "group"`: the group network the sandbox joins (made beforehand by
     /// `stockade network create NAME`; see [`crate::network::group`]). Default: none.
@@ -140,6 +143,10 @@ pub struct NetworkSection {
     /// each (see [`crate::network::publish`]); only with a mode that has an interface
     /// (`egress`, a group). Default: none.
     pub publish: Option<Vec<String>>,
+    /// With `allowlist`: the resolvers (`A.B.C.D[:PORT]`, port 53 by default) the
+    /// sandbox's DNS forwarder asks. Default: the `nameserver` lines of the host's
+    /// `/etc/resolv.conf`.
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 /// `[filesystem]`

@@ -86,30 +86,32 @@ pub(super) fn validate(
 
     let limits = limits::validate(&p.limits, o)?;
 
-    let network = match p.network.mode.as_deref() {
-        None | Some("none") => NetworkMode::None,
-        Some("loopback") => NetworkMode::Loopback,
-        Some("egress") => NetworkMode::Egress,
-        Some("group") => NetworkMode::Group,
-        Some(other) => {
-            return Err(err(
+    let network =
+        match p.network.mode.as_deref() {
+            None | Some("none") => NetworkMode::None,
+            Some("loopback") => NetworkMode::Loopback,
+            Some("egress") => NetworkMode::Egress,
+            Some("group") => NetworkMode::Group,
+            Some("allowlist") => NetworkMode::Allowlist,
+            Some(other) => return Err(err(
                 o,
                 "network.mode",
-                format!("`{other}` is not a network mode (none, loopback, egress, group)"),
-            ))
-        }
-    };
-    let network_rules = crate::network::NetworkRules {
-        allow: crate::network::parse_allow(network, p.network.allow.as_deref().unwrap_or(&[]))
-            .map_err(|m| err(o, "network.allow", m))?,
-        group: crate::network::group::parse_group(network, p.network.group.as_deref())
-            .map_err(|m| err(o, "network.group", m))?,
-        publish: crate::network::publish::parse_all(
-            network,
-            p.network.publish.as_deref().unwrap_or(&[]),
-        )
-        .map_err(|m| err(o, "network.publish", m))?,
-    };
+                format!(
+                    "`{other}` is not a network mode (none, loopback, egress, allowlist, group)"
+                ),
+            )),
+        };
+    let mut network_rules = crate::network::NetworkRules::parse(
+        network,
+        p.network.allow.as_deref().unwrap_or(&[]),
+        p.network.dns_upstream.as_deref().unwrap_or(&[]),
+    )
+    .map_err(|(field, m)| err(o, field, m))?;
+    network_rules.group = crate::network::group::parse_group(network, p.network.group.as_deref())
+        .map_err(|m| err(o, "network.group", m))?;
+    network_rules.publish =
+        crate::network::publish::parse_all(network, p.network.publish.as_deref().unwrap_or(&[]))
+            .map_err(|m| err(o, "network.publish", m))?;
     if !network_rules.allow.is_empty() {
         let opened: Vec<String> = network_rules
             .allow

@@ -66,6 +66,10 @@ pub enum NetworkMode {
     /// except to the host and the ranges of [`crate::network::ALWAYS_DENIED`] (see
     /// [`crate::network`]); `AF_INET` stream and datagram sockets, no IPv6.
     Egress,
+    /// Like [`NetworkMode::Egress`] but default deny: only the ranges, ports and host names
+    /// of the policy's `network.allow` entries are reached, host names through a DNS
+    /// forwarder of stockade's (see [`crate::network::dns`]).
+    Allowlist,
     /// A namespace made by stockade with a routed veth that reaches the other members of
     /// one group network (named in [`crate::network::NetworkRules::group`]) and nothing
     /// else (see [`crate::network::group`]); sockets as `Egress`.
@@ -79,6 +83,7 @@ impl NetworkMode {
             NetworkMode::None => "none",
             NetworkMode::Loopback => "loopback",
             NetworkMode::Egress => "egress",
+            NetworkMode::Allowlist => "allowlist",
             NetworkMode::Group => "group",
         }
     }

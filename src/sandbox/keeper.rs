@@ -1,6 +1,7 @@
 //! The keeper of a session's deadlines: sleeps until the nearest one and removes the
-//! session when it has passed. It also serves the session's published ports, and stays
-//! while there are any. The CLI runs it in a detached process of its own (recorded
+//! session when it has passed. It also serves the session's published ports and hosts its
+//! other network services (an `allowlist` sandbox's DNS forwarder), and then stays until
+//! the session is gone even without a deadline. The CLI runs it in a detached process of its own (recorded
 //! as the run directory's owner); a long-lived owner runs it on a task.
 
 use std::time::Duration;
@@ -33,6 +34,13 @@ pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, Sa
     if let Ok(Err(e)) = adopted.await {
         tracing::warn!("sandbox {id}: published ports: {e}");
     }
+    // The sandbox's other network services (a DNS forwarder) live as long as this keeper.
+    let services = crate::network::has_service(&dir);
+    if services {
+        if let Err(e) = crate::network::start_services(&dir) {
+            tracing::warn!("sandbox {id}: {e}");
+        }
+    }
     loop {
         let Some(record) = SessionRecord::read(&dir) else {
             // Removed by someone else.
@@ -52,7 +60,9 @@ pub(super) async fn keep(runner: &Runner, id: &str) -> Result<Option<Expiry>, Sa
                 tracing::info!("sandbox {id} removed: {why:?}");
                 return Ok(Some(why));
             }
-            Verdict::Keep { until_ms: None } if !crate::network::publish::running(&dir) => {
+            Verdict::Keep { until_ms: None }
+                if !services && !crate::network::publish::running(&dir) =>
+            {
                 return Ok(None)
             }
             Verdict::Keep { until_ms: None } => tokio::time::sleep(KEEPER_POLL).await,

@@ -105,7 +105,7 @@ pub(super) fn build(
 /// Adapts a profile to the network mode. With `none`, every unconditional or conditional
 /// allowance of `socket` is replaced by one that allows only `AF_UNIX`, so not even a new
 /// network namespace's devices can be reached; with `loopback` the profile stands as is;
-/// with `egress`, `socket` is narrowed to `AF_UNIX`, `AF_NETLINK` and `AF_INET` stream or
+/// with `egress` and `allowlist`, `socket` is narrowed to `AF_UNIX`, `AF_NETLINK` and `AF_INET` stream or
 /// datagram sockets (see [`crate::network::seccomp`]).
 pub fn seccomp_for_network(
     filter: &LinuxSeccomp,
@@ -113,7 +113,7 @@ pub fn seccomp_for_network(
 ) -> Result<LinuxSeccomp, SpecError> {
     match network {
         NetworkMode::Loopback => Ok(filter.clone()),
-        NetworkMode::Egress | NetworkMode::Group => {
+        NetworkMode::Egress | NetworkMode::Allowlist | NetworkMode::Group => {
             crate::network::seccomp::narrow_for_egress(filter)
         }
         NetworkMode::None => crate::network::seccomp::narrow_to_unix(filter),

@@ -87,6 +87,9 @@ impl Runner {
             let hosts = crate::network::group::hosts_path(&self.inner.network.groups, g);
             crate::network::group::mount_hosts(&mut built.spec, &hosts);
         }
+        if policy.network == crate::policy::NetworkMode::Allowlist {
+            crate::network::mount_resolv_conf(&mut built.spec, &self.inner.fifo_root.join(id));
+        }
         built
             .not_enforced
             .extend(disk::host_workspace_not_enforced(policy));
@@ -272,6 +275,7 @@ impl Runner {
         let t = Instant::now();
         let cfg = self.inner.network.clone();
         let run_dir = self.inner.fifo_root.join(id);
+        let services = run_dir.clone();
         let (id, mode, rules) = (id.to_string(), policy.network, policy.network_rules.clone());
         tokio::task::spawn_blocking(move || {
             let host = crate::network::host::IpRoute::default();
@@ -281,6 +285,8 @@ impl Runner {
         .await
         .map_err(|e| RunError::Config(format!("network: {e}")))?
         .map_err(|e| RunError::Config(e.to_string()))?;
+        // Hosted by this process until the network is released.
+        crate::network::start_services(&services).map_err(|e| RunError::Config(e.to_string()))?;
         Ok(Some(ms(t.elapsed())))
     }
 }
