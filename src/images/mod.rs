@@ -19,6 +19,7 @@ pub mod build;
 pub mod build_context;
 pub mod build_dockerfile;
 pub mod build_step;
+pub mod config_merge;
 pub mod dockerfile;
 pub mod layer;
 pub mod oci;
