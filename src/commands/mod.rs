@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use crate::cli::{Cli, Command, PolicyArgs};
 use stockade::containerd::Client;
 use stockade::images::config_merge::{self, Requested};
+use stockade::images::ImageConfig;
 use stockade::policy::{
     BindMount, HostPolicyEnv, Policy, PolicyOverrides, TmpfsMount, ValidatedPolicy, DEFAULT_IMAGE,
 };
@@ -146,17 +147,24 @@ impl PolicyInputs {
     /// `requested`, the command too (returned; empty without). Warnings (an image USER not
     /// granted, say) go to stderr.
     pub async fn with_image(
-        mut self,
+        self,
         client: &Client,
         requested: Option<&Requested>,
     ) -> Result<(PolicyInputs, Vec<String>)> {
+        let image = stockade::images::resolve(client, self.image()).await?;
+        self.merge(&image.config, requested)
+    }
+
+    /// [`PolicyInputs::with_image`] with the image's config already read.
+    pub fn merge(
+        mut self,
+        config: &ImageConfig,
+        requested: Option<&Requested>,
+    ) -> Result<(PolicyInputs, Vec<String>)> {
         let name = self.image().to_string();
-        let image = stockade::images::resolve(client, &name).await?;
         let merged = match requested {
-            Some(r) => config_merge::merge(&name, &image.config, r, &self.policy, &self.overrides)?,
-            None => {
-                config_merge::merge_process(&name, &image.config, &self.policy, &self.overrides)?
-            }
+            Some(r) => config_merge::merge(&name, config, r, &self.policy, &self.overrides)?,
+            None => config_merge::merge_process(&name, config, &self.policy, &self.overrides)?,
         };
         for w in &merged.warnings {
             eprintln!("stockade: warning: {w}");

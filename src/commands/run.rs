@@ -14,6 +14,8 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::images::config_merge::Requested;
+use stockade::images::ImageConfig;
+use stockade::policy::ValidatedPolicy;
 use stockade::runner::{
     escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
@@ -121,17 +123,15 @@ pub async fn run(args: RunArgs) -> Result<u8> {
                 .collect()
         }),
     };
-    let before = inputs.policy.clone();
-    let (inputs, argv) = inputs.with_image(&client, Some(&requested)).await?;
-    let policy = if inputs.policy == before {
-        for w in &checked.warnings {
-            eprintln!("stockade: warning: {w}");
+    let (policy, argv) = match stockade::images::resolve(&client, inputs.image()).await {
+        Ok(image) => merged(inputs, checked, &image.config, &requested).await?,
+        // An image that cannot be resolved fails the run in the runner, as every run's
+        // failure does (one line, exit 125, and its run log line).
+        Err(e) if !args.command.is_empty() => {
+            tracing::debug!("image config: {e}");
+            (checked, args.command.clone())
         }
-        checked
-    } else {
-        tokio::task::spawn_blocking(move || inputs.validate())
-            .await
-            .context("validating the policy")??
+        Err(e) => return Err(e.into()),
     };
     tracing::debug!(at = since(), "image config merged");
     let mut builder = Runner::builder().client(client).host(host);
@@ -224,6 +224,28 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     tracing::debug!(at = since(), "done");
     Ok(code)
+}
+
+/// The policy and command with the image's config merged in; the policy validated again
+/// only when the image changed it (`checked` is the policy validated without it).
+async fn merged(
+    inputs: super::PolicyInputs,
+    checked: ValidatedPolicy,
+    config: &ImageConfig,
+    requested: &Requested,
+) -> Result<(ValidatedPolicy, Vec<String>)> {
+    let before = inputs.policy.clone();
+    let (inputs, argv) = inputs.merge(config, Some(requested))?;
+    if inputs.policy == before {
+        for w in &checked.warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        return Ok((checked, argv));
+    }
+    let policy = tokio::task::spawn_blocking(move || inputs.validate())
+        .await
+        .context("validating the policy")??;
+    Ok((policy, argv))
 }
 
 /// Where forwarded output goes: stockade's stdout and stderr, each through

@@ -4,10 +4,10 @@
 //! the caller gave and the policy with its overrides, and returns the policy to validate
 //! (the image's contributions folded into its `[process]` section) and the command.
 //!
-//! `stockade run`, `stockade create`, `stockade pool fill` and the Docker-API server all
-//! call [`merge`]; a pooled sandbox's policy hash therefore covers the image's
-//! environment, working directory and user, so a pool filled for one image config never
-//! serves a run that would get another.
+//! `stockade run` and the Docker-API server call [`merge`], `stockade create` and
+//! `stockade pool fill` [`merge_process`] (their commands come later); a pooled sandbox's
+//! policy hash therefore covers the image's environment, working directory and user, so
+//! a pool filled for one image config never serves a run that would get another.
 //!
 //! Which wins, field by field (the first that is set):
 //! - **command**: `--entrypoint` replaces the image's ENTRYPOINT and drops its CMD; a
