@@ -29,6 +29,14 @@ fn given(command: &[&str], entrypoint: Option<&[&str]>) -> Requested {
     }
 }
 
+/// What a row says, the image, what was given, and the command (or the error) it makes.
+type CommandCase = (
+    &'static str,
+    ImageConfig,
+    Requested,
+    Result<Vec<&'static str>, MergeError>,
+);
+
 #[test]
 fn the_command_follows_dockers_rules() {
     let cmd_only = ImageConfig {
@@ -40,7 +48,7 @@ fn the_command_follows_dockers_rules() {
         ..ImageConfig::default()
     };
     #[rustfmt::skip]
-    let cases: &[(&str, ImageConfig, Requested, Result<Vec<&str>, MergeError>)] = &[
+    let cases: &[CommandCase] = &[
         ("nothing given: ENTRYPOINT then CMD", app(), given(&[], None), Ok(vec!["/bin/echo", "entry", "default-arg"])),
         ("a command replaces CMD, keeps ENTRYPOINT", app(), given(&["x", "y"], None), Ok(vec!["/bin/echo", "entry", "x", "y"])),
         ("--entrypoint replaces ENTRYPOINT and drops CMD", app(), given(&[], Some(&["/bin/true"])), Ok(vec!["/bin/true"])),
