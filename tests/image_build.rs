@@ -55,7 +55,8 @@ fn run(env: &Env, image: &str, cmd: &[&str]) -> Output {
         .arg(env.socket)
         .arg("--fifo-root")
         .arg(env.fifo)
-        .args(["--image", image, "--"])
+        // The built image's ENTRYPOINT would prefix the command; these runs read files.
+        .args(["--entrypoint", "", "--image", image, "--"])
         .args(cmd)
         .stdin(Stdio::null())
         .output()

@@ -26,8 +26,11 @@ pub mod spec;
 use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, PolicyArgs};
+use stockade::containerd::Client;
+use stockade::images::config_merge::{self, Requested};
+use stockade::images::ImageConfig;
 use stockade::policy::{
-    BindMount, HostPolicyEnv, Policy, PolicyOverrides, TmpfsMount, ValidatedPolicy,
+    BindMount, HostPolicyEnv, Policy, PolicyOverrides, TmpfsMount, ValidatedPolicy, DEFAULT_IMAGE,
 };
 
 /// Runs the chosen subcommand.
@@ -76,8 +79,24 @@ pub fn read_policy(path: Option<&std::path::Path>) -> Result<(Policy, Option<Str
 }
 
 /// Reads the policy file (if any), applies the flags and validates the result. Warnings
-/// about loosened protections go to stderr.
+/// about loosened protections go to stderr. For a sandbox on an image whose config counts
+/// (`run`, `create`, `pool fill`), see [`PolicyInputs::with_image`].
 pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
+    policy_inputs(args)?.validate()
+}
+
+/// A policy file read and the flags parsed, not yet validated: what an image's config is
+/// merged into.
+#[derive(Debug, Clone)]
+pub struct PolicyInputs {
+    pub policy: Policy,
+    /// The policy file's name, for messages.
+    pub file: Option<String>,
+    pub overrides: PolicyOverrides,
+}
+
+/// Reads the policy file (if any) and parses the flags (`-v`, `--tmpfs`).
+pub fn policy_inputs(args: &PolicyArgs) -> Result<PolicyInputs> {
     let (policy, file) = read_policy(args.policy.as_deref())?;
     let mounts = args
         .volume
@@ -114,11 +133,70 @@ pub fn load_policy(args: &PolicyArgs) -> Result<ValidatedPolicy> {
         cwd: args.workdir.clone(),
         workspace_owner: args.workspace_owner.clone(),
     };
-    let validated = policy.validate(file.as_deref(), &overrides, &HostPolicyEnv)?;
-    for w in &validated.warnings {
-        eprintln!("stockade: warning: {w}");
+    Ok(PolicyInputs {
+        policy,
+        file,
+        overrides,
+    })
+}
+
+impl PolicyInputs {
+    /// The image the sandbox starts from: `--image`, else the policy's, else the default.
+    pub fn image(&self) -> &str {
+        self.overrides
+            .image
+            .as_deref()
+            .or(self.policy.image.as_deref())
+            .unwrap_or(DEFAULT_IMAGE)
     }
-    Ok(validated)
+
+    /// Merges the config of the image from stockade's store ([`config_merge`]): with
+    /// `requested`, the command too (returned; empty without). Warnings (an image USER not
+    /// granted, say) go to stderr.
+    pub async fn with_image(
+        self,
+        client: &Client,
+        requested: Option<&Requested>,
+    ) -> Result<(PolicyInputs, Vec<String>)> {
+        let image = stockade::images::resolve(client, self.image()).await?;
+        self.merge(&image.config, requested)
+    }
+
+    /// [`PolicyInputs::with_image`] with the image's config already read.
+    pub fn merge(
+        mut self,
+        config: &ImageConfig,
+        requested: Option<&Requested>,
+    ) -> Result<(PolicyInputs, Vec<String>)> {
+        let name = self.image().to_string();
+        let merged = match requested {
+            Some(r) => config_merge::merge(&name, config, r, &self.policy, &self.overrides)?,
+            None => config_merge::merge_process(&name, config, &self.policy, &self.overrides)?,
+        };
+        for w in &merged.warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        self.policy = merged.policy;
+        Ok((self, merged.argv))
+    }
+
+    /// Applies the flags and validates, printing nothing: a flag's error is found before
+    /// containerd is asked for the image's config.
+    pub fn check(&self) -> Result<ValidatedPolicy> {
+        Ok(self
+            .policy
+            .clone()
+            .validate(self.file.as_deref(), &self.overrides, &HostPolicyEnv)?)
+    }
+
+    /// Applies the flags and validates. Warnings about loosened protections go to stderr.
+    pub fn validate(self) -> Result<ValidatedPolicy> {
+        let validated = self.check()?;
+        for w in &validated.warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        Ok(validated)
+    }
 }
 
 /// The runtime binary `--runc-binary` / `STOCKADE_RUNC_BINARY` asks for, checked and

@@ -100,19 +100,24 @@ async fn fill(args: FillArgs) -> Result<u8> {
         .as_deref()
         .map(|v| parse_size(v).map_err(|e| anyhow::anyhow!("--max-memory: {e}")))
         .transpose()?;
-    let policy = super::load_policy(&args.policy)?;
-    let path = socket_path(&args.socket_dir, &policy.hash());
+    let inputs = super::policy_inputs(&args.policy)?;
+    inputs.check()?;
     let runtime = super::requested_runtime(args.runc_binary.as_deref())?;
-    if args.detach {
-        return detach(&path).await;
-    }
-    let host = super::doctor::host_facts_for_spec()?;
     let client = connect_or_start(
         args.address.as_deref(),
         &args.namespace,
         &DaemonPaths::system(),
     )
     .await?;
+    // The image's ENV, WORKDIR and USER are part of the policy a run merges, so of the
+    // hash it asks the pool by: merged here the same way.
+    let (inputs, _) = inputs.with_image(&client, None).await?;
+    let policy = inputs.validate()?;
+    let path = socket_path(&args.socket_dir, &policy.hash());
+    if args.detach {
+        return detach(&path).await;
+    }
+    let host = super::doctor::host_facts_for_spec()?;
     let address = client.address().to_path_buf();
     let namespace = client.namespace().to_string();
     let mut builder = Runner::builder().client(client).host(host);

@@ -13,6 +13,9 @@ use clap::{Args, ValueEnum};
 
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
+use stockade::images::config_merge::Requested;
+use stockade::images::ImageConfig;
+use stockade::policy::ValidatedPolicy;
 use stockade::runner::{
     escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
@@ -68,8 +71,13 @@ pub struct RunArgs {
     /// Where sandbox disk images are made.
     #[arg(long, value_name = "DIR", default_value = stockade::disk::DEFAULT_DISK_ROOT, hide = true)]
     pub disk_root: PathBuf,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// Run CMD instead of the image's ENTRYPOINT, and without the image's CMD (`""`: no
+    /// entrypoint, only the command after `--`).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// The command and its arguments [default: the image's ENTRYPOINT and CMD]. A command
+    /// given replaces the image's CMD and keeps its ENTRYPOINT.
+    #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
@@ -91,19 +99,41 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let requested = args.runc_binary.clone();
     let local = tokio::task::spawn_blocking(move || {
         let runtime = super::requested_runtime(requested.as_deref())?;
-        let policy = super::load_policy(&policy_args)?;
+        let inputs = super::policy_inputs(&policy_args)?;
+        let checked = inputs.check()?;
         let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((policy, host, runtime))
+        anyhow::Ok((inputs, checked, host, runtime))
     });
     let daemon_paths = DaemonPaths::system();
     let client = connect_or_start(args.address.as_deref(), &args.namespace, &daemon_paths);
     let (local, client) = tokio::join!(local, client);
-    let (policy, host, runtime) = local.context("reading the policy")??;
+    let (inputs, checked, host, runtime) = local.context("reading the policy")??;
     let client = client?;
     tracing::debug!(
         at = since(),
         "policy read, host probed, containerd connected"
     );
+    // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER, merged by the one rule.
+    let requested = Requested {
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.as_ref().map(|e| {
+            vec![e.clone()]
+                .into_iter()
+                .filter(|e| !e.is_empty())
+                .collect()
+        }),
+    };
+    let (policy, argv) = match stockade::images::resolve(&client, inputs.image()).await {
+        Ok(image) => merged(inputs, checked, &image.config, &requested).await?,
+        // An image that cannot be resolved fails the run in the runner, as every run's
+        // failure does (one line, exit 125, and its run log line).
+        Err(e) if !args.command.is_empty() => {
+            tracing::debug!("image config: {e}");
+            (checked, args.command.clone())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::debug!(at = since(), "image config merged");
     let mut builder = Runner::builder().client(client).host(host);
     if let Some(rb) = runtime {
         builder = builder.runtime_binary(rb);
@@ -139,7 +169,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         forwarded(args.tty)
     };
     let publishes = !policy.network_rules.publish.is_empty();
-    let mut req = RunRequest::new(policy, args.command.clone())
+    let mut req = RunRequest::new(policy, argv.clone())
         .stdin(stdin)
         .output(output)
         .terminal(args.tty)
@@ -180,9 +210,9 @@ pub async fn run(args: RunArgs) -> Result<u8> {
                     tracing::info!("not enforced on this host: {}: {}", n.protection, n.reason);
                 }
                 if result.timed_out {
-                    eprintln!("stockade: {}: timed out, killed", args.command[0]);
+                    eprintln!("stockade: {}: timed out, killed", argv[0]);
                 } else if result.oom_killed {
-                    eprintln!("stockade: {}: killed: out of memory", args.command[0]);
+                    eprintln!("stockade: {}: killed: out of memory", argv[0]);
                 }
                 if result.truncated.stdout || result.truncated.stderr {
                     eprintln!("stockade: output truncated at --max-output");
@@ -211,6 +241,28 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     }
     tracing::debug!(at = since(), "done");
     Ok(code)
+}
+
+/// The policy and command with the image's config merged in; the policy validated again
+/// only when the image changed it (`checked` is the policy validated without it).
+async fn merged(
+    inputs: super::PolicyInputs,
+    checked: ValidatedPolicy,
+    config: &ImageConfig,
+    requested: &Requested,
+) -> Result<(ValidatedPolicy, Vec<String>)> {
+    let before = inputs.policy.clone();
+    let (inputs, argv) = inputs.merge(config, Some(requested))?;
+    if inputs.policy == before {
+        for w in &checked.warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        return Ok((checked, argv));
+    }
+    let policy = tokio::task::spawn_blocking(move || inputs.validate())
+        .await
+        .context("validating the policy")??;
+    Ok((policy, argv))
 }
 
 /// Where forwarded output goes: stockade's stdout and stderr, each through

@@ -151,15 +151,23 @@ pub async fn create(args: CreateArgs) -> Result<u8> {
     let idle_timeout = duration("idle-timeout", args.idle_timeout.as_deref())?;
     let policy_args = args.policy.clone();
     let requested = args.runc_binary.clone();
-    let (policy, host, runtime) = tokio::task::spawn_blocking(move || {
+    let (inputs, host, runtime) = tokio::task::spawn_blocking(move || {
         let runtime = super::requested_runtime(requested.as_deref())?;
-        let policy = super::load_policy(&policy_args)?;
+        let inputs = super::policy_inputs(&policy_args)?;
+        inputs.check()?;
         let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((policy, host, runtime))
+        anyhow::Ok((inputs, host, runtime))
     })
     .await
     .context("reading the policy")??;
     let sandboxes = sandboxes(&args.place, Some(host), runtime).await?;
+    // The image's ENV, WORKDIR and USER hold for every exec; its command is not run.
+    let client = sandboxes.runner().containerd().client().cloned();
+    let client = client.context("the image store needs a connection to containerd")?;
+    let (inputs, _) = inputs.with_image(&client, None).await?;
+    let policy = tokio::task::spawn_blocking(move || inputs.validate())
+        .await
+        .context("validating the policy")??;
     super::report_runtime(sandboxes.runner());
     let target = sandboxes.runner().cleanup_target();
     let reclaim =

@@ -24,7 +24,7 @@ use super::store::{store_image, PreparedImage};
 use super::{user_image_name, ImageError, ImageRef, Progress};
 use crate::containerd::Client;
 
-pub use export::{export, write_oci_layout};
+pub use export::{export, export_refs, write_oci_layout};
 pub use unpacked::{unpack_archive, Unpacked};
 
 /// Annotation containerd (and `ctr export`) put on index entries: the full image name.

@@ -19,6 +19,7 @@ pub mod build;
 pub mod build_context;
 pub mod build_dockerfile;
 pub mod build_step;
+pub mod config_merge;
 pub mod dockerfile;
 pub mod layer;
 pub mod oci;
@@ -302,7 +303,7 @@ pub struct ImageSummary {
     pub created: String,
 }
 
-/// Every image in the client's namespace, sorted by name.
+/// Every image in the client's namespace, sorted by name ([`summaries`]).
 pub async fn list(client: &Client) -> Result<Vec<ImageSummary>, ImageError> {
     let images = client
         .images()
@@ -311,8 +312,23 @@ pub async fn list(client: &Client) -> Result<Vec<ImageSummary>, ImageError> {
         .map_err(ContainerdError::rpc("images.list"))?
         .into_inner()
         .images;
+    Ok(summaries(images))
+}
+
+/// The rows of `stockade image ls` for these image records, sorted by name. A record
+/// under a name that is not canonical (`stockade/busybox:latest`, as releases before
+/// Docker's normalisation stored it) is hidden when the canonical name has a record too:
+/// every command looks images up by the canonical name, so the old record is a leftover
+/// that would show as a duplicate row. Alone, it is shown under the name it has.
+pub fn summaries(images: Vec<containerd_client::services::v1::Image>) -> Vec<ImageSummary> {
+    let names: std::collections::HashSet<String> = images.iter().map(|i| i.name.clone()).collect();
     let mut out: Vec<ImageSummary> = images
         .into_iter()
+        .filter(|i| {
+            normalize_name(&i.name).map_or(true, |canonical| {
+                canonical == i.name || !names.contains(&canonical)
+            })
+        })
         .map(|i| {
             let target = i.target.unwrap_or_default();
             let size = i
@@ -342,7 +358,7 @@ pub async fn list(client: &Client) -> Result<Vec<ImageSummary>, ImageError> {
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
+    out
 }
 
 /// Gives the image `source` the name `target` as well (the same manifest, config and
@@ -432,6 +448,51 @@ pub async fn remove(client: &Client, name: &str) -> Result<String, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An image record as the store holds it (the fake store of these tests).
+    fn record(name: &str, digest: &str) -> containerd_client::services::v1::Image {
+        containerd_client::services::v1::Image {
+            name: name.to_string(),
+            target: Some(containerd_client::types::Descriptor {
+                digest: digest.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_legacy_unnormalised_record_beside_its_canonical_one_is_not_listed() {
+        let rows = |records: Vec<_>| -> Vec<(String, String)> {
+            summaries(records)
+                .into_iter()
+                .map(|s| (s.name, s.reference))
+                .collect()
+        };
+        let own = |n: &str| (n.to_string(), "stockade/busybox:latest".to_string());
+        // Both records: one row, the canonical one.
+        assert_eq!(
+            rows(vec![
+                record("stockade/busybox:latest", "sha256:old"),
+                record("docker.io/stockade/busybox:latest", "sha256:new"),
+                record("docker.io/library/busybox:latest", "sha256:hub"),
+            ]),
+            vec![
+                (
+                    "docker.io/library/busybox:latest".to_string(),
+                    "busybox:latest".to_string()
+                ),
+                own("docker.io/stockade/busybox:latest"),
+            ]
+        );
+        // The legacy record alone is still shown, under its own name.
+        assert_eq!(
+            rows(vec![record("stockade/busybox:latest", "sha256:old")]),
+            vec![own("stockade/busybox:latest")]
+        );
+        // A name that does not parse is shown as it is.
+        assert_eq!(rows(vec![record("has space", "sha256:x")]).len(), 1);
+    }
 
     #[test]
     fn names_are_canonical_docker_references() {

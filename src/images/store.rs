@@ -27,7 +27,7 @@ use crate::containerd::{Client, ContainerdError, LABEL_MANAGED};
 mod content;
 mod ingest;
 use content::content_exists;
-pub use content::{read_blob, write_blob};
+pub use content::{blob_stream, read_blob, write_blob};
 pub use ingest::{
     abort_ingest, download_ref, find_download, has_blob, ingest_offset, new_download_ref,
     write_stream, Chunks, StreamError,

@@ -71,6 +71,17 @@ pub fn write_oci_layout(out: &Path, name: &str, image: &PreparedImage) -> Result
 /// Reads the image `name` back out of containerd's content store (manifest, config and
 /// layers, all in memory) so it can be written with [`write_oci_layout`].
 pub async fn export(client: &Client, name: &str) -> Result<PreparedImage, ImageError> {
+    let mut image = export_refs(client, name).await?;
+    for l in &mut image.layers {
+        l.source =
+            BlobSource::Bytes(crate::images::store::read_blob(client, &l.descriptor.digest).await?);
+    }
+    Ok(image)
+}
+
+/// [`export`] without reading the layers: each is [`BlobSource::Stored`], to be streamed
+/// from the content store by its digest ([`crate::images::store::blob_stream`]).
+pub async fn export_refs(client: &Client, name: &str) -> Result<PreparedImage, ImageError> {
     let full = normalize_name(name)?;
     let image = client
         .images()
@@ -105,7 +116,7 @@ pub async fn export(client: &Client, name: &str) -> Result<PreparedImage, ImageE
         layers.push(LayerSource {
             descriptor: l.clone(),
             diff_id: diff_id.clone(),
-            source: BlobSource::Bytes(crate::images::store::read_blob(client, &l.digest).await?),
+            source: BlobSource::Stored,
         });
     }
     Ok(PreparedImage {

@@ -1,17 +1,21 @@
 //! `stockade image push REF`: the local image REF (its manifest, config and layers as the
 //! content store holds them, so its digest does not change) to the registry REF names.
-//! Blobs the registry already has are not sent again.
+//! Blobs the registry already has are not sent again. Layers are streamed from the
+//! content store to the registry in chunks (oci-client's `push_blob_stream`), so a push
+//! holds no layer whole in memory.
 
 use std::time::Instant;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use oci_client::errors::OciDistributionError;
 use oci_client::RegistryOperation;
 
 use super::{classify, oci_reference, RegistryError, RegistryOptions};
 use crate::containerd::Client;
-use crate::images::archive::export;
+use crate::images::archive::export_refs;
+use crate::images::oci::Descriptor;
 use crate::images::reference::Reference;
-use crate::images::store::{self, BlobSource};
+use crate::images::store;
 use crate::images::{ImageError, Progress};
 
 /// What a push sent.
@@ -39,7 +43,7 @@ pub async fn push(
     let target = oci_reference(&r)?;
     let what = r.familiar();
     progress.stage(&format!("{what}: reading the local image"));
-    let image = export(client, &r.canonical()).await?;
+    let image = export_refs(client, &r.canonical()).await?;
     registry
         .store_auth_if_needed(target.resolve_registry(), &auth)
         .await;
@@ -48,24 +52,21 @@ pub async fn push(
         .await
         .map_err(|e| classify(&r, &what, e))?;
 
-    let mut blobs: Vec<(String, Vec<u8>)> = Vec::new();
-    for l in &image.layers {
-        let BlobSource::Bytes(bytes) = &l.source else {
-            return Err(RegistryError::Protocol {
-                what: format!("{what}: layer {}", l.descriptor.digest),
-                reason: "not read from the content store".into(),
-            }
-            .into());
-        };
-        blobs.push((l.descriptor.digest.clone(), bytes.clone()));
-    }
-    blobs.push((image.config_descriptor.digest.clone(), image.config.clone()));
+    // Layers are streamed from the content store chunk by chunk (never whole in memory);
+    // the config is small and already read.
+    let mut blobs: Vec<(Descriptor, Option<Vec<u8>>)> = image
+        .layers
+        .iter()
+        .map(|l| (l.descriptor.clone(), None))
+        .collect();
+    blobs.push((image.config_descriptor.clone(), Some(image.config.clone())));
     let n = blobs.len();
     let sent: Vec<bool> =
-        futures_util::stream::iter(blobs.into_iter().enumerate().map(|(i, (digest, bytes))| {
+        futures_util::stream::iter(blobs.into_iter().enumerate().map(|(i, (desc, bytes))| {
             let (registry, target, r, what) = (&registry, &target, &r, &what);
             async move {
                 let t = Instant::now();
+                let digest = desc.digest.clone();
                 let blob_what = format!("{what}: blob {digest}");
                 if registry
                     .blob_exists(target, &digest)
@@ -78,11 +79,19 @@ pub async fn push(
                     ));
                     return Ok::<bool, ImageError>(false);
                 }
-                let size = bytes.len() as u64;
-                registry
-                    .push_blob(target, bytes, &digest)
-                    .await
-                    .map_err(|e| classify(r, &blob_what, e))?;
+                let size = desc.size.max(0) as u64;
+                match bytes {
+                    Some(bytes) => registry.push_blob(target, bytes, &digest).await,
+                    None => {
+                        let stream = store::blob_stream(client, &digest).await?.map(|c| {
+                            c.map_err(|e| OciDistributionError::GenericError(Some(e.to_string())))
+                        });
+                        registry
+                            .push_blob_stream(target, stream, &digest, Some(size))
+                            .await
+                    }
+                }
+                .map_err(|e| classify(r, &blob_what, e))?;
                 progress.line(&format!(
                     "{what}: blob {}/{n} {digest} {} in {:.1}s",
                     i + 1,

@@ -166,7 +166,24 @@ async fn set_content_labels(
 
 /// Reads a whole blob from the content store.
 pub async fn read_blob(client: &Client, digest: &str) -> Result<Vec<u8>, ImageError> {
-    let mut stream = client
+    let mut stream = blob_stream(client, digest).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// A blob's bytes as Content.Read streams them, chunk by chunk (a layer is never held
+/// whole in memory); an error mid-stream ends it.
+pub async fn blob_stream(
+    client: &Client,
+    digest: &str,
+) -> Result<
+    impl tokio_stream::Stream<Item = Result<bytes::Bytes, ImageError>> + Send + 'static,
+    ImageError,
+> {
+    let stream = client
         .content()
         .read(client.request(ReadContentRequest {
             digest: digest.to_string(),
@@ -176,9 +193,9 @@ pub async fn read_blob(client: &Client, digest: &str) -> Result<Vec<u8>, ImageEr
         .await
         .map_err(ContainerdError::rpc("content.read"))?
         .into_inner();
-    let mut out = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk.map_err(ContainerdError::rpc("content.read"))?.data);
-    }
-    Ok(out)
+    Ok(stream.map(|chunk| {
+        chunk
+            .map(|c| bytes::Bytes::from(c.data))
+            .map_err(|s| ContainerdError::rpc("content.read")(s).into())
+    }))
 }

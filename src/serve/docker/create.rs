@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::wire::{CreateBody, HostConfig};
+use crate::images::config_merge::{merge, MergeError, Requested};
 use crate::images::ImageConfig;
 use crate::policy::{Policy, PolicyError, PolicyOverrides, ValidatedPolicy};
 use crate::sandbox::MainProcess;
@@ -129,8 +130,10 @@ pub fn policy_refusal(e: PolicyError) -> Refusal {
 }
 
 /// Maps `body` onto the server's policy. `image` is the image's config when the store has
-/// one (its entrypoint, command, environment, working directory and user are merged as
-/// Docker merges them).
+/// one: its entrypoint, command, environment, working directory and user are merged by
+/// [`crate::images::config_merge::merge`] (the request's fields are explicit, like flags;
+/// an image USER of root or a name is not granted and comes back as a warning). With no
+/// working directory anywhere, Docker's default `/` applies.
 pub fn map_create(
     body: &CreateBody,
     image: Option<&ImageConfig>,
@@ -203,40 +206,52 @@ pub fn map_create(
         }
     }
 
-    let cfg = image.cloned().unwrap_or_default();
-    let user = if body.user.is_empty() {
-        cfg.user.clone()
-    } else {
-        body.user.clone()
-    };
-    if !user.is_empty() {
-        o.user = Some(numeric_user(&user)?);
+    // What the request gives is explicit; the image's config fills in the rest by the one
+    // rule every front end uses (`images::config_merge`).
+    if !body.user.is_empty() {
+        o.user = Some(numeric_user(&body.user)?);
     }
-    let mut env = cfg.env.clone();
     for kv in body.env.iter().flatten() {
         if !kv.contains('=') {
             return Err(Refusal::bad("Env", format!("`{kv}`: expected K=V")));
         }
-        env.push(kv.clone());
+        o.env.push(kv.clone());
     }
-    o.env = env;
-    let cwd = match (body.working_dir.as_str(), cfg.working_dir.as_str()) {
-        ("", "") => "/".to_string(),
-        ("", image_dir) => image_dir.to_string(),
-        (dir, _) => dir.to_string(),
+    let cwd = body.working_dir.as_str();
+    if !cwd.is_empty() {
+        if !cwd.starts_with('/') || cwd.split('/').any(|c| c == "..") {
+            return Err(Refusal::bad(
+                "WorkingDir",
+                format!("`{cwd}`: must be an absolute path without `..`"),
+            ));
+        }
+        policy.process.cwd = Some(cwd.to_string());
+    }
+    let requested = Requested {
+        command: body.cmd.clone().unwrap_or_default(),
+        entrypoint: body.entrypoint.clone(),
     };
-    if !cwd.starts_with('/') || cwd.split('/').any(|c| c == "..") {
-        return Err(Refusal::bad(
-            "WorkingDir",
-            format!("`{cwd}`: must be an absolute path without `..`"),
-        ));
-    }
-    policy.process.cwd = Some(cwd);
+    let merged = merge(
+        &body.image,
+        &image.cloned().unwrap_or_default(),
+        &requested,
+        &policy,
+        &o,
+    )
+    .map_err(|e| match e {
+        MergeError::NoCommand => Refusal::bad("Cmd", e),
+        MergeError::WorkingDir { .. } => Refusal::bad("Image", e),
+    })?;
+    warnings.extend(merged.warnings);
+    let argv = merged.argv;
+    policy = merged.policy;
+    // Docker's default working directory, where neither the request, the server's policy
+    // nor the image names one.
+    policy.process.cwd.get_or_insert_with(|| "/".to_string());
     if !body.hostname.is_empty() {
         policy.process.hostname = Some(body.hostname.clone());
     }
 
-    let argv = command(body, &cfg)?;
     for (set, field) in [
         (h.cpu_shares != 0, "HostConfig.CpuShares"),
         (!h.cpuset_cpus.is_empty(), "HostConfig.CpusetCpus"),
@@ -411,27 +426,6 @@ fn numeric_user(user: &str) -> Result<String, Refusal> {
             format!("`{user}`: only a numeric UID[:GID] (or root) is supported"),
         )
     })
-}
-
-/// The command, as Docker merges it: the request's entrypoint (which drops the image's
-/// command) or the image's, then the request's command or the image's.
-fn command(body: &CreateBody, image: &ImageConfig) -> Result<Vec<String>, Refusal> {
-    let (entry, default_cmd): (Vec<String>, &[String]) = match &body.entrypoint {
-        Some(e) => (e.iter().filter(|s| !s.is_empty()).cloned().collect(), &[]),
-        None => (image.entrypoint.clone(), &image.cmd),
-    };
-    let cmd = match &body.cmd {
-        Some(c) if !c.is_empty() => c.clone(),
-        _ => default_cmd.to_vec(),
-    };
-    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
-    if argv.first().is_none_or(|a| a.is_empty()) {
-        return Err(Refusal::bad(
-            "Cmd",
-            "no command specified (the image has none either)",
-        ));
-    }
-    Ok(argv)
 }
 
 #[cfg(test)]

@@ -80,11 +80,8 @@ pub async fn create(d: &Arc<Docker>, id: &str, req: Request<Incoming>) -> Answer
             c.sandbox.id()
         )));
     }
-    let exec_id = format!(
-        "{}{}",
-        &crate::runner::new_id()[crate::runner::ID_PREFIX.len()..],
-        &crate::runner::new_id()[crate::runner::ID_PREFIX.len()..]
-    );
+    // 32 hex digits: random, and not a sandbox id (those carry `stk-`).
+    let exec_id = crate::ids::random_hex(16);
     let e = Arc::new(Exec {
         id: exec_id.clone(),
         container: c.sandbox.id().to_string(),
