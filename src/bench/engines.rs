@@ -136,7 +136,7 @@ impl Docker {
             let exited = d
                 .daemon
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if let Some(st) = exited {
@@ -228,7 +228,11 @@ impl Docker {
                 notes.push(format!("docker exec container {id}: {e}"));
             }
         }
-        let child = self.daemon.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let child = self
+            .daemon
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let (Some(pid), Some(mut child)) = (self.pid, child) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
@@ -304,18 +308,19 @@ impl Podman {
             .get(&w.image)
             .ok_or_else(|| BenchError::Setup(format!("{} not loaded into podman", w.image)))?;
         let mut cmd = self.cli();
-        // `--ulimit host`: podman's default open-files limit is above what an unprivileged
-        // host (or a container) may grant, and the others keep the caller's limits too.
-        cmd.args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "host",
-            image,
-        ])
-        .args(&w.args);
+        // podman's default limits (open files and processes 1048576 and up) are above
+        // what a host that caps them (a container, a login limit) lets even root grant,
+        // and runc then refuses to start; these are stockade's default open-files limit
+        // and a process limit any host grants.
+        cmd.args(["run", "--rm", "--network", "none"])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ])
+            .arg(image)
+            .args(&w.args);
         let (dt, out) = timed(cmd, "podman run").await?;
         check_output(w, &out, "podman run")?;
         Ok(Sample::end_to_end(dt))

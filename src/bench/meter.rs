@@ -49,7 +49,10 @@ impl Meter {
                     m.reap();
                 }
             });
-            *meter.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            *meter
+                .reaper
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         }
         meter
     }
@@ -58,7 +61,7 @@ impl Meter {
     pub fn add_daemon(&self, pid: u32) {
         self.daemons
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(pid);
     }
 
@@ -136,7 +139,7 @@ impl Meter {
         let daemons = self
             .daemons
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         Reading {
             self_ms: usage(UsageWho::RUSAGE_SELF),
@@ -159,7 +162,12 @@ impl Meter {
 
     /// Stops reaping on `SIGCHLD`.
     pub fn stop(&self) {
-        if let Some(t) = self.reaper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = self
+            .reaper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             t.abort();
         }
     }
