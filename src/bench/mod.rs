@@ -302,7 +302,7 @@ pub async fn run(
         root: b.state_dir(),
         bundles: b.list(),
     });
-    let (docker, podman) = engines_start(
+    let (docker, podman) = engines::start_all(
         &client,
         &image_refs,
         &mut config,
@@ -550,92 +550,4 @@ fn cpu_notes(meter: &meter::Meter, client: &Client, notes: &mut Vec<String>) {
             client.address().display()
         )),
     }
-}
-
-/// Starts the private dockerd and podman storage the configuration asks for; a contender
-/// whose engine is missing or fails to start is dropped from `config`, with a note saying why.
-async fn engines_start(
-    client: &Client,
-    image_refs: &BTreeMap<String, crate::images::ImageRef>,
-    config: &mut BenchConfig,
-    meter: &meter::Meter,
-    notes: &mut Vec<String>,
-    progress: &(dyn Fn(&str) + Sync),
-) -> (Option<engines::Docker>, Option<engines::Podman>) {
-    let wants = |c: &[Contender], x: Contender| c.contains(&x);
-    let want_docker = wants(&config.contenders, Contender::DockerRun)
-        || wants(&config.contenders, Contender::DockerExec);
-    let want_podman = wants(&config.contenders, Contender::PodmanRun);
-    let docker_set = [Contender::DockerRun, Contender::DockerExec];
-    if !want_docker && !want_podman {
-        return (None, None);
-    }
-    let refs = image_refs
-        .iter()
-        .map(|(image, r)| (image.clone(), r.name.clone()))
-        .collect();
-    progress("exporting the images for the other engines");
-    let tarballs = if external::have("ctr") {
-        engines::export_images(
-            client.address(),
-            client.namespace(),
-            &refs,
-            &config.work_dir.join("engines"),
-        )
-        .await
-        .map_err(|e| e.to_string())
-    } else {
-        Err("ctr not found: the image cannot be exported for them".into())
-    };
-    let tarballs = match tarballs {
-        Ok(t) => t,
-        Err(why) => {
-            skip(config, notes, &docker_set, why.clone());
-            skip(config, notes, &[Contender::PodmanRun], why);
-            return (None, None);
-        }
-    };
-    let mut docker = None;
-    if want_docker {
-        progress("starting a private dockerd");
-        match engines::Docker::start(&config.work_dir.join("docker"), client.address()).await {
-            Ok(mut d) => {
-                if let Some(pid) = d.pid() {
-                    meter.add_daemon(pid);
-                }
-                match d
-                    .load(
-                        &tarballs,
-                        config.contenders.contains(&Contender::DockerExec),
-                    )
-                    .await
-                {
-                    Ok(()) => docker = Some(d),
-                    Err(e) => {
-                        notes.extend(d.stop().await);
-                        skip(config, notes, &docker_set, e.to_string());
-                    }
-                }
-            }
-            Err(e) => skip(config, notes, &docker_set, e.to_string()),
-        }
-    }
-    let mut podman = None;
-    if want_podman {
-        progress("loading the image into podman");
-        match engines::Podman::start(&config.work_dir.join("podman"), &tarballs).await {
-            Ok(p) => podman = Some(p),
-            Err(e) => skip(config, notes, &[Contender::PodmanRun], e.to_string()),
-        }
-    }
-    let _ = std::fs::remove_dir_all(config.work_dir.join("engines"));
-    (docker, podman)
-}
-
-/// Drops `which` from the measured contenders, noting why.
-fn skip(config: &mut BenchConfig, notes: &mut Vec<String>, which: &[Contender], why: String) {
-    for c in which {
-        notes.push(format!("{} skipped: {why}", c.name()));
-    }
-    config.contenders.retain(|c| !which.contains(c));
 }
