@@ -1,5 +1,5 @@
 //! The one reader of `/proc/<pid>/stat` lines, for the liveness and parentage checks of
-//! the daemon, the runner's crash reclaim and the pool. `/proc` is a parameter where the
+//! the daemon, the runner's crash reclaim and the pool, and the benchmark's CPU accounting. `/proc` is a parameter where the
 //! caller has one.
 
 use std::path::Path;
@@ -14,21 +14,30 @@ pub struct ProcStat {
     /// Start time in clock ticks after boot (field 22): tells a process from a later one
     /// that reuses its pid.
     pub start_time: Option<u64>,
+    /// Process group (field 5).
+    pub pgrp: Option<i32>,
+    /// CPU time in clock ticks (`USER_HZ`, 100 a second): user and system time of the
+    /// process and of the children it waited for (fields 14 to 17 added up).
+    pub cpu_ticks: Option<u64>,
 }
 
 impl ProcStat {
     /// Parses one stat line. The command name is in parentheses and may hold any character
     /// (spaces and `)` included), so the fields are read after the last `)`.
     pub fn parse(line: &str) -> Option<ProcStat> {
-        let mut rest = line[line.rfind(')')? + 1..].split_whitespace();
-        let state = rest.next()?.chars().next()?;
-        let ppid = rest.next().and_then(|p| p.parse().ok());
-        // Fields 5 to 21 come before the start time.
-        let start_time = rest.nth(17).and_then(|s| s.parse().ok());
+        let f: Vec<&str> = line[line.rfind(')')? + 1..].split_whitespace().collect();
+        // `f[0]` is field 3.
+        let field = |n: usize| f.get(n - 3).copied();
+        let state = field(3)?.chars().next()?;
+        let ticks: Option<Vec<u64>> = (14..=17)
+            .map(|n| field(n).and_then(|s| s.parse().ok()))
+            .collect();
         Some(ProcStat {
             state,
-            ppid,
-            start_time,
+            ppid: field(4).and_then(|p| p.parse().ok()),
+            start_time: field(22).and_then(|s| s.parse().ok()),
+            pgrp: field(5).and_then(|p| p.parse().ok()),
+            cpu_ticks: ticks.map(|t| t.iter().sum()),
         })
     }
 
@@ -70,6 +79,15 @@ mod tests {
             let got = ProcStat::parse(line).map(|s| (s.state, s.ppid, s.start_time));
             assert_eq!(got, want, "{line}");
         }
+        // Each field holds its own number: group 5, CPU 14 + 15 + 16 + 17.
+        let s = ProcStat::parse(&full).unwrap();
+        assert_eq!((s.pgrp, s.cpu_ticks), (Some(5), Some(62)));
+        let short = ProcStat::parse("42 (a) S 7 42 42 0 -1 0 0 0 0 0 3 4 5").unwrap();
+        assert_eq!(
+            (short.pgrp, short.cpu_ticks),
+            (Some(42), None),
+            "cstime missing"
+        );
     }
 
     #[test]
@@ -86,6 +104,8 @@ mod tests {
                 state,
                 ppid: None,
                 start_time: None,
+                pgrp: None,
+                cpu_ticks: None,
             };
             assert_eq!(s.has_exited(), exited, "{state}");
         }

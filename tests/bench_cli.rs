@@ -65,6 +65,9 @@ async fn every_contender_is_measured_and_nothing_is_left() {
             Some(3),
             "{name}: every iteration measured: {cell}"
         );
+        let cpu = cell["cpu_per_run"]["children_ms"].as_f64().unwrap_or(-1.0)
+            + cell["cpu_per_run"]["self_ms"].as_f64().unwrap_or(-1.0);
+        assert!(cpu > 0.0, "{name}: CPU per run counted: {cell}");
     }
 
     // Sandboxes and runs: the detached cleanups may still be finishing.
@@ -112,4 +115,90 @@ async fn every_contender_is_measured_and_nothing_is_left() {
         })
         .unwrap_or_default();
     assert!(bundles.is_empty(), "bundle directories left: {bundles:?}");
+}
+
+/// A contender whose program is not installed is skipped with the reason in the notes,
+/// and the others are measured as usual: here `docker-run` and `podman-run` with `PATH`
+/// cut down so that neither `dockerd` nor `podman` is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_engine_is_skipped_saying_why() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let client = c.client("stockade").await;
+    busybox_image(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Every program on PATH stays reachable but dockerd, docker and podman.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for d in std::env::split_paths(&path) {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let hidden = ["dockerd", "docker", "podman"].iter().any(|h| name == *h);
+            if !hidden && !bin.join(&name).exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+            }
+        }
+    }
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+        ])
+        .args(["--concurrency", "1", "--workloads", "true", "--json"])
+        .args(["--contenders", "stockade-lib,docker-run,podman-run"])
+        .arg("--address")
+        .arg(c.address())
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--stockade-bin")
+        .arg(BIN)
+        .env("PATH", &bin)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run stockade bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stockade bench failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("--json is not JSON ({e}): {stderr}"));
+    let notes: Vec<&str> = report["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    for (name, why) in [("docker-run", "dockerd"), ("podman-run", "podman")] {
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with(&format!("{name} skipped: ")) && n.contains(why)),
+            "{name} skipped naming {why}: {notes:#?}"
+        );
+        assert!(
+            !report["cells"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["contender"] == name),
+            "{name} has no cell: {report}"
+        );
+    }
+    let lib = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["contender"] == "stockade-lib")
+        .expect("stockade-lib measured");
+    assert_eq!(lib["failures"], 0, "{lib}");
+    assert!(
+        lib["cpu_per_run"]["self_ms"].as_f64().unwrap_or(0.0) > 0.0,
+        "an in-process run costs this process CPU: {lib}"
+    );
 }

@@ -6,7 +6,10 @@
 //! Used by `stockade bench` and by `benches/start_latency.rs` (`cargo bench`).
 
 mod bundle;
+pub mod cpu;
+mod engines;
 mod external;
+pub mod meter;
 mod model;
 mod report;
 mod setup;
@@ -48,6 +51,10 @@ struct Contenders {
     exec: BTreeMap<String, crate::sandbox::Sandbox>,
     /// The front door the session contender creates its sandboxes through.
     sessions: Option<crate::sandbox::Sandboxes>,
+    /// The private dockerd, for `docker-run` and `docker-exec`.
+    docker: Option<engines::Docker>,
+    /// podman with private storage, for `podman-run`.
+    podman: Option<engines::Podman>,
 }
 
 impl Contenders {
@@ -80,7 +87,8 @@ impl Contenders {
             if !busy {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Not shorter: each poll costs CPU in containerd, counted into the burst's CPU.
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -182,6 +190,15 @@ impl Contenders {
                     phases: BTreeMap::new(),
                 })
             }
+            Contender::DockerRun | Contender::DockerExec => match &self.docker {
+                Some(d) if c == Contender::DockerRun => d.run(w).await,
+                Some(d) => d.exec(w).await,
+                None => Err(BenchError::Setup("no private dockerd".into())),
+            },
+            Contender::PodmanRun => match &self.podman {
+                Some(p) => p.run(w).await,
+                None => Err(BenchError::Setup("podman not prepared".into())),
+            },
             Contender::Runc => match &self.runc {
                 Some(runc) => {
                     runc.run(w, &format!("bench-runc-{}-{seq}", std::process::id()))
@@ -200,6 +217,7 @@ struct Acc {
     first_error: Option<String>,
     wall: Duration,
     runs: usize,
+    cpu: cpu::Cpu,
 }
 
 /// Runs the benchmark against `client` (and the containerd at its address), with the base
@@ -213,6 +231,9 @@ pub async fn run(
 ) -> Result<Report, BenchError> {
     let workloads = Workload::standard(&config.workloads)?;
     let mut notes = Vec::new();
+    let mut config = config.clone();
+    let meter = meter::Meter::start();
+    cpu_notes(&meter, &client, &mut notes);
     let lib = Runner::builder()
         .client(client.clone())
         .host(host.clone())
@@ -281,9 +302,21 @@ pub async fn run(
         root: b.state_dir(),
         bundles: b.list(),
     });
+    let (docker, podman) = engines::start_all(
+        &client,
+        &image_refs,
+        &mut config,
+        &meter,
+        &mut notes,
+        progress,
+    )
+    .await;
+    let config = &config;
     let mut contenders = Contenders {
         exec: BTreeMap::new(),
         sessions: None,
+        docker,
+        podman,
         lib,
         warm: BTreeMap::new(),
         warm_cli: None,
@@ -309,12 +342,22 @@ pub async fn run(
         progress,
     )
     .await;
+    for pid in started.pids() {
+        meter.add_daemon(pid);
+    }
     let contenders = Arc::new(contenders);
     let outcome = match ready {
-        Ok(()) => measure(&contenders, &usable, config, progress).await,
+        Ok(()) => measure(&contenders, &usable, config, &meter, progress).await,
         Err(e) => Err(e),
     };
     setup::stop(&contenders, started, &sandboxes, &mut notes).await;
+    if let Some(d) = &contenders.docker {
+        notes.extend(d.stop().await);
+    }
+    if let Some(p) = &contenders.podman {
+        notes.extend(p.stop().await);
+    }
+    meter.stop();
     if let Some(b) = bundles {
         b.remove().await;
     }
@@ -347,6 +390,7 @@ async fn measure(
     contenders: &Arc<Contenders>,
     workloads: &[Workload],
     config: &BenchConfig,
+    meter: &meter::Meter,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<Cell>, BenchError> {
     let mut acc: BTreeMap<(String, Contender, usize), Acc> = BTreeMap::new();
@@ -376,6 +420,8 @@ async fn measure(
                 order.rotate_left(round % len);
                 for c in order {
                     contenders.settle(w, level).await;
+                    let adopted = meter.adopted_alive();
+                    let cpu0 = meter.read();
                     let t0 = Instant::now();
                     let mut set = tokio::task::JoinSet::new();
                     for _ in 0..level {
@@ -401,6 +447,12 @@ async fn measure(
                     }
                     a.wall += t0.elapsed();
                     a.runs += level;
+                    // Untimed: the burst's removals, refills and reparented processes
+                    // (shims, removal helpers) finish, so that all its CPU is counted here.
+                    contenders.settle(w, level).await;
+                    meter.wait_adopted(adopted, SETTLE_TIMEOUT).await;
+                    a.cpu
+                        .add(cpu::Cpu::between(&cpu0, &meter.read(), c.in_process()));
                 }
             }
             if round % 10 == 9 || round + 1 == rounds {
@@ -442,6 +494,7 @@ async fn measure(
                 failures: a.failures,
                 first_error: a.first_error,
                 samples_ms: totals,
+                cpu_per_run: (completed > 0).then(|| a.cpu.per_run(completed)),
             }
         })
         .collect())
@@ -472,5 +525,29 @@ async fn host_info(client: &Client, host: &HostFacts) -> HostInfo {
         containerd: client.server_version().await.unwrap_or_default(),
         runc,
         cgroup: format!("{:?}", host.cgroup).to_lowercase(),
+    }
+}
+
+/// Says in the report what the CPU column can and cannot see on this host.
+fn cpu_notes(meter: &meter::Meter, client: &Client, notes: &mut Vec<String>) {
+    if !meter.subreaper {
+        notes.push(
+            "cpu: could not become a child subreaper; processes that daemonize are not counted"
+                .into(),
+        );
+    }
+    match cpu::socket_server_pid(client.address()) {
+        Some(pid) => {
+            meter.add_daemon(pid);
+            if !meter.is_descendant(pid) {
+                notes.push(format!(
+                    "cpu: containerd (pid {pid}) does not run below the benchmark, so its shims are not reparented here and their CPU (with runc's) is not counted for the containerd-based contenders"
+                ));
+            }
+        }
+        None => notes.push(format!(
+            "cpu: no server pid for {}; containerd's own CPU is not counted",
+            client.address().display()
+        )),
     }
 }

@@ -52,10 +52,20 @@ pub enum Contender {
     /// [`crate::sandbox::Sandbox::remove`] that follows is not timed (a run's removal is
     /// not either). Beside `stockade-lib` it shows what the one-shot fast path saves.
     StockadeSession,
+    /// `docker run --rm --network none` against a dockerd the benchmark starts privately
+    /// (own data root, exec root, socket and pidfile, no bridge, no iptables) over the same
+    /// containerd, on the same image loaded into it; skipped when `dockerd` is not installed.
+    DockerRun,
+    /// `docker exec` into one long-lived container per image of that private dockerd, made
+    /// before the first burst (not timed).
+    DockerExec,
+    /// `podman run --rm --network none` (own storage root and run root, cgroupfs, runc) on
+    /// the same image; skipped when `podman` is not installed.
+    PodmanRun,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 8] = [
+    pub const ALL: [Contender; 11] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -64,6 +74,9 @@ impl Contender {
         Contender::Runc,
         Contender::StockadeExec,
         Contender::StockadeSession,
+        Contender::DockerRun,
+        Contender::DockerExec,
+        Contender::PodmanRun,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +89,27 @@ impl Contender {
             Contender::Runc => "runc-run",
             Contender::StockadeExec => "stockade-exec",
             Contender::StockadeSession => "stockade-session",
+            Contender::DockerRun => "docker-run",
+            Contender::DockerExec => "docker-exec",
+            Contender::PodmanRun => "podman-run",
+        }
+    }
+
+    /// Whether the contender runs inside the benchmark's own process (so the process's own
+    /// CPU time is charged to it).
+    pub fn in_process(self) -> bool {
+        match self {
+            Contender::StockadeLib
+            | Contender::StockadeWarm
+            | Contender::StockadeExec
+            | Contender::StockadeSession => true,
+            Contender::StockadeCli
+            | Contender::StockadeWarmCli
+            | Contender::Ctr
+            | Contender::Runc
+            | Contender::DockerRun
+            | Contender::DockerExec
+            | Contender::PodmanRun => false,
         }
     }
 }
@@ -182,6 +216,10 @@ pub struct Cell {
     pub first_error: Option<String>,
     /// Every end-to-end latency, in the order measured.
     pub samples_ms: Vec<f64>,
+    /// CPU per completed run, by where it was counted (see [`super::cpu`]); absent in
+    /// reports written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_run: Option<super::cpu::Cpu>,
 }
 
 /// A ratio of two contenders' p50s in the same run.
@@ -192,6 +230,10 @@ pub struct Ratio {
     pub numerator: Contender,
     pub denominator: Contender,
     pub p50_ratio: f64,
+    /// The same two contenders' CPU per run, numerator over denominator, where both were
+    /// measured (absent in reports written before CPU was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ratio: Option<f64>,
 }
 
 /// The whole report.
@@ -227,39 +269,68 @@ pub struct ConfigEcho {
     pub runc_binary: Option<String>,
 }
 
-/// stockade's p50 over ctr's and runc's, per workload and concurrency.
+/// The pairs compared: each stockade way of starting a sandbox over each other engine's,
+/// and exec over exec.
+pub const RATIO_PAIRS: &[(&[Contender], &[Contender])] = &[
+    (
+        &[
+            Contender::StockadeLib,
+            Contender::StockadeCli,
+            Contender::StockadeWarm,
+            Contender::StockadeWarmCli,
+        ],
+        &[
+            Contender::Ctr,
+            Contender::Runc,
+            Contender::DockerRun,
+            Contender::PodmanRun,
+        ],
+    ),
+    (&[Contender::StockadeExec], &[Contender::DockerExec]),
+];
+
+/// stockade's p50 (and CPU per run) over the other engines', per workload and concurrency,
+/// for the [`RATIO_PAIRS`] both measured.
 pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let p50 = |w: &str, c: Contender, n: usize| {
+    let cell = |w: &str, c: Contender, n: usize| {
         cells
             .iter()
             .find(|x| x.workload == w && x.contender == c && x.concurrency == n)
-            .and_then(|x| x.summary)
-            .map(|s| s.p50_ms)
     };
     let mut keys: Vec<(String, usize)> = cells
         .iter()
         .map(|c| (c.workload.clone(), c.concurrency))
         .collect();
+    keys.sort();
     keys.dedup();
     for (w, n) in keys {
-        for num in [
-            Contender::StockadeLib,
-            Contender::StockadeCli,
-            Contender::StockadeWarm,
-            Contender::StockadeWarmCli,
-        ] {
-            for den in [Contender::Ctr, Contender::Runc] {
-                if let (Some(a), Some(b)) = (p50(&w, num, n), p50(&w, den, n)) {
-                    if b > 0.0 {
-                        out.push(Ratio {
-                            workload: w.clone(),
-                            concurrency: n,
-                            numerator: num,
-                            denominator: den,
-                            p50_ratio: a / b,
-                        });
+        for (nums, dens) in RATIO_PAIRS {
+            for &num in *nums {
+                for &den in *dens {
+                    let (Some(a), Some(b)) = (cell(&w, num, n), cell(&w, den, n)) else {
+                        continue;
+                    };
+                    let (Some(sa), Some(sb)) = (a.summary, b.summary) else {
+                        continue;
+                    };
+                    if sb.p50_ms <= 0.0 {
+                        continue;
                     }
+                    let cpu_ratio = match (a.cpu_per_run, b.cpu_per_run) {
+                        (Some(x), Some(y)) if y.total_ms() > 0.0 => {
+                            Some(x.total_ms() / y.total_ms())
+                        }
+                        _ => None,
+                    };
+                    out.push(Ratio {
+                        workload: w.clone(),
+                        concurrency: n,
+                        numerator: num,
+                        denominator: den,
+                        p50_ratio: sa.p50_ms / sb.p50_ms,
+                        cpu_ratio,
+                    });
                 }
             }
         }

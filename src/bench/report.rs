@@ -19,8 +19,8 @@ pub fn render_table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<8} {:>4} {:<17} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
-        "workload", "conc", "contender", "n", "min", "p50", "p95", "p99", "runs/s", "fail"
+        "{:<8} {:>4} {:<17} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "workload", "conc", "contender", "n", "min", "p50", "p95", "p99", "runs/s", "cpu", "fail"
     );
     for c in &r.cells {
         let (n, min, p50, p95, p99) = c
@@ -29,7 +29,7 @@ pub fn render_table(r: &Report) -> String {
             .unwrap_or((0, f64::NAN, f64::NAN, f64::NAN, f64::NAN));
         let _ = writeln!(
             s,
-            "{:<8} {:>4} {:<17} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+            "{:<8} {:>4} {:<17} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
             c.workload,
             c.concurrency,
             c.contender.name(),
@@ -39,6 +39,7 @@ pub fn render_table(r: &Report) -> String {
             p95,
             p99,
             c.runs_per_sec,
+            c.cpu_per_run.map_or(f64::NAN, |x| x.total_ms()),
             c.failures
         );
     }
@@ -63,16 +64,37 @@ pub fn render_table(r: &Report) -> String {
             );
         }
     }
-    let _ = writeln!(s, "\nratios of p50 (same run):");
+    let _ = writeln!(
+        s,
+        "\ncpu: CPU ms per run (user + system) of the processes each contender used; by where counted, concurrency 1:"
+    );
+    for c in r.cells.iter().filter(|c| c.concurrency == 1) {
+        if let Some(x) = c.cpu_per_run {
+            let _ = writeln!(
+                s,
+                "  {:<8} {:<17} {:>7.1} = in-process {:>6.1} + children {:>7.1} + daemons {:>6.1}",
+                c.workload,
+                c.contender.name(),
+                x.total_ms(),
+                x.self_ms,
+                x.children_ms,
+                x.daemons_ms
+            );
+        }
+    }
+    let _ = writeln!(s, "\nratios of p50, and of CPU per run (same run):");
     for x in &r.ratios {
         let _ = writeln!(
             s,
-            "  {:<8} conc {:>2}: {} / {} = {:.2}",
+            "  {:<8} conc {:>2}: {} / {} = {:.2}{}",
             x.workload,
             x.concurrency,
             x.numerator.name(),
             x.denominator.name(),
-            x.p50_ratio
+            x.p50_ratio,
+            x.cpu_ratio
+                .map(|c| format!(" (cpu {c:.2})"))
+                .unwrap_or_default()
         );
     }
     for c in r.cells.iter().filter(|c| c.failures > 0) {

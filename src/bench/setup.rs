@@ -25,6 +25,16 @@ pub(super) struct Started {
     services: Vec<tokio::process::Child>,
 }
 
+impl Started {
+    /// The PIDs of the pool services (daemons whose CPU is counted).
+    pub fn pids(&self) -> Vec<u32> {
+        self.services
+            .iter()
+            .filter_map(tokio::process::Child::id)
+            .collect()
+    }
+}
+
 /// Fills `contenders`' warm pools, pool services and exec sandboxes, for the contenders
 /// `ctx.config` asks for. On error, what was made so far stays recorded for [`stop`].
 pub(super) async fn start(

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use stockade::bench::{self, BenchConfig, Contender};
-use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
+use stockade::containerd::daemon::{self, connect_or_start, DaemonPaths};
 use stockade::containerd::DEFAULT_NAMESPACE;
 
 #[derive(Debug, Args)]
@@ -30,11 +30,13 @@ pub struct BenchArgs {
     pub workloads: Vec<String>,
     /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
     /// stockade-warm-cli, stockade-exec (into a live sandbox), stockade-session (create + exec
-    /// through the library, to compare with stockade-lib), ctr, runc.
+    /// through the library, to compare with stockade-lib), ctr, runc, docker-run and
+    /// docker-exec (against a private dockerd the benchmark starts), podman-run. A contender
+    /// whose program is not installed is skipped, with a note saying so.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,stockade-exec,ctr,runc"
+        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,stockade-exec,ctr,runc,docker-run,docker-exec,podman-run"
     )]
     pub contenders: Vec<String>,
     /// Measure nothing: read a report saved with `--out` and print its table (and, with
@@ -70,6 +72,13 @@ pub struct BenchArgs {
     /// Pool size for --sustained warm; 0 measures cold only.
     #[arg(long, value_name = "K", default_value_t = 8)]
     pub pool_size: usize,
+    /// Start stockade's private containerd under DIR (as `stockade daemon start --base
+    /// DIR`) from the benchmark itself and stop it at the end, instead of connecting to
+    /// --address: its shims are then reparented to the benchmark, so their CPU (with the
+    /// `runc` calls they make) is counted in the cpu column. A daemon already running
+    /// there is used as it is, and then stays running.
+    #[arg(long, value_name = "DIR", conflicts_with = "address")]
+    pub daemon_base: Option<PathBuf>,
     /// Working directory for runc bundles.
     #[arg(long, value_name = "DIR", default_value = "/run/stockade/bench")]
     pub work_dir: PathBuf,
@@ -85,8 +94,11 @@ fn contender(name: &str) -> Result<Contender> {
         "runc" | "runc-run" => Contender::Runc,
         "stockade-exec" | "exec" => Contender::StockadeExec,
         "stockade-session" | "session" => Contender::StockadeSession,
+        "docker-run" | "docker" => Contender::DockerRun,
+        "docker-exec" => Contender::DockerExec,
+        "podman-run" | "podman" => Contender::PodmanRun,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, ctr, runc)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, ctr, runc, docker-run, docker-exec, podman-run)"
         ),
     })
 }
@@ -110,12 +122,47 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         .collect::<Result<Vec<_>>>()?;
     let policy = super::load_policy(&args.policy)?;
     let host = super::doctor::host_facts_for_spec()?;
-    let client = connect_or_start(
-        args.address.as_deref(),
-        &args.namespace,
-        &DaemonPaths::system(),
-    )
-    .await?;
+    // The private daemon this benchmark starts, to stop at the end.
+    let mut own_daemon = None;
+    let client = match &args.daemon_base {
+        Some(base) => {
+            let paths = DaemonPaths::under(base);
+            let was_running = daemon::status(&paths).await.is_ok_and(|s| s.pid.is_some());
+            daemon::ensure_running(&paths)
+                .await
+                .with_context(|| format!("--daemon-base {}", base.display()))?;
+            let client = stockade::containerd::Client::connect(&paths.socket, &args.namespace)
+                .await
+                .with_context(|| format!("--daemon-base {}", base.display()))?;
+            if !was_running {
+                own_daemon = Some(paths);
+            }
+            client
+        }
+        None => {
+            connect_or_start(
+                args.address.as_deref(),
+                &args.namespace,
+                &DaemonPaths::system(),
+            )
+            .await?
+        }
+    };
+    let result = measure(args, client, policy, host, contenders).await;
+    if let Some(paths) = own_daemon {
+        daemon::stop(&paths, std::time::Duration::from_secs(10))
+            .context("stopping the benchmark's containerd")?;
+    }
+    result
+}
+
+async fn measure(
+    args: BenchArgs,
+    client: stockade::containerd::Client,
+    policy: stockade::policy::ValidatedPolicy,
+    host: stockade::host::HostFacts,
+    contenders: Vec<Contender>,
+) -> Result<u8> {
     if let Some(d) = &args.sustained {
         let d =
             stockade::policy::parse_duration(d).map_err(|e| anyhow::anyhow!("--sustained: {e}"))?;
