@@ -86,21 +86,22 @@ pub(super) fn validate(
 
     let limits = limits::validate(&p.limits, o)?;
 
-    let network =
-        match p.network.mode.as_deref() {
-            None | Some("none") => NetworkMode::None,
-            Some("loopback") => NetworkMode::Loopback,
-            Some("egress") => NetworkMode::Egress,
-            Some("group") => NetworkMode::Group,
-            Some("allowlist") => NetworkMode::Allowlist,
-            Some(other) => return Err(err(
+    let network = match p.network.mode.as_deref() {
+        None | Some("none") => NetworkMode::None,
+        Some("loopback") => NetworkMode::Loopback,
+        Some("egress") => NetworkMode::Egress,
+        Some("group") => NetworkMode::Group,
+        Some("allowlist") => NetworkMode::Allowlist,
+        Some(other) => {
+            return Err(err(
                 o,
                 "network.mode",
                 format!(
                     "`{other}` is not a network mode (none, loopback, egress, allowlist, group)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let mut network_rules = crate::network::NetworkRules::parse(
         network,
         p.network.allow.as_deref().unwrap_or(&[]),
