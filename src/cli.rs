@@ -122,7 +122,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "ENTRY")]
     pub allow: Vec<String>,
     /// Publish a sandbox port on the host's loopback: [127.0.0.1:]HOSTPORT:PORT[/tcp]
-    /// (repeatable; HOSTPORT 0 picks a free port; needs egress or a group network).
+    /// (repeatable; HOSTPORT 0 picks a free port; needs egress, allowlist or a group network).
     #[arg(
         long = "publish",
         short = 'p',

@@ -24,7 +24,17 @@ async fn a_daemonized_cpu_burner_is_adopted_and_counted() {
         .status()
         .expect("sh runs");
     assert!(status.success());
-    // The shell has exited; the burner now runs as an adopted child until it is done.
+    // The shell has exited, but its child leaves this process's group only when it runs
+    // setsid, which can come later on a busy machine: until then it does not count as
+    // adopted. Wait (bounded) until it is seen adopted, or was already reaped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while meter.adopted_alive() <= baseline
+        && meter.read().children_ms - before.children_ms < 100.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The burner now runs as an adopted child until it is done.
     meter.wait_adopted(baseline, Duration::from_secs(600)).await;
     assert_eq!(
         meter.adopted_alive(),

@@ -81,7 +81,7 @@ pub fn parse_all(mode: NetworkMode, entries: &[String]) -> Result<Vec<PortSpec>,
     }
     if !super::needs_netns(mode) {
         return Err(format!(
-            "publishing a port needs a network mode with an interface (egress or a group); \
+            "publishing a port needs a network mode with an interface (egress, allowlist or a group); \
              the mode is {}",
             mode.as_str()
         ));
