@@ -520,6 +520,38 @@ async fn pools_fill_serve_runs_and_drain_to_nothing() {
     env.stop_and_check().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_pool_is_reclaimed_by_the_next() {
+    if !require_or_skip(
+        "kills stockade serve --http over a private containerd",
+        &["/usr/bin/containerd", "/usr/sbin/runc"],
+    ) {
+        return;
+    }
+    let mut env = Env::start(false).await;
+    let small = serde_json::json!({"size": 2, "policy": {"limits": {"memory": "64Mi"}}});
+    let f = env.alice("POST", "/v1/pools", small.clone());
+    assert_eq!(f.status, 201, "{}", f.text());
+    let path = format!("/v1/pools/{}", f.json()["id"].as_str().unwrap());
+    let st = until(
+        || async { env.alice("GET", &path, serde_json::Value::Null).json() },
+        |v| v["ready"] == 2,
+    )
+    .await;
+    assert_eq!(st["ready"], 2, "{st}");
+    assert_eq!(containers(&env).await.len(), 2);
+    env.kill_and_restart();
+    // The new server removed what the dead one's pool held, before answering.
+    assert_eq!(containers(&env).await, Vec::<String>::new());
+    assert_eq!(env.run_dirs(), Vec::<String>::new());
+    let g = env.alice("GET", &path, serde_json::Value::Null);
+    assert_eq!(g.status, 404);
+    // And the token's quota is whole in the new server: a pool of two fits.
+    let f = env.alice("POST", "/v1/pools", small);
+    assert_eq!(f.status, 201, "{}", f.text());
+    env.stop_and_check().await;
+}
+
 /// schemathesis (`$STOCKADE_VENV`, /opt/stockade-venv by default) fuzzes the running
 /// server from its own OpenAPI document: no answer may be a 5xx or differ from the
 /// document's schema. Bounded in examples and time.

@@ -11,7 +11,7 @@
 //!   `X-Request-Id` header, the id its log line carries.
 //! - The server owns the sandboxes it made: it keeps their deadlines, removes them when it
 //!   stops, and at start removes those an earlier server left (label [`LABEL_TOKEN`]).
-//! - A token's warm pools ([`pools`]) run in the server's process: it drains them when it
+//! - A token's warm pools (`pools.rs`) run in the server's process: it drains them when it
 //!   stops, and a dead server's pooled sandboxes (their run directories owned by a process
 //!   that is gone) are reclaimed at the next start like any crashed run.
 
