@@ -4,7 +4,9 @@
 //! files are written and read back, state is kept between requests, and it is deleted;
 //! policies and quotas are refused naming the field; oversize bodies are 413; a path
 //! leading out of the sandbox reads nothing of the host; every answer has a request id;
-//! the metrics parse; and nothing is left behind after the server stops.
+//! the metrics parse; and nothing is left behind after the server stops. A token's pool
+//! fills, serves its runs and drains to nothing; other tokens neither see nor drain it; a
+//! fill past a quota or the server's policy is refused with nothing started.
 
 mod common;
 mod http_support;
@@ -336,6 +338,217 @@ async fn the_http_api_end_to_end() {
     assert_eq!(g.status, 404);
     let left = env.alice("POST", "/v1/sandboxes", serde_json::json!({}));
     assert_eq!(left.status, 201, "{}", left.text());
+    env.stop_and_check().await;
+}
+
+/// The containers left in the server's namespace.
+async fn containers(env: &Env) -> Vec<String> {
+    use stockade::containerd::Containerd;
+    let client = env.c.client("stockade").await;
+    let mut ids: Vec<String> = client
+        .list_containers(vec![])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Polls `what` until `done` holds of it (a liveness bound, never a speed claim).
+async fn until<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    mut what: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        let v = what().await;
+        if done(&v) || start.elapsed() > http_support::PATIENCE {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_fill_serve_runs_and_drain_to_nothing() {
+    if !require_or_skip(
+        "drives pools of stockade serve --http over a private containerd",
+        &["/usr/bin/containerd", "/usr/sbin/runc"],
+    ) {
+        return;
+    }
+    let mut env = Env::start(false).await;
+
+    // Refused with nothing started: a policy wider than the server's (403), more members
+    // than the token's two sandboxes, more memory than its 400Mi (429).
+    let refusals = [
+        (
+            serde_json::json!({"size": 1, "policy": {"limits": {"memory": "1Gi"}}}),
+            403,
+            "policy.limits.memory",
+        ),
+        (serde_json::json!({"size": 3}), 429, "size"),
+        (serde_json::json!({"size": 2}), 429, "policy.limits.memory"),
+        (serde_json::json!({"size": 0}), 400, "size"),
+        (
+            serde_json::json!({"size": 1, "colour": "red"}),
+            400,
+            "colour",
+        ),
+    ];
+    for (body, status, field) in refusals {
+        let a = env.alice("POST", "/v1/pools", body.clone());
+        assert_eq!(a.status, status, "{body}: {}", a.text());
+        assert_eq!(a.error_field().as_deref(), Some(field), "{body}");
+    }
+    assert_eq!(env.run_dirs(), Vec::<String>::new(), "nothing started");
+    assert_eq!(containers(&env).await, Vec::<String>::new());
+    let l = env.alice("GET", "/v1/pools", serde_json::Value::Null);
+    assert_eq!(l.json()["pools"], serde_json::json!([]));
+
+    // Fill one; it shows its ready member.
+    let small = serde_json::json!({"limits": {"memory": "64Mi"}});
+    let f = env.alice(
+        "POST",
+        "/v1/pools",
+        serde_json::json!({"size": 1, "policy": small}),
+    );
+    assert_eq!(f.status, 201, "{}", f.text());
+    let id = f.json()["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("pool-"), "{id}");
+    assert_eq!(f.json()["size"], 1);
+    let again = env.alice(
+        "POST",
+        "/v1/pools",
+        serde_json::json!({"size": 1, "policy": small}),
+    );
+    assert_eq!(
+        (again.status, again.error_field().as_deref()),
+        (409, Some("policy"))
+    );
+    let path = format!("/v1/pools/{id}");
+    let st = until(
+        || async { env.alice("GET", &path, serde_json::Value::Null).json() },
+        |v| v["ready"] == 1,
+    )
+    .await;
+    assert_eq!(st["ready"], 1, "{st}");
+    assert_eq!(st["image"], f.json()["image"]);
+    let l = env.alice("GET", "/v1/pools", serde_json::Value::Null);
+    assert_eq!(l.json()["pools"][0]["id"], id.as_str());
+
+    // Another token neither sees nor drains it.
+    for (method, p) in [("GET", path.as_str()), ("DELETE", path.as_str())] {
+        let b = env.call(method, p, Some(BOB), b"");
+        assert_eq!((b.status, b.error_field().as_deref()), (404, Some("id")));
+    }
+    let b = env.call("GET", "/v1/pools", Some(BOB), b"");
+    assert_eq!(b.json()["pools"], serde_json::json!([]));
+    let b = env.call(
+        "POST",
+        "/v1/run",
+        Some(BOB),
+        serde_json::json!({"argv": ["true"], "policy": small})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(b.status, 200, "{}", b.text());
+    assert_eq!(b.json()["pooled"], false, "bob's run never takes alice's");
+
+    // The member counts toward the quota: with it and a sandbox, a third is refused.
+    let sb = env.alice(
+        "POST",
+        "/v1/sandboxes",
+        serde_json::json!({"policy": small}),
+    );
+    assert_eq!(sb.status, 201, "{}", sb.text());
+    let third = env.alice(
+        "POST",
+        "/v1/sandboxes",
+        serde_json::json!({"policy": small}),
+    );
+    assert_eq!(third.status, 429, "{}", third.text());
+    let sid = sb.json()["id"].as_str().unwrap().to_string();
+    let d = env.alice(
+        "DELETE",
+        &format!("/v1/sandboxes/{sid}"),
+        serde_json::Value::Null,
+    );
+    assert_eq!(d.status, 204);
+
+    // A run under its policy takes the ready member; under another, it runs cold.
+    let run = env.alice(
+        "POST",
+        "/v1/run",
+        serde_json::json!({"argv": ["echo", "warm"], "policy": small}),
+    );
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert_eq!(
+        (
+            run.json()["pooled"].as_bool(),
+            run.json()["stdout"].as_str()
+        ),
+        (Some(true), Some("warm\n"))
+    );
+    let cold = env.alice("POST", "/v1/run", serde_json::json!({"argv": ["true"]}));
+    assert_eq!(cold.status, 200, "{}", cold.text());
+    assert_eq!(cold.json()["pooled"], false);
+    let st = env.alice("GET", &path, serde_json::Value::Null).json();
+    assert_eq!(st["taken"], 1, "{st}");
+
+    // Drained: every member removed, and nothing of the pool's or the runs' is left.
+    let d = env.alice("DELETE", &path, serde_json::Value::Null);
+    assert_eq!(d.status, 200, "{}", d.text());
+    assert_eq!(d.json()["id"], id.as_str());
+    let g = env.alice("GET", &path, serde_json::Value::Null);
+    assert_eq!(g.status, 404);
+    let left = until(|| containers(&env), Vec::is_empty).await;
+    assert_eq!(left, Vec::<String>::new(), "the census after the drain");
+    let dirs = until(|| async { env.run_dirs() }, Vec::is_empty).await;
+    assert_eq!(dirs, Vec::<String>::new());
+    // The quota is given back: two members fit again.
+    let f = env.alice(
+        "POST",
+        "/v1/pools",
+        serde_json::json!({"size": 2, "policy": small}),
+    );
+    assert_eq!(f.status, 201, "{}", f.text());
+
+    // A pool still filled when the server stops is drained by it.
+    env.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_servers_pool_is_reclaimed_by_the_next() {
+    if !require_or_skip(
+        "kills stockade serve --http over a private containerd",
+        &["/usr/bin/containerd", "/usr/sbin/runc"],
+    ) {
+        return;
+    }
+    let mut env = Env::start(false).await;
+    let small = serde_json::json!({"size": 2, "policy": {"limits": {"memory": "64Mi"}}});
+    let f = env.alice("POST", "/v1/pools", small.clone());
+    assert_eq!(f.status, 201, "{}", f.text());
+    let path = format!("/v1/pools/{}", f.json()["id"].as_str().unwrap());
+    let st = until(
+        || async { env.alice("GET", &path, serde_json::Value::Null).json() },
+        |v| v["ready"] == 2,
+    )
+    .await;
+    assert_eq!(st["ready"], 2, "{st}");
+    assert_eq!(containers(&env).await.len(), 2);
+    env.kill_and_restart();
+    // The new server removed what the dead one's pool held, before answering.
+    assert_eq!(containers(&env).await, Vec::<String>::new());
+    assert_eq!(env.run_dirs(), Vec::<String>::new());
+    let g = env.alice("GET", &path, serde_json::Value::Null);
+    assert_eq!(g.status, 404);
+    // And the token's quota is whole in the new server: a pool of two fits.
+    let f = env.alice("POST", "/v1/pools", small);
+    assert_eq!(f.status, 201, "{}", f.text());
     env.stop_and_check().await;
 }
 

@@ -5,6 +5,7 @@
 //!
 //! Used by `stockade bench` and by `benches/start_latency.rs` (`cargo bench`).
 
+mod api;
 mod bundle;
 pub mod cpu;
 mod engines;
@@ -51,6 +52,10 @@ struct Contenders {
     exec: BTreeMap<String, crate::sandbox::Sandbox>,
     /// The front door the session contender creates its sandboxes through.
     sessions: Option<crate::sandbox::Sandboxes>,
+    /// The CLI's create + exec + rm.
+    session_cli: api::SessionCli,
+    /// The HTTP API's server, for `stockade-http`.
+    http: Option<api::HttpServer>,
     /// The private dockerd, for `docker-run` and `docker-exec`.
     docker: Option<engines::Docker>,
     /// podman with private storage, for `podman-run`.
@@ -190,6 +195,11 @@ impl Contenders {
                     phases: BTreeMap::new(),
                 })
             }
+            Contender::StockadeSessionCli => self.session_cli.run(w).await,
+            Contender::StockadeHttp => match &self.http {
+                Some(h) => h.run(w).await,
+                None => Err(BenchError::Setup("no HTTP API server".into())),
+            },
             Contender::DockerRun | Contender::DockerExec => match &self.docker {
                 Some(d) if c == Contender::DockerRun => d.run(w).await,
                 Some(d) => d.exec(w).await,
@@ -315,6 +325,13 @@ pub async fn run(
     let mut contenders = Contenders {
         exec: BTreeMap::new(),
         sessions: None,
+        session_cli: api::SessionCli {
+            binary: config.stockade_bin.clone(),
+            address: client.address().to_path_buf(),
+            namespace: client.namespace().to_string(),
+            runtime_flags: runtime_flags.clone(),
+        },
+        http: None,
         docker,
         podman,
         lib,

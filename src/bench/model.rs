@@ -52,6 +52,13 @@ pub enum Contender {
     /// [`crate::sandbox::Sandbox::remove`] that follows is not timed (a run's removal is
     /// not either). Beside `stockade-lib` it shows what the one-shot fast path saves.
     StockadeSession,
+    /// `stockade create` + `stockade exec` + `stockade rm -f` through the binary, timed
+    /// from the create to the end of the removal: the CLI's whole sandbox life per run.
+    StockadeSessionCli,
+    /// The same create + exec + delete through the HTTP API of a `stockade serve --http
+    /// unix:…` the benchmark starts before the first burst (and stops by its PID), timed
+    /// the same way: the API's cost beside the CLI's.
+    StockadeHttp,
     /// `docker run --rm --network none` against a dockerd the benchmark starts privately
     /// (own data root, exec root, socket and pidfile, no bridge, no iptables) over the same
     /// containerd, on the same image loaded into it; skipped when `dockerd` is not installed.
@@ -65,7 +72,7 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 11] = [
+    pub const ALL: [Contender; 13] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -74,6 +81,8 @@ impl Contender {
         Contender::Runc,
         Contender::StockadeExec,
         Contender::StockadeSession,
+        Contender::StockadeSessionCli,
+        Contender::StockadeHttp,
         Contender::DockerRun,
         Contender::DockerExec,
         Contender::PodmanRun,
@@ -89,6 +98,8 @@ impl Contender {
             Contender::Runc => "runc-run",
             Contender::StockadeExec => "stockade-exec",
             Contender::StockadeSession => "stockade-session",
+            Contender::StockadeSessionCli => "stockade-session-cli",
+            Contender::StockadeHttp => "stockade-http",
             Contender::DockerRun => "docker-run",
             Contender::DockerExec => "docker-exec",
             Contender::PodmanRun => "podman-run",
@@ -105,6 +116,8 @@ impl Contender {
             | Contender::StockadeSession => true,
             Contender::StockadeCli
             | Contender::StockadeWarmCli
+            | Contender::StockadeSessionCli
+            | Contender::StockadeHttp
             | Contender::Ctr
             | Contender::Runc
             | Contender::DockerRun

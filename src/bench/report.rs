@@ -19,7 +19,7 @@ pub fn render_table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<8} {:>4} {:<17} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "{:<8} {:>4} {:<20} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
         "workload", "conc", "contender", "n", "min", "p50", "p95", "p99", "runs/s", "cpu", "fail"
     );
     for c in &r.cells {
@@ -29,7 +29,7 @@ pub fn render_table(r: &Report) -> String {
             .unwrap_or((0, f64::NAN, f64::NAN, f64::NAN, f64::NAN));
         let _ = writeln!(
             s,
-            "{:<8} {:>4} {:<17} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
+            "{:<8} {:>4} {:<20} {:>6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>6}",
             c.workload,
             c.concurrency,
             c.contender.name(),
@@ -72,7 +72,7 @@ pub fn render_table(r: &Report) -> String {
         if let Some(x) = c.cpu_per_run {
             let _ = writeln!(
                 s,
-                "  {:<8} {:<17} {:>7.1} = in-process {:>6.1} + children {:>7.1} + daemons {:>6.1}",
+                "  {:<8} {:<20} {:>7.1} = in-process {:>6.1} + children {:>7.1} + daemons {:>6.1}",
                 c.workload,
                 c.contender.name(),
                 x.total_ms(),

@@ -23,14 +23,18 @@ pub(super) struct Context<'a> {
 #[derive(Default)]
 pub(super) struct Started {
     services: Vec<tokio::process::Child>,
+    /// Other daemons' PIDs (the HTTP API's server), stopped by their owner.
+    daemons: Vec<u32>,
 }
 
 impl Started {
-    /// The PIDs of the pool services (daemons whose CPU is counted).
+    /// The PIDs of the pool services and the HTTP API's server (daemons whose CPU is
+    /// counted).
     pub fn pids(&self) -> Vec<u32> {
         self.services
             .iter()
             .filter_map(tokio::process::Child::id)
+            .chain(self.daemons.iter().copied())
             .collect()
     }
 }
@@ -68,6 +72,22 @@ pub(super) async fn start(
     }
     if config.contenders.contains(&Contender::StockadeWarmCli) {
         start_services(contenders, started, ctx, size, progress).await?;
+    }
+    if config.contenders.contains(&Contender::StockadeHttp) && contenders.http.is_none() {
+        progress("starting stockade serve --http");
+        let server = super::api::HttpServer::start(
+            &config.stockade_bin,
+            ctx.client.address(),
+            ctx.client.namespace(),
+            ctx.runtime_flags,
+            &config.work_dir,
+            size.max(1) * 2,
+        )
+        .await?;
+        if let Some(pid) = server.pid() {
+            started.daemons.push(pid);
+        }
+        contenders.http = Some(server);
     }
     if config.contenders.contains(&Contender::StockadeExec) {
         progress("creating the sandboxes to exec into");
@@ -149,8 +169,8 @@ async fn start_services(
 }
 
 /// Removes the exec sandboxes, drains the warm pools and the pool services (noting how
-/// often each served a run), waits for the services to exit and for the library's
-/// background removals.
+/// often each served a run), stops the HTTP API's server (SIGTERM by PID: it removes what
+/// it made), waits for the services to exit and for the library's background removals.
 pub(super) async fn stop(
     contenders: &Contenders,
     started: Started,
@@ -187,6 +207,9 @@ pub(super) async fn stop(
             }
             let _ = request::<DrainReply>(sock, &Request::Drain, Duration::from_secs(60)).await;
         }
+    }
+    if let Some(h) = &contenders.http {
+        h.stop().await;
     }
     for mut child in started.services {
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;

@@ -30,7 +30,9 @@ pub struct BenchArgs {
     pub workloads: Vec<String>,
     /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
     /// stockade-warm-cli, stockade-exec (into a live sandbox), stockade-session (create + exec
-    /// through the library, to compare with stockade-lib), ctr, runc, docker-run and
+    /// through the library, to compare with stockade-lib), stockade-session-cli (`stockade
+    /// create` + `exec` + `rm -f`), stockade-http (the same through the HTTP API of a
+    /// `stockade serve --http` the benchmark starts), ctr, runc, docker-run and
     /// docker-exec (against a private dockerd the benchmark starts), podman-run. A contender
     /// whose program is not installed is skipped, with a note saying so.
     #[arg(
@@ -94,11 +96,13 @@ fn contender(name: &str) -> Result<Contender> {
         "runc" | "runc-run" => Contender::Runc,
         "stockade-exec" | "exec" => Contender::StockadeExec,
         "stockade-session" | "session" => Contender::StockadeSession,
+        "stockade-session-cli" | "session-cli" => Contender::StockadeSessionCli,
+        "stockade-http" | "http" => Contender::StockadeHttp,
         "docker-run" | "docker" => Contender::DockerRun,
         "docker-exec" => Contender::DockerExec,
         "podman-run" | "podman" => Contender::PodmanRun,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, ctr, runc, docker-run, docker-exec, podman-run)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, podman-run)"
         ),
     })
 }

@@ -1,7 +1,8 @@
 //! One rule for a one-shot run: take a prepared sandbox from the pool service serving this
 //! image and policy, or start cold. The CLI's `run`, the servers and the benchmark call
 //! [`Runner::run_pooled_or_cold`] (or [`Runner::take_pooled`] when they drive the prepared
-//! sandbox themselves); none of them decides on its own.
+//! sandbox themselves; [`Runner::run_in_pool_or_cold`] when they hold the pool in their own
+//! process, as the HTTP API does); none of them decides on its own.
 //!
 //! A run is eligible for a pool unless the caller asks for a cold start, the run has a
 //! terminal (a prepared sandbox has no pty), or its command's first word holds `=` (the
@@ -11,7 +12,7 @@
 use std::path::PathBuf;
 
 use super::{Prepared, RunError, RunRequest, RunResult, Runner};
-use crate::pool::service;
+use crate::pool::{service, Pool};
 
 /// Where pools are asked, and whether at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,24 @@ impl Runner {
                 result: self.run(req).await?,
                 pool_socket: None,
             }),
+        }
+    }
+
+    /// Runs `req` in a sandbox of `pool` (one this process holds) when the run is eligible
+    /// ([`pool_eligible`], never cold by choice), the pool is for its image and policy
+    /// ([`Pool::matches`]) and has one ready; cold otherwise ([`RunResult::pooled`] says
+    /// which).
+    pub async fn run_in_pool_or_cold(
+        &self,
+        req: RunRequest,
+        pool: Option<&Pool>,
+    ) -> Result<RunResult, RunError> {
+        let taken = pool
+            .filter(|p| pool_eligible(&req, &PoolChoice::default()) && p.matches(&req.policy))
+            .and_then(Pool::take);
+        match taken {
+            Some(p) => self.run_prepared(p, req).await,
+            None => self.run(req).await,
         }
     }
 }

@@ -164,6 +164,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub server: std::process::Child,
     pub addr: Addr,
+    /// The server's command line, to start it again.
+    pub args: Vec<std::ffi::OsString>,
 }
 
 impl Env {
@@ -216,24 +218,40 @@ impl Env {
         if let Listen::Tls { cert, key } = &listen {
             cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
-        let server = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start stockade serve --http");
-        let env = Env {
+        let args: Vec<std::ffi::OsString> = cmd.get_args().map(Into::into).collect();
+        let mut env = Env {
             c,
             dir,
-            server,
+            server: spawn_server(&args),
             addr,
+            args,
         };
+        env.wait_answers();
+        env
+    }
+
+    fn wait_answers(&mut self) {
         let start = Instant::now();
-        while !env.addr.answers() {
+        while !self.addr.answers() {
             assert!(start.elapsed() < PATIENCE, "stockade serve never answered");
+            assert!(
+                self.server.try_wait().unwrap().is_none(),
+                "stockade serve exited"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        env
+    }
+
+    /// Kills the server (SIGKILL, by pid: nothing of its own cleanup runs) and starts
+    /// another with the same command line over what the first left.
+    pub fn kill_and_restart(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.server.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.server.wait();
+        self.server = spawn_server(&self.args);
+        self.wait_answers();
     }
 
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
@@ -279,6 +297,16 @@ impl Env {
         let fifo = self.dir.path().join("fifo");
         assert!(!mountinfo.contains(&*fifo.to_string_lossy()), "mounts left");
     }
+}
+
+fn spawn_server(args: &[std::ffi::OsString]) -> std::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start stockade serve --http")
 }
 
 impl Drop for Env {

@@ -11,6 +11,9 @@
 //!   `X-Request-Id` header, the id its log line carries.
 //! - The server owns the sandboxes it made: it keeps their deadlines, removes them when it
 //!   stops, and at start removes those an earlier server left (label [`LABEL_TOKEN`]).
+//! - A token's warm pools (`pools.rs`) run in the server's process: it drains them when it
+//!   stops, and a dead server's pooled sandboxes (their run directories owned by a process
+//!   that is gone) are reclaimed at the next start like any crashed run.
 
 pub mod auth;
 pub(crate) mod code;
@@ -20,6 +23,7 @@ pub(crate) mod files;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+mod pools;
 pub mod quota;
 mod sandboxes;
 pub mod wire;
@@ -76,6 +80,7 @@ pub struct HttpApi {
     ledger: Arc<Ledger>,
     max_body: u64,
     keepers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    pools: tokio::sync::Mutex<HashMap<String, pools::OwnedPool>>,
 }
 
 /// Who is asking: the token's name and the request's id.
@@ -96,6 +101,7 @@ impl HttpApi {
             ledger: Arc::new(Ledger::new(config.quotas)),
             max_body: config.max_body,
             keepers: Mutex::new(HashMap::new()),
+            pools: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,6 +172,10 @@ impl HttpApi {
                 ))
                 .expect("a valid response")),
             (&Method::POST, ["run"]) => sandboxes::run(self, &caller, req).await,
+            (&Method::POST, ["pools"]) => pools::fill(self, &caller, req).await,
+            (&Method::GET, ["pools"]) => pools::list(self, &caller).await,
+            (&Method::GET, ["pools", id]) => pools::get(self, &caller, id).await,
+            (&Method::DELETE, ["pools", id]) => pools::drain(self, &caller, id).await,
             (&Method::POST, ["sandboxes"]) => sandboxes::create(self, &caller, req).await,
             (&Method::GET, ["sandboxes"]) => sandboxes::list(self, &caller).await,
             (&Method::GET, ["sandboxes", id]) => sandboxes::get(self, &caller, id).await,
@@ -260,8 +270,12 @@ impl HttpApi {
         keepers.insert(id.to_string(), handle);
     }
 
-    /// Removes every sandbox this server made (it is stopping).
+    /// Drains every pool and removes every sandbox this server made (it is stopping).
     pub async fn remove_all(&self) {
+        let drained = pools::drain_all(self).await;
+        if drained > 0 {
+            tracing::info!("pools drained: {drained} ready sandboxes removed");
+        }
         for (_, h) in self.keepers.lock().expect("keepers lock").drain() {
             h.abort();
         }

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::wire::*;
-use super::{code, exec, files, sandboxes};
+use super::{code, exec, files, pools, sandboxes};
 
 /// Paths not annotated on a handler of their own: health, version, metrics.
 mod system {
@@ -56,7 +56,7 @@ impl Modify for Bearer {
 #[openapi(
     info(
         title = "stockade",
-        description = "Sandboxes for untrusted code: create, exec, files, a stateful code interpreter, one-shot runs. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; every answer carries `X-Request-Id`.",
+        description = "Sandboxes for untrusted code: create, exec, files, a stateful code interpreter, one-shot runs, warm pools. Errors are `{\"error\": {\"code\", \"message\", \"field\"}}`; every answer carries `X-Request-Id`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -69,6 +69,10 @@ impl Modify for Bearer {
         sandboxes::get,
         sandboxes::delete,
         sandboxes::extend,
+        pools::fill,
+        pools::list,
+        pools::get,
+        pools::drain,
         exec::exec,
         code::run,
         files::write,
@@ -83,7 +87,8 @@ impl Modify for Bearer {
     components(schemas(
         ErrorBody, ErrorDetail, Health, Version, CreateSandbox, ExtendLifetime, Encoding,
         ExecBody, RunBody, ExecOutcome, TruncatedView, StreamRecord, SandboxList, FileEntry,
-        FileList, Written, CodeBody, CodeResult, CodeErrorView,
+        FileList, Written, CodeBody, CodeResult, CodeErrorView, FillPool, PoolView, PoolList,
+        Drained,
     )),
     modifiers(&Bearer),
 )]

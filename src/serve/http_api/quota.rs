@@ -2,7 +2,8 @@
 //! only its own), and how many sandboxes and how much memory each token holds. A create
 //! or run reserves its share before anything is made and gives it back when the sandbox
 //! is removed (or the create fails), so two requests at once cannot both slip under a
-//! quota.
+//! quota. A pool's members count too: its fill reserves `size` sandboxes of its memory
+//! limit at once, held under keys of the pool's id until it is drained.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,6 +96,53 @@ impl Ledger {
         })
     }
 
+    /// Reserves the `size` members of pool `pool` (each of `memory` bytes) for `token` at
+    /// once, or refuses (429) naming the field whose value would exceed a quota: `size`
+    /// for the count, `policy.limits.memory` for the memory. Held until
+    /// [`Ledger::release_pool`].
+    pub fn reserve_pool(
+        &self,
+        token: &str,
+        pool: &str,
+        size: usize,
+        memory: u64,
+    ) -> Result<(), HttpError> {
+        let mut held = self.held.lock().expect("ledger lock");
+        let mine = held.entry(token.to_string()).or_default();
+        if mine.len().saturating_add(size) > self.quotas.max_sandboxes {
+            return Err(HttpError::quota(format!(
+                "size: {size} more would take token `{token}` past its quota of {} sandboxes ({} held)",
+                self.quotas.max_sandboxes,
+                mine.len()
+            ))
+            .field("size"));
+        }
+        let used: u64 = mine.values().sum();
+        let total = memory.saturating_mul(size as u64);
+        if used.saturating_add(total) > self.quotas.max_memory {
+            return Err(HttpError::quota(format!(
+                "policy.limits.memory: {size} × {} would take token `{token}` past its memory quota of {} ({} in use)",
+                format_size(memory),
+                format_size(self.quotas.max_memory),
+                format_size(used)
+            ))
+            .field("policy.limits.memory"));
+        }
+        for i in 0..size {
+            mine.insert(format!("{POOL_KEY}{pool}/{i}"), memory);
+        }
+        Ok(())
+    }
+
+    /// Gives back what pool `pool`'s members held.
+    pub fn release_pool(&self, pool: &str) {
+        let prefix = format!("{POOL_KEY}{pool}/");
+        let mut held = self.held.lock().expect("ledger lock");
+        for mine in held.values_mut() {
+            mine.retain(|k, _| !k.starts_with(&prefix));
+        }
+    }
+
     /// Records sandbox `id` (made before this server started) as `token`'s.
     pub fn adopt(&self, token: &str, id: &str, memory: u64) {
         let mut held = self.held.lock().expect("ledger lock");
@@ -119,24 +167,19 @@ impl Ledger {
             .map(|(t, _)| t.clone())
     }
 
-    /// The sandboxes `token` holds (not reservations).
+    /// The sandboxes `token` holds (not reservations, not pool members).
     pub fn owned(&self, token: &str) -> Vec<String> {
         let held = self.held.lock().expect("ledger lock");
         held.get(token)
-            .map(|m| {
-                m.keys()
-                    .filter(|k| !k.starts_with("pending-"))
-                    .cloned()
-                    .collect()
-            })
+            .map(|m| m.keys().filter(|k| is_sandbox(k)).cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Every sandbox of every token.
+    /// Every sandbox of every token (not pool members).
     pub fn all(&self) -> Vec<String> {
         let held = self.held.lock().expect("ledger lock");
         held.values()
-            .flat_map(|m| m.keys().filter(|k| !k.starts_with("pending-")).cloned())
+            .flat_map(|m| m.keys().filter(|k| is_sandbox(k)).cloned())
             .collect()
     }
 
@@ -147,6 +190,14 @@ impl Ledger {
             .map(|m| (m.len(), m.values().sum()))
             .unwrap_or((0, 0))
     }
+}
+
+/// The prefix of a pool member's key in the ledger.
+const POOL_KEY: &str = "pool:";
+
+/// Whether a ledger key is a sandbox's id (not a reservation or a pool member).
+fn is_sandbox(key: &str) -> bool {
+    !key.starts_with("pending-") && !key.starts_with(POOL_KEY)
 }
 
 impl Reservation {
@@ -212,5 +263,34 @@ mod tests {
         assert_eq!(l.owner("s1").as_deref(), Some("a"));
         assert_eq!(l.owned("a"), vec!["s1".to_string()]);
         assert_eq!(l.owner("s2"), None);
+    }
+
+    #[test]
+    fn a_pool_holds_size_times_its_memory_until_released() {
+        let l = ledger(3, 1000);
+        l.reserve("a", 100).unwrap().commit("s1");
+        // (size, memory each) → refused on which field, if at all
+        let table: &[(usize, u64, Option<&str>)] = &[
+            (3, 1, Some("size")),                   // 1 + 3 > 3 sandboxes
+            (usize::MAX, 1, Some("size")),          // no overflow
+            (2, 500, Some("policy.limits.memory")), // 100 + 1000 > 1000
+            (1, u64::MAX, Some("policy.limits.memory")),
+            (2, 450, None),
+        ];
+        for &(size, mem, refused) in table {
+            let r = l.reserve_pool("a", "p1", size, mem);
+            assert_eq!(r.err().and_then(|e| e.field), refused.map(str::to_string));
+        }
+        assert_eq!(l.usage("a"), (3, 1000));
+        assert!(l.reserve("a", 1).is_err(), "the pool's members count");
+        assert_eq!(
+            l.owned("a"),
+            vec!["s1".to_string()],
+            "members are no sandboxes"
+        );
+        assert_eq!(l.all(), vec!["s1".to_string()]);
+        l.release_pool("p1");
+        assert_eq!(l.usage("a"), (1, 100));
+        assert_eq!(l.usage("b"), (0, 0));
     }
 }

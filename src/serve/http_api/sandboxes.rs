@@ -186,11 +186,12 @@ pub(super) async fn extend(
 }
 
 /// `POST /v1/run`: one command in a fresh sandbox, removed afterwards; the answer is the
-/// `stockade run --json` document.
+/// `stockade run --json` document. The sandbox is a ready one of the caller's pool for
+/// this policy when there is one (`pooled: true`), else started cold (`pooled: false`).
 #[utoipa::path(post, path = "/v1/run", tag = "run",
     request_body = RunBody,
     responses(
-        (status = 200, description = "The command ran (whatever its exit code): the `stockade run --json` document", body = Object),
+        (status = 200, description = "The command ran (whatever its exit code): the `stockade run --json` document; `pooled` says whether it took a ready sandbox of the caller's pool for this policy", body = Object),
         (status = 400, description = "A field is malformed, or the command is not found", body = super::error::ErrorBody),
         (status = 403, description = "The policy asks for more than the server grants", body = super::error::ErrorBody),
         (status = 429, description = "The token's quota is used up", body = super::error::ErrorBody),
@@ -206,10 +207,14 @@ pub(super) async fn run(api: &HttpApi, caller: &Caller, req: Request<Incoming>) 
     };
     let reservation = api.ledger.reserve(&caller.token, policy.limits.memory)?;
     let start = Instant::now();
+    let pool = super::pools::matching(api, caller, &policy.hash()).await;
     let result = api
         .sandboxes
         .runner()
-        .run(RunRequest::new(policy, body.argv).stdin(stdin))
+        .run_in_pool_or_cold(
+            RunRequest::new(policy, body.argv).stdin(stdin),
+            pool.as_ref(),
+        )
         .await;
     drop(reservation);
     api.metrics

@@ -273,3 +273,58 @@ impl From<crate::sandbox::CodeOutcome> for CodeResult {
         }
     }
 }
+
+/// `POST /v1/pools`: keep `size` sandboxes ready for one policy.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FillPool {
+    /// Ready sandboxes to keep: at least 1; they count toward the token's quotas
+    /// (sandboxes alive, and `size` × the policy's memory limit). Required.
+    #[schema(minimum = 1)]
+    pub size: usize,
+    /// As for a sandbox's create: a run whose policy is this one exactly takes a ready
+    /// sandbox. Default: the server's policy.
+    #[schema(value_type = Option<Object>)]
+    pub policy: Option<Policy>,
+}
+
+/// A pool of the caller's.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PoolView {
+    /// The pool's id (`pool-…`).
+    pub id: String,
+    /// The image its sandboxes run.
+    pub image: String,
+    /// The hash of its policy: a run under a policy of the same hash may take a sandbox.
+    pub policy_hash: String,
+    /// Ready sandboxes it keeps.
+    pub size: usize,
+    /// Sandboxes ready now.
+    pub ready: usize,
+    /// Sandboxes being prepared now.
+    pub preparing: usize,
+    /// Runs that took a ready sandbox.
+    pub taken: u64,
+    /// Runs that found it empty (and ran cold).
+    pub misses: u64,
+    /// Memory the ready sandboxes hold (their waiting pid 1s and shims), in bytes.
+    pub memory_bytes: u64,
+    /// The last failure to prepare a sandbox, if any.
+    pub last_error: Option<String>,
+}
+
+/// `GET /v1/pools`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoolList {
+    /// The caller's pools.
+    pub pools: Vec<PoolView>,
+}
+
+/// `DELETE /v1/pools/{id}`: what the drain removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drained {
+    /// The pool's id.
+    pub id: String,
+    /// Ready sandboxes removed.
+    pub removed: usize,
+}
