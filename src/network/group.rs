@@ -278,23 +278,7 @@ pub fn write_hosts(groups: &Path, records: &[NetRecord]) -> Result<(), NetworkEr
 
 /// Mounts the group's hosts file at `/etc/hosts` in `spec`, read-only.
 pub fn mount_hosts(spec: &mut oci_spec::runtime::Spec, hosts: &Path) {
-    let Ok(m) = oci_spec::runtime::MountBuilder::default()
-        .destination("/etc/hosts")
-        .typ("bind")
-        .source(hosts)
-        .options(
-            ["rbind", "ro", "nosuid", "nodev", "noexec"]
-                .map(String::from)
-                .to_vec(),
-        )
-        .build()
-    else {
-        return;
-    };
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.retain(|x| x.destination() != Path::new("/etc/hosts"));
-    mounts.push(m);
-    spec.set_mounts(Some(mounts));
+    super::bind_file_ro(spec, Path::new("/etc/hosts"), hosts);
 }
 
 /// The names a sandbox is known by in its group: its id, then the session name that

@@ -311,10 +311,21 @@ pub fn start_services(run_dir: &Path) -> Result<(), NetworkError> {
 /// Mounts the resolver file [`setup`] writes for an `allowlist` sandbox (naming its DNS
 /// forwarder) read-only on the sandbox's `/etc/resolv.conf`.
 pub fn mount_resolv_conf(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
+    bind_file_ro(
+        spec,
+        Path::new("/etc/resolv.conf"),
+        &run_dir.join(dns::RESOLV_FILE),
+    );
+}
+
+/// Bind-mounts the host file `source` read-only (no suid, devices or exec) on `dest` in
+/// `spec`, replacing any mount already there: a group's `/etc/hosts`, an allowlist
+/// sandbox's `/etc/resolv.conf`.
+pub(crate) fn bind_file_ro(spec: &mut oci_spec::runtime::Spec, dest: &Path, source: &Path) {
     let Ok(m) = oci_spec::runtime::MountBuilder::default()
-        .destination("/etc/resolv.conf")
+        .destination(dest)
         .typ("bind")
-        .source(run_dir.join(dns::RESOLV_FILE))
+        .source(source)
         .options(
             ["rbind", "ro", "nosuid", "nodev", "noexec"]
                 .map(String::from)
@@ -325,7 +336,7 @@ pub fn mount_resolv_conf(spec: &mut oci_spec::runtime::Spec, run_dir: &Path) {
         return;
     };
     let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.retain(|x| x.destination() != Path::new("/etc/resolv.conf"));
+    mounts.retain(|x| x.destination() != dest);
     mounts.push(m);
     spec.set_mounts(Some(mounts));
 }
