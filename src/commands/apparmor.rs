@@ -18,7 +18,8 @@ pub enum AppArmorCommand {
         /// --network loopback].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// none, loopback or egress [default: none].
+        /// none, loopback, egress, allowlist or group (egress, allowlist and group share one
+        /// profile) [default: none].
         #[arg(long, value_name = "MODE", default_value = "none")]
         network: String,
     },
@@ -34,7 +35,8 @@ pub enum AppArmorCommand {
         /// Profile name [default: as for render].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
-        /// none, loopback or egress [default: none].
+        /// none, loopback, egress, allowlist or group (egress, allowlist and group share one
+        /// profile) [default: none].
         #[arg(long, value_name = "MODE", default_value = "none")]
         network: String,
         /// Where the hash of the loaded text is kept.
@@ -44,11 +46,9 @@ pub enum AppArmorCommand {
 }
 
 fn network_mode(flag: &str) -> Result<NetworkMode> {
-    match flag {
-        "none" => Ok(NetworkMode::None),
-        "loopback" => Ok(NetworkMode::Loopback),
-        "egress" => Ok(NetworkMode::Egress),
-        other => bail!("--network {other:?}: use none, loopback or egress"),
+    match NetworkMode::from_name(flag) {
+        Some(m) => Ok(m),
+        None => bail!("--network {flag:?}: use one of {}", NetworkMode::NAMES),
     }
 }
 

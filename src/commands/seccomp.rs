@@ -39,7 +39,9 @@ pub struct Select {
     /// A built-in profile name (default, strict) or a file.
     #[arg(long, value_name = "NAME|PATH", default_value = "default")]
     profile: String,
-    /// none narrows socket() to AF_UNIX, as `run` does; loopback leaves the profile as is.
+    /// none narrows socket() to AF_UNIX, as `run` does; loopback leaves the profile as is;
+    /// egress, allowlist and group narrow it to AF_UNIX, AF_NETLINK and AF_INET stream or
+    /// datagram sockets.
     #[arg(long, value_name = "MODE", default_value = "none")]
     network: String,
 }
@@ -94,15 +96,13 @@ pub async fn run(cmd: SeccompCommand) -> Result<u8> {
 impl Select {
     /// The OCI filter `run` would use for this profile and network mode.
     fn filter(&self) -> Result<LinuxSeccomp> {
-        let network = match self.network.as_str() {
-            "none" => NetworkMode::None,
-            "loopback" => NetworkMode::Loopback,
-            other => {
-                return Err(anyhow!(
-                    "--network: `{other}` is not a network mode (none, loopback)"
-                ))
-            }
-        };
+        let network = NetworkMode::from_name(&self.network).ok_or_else(|| {
+            anyhow!(
+                "--network: `{}` is not a network mode ({})",
+                self.network,
+                NetworkMode::NAMES
+            )
+        })?;
         let profile = match seccomp::builtin_profile(&self.profile) {
             Some(text) => {
                 Profile::parse(text).map_err(|e| anyhow!("--profile {}: {e}", self.profile))?

@@ -435,3 +435,16 @@ fn errors_stay_one_line_whatever_the_input() {
 }
 
 mod refusals;
+
+#[test]
+fn every_network_mode_is_named_by_its_name_and_listed() {
+    let listed: Vec<&str> = NetworkMode::NAMES.split(", ").collect();
+    assert_eq!(listed.len(), 5);
+    for name in &listed {
+        let m = NetworkMode::from_name(name).expect(name);
+        assert_eq!(m.as_str(), *name);
+    }
+    for bad in ["", "None", "egres", "host", "bridge"] {
+        assert_eq!(NetworkMode::from_name(bad), None, "{bad}");
+    }
+}

@@ -87,20 +87,14 @@ pub(super) fn validate(
     let limits = limits::validate(&p.limits, o)?;
 
     let network = match p.network.mode.as_deref() {
-        None | Some("none") => NetworkMode::None,
-        Some("loopback") => NetworkMode::Loopback,
-        Some("egress") => NetworkMode::Egress,
-        Some("group") => NetworkMode::Group,
-        Some("allowlist") => NetworkMode::Allowlist,
-        Some(other) => {
-            return Err(err(
+        None => NetworkMode::None,
+        Some(name) => NetworkMode::from_name(name).ok_or_else(|| {
+            err(
                 o,
                 "network.mode",
-                format!(
-                    "`{other}` is not a network mode (none, loopback, egress, allowlist, group)"
-                ),
-            ))
-        }
+                format!("`{name}` is not a network mode ({})", NetworkMode::NAMES),
+            )
+        })?,
     };
     let mut network_rules = crate::network::NetworkRules::parse(
         network,

@@ -77,6 +77,22 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
+    /// Every mode's name, as messages list them.
+    pub const NAMES: &'static str = "none, loopback, egress, allowlist, group";
+
+    /// The mode a policy or flag names, if it is one of [`NetworkMode::NAMES`].
+    pub fn from_name(name: &str) -> Option<NetworkMode> {
+        [
+            NetworkMode::None,
+            NetworkMode::Loopback,
+            NetworkMode::Egress,
+            NetworkMode::Allowlist,
+            NetworkMode::Group,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
+
     /// The mode's name in policies and flags.
     pub fn as_str(self) -> &'static str {
         match self {
