@@ -501,7 +501,14 @@ pub fn release(run_dir: &Path) -> Result<(), NetworkError> {
 pub fn apply_table(host: &dyn NetHost, claims: &Path, range: &Cidr) -> Result<(), NetworkError> {
     let _lock = table_lock(claims)?;
     let live = live_rules(claims);
-    host.apply_nft(&nft::render(range, VETH_PREFIX, &live))
+    // Claims whose records cannot be read keep the table, closed, rather than removing it
+    // and leaving their veths unfiltered (fail closed).
+    let script = if live.is_empty() && !slots::claims(claims).is_empty() {
+        nft::render_closed(range, VETH_PREFIX)
+    } else {
+        nft::render(range, VETH_PREFIX, &live)
+    };
+    host.apply_nft(&script)
 }
 
 /// The table lock of the claims directory `claims`, held until dropped.

@@ -163,6 +163,18 @@ pub fn render(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String 
     if sandboxes.is_empty() {
         return format!("table {TABLE}\ndelete table {TABLE}\n");
     }
+    render_table(range, prefix, sandboxes)
+}
+
+/// The table with no sandbox's chain: nothing is forwarded to or from any veth with the
+/// prefix and the host takes nothing from them but replies. For addresses that are
+/// claimed but whose records cannot be read (damaged, or written by another version of
+/// stockade): their veths must stay closed, never run with no table at all.
+pub fn render_closed(range: &Cidr, prefix: &str) -> String {
+    render_table(range, prefix, &[])
+}
+
+fn render_table(range: &Cidr, prefix: &str, sandboxes: &[SandboxRules]) -> String {
     let mut sandboxes = sandboxes.to_vec();
     sandboxes.sort();
     let veths = format!("\"{prefix}*\"");
@@ -508,5 +520,39 @@ mod tests {
                 "add element inet stockade admit_stkv4_1 { 198.18.0.4 timeout 2000ms }",
             ]
         );
+    }
+
+    #[test]
+    fn the_closed_table_drops_every_veth_and_is_valid_nft() {
+        let text = render_closed(&range(), "stkv");
+        // Not the removal `render` gives for no sandbox: a table is defined.
+        assert_ne!(text, render(&range(), "stkv", &[]));
+        assert!(text.contains("table inet stockade {"), "{text}");
+        assert!(text.contains("\t\tiifname \"stkv*\" drop"), "{text}");
+        assert!(text.contains("\t\toifname \"stkv*\" drop"), "{text}");
+        assert!(!text.contains("jump sandbox_"), "{text}");
+        // Checked by nft itself where it is installed (no kernel change: -c).
+        if let Ok(mut child) = std::process::Command::new("nft")
+            .args(["-c", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            // nft -c needs CAP_NET_ADMIN; without it there is nothing to learn.
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() || err.contains("Operation not permitted"),
+                "nft -c refused the closed table: {err}\n{text}"
+            );
+        }
     }
 }

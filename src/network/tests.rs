@@ -350,3 +350,32 @@ fn group_members_share_a_hosts_file_and_a_forward_rule_while_they_live() {
     assert!(host.table().unwrap().contains("delete table"));
     group::remove(&e.cfg.groups, "team", &live_records(&e.cfg.claims)).unwrap();
 }
+
+#[test]
+fn a_claim_whose_record_cannot_be_read_keeps_the_table_closed_not_removed() {
+    let e = env();
+    let host = FakeHost::default();
+    let a = egress(&host, &e, "stk-a").unwrap();
+    // The record becomes unreadable (damaged, or another version's): the sandbox's chain
+    // cannot be rendered, but its veth must not be left with no table at all.
+    let dir = e.fifo_root.join("stk-a");
+    std::fs::write(dir.join(RECORD_FILE), b"{\"mode\": \"warp\"}").unwrap();
+    apply_table(&host, &e.cfg.claims, &e.cfg.range).unwrap();
+    let table = host.table().unwrap();
+    assert!(table.contains("table inet stockade {"), "{table}");
+    assert!(
+        !table.contains(&format!("jump sandbox_{}", a.veth)),
+        "{table}"
+    );
+    assert!(table.contains("iifname \"stkv*\" drop"), "{table}");
+    // With no claim left at all the table goes.
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (slot, _) in slots::claims(&e.cfg.claims) {
+        std::fs::remove_file(e.cfg.claims.join(slot.to_string())).unwrap();
+    }
+    apply_table(&host, &e.cfg.claims, &e.cfg.range).unwrap();
+    assert_eq!(
+        host.table().unwrap(),
+        "table inet stockade\ndelete table inet stockade\n"
+    );
+}
