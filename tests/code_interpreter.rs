@@ -8,6 +8,7 @@
 //! error; nothing is left behind.
 
 mod common;
+mod http_support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -37,28 +38,8 @@ fn request(sock: &Path, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>)
     s.write_all(body).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read the answer");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let (mut out, mut rest) = (Vec::new(), &body[..]);
-        loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
-                .unwrap();
-            if n == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
-            rest = &rest[nl + 2 + n + 2..];
-        }
-        body = out;
-    }
-    (status, body)
+    let answer = http_support::parse(&raw);
+    (answer.status, answer.body)
 }
 
 struct Env {

@@ -84,6 +84,12 @@ pub fn request(to: &Addr, method: &str, path: &str, token: Option<&str>, body: &
             "read the answer: {e}"
         );
     }
+    parse(&raw)
+}
+
+/// An HTTP/1.1 answer read to its end: the status, the headers and the body (chunked or
+/// not).
+pub fn parse(raw: &[u8]) -> Answer {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
