@@ -24,9 +24,7 @@ fn python() -> Option<PathBuf> {
     if !common::require_root_or_skip("drives stockade serve with the Python Docker SDK") {
         return None;
     }
-    let venv = std::env::var_os("STOCKADE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/stockade-venv"));
+    let venv = common::venv();
     let python = venv.join("bin/python");
     let has_sdk = Command::new(&python)
         .args(["-c", "import docker"])

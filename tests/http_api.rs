@@ -11,7 +11,6 @@
 mod common;
 mod http_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::require_or_skip;
@@ -557,9 +556,7 @@ async fn a_killed_servers_pool_is_reclaimed_by_the_next() {
 /// document's schema. Bounded in examples and time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_or_schema_mismatch() {
-    let venv = std::env::var_os("STOCKADE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/stockade-venv"));
+    let venv = common::venv();
     let st = venv.join("bin/st");
     let st_text = st.to_string_lossy().into_owned();
     if !require_or_skip(

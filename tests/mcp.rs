@@ -25,8 +25,7 @@ fn python() -> Option<PathBuf> {
     if !common::require_root_or_skip("drives stockade mcp with the Python MCP client") {
         return None;
     }
-    let venv = std::env::var_os("STOCKADE_VENV")
-        .map_or_else(|| PathBuf::from("/opt/stockade-venv"), PathBuf::from);
+    let venv = common::venv();
     let python = venv.join("bin/python");
     let has_mcp = Command::new(&python)
         .args(["-c", "import mcp"])

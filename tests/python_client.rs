@@ -21,17 +21,11 @@ use http_support::{Addr, Env, Listen, ALICE, BIN, BOB};
 const CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
 
-fn venv() -> PathBuf {
-    std::env::var_os("STOCKADE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/stockade-venv"))
-}
-
 /// The venv's python with what the client and its tests need (root, containerd and runc
 /// too), the client installed from this tree (once per process; no network: its build
 /// backend and dependencies are in the venv, as scripts/setup.sh puts them).
 fn python() -> Option<PathBuf> {
-    let python = venv().join("bin/python");
+    let python = common::venv().join("bin/python");
     let shown = python.to_string_lossy().into_owned();
     if !common::require_or_skip(
         "runs the Python client's tests against stockade serve --http",

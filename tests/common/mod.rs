@@ -15,6 +15,13 @@ pub fn require_root_or_skip(reason: &str) -> bool {
     require_or_skip(reason, &["/usr/bin/containerd", "/usr/sbin/runc"])
 }
 
+/// The Python venv with the tests' PyPI packages (`scripts/setup.sh` makes it):
+/// `$STOCKADE_VENV`, by default /opt/stockade-venv.
+pub fn venv() -> PathBuf {
+    std::env::var_os("STOCKADE_VENV")
+        .map_or_else(|| PathBuf::from("/opt/stockade-venv"), PathBuf::from)
+}
+
 /// Like [`require_root_or_skip`], with an explicit list of binaries the test needs.
 pub fn require_or_skip(reason: &str, needs: &[&str]) -> bool {
     let mut missing = Vec::new();
