@@ -8,9 +8,9 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::error::HttpError;
+use super::exec::timeout_within;
 use super::wire::{CodeBody, CodeResult};
 use super::{read_json, Answer, Caller, HttpApi};
-use crate::policy::parse_duration;
 use crate::sandbox::{CodeLanguage, CodeRequest, Sandbox};
 use crate::serve::http::json;
 
@@ -24,16 +24,7 @@ pub(crate) fn request(sb: &Sandbox, body: CodeBody) -> Result<CodeRequest, HttpE
         req.language = CodeLanguage::parse(l)?;
     }
     if let Some(t) = &body.timeout {
-        let d = parse_duration(t)
-            .map_err(|e| HttpError::invalid(format!("timeout: `{t}`: {e}")).field("timeout"))?;
-        if d.as_millis() as u64 > limits.exec_timeout_ms || d.is_zero() {
-            return Err(HttpError::forbidden(format!(
-                "timeout: `{t}` is zero or above the sandbox's exec timeout of {} ms",
-                limits.exec_timeout_ms
-            ))
-            .field("timeout"));
-        }
-        req.timeout = Some(d);
+        req.timeout = Some(timeout_within(t, &limits)?);
     }
     Ok(req)
 }

@@ -41,6 +41,24 @@ fn encode(bytes: &[u8], encoding: Encoding) -> String {
     }
 }
 
+/// A request's `timeout` (`30s`): parsed (400 naming `timeout`) and within the sandbox's
+/// exec timeout and above zero (403 naming `timeout`). Exec and code cells share it.
+pub(super) fn timeout_within(
+    t: &str,
+    limits: &crate::runner::session::SessionLimits,
+) -> Result<std::time::Duration, HttpError> {
+    let d = parse_duration(t)
+        .map_err(|e| HttpError::invalid(format!("timeout: `{t}`: {e}")).field("timeout"))?;
+    if d.as_millis() as u64 > limits.exec_timeout_ms || d.is_zero() {
+        return Err(HttpError::forbidden(format!(
+            "timeout: `{t}` is zero or above the sandbox's exec timeout of {} ms",
+            limits.exec_timeout_ms
+        ))
+        .field("timeout"));
+    }
+    Ok(d)
+}
+
 /// The exec request of `body`, within the sandbox's limits.
 fn request(sb: &Sandbox, body: ExecBody) -> Result<(ExecRequest, Encoding), HttpError> {
     check_argv(&body.argv)?;
@@ -53,16 +71,7 @@ fn request(sb: &Sandbox, body: ExecBody) -> Result<(ExecRequest, Encoding), Http
         req.stdin = Stdin::Bytes(decode("stdin", s, body.encoding)?);
     }
     if let Some(t) = &body.timeout {
-        let d = parse_duration(t)
-            .map_err(|e| HttpError::invalid(format!("timeout: `{t}`: {e}")).field("timeout"))?;
-        if d.as_millis() as u64 > limits.exec_timeout_ms || d.is_zero() {
-            return Err(HttpError::forbidden(format!(
-                "timeout: `{t}` is zero or above the sandbox's exec timeout of {} ms",
-                limits.exec_timeout_ms
-            ))
-            .field("timeout"));
-        }
-        req.timeout = Some(d);
+        req.timeout = Some(timeout_within(t, &limits)?);
     }
     if let Some(m) = &body.max_output {
         let n = parse_size(m).map_err(|e| {
