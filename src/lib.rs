@@ -71,16 +71,6 @@ pub mod runner;
 )]
 pub mod sandbox;
 pub mod seccomp;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
-#[allow(
-    clippy::redundant_closure_for_method_calls,
-    clippy::semicolon_if_nothing_returned,
-    clippy::unnested_or_patterns,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 pub mod serve;
 pub mod spec;
 

@@ -20,26 +20,34 @@ pub const MAX_BODY: usize = 4 << 20;
 /// An error answered as Docker answers errors: the status and `{"message": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// What went wrong, answered as `message` on one line.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error with `status` (500 when it is not a valid status code).
     pub fn new(status: u16, message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
         }
     }
+    /// 400: the request is malformed or asks for what is not served.
     pub fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(400, message)
     }
+    /// 404: no such container, image, exec or route.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(404, message)
     }
+    /// 409: the request conflicts with the object's state or use (a name taken, a running
+    /// container, an image in use).
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(409, message)
     }
+    /// 500: the server failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, message)
     }
@@ -69,10 +77,12 @@ impl From<crate::sandbox::SandboxError> for ApiError {
 /// A handler's answer.
 pub type Answer = Result<Response<Body>, ApiError>;
 
+/// A body of `bytes`, in one piece.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
+/// An empty body.
 pub fn empty() -> Body {
     full(Bytes::new())
 }

@@ -1,10 +1,13 @@
-//! `stockade serve`: API servers over the library's front door. Today one: the Docker
-//! Engine API on a Unix socket ([`docker`]), so that code written for Docker runs its
-//! containers as stockade sandboxes with only `DOCKER_HOST` changed.
+//! API servers over the library's front door: the Docker Engine API on a Unix socket
+//! ([`docker`]), so that code written for Docker runs its containers as stockade sandboxes
+//! with only `DOCKER_HOST` changed; stockade's own HTTP API ([`http_api`], behind a bearer
+//! token, on a Unix socket or TCP with [`tls`]); and the MCP server ([`mcp`], JSON-RPC on
+//! stdio or HTTP).
 //!
-//! Whoever can open the socket can start sandboxes (within the server's policy): it is
+//! Whoever can open a Unix socket can start sandboxes (within the server's policy): it is
 //! made mode 0660, owned by root and by the group given (root's otherwise). HTTP/1.1 with
-//! upgrades (attach and exec streams) is served by hyper, one task per connection.
+//! upgrades (attach and exec streams) is served by hyper, one task per connection
+//! ([`listen`]).
 
 pub mod docker;
 pub mod http;
@@ -30,22 +33,41 @@ pub const SOCKET_MODE: u32 = 0o660;
 /// Why the server could not start. Each renders as one line naming the socket.
 #[derive(Debug, Error)]
 pub enum ServeError {
+    /// The socket (or its directory) could not be made, given its mode or its group, or a
+    /// stale one could not be removed.
     #[error("{}: {source}", path.display())]
     Socket {
+        /// The socket's path.
         path: PathBuf,
+        /// What the system call said.
         source: std::io::Error,
     },
+    /// A server already answers on the socket.
     #[error("{}: another server answers on this socket", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// Something other than a socket is at the path; it is left alone.
     #[error("{}: exists and is not a socket", path.display())]
-    NotSocket { path: PathBuf },
+    NotSocket {
+        /// The path that is not a socket.
+        path: PathBuf,
+    },
     /// `--http ADDR` is malformed or not served.
     #[error("--http {addr}: {reason}")]
-    Address { addr: String, reason: String },
+    Address {
+        /// The address as given.
+        addr: String,
+        /// Why it is refused, one line.
+        reason: String,
+    },
     /// The TCP address could not be bound.
     #[error("--http {addr}: {source}")]
     Tcp {
+        /// The address that could not be bound.
         addr: std::net::SocketAddr,
+        /// What `bind` said.
         source: std::io::Error,
     },
 }

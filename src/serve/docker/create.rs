@@ -40,7 +40,9 @@ pub struct ServerPolicy {
 /// A request refused: the HTTP status (400 or 403) and one line naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
+    /// The HTTP status: 400 or 403.
     pub status: u16,
+    /// `FIELD: reason`, one line.
     pub message: String,
 }
 
@@ -71,9 +73,13 @@ impl Refusal {
 pub struct Mapped {
     /// The server's policy with the request's fields that have no override set.
     pub policy: Policy,
+    /// The request's fields that override the policy (as the CLI's flags do).
     pub overrides: PolicyOverrides,
+    /// The main command, with its terminal and stdin settings.
     pub main: MainProcess,
+    /// `Labels`, as given.
     pub labels: BTreeMap<String, String>,
+    /// Remove the container once it exits (`HostConfig.AutoRemove`).
     pub auto_remove: bool,
     /// Close the command's stdin when the first attached client's input ends.
     pub stdin_once: bool,

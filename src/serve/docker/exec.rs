@@ -24,6 +24,7 @@ use crate::serve::http::{self, no_content, ok_json, read_json, Answer, ApiError}
 
 /// One exec instance.
 pub struct Exec {
+    /// Its id: 32 random hex digits.
     pub id: String,
     /// The container's id.
     pub container: String,
@@ -62,7 +63,7 @@ pub async fn create(d: &Arc<Docker>, id: &str, req: Request<Incoming>) -> Answer
             "Privileged: privileged execs are refused: an exec has exactly the sandbox's confinement",
         ));
     }
-    if body.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+    if body.cmd.as_ref().is_none_or(Vec::is_empty) {
         return Err(ApiError::bad("Cmd: no command specified"));
     }
     let user = match body.user.as_str() {

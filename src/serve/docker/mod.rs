@@ -39,7 +39,9 @@ pub const MIN_API_VERSION: &str = "1.41";
 
 /// The server's state: the front door, its policy, and the containers and execs it made.
 pub struct Docker {
+    /// The library's front door every container is made through.
     pub sandboxes: Sandboxes,
+    /// The server's policy and what it lets a request ask for.
     pub server: ServerPolicy,
     /// How images are pulled and loaded.
     pub images: images::ImageOptions,
@@ -51,23 +53,32 @@ pub struct Docker {
 
 /// One container: its sandbox, what it was created with, and where its life has got to.
 pub struct Container {
+    /// The sandbox that runs it; its id is the container's id.
     pub sandbox: Sandbox,
+    /// The name given at create (`?name=`, without Docker's leading `/`), if any.
     pub name: Option<String>,
     /// The image as the request named it.
     pub image: String,
     /// `sha256:…` of the image's manifest.
     pub image_id: String,
+    /// When it was created, in milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
     /// `Config` as inspect shows it (the command, environment, working directory and user
     /// as merged with the image's).
     pub config: serde_json::Value,
     /// `HostConfig` as the request gave it, with the log driver stockade uses.
     pub host_config: serde_json::Value,
+    /// The main command, the entrypoint first.
     pub argv: Vec<String>,
+    /// Whether it runs on a terminal (`Tty`).
     pub tty: bool,
+    /// Whether its stdin is open for attached clients (`OpenStdin`).
     pub open_stdin: bool,
+    /// Whether its stdin is closed when the first attached client's input ends (`StdinOnce`).
     pub stdin_once: bool,
+    /// Whether it is removed once it exits (`HostConfig.AutoRemove`).
     pub auto_remove: bool,
+    /// Its output as written to its log file, for logs and attach.
     pub feed: LogFeed,
     /// Write end of the main command's stdin, until it is closed.
     pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
@@ -78,6 +89,8 @@ pub struct Container {
 }
 
 impl Docker {
+    /// A server over `sandboxes` with the policy `server`, default image options and no
+    /// containers yet.
     pub fn new(sandboxes: Sandboxes, server: ServerPolicy) -> Docker {
         Docker {
             sandboxes,

@@ -151,7 +151,7 @@ pub fn logs(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer {
         ));
     }
     let tail = match q.get("tail").map(String::as_str) {
-        None | Some("") | Some("all") => None,
+        None | Some("" | "all") => None,
         Some(n) => Some(
             n.parse::<usize>()
                 .map_err(|_| ApiError::bad(format!("tail: `{n}` is not a number")))?,
@@ -198,7 +198,7 @@ pub fn logs(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer {
 /// A time in a query: unix seconds, with a fraction or not; as nanoseconds.
 fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
     match q.get(key).map(String::as_str) {
-        None | Some("") | Some("0") => Ok(None),
+        None | Some("" | "0") => Ok(None),
         Some(v) => v
             .parse::<f64>()
             .ok()

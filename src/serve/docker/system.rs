@@ -126,7 +126,7 @@ pub async fn info(d: &Arc<Docker>) -> Answer {
         "Architecture": machine,
         "IndexServerAddress": "",
         "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
-        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "NCPU": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1),
         "MemTotal": 0,
         "DockerRootDir": "/var/lib/stockade",
         "Name": hostname,

@@ -240,7 +240,7 @@ fn streamed(
                     match &result {
                         Ok(_) => metrics.inc("stockade_execs_total", ""),
                         Err(e) if e.kind() == crate::sandbox::ErrorKind::Internal => {
-                            metrics.inc("stockade_failures_total", "op=\"exec\"")
+                            metrics.inc("stockade_failures_total", "op=\"exec\"");
                         }
                         Err(_) => {}
                     }

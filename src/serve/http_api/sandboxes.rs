@@ -33,7 +33,7 @@ pub(super) fn decode(field: &str, text: &str, encoding: Encoding) -> Result<Vec<
 }
 
 pub(super) fn check_argv(argv: &[String]) -> Result<(), HttpError> {
-    if argv.first().is_none_or(|a| a.is_empty()) {
+    if argv.first().is_none_or(String::is_empty) {
         return Err(HttpError::invalid("argv: required, the command first").field("argv"));
     }
     if argv.iter().any(|a| a.contains('\0')) {

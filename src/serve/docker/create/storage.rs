@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
+
 use super::{CreateBody, HostConfig, Refusal};
 use crate::policy::{BindMount, Policy, PolicyOverrides, TmpfsMount};
 
@@ -159,7 +161,7 @@ pub(super) fn storage(
         let target = text("Target");
         match text("Type") {
             "bind" => {
-                let read_only = m.get("ReadOnly").and_then(|v| v.as_bool()).unwrap_or(false);
+                let read_only = m.get("ReadOnly").and_then(Value::as_bool).unwrap_or(false);
                 let spec = format!(
                     "{}:{target}:{}",
                     text("Source"),
@@ -171,10 +173,10 @@ pub(super) fn storage(
             "tmpfs" => {
                 let t = m.get("TmpfsOptions");
                 let mut opts = Vec::new();
-                if let Some(size) = t.and_then(|t| t.get("SizeBytes")).and_then(|v| v.as_u64()) {
+                if let Some(size) = t.and_then(|t| t.get("SizeBytes")).and_then(Value::as_u64) {
                     opts.push(format!("size={size}"));
                 }
-                if let Some(mode) = t.and_then(|t| t.get("Mode")).and_then(|v| v.as_u64()) {
+                if let Some(mode) = t.and_then(|t| t.get("Mode")).and_then(Value::as_u64) {
                     opts.push(format!("mode={mode:o}"));
                 }
                 o.tmpfs.push(
