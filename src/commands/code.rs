@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 
-use stockade::policy::parse_duration;
 use stockade::runner::escapes::{locale_is_utf8, Neutralizer};
 use stockade::sandbox::{CodeOutcome, CodeRequest};
 
@@ -50,17 +49,8 @@ pub async fn run(args: CodeArgs) -> Result<u8> {
         }
     };
     let mut req = CodeRequest::new(code);
-    req.timeout = args
-        .timeout
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let sandboxes = super::sandbox::sandboxes(&args.place, None, None).await?;
-    let sb = sandboxes
-        .get(&args.sandbox)
-        .await
-        .map_err(super::sandbox::one_line)?;
+    req.timeout = super::exec::timeout_flag(args.timeout.as_deref())?;
+    let sb = super::exec::live_sandbox(&args.place, &args.sandbox).await?;
     match sb.run_code(&req).await {
         Ok(o) if args.json => {
             println!("{}", serde_json::to_string_pretty(&o)?);

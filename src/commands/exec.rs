@@ -8,7 +8,9 @@ use clap::Args;
 
 use stockade::policy::parse_duration;
 use stockade::runner::{Cancel, Output};
-use stockade::sandbox::ExecRequest;
+use stockade::sandbox::{ExecRequest, Sandbox};
+
+use super::sandbox::Place;
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
@@ -34,7 +36,7 @@ pub struct ExecArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub place: super::sandbox::Place,
+    pub place: Place,
     /// Sandbox id or name.
     #[arg(value_name = "ID|NAME")]
     pub sandbox: String,
@@ -43,18 +45,26 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-pub async fn run(args: ExecArgs) -> Result<u8> {
-    let timeout = args
-        .timeout
-        .as_deref()
+/// `--timeout`, when given, as a duration.
+pub(super) fn timeout_flag(timeout: Option<&str>) -> Result<Option<std::time::Duration>> {
+    timeout
         .map(parse_duration)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
-    let sandboxes = super::sandbox::sandboxes(&args.place, None, None).await?;
-    let sb = sandboxes
-        .get(&args.sandbox)
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))
+}
+
+/// The live sandbox `id_or_name` at `place`.
+pub(super) async fn live_sandbox(place: &Place, id_or_name: &str) -> Result<Sandbox> {
+    let sandboxes = super::sandbox::sandboxes(place, None, None).await?;
+    sandboxes
+        .get(id_or_name)
         .await
-        .map_err(super::sandbox::one_line)?;
+        .map_err(super::sandbox::one_line)
+}
+
+pub async fn run(args: ExecArgs) -> Result<u8> {
+    let timeout = timeout_flag(args.timeout.as_deref())?;
+    let sb = live_sandbox(&args.place, &args.sandbox).await?;
     let cancel = Cancel::new();
     let signals = super::run::watch_signals(cancel.clone())?;
     let mut req = ExecRequest::new(args.command.clone());

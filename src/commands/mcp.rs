@@ -12,9 +12,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::io::AsyncWriteExt;
 
-use stockade::policy::{HostPolicyEnv, PolicyOverrides};
-use stockade::runner::{reclaim_crashed, ReconcileOptions};
-use stockade::serve::docker::create::ServerPolicy;
 use stockade::serve::mcp::{McpServer, DEFAULT_MAX_SANDBOXES};
 
 #[derive(Debug, Args)]
@@ -34,39 +31,16 @@ pub struct McpArgs {
 }
 
 pub async fn run(args: McpArgs) -> Result<u8> {
-    let (policy, file) = super::read_policy(args.policy.as_deref())?;
-    let ceiling =
-        policy
-            .clone()
-            .validate(file.as_deref(), &PolicyOverrides::default(), &HostPolicyEnv)?;
-    for w in &ceiling.warnings {
+    let server = super::serve::server_policy(args.policy.as_deref(), Vec::new())?;
+    for w in &server.ceiling.warnings {
         tracing::warn!("{w}");
     }
-    let requested = args.runc_binary.clone();
-    let (host, runtime) = tokio::task::spawn_blocking(move || {
-        let runtime = super::requested_runtime(requested.as_deref())?;
-        let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((host, runtime))
-    })
-    .await
-    .context("probing the host")??;
-    let sandboxes = super::sandbox::sandboxes(&args.place, Some(host), runtime).await?;
-    super::report_runtime(sandboxes.runner());
-    let server = ServerPolicy {
-        policy,
-        ceiling,
-        allow_bind: Vec::new(),
-    };
+    let sandboxes = super::serve::server_sandboxes(&args.place, args.runc_binary.clone()).await?;
     let mcp = Arc::new(McpServer::new(
         sandboxes.clone(),
         server,
         args.max_sandboxes,
     ));
-    let target = sandboxes.runner().cleanup_target();
-    let reclaimed = reclaim_crashed(&target, &ReconcileOptions::default()).await;
-    for (id, why) in &reclaimed.failed {
-        tracing::warn!("reclaiming crashed run {id}: {why}");
-    }
     for id in mcp.reclaim_leftovers().await {
         tracing::info!("removed {id}, left by an MCP server that died");
     }

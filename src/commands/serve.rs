@@ -2,7 +2,7 @@
 //! HTTP API (see `stockade::serve`), in one process over one front door. Stopped by
 //! SIGTERM or SIGINT, which remove every container and sandbox it made and its sockets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -11,6 +11,7 @@ use clap::Args;
 use stockade::images::registry::RegistryOptions;
 use stockade::policy::{parse_size, HostPolicyEnv, PolicyOverrides};
 use stockade::runner::{reclaim_crashed, ReconcileOptions};
+use stockade::sandbox::Sandboxes;
 use stockade::serve::docker::create::ServerPolicy;
 use stockade::serve::docker::images::ImageOptions;
 use stockade::serve::docker::Docker;
@@ -19,6 +20,8 @@ use stockade::serve::http_api::{auth::Tokens, HttpApi, HttpConfig};
 use stockade::serve::listen::{Address, Listener};
 use stockade::serve::DEFAULT_DOCKER_SOCKET;
 use tokio_rustls::TlsAcceptor;
+
+use super::sandbox::Place;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -78,7 +81,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
     pub runc_binary: Option<String>,
     #[command(flatten)]
-    pub place: super::sandbox::Place,
+    pub place: Place,
 }
 
 fn group_id(g: &str) -> Result<u32> {
@@ -137,6 +140,46 @@ fn http_config(args: &ServeArgs) -> Result<Option<HttpServing>> {
     }))
 }
 
+/// A server's policy: `--policy` (or the built-in defaults) as the default, validated as
+/// the ceiling of every request, and the roots binds may be granted beneath. Its
+/// validation's warnings are in `ceiling.warnings`, for the caller to show.
+pub(super) fn server_policy(file: Option<&Path>, allow_bind: Vec<PathBuf>) -> Result<ServerPolicy> {
+    let (policy, name) = super::read_policy(file)?;
+    let ceiling =
+        policy
+            .clone()
+            .validate(name.as_deref(), &PolicyOverrides::default(), &HostPolicyEnv)?;
+    Ok(ServerPolicy {
+        policy,
+        ceiling,
+        allow_bind,
+    })
+}
+
+/// The front door a server drives at `place`: the host probed and the runtime
+/// (`--runc-binary`) found off the async threads, the runtime reported, and the runs a
+/// crashed process left reclaimed.
+pub(super) async fn server_sandboxes(
+    place: &Place,
+    runc_binary: Option<String>,
+) -> Result<Sandboxes> {
+    let (host, runtime) = tokio::task::spawn_blocking(move || {
+        let runtime = super::requested_runtime(runc_binary.as_deref())?;
+        let host = super::doctor::host_facts_for_spec()?;
+        anyhow::Ok((host, runtime))
+    })
+    .await
+    .context("probing the host")??;
+    let sandboxes = super::sandbox::sandboxes(place, Some(host), runtime).await?;
+    super::report_runtime(sandboxes.runner());
+    let target = sandboxes.runner().cleanup_target();
+    let reclaimed = reclaim_crashed(&target, &ReconcileOptions::default()).await;
+    for (id, why) in &reclaimed.failed {
+        tracing::warn!("reclaiming crashed run {id}: {why}");
+    }
+    Ok(sandboxes)
+}
+
 pub async fn run(args: ServeArgs) -> Result<u8> {
     let group = args.socket_group.as_deref().map(group_id).transpose()?;
     let http = http_config(&args)?;
@@ -148,34 +191,11 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
             http.as_ref().map(|h| &h.addr),
         );
     }
-    let (policy, file) = super::read_policy(args.policy.as_deref())?;
-    let ceiling =
-        policy
-            .clone()
-            .validate(file.as_deref(), &PolicyOverrides::default(), &HostPolicyEnv)?;
-    for w in &ceiling.warnings {
+    let server = server_policy(args.policy.as_deref(), args.allow_bind.clone())?;
+    for w in &server.ceiling.warnings {
         eprintln!("stockade: warning: {w}");
     }
-    let requested = args.runc_binary.clone();
-    let (host, runtime) = tokio::task::spawn_blocking(move || {
-        let runtime = super::requested_runtime(requested.as_deref())?;
-        let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((host, runtime))
-    })
-    .await
-    .context("probing the host")??;
-    let sandboxes = super::sandbox::sandboxes(&args.place, Some(host), runtime).await?;
-    super::report_runtime(sandboxes.runner());
-    let target = sandboxes.runner().cleanup_target();
-    let reclaimed = reclaim_crashed(&target, &ReconcileOptions::default()).await;
-    for (id, why) in &reclaimed.failed {
-        tracing::warn!("reclaiming crashed run {id}: {why}");
-    }
-    let server = ServerPolicy {
-        policy,
-        ceiling,
-        allow_bind: args.allow_bind.clone(),
-    };
+    let sandboxes = server_sandboxes(&args.place, args.runc_binary.clone()).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();

@@ -104,10 +104,25 @@ pub fn ok_json(value: &impl serde::Serialize) -> Answer {
 
 /// `status` with no body.
 pub fn no_content(status: StatusCode) -> Answer {
-    Ok(Response::builder()
+    Ok(status_only(status))
+}
+
+/// The response of `status` with no body.
+pub fn status_only(status: StatusCode) -> Response<Body> {
+    Response::builder()
         .status(status)
         .body(empty())
-        .expect("a valid response"))
+        .expect("a valid response")
+}
+
+/// 200 with `body` (usually a [`channel_body`], so that the head goes out at once) of
+/// `content_type`.
+pub fn streamed(content_type: &'static str, body: Body) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", content_type)
+        .body(body)
+        .expect("a valid response")
 }
 
 /// A body fed by a channel: the response's head goes out at once, each chunk as it is
@@ -116,6 +131,22 @@ pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let stream = futures_stream(rx);
     (tx, StreamBody::new(stream).boxed())
+}
+
+/// A writer into a [`channel_body`], for a blocking thread: each write is sent as one
+/// chunk, and a write after the response was dropped fails with `BrokenPipe`.
+pub struct ChannelWriter(pub mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn futures_stream(

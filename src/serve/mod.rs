@@ -14,6 +14,7 @@ pub mod http;
 pub mod http_api;
 pub mod listen;
 pub mod mcp;
+mod owned;
 pub mod tls;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -20,6 +20,7 @@
 //!   refused with 400 and the entry named.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -27,10 +28,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::Docker;
+use super::{Container, Docker};
 use crate::files::{FilesError, PathStat};
 use crate::sandbox::{PutMode, SandboxError};
-use crate::serve::http::{self, Answer, ApiError};
+use crate::serve::http::{self, Answer, ApiError, ChannelWriter};
 
 /// The header carrying a path's metadata.
 pub const PATH_STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
@@ -97,8 +98,13 @@ fn answer(e: SandboxError, path: &str, id: &str) -> ApiError {
     }
 }
 
-/// `HEAD /containers/{id}/archive`.
-pub async fn head(d: &Docker, id: &str, req: &Request<Incoming>) -> Answer {
+/// The container `id`, the request's `?path=` and what is there (its last component not
+/// followed).
+async fn stat_of(
+    d: &Docker,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<(Arc<Container>, String, PathStat), ApiError> {
     let path = path_of(&http::query(req))?;
     let c = d.find(id)?;
     let st = c
@@ -106,6 +112,12 @@ pub async fn head(d: &Docker, id: &str, req: &Request<Incoming>) -> Answer {
         .stat(&path)
         .await
         .map_err(|e| answer(e, &path, id))?;
+    Ok((c, path, st))
+}
+
+/// `HEAD /containers/{id}/archive`.
+pub async fn head(d: &Docker, id: &str, req: &Request<Incoming>) -> Answer {
+    let (_, _, st) = stat_of(d, id, req).await?;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(PATH_STAT_HEADER, stat_header(&st))
@@ -113,30 +125,9 @@ pub async fn head(d: &Docker, id: &str, req: &Request<Incoming>) -> Answer {
         .expect("a valid response"))
 }
 
-/// Writes into a channel body from a blocking thread.
-struct ChannelWriter(mpsc::Sender<Bytes>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /containers/{id}/archive`.
 pub async fn get(d: &Docker, id: &str, req: &Request<Incoming>) -> Answer {
-    let path = path_of(&http::query(req))?;
-    let c = d.find(id)?;
-    let st = c
-        .sandbox
-        .stat(&path)
-        .await
-        .map_err(|e| answer(e, &path, id))?;
+    let (c, path, st) = stat_of(d, id, req).await?;
     let (tx, body) = http::channel_body();
     let sandbox = c.sandbox.clone();
     tokio::spawn(async move {

@@ -348,11 +348,7 @@ pub fn wait(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer {
         let body = json!({"StatusCode": code, "Error": Value::Null});
         let _ = tx.send(Bytes::from(format!("{body}\n"))).await;
     });
-    Ok(hyper::Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .expect("a valid response"))
+    Ok(http::streamed("application/json", body))
 }
 
 /// A signal by number or name (`9`, `KILL`, `SIGKILL`); SIGKILL when none.

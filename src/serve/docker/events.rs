@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::serve::http::{channel_body, query, Answer, ApiError};
+use crate::serve::http::{self, channel_body, query, Answer, ApiError};
 
 /// How many past events the server keeps for `since`.
 pub const KEPT: usize = 512;
@@ -273,11 +273,7 @@ pub fn events(events: &Events, req: &Request<Incoming>) -> Answer {
             }
         }
     });
-    Ok(hyper::Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .expect("a valid response"))
+    Ok(http::streamed("application/json", body))
 }
 
 #[cfg(test)]

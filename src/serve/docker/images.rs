@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::Docker;
 use crate::images::registry::{Credentials, RegistryOptions};
 use crate::images::{self, ImageError, Progress, Reference};
-use crate::serve::http::{channel_body, flag, query, Answer, ApiError};
+use crate::serve::http::{self, channel_body, flag, query, Answer, ApiError};
 
 /// The largest image archive `POST /images/load` takes.
 pub const MAX_LOAD: u64 = 16 << 30;
@@ -105,12 +105,19 @@ impl Progress for StatusLines {
     }
 }
 
+/// A new directory (named `prefix…`) under the server's scratch directory, removed when
+/// dropped; 500 when the server has no image store.
+fn scratch_dir(d: &Docker, prefix: &str) -> Result<tempfile::TempDir, ApiError> {
+    super::system::store(d)?;
+    let scratch = &d.images.scratch;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", scratch.display())))
+}
+
 fn streaming(body: crate::serve::http::Body) -> Answer {
-    Ok(hyper::Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .expect("a valid response"))
+    Ok(http::streamed("application/json", body))
 }
 
 /// `POST /images/load?quiet=0|1`: a `docker save` or OCI layout tarball (gzip or not) in
@@ -118,12 +125,7 @@ fn streaming(body: crate::serve::http::Body) -> Answer {
 /// stream: progress (unless quiet), `Loaded image: NAME` for each, or the error.
 pub async fn load(d: &Arc<Docker>, req: Request<Incoming>) -> Answer {
     let quiet = flag(&query(&req), "quiet");
-    super::system::store(d)?;
-    let scratch = &d.images.scratch;
-    let dir = tempfile::Builder::new()
-        .prefix("stockade-load-")
-        .tempdir_in(scratch)
-        .map_err(|e| ApiError::internal(format!("{}: {e}", scratch.display())))?;
+    let dir = scratch_dir(d, "stockade-load-")?;
     let path = dir.path().join("image.tar");
     let mut file = tokio::fs::File::create(&path)
         .await
@@ -243,11 +245,7 @@ pub async fn save(d: &Arc<Docker>, name: Option<&str>, req: &Request<Incoming>) 
             }
         }
     });
-    Ok(hyper::Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/x-tar")
-        .body(body)
-        .expect("a valid response"))
+    Ok(http::streamed("application/x-tar", body))
 }
 
 /// `POST /images/{name}/tag?repo=REPO&tag=TAG`.
@@ -408,12 +406,7 @@ pub async fn pull(d: &Arc<Docker>, req: &Request<Incoming>) -> Answer {
         .get("X-Registry-Auth")
         .and_then(|h| h.to_str().ok());
     let credentials = registry_auth(header)?;
-    super::system::store(d)?;
-    let scratch = &d.images.scratch;
-    let dir = tempfile::Builder::new()
-        .prefix("stockade-pull-")
-        .tempdir_in(scratch)
-        .map_err(|e| ApiError::internal(format!("{}: {e}", scratch.display())))?;
+    let dir = scratch_dir(d, "stockade-pull-")?;
     let base = &d.images.registry;
     let opts = RegistryOptions {
         plain_http: base

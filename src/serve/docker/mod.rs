@@ -28,6 +28,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use super::http::{ApiError, Body};
+use super::owned;
 use crate::sandbox::logs::LogFeed;
 use crate::sandbox::{Sandbox, Sandboxes};
 use create::ServerPolicy;
@@ -214,27 +215,11 @@ impl Docker {
     /// whose owner is no longer alive): their output was followed, and their exit waited
     /// for, by that server alone. Returns their ids.
     pub async fn reclaim_leftovers(&self) -> Vec<String> {
-        let proc_root = self.sandboxes.runner().proc_root().to_path_buf();
-        let mut removed = Vec::new();
-        for info in self.sandboxes.list().await.unwrap_or_default() {
-            let Ok(sb) = self.sandboxes.get(&info.id).await else {
-                continue;
-            };
-            if sb.main_state().is_none() {
-                continue;
-            }
-            let alive = crate::runner::read_owner(&sb.run_dir()).is_some_and(|pid| {
-                crate::procfs::ProcStat::read(&proc_root, pid).is_some_and(|s| !s.has_exited())
-            });
-            if alive {
-                continue;
-            }
-            match sb.remove(true).await {
-                Ok(()) => removed.push(info.id),
-                Err(e) => tracing::warn!("removing {}: {e}", info.id),
-            }
-        }
-        removed
+        let proc_root = self.sandboxes.runner().proc_root();
+        owned::remove_leftovers(&self.sandboxes, |_, sb| {
+            sb.main_state().is_some() && !owned::owner_alive(sb, proc_root)
+        })
+        .await
     }
 
     /// Answers one request.

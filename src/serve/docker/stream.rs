@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -188,11 +188,7 @@ pub fn logs(d: &Arc<Docker>, id: &str, req: &Request<Incoming>) -> Answer {
             }
         }
     });
-    Ok(hyper::Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", http::content_type(!c.tty))
-        .body(body)
-        .expect("a valid response"))
+    Ok(http::streamed(http::content_type(!c.tty), body))
 }
 
 /// A time in a query: unix seconds, with a fraction or not; as nanoseconds.

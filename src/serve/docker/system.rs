@@ -149,6 +149,7 @@ pub async fn info(d: &Arc<Docker>) -> Answer {
     }))
 }
 
+/// The image store's client; 500 when the server has none.
 pub(super) fn store(d: &Docker) -> Result<&crate::containerd::Client, ApiError> {
     d.sandboxes
         .runner()

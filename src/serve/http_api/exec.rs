@@ -271,9 +271,5 @@ fn streamed(
             }
         }
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/x-ndjson")
-        .body(body)
-        .expect("a valid response")
+    crate::serve::http::streamed("application/x-ndjson", body)
 }

@@ -12,22 +12,33 @@
 //!   (or file) as tar.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use tokio::sync::mpsc;
+use hyper::{Request, StatusCode};
 
 use super::error::HttpError;
 use super::wire::{FileEntry, FileList, Written};
 use super::{param, read_body, Answer, Caller, HttpApi};
 use crate::sandbox::{ExecRequest, Sandbox};
-use crate::serve::http::{channel_body, json, query};
+use crate::serve::http::{channel_body, json, query, status_only, streamed, ChannelWriter};
 
 /// The sandbox path of `?path=`: absolute, no NUL.
 fn path(q: &HashMap<String, String>) -> Result<String, HttpError> {
     check_path(param(q, "path")?)
+}
+
+/// The caller's sandbox `id` and the request's `?path=`, in that order of checking (an
+/// unknown sandbox is 404 whatever the path).
+async fn target(
+    api: &HttpApi,
+    caller: &Caller,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<(Sandbox, String), HttpError> {
+    let sb = api.owned(caller, id).await?;
+    Ok((sb, path(&query(req))?))
 }
 
 /// `p` if it is a sandbox path: absolute, no NUL.
@@ -107,9 +118,7 @@ pub(super) async fn write(
     id: &str,
     req: Request<Incoming>,
 ) -> Answer {
-    let q = query(&req);
-    let sb = api.owned(caller, id).await?;
-    let p = path(&q)?;
+    let (sb, p) = target(api, caller, id, &req).await?;
     split(&p)?;
     let body = read_body(req, api.max_body).await?;
     Ok(json(StatusCode::CREATED, &write_file(&sb, p, &body).await?))
@@ -117,12 +126,25 @@ pub(super) async fn write(
 
 /// Writes `data` as the file at `p` (absolute; its directory must exist).
 pub(crate) async fn write_file(sb: &Sandbox, p: String, data: &[u8]) -> Result<Written, HttpError> {
+    put_entry(sb, p, Some(data)).await
+}
+
+/// Makes the file (holding `data`) or, with `None`, the directory at `p` (absolute; its
+/// parent must exist).
+async fn put_entry(sb: &Sandbox, p: String, data: Option<&[u8]>) -> Result<Written, HttpError> {
     let p = check_path(p)?;
     let (parent, name) = split(&p)?;
-    let archive = one_entry(&name, Some(data))?;
-    let mut w = put(sb, &parent, archive).await?;
+    let mut w = put(sb, &parent, one_entry(&name, data)?).await?;
     w.path = p;
     Ok(w)
+}
+
+/// Nothing when something is at `p` (a link not followed); 404 otherwise.
+async fn exists(sb: &Sandbox, p: &str) -> Result<(), HttpError> {
+    with_headers(sb, p.to_string(), false, |a| {
+        a.entries().ok()?.next().map(|_| ())
+    })
+    .await
 }
 
 /// Runs `get` of `src` on a task, its tar stream readable from the returned pipe end.
@@ -222,8 +244,7 @@ pub(super) async fn stat(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
+    let (sb, p) = target(api, caller, id, req).await?;
     let entry = with_headers(&sb, p, false, |a| {
         let mut entries = a.entries().ok()?;
         let e = entries.next()?.ok()?;
@@ -249,8 +270,7 @@ pub(super) async fn list(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
+    let (sb, p) = target(api, caller, id, req).await?;
     let entries = list_dir(&sb, &p).await?;
     Ok(json(StatusCode::OK, &FileList { path: p, entries }))
 }
@@ -324,8 +344,7 @@ pub(super) async fn read(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
+    let (sb, p) = target(api, caller, id, req).await?;
     // What is there decides the answer (404, 409) before its head goes out.
     let kind = with_headers(&sb, p.clone(), true, |a| {
         let e = a.entries().ok()?.next()?.ok()?;
@@ -357,11 +376,7 @@ pub(super) async fn read(
             tracing::info!("reading {p}: {}", e.message);
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/octet-stream")
-        .body(body)
-        .expect("a valid response"))
+    Ok(streamed("application/octet-stream", body))
 }
 
 /// `DELETE /v1/sandboxes/{id}/files?path=`: removes it (a directory with its contents),
@@ -381,14 +396,9 @@ pub(super) async fn remove(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
+    let (sb, p) = target(api, caller, id, req).await?;
     split(&p)?;
-    // 404 when nothing is there.
-    with_headers(&sb, p.clone(), false, |a| {
-        a.entries().ok()?.next().map(|_| ())
-    })
-    .await?;
+    exists(&sb, &p).await?;
     let mut r = ExecRequest::new(["rm", "-rf", "--", p.as_str()]);
     r.timeout = Some(std::time::Duration::from_secs(60));
     let out = sb.exec(r).await?;
@@ -399,7 +409,7 @@ pub(super) async fn remove(
         ))
         .field("path"));
     }
-    Ok(no_content())
+    Ok(status_only(StatusCode::NO_CONTENT))
 }
 
 /// `POST /v1/sandboxes/{id}/files/mkdir?path=`: one directory (its parent must exist).
@@ -417,12 +427,8 @@ pub(super) async fn mkdir(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
-    let (parent, name) = split(&p)?;
-    let mut w = put(&sb, &parent, one_entry(&name, None)?).await?;
-    w.path = p;
-    Ok(json(StatusCode::CREATED, &w))
+    let (sb, p) = target(api, caller, id, req).await?;
+    Ok(json(StatusCode::CREATED, &put_entry(&sb, p, None).await?))
 }
 
 /// `PUT /v1/sandboxes/{id}/archive?path=`: extracts the tar body at the directory.
@@ -443,9 +449,7 @@ pub(super) async fn put_archive(
     id: &str,
     req: Request<Incoming>,
 ) -> Answer {
-    let q = query(&req);
-    let sb = api.owned(caller, id).await?;
-    let p = path(&q)?;
+    let (sb, p) = target(api, caller, id, &req).await?;
     let body = read_body(req, api.max_body).await?;
     Ok(json(
         StatusCode::CREATED,
@@ -468,44 +472,14 @@ pub(super) async fn get_archive(
     id: &str,
     req: &Request<Incoming>,
 ) -> Answer {
-    let sb = api.owned(caller, id).await?;
-    let p = path(&query(req))?;
+    let (sb, p) = target(api, caller, id, req).await?;
     // 404 before the answer's head goes out.
-    with_headers(&sb, p.clone(), false, |a| {
-        a.entries().ok()?.next().map(|_| ())
-    })
-    .await?;
+    exists(&sb, &p).await?;
     let (tx, body) = channel_body();
     tokio::spawn(async move {
         if let Err(e) = sb.get(&p, ChannelWriter(tx), false).await {
             tracing::info!("archive of {p}: {e}");
         }
     });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header("Content-Type", "application/x-tar")
-        .body(body)
-        .expect("a valid response"))
-}
-
-/// Bytes written go out on a response body (from a blocking thread).
-struct ChannelWriter(mpsc::Sender<Bytes>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Bytes::copy_from_slice(buf))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn no_content() -> Response<crate::serve::http::Body> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(crate::serve::http::empty())
-        .expect("a valid response")
+    Ok(streamed("application/x-tar", body))
 }

@@ -40,6 +40,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::sandbox::{Sandbox, Sandboxes};
 use crate::serve::docker::create::ServerPolicy;
 use crate::serve::http::{json, Body};
+use crate::serve::owned;
 use auth::Tokens;
 use error::HttpError;
 use metrics::Metrics;
@@ -236,16 +237,9 @@ impl HttpApi {
 
     /// The sandbox `id` (or name) if `caller` made it; 404 otherwise, whoever made it.
     async fn owned(&self, caller: &Caller, id: &str) -> Result<Sandbox, HttpError> {
-        let missing = || HttpError::not_found(format!("no such sandbox: {id}")).field("id");
-        let sb = match self.sandboxes.get(id).await {
-            Ok(sb) => sb,
-            Err(crate::sandbox::SandboxError::NotFound(_)) => return Err(missing()),
-            Err(e) => return Err(e.into()),
-        };
-        if self.ledger.owner(sb.id()).as_deref() != Some(caller.token.as_str()) {
-            return Err(missing());
-        }
-        Ok(sb)
+        owned::find(&self.sandboxes, &self.ledger, &caller.token, id)
+            .await?
+            .ok_or_else(|| HttpError::not_found(format!("no such sandbox: {id}")).field("id"))
     }
 
     /// Starts keeping the lifetime and idle timeout of sandbox `id` (once).
@@ -254,19 +248,7 @@ impl HttpApi {
         if keepers.get(id).is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let sandboxes = self.sandboxes.clone();
-        let ledger = self.ledger.clone();
-        let owned = id.to_string();
-        let handle = tokio::spawn(async move {
-            match sandboxes.keep(&owned).await {
-                Ok(Some(why)) => tracing::info!("sandbox {owned} removed: {why:?}"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("keeping sandbox {owned}: {e}"),
-            }
-            if sandboxes.get(&owned).await.is_err() {
-                ledger.release(&owned);
-            }
-        });
+        let handle = owned::spawn_keeper(&self.sandboxes, &self.ledger, id);
         keepers.insert(id.to_string(), handle);
     }
 
@@ -280,36 +262,17 @@ impl HttpApi {
             h.abort();
         }
         for id in self.ledger.all() {
-            match self.sandboxes.get(&id).await {
-                Ok(sb) => {
-                    if let Err(e) = sb.remove(true).await {
-                        tracing::warn!("removing {id}: {e}");
-                    }
-                }
-                Err(crate::sandbox::SandboxError::NotFound(_)) => {}
-                Err(e) => tracing::warn!("removing {id}: {e}"),
-            }
-            self.ledger.release(&id);
+            owned::remove(&self.sandboxes, &self.ledger, &id).await;
         }
     }
 
     /// Removes the sandboxes an earlier server of this API left (it crashed or was
     /// killed): they carry [`LABEL_TOKEN`]. Returns their ids.
     pub async fn reclaim_leftovers(&self) -> Vec<String> {
-        let mut removed = Vec::new();
-        for info in self.sandboxes.list().await.unwrap_or_default() {
-            if !info.labels.contains_key(LABEL_TOKEN) {
-                continue;
-            }
-            let Ok(sb) = self.sandboxes.get(&info.id).await else {
-                continue;
-            };
-            match sb.remove(true).await {
-                Ok(()) => removed.push(info.id),
-                Err(e) => tracing::warn!("removing {}: {e}", info.id),
-            }
-        }
-        removed
+        owned::remove_leftovers(&self.sandboxes, |info, _| {
+            info.labels.contains_key(LABEL_TOKEN)
+        })
+        .await
     }
 }
 

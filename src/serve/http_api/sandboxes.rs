@@ -147,10 +147,7 @@ pub(super) async fn delete(api: &HttpApi, caller: &Caller, id: &str) -> Answer {
         }
     }
     api.ledger.release(&sid);
-    Ok(hyper::Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(crate::serve::http::empty())
-        .expect("a valid response"))
+    Ok(crate::serve::http::status_only(StatusCode::NO_CONTENT))
 }
 
 /// `POST /v1/sandboxes/{id}/extend`: it may live `by` longer from now.

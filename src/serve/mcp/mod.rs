@@ -27,10 +27,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::sandbox::{Sandbox, SandboxError, Sandboxes};
+use crate::sandbox::{Sandbox, Sandboxes};
 use crate::serve::docker::create::ServerPolicy;
-use crate::serve::http_api::error::HttpError;
 use crate::serve::http_api::quota::{Ledger, Quotas, Reservation};
+use crate::serve::owned;
 use jsonrpc::Message;
 use tools::ToolError;
 
@@ -221,33 +221,16 @@ impl McpServer {
 
     /// The sandbox `id` (or name) if this server made it.
     async fn owned(&self, id: &str) -> Result<Sandbox, ToolError> {
-        let missing = || ToolError::field("sandbox", format!("no sandbox `{id}` of this server's"));
-        let sb = match self.sandboxes.get(id).await {
-            Ok(sb) => sb,
-            Err(SandboxError::NotFound(_)) => return Err(missing()),
-            Err(e) => return Err(HttpError::from(e).into()),
-        };
-        if self.ledger.owner(sb.id()).as_deref() != Some(OWNER) {
-            return Err(missing());
-        }
-        Ok(sb)
+        owned::find(&self.sandboxes, &self.ledger, OWNER, id)
+            .await?
+            .ok_or_else(|| {
+                ToolError::field("sandbox", format!("no sandbox `{id}` of this server's"))
+            })
     }
 
     /// Starts keeping the lifetime and idle timeout of sandbox `id`.
     fn keep(&self, id: &str) {
-        let sandboxes = self.sandboxes.clone();
-        let ledger = self.ledger.clone();
-        let owned = id.to_string();
-        let handle = tokio::spawn(async move {
-            match sandboxes.keep(&owned).await {
-                Ok(Some(why)) => tracing::info!("sandbox {owned} removed: {why:?}"),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("keeping sandbox {owned}: {e}"),
-            }
-            if sandboxes.get(&owned).await.is_err() {
-                ledger.release(&owned);
-            }
-        });
+        let handle = owned::spawn_keeper(&self.sandboxes, &self.ledger, id);
         self.keepers
             .lock()
             .expect("keepers lock")
@@ -265,43 +248,18 @@ impl McpServer {
 
     /// Removes sandbox `id` (one this server made) here and now.
     pub async fn remove(&self, id: &str) {
-        match self.sandboxes.get(id).await {
-            Ok(sb) => {
-                if let Err(e) = sb.remove(true).await {
-                    tracing::warn!("removing {id}: {e}");
-                }
-            }
-            Err(SandboxError::NotFound(_)) => {}
-            Err(e) => tracing::warn!("removing {id}: {e}"),
-        }
-        self.ledger.release(id);
+        owned::remove(&self.sandboxes, &self.ledger, id).await;
     }
 
     /// Removes the sandboxes an MCP server left when it died (they carry
     /// [`LABEL_SERVER`] and their owner is dead). Those of live servers are left alone.
     /// Returns their ids.
     pub async fn reclaim_leftovers(&self) -> Vec<String> {
-        let proc_root = self.sandboxes.runner().proc_root().to_path_buf();
-        let mut removed = Vec::new();
-        for info in self.sandboxes.list().await.unwrap_or_default() {
-            if !info.labels.contains_key(LABEL_SERVER) {
-                continue;
-            }
-            let Ok(sb) = self.sandboxes.get(&info.id).await else {
-                continue;
-            };
-            let alive = crate::runner::read_owner(&sb.run_dir()).is_some_and(|pid| {
-                crate::procfs::ProcStat::read(&proc_root, pid).is_some_and(|s| !s.has_exited())
-            });
-            if alive {
-                continue;
-            }
-            match sb.remove(true).await {
-                Ok(()) => removed.push(info.id),
-                Err(e) => tracing::warn!("removing {}: {e}", info.id),
-            }
-        }
-        removed
+        let proc_root = self.sandboxes.runner().proc_root();
+        owned::remove_leftovers(&self.sandboxes, |info, sb| {
+            info.labels.contains_key(LABEL_SERVER) && !owned::owner_alive(sb, proc_root)
+        })
+        .await
     }
 }
 
