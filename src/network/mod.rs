@@ -57,19 +57,46 @@ const LOCK_FILE: &str = ".table.lock";
 /// Errors of sandbox networking; each renders as one line.
 #[derive(Debug, Error)]
 pub enum NetworkError {
+    /// A file or directory of the network's state could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// A host command or system call (`ip`, `nsenter`, `nft`, a namespace mount, a
+    /// listener) failed.
     #[error("network: {what}: {message}")]
-    Command { what: String, message: String },
+    Command {
+        /// The command or operation and its arguments.
+        what: String,
+        /// Why it failed (its stderr, or the error).
+        message: String,
+    },
+    /// Every slot of the sandbox address range is claimed.
     #[error("network: all sandbox addresses of {range} are in use")]
-    Exhausted { range: Cidr },
+    Exhausted {
+        /// The range ([`NetConfig::range`]).
+        range: Cidr,
+    },
+    /// A network or group record on disk is not valid JSON of its kind.
     #[error("{}: not a network record: {message}", path.display())]
-    Record { path: PathBuf, message: String },
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// The parse error.
+        message: String,
+    },
+    /// A group network cannot be made, joined or removed (a bad name, one that does not
+    /// exist or already does, one still in use).
     #[error("network {name}: {message}")]
-    Group { name: String, message: String },
+    Group {
+        /// The group's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 pub(crate) fn make_dir(dir: &Path) -> Result<(), NetworkError> {
@@ -235,18 +262,23 @@ pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, S
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetRecord {
+    /// The policy's network mode.
     pub mode: NetworkMode,
     /// The namespace file.
     pub netns: PathBuf,
     /// The claims directory and the slot claimed there.
     pub claims: PathBuf,
+    /// The slot's index in the range (see [`slots`]).
     pub slot: u32,
     /// Host side of the veth.
     pub veth: String,
+    /// The host side's address: the sandbox's gateway.
     pub host_addr: Ipv4Addr,
+    /// The sandbox's address (`eth0`).
     pub sandbox_addr: Ipv4Addr,
     /// The range the slot is from (the table's masquerade rule names it).
     pub range: Cidr,
+    /// Ranges its policy opens although [`ALWAYS_DENIED`] covers them.
     pub allow: Vec<Cidr>,
     /// The group network it is a member of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -368,9 +400,13 @@ pub(crate) fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkE
 /// What a made network gives the run: the sandbox's address and its gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attached {
+    /// The policy's network mode.
     pub mode: NetworkMode,
+    /// The sandbox's address (`eth0`).
     pub address: Ipv4Addr,
+    /// Its default route: the host side of the veth.
     pub gateway: Ipv4Addr,
+    /// The host side's link name.
     pub veth: String,
 }
 
@@ -581,12 +617,16 @@ pub fn refresh_hosts(claims: &Path, groups: &Path) -> Result<(), NetworkError> {
 /// What [`reconcile`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Reclaimed {
+    /// Slots whose claim was removed.
     pub claims: Vec<u32>,
+    /// Host-side veths deleted.
     pub links: Vec<String>,
+    /// Namespace files unmounted and removed.
     pub netns: Vec<PathBuf>,
 }
 
 impl Reclaimed {
+    /// Whether nothing was removed.
     pub fn is_empty(&self) -> bool {
         self.claims.is_empty() && self.links.is_empty() && self.netns.is_empty()
     }

@@ -23,6 +23,7 @@ pub struct SandboxRules {
     pub veth: String,
     /// Its address: the only source address accepted from its veth.
     pub addr: Ipv4Addr,
+    /// Its network mode (which rule set it gets).
     pub mode: NetworkMode,
     /// Ranges its policy names explicitly, opened although [`ALWAYS_DENIED`] covers them.
     pub allow: Vec<Cidr>,
