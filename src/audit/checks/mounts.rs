@@ -316,3 +316,28 @@ pub(super) fn devices(spec: &SpecView, out: &mut Out) {
 fn opt_num(n: Option<i64>) -> String {
     n.map_or("*".to_string(), |n| n.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_masks_are_containerds_but_asound_plus_powercap() {
+        let got: Vec<&str> = required_masked().collect();
+        assert_eq!(
+            got,
+            [
+                "/proc/acpi",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/proc/scsi",
+                "/sys/firmware",
+                "/sys/devices/virtual/powercap",
+            ]
+        );
+    }
+}
