@@ -129,28 +129,6 @@ fn yaml_is_one_document_per_object() {
 }
 
 #[test]
-fn kubernetes_masked_paths_are_the_kubelets_default_list() {
-    // Kubernetes' `DefaultMaskedPaths` (1.31 and later), as the kubelet sends it.
-    let mut want = vec![
-        "/proc/asound",
-        "/proc/acpi",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware",
-        "/sys/devices/virtual/powercap",
-    ];
-    want.sort_unstable();
-    let mut got = KUBERNETES_MASKED_PATHS.to_vec();
-    got.sort_unstable();
-    assert_eq!(got, want);
-}
-
-#[test]
 fn what_stockade_masks_beyond_kubernetes_is_declared_on_the_pod() {
     let beyond = masked_beyond_kubernetes();
     assert!(beyond.contains(&"/proc/interrupts".to_string()));
