@@ -11,10 +11,6 @@
 pub mod apparmor;
 pub mod audit;
 #[cfg(feature = "bench")]
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod bench;
 pub mod bind;
 pub mod containerd;
@@ -37,15 +33,7 @@ pub mod ids;
 pub mod images;
 pub mod init;
 pub mod k8s;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod network;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod policy;
 #[allow(
     missing_docs,

@@ -1,6 +1,7 @@
-//! The one reader of `/proc/<pid>/stat` lines, for the liveness and parentage checks of
-//! the daemon, the runner's crash reclaim and the pool, and the benchmark's CPU accounting. `/proc` is a parameter where the
-//! caller has one.
+//! The one reader of `/proc`: `/proc/<pid>/stat` lines for the liveness and parentage checks
+//! of the daemon, the runner's crash reclaim and the pool, and the benchmark's CPU
+//! accounting; `/proc/<pid>/cmdline` and the list of processes for the daemon's checks and
+//! its shim scan. The proc root is a parameter ([`DEFAULT_PROC_ROOT`] on a normal host).
 
 use std::path::Path;
 
@@ -52,6 +53,37 @@ impl ProcStat {
     pub fn has_exited(&self) -> bool {
         matches!(self.state, 'Z' | 'X' | 'x')
     }
+}
+
+/// Where the kernel's process filesystem is mounted on a normal host.
+pub const DEFAULT_PROC_ROOT: &str = "/proc";
+
+/// `<proc_root>/<pid>/cmdline` split at its NULs: the process's argv, lossily decoded;
+/// empty when the process is gone (or is a kernel thread).
+pub fn cmdline(proc_root: &Path, pid: u32) -> Vec<String> {
+    std::fs::read(proc_root.join(pid.to_string()).join("cmdline"))
+        .map(|b| split_cmdline(&b))
+        .unwrap_or_default()
+}
+
+/// A cmdline's bytes split at NULs, empty arguments dropped.
+fn split_cmdline(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Every process id listed in `proc_root` now (its numeric entries); empty when it cannot
+/// be read.
+pub fn pids(proc_root: &Path) -> Vec<u32> {
+    std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,8 +144,40 @@ mod tests {
     }
 
     #[test]
+    fn cmdline_splits_at_nuls() {
+        let table: &[(&[u8], &[&str])] = &[
+            (
+                b"/usr/bin/containerd\0--config\0/x y/config.toml\0",
+                &["/usr/bin/containerd", "--config", "/x y/config.toml"],
+            ),
+            (b"sh\0\0-c\0", &["sh", "-c"]),
+            (b"no-trailing-nul", &["no-trailing-nul"]),
+            (b"", &[]),
+            (b"bad\xff\0", &["bad\u{fffd}"]),
+        ];
+        for &(bytes, want) in table {
+            assert_eq!(split_cmdline(bytes), want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn pids_are_the_numeric_entries() {
+        let t = tempfile::tempdir().unwrap();
+        for name in ["1", "42", "self", "sys", "7x"] {
+            std::fs::create_dir(t.path().join(name)).unwrap();
+        }
+        let mut got = pids(t.path());
+        got.sort_unstable();
+        assert_eq!(got, [1, 42]);
+        assert!(pids(&t.path().join("missing")).is_empty());
+    }
+
+    #[test]
     fn reads_this_process() {
-        let s = ProcStat::read(Path::new("/proc"), std::process::id()).expect("own stat");
+        let root = Path::new(DEFAULT_PROC_ROOT);
+        assert!(pids(root).contains(&std::process::id()));
+        assert!(!cmdline(root, std::process::id()).is_empty());
+        let s = ProcStat::read(root, std::process::id()).expect("own stat");
         assert!(!s.has_exited());
         assert!(s.ppid.is_some() && s.start_time.is_some(), "{s:?}");
         assert_eq!(ProcStat::read(Path::new("/nonexistent"), 1), None);

@@ -5,18 +5,32 @@ use super::*;
 /// Why the benchmark could not run.
 #[derive(Debug, Error)]
 pub enum BenchError {
+    /// The configuration or the host cannot run the benchmark (an unknown workload, an
+    /// image that is missing, a pool or engine that did not start); the message says which.
     #[error("benchmark setup: {0}")]
     Setup(String),
+    /// A program the benchmark runs could not be spawned.
     #[error("{what}: cannot start: {message}")]
-    Spawn { what: String, message: String },
+    Spawn {
+        /// The program and what it was run for.
+        what: String,
+        /// The spawn error.
+        message: String,
+    },
+    /// A program the benchmark runs exited unsuccessfully.
     #[error("{what}: failed (exit {status:?}): {stderr}")]
     Failed {
+        /// The program and what it was run for.
         what: String,
+        /// Its exit code; `None` when a signal ended it.
         status: Option<i32>,
+        /// What it wrote to stderr.
         stderr: String,
     },
+    /// A run through the library ([`crate::runner::Runner`]) failed.
     #[error("stockade run (library): {0}")]
     Run(#[from] crate::runner::RunError),
+    /// A sandbox operation through the library ([`crate::sandbox`]) failed.
     #[error("stockade exec (library): {0}")]
     Exec(#[from] crate::sandbox::SandboxError),
 }
@@ -72,6 +86,7 @@ pub enum Contender {
 }
 
 impl Contender {
+    /// Every contender, in the order reports list them.
     pub const ALL: [Contender; 13] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
@@ -88,6 +103,7 @@ impl Contender {
         Contender::PodmanRun,
     ];
 
+    /// The contender's name in flags and reports (`stockade-lib`, `ctr-run`, …).
     pub fn name(self) -> &'static str {
         match self {
             Contender::StockadeLib => "stockade-lib",
@@ -132,7 +148,9 @@ impl Contender {
 pub struct Workload {
     /// `true`, `echo`, `python`.
     pub name: String,
+    /// The image it runs on (`stockade/busybox`, `stockade/python`).
     pub image: String,
+    /// The command and its arguments.
     pub args: Vec<String>,
     /// What stdout must be (trimmed), so that every contender provably ran the command.
     pub expect_stdout: Option<String>,
@@ -178,6 +196,7 @@ impl Workload {
 /// One measured run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Sample {
+    /// End-to-end latency of the run, in milliseconds.
     pub total_ms: f64,
     /// Per-phase milliseconds, where the contender reports them (stockade-lib).
     pub phases: BTreeMap<String, f64>,
@@ -201,8 +220,11 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Concurrency levels; at each level above 1, `rounds` bursts of that many runs.
     pub concurrency: Vec<usize>,
+    /// Bursts per concurrency level above 1.
     pub rounds: usize,
+    /// Names of the workloads to run (see [`Workload::standard`]).
     pub workloads: Vec<String>,
+    /// The contenders to measure, each on every workload.
     pub contenders: Vec<Contender>,
     /// The `stockade` binary for the CLI contender.
     pub stockade_bin: PathBuf,
@@ -216,14 +238,19 @@ pub struct BenchConfig {
 /// Results of one (workload, contender, concurrency) cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
+    /// The workload's name.
     pub workload: String,
+    /// Who ran it.
     pub contender: Contender,
+    /// Runs in flight at once.
     pub concurrency: usize,
+    /// End-to-end latencies of the completed runs; `None` when none completed.
     pub summary: Option<Summary>,
     /// p50/p95/p99 of each phase, where reported.
     pub phases: BTreeMap<String, Summary>,
     /// Completed runs per second of wall time at this concurrency.
     pub runs_per_sec: f64,
+    /// Runs that failed (not counted in the latencies).
     pub failures: usize,
     /// The first failure's message, if any.
     pub first_error: Option<String>,
@@ -238,10 +265,15 @@ pub struct Cell {
 /// A ratio of two contenders' p50s in the same run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
+    /// The workload both contenders ran.
     pub workload: String,
+    /// The concurrency both ran at.
     pub concurrency: usize,
+    /// The contender on top (a stockade one).
     pub numerator: Contender,
+    /// The contender it is compared with.
     pub denominator: Contender,
+    /// The numerator's p50 over the denominator's: below 1 means the numerator is faster.
     pub p50_ratio: f64,
     /// The same two contenders' CPU per run, numerator over denominator, where both were
     /// measured (absent in reports written before CPU was measured).
@@ -252,30 +284,46 @@ pub struct Ratio {
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    /// Where it was measured.
     pub host: HostInfo,
+    /// What was asked for.
     pub config: ConfigEcho,
+    /// One per (workload, contender, concurrency) measured.
     pub cells: Vec<Cell>,
+    /// The pairs of [`RATIO_PAIRS`] that both have a summary.
     pub ratios: Vec<Ratio>,
+    /// Things the reader should know: contenders skipped, pool takes that ran cold,
+    /// leftovers not removed; one line each.
     pub notes: Vec<String>,
 }
 
 /// Where the figures were measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostInfo {
+    /// The kernel release (`/proc/sys/kernel/osrelease`); empty when unreadable.
     pub kernel: String,
+    /// CPUs available to the benchmark; 0 when unknown.
     pub cpus: usize,
+    /// containerd's version as its API reports it; empty when unknown.
     pub containerd: String,
+    /// The first line of `runc --version`; empty when unknown.
     pub runc: String,
+    /// The host's cgroup mode (`v1`, `v2`, `hybrid`).
     pub cgroup: String,
 }
 
 /// The configuration, echoed into the report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigEcho {
+    /// [`BenchConfig::iterations`].
     pub iterations: usize,
+    /// [`BenchConfig::warmup`].
     pub warmup: usize,
+    /// [`BenchConfig::concurrency`].
     pub concurrency: Vec<usize>,
+    /// [`BenchConfig::rounds`].
     pub rounds: usize,
+    /// The workloads actually run (those whose image was present).
     pub workloads: Vec<String>,
     /// Runtime binary of stockade's contenders, when not runc.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,12 +5,19 @@ use serde::{Deserialize, Serialize};
 /// Summary of one series of latencies, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
+    /// How many latencies.
     pub n: usize,
+    /// The smallest.
     pub min_ms: f64,
+    /// The median (nearest rank).
     pub p50_ms: f64,
+    /// The 95th percentile (nearest rank).
     pub p95_ms: f64,
+    /// The 99th percentile (nearest rank).
     pub p99_ms: f64,
+    /// The largest.
     pub max_ms: f64,
+    /// The arithmetic mean.
     pub mean_ms: f64,
 }
 

@@ -7,17 +7,27 @@ use super::*;
 /// over the wall time including the removal of every run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sustained {
+    /// `cold` (no pool) or `warm` (through the pool).
     pub mode: String,
+    /// Closed loops issuing runs at once.
     pub concurrency: usize,
+    /// The pool's size; 0 when cold.
     pub pool_size: usize,
+    /// Runs that completed successfully.
     pub completed: usize,
+    /// Runs that failed.
     pub failures: usize,
     /// Runs that found the pool empty and ran cold (warm mode).
     pub cold_fallbacks: usize,
+    /// Wall time from the first run's start to the last run's removal, in seconds.
     pub wall_s: f64,
+    /// `completed` over `wall_s`.
     pub runs_per_sec: f64,
+    /// Median latency of the completed runs, in milliseconds.
     pub p50_ms: f64,
+    /// 99th-percentile latency of the completed runs, in milliseconds.
     pub p99_ms: f64,
+    /// The first failure's message, if any.
     pub first_error: Option<String>,
 }
 

@@ -23,6 +23,7 @@ fn escape(s: &str) -> String {
 /// One line of the plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The legend's label.
     pub name: String,
     /// Index into the colour palette (lines of one family share a colour).
     pub colour: usize,

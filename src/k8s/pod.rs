@@ -19,20 +19,17 @@ pub(super) fn labels(opts: &Options) -> Value {
 }
 
 /// The paths the kubelet masks for `procMount: Default` (Kubernetes' `DefaultMaskedPaths`,
-/// 1.31 and later); a pod can mask no other.
-pub const KUBERNETES_MASKED_PATHS: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
+/// 1.31 and later: containerd's defaults and the powercap counters); a pod can mask no
+/// other.
+pub const KUBERNETES_MASKED_PATHS: &[&str] = &{
+    let mut all = [crate::spec::POWERCAP_PATH; 11];
+    let mut i = 0;
+    while i < crate::spec::CONTAINERD_MASKED_PATHS.len() {
+        all[i] = crate::spec::CONTAINERD_MASKED_PATHS[i];
+        i += 1;
+    }
+    all
+};
 
 /// What stockade masks and a pod cannot: the spec's masked paths beyond
 /// [`KUBERNETES_MASKED_PATHS`], the per-CPU ones as one pattern (`*` for the CPU number).

@@ -10,11 +10,15 @@ use serde::{Deserialize, Serialize};
 /// An IPv4 range in canonical form: no bits set below the prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
+    /// The range's first address.
     pub addr: Ipv4Addr,
+    /// The prefix length, 0..=32.
     pub prefix: u8,
 }
 
 impl Cidr {
+    /// The range `a.b.c.d/prefix`, taken as given: the caller writes it canonical (a
+    /// constant; parsing checks what users write).
     pub const fn new(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Cidr {
         Cidr {
             addr: Ipv4Addr::new(a, b, c, d),

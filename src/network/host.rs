@@ -15,9 +15,13 @@ use super::NetworkError;
 /// through the host side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Veth {
+    /// The host side's link name (`stkv<slot>`).
     pub host: String,
+    /// The sandbox's network namespace file.
     pub netns: PathBuf,
+    /// The host side's address: the sandbox's gateway.
     pub host_addr: Ipv4Addr,
+    /// The address of `eth0` in the sandbox.
     pub sandbox_addr: Ipv4Addr,
 }
 
@@ -256,10 +260,15 @@ impl NetHost for IpRoute {
 /// named operation fail, to test that a failed setup leaves nothing behind.
 #[derive(Debug, Default)]
 pub struct FakeHost {
+    /// Every call in order, as `<operation> <argument>` (`add_veth stkv0 …`).
     pub calls: Mutex<Vec<String>>,
+    /// The host-side links that exist.
     pub links: Mutex<Vec<String>>,
+    /// The namespace files that exist.
     pub netns: Mutex<Vec<PathBuf>>,
+    /// Every nft script applied, in order.
     pub tables: Mutex<Vec<String>>,
+    /// The operation (a [`NetHost`] method's name) that fails; `None`: nothing fails.
     pub fail_on: Option<&'static str>,
 }
 

@@ -23,16 +23,24 @@ pub mod publish;
 pub mod seccomp;
 pub mod slots;
 
+mod reclaim;
+mod record;
+mod rules;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
 pub use crate::policy::NetworkMode;
 pub use allow::{AllowEntry, Dest, Ports};
 pub use cidr::{Cidr, ALWAYS_DENIED};
 use host::{NetHost, Veth};
+pub use reclaim::{reconcile, reconcile_with, Reclaimed};
+pub(crate) use record::write_record;
+pub use record::{read_record, NetRecord};
+pub use rules::{parse_allow, NetworkRules};
 
 /// Where sandboxes' network namespace files are bind-mounted by default.
 pub const DEFAULT_NETNS_ROOT: &str = "/run/stockade/netns";
@@ -57,19 +65,46 @@ const LOCK_FILE: &str = ".table.lock";
 /// Errors of sandbox networking; each renders as one line.
 #[derive(Debug, Error)]
 pub enum NetworkError {
+    /// A file or directory of the network's state could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The error.
         source: std::io::Error,
     },
+    /// A host command or system call (`ip`, `nsenter`, `nft`, a namespace mount, a
+    /// listener) failed.
     #[error("network: {what}: {message}")]
-    Command { what: String, message: String },
+    Command {
+        /// The command or operation and its arguments.
+        what: String,
+        /// Why it failed (its stderr, or the error).
+        message: String,
+    },
+    /// Every slot of the sandbox address range is claimed.
     #[error("network: all sandbox addresses of {range} are in use")]
-    Exhausted { range: Cidr },
+    Exhausted {
+        /// The range ([`NetConfig::range`]).
+        range: Cidr,
+    },
+    /// A network or group record on disk is not valid JSON of its kind.
     #[error("{}: not a network record: {message}", path.display())]
-    Record { path: PathBuf, message: String },
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// The parse error.
+        message: String,
+    },
+    /// A group network cannot be made, joined or removed (a bad name, one that does not
+    /// exist or already does, one still in use).
     #[error("network {name}: {message}")]
-    Group { name: String, message: String },
+    Group {
+        /// The group's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 pub(crate) fn make_dir(dir: &Path) -> Result<(), NetworkError> {
@@ -131,167 +166,6 @@ pub fn needs_netns(mode: NetworkMode) -> bool {
     )
 }
 
-/// The network part of a policy beyond its mode.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct NetworkRules {
-    /// `egress`: ranges opened although [`ALWAYS_DENIED`] covers them (`network.allow`,
-    /// `--allow`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub allow: Vec<Cidr>,
-    /// The group network joined (`network.group`, `--network NAME`), with mode `group`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// Ports published on the host's loopback (`network.publish`, `-p`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub publish: Vec<publish::PortSpec>,
-    /// `allowlist`: the only destinations reached (`network.allow`, `--allow`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub entries: Vec<AllowEntry>,
-    /// `allowlist`: the resolvers the DNS forwarder asks (`network.dns_upstream`); empty
-    /// means the host's `/etc/resolv.conf` nameservers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub dns_upstream: Vec<std::net::SocketAddrV4>,
-}
-
-impl NetworkRules {
-    /// Whether nothing beyond the mode's defaults is said.
-    pub fn is_empty(&self) -> bool {
-        self.allow.is_empty()
-            && self.entries.is_empty()
-            && self.dns_upstream.is_empty()
-            && self.group.is_none()
-            && self.publish.is_empty()
-    }
-
-    /// Parses the policy's `network.allow` and `network.dns_upstream` for `mode`; the
-    /// error names the field and the entry at fault.
-    pub fn parse(
-        mode: NetworkMode,
-        allow: &[String],
-        dns_upstream: &[String],
-    ) -> Result<NetworkRules, (&'static str, String)> {
-        let mut rules = NetworkRules::default();
-        if mode == NetworkMode::Allowlist {
-            rules.entries = allow::parse_entries(allow).map_err(|m| ("network.allow", m))?;
-            rules.dns_upstream =
-                dns::parse_upstreams(dns_upstream).map_err(|m| ("network.dns_upstream", m))?;
-        } else {
-            rules.allow = parse_allow(mode, allow).map_err(|m| ("network.allow", m))?;
-            if !dns_upstream.is_empty() {
-                return Err((
-                    "network.dns_upstream",
-                    format!(
-                        "only the allowlist mode has a DNS forwarder; the mode is {}",
-                        mode.as_str()
-                    ),
-                ));
-            }
-        }
-        Ok(rules)
-    }
-
-    /// Whether an `allowlist` sandbox needs the DNS forwarder (it names a host).
-    pub fn needs_dns(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e.dest, allow::Dest::Host(_)))
-    }
-}
-
-/// Parses `network.allow` entries for `mode`; the error is the message for one line.
-pub fn parse_allow(mode: NetworkMode, entries: &[String]) -> Result<Vec<Cidr>, String> {
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
-    if mode != NetworkMode::Egress {
-        return Err(format!(
-            "entries need a network mode that reaches out (egress, allowlist); the mode is {}",
-            mode.as_str()
-        ));
-    }
-    let mut out = Vec::new();
-    for e in entries {
-        if e.contains(':') {
-            return Err(format!(
-                "`{e}`: ports need --network allowlist; give a range (A.B.C.D[/N])"
-            ));
-        }
-        if e.chars().any(|c| c.is_ascii_alphabetic()) && !e.contains('/') {
-            return Err(format!(
-                "`{e}`: host names need --network allowlist; give an address or range (A.B.C.D[/N])"
-            ));
-        }
-        let c: Cidr = e.parse()?;
-        if !out.contains(&c) {
-            out.push(c);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// What a sandbox's network is made of, written to its run directory before any of it is
-/// made, so that [`release`] knows what to remove whatever the run got to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetRecord {
-    pub mode: NetworkMode,
-    /// The namespace file.
-    pub netns: PathBuf,
-    /// The claims directory and the slot claimed there.
-    pub claims: PathBuf,
-    pub slot: u32,
-    /// Host side of the veth.
-    pub veth: String,
-    pub host_addr: Ipv4Addr,
-    pub sandbox_addr: Ipv4Addr,
-    /// The range the slot is from (the table's masquerade rule names it).
-    pub range: Cidr,
-    pub allow: Vec<Cidr>,
-    /// The group network it is a member of.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<String>,
-    /// The names it is known by in its group: its id, then its session name if any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<String>,
-    /// Its published ports, as bound.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub published: Vec<publish::Published>,
-    /// Its group's hosts file, bind-mounted at its `/etc/hosts`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts: Option<PathBuf>,
-    /// The process running the published ports' proxy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_pid: Option<u32>,
-    /// `allowlist`: the entries.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub entries: Vec<AllowEntry>,
-    /// `allowlist` with host names: the DNS forwarder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<dns::DnsService>,
-}
-
-impl NetRecord {
-    /// The sandbox's rules, with the admissions recorded in `run_dir` that are live now.
-    fn rules(&self, run_dir: &Path) -> nft::SandboxRules {
-        nft::SandboxRules {
-            veth: self.veth.clone(),
-            addr: self.sandbox_addr,
-            mode: self.mode,
-            allow: self.allow.clone(),
-            group: self.group.clone(),
-            published: self.published.iter().map(|p| p.port).collect(),
-            entries: self.entries.clone(),
-            dns: self.dns.as_ref().map(|d| d.listen),
-            admitted: if self.dns.is_some() {
-                dns::admitted(run_dir, dns::now_ms())
-            } else {
-                Vec::new()
-            },
-        }
-    }
-}
-
 /// Whether the sandbox whose run directory is `run_dir` has a network service that a
 /// process must keep running for it (an `allowlist` DNS forwarder).
 pub fn has_service(run_dir: &Path) -> bool {
@@ -341,36 +215,16 @@ pub(crate) fn bind_file_ro(spec: &mut oci_spec::runtime::Spec, dest: &Path, sour
     spec.set_mounts(Some(mounts));
 }
 
-/// The record in `run_dir`, if it has one.
-pub fn read_record(run_dir: &Path) -> Result<Option<NetRecord>, NetworkError> {
-    let path = run_dir.join(RECORD_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| NetworkError::Record {
-                path,
-                message: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(NetworkError::Io { path, source }),
-    }
-}
-
-pub(crate) fn write_record(run_dir: &Path, r: &NetRecord) -> Result<(), NetworkError> {
-    let path = run_dir.join(RECORD_FILE);
-    let tmp = run_dir.join(format!(".{RECORD_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(r).expect("a record always serializes");
-    std::fs::write(&tmp, json)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|source| NetworkError::Io { path, source })
-}
-
 /// What a made network gives the run: the sandbox's address and its gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attached {
+    /// The policy's network mode.
     pub mode: NetworkMode,
+    /// The sandbox's address (`eth0`).
     pub address: Ipv4Addr,
+    /// Its default route: the host side of the veth.
     pub gateway: Ipv4Addr,
+    /// The host side's link name.
     pub veth: String,
 }
 
@@ -576,97 +430,6 @@ pub fn remove_group(cfg: &NetConfig, name: &str) -> Result<(), NetworkError> {
 pub fn refresh_hosts(claims: &Path, groups: &Path) -> Result<(), NetworkError> {
     let _lock = table_lock(claims)?;
     group::write_hosts(groups, &live_records(claims))
-}
-
-/// What [`reconcile`] removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
-pub struct Reclaimed {
-    pub claims: Vec<u32>,
-    pub links: Vec<String>,
-    pub netns: Vec<PathBuf>,
-}
-
-impl Reclaimed {
-    pub fn is_empty(&self) -> bool {
-        self.claims.is_empty() && self.links.is_empty() && self.netns.is_empty()
-    }
-}
-
-/// Removes what crashed runs left: claims whose run directory is gone (older than
-/// `grace`), namespace files in `cfg.netns_root` that no claim names and whose run
-/// directory under `fifo_root` is gone (older than `grace`), and `stkv*` links no claim
-/// names; then re-renders the table if anything went.
-pub fn reconcile_with(
-    host: &dyn NetHost,
-    cfg: &NetConfig,
-    fifo_root: &Path,
-    grace: std::time::Duration,
-) -> Result<Reclaimed, NetworkError> {
-    if !cfg.claims.exists() && !cfg.netns_root.exists() {
-        // No sandbox ever had a network here.
-        return Ok(Reclaimed::default());
-    }
-    let mut done = Reclaimed::default();
-    for (index, run_dir) in slots::stale(&cfg.claims, grace) {
-        slots::release(&cfg.claims, index, &run_dir)?;
-        done.claims.push(index);
-    }
-    let claimed: Vec<String> = slots::claims(&cfg.claims)
-        .into_iter()
-        .map(|(i, _)| format!("{VETH_PREFIX}{i}"))
-        .collect();
-    for link in host.links(VETH_PREFIX) {
-        let ours = link[VETH_PREFIX.len()..].parse::<u32>().is_ok();
-        if ours && !claimed.contains(&link) {
-            host.delete_link(&link)?;
-            done.links.push(link);
-        }
-    }
-    // A namespace file is made after its run's claim and removed before it, so one that no
-    // claim's run directory names (runners with other run directories included) is a
-    // crash's, once it is older than the grace.
-    let claimed_ids: Vec<std::ffi::OsString> = slots::claims(&cfg.claims)
-        .into_iter()
-        .filter_map(|(_, run_dir)| run_dir.file_name().map(std::ffi::OsStr::to_os_string))
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(&cfg.netns_root) {
-        let now = std::time::SystemTime::now();
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(id) = name.to_str() else { continue };
-            if !id.starts_with(crate::runner::ID_PREFIX)
-                || claimed_ids.contains(&name)
-                || fifo_root.join(id).exists()
-            {
-                continue;
-            }
-            let young = std::fs::symlink_metadata(e.path())
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| now.duration_since(t).ok())
-                .is_none_or(|age| age < grace);
-            if young {
-                continue;
-            }
-            host.remove_netns(&e.path())?;
-            done.netns.push(e.path());
-        }
-    }
-    if !done.is_empty() {
-        apply_table(host, &cfg.claims, &cfg.range)?;
-        refresh_hosts(&cfg.claims, &cfg.groups)?;
-    }
-    Ok(done)
-}
-
-/// [`reconcile_with`] on the real host.
-pub fn reconcile(cfg: &NetConfig, fifo_root: &Path) -> Result<Reclaimed, NetworkError> {
-    reconcile_with(
-        &host::IpRoute::default(),
-        cfg,
-        fifo_root,
-        slots::CLAIM_GRACE,
-    )
 }
 
 /// Points the spec's network namespace at the namespace file `path` (made by [`setup`]).

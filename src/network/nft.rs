@@ -23,6 +23,7 @@ pub struct SandboxRules {
     pub veth: String,
     /// Its address: the only source address accepted from its veth.
     pub addr: Ipv4Addr,
+    /// Its network mode (which rule set it gets).
     pub mode: NetworkMode,
     /// Ranges its policy names explicitly, opened although [`ALWAYS_DENIED`] covers them.
     pub allow: Vec<Cidr>,
@@ -346,6 +347,21 @@ mod tests {
         "10.199.0.0/16".parse().unwrap()
     }
 
+    /// An `egress` sandbox with nothing opened beyond the mode's defaults.
+    fn egress(veth: &str, addr: &str) -> SandboxRules {
+        SandboxRules {
+            veth: veth.into(),
+            addr: addr.parse().unwrap(),
+            mode: NetworkMode::Egress,
+            allow: vec![],
+            group: None,
+            published: vec![],
+            entries: vec![],
+            dns: None,
+            admitted: vec![],
+        }
+    }
+
     #[test]
     fn no_sandbox_no_table_and_the_host_untouched() {
         let text = render(&range(), "stkv", &[]);
@@ -357,17 +373,7 @@ mod tests {
 
     #[test]
     fn egress_sandboxes_get_a_chain_each_in_a_stable_order() {
-        let a = SandboxRules {
-            veth: "stkv7".into(),
-            addr: "10.199.0.15".parse().unwrap(),
-            mode: NetworkMode::Egress,
-            allow: vec![],
-            group: None,
-            published: vec![],
-            entries: vec![],
-            dns: None,
-            admitted: vec![],
-        };
+        let a = egress("stkv7", "10.199.0.15");
         let b = SandboxRules {
             veth: "stkv3".into(),
             addr: "10.199.0.7".parse().unwrap(),
@@ -446,17 +452,7 @@ mod tests {
 
     #[test]
     fn every_always_denied_range_is_in_an_egress_chain() {
-        let s = SandboxRules {
-            veth: "stkv1".into(),
-            addr: "10.199.0.3".parse().unwrap(),
-            mode: NetworkMode::Egress,
-            allow: vec![],
-            group: None,
-            published: vec![],
-            entries: vec![],
-            dns: None,
-            admitted: vec![],
-        };
+        let s = egress("stkv1", "10.199.0.3");
         let text = render(&range(), "stkv", &[s]);
         for (c, why) in ALWAYS_DENIED {
             assert!(text.contains(&c.to_string()), "{c} ({why})");

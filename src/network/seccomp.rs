@@ -8,13 +8,21 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 
+/// `socket()`'s domain for Unix sockets (Linux's value).
 pub const AF_UNIX: u64 = 1;
+/// `socket()`'s domain for IPv4.
 pub const AF_INET: u64 = 2;
+/// `socket()`'s domain for IPv6.
 pub const AF_INET6: u64 = 10;
+/// `socket()`'s domain for netlink.
 pub const AF_NETLINK: u64 = 16;
+/// `socket()`'s domain for raw link-layer packets.
 pub const AF_PACKET: u64 = 17;
+/// `socket()`'s type for a byte stream (TCP under `AF_INET`).
 pub const SOCK_STREAM: u64 = 1;
+/// `socket()`'s type for datagrams (UDP under `AF_INET`).
 pub const SOCK_DGRAM: u64 = 2;
+/// `socket()`'s type for raw sockets.
 pub const SOCK_RAW: u64 = 3;
 /// The bits of `socket()`'s type argument that are the type (the rest are
 /// `SOCK_NONBLOCK`/`SOCK_CLOEXEC`).

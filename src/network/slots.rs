@@ -19,6 +19,7 @@ pub const CLAIM_GRACE: Duration = Duration::from_secs(120);
 /// One sandbox's place in the range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
+    /// Its number: the `index`-th /31 of the range, and the veth's name suffix.
     pub index: u32,
     /// The host side of the veth: the sandbox's gateway.
     pub host: Ipv4Addr,

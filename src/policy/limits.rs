@@ -91,6 +91,7 @@ pub struct Limits {
     pub nproc: Option<u64>,
     /// Bytes, 1..=[`MAX_SIZE`].
     pub fsize: u64,
+    /// Wall-clock limit, above zero.
     pub timeout: Duration,
     /// Bytes, 1..=[`MAX_SIZE`].
     pub max_output: u64,
@@ -98,7 +99,9 @@ pub struct Limits {
     pub tmp_size: u64,
     /// Bytes, 1..=[`MAX_SIZE`].
     pub shm_size: u64,
+    /// Block-IO weight, 10..=1000, or unset (the host's default).
     pub io_weight: Option<u16>,
+    /// 0..=1000 (never below 0: a sandbox may not make itself harder to kill).
     pub oom_score_adj: i32,
     /// Bytes of host storage the sandbox may fill, [`MIN_DISK`]..=[`MAX_SIZE`].
     pub disk: u64,

@@ -213,26 +213,41 @@ pub struct UserNamespaceSection {
 /// Values given on the command line; each one replaces the policy file's value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyOverrides {
+    /// `--image`: replaces `image`.
     pub image: Option<String>,
+    /// `--memory`: replaces `limits.memory`.
     pub memory: Option<String>,
+    /// `--cpus`: replaces `limits.cpus` (a number of cores, parsed at validation).
     pub cpus: Option<String>,
+    /// `--pids`: replaces `limits.pids` (parsed at validation).
     pub pids: Option<String>,
+    /// `--timeout`: replaces `limits.timeout`.
     pub timeout: Option<String>,
+    /// `--network`: a mode word replaces `network.mode`; any other name selects that
+    /// group network (mode `group`).
     pub network: Option<String>,
     /// `--allow`, added to the policy's `network.allow`.
     pub allow: Vec<String>,
     /// `-p`, added to the policy's `network.publish`.
     pub publish: Vec<String>,
+    /// `--workspace`: replaces `filesystem.workspace`.
     pub workspace: Option<PathBuf>,
+    /// `--input`: replaces `filesystem.input`.
     pub input: Option<PathBuf>,
     /// Added to the policy's environment (a later `K` replaces an earlier one).
     pub env: Vec<String>,
+    /// `--user`: replaces `process.user`.
     pub user: Option<String>,
+    /// `--max-output`: replaces `limits.max_output`.
     pub max_output: Option<String>,
     /// Added to the policy's `cap_add`.
     pub cap_add: Vec<String>,
+    /// `--seccomp`: replaces `security.seccomp`.
     pub seccomp: Option<String>,
+    /// `--apparmor`: replaces `security.apparmor`.
     pub apparmor: Option<String>,
+    /// `--read-write-root`: sets `filesystem.read_write_root`; `false` leaves the policy's
+    /// value.
     pub read_write_root: bool,
     /// `--disk`.
     pub disk: Option<String>,
@@ -252,10 +267,22 @@ pub struct PolicyOverrides {
 /// where the bad value came from (a file and field, or a flag).
 #[derive(Debug, Error)]
 pub enum PolicyError {
+    /// A value is not usable.
     #[error("{}: {}", escape_controls(origin), escape_controls(message))]
-    Field { origin: String, message: String },
+    Field {
+        /// Where it came from: `FILE: field` or the flag (`--memory`).
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A policy file could not be read or is not valid TOML of a policy.
     #[error("{}: {}", escape_controls(file), escape_controls(message))]
-    Parse { file: String, message: String },
+    Parse {
+        /// The policy file.
+        file: String,
+        /// The read or parse error, on one line.
+        message: String,
+    },
 }
 
 /// Control characters (a newline in a value the user typed, say) shown escaped, so an error

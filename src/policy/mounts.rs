@@ -153,14 +153,18 @@ impl TmpfsMount {
 /// A validated bind: the host directory (path and identity) and where it appears.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Bind {
+    /// The host directory, resolved and identified.
     pub source: HostDir,
+    /// Where it appears in the sandbox: an absolute, normalised path.
     pub destination: String,
+    /// Mounted read-only (`:ro`) rather than read-write (the default).
     pub read_only: bool,
 }
 
 /// A validated tmpfs mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tmpfs {
+    /// Where it is mounted in the sandbox: an absolute, normalised path.
     pub destination: String,
     /// Bytes, 1..=[`limits::MAX_SIZE`].
     pub size: u64,

@@ -12,16 +12,23 @@ use thiserror::Error;
 /// Why a size or duration string was rejected.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UnitError {
+    /// The value is empty or only whitespace.
     #[error("empty value")]
     Empty,
+    /// The value (given) does not start with a digit.
     #[error("`{}` is not a number followed by an optional unit", .0.escape_default())]
     Malformed(String),
+    /// The suffix is not a known unit.
     #[error("unknown unit `{}` in `{}` (use {allowed})", unit.escape_default(), value.escape_default())]
     UnknownUnit {
+        /// The whole value.
         value: String,
+        /// The suffix.
         unit: String,
+        /// The units accepted, for the message.
         allowed: &'static str,
     },
+    /// The value (given) does not fit in 64 bits.
     #[error("`{}` is too large", .0.escape_default())]
     Overflow(String),
 }
@@ -90,7 +97,10 @@ pub fn parse_duration(value: &str) -> Result<Duration, UnitError> {
         .ok_or_else(|| UnitError::Overflow(value.to_string()))
 }
 
-/// Formats bytes the way [`parse_size`] reads them back (largest exact binary unit).
+/// Formats bytes exactly, the way [`parse_size`] reads them back: the whole number of the
+/// largest binary unit (`Ti`, `Gi`, `Mi`, `Ki`) that divides `bytes`, else the bare number
+/// of bytes. Never rounds: `512 << 20` prints `512Mi`, `1536 << 20` prints `1536Mi`, `1536`
+/// prints `1536`, `0` prints `0`.
 pub fn format_size(bytes: u64) -> String {
     for (shift, suffix) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
         let unit = 1u64 << shift;
@@ -140,6 +150,24 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(parse_size(input).map_err(|_| ()), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn format_size_prints_the_largest_exact_unit() {
+        let cases: &[(u64, &str)] = &[
+            (0, "0"),
+            (1, "1"),
+            (1536, "1536"),
+            (1 << 10, "1Ki"),
+            (512 << 20, "512Mi"),
+            (1536 << 20, "1536Mi"),
+            (1 << 30, "1Gi"),
+            (3 << 40, "3Ti"),
+            (1 << 50, "1024Ti"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(format_size(*bytes), *want, "bytes {bytes}");
         }
     }
 

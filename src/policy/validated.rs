@@ -108,7 +108,9 @@ impl NetworkMode {
 /// The identity of the sandboxed process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct User {
+    /// The numeric user ID inside the sandbox.
     pub uid: u32,
+    /// The numeric group ID inside the sandbox.
     pub gid: u32,
 }
 
@@ -118,38 +120,54 @@ pub enum SeccompChoice {
     /// No filter at all (said explicitly with `unconfined`).
     Unconfined,
     /// A profile (built-in name or file path) and its converted form.
-    Profile { name: String, filter: LinuxSeccomp },
+    Profile {
+        /// The built-in profile's name or the profile file's path.
+        name: String,
+        /// The profile as the OCI spec's `linux.seccomp`.
+        filter: LinuxSeccomp,
+    },
 }
 
 /// A resolved AppArmor choice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum AppArmorChoice {
+    /// No AppArmor profile (said explicitly with `unconfined`).
     Unconfined,
+    /// The profile, by the name it is loaded under.
     Profile(String),
 }
 
 /// A user-namespace mapping: container IDs `0..size` map to host `host_id..host_id+size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IdMap {
+    /// The first host ID (UID and GID) of the range.
     pub host_id: u32,
+    /// How many IDs are mapped.
     pub size: u32,
 }
 
 /// A policy whose every value is known to be usable. Only [`Policy::validate`](super::Policy::validate) makes one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ValidatedPolicy {
+    /// The image reference the sandbox runs.
     pub image: String,
+    /// Who the process runs as inside the sandbox.
     pub user: User,
     /// `K=V` entries, defaults first, later keys replacing earlier ones.
     pub env: Vec<String>,
+    /// The process's working directory: an absolute path.
     pub cwd: String,
+    /// The hostname in the sandbox's UTS namespace.
     pub hostname: String,
+    /// Resource limits.
     pub limits: Limits,
+    /// How the sandbox reaches the network.
     pub network: NetworkMode,
     /// What the network mode opens beyond its defaults (see [`crate::network`]); left out
     /// of the hash's JSON when empty.
     #[serde(skip_serializing_if = "crate::network::NetworkRules::is_empty")]
     pub network_rules: crate::network::NetworkRules,
+    /// The root filesystem is mounted read-only (unless `read_write_root`).
     pub read_only_root: bool,
     /// Host directory mounted read-write at `/workspace` (path and identity; see
     /// [`crate::bind`]).
@@ -172,9 +190,13 @@ pub struct ValidatedPolicy {
     pub workspace_owner_sandbox: bool,
     /// Capabilities granted beyond none, from [`CAP_ADD_ALLOWLIST`].
     pub cap_add: Vec<Capability>,
+    /// The seccomp filter.
     pub seccomp: SeccompChoice,
+    /// The AppArmor profile.
     pub apparmor: AppArmorChoice,
+    /// The process and its children cannot gain privileges (`no_new_privs`).
     pub no_new_privileges: bool,
+    /// The user namespace's mapping; `None`: no user namespace.
     pub user_namespace: Option<IdMap>,
     /// The sandbox runs as a host UID of its own instead of `user.uid` (see
     /// [`crate::runner::uids`]): true when the policy names no user and no user namespace.

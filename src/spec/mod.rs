@@ -14,7 +14,8 @@ use crate::policy::ValidatedPolicy;
 
 pub use linux::{cgroups_path, seccomp_for_network, ALLOWED_DEVICES};
 pub use mounts::{
-    masked_paths, readonly_paths, stage_binds, MANAGED_WORKSPACE_SOURCE, TERMINAL_PTYS,
+    masked_paths, readonly_paths, stage_binds, CONTAINERD_MASKED_PATHS, MANAGED_WORKSPACE_SOURCE,
+    POWERCAP_PATH, TERMINAL_PTYS,
 };
 pub use process::{apparmor_profile_name, run_as_uid};
 

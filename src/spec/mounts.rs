@@ -175,28 +175,38 @@ fn depth(dest: &str) -> usize {
     dest.split('/').filter(|c| !c.is_empty()).count()
 }
 
-/// Paths hidden from the sandbox: containerd's defaults, then Docker's additions. Each
-/// leaks host state or offers a kernel attack surface. runc skips paths that do not exist.
+/// The paths containerd masks by default. Each leaks host state or offers a kernel attack
+/// surface. The one list of them: [`masked_paths`], the audit's required masks and the
+/// Kubernetes pod's (`crate::k8s::KUBERNETES_MASKED_PATHS`) are built from it.
+pub const CONTAINERD_MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",          // ACPI tables and events of the host.
+    "/proc/asound",        // the host's sound cards.
+    "/proc/kcore",         // the host's physical memory.
+    "/proc/keys",          // keys of every keyring the host kernel holds.
+    "/proc/latency_stats", // host scheduler latency, a side channel.
+    "/proc/timer_list",    // host timers, leaks addresses and other tasks.
+    "/proc/timer_stats",   // same.
+    "/proc/sched_debug",   // every task on the host.
+    "/proc/scsi",          // host SCSI devices, some writable.
+    "/sys/firmware",       // firmware tables (ACPI, DMI, EFI variables).
+];
+
+/// The RAPL energy counters, which Docker and Kubernetes mask beyond containerd's defaults
+/// (the Platypus power side channel, CVE-2020-8694).
+pub const POWERCAP_PATH: &str = "/sys/devices/virtual/powercap";
+
+/// Paths hidden from the sandbox: containerd's defaults ([`CONTAINERD_MASKED_PATHS`]), then
+/// Docker's additions. runc skips paths that do not exist.
 pub fn masked_paths(cpu_count: usize) -> Vec<String> {
-    let mut v: Vec<String> = [
-        // containerd's defaults.
-        "/proc/acpi",          // ACPI tables and events of the host.
-        "/proc/asound",        // the host's sound cards.
-        "/proc/kcore",         // the host's physical memory.
-        "/proc/keys",          // keys of every keyring the host kernel holds.
-        "/proc/latency_stats", // host scheduler latency, a side channel.
-        "/proc/timer_list",    // host timers, leaks addresses and other tasks.
-        "/proc/timer_stats",   // same.
-        "/proc/sched_debug",   // every task on the host.
-        "/proc/scsi",          // host SCSI devices, some writable.
-        "/sys/firmware",       // firmware tables (ACPI, DMI, EFI variables).
-        // Docker's additions.
+    let docker = [
         "/proc/interrupts", // per-CPU interrupt counts of the host, a side channel.
-        "/sys/devices/virtual/powercap", // RAPL energy counters (Platypus side channel).
-    ]
-    .iter()
-    .map(std::string::ToString::to_string)
-    .collect();
+        POWERCAP_PATH,
+    ];
+    let mut v: Vec<String> = CONTAINERD_MASKED_PATHS
+        .iter()
+        .chain(&docker)
+        .map(std::string::ToString::to_string)
+        .collect();
     // Per-CPU thermal throttle counters, as Docker masks them.
     v.extend((0..cpu_count).map(|n| format!("/sys/devices/system/cpu/cpu{n}/thermal_throttle")));
     v

@@ -106,7 +106,7 @@ impl PrivateContainerd {
 impl Drop for PrivateContainerd {
     fn drop(&mut self) {
         // Shims outlive containerd; end only those serving this daemon, by PID.
-        let shims = daemon::kill_shims(&self.paths.socket);
+        let shims = daemon::kill_shims(&self.paths.proc_root, &self.paths.socket);
         // The runc v2 shim keeps runc state under /run/containerd/runc/<namespace>/<id>.
         for shim in &shims {
             if let (Some(ns), Some(id)) = (&shim.namespace, &shim.id) {

@@ -185,7 +185,10 @@ impl CriNode {
                     .map(|i| format!("snapshot {}", i.name)),
             );
         }
-        let shims = stockade::containerd::daemon::shims_for(self.daemon.address());
+        let shims = stockade::containerd::daemon::shims_for(
+            &self.daemon.paths().proc_root,
+            self.daemon.address(),
+        );
         left.extend(
             shims
                 .into_iter()

@@ -91,7 +91,7 @@ pub async fn leftovers(
         .filter(|line| ids.iter().any(|id| line.contains(id.as_str())))
         .map(str::to_string)
         .collect();
-    l.shims = daemon::shims_for(socket)
+    l.shims = daemon::shims_for(Path::new(stockade::procfs::DEFAULT_PROC_ROOT), socket)
         .into_iter()
         .filter_map(|s| s.id)
         .filter(|i| ours(i))

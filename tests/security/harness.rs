@@ -317,7 +317,10 @@ impl Daemon {
                 found.push(format!("mount {line}"));
             }
         }
-        for shim in daemon::shims_for(self.socket()) {
+        for shim in daemon::shims_for(
+            Path::new(stockade::procfs::DEFAULT_PROC_ROOT),
+            self.socket(),
+        ) {
             if shim.id.as_deref().is_none_or(&matches) {
                 found.push(format!("shim pid {} for {:?}", shim.pid, shim.id));
             }

@@ -91,9 +91,7 @@ pub(super) fn filesystem(spec: &SpecView, out: &mut Out) {
         .and_then(|l| l.readonly_paths.as_deref())
         .unwrap_or_default();
     let is_covered = |list: &[String], p: &str| list.iter().any(|m| covers(&normalize_path(m), p));
-    let missing_masked: Vec<&str> = REQUIRED_MASKED
-        .iter()
-        .copied()
+    let missing_masked: Vec<&str> = required_masked()
         .filter(|p| !is_covered(masked, p))
         .collect();
     if !missing_masked.is_empty() {
@@ -117,20 +115,14 @@ pub(super) fn filesystem(spec: &SpecView, out: &mut Out) {
     }
 }
 
-/// What runc and containerd mask by default, plus Docker's powercap addition
-/// (CVE-2020-8694, the Platypus power side channel).
-const REQUIRED_MASKED: &[&str] = &[
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
+/// The masks a spec must have: containerd's defaults but `/proc/asound`, plus Docker's
+/// powercap addition (CVE-2020-8694, the Platypus power side channel).
+fn required_masked() -> impl Iterator<Item = &'static str> {
+    crate::spec::CONTAINERD_MASKED_PATHS
+        .into_iter()
+        .filter(|p| *p != "/proc/asound")
+        .chain([crate::spec::POWERCAP_PATH])
+}
 
 /// What runc and containerd make read-only by default.
 const REQUIRED_READONLY: &[&str] = &[
@@ -323,4 +315,24 @@ pub(super) fn devices(spec: &SpecView, out: &mut Out) {
 
 fn opt_num(n: Option<i64>) -> String {
     n.map_or("*".to_string(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_masks_are_containerds_but_asound_plus_powercap() {
+        let required: Vec<&str> = required_masked().collect();
+        let not_required: Vec<&str> = crate::spec::CONTAINERD_MASKED_PATHS
+            .into_iter()
+            .filter(|p| !required.contains(p))
+            .collect();
+        assert_eq!(not_required, ["/proc/asound"]);
+        assert_eq!(required.last(), Some(&crate::spec::POWERCAP_PATH));
+        assert_eq!(required.len(), crate::spec::CONTAINERD_MASKED_PATHS.len());
+        // stockade's own spec masks every one of them.
+        let spec = crate::spec::masked_paths(0);
+        assert!(required.iter().all(|p| spec.iter().any(|s| s == p)));
+    }
 }

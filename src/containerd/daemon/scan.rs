@@ -1,5 +1,5 @@
 //! What a daemon left on the host, found by scanning: mounts under its root (from
-//! mountinfo text) and its shims (from `/proc`), and their removal. Used when a private
+//! mountinfo text) and its shims (from a proc root), and their removal. Used when a private
 //! daemon is stopped and by the tests' leftover census.
 
 use std::path::{Path, PathBuf};
@@ -8,8 +8,9 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{io_err, read_cmdline, wait_gone, DaemonError};
-use crate::procfs::ProcStat;
+use super::process::wait_gone;
+use super::{io_err, DaemonError};
+use crate::procfs::{self, ProcStat};
 
 /// Mount points at or under `root`, deepest first, parsed from `/proc/self/mountinfo` text.
 pub fn mounts_under(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
@@ -55,7 +56,7 @@ pub fn unmount_under(mountinfo_path: &Path, root: &Path) -> Result<Vec<PathBuf>,
     Ok(points)
 }
 
-/// A shim process of some daemon, found in `/proc`.
+/// A shim process of some daemon, found in a proc root.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shim {
     /// The shim's pid.
@@ -87,47 +88,43 @@ pub fn shim_of(argv: &[String], socket: &Path) -> Option<(Option<String>, Option
     Some((flag("-id"), flag("-namespace")))
 }
 
-/// Every shim serving the daemon at `socket`.
-pub fn shims_for(socket: &Path) -> Vec<Shim> {
-    proc_pids()
+/// Every shim serving the daemon at `socket`, among the processes of `proc_root`
+/// ([`DaemonPaths::proc_root`](super::DaemonPaths::proc_root)).
+pub fn shims_for(proc_root: &Path, socket: &Path) -> Vec<Shim> {
+    procfs::pids(proc_root)
+        .into_iter()
         .filter_map(|pid| {
-            shim_of(&read_cmdline(pid), socket).map(|(id, namespace)| Shim { pid, id, namespace })
+            let argv = procfs::cmdline(proc_root, pid);
+            let (id, namespace) = shim_of(&argv, socket)?;
+            let pid = i32::try_from(pid).ok()?;
+            Some(Shim { pid, id, namespace })
         })
         .collect()
 }
 
-/// Every process id listed in `/proc` now.
-fn proc_pids() -> impl Iterator<Item = i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-}
-
 /// Kills, by PID, every shim of the daemon at `socket` and the processes each shim
 /// parented (its containers' init processes). Returns the shims killed.
-pub fn kill_shims(socket: &Path) -> Vec<Shim> {
-    let shims = shims_for(socket);
+pub fn kill_shims(proc_root: &Path, socket: &Path) -> Vec<Shim> {
+    let shims = shims_for(proc_root, socket);
     for shim in &shims {
-        for child in children_of(shim.pid) {
+        for child in children_of(proc_root, shim.pid) {
             let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
         }
         let _ = kill(Pid::from_raw(shim.pid), Signal::SIGKILL);
-        wait_gone(shim.pid, Duration::from_secs(2));
+        wait_gone(proc_root, shim.pid, Duration::from_secs(2));
     }
     shims
 }
 
-/// PIDs whose parent is `ppid`.
-fn children_of(ppid: i32) -> Vec<i32> {
-    proc_pids()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                ProcStat::parse(&stat)
-                    .and_then(|s| s.ppid)
-                    .is_some_and(|p| i64::from(p) == i64::from(ppid))
-            })
+/// PIDs in `proc_root` whose parent is `ppid`.
+fn children_of(proc_root: &Path, ppid: i32) -> Vec<i32> {
+    procfs::pids(proc_root)
+        .into_iter()
+        .filter(|&pid| {
+            ProcStat::read(proc_root, pid)
+                .and_then(|s| s.ppid)
+                .is_some_and(|p| i64::from(p) == i64::from(ppid))
         })
+        .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }

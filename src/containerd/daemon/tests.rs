@@ -107,15 +107,6 @@ fn only_a_containerd_with_our_config_is_ours() {
 }
 
 #[test]
-fn cmdline_splits_at_nuls() {
-    assert_eq!(
-        split_cmdline(b"/usr/bin/containerd\0--config\0/x y\0"),
-        vec!["/usr/bin/containerd", "--config", "/x y"]
-    );
-    assert!(split_cmdline(b"").is_empty());
-}
-
-#[test]
 fn mounts_under_root_deepest_first_with_escapes() {
     let info = "\
 22 1 8:1 / / rw - ext4 /dev/vda rw
