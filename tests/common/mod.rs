@@ -218,3 +218,64 @@ pub fn terminate_server(server: &mut std::process::Child, patience: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes a `docker save` archive of `image` to `out`, as `docker save IMAGE` lays one
+/// out: `config` (which may differ from the image's own) under its sha256 name, each of
+/// the image's layers (read into memory) passed through `layer` as `layerN/layer.tar`, and
+/// a `manifest.json` naming `tag`.
+pub fn write_docker_save(
+    out: &Path,
+    config: &[u8],
+    image: &stockade::images::store::PreparedImage,
+    tag: &str,
+    layer: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    use std::io::Write;
+    use stockade::images::{oci, store::BlobSource};
+    let mut b = tar::Builder::new(std::fs::File::create(out).expect("create the archive"));
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data)
+            .expect("append to the archive");
+    };
+    let config_name = format!("{}.json", &oci::sha256_digest(config)[7..]);
+    add(&config_name, config);
+    let mut layers = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        let BlobSource::Bytes(bytes) = &l.source else {
+            panic!("export reads into memory")
+        };
+        let path = format!("layer{i}/layer.tar");
+        add(&path, &layer(bytes));
+        layers.push(path);
+    }
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": layers,
+    }]);
+    add("manifest.json", manifest.to_string().as_bytes());
+    b.into_inner()
+        .expect("finish the archive")
+        .flush()
+        .expect("flush the archive");
+}
+
+/// For a harness's `Drop`: when the server this test started (`server`) still runs, kills
+/// it (SIGKILL, by its pid), waits for it, and unmounts whatever it left mounted under
+/// `dir` (a test that failed midway leaves the killed server's sandboxes: their containerd
+/// objects go with the private containerd, their mounts, such as a writable root's
+/// volume, here).
+pub fn kill_server(server: &mut std::process::Child, dir: &Path) {
+    if server.try_wait().ok().flatten().is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = server.wait();
+        let _ = daemon::unmount_under(Path::new("/proc/self/mountinfo"), dir);
+    }
+}
