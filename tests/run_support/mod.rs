@@ -41,24 +41,26 @@ pub async fn leftovers(
 ) -> Leftovers {
     let ours =
         |id: &str| id.starts_with("stk-") && ids.is_none_or(|ids| ids.iter().any(|i| i == id));
-    let mut l = Leftovers::default();
-    l.containers = census::containers(client)
-        .await
-        .into_iter()
-        .filter(|i| ours(i))
-        .collect();
-    l.tasks = census::tasks(client)
-        .await
-        .into_iter()
-        .map(|t| t.id)
-        .filter(|i| ours(i))
-        .collect();
-    l.snapshots = census::snapshots(client, DEFAULT_SNAPSHOTTER)
-        .await
-        .into_iter()
-        .map(|i| i.name)
-        .filter(|i| ours(i))
-        .collect();
+    let mut l = Leftovers {
+        containers: census::containers(client)
+            .await
+            .into_iter()
+            .filter(|i| ours(i))
+            .collect(),
+        tasks: census::tasks(client)
+            .await
+            .into_iter()
+            .map(|t| t.id)
+            .filter(|i| ours(i))
+            .collect(),
+        snapshots: census::snapshots(client, DEFAULT_SNAPSHOTTER)
+            .await
+            .into_iter()
+            .map(|i| i.name)
+            .filter(|i| ours(i))
+            .collect(),
+        ..Leftovers::default()
+    };
     if let Ok(rd) = std::fs::read_dir(fifo_root) {
         l.fifo_dirs = rd
             .flatten()
