@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use stockade::containerd::DEFAULT_NAMESPACE;
+
 use crate::commands;
 
 /// Run untrusted code in locked-down Linux containers through containerd.
@@ -86,6 +88,23 @@ pub enum Command {
     /// Enforce a sandbox's lifetime and idle timeout (started by `create`).
     #[command(hide = true)]
     SandboxKeeper(commands::sandbox::KeeperArgs),
+}
+
+/// Where runs are made, shared by `run`, `pool fill` and `bench`: the containerd, the OCI
+/// runtime binary its runc shim drives, and the containerd namespace.
+#[derive(Debug, Clone, Args)]
+pub struct RunnerArgs {
+    /// containerd socket [default: $CONTAINERD_ADDRESS, else
+    /// /run/containerd/containerd.sock, else stockade's private containerd].
+    #[arg(long, value_name = "SOCK")]
+    pub address: Option<PathBuf>,
+    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
+    /// accept runc's command line) [default: runc].
+    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
+    pub runc_binary: Option<String>,
+    /// containerd namespace runs and images live in.
+    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
 }
 
 /// Policy flags shared by `run`, `spec`, `pool`, `create` and `k8s render`. Each replaces the policy file's value.

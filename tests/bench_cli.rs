@@ -6,25 +6,49 @@
 mod common;
 mod run_support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{busybox_image, require_root_or_skip, PrivateContainerd};
-use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
+use common::cli::{CliHost, BIN};
+use common::require_root_or_skip;
 use run_support::assert_no_leftovers;
 use stockade::runner::DEFAULT_SNAPSHOTTER;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+/// `stockade bench --json` at concurrency 1 with one round of the `true` workload, for
+/// `contenders` against `h`'s containerd, bundles under `work` and this build's binary as
+/// the CLI contenders'; stdin empty, to add more to (`ITERATIONS` measured runs after
+/// `WARMUP` unmeasured ones).
+fn bench(h: &CliHost, work: &Path, iterations: &str, warmup: &str, contenders: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["bench", "--iterations", iterations, "--warmup", warmup])
+        .args([
+            "--rounds",
+            "1",
+            "--concurrency",
+            "1",
+            "--workloads",
+            "true",
+            "--json",
+        ])
+        .args(["--contenders", contenders])
+        .arg("--address")
+        .arg(h.address())
+        .arg("--work-dir")
+        .arg(work)
+        .arg("--stockade-bin")
+        .arg(BIN)
+        .stdin(Stdio::null());
+    c
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_contender_is_measured_and_nothing_is_left() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
+    let h = CliHost::start().await;
+    let (client, dir) = (&h.client, &h.dir);
     let work = dir.path().join("work");
     let contenders = [
         "stockade-lib",
@@ -34,26 +58,7 @@ async fn every_contender_is_measured_and_nothing_is_left() {
         "stockade-session-cli",
         "stockade-http",
     ];
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--iterations",
-            "3",
-            "--warmup",
-            "1",
-            "--rounds",
-            "1",
-        ])
-        .args(["--concurrency", "1", "--workloads", "true", "--json"])
-        .arg("--contenders")
-        .arg(contenders.join(","))
-        .arg("--address")
-        .arg(c.address())
-        .arg("--work-dir")
-        .arg(&work)
-        .arg("--stockade-bin")
-        .arg(BIN)
-        .stdin(Stdio::null())
+    let out = bench(&h, &work, "3", "1", &contenders.join(","))
         .output()
         .expect("run stockade bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -87,31 +92,19 @@ async fn every_contender_is_measured_and_nothing_is_left() {
     // Sandboxes and runs: the detached cleanups may still be finishing.
     let no_fifo_root = dir.path().join("no-fifo-root");
     assert_no_leftovers(
-        &client,
-        c.address(),
+        client,
+        h.address(),
         &no_fifo_root,
         None,
         Duration::from_secs(120),
     )
     .await;
-    let mut views = Vec::new();
-    let mut stream = client
-        .snapshots()
-        .list(client.request(ListSnapshotsRequest {
-            snapshotter: DEFAULT_SNAPSHOTTER.into(),
-            filters: vec![],
-        }))
+    let views: Vec<String> = common::census::snapshots(client, DEFAULT_SNAPSHOTTER)
         .await
-        .expect("list snapshots")
-        .into_inner();
-    while let Some(m) = stream.message().await.expect("list snapshots") {
-        views.extend(
-            m.info
-                .into_iter()
-                .map(|i| i.name)
-                .filter(|n| n.starts_with("bench-view-")),
-        );
-    }
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| n.starts_with("bench-view-"))
+        .collect();
     assert!(views.is_empty(), "view snapshots left: {views:?}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let work_s = work.display().to_string();
@@ -144,10 +137,8 @@ async fn a_missing_engine_is_skipped_saying_why() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
+    let h = CliHost::start().await;
+    let dir = &h.dir;
     // Every program on PATH stays reachable but dockerd, docker and podman.
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -161,28 +152,16 @@ async fn a_missing_engine_is_skipped_saying_why() {
             }
         }
     }
-    let out = Command::new(BIN)
-        .args([
-            "bench",
-            "--iterations",
-            "2",
-            "--warmup",
-            "0",
-            "--rounds",
-            "1",
-        ])
-        .args(["--concurrency", "1", "--workloads", "true", "--json"])
-        .args(["--contenders", "stockade-lib,docker-run,podman-run"])
-        .arg("--address")
-        .arg(c.address())
-        .arg("--work-dir")
-        .arg(dir.path().join("work"))
-        .arg("--stockade-bin")
-        .arg(BIN)
-        .env("PATH", &bin)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run stockade bench");
+    let out = bench(
+        &h,
+        &dir.path().join("work"),
+        "2",
+        "0",
+        "stockade-lib,docker-run,podman-run",
+    )
+    .env("PATH", &bin)
+    .output()
+    .expect("run stockade bench");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stockade bench failed: {stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)

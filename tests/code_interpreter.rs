@@ -143,17 +143,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.server.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.server.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = self.server.wait();
-            let _ = stockade::containerd::daemon::unmount_under(
-                Path::new("/proc/self/mountinfo"),
-                self.dir.path(),
-            );
-        }
+        crate::common::kill_server(&mut self.server, self.dir.path());
     }
 }
 

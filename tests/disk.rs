@@ -218,7 +218,10 @@ async fn gc_reclaims_the_volumes_of_a_killed_run_and_orphaned_images() {
         .unwrap();
     // Until both volumes are mounted and the task runs.
     let start = Instant::now();
-    while roots.mounts().len() < 2 || roots.images().len() < 2 || !task_running(&client).await {
+    while roots.mounts().len() < 2
+        || roots.images().len() < 2
+        || common::census::running_task(&client).await.is_none()
+    {
         if start.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             let _ = child.wait();
@@ -269,21 +272,4 @@ async fn gc_reclaims_the_volumes_of_a_killed_run_and_orphaned_images() {
         Duration::from_secs(10),
     )
     .await;
-}
-
-async fn task_running(client: &stockade::containerd::Client) -> bool {
-    use containerd_client::services::v1::ListTasksRequest;
-    let tasks = client
-        .tasks()
-        .list(client.request(ListTasksRequest {
-            filter: String::new(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks;
-    // Status 2 is RUNNING.
-    tasks
-        .iter()
-        .any(|t| t.id.starts_with("stk-") && t.status == 2)
 }

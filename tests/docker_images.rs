@@ -7,13 +7,12 @@
 mod common;
 mod docker_support;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use docker_support::{ready, Env};
-use stockade::images::{self, oci, store, NoProgress};
+use stockade::images::{self, store, NoProgress};
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 
@@ -76,29 +75,7 @@ fn write_docker_save(out: &Path, image: &store::PreparedImage, tag: &str, extra_
         .unwrap()
         .push(extra_env.into());
     let config = serde_json::to_vec(&config).unwrap();
-    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
-    let mut add = |path: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, data).unwrap();
-    };
-    let config_name = format!("{}.json", &oci::sha256_digest(&config)[7..]);
-    add(&config_name, &config);
-    let mut layers = Vec::new();
-    for (i, l) in image.layers.iter().enumerate() {
-        let store::BlobSource::Bytes(bytes) = &l.source else {
-            panic!("export reads into memory")
-        };
-        let path = format!("layer{i}/layer.tar");
-        add(&path, bytes);
-        layers.push(path);
-    }
-    let manifest =
-        serde_json::json!([{"Config": config_name, "RepoTags": [tag], "Layers": layers}]);
-    add("manifest.json", manifest.to_string().as_bytes());
-    b.into_inner().unwrap().flush().unwrap();
+    common::write_docker_save(out, &config, image, tag, <[u8]>::to_vec);
 }
 
 fn now_secs() -> u64 {

@@ -21,27 +21,7 @@ const SCRIPT: &str = concat!(
 
 /// The venv's python when it has the `docker` package (root, containerd and runc too).
 fn python() -> Option<PathBuf> {
-    if !common::require_root_or_skip("drives stockade serve with the Python Docker SDK") {
-        return None;
-    }
-    let venv = common::venv();
-    let python = venv.join("bin/python");
-    let has_sdk = Command::new(&python)
-        .args(["-c", "import docker"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_sdk {
-        return Some(python);
-    }
-    let why = format!(
-        "no Python `docker` package in {} (scripts/setup.sh installs it)",
-        venv.display()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    None
+    common::venv_python("drives stockade serve with the Python Docker SDK", "docker")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,16 +8,16 @@
 //! the real built-in profiles and example policies. `STOCKADE_FUZZ_CASES` multiplies the
 //! number of cases (default 1) for longer sessions.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::PathBuf;
+
+use common::policy_env::FakePolicyEnv;
 use oci_spec::runtime::PosixRlimitType;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use stockade::host::HostFacts;
-use stockade::policy::{
-    parse_duration, parse_size, BindError, HostDir, Policy, PolicyEnv, PolicyOverrides,
-    ValidatedPolicy,
-};
+use stockade::policy::{parse_duration, parse_size, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::seccomp::{builtin_profile, compile, Profile, TargetArch};
 use stockade::spec::{self, SpecRequest};
 
@@ -31,35 +31,6 @@ fn cases(base: u32) -> Config {
         cases: base.saturating_mul(factor.max(1)),
         failure_persistence: None,
         ..Config::default()
-    }
-}
-
-/// A filesystem that has every absolute directory and serves `profile` for every file.
-struct FakeEnv {
-    profile: String,
-}
-
-impl PolicyEnv for FakeEnv {
-    fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        if path.as_os_str().is_empty() {
-            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
-        }
-        Ok(self.profile.clone())
-    }
-
-    fn bind_dir(&self, path: &Path) -> Result<HostDir, BindError> {
-        if path.is_absolute() {
-            Ok(HostDir {
-                path: path.to_path_buf(),
-                dev: 8,
-                ino: 2,
-            })
-        } else {
-            Err(BindError::Resolve {
-                path: path.to_path_buf(),
-                reason: "no such directory".to_string(),
-            })
-        }
     }
 }
 
@@ -533,9 +504,8 @@ fn exercise_policy(
     profile: &str,
     errors: Errors,
 ) -> Result<(), TestCaseError> {
-    let env = FakeEnv {
-        profile: profile.to_string(),
-    };
+    // Every absolute directory exists; every file reads as `profile`.
+    let env = FakePolicyEnv::new().files_read_as(profile);
     match Policy::from_toml(text, "fuzz.toml") {
         Err(e) => check_error(&e, errors),
         Ok(p) => match p.validate(Some("fuzz.toml"), o, &env) {
@@ -726,9 +696,7 @@ size = 65536
 #[test]
 fn the_full_example_policy_validates() {
     // Keeps the mutation seed honest: unmutated, it is a valid policy.
-    let env = FakeEnv {
-        profile: "{}".into(),
-    };
+    let env = FakePolicyEnv::new().files_read_as("{}");
     let p = Policy::from_toml(EXAMPLES[0], "example.toml").expect("parses");
     p.validate(Some("example.toml"), &PolicyOverrides::default(), &env)
         .expect("validates");

@@ -296,39 +296,15 @@ async fn oci_layout_import_round_trips_and_is_idempotent() {
 /// A `docker save`-shaped tarball: manifest.json, `<id>.json` config, `<id>/layer.tar`
 /// (here one layer gzip-compressed, as newer Dockers may write).
 fn write_docker_save(out: &Path, image: &store::PreparedImage, tag: &str, gzip_layer: bool) {
-    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
-    let mut add = |path: &str, data: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, path, data).unwrap();
-    };
-    let config_name = format!("{}.json", &image.config_descriptor.digest[7..]);
-    add(&config_name, &image.config);
-    let mut layers = Vec::new();
-    for (i, l) in image.layers.iter().enumerate() {
-        let store::BlobSource::Bytes(bytes) = &l.source else {
-            panic!("export reads into memory")
-        };
-        let data = if gzip_layer {
+    common::write_docker_save(out, &image.config, image, tag, |bytes| {
+        if gzip_layer {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(bytes).unwrap();
             enc.finish().unwrap()
         } else {
-            bytes.clone()
-        };
-        let path = format!("layer{i}/layer.tar");
-        add(&path, &data);
-        layers.push(path);
-    }
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [tag],
-        "Layers": layers,
-    }]);
-    add("manifest.json", manifest.to_string().as_bytes());
-    b.into_inner().unwrap().flush().unwrap();
+            bytes.to_vec()
+        }
+    });
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! (`UPDATE_GOLDEN=1 cargo test --test k8s_render` rewrites them), and the CLI prints the
 //! same documents the library renders.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use stockade::k8s::{self, Kind, Options};
@@ -73,32 +75,16 @@ fn cases() -> Vec<(&'static str, ValidatedPolicy, Options)> {
 #[test]
 fn rendered_yaml_matches_golden_files() {
     let dir = golden_dir();
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     for (stem, policy, opts) in cases() {
         let got = k8s::to_yaml(&k8s::render(&policy, &opts).unwrap());
         let path = dir.join(format!("{stem}.yaml"));
-        if update {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, &got).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-            panic!(
-                "missing golden file {} (run with UPDATE_GOLDEN=1)",
-                path.display()
-            )
-        });
-        assert!(
-            got == want,
-            "{} differs from the rendered YAML; review the change and rerun with UPDATE_GOLDEN=1",
-            path.display()
-        );
+        common::assert_golden(&path, &got, "the rendered YAML");
     }
 }
 
 #[test]
 fn the_cli_prints_what_the_library_renders() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+    let out = common::cli::stockade(&[])
         .args([
             "k8s",
             "render",
@@ -142,7 +128,7 @@ fn bad_input_exits_125_with_one_line_naming_the_flag() {
         (vec!["--name", "UPPER"], "--name"),
         (vec!["--workspace", "/tmp"], "workspace"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stockade"))
+        let out = common::cli::stockade(&[])
             .args(["k8s", "render"])
             .args(&args)
             .output()

@@ -22,25 +22,23 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 /// The venv's python when it has the `mcp` package (root, containerd and runc too).
 fn python() -> Option<PathBuf> {
-    if !common::require_root_or_skip("drives stockade mcp with the Python MCP client") {
-        return None;
-    }
-    let venv = common::venv();
-    let python = venv.join("bin/python");
-    let has_mcp = Command::new(&python)
-        .args(["-c", "import mcp"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if has_mcp {
-        return Some(python);
-    }
-    let why = format!(
-        "no Python `mcp` package in {} (scripts/setup.sh installs it)",
-        venv.display()
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-    eprintln!("skipping: {why}");
-    None
+    common::venv_python("drives stockade mcp with the Python MCP client", "mcp")
+}
+
+/// A private containerd with the busybox image, and a `/tmp/stkm-*` directory holding a
+/// policy file with `policy_toml` and the run directories: (containerd, directory, policy
+/// file, run directories' parent).
+async fn setup(policy_toml: &str) -> (PrivateContainerd, tempfile::TempDir, PathBuf, PathBuf) {
+    let c = PrivateContainerd::start().await;
+    busybox_image(&c.client("stockade").await).await;
+    let dir = tempfile::Builder::new()
+        .prefix("stkm-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, policy_toml).unwrap();
+    let fifo = dir.path().join("fifo");
+    (c, dir, policy, fifo)
 }
 
 /// What is left in the namespace and the run directories: containers, tasks, `stk-`
@@ -78,15 +76,7 @@ async fn leftovers(c: &PrivateContainerd, fifo: &std::path::Path) -> Vec<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_drives_sandboxes_within_the_policy_and_leaves_nothing() {
     let Some(python) = python() else { return };
-    let c = PrivateContainerd::start().await;
-    busybox_image(&c.client("stockade").await).await;
-    let dir = tempfile::Builder::new()
-        .prefix("stkm-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[limits]\nmemory = \"256Mi\"\ntimeout = \"2m\"\n").unwrap();
-    let fifo = dir.path().join("fifo");
+    let (c, dir, policy, fifo) = setup("[limits]\nmemory = \"256Mi\"\ntimeout = \"2m\"\n").await;
 
     let out = Command::new(&python)
         .arg(SCRIPT)
@@ -263,15 +253,7 @@ async fn sigterm_removes_its_sandboxes_and_the_next_server_reclaims_a_dead_ones(
     if !common::require_root_or_skip("drives stockade mcp over a private containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    busybox_image(&c.client("stockade").await).await;
-    let dir = tempfile::Builder::new()
-        .prefix("stkm-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, "[limits]\nmemory = \"128Mi\"\n").unwrap();
-    let fifo = dir.path().join("fifo");
+    let (c, _dir, policy, fifo) = setup("[limits]\nmemory = \"128Mi\"\n").await;
 
     // SIGTERM with two sandboxes alive: exit 0, nothing left.
     let mut s = Server::start(&c, &policy, &fifo);

@@ -19,10 +19,10 @@ use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::{Runner, StoreImages};
 use stockade::sandbox::{CreateRequest, ExecRequest, Sandbox, Sandboxes};
 
+use common::cli::CliHost;
 use common::{busybox_image, require_or_skip, PrivateContainerd};
 use net_support::{probe, Upstream, HOST_SIDE, UPSTREAM};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
 const NEEDS: &[&str] = &[
     "/usr/bin/containerd",
     "/usr/sbin/runc",
@@ -334,26 +334,18 @@ async fn a_session_s_published_port_is_served_by_its_keeper_until_it_is_removed(
     if !require_or_skip("runs the stockade CLI with networks", NEEDS) {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+    let h = CliHost::start().await;
+    let fifo = h.fifo();
+    // (exit code, stdout, stderr); `network` takes no --address or --fifo-root.
     let stockade = |args: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg(args[0]);
-        if !["network"].contains(&args[0]) {
-            cmd.arg("--address")
-                .arg(c.address())
-                .arg("--fifo-root")
-                .arg(&fifo);
-        }
-        let out = cmd.args(&args[1..]).output().expect("run stockade");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = if args[0] == "network" {
+            common::cli::stockade(&args[..1])
+        } else {
+            h.command(args[0])
+        };
+        let out = common::cli::output(cmd.args(&args[1..]), b"");
+        let stdout = out.text();
+        (out.code, stdout, out.stderr)
     };
     let g = format!("t{}k", std::process::id());
     let name = format!("web-{}", std::process::id());

@@ -9,26 +9,19 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, require_root_or_skip, PrivateContainerd};
+use common::census::wait_for_running_task;
+use common::cli::{CliHost, BIN};
+use common::require_root_or_skip;
 use run_support::assert_no_leftovers;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+/// Waiting for a run's task to start: a liveness bound, not a speed claim.
+const TASK_START: Duration = Duration::from_secs(20);
 
-struct Env<'a> {
-    socket: &'a Path,
-    fifo: &'a Path,
-    log: &'a Path,
-}
-
-fn stockade_run(env: &Env<'_>, extra: &[&str], cmd: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("run")
-        .arg("--address")
-        .arg(env.socket)
-        .arg("--fifo-root")
-        .arg(env.fifo)
+/// `stockade run --address … --fifo-root … --run-log LOG EXTRA… -- CMD…`, stdin empty.
+fn stockade_run(h: &CliHost, log: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+    h.command("run")
         .arg("--run-log")
-        .arg(env.log)
+        .arg(log)
         .args(extra)
         .arg("--")
         .args(cmd)
@@ -52,17 +45,9 @@ async fn exit_codes_output_and_errors_as_documented() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let log = dir.path().join("log/runs.jsonl");
-    let env = Env {
-        socket: c.address(),
-        fifo: &fifo,
-        log: &log,
-    };
+    let h = CliHost::start().await;
+    let (client, fifo) = (&h.client, h.fifo());
+    let log = h.dir.path().join("log/runs.jsonl");
     let cases = [
         Case {
             name: "output streams live, exit 0",
@@ -131,7 +116,7 @@ async fn exit_codes_output_and_errors_as_documented() {
         },
     ];
     for case in &cases {
-        let out = stockade_run(&env, case.flags, case.cmd);
+        let out = stockade_run(&h, &log, case.flags, case.cmd);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
@@ -160,7 +145,7 @@ async fn exit_codes_output_and_errors_as_documented() {
         eprintln!("ok: {}", case.name);
     }
     // Detached cleanup finishes within moments of each exit.
-    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(10)).await;
+    assert_no_leftovers(client, h.address(), &fifo, None, Duration::from_secs(10)).await;
 
     // Every run left one audit line, those that failed before running too (the missing
     // workspace is refused before a run exists).
@@ -210,18 +195,12 @@ async fn json_prints_one_result_document() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let env = Env {
-        socket: c.address(),
-        fifo: &fifo,
-        log: &dir.path().join("runs.jsonl"),
-    };
+    let h = CliHost::start().await;
+    let (client, fifo) = (&h.client, h.fifo());
+    let log = h.dir.path().join("runs.jsonl");
     let out = stockade_run(
-        &env,
+        &h,
+        &log,
         &["--json", "--max-output", "5", "--no-run-log"],
         &["sh", "-c", "echo 0123456789; echo e >&2; exit 3"],
     );
@@ -245,8 +224,8 @@ async fn json_prints_one_result_document() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
-    assert!(!env.log.exists(), "--no-run-log writes nothing");
-    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(10)).await;
+    assert!(!log.exists(), "--no-run-log writes nothing");
+    assert_no_leftovers(client, h.address(), &fifo, None, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,23 +248,16 @@ async fn sigterm_to_stockade_kills_the_sandbox_and_exits_143() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let child = Command::new(BIN)
-        .arg("run")
-        .arg("--address")
-        .arg(c.address())
-        .arg("--fifo-root")
-        .arg(&fifo)
+    let h = CliHost::start().await;
+    let (client, fifo) = (&h.client, h.fifo());
+    let child = h
+        .command("run")
         .args(["--no-run-log", "--", "sleep", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_task(&client).await;
+    wait_for_running_task(client, TASK_START).await;
     let t = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -304,7 +276,7 @@ async fn sigterm_to_stockade_kills_the_sandbox_and_exits_143() {
         "took {:?}",
         t.elapsed()
     );
-    assert_no_leftovers(&client, c.address(), &fifo, None, Duration::from_secs(10)).await;
+    assert_no_leftovers(client, h.address(), &fifo, None, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,42 +284,28 @@ async fn gc_reclaims_a_run_whose_stockade_was_killed() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("--address")
-        .arg(c.address())
-        .arg("--fifo-root")
-        .arg(&fifo)
+    let h = CliHost::start().await;
+    let (client, fifo) = (&h.client, h.fifo());
+    let mut child = h
+        .command("run")
         .args(["--no-run-log", "--", "sleep", "30"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let id = wait_for_task(&client).await;
+    let id = wait_for_running_task(client, TASK_START).await;
     // SIGKILL: stockade gets no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();
     let still =
-        run_support::leftovers(&client, c.address(), &fifo, Some(std::slice::from_ref(&id))).await;
+        run_support::leftovers(client, h.address(), &fifo, Some(std::slice::from_ref(&id))).await;
     assert_eq!(
         still.tasks,
         std::slice::from_ref(&id),
         "the orphan is still there before gc"
     );
 
-    let out = Command::new(BIN)
-        .arg("gc")
-        .arg("--address")
-        .arg(c.address())
-        .arg("--fifo-root")
-        .arg(&fifo)
-        .output()
-        .unwrap();
+    let out = h.command("gc").output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -360,31 +318,5 @@ async fn gc_reclaims_a_run_whose_stockade_was_killed() {
         stdout.lines().any(|l| l == format!("removed {id}")),
         "{stdout}"
     );
-    assert_no_leftovers(&client, c.address(), &fifo, Some(&[id]), Duration::ZERO).await;
-}
-
-/// Waits until exactly one stockade task runs and returns its id.
-async fn wait_for_task(client: &stockade::containerd::Client) -> String {
-    use containerd_client::services::v1::ListTasksRequest;
-    let start = Instant::now();
-    loop {
-        let tasks = client
-            .tasks()
-            .list(client.request(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks;
-        // Status 2 is RUNNING.
-        if let Some(t) = tasks
-            .iter()
-            .find(|t| t.id.starts_with("stk-") && t.status == 2)
-        {
-            return t.id.clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no task started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_no_leftovers(client, h.address(), &fifo, Some(&[id]), Duration::ZERO).await;
 }

@@ -5,34 +5,25 @@
 mod common;
 mod run_support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use common::{busybox_image, require_root_or_skip, PrivateContainerd};
-use containerd_client::services::v1::ListTasksRequest;
+use common::census::wait_for_running_task;
+use common::cli::CliHost;
+use common::require_root_or_skip;
 use run_support::assert_no_leftovers;
 use stockade::containerd::daemon;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_killed_mid_run_is_reported_and_reclaimed_by_the_next_run() {
     if !require_root_or_skip("kills and restarts a private containerd") {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+    let h = CliHost::start().await;
+    let (c, fifo) = (&h.containerd, h.fifo());
     let run = |cmd: &[&str]| {
-        let mut c2 = Command::new(BIN);
-        c2.arg("run")
-            .arg("--address")
-            .arg(c.address())
-            .arg("--fifo-root")
-            .arg(&fifo)
-            .arg("--no-run-log")
+        let mut c2 = h.command("run");
+        c2.arg("--no-run-log")
             .arg("--")
             .args(cmd)
             .stdout(Stdio::piped())
@@ -42,23 +33,7 @@ async fn containerd_killed_mid_run_is_reported_and_reclaimed_by_the_next_run() {
     let child = run(&["sleep", "60"]).spawn().unwrap();
 
     // Wait for the sandbox to run, then kill containerd (its shim and the sandbox live on).
-    let start = Instant::now();
-    let id = loop {
-        let tasks = client
-            .tasks()
-            .list(client.request(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks;
-        if let Some(t) = tasks.iter().find(|t| t.status == 2) {
-            break t.id.clone();
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "no task started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let id = wait_for_running_task(&h.client, Duration::from_secs(20)).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(c.pid()),
         nix::sys::signal::Signal::SIGKILL,

@@ -5,74 +5,42 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{busybox_image, require_root_or_skip, PrivateContainerd};
+use common::cli::{assert_one_line_125, CliHost, Out, BIN};
+use common::require_root_or_skip;
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides};
 use stockade::runner::{Runner, StoreImages};
 use stockade::sandbox::{CreateRequest, ExecRequest, Sandboxes};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
-
-struct Env {
-    _c: PrivateContainerd,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+/// What these tests ask of the CLI beyond [`CliHost::stockade`].
+trait Sessions {
+    /// `stockade create ARGS…`, which must succeed; the id it printed.
+    fn create(&self, args: &[&str]) -> String;
+    /// `stockade exec FLAGS… SANDBOX -- CMD…`.
+    fn exec(&self, flags: &[&str], sandbox: &str, cmd: &[&str]) -> Out;
+    /// The run directories (`stk-*`) under the FIFO root.
+    fn run_dirs(&self) -> Vec<String>;
 }
 
-impl Env {
-    async fn start() -> Env {
-        let c = PrivateContainerd::start().await;
-        let client = c.client("stockade").await;
-        busybox_image(&client).await;
-        Env {
-            socket: c.address().to_path_buf(),
-            _c: c,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn fifo(&self) -> PathBuf {
-        self.dir.path().join("fifo")
-    }
-
-    /// `stockade SUB --address … --fifo-root … ARGS…`
-    fn stockade(&self, sub: &str, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg(sub)
-            .arg("--address")
-            .arg(&self.socket)
-            .arg("--fifo-root")
-            .arg(self.fifo())
-            .args(args)
-            .output()
-            .expect("run stockade")
-    }
-
-    /// `stockade create ARGS…`, which must succeed; the id it printed.
+impl Sessions for CliHost {
     fn create(&self, args: &[&str]) -> String {
-        let out = self.stockade("create", args);
-        assert_eq!(out.status.code(), Some(0), "create: {}", text(&out.stderr));
-        let id = text(&out.stdout).trim().to_string();
+        let out = self.stockade("create", args, b"");
+        assert_eq!(out.code, 0, "create: {}", out.stderr);
+        let id = out.text().trim().to_string();
         assert!(id.starts_with("stk-"), "{id}");
         id
     }
 
-    /// `stockade exec SANDBOX -- CMD…`: (exit code, stdout, stderr).
-    fn exec(&self, flags: &[&str], sandbox: &str, cmd: &[&str]) -> (i32, String, String) {
+    fn exec(&self, flags: &[&str], sandbox: &str, cmd: &[&str]) -> Out {
         let mut args: Vec<&str> = flags.to_vec();
         args.push(sandbox);
         args.push("--");
         args.extend(cmd);
-        let out = self.stockade("exec", &args);
-        (
-            out.status.code().unwrap_or(-1),
-            text(&out.stdout),
-            text(&out.stderr),
-        )
+        self.stockade("exec", &args, b"")
     }
 
     fn run_dirs(&self) -> Vec<String> {
@@ -81,6 +49,12 @@ impl Env {
             .filter(|e| e.starts_with("stk-"))
             .collect()
     }
+}
+
+/// (exit code, stdout, stderr) of `out`, as text.
+fn parts(out: Out) -> (i32, String, String) {
+    let stdout = out.text();
+    (out.code, stdout, out.stderr)
 }
 
 fn text(b: &[u8]) -> String {
@@ -95,14 +69,6 @@ fn entries(dir: &Path) -> Vec<String> {
             .collect(),
         Err(_) => Vec::new(),
     }
-}
-
-/// One stockade error line: exit 125, stderr exactly one line starting `stockade: `.
-fn assert_one_line_125(what: &str, (code, _out, err): &(i32, String, String), contains: &str) {
-    assert_eq!(*code, 125, "{what}: {err}");
-    assert_eq!(err.lines().count(), 1, "{what}: one line: {err:?}");
-    assert!(err.starts_with("stockade: "), "{what}: {err}");
-    assert!(err.contains(contains), "{what}: {err}");
 }
 
 /// Waits (bounded) until `cond` holds; whether it did.
@@ -122,9 +88,9 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let id = env.create(&["--name", "keep", "--memory", "128M"]);
-    let (code, _, err) = env.exec(
+    let (code, _, err) = parts(env.exec(
         &[],
         "keep",
         &[
@@ -132,10 +98,10 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
             "-c",
             "echo kept > /tmp/f; sleep 1000 >/dev/null 2>&1 &",
         ],
-    );
+    ));
     assert_eq!(code, 0, "{err}");
     // A later invocation sees the file and the background process (by id this time).
-    let (code, out, err) = env.exec(&[], &id, &["sh", "-c", "cat /tmp/f; pidof sleep"]);
+    let (code, out, err) = parts(env.exec(&[], &id, &["sh", "-c", "cat /tmp/f; pidof sleep"]));
     assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("kept"));
@@ -146,14 +112,17 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
         "the background sleep lives: {out:?}"
     );
     // Exit codes as for run.
-    assert_eq!(env.exec(&[], &id, &["sh", "-c", "exit 7"]).0, 7);
-    assert_eq!(env.exec(&[], &id, &["no-such-cmd"]).0, 127);
-    assert_eq!(env.exec(&["--timeout", "1s"], &id, &["sleep", "30"]).0, 124);
-    let (code, out, _) = env.exec(
+    assert_eq!(env.exec(&[], &id, &["sh", "-c", "exit 7"]).code, 7);
+    assert_eq!(env.exec(&[], &id, &["no-such-cmd"]).code, 127);
+    assert_eq!(
+        env.exec(&["--timeout", "1s"], &id, &["sleep", "30"]).code,
+        124
+    );
+    let (code, out, _) = parts(env.exec(
         &["--json", "-e", "A=b", "-w", "/tmp"],
         &id,
         &["sh", "-c", "echo $A; pwd"],
-    );
+    ));
     assert_eq!(code, 0);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["stdout"], "b\n/tmp\n");
@@ -163,7 +132,7 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
     let mut child = Command::new(BIN)
         .arg("exec")
         .arg("--address")
-        .arg(&env.socket)
+        .arg(env.address())
         .arg("--fifo-root")
         .arg(env.fifo())
         .args([
@@ -189,17 +158,17 @@ async fn state_is_kept_across_execs_from_separate_invocations() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout), "PIPED\nend\n");
 
-    let inspect = env.stockade("inspect", &["keep"]);
-    assert_eq!(inspect.status.code(), Some(0), "{}", text(&inspect.stderr));
+    let inspect = env.stockade("inspect", &["keep"], b"");
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
     let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(info["id"], id.as_str());
     assert_eq!(info["state"], "running");
     assert_eq!(info["limits"]["memory_bytes"], 128 * 1024 * 1024);
-    let ls = env.stockade("ls", &[]);
-    assert!(text(&ls.stdout).contains(&id), "{}", text(&ls.stdout));
+    let ls = env.stockade("ls", &[], b"");
+    assert!(ls.text().contains(&id), "{}", ls.text());
 
-    let rm = env.stockade("rm", &["-f", "keep"]);
-    assert_eq!(rm.status.code(), Some(0), "{}", text(&rm.stderr));
+    let rm = env.stockade("rm", &["-f", "keep"], b"");
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
     assert_eq!(env.run_dirs(), Vec::<String>::new());
 }
 
@@ -208,7 +177,7 @@ async fn an_exec_runs_under_exactly_the_confinement_of_pid_1() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let id = env.create(&[]);
     // The same report of the exec'd shell and of pid 1 (the init), separated by `---`.
     let script = r#"for p in self 1; do
@@ -217,7 +186,7 @@ async fn an_exec_runs_under_exactly_the_confinement_of_pid_1() {
         cat /proc/$p/cgroup
         echo ---
     done"#;
-    let (code, out, err) = env.exec(&[], &id, &["sh", "-c", script]);
+    let (code, out, err) = parts(env.exec(&[], &id, &["sh", "-c", script]));
     assert_eq!(code, 0, "{err}");
     let parts: Vec<&str> = out.split("---\n").collect();
     assert_eq!(parts.len(), 3, "{out}");
@@ -232,8 +201,8 @@ async fn an_exec_runs_under_exactly_the_confinement_of_pid_1() {
         "{init}"
     );
     assert_eq!(exec, init, "the exec'd process differs from pid 1");
-    let rm = env.stockade("rm", &["-f", &id]);
-    assert_eq!(rm.status.code(), Some(0));
+    let rm = env.stockade("rm", &["-f", &id], b"");
+    assert_eq!(rm.code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,35 +210,25 @@ async fn bad_input_is_one_line_and_exit_125() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let unknown = env.exec(&[], "nobody-has-this", &["true"]);
     assert_one_line_125("unknown name", &unknown, "no such sandbox: nobody-has-this");
 
     // A lifetime gives it a keeper, so nothing else may take the stopped sandbox away.
     let id = env.create(&["--name", "taken", "--lifetime", "10m"]);
-    let out = env.stockade("create", &["--name", "taken"]);
-    let taken = (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    );
+    let taken = env.stockade("create", &["--name", "taken"], b"");
     assert_one_line_125("name taken", &taken, "the name `taken` is taken");
 
     let root = env.exec(&["-u", "0"], "taken", &["id"]);
     assert_one_line_125("exec as root", &root, "refused");
 
-    let stop = env.stockade("stop", &["--time", "2s", "taken"]);
-    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop.stderr));
+    let stop = env.stockade("stop", &["--time", "2s", "taken"], b"");
+    assert_eq!(stop.code, 0, "{}", stop.stderr);
     let stopped = env.exec(&[], "taken", &["true"]);
     assert_one_line_125("exec into a stopped sandbox", &stopped, "is not running");
 
-    let rm = env.stockade("rm", &["taken"]);
-    assert_eq!(
-        rm.status.code(),
-        Some(0),
-        "stopped: no force needed: {}",
-        text(&rm.stderr)
-    );
+    let rm = env.stockade("rm", &["taken"], b"");
+    assert_eq!(rm.code, 0, "stopped: no force needed: {}", rm.stderr);
     assert!(!env.fifo().join(&id).exists());
 }
 
@@ -278,14 +237,14 @@ async fn idle_timeout_and_lifetime_remove_everything() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let idle = env.create(&["--idle-timeout", "2s"]);
     let life = env.create(&["--lifetime", "4s"]);
     let t = Instant::now();
     // Activity keeps the idle one, not the one with a lifetime.
     for _ in 0..3 {
-        assert_eq!(env.exec(&[], &idle, &["true"]).0, 0);
-        assert_eq!(env.exec(&[], &life, &["true"]).0, 0);
+        assert_eq!(env.exec(&[], &idle, &["true"]).code, 0);
+        assert_eq!(env.exec(&[], &life, &["true"]).code, 0);
         std::thread::sleep(Duration::from_millis(700));
     }
     assert!(env.fifo().join(&idle).exists(), "active, so not idle");
@@ -298,25 +257,15 @@ async fn idle_timeout_and_lifetime_remove_everything() {
         eventually(Duration::from_secs(8), || !env.fifo().join(&idle).exists()),
         "idle"
     );
-    let client = env._c.client("stockade").await;
-    let left: Vec<String> = client
-        .containers()
-        .list(
-            client.request(stockade::containerd::services::v1::ListContainersRequest {
-                filters: vec![],
-            }),
-        )
+    let client = env.containerd.client("stockade").await;
+    let left: Vec<String> = common::census::containers(&client)
         .await
-        .unwrap()
-        .into_inner()
-        .containers
         .into_iter()
-        .map(|c| c.id)
         .filter(|i| i == &idle || i == &life)
         .collect();
     assert_eq!(left, Vec::<String>::new(), "containers left");
-    let inspect = env.stockade("inspect", &[&idle]);
-    assert_eq!(inspect.status.code(), Some(125));
+    let inspect = env.stockade("inspect", &[&idle], b"");
+    assert_eq!(inspect.code, 125);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,8 +273,8 @@ async fn sixteen_sessions_with_twenty_execs_each_at_once_leave_nothing() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
-    let client = env._c.client("stockade").await;
+    let env = CliHost::start().await;
+    let client = env.containerd.client("stockade").await;
     let uids = env.dir.path().join("uids");
     let runner = Runner::builder()
         .client(client.clone())
@@ -450,7 +399,7 @@ async fn exec_with_a_terminal_gets_the_window_size_and_restores_the_local_termin
     ) {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let plain = env.create(&[]);
     let refused = env.exec(&["-t"], &plain, &["true"]);
     assert_one_line_125(
@@ -464,7 +413,7 @@ async fn exec_with_a_terminal_gets_the_window_size_and_restores_the_local_termin
             "60", "python3", "-c", PTY_DRIVER, "101x33", BIN, "exec", "-t",
         ])
         .arg("--address")
-        .arg(&env.socket)
+        .arg(env.address())
         .arg("--fifo-root")
         .arg(env.fifo())
         .args([&id, "--", "sh", "-c", "stty size; tty; echo done"])
@@ -483,8 +432,8 @@ async fn exec_with_a_terminal_gets_the_window_size_and_restores_the_local_termin
         lines[0], lines[2],
         "the local terminal's modes are restored"
     );
-    let rm = env.stockade("rm", &["-f", &id, &plain]);
-    assert_eq!(rm.status.code(), Some(0));
+    let rm = env.stockade("rm", &["-f", &id, &plain], b"");
+    assert_eq!(rm.code, 0);
 }
 
 fn hex_decode(s: &str) -> Vec<u8> {

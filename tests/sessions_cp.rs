@@ -12,77 +12,28 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{busybox_image, require_root_or_skip, PrivateContainerd};
+use common::cli::{assert_one_line_125, CliHost};
+use common::require_root_or_skip;
 
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
-
-struct Env {
-    _c: PrivateContainerd,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+/// What this test asks of the CLI beyond [`CliHost::stockade`].
+trait Cp {
+    /// `stockade SUB ARGS…`, which must succeed: its stdout.
+    fn ok(&self, sub: &str, args: &[&str], stdin: &[u8]) -> Vec<u8>;
+    /// `stockade exec ID -- sh -c SCRIPT`: its stdout; it must succeed.
+    fn sh(&self, id: &str, script: &str) -> String;
 }
 
-/// (exit code, stdout, stderr)
-type Out = (i32, Vec<u8>, String);
-
-impl Env {
-    async fn start() -> Env {
-        let c = PrivateContainerd::start().await;
-        let client = c.client("stockade").await;
-        busybox_image(&client).await;
-        Env {
-            socket: c.address().to_path_buf(),
-            _c: c,
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// `stockade SUB --address … --fifo-root … ARGS…`, `stdin` fed to it.
-    fn stockade(&self, sub: &str, args: &[&str], stdin: &[u8]) -> Out {
-        let mut child = Command::new(BIN)
-            .arg(sub)
-            .arg("--address")
-            .arg(&self.socket)
-            .arg("--fifo-root")
-            .arg(self.dir.path().join("fifo"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run stockade");
-        let mut si = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let feed = std::thread::spawn(move || {
-            let _ = si.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        feed.join().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            out.stdout,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
+impl Cp for CliHost {
     fn ok(&self, sub: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
-        let (code, out, err) = self.stockade(sub, args, stdin);
-        assert_eq!(code, 0, "{sub} {args:?}: {err}");
-        out
+        let out = self.stockade(sub, args, stdin);
+        assert_eq!(out.code, 0, "{sub} {args:?}: {}", out.stderr);
+        out.stdout
     }
 
-    /// `stockade exec ID -- sh -c SCRIPT`: its stdout; it must succeed.
     fn sh(&self, id: &str, script: &str) -> String {
         let out = self.ok("exec", &[id, "--", "sh", "-c", script], b"");
         String::from_utf8_lossy(&out).into_owned()
     }
-}
-
-fn assert_one_line_125(what: &str, (code, _, err): &Out, contains: &str) {
-    assert_eq!(*code, 125, "{what}: {err}");
-    assert_eq!(err.lines().count(), 1, "{what}: one line: {err:?}");
-    assert!(err.starts_with("stockade: "), "{what}: {err}");
-    assert!(err.contains(contains), "{what}: {err}");
 }
 
 fn mode(p: &Path) -> u32 {
@@ -119,7 +70,7 @@ async fn cp_in_and_out_of_a_session() {
     if !require_root_or_skip("runs sandboxes through containerd") {
         return;
     }
-    let env = Env::start().await;
+    let env = CliHost::start().await;
     let id = String::from_utf8(env.ok("create", &["--name", "cpbox"], b""))
         .unwrap()
         .trim()

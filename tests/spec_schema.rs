@@ -2,13 +2,14 @@
 //! matrix of policies and hosts; and the specs of the default and example policies match
 //! their golden files (`UPDATE_GOLDEN=1 cargo test --test spec_schema` rewrites them).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::policy_env::FakePolicyEnv;
 use serde_json::Value;
 use stockade::host::{CgroupMode, HostFacts};
-use stockade::policy::{
-    BindError, BindMount, HostDir, Policy, PolicyEnv, PolicyOverrides, TmpfsMount, ValidatedPolicy,
-};
+use stockade::policy::{BindMount, Policy, PolicyOverrides, TmpfsMount, ValidatedPolicy};
 use stockade::spec::{self, SpecRequest};
 
 fn fixtures() -> PathBuf {
@@ -42,25 +43,8 @@ fn validator() -> jsonschema::Validator {
 }
 
 /// Directories exist under /srv; files do not.
-struct Env;
-impl PolicyEnv for Env {
-    fn read_file(&self, p: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            p.display().to_string(),
-        ))
-    }
-    fn bind_dir(&self, p: &Path) -> Result<HostDir, BindError> {
-        Ok(HostDir {
-            path: if p.starts_with("/srv") {
-                p.to_path_buf()
-            } else {
-                Path::new("/srv").join(p.strip_prefix("/").unwrap_or(p))
-            },
-            dev: 8,
-            ino: 2,
-        })
-    }
+fn env() -> FakePolicyEnv {
+    FakePolicyEnv::new().dirs_beneath("/srv")
 }
 
 fn policies() -> Vec<(String, ValidatedPolicy)> {
@@ -132,7 +116,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
     for (name, o) in flag_sets {
         out.push((
             name.to_string(),
-            Policy::default().validate(None, &o, &Env).unwrap(),
+            Policy::default().validate(None, &o, &env()).unwrap(),
         ));
     }
     let userns = "[security.user_namespace]\nhost_id = 100000\nsize = 65536\n[limits]\nnproc = 50\nio_weight = 200";
@@ -140,7 +124,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
         "userns".into(),
         Policy::from_toml(userns, "userns.toml")
             .unwrap()
-            .validate(None, &PolicyOverrides::default(), &Env)
+            .validate(None, &PolicyOverrides::default(), &env())
             .unwrap(),
     ));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
@@ -155,7 +139,7 @@ fn policies() -> Vec<(String, ValidatedPolicy)> {
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         let p = Policy::from_toml(&text, &name)
             .unwrap()
-            .validate(Some(&name), &PolicyOverrides::default(), &Env)
+            .validate(Some(&name), &PolicyOverrides::default(), &env())
             .unwrap();
         out.push((format!("example-{name}"), p));
     }
@@ -219,7 +203,7 @@ fn the_validator_rejects_invalid_specs() {
     // would prove nothing if the validator accepted everything.
     let v = validator();
     let p = Policy::default()
-        .validate(None, &PolicyOverrides::default(), &Env)
+        .validate(None, &PolicyOverrides::default(), &env())
         .unwrap();
     let args = vec!["true".to_string()];
     let built = spec::build(
@@ -246,10 +230,6 @@ fn the_validator_rejects_invalid_specs() {
 #[test]
 fn specs_match_golden_files() {
     let dir = fixtures().join("golden/spec");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    if update {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
     let args: Vec<String> = ["/bin/sh", "-c", "echo hi"].map(String::from).to_vec();
     for (pname, p) in policies() {
         for (hname, host) in hosts().into_iter().take(2) {
@@ -270,21 +250,7 @@ fn specs_match_golden_files() {
             }
             let got = spec::to_pretty_json(&built.spec) + "\n";
             let path = dir.join(format!("{pname}.{hname}.json"));
-            if update {
-                std::fs::write(&path, &got).unwrap();
-                continue;
-            }
-            let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-                panic!(
-                    "missing golden file {} (run with UPDATE_GOLDEN=1)",
-                    path.display()
-                )
-            });
-            assert!(
-                got == want,
-                "{} differs from the built spec; review the change and rerun with UPDATE_GOLDEN=1",
-                path.display()
-            );
+            common::assert_golden(&path, &got, "the built spec");
         }
     }
 }

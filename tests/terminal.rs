@@ -8,9 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{busybox_image, require_or_skip, PrivateContainerd};
-
-const BIN: &str = env!("CARGO_BIN_EXE_stockade");
+use common::cli::{CliHost, BIN};
+use common::require_or_skip;
 
 /// Runs argv[3:] with the stream argv[1] names (`stdout` or `stderr`) on a new pty and the
 /// other on a pipe, and prints what each received, in hex, one per line: pty, then pipe.
@@ -88,15 +87,12 @@ async fn a_terminal_gets_no_escape_sequence_and_a_pipe_gets_every_byte() {
     ) {
         return;
     }
-    let c = PrivateContainerd::start().await;
-    let client = c.client("stockade").await;
-    busybox_image(&client).await;
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+    let h = CliHost::start().await;
+    let fifo = h.fifo();
     let attack = r"printf '\033]0;pwned\007\033[2J\302\233' ; printf '\033[31mred\n' >&2";
 
     // stdout on the terminal, stderr on a pipe.
-    let s = run_on_pty(c.address(), &fifo, "stdout", &[], attack);
+    let s = run_on_pty(h.address(), &fifo, "stdout", &[], attack);
     assert!(
         !s.tty.contains(&0x1b),
         "ESC reached the terminal: {}",
@@ -114,7 +110,7 @@ async fn a_terminal_gets_no_escape_sequence_and_a_pipe_gets_every_byte() {
     );
 
     // stderr on the terminal, stdout on a pipe.
-    let s = run_on_pty(c.address(), &fifo, "stderr", &[], attack);
+    let s = run_on_pty(h.address(), &fifo, "stderr", &[], attack);
     assert_eq!(
         show(&s.tty),
         show(b"^[[31mred\r\n"),
@@ -123,7 +119,7 @@ async fn a_terminal_gets_no_escape_sequence_and_a_pipe_gets_every_byte() {
     assert_eq!(s.pipe, b"\x1b]0;pwned\x07\x1b[2J\xc2\x9b");
 
     // `-t`: the sandbox's own terminal, its sequences passed through as asked.
-    let s = run_on_pty(c.address(), &fifo, "stdout", &["-t"], attack);
+    let s = run_on_pty(h.address(), &fifo, "stdout", &["-t"], attack);
     let title = b"\x1b]0;pwned\x07";
     assert!(
         s.tty.windows(title.len()).any(|w| w == title),

@@ -7,7 +7,6 @@ use clap::Args;
 
 use stockade::bench::{self, BenchConfig, Contender};
 use stockade::containerd::daemon::{self, connect_or_start, DaemonPaths};
-use stockade::containerd::DEFAULT_NAMESPACE;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -57,16 +56,8 @@ pub struct BenchArgs {
     /// The stockade binary the CLI contender runs [default: this one].
     #[arg(long, value_name = "PATH")]
     pub stockade_bin: Option<PathBuf>,
-    /// containerd socket [default: $CONTAINERD_ADDRESS, the system socket, or stockade's
-    /// private containerd].
-    #[arg(long, value_name = "SOCK")]
-    pub address: Option<PathBuf>,
-    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
-    /// accept runc's command line) [default: runc].
-    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
-    pub runc_binary: Option<String>,
-    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    #[command(flatten)]
+    pub runner: crate::cli::RunnerArgs,
     /// Instead of the latency table: sustained runs/s of `/bin/true` for this long, cold
     /// and then warm (a pool of --pool-size), at each --concurrency level.
     #[arg(long, value_name = "DURATION")]
@@ -118,7 +109,7 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         bail!("--concurrency: levels must be at least 1");
     }
     // Refused here, before any containerd work; the runners check it again.
-    super::requested_runtime(args.runc_binary.as_deref())?;
+    super::requested_runtime(args.runner.runc_binary.as_deref())?;
     let contenders = args
         .contenders
         .iter()
@@ -135,9 +126,10 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
             daemon::ensure_running(&paths)
                 .await
                 .with_context(|| format!("--daemon-base {}", base.display()))?;
-            let client = stockade::containerd::Client::connect(&paths.socket, &args.namespace)
-                .await
-                .with_context(|| format!("--daemon-base {}", base.display()))?;
+            let client =
+                stockade::containerd::Client::connect(&paths.socket, &args.runner.namespace)
+                    .await
+                    .with_context(|| format!("--daemon-base {}", base.display()))?;
             if !was_running {
                 own_daemon = Some(paths);
             }
@@ -145,8 +137,8 @@ pub async fn run(args: BenchArgs) -> Result<u8> {
         }
         None => {
             connect_or_start(
-                args.address.as_deref(),
-                &args.namespace,
+                args.runner.address.as_deref(),
+                &args.runner.namespace,
                 &DaemonPaths::system(),
             )
             .await?
@@ -185,7 +177,7 @@ async fn measure(
                     d,
                     c,
                     size,
-                    args.runc_binary.clone(),
+                    args.runner.runc_binary.clone(),
                 )
                 .await?;
                 eprintln!(
@@ -214,7 +206,7 @@ async fn measure(
         contenders,
         stockade_bin,
         work_dir: args.work_dir,
-        runc_binary: args.runc_binary.clone(),
+        runc_binary: args.runner.runc_binary.clone(),
     };
     let report = bench::run(client, host, policy, &config, &|m| eprintln!("bench: {m}")).await?;
     let json = serde_json::to_string_pretty(&report)?;

@@ -9,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
-use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::policy::{parse_duration, parse_size};
 use stockade::pool::service::{self, DrainReply, Place, Request, StatusReply};
 use stockade::pool::{socket_path, Pool, PoolConfig, DEFAULT_SOCKET_DIR};
@@ -50,16 +49,8 @@ pub struct FillArgs {
     /// Directory of the pool sockets.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
-    /// containerd socket [default: $CONTAINERD_ADDRESS, else
-    /// /run/containerd/containerd.sock, else stockade's private containerd].
-    #[arg(long, value_name = "SOCK")]
-    pub address: Option<PathBuf>,
-    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
-    /// accept runc's command line) [default: runc].
-    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
-    pub runc_binary: Option<String>,
-    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    #[command(flatten)]
+    pub runner: crate::cli::RunnerArgs,
     /// Parent of the per-run FIFO directories.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_FIFO_ROOT, hide = true)]
     pub fifo_root: PathBuf,
@@ -102,10 +93,10 @@ async fn fill(args: FillArgs) -> Result<u8> {
         .transpose()?;
     let inputs = super::policy_inputs(&args.policy)?;
     inputs.check()?;
-    let runtime = super::requested_runtime(args.runc_binary.as_deref())?;
+    let runtime = super::requested_runtime(args.runner.runc_binary.as_deref())?;
     let client = connect_or_start(
-        args.address.as_deref(),
-        &args.namespace,
+        args.runner.address.as_deref(),
+        &args.runner.namespace,
         &DaemonPaths::system(),
     )
     .await?;

@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
-use stockade::containerd::DEFAULT_NAMESPACE;
 use stockade::images::config_merge::Requested;
 use stockade::images::ImageConfig;
 use stockade::policy::ValidatedPolicy;
@@ -35,17 +34,8 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal (stdout and stderr arrive merged).
     #[arg(short = 't', long)]
     pub tty: bool,
-    /// containerd socket [default: $CONTAINERD_ADDRESS, else
-    /// /run/containerd/containerd.sock, else stockade's private containerd].
-    #[arg(long, value_name = "SOCK")]
-    pub address: Option<PathBuf>,
-    /// OCI runtime binary the runc shim drives instead of runc, e.g. crun (it must
-    /// accept runc's command line) [default: runc].
-    #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
-    pub runc_binary: Option<String>,
-    /// containerd namespace runs and images live in.
-    #[arg(long, value_name = "NS", default_value = DEFAULT_NAMESPACE)]
-    pub namespace: String,
+    #[command(flatten)]
+    pub runner: crate::cli::RunnerArgs,
     /// Append one JSON line per run to FILE (the run log; `--audit-log` is its old name,
     /// still accepted).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_RUN_LOG, alias = "audit-log")]
@@ -96,7 +86,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // A runtime binary asked for is checked and hashed there too, before anything is
     // created (the default one is identified by the runner, from containerd's PATH).
     let policy_args = args.policy.clone();
-    let requested = args.runc_binary.clone();
+    let requested = args.runner.runc_binary.clone();
     let local = tokio::task::spawn_blocking(move || {
         let runtime = super::requested_runtime(requested.as_deref())?;
         let inputs = super::policy_inputs(&policy_args)?;
@@ -105,7 +95,11 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         anyhow::Ok((inputs, checked, host, runtime))
     });
     let daemon_paths = DaemonPaths::system();
-    let client = connect_or_start(args.address.as_deref(), &args.namespace, &daemon_paths);
+    let client = connect_or_start(
+        args.runner.address.as_deref(),
+        &args.runner.namespace,
+        &daemon_paths,
+    );
     let (local, client) = tokio::join!(local, client);
     let (inputs, checked, host, runtime) = local.context("reading the policy")??;
     let client = client?;

@@ -142,49 +142,29 @@ impl CriNode {
     /// own API: containers, tasks, snapshots that are not an image's committed layers, and
     /// shims still serving the daemon.
     pub async fn leftovers(&self) -> Vec<String> {
-        use containerd_client::services::v1::snapshots::{Kind, ListSnapshotsRequest};
-        use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
+        use crate::common::census;
+        use containerd_client::services::v1::snapshots::Kind;
         let client = self.daemon.client(CRI_NAMESPACE).await;
         let mut left = Vec::new();
-        let containers = client
-            .containers()
-            .list(client.request(ListContainersRequest { filters: vec![] }))
-            .await
-            .expect("list containers")
-            .into_inner()
-            .containers;
         left.extend(
-            containers
+            census::containers(&client)
+                .await
                 .into_iter()
-                .map(|c| format!("container {}", c.id)),
+                .map(|c| format!("container {c}")),
         );
-        let tasks = client
-            .tasks()
-            .list(client.request(ListTasksRequest {
-                filter: String::new(),
-            }))
-            .await
-            .expect("list tasks")
-            .into_inner()
-            .tasks;
-        left.extend(tasks.into_iter().map(|t| format!("task {}", t.id)));
-        let mut stream = client
-            .snapshots()
-            .list(client.request(ListSnapshotsRequest {
-                snapshotter: "overlayfs".into(),
-                filters: vec![],
-            }))
-            .await
-            .expect("list snapshots")
-            .into_inner();
-        while let Some(m) = stream.message().await.expect("list snapshots") {
-            left.extend(
-                m.info
-                    .into_iter()
-                    .filter(|i| i.kind != Kind::Committed as i32)
-                    .map(|i| format!("snapshot {}", i.name)),
-            );
-        }
+        left.extend(
+            census::tasks(&client)
+                .await
+                .into_iter()
+                .map(|t| format!("task {}", t.id)),
+        );
+        left.extend(
+            census::snapshots(&client, "overlayfs")
+                .await
+                .into_iter()
+                .filter(|i| i.kind != Kind::Committed as i32)
+                .map(|i| format!("snapshot {}", i.name)),
+        );
         let shims = stockade::containerd::daemon::shims_for(
             &self.daemon.paths().proc_root,
             self.daemon.address(),

@@ -236,19 +236,6 @@ pub fn serve_command(c: &PrivateContainerd, dir: &Path) -> Command {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.server.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.server.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = self.server.wait();
-            // A test that failed midway leaves the killed server's containers: their
-            // containerd objects go with the private containerd, their mounts (a writable
-            // root's volume) here.
-            let _ = stockade::containerd::daemon::unmount_under(
-                Path::new("/proc/self/mountinfo"),
-                self.dir.path(),
-            );
-        }
+        crate::common::kill_server(&mut self.server, self.dir.path());
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -317,16 +317,6 @@ fn spawn_server(args: &[std::ffi::OsString]) -> std::process::Child {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if self.server.try_wait().ok().flatten().is_none() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.server.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = self.server.wait();
-            let _ = stockade::containerd::daemon::unmount_under(
-                Path::new("/proc/self/mountinfo"),
-                self.dir.path(),
-            );
-        }
+        crate::common::kill_server(&mut self.server, self.dir.path());
     }
 }

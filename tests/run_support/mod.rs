@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
-use containerd_client::services::v1::{ListContainersRequest, ListTasksRequest};
 use stockade::containerd::daemon;
 use stockade::containerd::Client;
 use stockade::runner::{CgroupFs, DEFAULT_CGROUP_ROOT, DEFAULT_SNAPSHOTTER};
+
+use crate::common::census;
 
 /// Everything of a run that could leak, by kind, as found now.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -41,38 +41,26 @@ pub async fn leftovers(
 ) -> Leftovers {
     let ours =
         |id: &str| id.starts_with("stk-") && ids.is_none_or(|ids| ids.iter().any(|i| i == id));
-    let mut l = Leftovers::default();
-    let cs = client
-        .containers()
-        .list(client.request(ListContainersRequest { filters: vec![] }))
-        .await
-        .expect("list containers")
-        .into_inner()
-        .containers;
-    l.containers = cs.into_iter().map(|c| c.id).filter(|i| ours(i)).collect();
-    let ts = client
-        .tasks()
-        .list(client.request(ListTasksRequest {
-            filter: String::new(),
-        }))
-        .await
-        .expect("list tasks")
-        .into_inner()
-        .tasks;
-    l.tasks = ts.into_iter().map(|t| t.id).filter(|i| ours(i)).collect();
-    let mut stream = client
-        .snapshots()
-        .list(client.request(ListSnapshotsRequest {
-            snapshotter: DEFAULT_SNAPSHOTTER.into(),
-            filters: vec![],
-        }))
-        .await
-        .expect("list snapshots")
-        .into_inner();
-    while let Some(m) = stream.message().await.expect("list snapshots") {
-        l.snapshots
-            .extend(m.info.into_iter().map(|i| i.name).filter(|i| ours(i)));
-    }
+    let mut l = Leftovers {
+        containers: census::containers(client)
+            .await
+            .into_iter()
+            .filter(|i| ours(i))
+            .collect(),
+        tasks: census::tasks(client)
+            .await
+            .into_iter()
+            .map(|t| t.id)
+            .filter(|i| ours(i))
+            .collect(),
+        snapshots: census::snapshots(client, DEFAULT_SNAPSHOTTER)
+            .await
+            .into_iter()
+            .map(|i| i.name)
+            .filter(|i| ours(i))
+            .collect(),
+        ..Leftovers::default()
+    };
     if let Ok(rd) = std::fs::read_dir(fifo_root) {
         l.fifo_dirs = rd
             .flatten()
