@@ -252,7 +252,7 @@ async fn sigterm_to_stockade_kills_the_sandbox_and_exits_143() {
     let (client, fifo) = (&h.client, h.fifo());
     let child = h
         .command("run")
-        .args(["--no-run-log", "--", "sleep", "30"])
+        .args(["--no-run-log", "--", "sleep", "600"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -271,9 +271,11 @@ async fn sigterm_to_stockade_kills_the_sandbox_and_exits_143() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A liveness bound, not a speed claim: stockade that waited for the sandbox instead of
+    // killing it would take the whole 600 s.
     assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "took {:?}",
+        t.elapsed() < Duration::from_secs(120),
+        "the sandbox was waited for, not killed: {:?}",
         t.elapsed()
     );
     assert_no_leftovers(client, h.address(), &fifo, None, Duration::from_secs(10)).await;
