@@ -48,7 +48,7 @@ pub enum RegistryError {
     Unauthorized {
         /// The registry host.
         registry: String,
-        /// Where the credentials came from, to check.
+        /// Where to check the credentials (the flags, the Docker config).
         hint: String,
     },
     /// No connection: refused, timed out, or no TLS where HTTPS was expected.
@@ -72,7 +72,8 @@ pub enum RegistryError {
         actual: String,
     },
     /// The registry answered something stockade cannot use (a malformed or oversized
-    /// document, an unsupported media type, an error code other than the ones above).
+    /// document, an unsupported media type, an error not about access or a missing name),
+    /// or the reference is one the registry client cannot parse.
     #[error("{what}: {reason}")]
     Protocol {
         /// The reference, manifest or layer concerned.
