@@ -20,16 +20,6 @@ pub mod files;
 pub mod host;
 pub mod idmap;
 pub mod ids;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
-#[allow(
-    clippy::redundant_closure_for_method_calls,
-    clippy::semicolon_if_nothing_returned,
-    clippy::unnested_or_patterns,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 pub mod images;
 pub mod init;
 pub mod k8s;

@@ -37,6 +37,7 @@ const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub struct FoundImage {
     /// Names from the archive (normalised); empty when it names none.
     pub names: Vec<String>,
+    /// Its manifest, config and layers, ready for [`store_image`].
     pub image: PreparedImage,
 }
 
@@ -112,10 +113,7 @@ pub fn read_layout(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
     } else if u.has_file("manifest.json") {
         docker_save::read(u)
     } else {
-        Err(ImageError::Archive {
-            path: u.archive().to_path_buf(),
-            reason: "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)".into(),
-        })
+        Err(u.invalid("neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)"))
     }
 }
 
@@ -125,10 +123,7 @@ fn parse<T: serde::de::DeserializeOwned>(
     what: &str,
     bytes: &[u8],
 ) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes).map_err(|e| ImageError::Archive {
-        path: u.archive().to_path_buf(),
-        reason: format!("{what}: {e}"),
-    })
+    serde_json::from_slice(bytes).map_err(|e| u.invalid(format!("{what}: {e}")))
 }
 
 /// sha256 digest and length of an opened file of the archive, read from its start.
@@ -138,11 +133,7 @@ fn hash_file(u: &Unpacked, name: &str, file: &File) -> Result<(String, u64), Ima
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = r.read(&mut buf).map_err(|e| ImageError::ArchiveEntry {
-            path: u.archive().to_path_buf(),
-            entry: name.escape_debug().to_string(),
-            reason: format!("cannot read its unpacked copy: {e}"),
-        })?;
+        let n = r.read(&mut buf).map_err(|e| u.read_failed(name, &e))?;
         if n == 0 {
             break;
         }

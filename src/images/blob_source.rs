@@ -7,6 +7,7 @@ use std::sync::Arc;
 /// Where a blob's bytes come from.
 #[derive(Clone, Debug)]
 pub enum BlobSource {
+    /// Bytes held in memory (a manifest, a config, an empty layer).
     Bytes(Vec<u8>),
     /// A file stockade wrote itself (a layer it built).
     File(PathBuf),
@@ -14,7 +15,9 @@ pub enum BlobSource {
     /// read from its start with positioned reads so that clones share it safely. `name`
     /// says what it is in errors.
     Opened {
+        /// The open file, shared by the clones of this source.
         file: Arc<std::fs::File>,
+        /// The file's name (its path in the archive), for errors.
         name: PathBuf,
     },
     /// Already in the content store (a pulled layer): nothing to write.
@@ -55,6 +58,7 @@ pub struct FromStart<'a> {
 }
 
 impl<'a> FromStart<'a> {
+    /// A reader at the first byte of `file`.
     pub fn new(file: &'a std::fs::File) -> Self {
         FromStart { file, offset: 0 }
     }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::layer::write_layer;
+use super::layer::{write_layer, LayerBlob};
 use super::oci::{
     self, Descriptor, History, ImageConfigFile, Manifest, RootFs, RuntimeConfig, MEDIA_CONFIG,
     MEDIA_MANIFEST,
@@ -20,8 +20,11 @@ use crate::containerd::Client;
 /// A recipe as compiled in: its name, TOML and script.
 #[derive(Clone, Copy, Debug)]
 pub struct Recipe {
+    /// The recipe's name (`busybox`), also the built-in image's (`stockade/busybox`).
     pub name: &'static str,
+    /// The text of `rootfs/<name>.toml` ([`RecipeFile`]).
     pub toml: &'static str,
+    /// The text of `rootfs/<name>.sh`, run with the root filesystem directory as `$1`.
     pub script: &'static str,
 }
 
@@ -65,15 +68,20 @@ pub struct RecipeFile {
     pub config: super::ImageConfig,
 }
 
+/// How a recipe's layer is stored (`compression` in its TOML).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// A plain tar (the default).
     #[default]
     None,
+    /// A gzip-compressed tar.
     Gzip,
 }
 
 impl Recipe {
+    /// The recipe's TOML, parsed; [`ImageError::Recipe`] names the file when it does not
+    /// parse.
     pub fn parse(&self) -> Result<RecipeFile, ImageError> {
         toml::from_str(self.toml).map_err(|e| ImageError::Recipe {
             name: self.name.to_string(),
@@ -198,13 +206,9 @@ pub fn debian_mirror(text: &str) -> Option<(String, String)> {
     None
 }
 
-/// The image config and manifest for one layer, deterministic (fixed `created`).
-pub fn image_documents(
-    recipe: &RecipeFile,
-    recipe_name: &str,
-    layer: &Descriptor,
-    diff_id: &str,
-) -> (Vec<u8>, Descriptor, ImageConfigFile, Vec<u8>, Descriptor) {
+/// The image of a recipe's one layer, ready to store: the layer blob as written, and a
+/// config and manifest that are deterministic (fixed `created`).
+pub fn prepared_image(recipe: &RecipeFile, recipe_name: &str, layer: &LayerBlob) -> PreparedImage {
     let epoch = "1970-01-01T00:00:00Z".to_string();
     let config_file = ImageConfigFile {
         created: Some(epoch.clone()),
@@ -220,7 +224,7 @@ pub fn image_documents(
         },
         rootfs: RootFs {
             kind: "layers".to_string(),
-            diff_ids: vec![diff_id.to_string()],
+            diff_ids: vec![layer.diff_id.clone()],
         },
         history: vec![History {
             created: Some(epoch),
@@ -233,34 +237,45 @@ pub fn image_documents(
         }],
     };
     let config = serde_json::to_vec(&config_file).unwrap_or_default();
-    let config_desc = Descriptor::new(MEDIA_CONFIG, &config);
+    let config_descriptor = Descriptor::new(MEDIA_CONFIG, &config);
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_MANIFEST.to_string()),
-        config: config_desc.clone(),
-        layers: vec![layer.clone()],
+        config: config_descriptor.clone(),
+        layers: vec![layer.descriptor.clone()],
         annotations: Default::default(),
     };
-    let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-    let manifest_desc = Descriptor::new(MEDIA_MANIFEST, &manifest_bytes);
-    (
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    PreparedImage {
+        manifest_descriptor: Descriptor::new(MEDIA_MANIFEST, &manifest),
+        manifest,
+        config_descriptor,
         config,
-        config_desc,
         config_file,
-        manifest_bytes,
-        manifest_desc,
-    )
+        layers: vec![LayerSource {
+            descriptor: layer.descriptor.clone(),
+            diff_id: layer.diff_id.clone(),
+            source: BlobSource::File(layer.path.clone()),
+        }],
+    }
 }
 
 /// What a build did, for the command's summary.
 #[derive(Clone, Debug)]
 pub struct BuildReport {
+    /// The image stored.
     pub image: ImageRef,
+    /// Bytes of the layer blob as stored (compressed when the recipe says `gzip`).
     pub layer_size: u64,
+    /// Bytes of the layer's uncompressed tar.
     pub uncompressed_size: u64,
+    /// Entries in the layer.
     pub entries: u64,
+    /// Seconds the recipe's script took to fill the root filesystem.
     pub seconds_rootfs: f64,
+    /// Seconds taken to write the layer.
     pub seconds_layer: f64,
+    /// Seconds taken to store the image in containerd and unpack it.
     pub seconds_store: f64,
 }
 
@@ -405,20 +420,7 @@ async fn build_in(
         })??;
     let seconds_layer = t1.elapsed().as_secs_f64();
 
-    let (config, config_descriptor, config_file, manifest, manifest_descriptor) =
-        image_documents(parsed, recipe.name, &layer.descriptor, &layer.diff_id);
-    let prepared = PreparedImage {
-        manifest,
-        manifest_descriptor,
-        config,
-        config_descriptor,
-        config_file,
-        layers: vec![LayerSource {
-            descriptor: layer.descriptor.clone(),
-            diff_id: layer.diff_id.clone(),
-            source: BlobSource::File(layer.path.clone()),
-        }],
-    };
+    let prepared = prepared_image(parsed, recipe.name, &layer);
     let t2 = Instant::now();
     let image = store_image(client, name, &prepared, progress).await?;
     Ok(BuildReport {
@@ -471,17 +473,35 @@ mod tests {
     }
 
     #[test]
-    fn image_documents_are_deterministic_and_consistent() {
+    fn prepared_images_are_deterministic_and_consistent() {
         let f = recipe("busybox").unwrap().parse().unwrap();
-        let layer = Descriptor::new(oci::MEDIA_LAYER_TAR, b"layer");
-        let a = image_documents(&f, "busybox", &layer, &layer.digest);
-        let b = image_documents(&f, "busybox", &layer, &layer.digest);
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.4, b.4);
-        let m: Manifest = serde_json::from_slice(&a.3).unwrap();
-        assert_eq!(m.config, a.1);
-        assert_eq!(m.layers, vec![layer.clone()]);
-        assert_eq!(a.2.rootfs.diff_ids, vec![layer.digest]);
-        assert_eq!(a.2.config.cmd, vec!["/bin/sh"]);
+        let descriptor = Descriptor::new(oci::MEDIA_LAYER_TAR, b"layer");
+        let layer = LayerBlob {
+            path: PathBuf::from("layer.tar"),
+            diff_id: descriptor.digest.clone(),
+            descriptor,
+            uncompressed_size: 5,
+            entries: 0,
+        };
+        let a = prepared_image(&f, "busybox", &layer);
+        let b = prepared_image(&f, "busybox", &layer);
+        assert_eq!(a.config, b.config);
+        assert_eq!(a.manifest_descriptor, b.manifest_descriptor);
+        assert_eq!(
+            a.manifest_descriptor,
+            Descriptor::new(MEDIA_MANIFEST, &a.manifest)
+        );
+        assert_eq!(
+            a.config_descriptor,
+            Descriptor::new(MEDIA_CONFIG, &a.config)
+        );
+        let m: Manifest = serde_json::from_slice(&a.manifest).unwrap();
+        assert_eq!(m.config, a.config_descriptor);
+        assert_eq!(m.layers, vec![layer.descriptor.clone()]);
+        assert_eq!(a.config_file.rootfs.diff_ids, vec![layer.diff_id.clone()]);
+        assert_eq!(a.config_file.config.cmd, vec!["/bin/sh"]);
+        assert_eq!(a.layers.len(), 1);
+        assert_eq!(a.layers[0].descriptor, layer.descriptor);
+        assert!(matches!(&a.layers[0].source, BlobSource::File(p) if *p == layer.path));
     }
 }

@@ -20,6 +20,8 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::layer::Hashing;
+
 /// Why a source cannot be copied; one line naming it.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -365,11 +367,7 @@ pub fn write_tar(
     path: &Path,
 ) -> Result<(String, u64), ContextError> {
     let file = File::create(path).map_err(|e| other(path.display(), e))?;
-    let mut w = HashingWriter {
-        inner: std::io::BufWriter::new(file),
-        hash: Sha256::new(),
-        len: 0,
-    };
+    let mut w = Hashing::new(std::io::BufWriter::new(file));
     {
         let mut b = tar::Builder::new(&mut w);
         // Later entries for the same path win in the image; keep the last only.
@@ -409,26 +407,9 @@ pub fn write_tar(
         }
         b.finish().map_err(|e| other(path.display(), e))?;
     }
-    w.inner.flush().map_err(|e| other(path.display(), e))?;
-    Ok((crate::digest::finish(w.hash), w.len))
-}
-
-struct HashingWriter<W: Write> {
-    inner: W,
-    hash: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
+    let (mut inner, digest, len) = w.finish();
+    inner.flush().map_err(|e| other(path.display(), e))?;
+    Ok((digest, len))
 }
 
 #[cfg(test)]

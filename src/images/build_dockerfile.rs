@@ -465,7 +465,7 @@ impl Builder<'_> {
             Command::Exec(v) => v.clone(),
             Command::Shell(s) => {
                 let mut v: Vec<String> = if state.config.shell.is_empty() {
-                    DEFAULT_SHELL.iter().map(|s| s.to_string()).collect()
+                    DEFAULT_SHELL.iter().map(ToString::to_string).collect()
                 } else {
                     state.config.shell.clone()
                 };

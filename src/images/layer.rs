@@ -20,11 +20,15 @@ use super::oci::{Descriptor, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR};
 /// The modification time of every entry (the Unix epoch).
 pub const LAYER_MTIME: u64 = 0;
 
+/// Errors writing a layer.
 #[derive(Debug, Error)]
 pub enum LayerError {
+    /// A file of the tree or the layer being written could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
 }
@@ -51,22 +55,26 @@ pub struct LayerBlob {
     pub entries: u64,
 }
 
-/// Counts bytes and hashes them on the way through.
-struct Hashing<W: Write> {
+/// Counts bytes and hashes them on the way through to `inner` (a layer blob being
+/// written: its digest and size come out of [`Hashing::finish`]).
+pub(crate) struct Hashing<W: Write> {
     inner: W,
     hash: Sha256,
     len: u64,
 }
 
 impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
+    /// A writer to `inner` that has seen no bytes yet.
+    pub(crate) fn new(inner: W) -> Self {
         Hashing {
             inner,
             hash: Sha256::new(),
             len: 0,
         }
     }
-    fn finish(self) -> (W, String, u64) {
+    /// The inner writer (not flushed), and the `sha256:` digest and count of the bytes
+    /// written through.
+    pub(crate) fn finish(self) -> (W, String, u64) {
         let digest = crate::digest::finish(self.hash);
         (self.inner, digest, self.len)
     }

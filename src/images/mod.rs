@@ -21,19 +21,18 @@ pub mod build_dockerfile;
 pub mod build_step;
 pub mod config_merge;
 pub mod dockerfile;
+mod error;
 pub mod layer;
 pub mod oci;
 pub mod reference;
 pub mod registry;
 pub mod store;
 
-use std::path::PathBuf;
-
 use containerd_client::services::v1::{DeleteImageRequest, GetImageRequest, ListImagesRequest};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 use crate::containerd::{Client, ContainerdError};
+pub use error::ImageError;
 use oci::ImageConfigFile;
 pub use reference::{Reference, ReferenceError};
 use store::LABEL_GC_SNAPSHOT;
@@ -47,56 +46,6 @@ pub const LABEL_CONFIG: &str = "stockade.image.config";
 /// Image label holding the bytes of all the image's blobs.
 pub const LABEL_SIZE: &str = "stockade.image.size";
 
-/// Errors building, importing, finding or removing images.
-#[derive(Debug, Error)]
-pub enum ImageError {
-    #[error("image `{name}` not found in namespace {namespace} ({hint})")]
-    NotFound {
-        name: String,
-        namespace: String,
-        hint: String,
-    },
-    #[error("image `{name}` has no committed {SNAPSHOTTER} snapshot {chain_id} (re-import it with `stockade image import` or rebuild it)")]
-    NotUnpacked { name: String, chain_id: String },
-    #[error(transparent)]
-    BadName(#[from] ReferenceError),
-    /// A name under the built-in repository, which only recipe builds write.
-    #[error("image name `{name}` is reserved for stockade's built-in images (made by `stockade image build`); {hint}")]
-    Reserved { name: String, hint: String },
-    #[error("no recipe `{name}` (known: {known})")]
-    UnknownRecipe { name: String, known: String },
-    #[error("recipe {name}: {reason}")]
-    Recipe { name: String, reason: String },
-    #[error("{path}: {reason}")]
-    Archive { path: PathBuf, reason: String },
-    /// One entry of an archive (or a path one of its documents names) is refused.
-    #[error("{path}: entry `{entry}`: {reason}")]
-    ArchiveEntry {
-        path: PathBuf,
-        entry: String,
-        reason: String,
-    },
-    #[error("{what}: {reason}")]
-    Invalid { what: String, reason: String },
-    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
-    DigestMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Layer(#[from] layer::LayerError),
-    #[error(transparent)]
-    Containerd(#[from] ContainerdError),
-    #[error(transparent)]
-    Registry(#[from] registry::RegistryError),
-}
-
 /// How to run an image: the runtime part of its OCI config.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,8 +53,11 @@ pub struct ImageConfig {
     /// `K=V` environment entries.
     #[serde(default)]
     pub env: Vec<String>,
+    /// ENTRYPOINT: the command's leading words, unless the caller replaces them
+    /// ([`config_merge`] says which wins).
     #[serde(default)]
     pub entrypoint: Vec<String>,
+    /// CMD: the words after ENTRYPOINT when the caller gives no command.
     #[serde(default)]
     pub cmd: Vec<String>,
     /// Empty means `/`.
@@ -117,6 +69,7 @@ pub struct ImageConfig {
 }
 
 impl ImageConfig {
+    /// The runtime part of an image's full OCI config file.
     pub fn from_file(f: &ImageConfigFile) -> ImageConfig {
         ImageConfig {
             env: f.config.env.clone(),
@@ -139,6 +92,7 @@ pub struct ImageRef {
     pub chain_id: String,
     /// The snapshotter that snapshot lives in (always [`SNAPSHOTTER`]).
     pub snapshotter: String,
+    /// How to run it.
     pub config: ImageConfig,
     /// When storing it replaced another image of the same name: that image's manifest
     /// digest.
@@ -152,7 +106,7 @@ pub trait Progress: Send + Sync {
     fn stage(&self, message: &str);
     /// A step finished that deserves a line of its own (a layer downloaded).
     fn line(&self, message: &str) {
-        self.stage(message)
+        self.stage(message);
     }
 }
 
@@ -294,6 +248,7 @@ pub struct ImageSummary {
     pub name: String,
     /// Familiar name (`busybox:latest`), as Docker shows it.
     pub reference: String,
+    /// Digest of its manifest (`sha256:...`).
     pub digest: String,
     /// Bytes of all blobs (compressed layers as stored, config, manifest).
     pub size: u64,

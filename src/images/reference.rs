@@ -37,7 +37,9 @@ pub const TAG_MAX: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("image reference `{reference}`: {reason}")]
 pub struct ReferenceError {
+    /// The reference as given, escaped for printing.
     pub reference: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -145,10 +147,13 @@ impl Reference {
         &self.repository
     }
 
+    /// The tag: `latest` when the input had neither tag nor digest, `None` when it had
+    /// only a digest.
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
     }
 
+    /// The manifest digest after `@` (`sha256:<hex>`), when the input had one.
     pub fn digest(&self) -> Option<&str> {
         self.digest.as_deref()
     }

@@ -46,19 +46,28 @@ pub const LABEL_GC_CONTENT: &str = "containerd.io/gc.ref.content";
 /// A layer ready to be stored: its blob, descriptor and uncompressed digest.
 #[derive(Clone, Debug)]
 pub struct LayerSource {
+    /// The blob as the manifest lists it (media type, digest and size as stored).
     pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar (the config's `diff_id`).
     pub diff_id: String,
+    /// Where the blob's bytes come from.
     pub source: BlobSource,
 }
 
 /// Everything an image is made of, read and checked, ready to be put into containerd.
 #[derive(Clone, Debug)]
 pub struct PreparedImage {
+    /// The manifest's bytes, stored as they are.
     pub manifest: Vec<u8>,
+    /// The manifest's descriptor (the image record's target).
     pub manifest_descriptor: Descriptor,
+    /// The config's bytes, stored as they are.
     pub config: Vec<u8>,
+    /// The config's descriptor.
     pub config_descriptor: Descriptor,
+    /// The config, parsed.
     pub config_file: ImageConfigFile,
+    /// The layers, base layer first, one per diff id.
     pub layers: Vec<LayerSource>,
 }
 
@@ -403,7 +412,11 @@ pub(crate) async fn unpack_layer(
     result.map(|lost_race| !lost_race)
 }
 
-/// `1.5 MiB`-style sizes for progress and tables.
+/// A size for people to read, in progress lines and `image ls`: bytes below 1 KiB, else
+/// the largest binary unit that keeps the number at least 1, rounded to one decimal
+/// (`1023 B`, `1.5 KiB`, `5.0 MiB`). Not [`crate::policy::format_size`] on
+/// purpose: that one never rounds, so that a policy value reads back exactly, and would
+/// print a 5,123,456-byte layer as `5123456`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -438,11 +451,20 @@ mod tests {
     }
 
     #[test]
-    fn human_sizes() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(5 << 20), "5.0 MiB");
+    fn human_sizes_round_to_one_decimal_of_the_largest_unit() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (5 << 20, "5.0 MiB"),
+            (5_123_456, "4.9 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (2048 << 40, "2048.0 TiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(human(bytes), want, "{bytes}");
+        }
     }
 
     #[test]

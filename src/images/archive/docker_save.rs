@@ -31,15 +31,12 @@ pub(super) fn read(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
         let config = u.read(&e.config, MANIFEST)?;
         let config_file: ImageConfigFile = parse(u, &e.config, &config)?;
         if config_file.rootfs.diff_ids.len() != e.layers.len() || e.layers.is_empty() {
-            return Err(ImageError::Archive {
-                path: u.archive().to_path_buf(),
-                reason: format!(
-                    "{}: {} layers but the config has {} diff ids",
-                    e.config,
-                    e.layers.len(),
-                    config_file.rootfs.diff_ids.len()
-                ),
-            });
+            return Err(u.invalid(format!(
+                "{}: {} layers but the config has {} diff ids",
+                e.config,
+                e.layers.len(),
+                config_file.rootfs.diff_ids.len()
+            )));
         }
         let mut layers = Vec::new();
         for (rel, diff_id) in e.layers.iter().zip(&config_file.rootfs.diff_ids) {
@@ -92,10 +89,7 @@ pub(super) fn read(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
         });
     }
     if found.is_empty() {
-        return Err(ImageError::Archive {
-            path: u.archive().to_path_buf(),
-            reason: "manifest.json lists no images".into(),
-        });
+        return Err(u.invalid("manifest.json lists no images"));
     }
     Ok(found)
 }

@@ -17,11 +17,10 @@ use crate::images::{normalize_name, ImageError};
 /// The archive path of the blob `digest`, which `named_in` gives.
 fn blob_name(u: &Unpacked, digest: &str, named_in: &str) -> Result<String, ImageError> {
     if !oci::is_sha256_digest(digest) {
-        return Err(ImageError::ArchiveEntry {
-            path: u.archive().to_path_buf(),
-            entry: digest.escape_debug().to_string(),
-            reason: format!("named in {named_in}, is not a sha256 digest"),
-        });
+        return Err(u.refused(
+            digest,
+            format!("named in {named_in}, is not a sha256 digest"),
+        ));
     }
     Ok(format!("blobs/sha256/{}", &digest[7..]))
 }
@@ -34,11 +33,7 @@ fn read_blob(u: &Unpacked, d: &Descriptor, named_in: &str) -> Result<Vec<u8>, Im
     u.open(&name, named_in)?
         .take(d.size.max(0) as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| ImageError::ArchiveEntry {
-            path: u.archive().to_path_buf(),
-            entry: name.clone(),
-            reason: format!("cannot read its unpacked copy: {e}"),
-        })?;
+        .map_err(|e| u.read_failed(&name, &e))?;
     let actual = oci::sha256_digest(&bytes);
     if actual != d.digest || bytes.len() as i64 != d.size {
         return Err(ImageError::DigestMismatch {
@@ -68,13 +63,10 @@ pub(super) fn read(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
         let mut layers = Vec::new();
         for (l, diff_id) in manifest.layers.iter().zip(&config_file.rootfs.diff_ids) {
             if layer_compression(&l.media_type).is_none() {
-                return Err(ImageError::Archive {
-                    path: u.archive().to_path_buf(),
-                    reason: format!(
-                        "layer {}: unsupported media type {}",
-                        l.digest, l.media_type
-                    ),
-                });
+                return Err(u.invalid(format!(
+                    "layer {}: unsupported media type {}",
+                    l.digest, l.media_type
+                )));
             }
             let name = blob_name(u, &l.digest, &what)?;
             let file = u.open(&name, &what)?;
@@ -120,13 +112,10 @@ pub(super) fn read(u: &Unpacked) -> Result<Vec<FoundImage>, ImageError> {
         });
     }
     if found.is_empty() {
-        return Err(ImageError::Archive {
-            path: u.archive().to_path_buf(),
-            reason: format!(
-                "no image for linux/{} in index.json",
-                oci::host_architecture()
-            ),
-        });
+        return Err(u.invalid(format!(
+            "no image for linux/{} in index.json",
+            oci::host_architecture()
+        )));
     }
     Ok(found)
 }
@@ -172,13 +161,10 @@ fn select_manifest(
             }
             Ok(None)
         }
-        other => Err(ImageError::Archive {
-            path: u.archive().to_path_buf(),
-            reason: format!(
-                "index entry {}: unsupported media type {other}",
-                entry.digest
-            ),
-        }),
+        other => Err(u.invalid(format!(
+            "index entry {}: unsupported media type {other}",
+            entry.digest
+        ))),
     }
 }
 
@@ -188,14 +174,11 @@ fn check_layer_count(
     config: &ImageConfigFile,
 ) -> Result<(), ImageError> {
     if manifest.layers.len() != config.rootfs.diff_ids.len() || manifest.layers.is_empty() {
-        return Err(ImageError::Archive {
-            path: u.archive().to_path_buf(),
-            reason: format!(
-                "manifest lists {} layers but the config has {} diff ids",
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
-            ),
-        });
+        return Err(u.invalid(format!(
+            "manifest lists {} layers but the config has {} diff ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::oci_layout::entry_names;
 use super::*;
 use crate::images::oci::{self, Descriptor, MEDIA_MANIFEST};
-use crate::images::store::{BlobSource, LayerSource, PreparedImage};
+use crate::images::store::PreparedImage;
 
 /// One entry of a test archive.
 #[derive(Clone)]
@@ -70,25 +70,7 @@ fn tiny_image(dir: &Path) -> PreparedImage {
         .unwrap()
         .parse()
         .unwrap();
-    let (config, config_descriptor, config_file, manifest, manifest_descriptor) =
-        crate::images::build::image_documents(
-            &recipe,
-            "busybox",
-            &layer.descriptor,
-            &layer.diff_id,
-        );
-    PreparedImage {
-        manifest,
-        manifest_descriptor,
-        config,
-        config_descriptor,
-        config_file,
-        layers: vec![LayerSource {
-            descriptor: layer.descriptor,
-            diff_id: layer.diff_id,
-            source: BlobSource::File(layer.path),
-        }],
-    }
+    crate::images::build::prepared_image(&recipe, "busybox", &layer)
 }
 
 fn layer_bytes(image: &PreparedImage) -> Vec<u8> {

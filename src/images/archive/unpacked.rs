@@ -103,7 +103,9 @@ pub fn unpack_archive(archive: &Path, out: &Path) -> Result<Unpacked, ImageError
 }
 
 impl Unpacked {
-    fn refused(&self, entry: &str, reason: impl Into<String>) -> ImageError {
+    /// The error refusing the entry `entry` of this archive (a name it holds or one of its
+    /// documents gives), which is escaped for printing.
+    pub(super) fn refused(&self, entry: &str, reason: impl Into<String>) -> ImageError {
         ImageError::ArchiveEntry {
             path: self.archive.clone(),
             entry: entry.escape_debug().to_string(),
@@ -111,14 +113,24 @@ impl Unpacked {
         }
     }
 
-    fn unreadable(&self, e: &std::io::Error) -> ImageError {
+    /// The error refusing this archive as a whole.
+    pub(super) fn invalid(&self, reason: impl Into<String>) -> ImageError {
         ImageError::Archive {
             path: self.archive.clone(),
-            reason: format!(
-                "not a readable tar archive (truncated or corrupt): {}",
-                root_cause(e)
-            ),
+            reason: reason.into(),
         }
+    }
+
+    /// The error when the unpacked copy of the file `name` fails to read.
+    pub(super) fn read_failed(&self, name: &str, e: &std::io::Error) -> ImageError {
+        self.refused(name, format!("cannot read its unpacked copy: {e}"))
+    }
+
+    fn unreadable(&self, e: &std::io::Error) -> ImageError {
+        self.invalid(format!(
+            "not a readable tar archive (truncated or corrupt): {}",
+            root_cause(e)
+        ))
     }
 
     fn read_entries<R: Read>(&mut self, mut tar: tar::Archive<R>) -> Result<(), ImageError> {
@@ -332,7 +344,7 @@ impl Unpacked {
         let mut bytes = Vec::new();
         self.open(name, named_in)?
             .read_to_end(&mut bytes)
-            .map_err(|e| self.refused(name, format!("cannot read its unpacked copy: {e}")))?;
+            .map_err(|e| self.read_failed(name, &e))?;
         Ok(bytes)
     }
 }

@@ -210,7 +210,7 @@ fn variable(
                 _ => value.is_some(),
             };
             let out = match (op.trim_start_matches(':'), set) {
-                ("-", true) | ("?", true) => value.unwrap_or_default(),
+                ("-" | "?", true) => value.unwrap_or_default(),
                 ("-", false) => word,
                 ("+", true) => word,
                 ("+", false) => String::new(),

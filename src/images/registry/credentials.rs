@@ -13,7 +13,9 @@ use serde::Deserialize;
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name.
     pub username: String,
+    /// The password or token (hidden from `Debug`).
     pub password: String,
 }
 

@@ -34,37 +34,83 @@ pub const DEFAULT_CONCURRENCY: usize = 3;
 /// Errors talking to a registry. Each is one line naming the reference or registry.
 #[derive(Debug, Error)]
 pub enum RegistryError {
+    /// The registry has no such repository, tag or manifest, or none for this host's
+    /// platform.
     #[error("{reference}: not found in the registry ({detail})")]
-    NotFound { reference: String, detail: String },
+    NotFound {
+        /// The reference asked for.
+        reference: String,
+        /// What is missing, as the registry (or the platform check) says.
+        detail: String,
+    },
+    /// The registry refused the credentials (or the lack of them).
     #[error("{registry}: authentication failed ({hint})")]
-    Unauthorized { registry: String, hint: String },
+    Unauthorized {
+        /// The registry host.
+        registry: String,
+        /// Where to check the credentials (the flags, the Docker config).
+        hint: String,
+    },
+    /// No connection: refused, timed out, or no TLS where HTTPS was expected.
     #[error("{registry}: unreachable: {reason}")]
-    Unreachable { registry: String, reason: String },
+    Unreachable {
+        /// The registry host.
+        registry: String,
+        /// The innermost cause, and a hint where one helps (`--plain-http`).
+        reason: String,
+    },
+    /// Bytes the registry served do not have the digest they were asked for by.
     #[error(
         "{what}: the registry's bytes do not match the digest: expected {expected}, got {actual}"
     )]
     Tampered {
+        /// The manifest or blob.
         what: String,
+        /// The digest asked for.
         expected: String,
+        /// The digest of what arrived.
         actual: String,
     },
+    /// The registry answered something stockade cannot use (a malformed or oversized
+    /// document, an unsupported media type, an error not about access or a missing name),
+    /// or the reference is one the registry client cannot parse.
     #[error("{what}: {reason}")]
-    Protocol { what: String, reason: String },
+    Protocol {
+        /// The reference, manifest or layer concerned.
+        what: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// `--plain-http` or `--insecure` names a registry other than the reference's.
     #[error("{flag}: `{value}` is not the registry of {reference} ({registry}); it applies only to the registry it names")]
     FlagForOtherRegistry {
+        /// The flag (`--plain-http`, `--insecure`).
         flag: &'static str,
+        /// The registry the flag named.
         value: String,
+        /// The reference pulled or pushed, familiar form.
         reference: String,
+        /// The reference's registry.
         registry: String,
     },
+    /// The Docker client config could not be read or parsed.
     #[error("{path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A layer's download stopped part-way; what arrived stays for the next attempt.
     #[error("{what}: download interrupted after {written} of {size} bytes ({reason}); run the same pull again to resume")]
     Interrupted {
+        /// The layer.
         what: String,
+        /// Bytes in the content store so far.
         written: u64,
+        /// The layer's size in bytes.
         size: i64,
+        /// Why the download stopped.
         reason: String,
     },
 }

@@ -311,16 +311,6 @@ async fn download_layer(
     if has_blob(lc, &layer.digest).await? {
         return Ok(None);
     }
-    download_once(lc, registry, top, r, layer).await
-}
-
-async fn download_once(
-    lc: &Client,
-    registry: &oci_client::Client,
-    top: &oci_client::Reference,
-    r: &Reference,
-    layer: &Descriptor,
-) -> Result<Option<u64>, ImageError> {
     let what = format!("{}: layer {}", r.familiar(), layer.digest);
     let size = layer.size.max(0) as u64;
     let ingest = match find_download(lc, &layer.digest).await? {

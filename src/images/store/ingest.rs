@@ -79,7 +79,12 @@ pub async fn abort_ingest(client: &Client, reference: &str) -> Result<(), ImageE
 #[derive(Debug)]
 pub enum StreamError {
     /// The source failed after `written` bytes of the blob were in the ingest.
-    Source { written: u64, error: std::io::Error },
+    Source {
+        /// Bytes of the blob in the ingest when the source failed.
+        written: u64,
+        /// The source's error.
+        error: std::io::Error,
+    },
     /// containerd refused the blob (a digest or size that does not match is
     /// [`ImageError::DigestMismatch`]).
     Store(ImageError),
