@@ -34,6 +34,8 @@ use std::os::raw::c_int;
 use std::os::unix::process::CommandExt;
 use std::process::{exit, Command};
 
+mod exec;
+
 // Signal numbers as Linux has them on these architectures (asm-generic and x86); others
 // (alpha, mips, parisc, sparc) number them differently.
 #[cfg(not(any(
@@ -113,6 +115,8 @@ fn main() {
         exit(125);
     }
 
+    // After blocking: the door's threads inherit the mask, so every signal comes here.
+    exec::open();
     let child = command.map(|argv| spawn(&argv[0], &argv[1..]));
     // Orphans handed over before the signals were blocked left no pending SIGCHLD.
     if let Some(code) = reap(child) {
@@ -204,11 +208,12 @@ fn wait_signal(set: &SigSet) -> c_int {
     sig
 }
 
-/// Reaps every child that has exited; returns the exit code for `child`'s status when it
-/// was among them.
+/// Reaps every child that has exited (children started through the exec door hand their
+/// status to their handler); returns the exit code for `child`'s status when it was among
+/// them.
 fn reap(child: Option<i32>) -> Option<i32> {
     let mut code = None;
-    loop {
+    exec::reap_with(|reaped| loop {
         let mut status: c_int = 0;
         // SAFETY: `status` is a valid place for the status word; -1 means any child.
         let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
@@ -216,6 +221,7 @@ fn reap(child: Option<i32>) -> Option<i32> {
             if Some(pid) == child {
                 code = Some(exit_code(status));
             }
+            reaped(pid, status);
             continue;
         }
         if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(EINTR) {
@@ -223,8 +229,9 @@ fn reap(child: Option<i32>) -> Option<i32> {
         }
         // 0: children left, none exited; ECHILD: no children at all; anything else cannot
         // be helped by retrying.
-        return code;
-    }
+        return;
+    });
+    code
 }
 
 /// A wait status as a shell reports it: the exit status, or 128+N for signal N.
