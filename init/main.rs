@@ -73,6 +73,10 @@ const SIG_SETMASK: c_int = 2;
 const WNOHANG: c_int = 1;
 const EINTR: i32 = 4;
 
+/// The kernel's `siginfo_t` (128 bytes); only `si_pid` is read ([`sender`]).
+#[repr(C)]
+struct SigInfo([u64; 16]);
+
 /// The C library's `sigset_t` (1024 bits in glibc and musl); only ever handled through
 /// `sigemptyset`/`sigaddset`.
 #[repr(C)]
@@ -82,7 +86,7 @@ extern "C" {
     fn sigemptyset(set: *mut SigSet) -> c_int;
     fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
     fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
-    fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
+    fn sigwaitinfo(set: *const SigSet, info: *mut SigInfo) -> c_int;
     fn waitpid(pid: i32, status: *mut c_int, options: c_int) -> i32;
     fn kill(pid: i32, sig: c_int) -> c_int;
 }
@@ -123,7 +127,7 @@ fn main() {
         exit(code);
     }
     loop {
-        let sig = wait_signal(&set);
+        let (sig, from) = wait_signal(&set);
         if sig == SIGCHLD {
             if let Some(code) = reap(child) {
                 exit(code);
@@ -138,7 +142,9 @@ fn main() {
             Some(pid) => unsafe {
                 kill(pid, sig);
             },
-            None if ENDS_HOLDER.contains(&sig) => exit(0),
+            // Only from outside the sandbox (the runtime's kill, which has no pid in the
+            // sandbox's pid namespace): a process of the sandbox cannot end it.
+            None if ENDS_HOLDER.contains(&sig) && from == 0 => exit(0),
             None => {}
         }
     }
@@ -194,18 +200,36 @@ fn spawn(program: &OsString, args: &[OsString]) -> i32 {
     }
 }
 
-/// The next pending signal of `set`, sleeping until there is one.
-fn wait_signal(set: &SigSet) -> c_int {
-    let mut sig: c_int = 0;
-    // SAFETY: `set` is initialised and `sig` is a valid place for the result; both outlive
-    // the call.
-    let err = unsafe { sigwait(set, &mut sig) };
-    if err != 0 {
-        // Only EINVAL (a bad set) is documented, which `set_of` rules out.
-        eprintln!("stockade-init: sigwait failed (error {err})");
+/// The next pending signal of `set`, sleeping until there is one, and its sender's pid as
+/// the sandbox's pid namespace sees it (0: from outside it, or from the kernel).
+fn wait_signal(set: &SigSet) -> (c_int, i32) {
+    loop {
+        let mut info = SigInfo([0; 16]);
+        // SAFETY: `set` is initialised and `info` is a valid, writable `siginfo_t`; both
+        // outlive the call.
+        let sig = unsafe { sigwaitinfo(set, &mut info) };
+        if sig > 0 {
+            return (sig, sender(&info));
+        }
+        if std::io::Error::last_os_error().raw_os_error() == Some(EINTR) {
+            continue;
+        }
+        // Only EINVAL (a bad set) is left, which `set_of` rules out.
+        eprintln!(
+            "stockade-init: sigwaitinfo failed: {}",
+            std::io::Error::last_os_error()
+        );
         exit(125);
     }
-    sig
+}
+
+/// `si_pid` of `info`: after `si_signo`, `si_errno` and `si_code`, at the start of the
+/// union (aligned to a pointer).
+fn sender(info: &SigInfo) -> i32 {
+    let at = if cfg!(target_pointer_width = "64") { 16 } else { 12 };
+    // SAFETY: viewing the 128-byte buffer as bytes.
+    let bytes: &[u8; 128] = unsafe { &*(info as *const SigInfo).cast() };
+    i32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
 }
 
 /// Reaps every child that has exited (children started through the exec door hand their
