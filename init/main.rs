@@ -8,8 +8,10 @@
 //!
 //! With no arguments it has no child of its own: processes started in the sandbox later
 //! (`exec`) are orphaned into it when their parents exit, and it reaps them. SIGTERM,
-//! SIGINT, SIGHUP or SIGQUIT end it with status 0 at once (so stopping a sandbox does not
-//! wait for SIGKILL); SIGUSR1, SIGUSR2 and SIGWINCH are ignored.
+//! SIGINT, SIGHUP or SIGQUIT sent from outside the sandbox (the runtime's kill) end it with
+//! status 0 at once (so stopping a sandbox does not wait for SIGKILL); sent by a process of
+//! the sandbox they are ignored, so nothing inside can end it. SIGUSR1, SIGUSR2 and
+//! SIGWINCH are ignored.
 //!
 //! With `-- CMD [ARG]...` it starts CMD (looked up on `PATH` when it holds no `/`) and
 //! forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it. When
@@ -17,16 +19,23 @@
 //! then ends whatever else is left in the pid namespace). When CMD cannot be started it
 //! says why on stderr and exits 127 (not found) or 126 (any other reason).
 //!
-//! How: the signals above and SIGCHLD are blocked from the start and taken one at a time
-//! with `sigwait`, which sleeps in the kernel until one is pending; no handler runs
-//! asynchronously and nothing polls. Blocked signals are queued even for a pid namespace's
-//! init, which the kernel otherwise protects from signals it has no handler for. On
-//! SIGCHLD every exited child is reaped (`waitpid(-1, WNOHANG)` until none is left). The
-//! child gets an empty signal mask and default dispositions (the standard library's
-//! spawn resets both).
+//! In both modes it makes itself non-dumpable and serves the exec door (`exec.rs`): the
+//! host starts commands through it as its children, under its own confinement, without a
+//! runtime process. The door is served by a thread of its own and one thread per exec.
+//!
+//! How: the signals above and SIGCHLD are blocked from the start (in every thread) and
+//! taken one at a time by the main thread with `sigwaitinfo`, which sleeps in the kernel
+//! until one is pending and says who sent it; no handler runs asynchronously and nothing
+//! polls. Blocked signals are queued even for a pid namespace's init, which the kernel
+//! otherwise protects from signals it has no handler for. On SIGCHLD every exited child is
+//! reaped (`waitpid(-1, WNOHANG)` until none is left) under the lock the exec door
+//! registers its children with, and a door child's status goes to its handler. Every
+//! child gets an empty signal mask and default dispositions (the standard library's spawn
+//! resets both).
 //!
 //! It is built as a static executable with no crate dependencies and needs nothing from
-//! the sandbox's image. The loop allocates nothing and has no panicking path.
+//! the sandbox's image. The signal loop allocates nothing; nothing panics (and it is built
+//! with `panic=abort`); a bad exec request ends that exec, never the init.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
@@ -119,9 +128,10 @@ fn main() {
         exit(125);
     }
 
-    // After blocking: the door's threads inherit the mask, so every signal comes here.
-    exec::open();
     let child = command.map(|argv| spawn(&argv[0], &argv[1..]));
+    // After blocking, so the door's threads inherit the mask and every signal comes here;
+    // after the command, which so keeps pid 2 (a thread takes a number too).
+    exec::open();
     // Orphans handed over before the signals were blocked left no pending SIGCHLD.
     if let Some(code) = reap(child) {
         exit(code);

@@ -3,7 +3,8 @@
 //! same exit codes and output either way; stdin, the output cap, a timeout that kills the
 //! exec'd process alone, a hang-up that kills it, sixteen execs at once; the runtime path
 //! when forced or when the request is too large for the door; a sandbox whose init is gone;
-//! and every way a process inside the sandbox might reach the door refused.
+//! every way a process inside the sandbox might reach the door refused; and bad requests
+//! through the door itself refused without harm to the init.
 //!
 //! Which path ran is seen from inside: an exec started by the init has parent pid 1; one
 //! started by the runtime has parent pid 0 (its parent is outside the pid namespace).
@@ -208,7 +209,10 @@ async fn exit_codes_and_output_are_the_same_either_way() {
     let r = exec(&sb, &["sh", "-c", "kill -9 $$"]).await.unwrap();
     assert_eq!((r.exit_code, r.signal), (137, Some(9)));
     let r = exec(&sb, &["sh", "-c", "echo $$; sleep 1"]).await.unwrap();
-    assert!(r.pid > 0, "the host pid of an exec'd process that outlived its start");
+    assert!(
+        r.pid > 0,
+        "the host pid of an exec'd process that outlived its start"
+    );
     sb.remove(true).await.unwrap();
 }
 
@@ -308,7 +312,12 @@ async fn the_runtime_path_when_forced_or_too_large_and_an_init_that_is_gone() {
     let mut req = ExecRequest::new(["sh", "-c", &format!("{PPID}; echo $A$B$C$D | wc -c")]);
     req.env = ["A", "B", "C", "D"].map(|k| format!("{k}={big}")).to_vec();
     let r = sb.exec(req).await.unwrap();
-    assert_eq!(r.stdout, format!("PPid: 0\n{}\n", 160 * 1024 + 1), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("PPid: 0\n{}\n", 160 * 1024 + 1),
+        "{}",
+        r.stderr
+    );
 
     // The init gone (killed from the host): one clear error, either way.
     nix::sys::signal::kill(
@@ -404,5 +413,74 @@ async fn nothing_inside_the_sandbox_reaches_the_door() {
         let r = exec(&sb, &["sh", "-c", PPID]).await.unwrap();
         assert_eq!(r.stdout, "PPid: 1\n", "{path:?}");
     }
+    sb.remove(true).await.unwrap();
+}
+
+/// Sends one datagram with `fds` on `socket`.
+fn send(socket: &std::os::fd::OwnedFd, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+    }
+    rustix::net::sendmsg(socket, &[std::io::IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)
+        .expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_init_refuses_bad_requests_and_serves_on() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    use rustix::process::{pidfd_getfd, pidfd_open, Pid, PidfdFlags, PidfdGetfdFlags};
+    use std::os::fd::AsFd;
+    let env = Env::start().await;
+    let sb = env.create().await;
+    // The host's own way in (root), as the fast path takes it.
+    let pidfd = pidfd_open(Pid::from_raw(sb.task_pid() as i32).unwrap(), PidfdFlags::empty()).unwrap();
+    let door = pidfd_getfd(&pidfd, 3, PidfdGetfdFlags::empty()).unwrap();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let good = b"stockade-exec/1\x001\0true\x000\0/\0".to_vec();
+    // (what, request, with its three fds, answered `R`)
+    let cases: Vec<(&str, Vec<u8>, bool, bool)> = vec![
+        ("garbage", b"hello".to_vec(), true, true),
+        ("another version", b"stockade-exec/9\x001\0true\x000\0/\0".to_vec(), true, true),
+        ("counts that lie", b"stockade-exec/1\x009\0true\x000\0/\0".to_vec(), true, true),
+        ("a relative cwd", b"stockade-exec/1\x001\0true\x000\0tmp\0".to_vec(), true, true),
+        ("no fds", good.clone(), false, true),
+        ("too large", [good.clone(), vec![b'x'; 130 * 1024]].concat(), true, true),
+        ("empty", Vec::new(), false, false),
+    ];
+    for (what, request, with_fds, refused) in cases {
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                .unwrap();
+        let fds = [r.as_fd(), w.as_fd(), w.as_fd()];
+        send(&ours, &request, if with_fds { &fds } else { &[] });
+        send(&door, b"x", &[theirs.as_fd()]);
+        drop(theirs);
+        // Bounded: a init that never answered would fail the test, not hang it.
+        rustix::net::sockopt::set_socket_timeout(
+            &ours,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
+        let mut buf = [0u8; 256];
+        let n = rustix::io::read(&ours, &mut buf).unwrap_or(0);
+        if refused {
+            assert_eq!(buf.first().copied().filter(|_| n > 0), Some(b'R'), "{what}: {:?}", &buf[..n]);
+        } else {
+            assert_eq!(n, 0, "{what}: hung up without an answer");
+        }
+    }
+    // A datagram on the door without a connection, or with something else than a socket.
+    send(&door, b"x", &[]);
+    send(&door, b"x", &[r.as_fd()]);
+    // The init is alive and serves the next exec by the fast path.
+    let r = exec(&sb, &["sh", "-c", PPID]).await.unwrap();
+    assert_eq!(r.stdout, "PPid: 1\n");
     sb.remove(true).await.unwrap();
 }

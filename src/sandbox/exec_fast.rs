@@ -21,6 +21,10 @@
 //! a cancel sends `K` (SIGKILL to the exec'd process alone); a caller that drops the
 //! future closes the connection, and the init kills the process on the hang-up.
 //!
+//! The result is the runtime path's in every field, but for [`ExecResult::pid`]: the host
+//! pid is read from the pidfd the init sends with its answer, and is 0 when the process
+//! had already been reaped by then (a command that ends at once).
+//!
 //! [`process_spec`]: super::exec::process_spec
 
 use std::io::{IoSlice, IoSliceMut};

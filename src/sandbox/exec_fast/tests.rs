@@ -27,7 +27,9 @@ fn spec(argv: &[&str], user: Option<&str>) -> Process {
 #[test]
 fn route_takes_the_fast_path_only_without_a_terminal_as_the_sandboxs_user() {
     let b = base();
-    let cases: [(&str, bool, Option<&str>, Option<&str>, Route); 7] = [
+    // (what, terminal, user, STOCKADE_EXEC_PATH, the way)
+    type Case<'a> = (&'a str, bool, Option<&'a str>, Option<&'a str>, Route);
+    let cases: [Case; 7] = [
         ("plain", false, None, None, Route::Fast),
         ("auto", false, None, Some("auto"), Route::Fast),
         ("empty value", false, None, Some(""), Route::Fast),
