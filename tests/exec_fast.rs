@@ -424,8 +424,13 @@ fn send(socket: &std::os::fd::OwnedFd, data: &[u8], fds: &[std::os::fd::Borrowed
     if !fds.is_empty() {
         assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
     }
-    rustix::net::sendmsg(socket, &[std::io::IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL)
-        .expect("send");
+    rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(data)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .expect("send");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,24 +444,52 @@ async fn the_init_refuses_bad_requests_and_serves_on() {
     let env = Env::start().await;
     let sb = env.create().await;
     // The host's own way in (root), as the fast path takes it.
-    let pidfd = pidfd_open(Pid::from_raw(sb.task_pid() as i32).unwrap(), PidfdFlags::empty()).unwrap();
+    let pidfd = pidfd_open(
+        Pid::from_raw(sb.task_pid() as i32).unwrap(),
+        PidfdFlags::empty(),
+    )
+    .unwrap();
     let door = pidfd_getfd(&pidfd, 3, PidfdGetfdFlags::empty()).unwrap();
     let (r, w) = nix::unistd::pipe().unwrap();
     let good = b"stockade-exec/1\x001\0true\x000\0/\0".to_vec();
     // (what, request, with its three fds, answered `R`)
     let cases: Vec<(&str, Vec<u8>, bool, bool)> = vec![
         ("garbage", b"hello".to_vec(), true, true),
-        ("another version", b"stockade-exec/9\x001\0true\x000\0/\0".to_vec(), true, true),
-        ("counts that lie", b"stockade-exec/1\x009\0true\x000\0/\0".to_vec(), true, true),
-        ("a relative cwd", b"stockade-exec/1\x001\0true\x000\0tmp\0".to_vec(), true, true),
+        (
+            "another version",
+            b"stockade-exec/9\x001\0true\x000\0/\0".to_vec(),
+            true,
+            true,
+        ),
+        (
+            "counts that lie",
+            b"stockade-exec/1\x009\0true\x000\0/\0".to_vec(),
+            true,
+            true,
+        ),
+        (
+            "a relative cwd",
+            b"stockade-exec/1\x001\0true\x000\0tmp\0".to_vec(),
+            true,
+            true,
+        ),
         ("no fds", good.clone(), false, true),
-        ("too large", [good.clone(), vec![b'x'; 130 * 1024]].concat(), true, true),
+        (
+            "too large",
+            [good.clone(), vec![b'x'; 130 * 1024]].concat(),
+            true,
+            true,
+        ),
         ("empty", Vec::new(), false, false),
     ];
     for (what, request, with_fds, refused) in cases {
-        let (ours, theirs) =
-            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-                .unwrap();
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
         let fds = [r.as_fd(), w.as_fd(), w.as_fd()];
         send(&ours, &request, if with_fds { &fds } else { &[] });
         send(&door, b"x", &[theirs.as_fd()]);
@@ -471,7 +504,12 @@ async fn the_init_refuses_bad_requests_and_serves_on() {
         let mut buf = [0u8; 256];
         let n = rustix::io::read(&ours, &mut buf).unwrap_or(0);
         if refused {
-            assert_eq!(buf.first().copied().filter(|_| n > 0), Some(b'R'), "{what}: {:?}", &buf[..n]);
+            assert_eq!(
+                buf.first().copied().filter(|_| n > 0),
+                Some(b'R'),
+                "{what}: {:?}",
+                &buf[..n]
+            );
         } else {
             assert_eq!(n, 0, "{what}: hung up without an answer");
         }
