@@ -191,14 +191,14 @@ async fn exit_codes_and_output_are_the_same_either_way() {
         assert_eq!(fast.0, want, "{what}: fast path: {}", fast.2);
         assert_eq!(runtime.0, want, "{what}: runtime path: {}", runtime.2);
         assert_eq!(fast.1, runtime.1, "{what}: stdout");
-        if want < 126 || want > 127 {
+        if !(126..=127).contains(&want) {
             assert_eq!(fast.2, runtime.2, "{what}: stderr");
         }
     }
     // Through the library: the same classes of error as the runtime path.
     match exec(&sb, &["no-such-command"]).await {
         Err(SandboxError::Run(RunError::CommandNotFound { command, .. })) => {
-            assert_eq!(command, "no-such-command")
+            assert_eq!(command, "no-such-command");
         }
         other => panic!("not found: {:?}", other.map(|r| r.exit_code)),
     }
@@ -308,7 +308,7 @@ async fn the_runtime_path_when_forced_or_too_large_and_an_init_that_is_gone() {
     assert!(err.contains("STOCKADE_EXEC_PATH: `quick`"), "{err}");
     // Larger than the door takes: the runtime runs it, with the same result.
     // (Four variables: one string may be at most 128 KiB for execve.)
-    let big = format!("{}", "x".repeat(40 * 1024));
+    let big = "x".repeat(40 * 1024);
     let mut req = ExecRequest::new(["sh", "-c", &format!("{PPID}; echo $A$B$C$D | wc -c")]);
     req.env = ["A", "B", "C", "D"].map(|k| format!("{k}={big}")).to_vec();
     let r = sb.exec(req).await.unwrap();

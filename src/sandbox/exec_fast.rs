@@ -62,7 +62,7 @@ pub const DOOR_FD: i32 = 3;
 pub const MAX_REQUEST: usize = 128 * 1024;
 
 /// What every request starts with (the protocol's version).
-const MAGIC: &[u8] = b"stockade-exec/1\0";
+pub const MAGIC: &[u8] = b"stockade-exec/1\0";
 
 /// Which way an exec goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
