@@ -17,6 +17,7 @@ const OUTPUT: &str = "stockade-init";
 
 fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed=init/exec.rs");
     println!("cargo:rerun-if-changed=build.rs");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
     let target = std::env::var("TARGET").expect("cargo sets TARGET for build scripts");

@@ -8,8 +8,10 @@
 //!
 //! With no arguments it has no child of its own: processes started in the sandbox later
 //! (`exec`) are orphaned into it when their parents exit, and it reaps them. SIGTERM,
-//! SIGINT, SIGHUP or SIGQUIT end it with status 0 at once (so stopping a sandbox does not
-//! wait for SIGKILL); SIGUSR1, SIGUSR2 and SIGWINCH are ignored.
+//! SIGINT, SIGHUP or SIGQUIT sent from outside the sandbox (the runtime's kill) end it with
+//! status 0 at once (so stopping a sandbox does not wait for SIGKILL); sent by a process of
+//! the sandbox they are ignored, so nothing inside can end it. SIGUSR1, SIGUSR2 and
+//! SIGWINCH are ignored.
 //!
 //! With `-- CMD [ARG]...` it starts CMD (looked up on `PATH` when it holds no `/`) and
 //! forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to it. When
@@ -17,22 +19,31 @@
 //! then ends whatever else is left in the pid namespace). When CMD cannot be started it
 //! says why on stderr and exits 127 (not found) or 126 (any other reason).
 //!
-//! How: the signals above and SIGCHLD are blocked from the start and taken one at a time
-//! with `sigwait`, which sleeps in the kernel until one is pending; no handler runs
-//! asynchronously and nothing polls. Blocked signals are queued even for a pid namespace's
-//! init, which the kernel otherwise protects from signals it has no handler for. On
-//! SIGCHLD every exited child is reaped (`waitpid(-1, WNOHANG)` until none is left). The
-//! child gets an empty signal mask and default dispositions (the standard library's
-//! spawn resets both).
+//! In both modes it makes itself non-dumpable and serves the exec door (`exec.rs`): the
+//! host starts commands through it as its children, under its own confinement, without a
+//! runtime process. The door is served by a thread of its own and one thread per exec.
+//!
+//! How: the signals above and SIGCHLD are blocked from the start (in every thread) and
+//! taken one at a time by the main thread with `sigwaitinfo`, which sleeps in the kernel
+//! until one is pending and says who sent it; no handler runs asynchronously and nothing
+//! polls. Blocked signals are queued even for a pid namespace's init, which the kernel
+//! otherwise protects from signals it has no handler for. On SIGCHLD every exited child is
+//! reaped (`waitpid(-1, WNOHANG)` until none is left) under the lock the exec door
+//! registers its children with, and a door child's status goes to its handler. Every
+//! child gets an empty signal mask and default dispositions (the standard library's spawn
+//! resets both).
 //!
 //! It is built as a static executable with no crate dependencies and needs nothing from
-//! the sandbox's image. The loop allocates nothing and has no panicking path.
+//! the sandbox's image. The signal loop allocates nothing; nothing panics (and it is built
+//! with `panic=abort`); a bad exec request ends that exec, never the init.
 
 use std::ffi::OsString;
 use std::io::ErrorKind;
 use std::os::raw::c_int;
 use std::os::unix::process::CommandExt;
 use std::process::{exit, Command};
+
+mod exec;
 
 // Signal numbers as Linux has them on these architectures (asm-generic and x86); others
 // (alpha, mips, parisc, sparc) number them differently.
@@ -71,6 +82,10 @@ const SIG_SETMASK: c_int = 2;
 const WNOHANG: c_int = 1;
 const EINTR: i32 = 4;
 
+/// The kernel's `siginfo_t` (128 bytes); only `si_pid` is read ([`sender`]).
+#[repr(C)]
+struct SigInfo([u64; 16]);
+
 /// The C library's `sigset_t` (1024 bits in glibc and musl); only ever handled through
 /// `sigemptyset`/`sigaddset`.
 #[repr(C)]
@@ -80,7 +95,7 @@ extern "C" {
     fn sigemptyset(set: *mut SigSet) -> c_int;
     fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
     fn sigprocmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
-    fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
+    fn sigwaitinfo(set: *const SigSet, info: *mut SigInfo) -> c_int;
     fn waitpid(pid: i32, status: *mut c_int, options: c_int) -> i32;
     fn kill(pid: i32, sig: c_int) -> c_int;
 }
@@ -114,12 +129,15 @@ fn main() {
     }
 
     let child = command.map(|argv| spawn(&argv[0], &argv[1..]));
+    // After blocking, so the door's threads inherit the mask and every signal comes here;
+    // after the command, which so keeps pid 2 (a thread takes a number too).
+    exec::open();
     // Orphans handed over before the signals were blocked left no pending SIGCHLD.
     if let Some(code) = reap(child) {
         exit(code);
     }
     loop {
-        let sig = wait_signal(&set);
+        let (sig, from) = wait_signal(&set);
         if sig == SIGCHLD {
             if let Some(code) = reap(child) {
                 exit(code);
@@ -134,7 +152,9 @@ fn main() {
             Some(pid) => unsafe {
                 kill(pid, sig);
             },
-            None if ENDS_HOLDER.contains(&sig) => exit(0),
+            // Only from outside the sandbox (the runtime's kill, which has no pid in the
+            // sandbox's pid namespace): a process of the sandbox cannot end it.
+            None if ENDS_HOLDER.contains(&sig) && from == 0 => exit(0),
             None => {}
         }
     }
@@ -190,25 +210,44 @@ fn spawn(program: &OsString, args: &[OsString]) -> i32 {
     }
 }
 
-/// The next pending signal of `set`, sleeping until there is one.
-fn wait_signal(set: &SigSet) -> c_int {
-    let mut sig: c_int = 0;
-    // SAFETY: `set` is initialised and `sig` is a valid place for the result; both outlive
-    // the call.
-    let err = unsafe { sigwait(set, &mut sig) };
-    if err != 0 {
-        // Only EINVAL (a bad set) is documented, which `set_of` rules out.
-        eprintln!("stockade-init: sigwait failed (error {err})");
+/// The next pending signal of `set`, sleeping until there is one, and its sender's pid as
+/// the sandbox's pid namespace sees it (0: from outside it, or from the kernel).
+fn wait_signal(set: &SigSet) -> (c_int, i32) {
+    loop {
+        let mut info = SigInfo([0; 16]);
+        // SAFETY: `set` is initialised and `info` is a valid, writable `siginfo_t`; both
+        // outlive the call.
+        let sig = unsafe { sigwaitinfo(set, &mut info) };
+        if sig > 0 {
+            return (sig, sender(&info));
+        }
+        if std::io::Error::last_os_error().raw_os_error() == Some(EINTR) {
+            continue;
+        }
+        // Only EINVAL (a bad set) is left, which `set_of` rules out.
+        eprintln!(
+            "stockade-init: sigwaitinfo failed: {}",
+            std::io::Error::last_os_error()
+        );
         exit(125);
     }
-    sig
 }
 
-/// Reaps every child that has exited; returns the exit code for `child`'s status when it
-/// was among them.
+/// `si_pid` of `info`: after `si_signo`, `si_errno` and `si_code`, at the start of the
+/// union (aligned to a pointer).
+fn sender(info: &SigInfo) -> i32 {
+    let at = if cfg!(target_pointer_width = "64") { 16 } else { 12 };
+    // SAFETY: viewing the 128-byte buffer as bytes.
+    let bytes: &[u8; 128] = unsafe { &*(info as *const SigInfo).cast() };
+    i32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Reaps every child that has exited (children started through the exec door hand their
+/// status to their handler); returns the exit code for `child`'s status when it was among
+/// them.
 fn reap(child: Option<i32>) -> Option<i32> {
     let mut code = None;
-    loop {
+    exec::reap_with(|reaped| loop {
         let mut status: c_int = 0;
         // SAFETY: `status` is a valid place for the status word; -1 means any child.
         let pid = unsafe { waitpid(-1, &mut status, WNOHANG) };
@@ -216,6 +255,7 @@ fn reap(child: Option<i32>) -> Option<i32> {
             if Some(pid) == child {
                 code = Some(exit_code(status));
             }
+            reaped(pid, status);
             continue;
         }
         if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(EINTR) {
@@ -223,8 +263,9 @@ fn reap(child: Option<i32>) -> Option<i32> {
         }
         // 0: children left, none exited; ECHILD: no children at all; anything else cannot
         // be helped by retrying.
-        return code;
-    }
+        return;
+    });
+    code
 }
 
 /// A wait status as a shell reports it: the exit status, or 128+N for signal N.

@@ -4,8 +4,11 @@
 //!
 //! The init reaps every orphan and holds the sandbox open when run with no arguments, or
 //! runs `-- CMD [ARG]...` as its only child, forwarding signals and exiting as the child
-//! did (see `init/main.rs`). It is a static executable, so it needs nothing from the
-//! sandbox's image, and it runs under the sandbox's own confinement.
+//! did (see `init/main.rs`). Either way it is non-dumpable and serves an exec door: a
+//! socketpair at fixed fds that only the host can take (`pidfd_getfd`), through which
+//! [`crate::sandbox::exec_fast`] starts commands as the init's children (see
+//! `init/exec.rs`). It is a static executable, so it needs nothing from the sandbox's
+//! image, and it runs under the sandbox's own confinement.
 //!
 //! [`install`] writes it to `<dir>/<digest prefix>/stockade-init`, where `dir` is a
 //! directory only root can change ([`DEFAULT_DIR`] unless told otherwise): the directory

@@ -53,6 +53,7 @@ async fn every_contender_is_measured_and_nothing_is_left() {
     let contenders = [
         "stockade-lib",
         "stockade-exec",
+        "stockade-exec-cli",
         "stockade-warm",
         "runc",
         "stockade-session-cli",

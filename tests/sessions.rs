@@ -179,30 +179,46 @@ async fn an_exec_runs_under_exactly_the_confinement_of_pid_1() {
     }
     let env = CliHost::start().await;
     let id = env.create(&[]);
-    // The same report of the exec'd shell and of pid 1 (the init), separated by `---`.
+    // The same report of the exec'd shell and of pid 1 (the init), separated by `---`. The
+    // init is non-dumpable, so its namespaces are read from the host below.
     let script = r#"for p in self 1; do
         grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/$p/status
-        for n in /proc/$p/ns/*; do echo "${n##*/} $(readlink $n)"; done
         cat /proc/$p/cgroup
         echo ---
-    done"#;
+    done
+    for n in /proc/self/ns/*; do echo "${n##*/} $(readlink $n)"; done"#;
     let (code, out, err) = parts(env.exec(&[], &id, &["sh", "-c", script]));
     assert_eq!(code, 0, "{err}");
     let parts: Vec<&str> = out.split("---\n").collect();
     assert_eq!(parts.len(), 3, "{out}");
-    let (exec, init) = (parts[0], parts[1]);
+    let (exec, init, exec_ns) = (parts[0], parts[1], parts[2]);
     assert!(init.contains("NoNewPrivs:\t1"), "{init}");
     assert!(init.contains("Seccomp:\t2"), "{init}");
     assert!(init.contains("CapEff:\t0000000000000000"), "{init}");
     assert!(init.contains("CapBnd:\t0000000000000000"), "{init}");
     assert!(!init.contains("Uid:\t0\t"), "{init}");
-    assert!(
-        init.contains(" mnt:[") && init.contains(" pid:[") && init.contains(" net:["),
-        "{init}"
-    );
     assert_eq!(exec, init, "the exec'd process differs from pid 1");
+    let inspect = env.stockade("inspect", &[&id], b"");
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let pid = info["pid"].as_u64().expect("the init's pid");
+    let mut init_ns = String::new();
+    let mut names: Vec<_> = entries(Path::new(&format!("/proc/{pid}/ns")));
+    names.sort();
+    for n in names {
+        let link = std::fs::read_link(format!("/proc/{pid}/ns/{n}")).unwrap();
+        init_ns.push_str(&format!("{n} {}\n", link.display()));
+    }
+    assert!(
+        init_ns.contains(" mnt:[") && init_ns.contains(" pid:[") && init_ns.contains(" net:["),
+        "{init_ns}"
+    );
+    assert_eq!(
+        exec_ns, init_ns,
+        "the exec'd process's namespaces differ from pid 1's"
+    );
     let rm = env.stockade("rm", &["-f", &id], b"");
-    assert_eq!(rm.code, 0);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

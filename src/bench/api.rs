@@ -1,5 +1,6 @@
-//! The contenders that drive a long-lived sandbox's whole life per run from outside the
-//! benchmark's process: `stockade create` + `stockade exec` + `stockade rm -f` through the
+//! The contenders that drive a long-lived sandbox from outside the benchmark's process:
+//! `stockade exec` into one made before the first burst; its whole life per run,
+//! `stockade create` + `stockade exec` + `stockade rm -f`, through the
 //! binary, and the same three steps through the HTTP API of a `stockade serve --http
 //! unix:…` the benchmark starts (and stops by its PID). Each run is timed from the create
 //! to the end of the delete.
@@ -32,6 +33,17 @@ impl SessionCli {
             .arg("--namespace")
             .arg(&self.namespace);
         cmd
+    }
+
+    /// `stockade exec ID -- CMD` into the sandbox `id`, timed end to end.
+    pub async fn exec(&self, id: &str, w: &Workload) -> Result<Sample, BenchError> {
+        let start = Instant::now();
+        let mut exec = self.command("exec");
+        exec.arg(id).arg("--").args(&w.args);
+        let (_, out) = timed(exec, "stockade exec").await?;
+        let total = start.elapsed();
+        check_output(w, &out, "stockade exec")?;
+        Ok(Sample::end_to_end(total))
     }
 
     pub async fn run(&self, w: &Workload) -> Result<Sample, BenchError> {

@@ -163,6 +163,12 @@ impl Contenders {
                     phases: BTreeMap::new(),
                 })
             }
+            Contender::StockadeExecCli => {
+                let sandbox = self.exec.get(&w.image).ok_or_else(|| {
+                    BenchError::Setup(format!("no sandbox to exec into for {}", w.image))
+                })?;
+                self.session_cli.exec(sandbox.id(), w).await
+            }
             Contender::StockadeSession => {
                 let sandboxes = self
                     .sessions

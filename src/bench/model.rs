@@ -60,6 +60,9 @@ pub enum Contender {
     /// image made before the first burst (not timed): what an agent's second and later
     /// tool calls cost.
     StockadeExec,
+    /// `stockade exec ID -- CMD` through the binary into the same sandbox as
+    /// `stockade-exec`: the CLI's start-up and connection on top of the exec.
+    StockadeExecCli,
     /// A one-shot run composed from the sandbox handle through the library:
     /// [`crate::sandbox::Sandboxes::create`] and one [`crate::sandbox::Sandbox::exec`],
     /// timed up to the exec's result as `stockade-lib` is timed up to its result; the
@@ -87,7 +90,7 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in the order reports list them.
-    pub const ALL: [Contender; 13] = [
+    pub const ALL: [Contender; 14] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -95,6 +98,7 @@ impl Contender {
         Contender::Ctr,
         Contender::Runc,
         Contender::StockadeExec,
+        Contender::StockadeExecCli,
         Contender::StockadeSession,
         Contender::StockadeSessionCli,
         Contender::StockadeHttp,
@@ -113,6 +117,7 @@ impl Contender {
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
             Contender::StockadeExec => "stockade-exec",
+            Contender::StockadeExecCli => "stockade-exec-cli",
             Contender::StockadeSession => "stockade-session",
             Contender::StockadeSessionCli => "stockade-session-cli",
             Contender::StockadeHttp => "stockade-http",
@@ -132,6 +137,7 @@ impl Contender {
             | Contender::StockadeSession => true,
             Contender::StockadeCli
             | Contender::StockadeWarmCli
+            | Contender::StockadeExecCli
             | Contender::StockadeSessionCli
             | Contender::StockadeHttp
             | Contender::Ctr
@@ -347,7 +353,10 @@ pub const RATIO_PAIRS: &[(&[Contender], &[Contender])] = &[
             Contender::PodmanRun,
         ],
     ),
-    (&[Contender::StockadeExec], &[Contender::DockerExec]),
+    (
+        &[Contender::StockadeExec, Contender::StockadeExecCli],
+        &[Contender::DockerExec],
+    ),
 ];
 
 /// stockade's p50 (and CPU per run) over the other engines', per workload and concurrency,

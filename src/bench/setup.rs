@@ -89,7 +89,9 @@ pub(super) async fn start(
         }
         contenders.http = Some(server);
     }
-    if config.contenders.contains(&Contender::StockadeExec) {
+    if config.contenders.contains(&Contender::StockadeExec)
+        || config.contenders.contains(&Contender::StockadeExecCli)
+    {
         progress("creating the sandboxes to exec into");
         for w in ctx.workloads {
             if contenders.exec.contains_key(&w.image) {

@@ -28,7 +28,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "true,echo")]
     pub workloads: Vec<String>,
     /// Contenders, comma-separated: stockade-lib, stockade-cli, stockade-warm,
-    /// stockade-warm-cli, stockade-exec (into a live sandbox), stockade-session (create + exec
+    /// stockade-warm-cli, stockade-exec (into a live sandbox), stockade-exec-cli (`stockade
+    /// exec` into the same sandbox), stockade-session (create + exec
     /// through the library, to compare with stockade-lib), stockade-session-cli (`stockade
     /// create` + `exec` + `rm -f`), stockade-http (the same through the HTTP API of a
     /// `stockade serve --http` the benchmark starts), ctr, runc, docker-run and
@@ -86,6 +87,7 @@ fn contender(name: &str) -> Result<Contender> {
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
         "stockade-exec" | "exec" => Contender::StockadeExec,
+        "stockade-exec-cli" | "exec-cli" => Contender::StockadeExecCli,
         "stockade-session" | "session" => Contender::StockadeSession,
         "stockade-session-cli" | "session-cli" => Contender::StockadeSessionCli,
         "stockade-http" | "http" => Contender::StockadeHttp,
@@ -93,7 +95,7 @@ fn contender(name: &str) -> Result<Contender> {
         "docker-exec" => Contender::DockerExec,
         "podman-run" | "podman" => Contender::PodmanRun,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, podman-run)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-exec-cli, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, podman-run)"
         ),
     })
 }

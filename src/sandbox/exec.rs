@@ -204,7 +204,7 @@ fn parse_user(u: &str, default_gid: u32) -> Result<(u32, u32), SandboxError> {
 }
 
 /// A fresh exec id: 16 hex digits.
-fn new_exec_id() -> String {
+pub(super) fn new_exec_id() -> String {
     let id = crate::runner::new_id();
     id[crate::runner::ID_PREFIX.len()..].to_string()
 }
@@ -256,6 +256,10 @@ pub(super) async fn run(sb: &Sandbox, req: ExecRequest) -> Result<ExecResult, Sa
         req.user.as_deref(),
         req.tty.then(|| req.console_size.unwrap_or((0, 0))),
     )?;
+    let req = match super::exec_fast::try_run(sb, &base, &process, req, t0).await? {
+        Ok(result) => return Ok(result),
+        Err(req) => *req,
+    };
     let process_json = serde_json::to_vec(&process).expect("a process always serializes");
 
     let exec_id = new_exec_id();

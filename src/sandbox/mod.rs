@@ -46,6 +46,7 @@ pub mod code;
 pub mod copy;
 mod error;
 pub mod exec;
+pub mod exec_fast;
 mod keeper;
 mod lifecycle;
 pub mod logs;
