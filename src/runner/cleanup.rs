@@ -26,9 +26,13 @@ use crate::spec::cgroups_path;
 /// root and the cgroup mount.
 #[derive(Clone)]
 pub struct CleanupTarget {
+    /// The containerd client, in the namespace runs live in.
     pub containerd: Arc<dyn Containerd>,
+    /// The snapshotter runs' snapshots were made with.
     pub snapshotter: String,
+    /// Parent of the run directories (see [`super::fifo::DEFAULT_FIFO_ROOT`]).
     pub fifo_root: PathBuf,
+    /// The cgroup mount the runs' cgroups live under.
     pub cgroups: CgroupFs,
     /// Where sandbox UIDs are claimed (see [`super::uids`]).
     pub uid_claims: PathBuf,

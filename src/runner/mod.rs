@@ -109,49 +109,88 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 /// Errors of a run (or of the runner's configuration). Each renders as one line.
 #[derive(Debug, Error)]
 pub enum RunError {
+    /// Talking to containerd failed.
     #[error("{0}")]
     Containerd(#[from] ContainerdError),
     /// The image cannot be used; `reason` names it.
     #[error("{reason}")]
-    Image { name: String, reason: String },
+    Image {
+        /// The image name as the policy gives it.
+        name: String,
+        /// Why it cannot be used (one line, naming the image).
+        reason: String,
+    },
+    /// The policy cannot be turned into an OCI spec on this host.
     #[error(transparent)]
     Spec(#[from] SpecError),
     /// runc could not find the command (exit 127).
     #[error("{command}: command not found")]
-    CommandNotFound { command: String, detail: String },
+    CommandNotFound {
+        /// The command as given (the first argument).
+        command: String,
+        /// containerd's message.
+        detail: String,
+    },
     /// runc found the command but could not execute it (exit 126).
     #[error("{command}: permission denied (cannot execute)")]
-    CommandNotExecutable { command: String, detail: String },
+    CommandNotExecutable {
+        /// The command as given (the first argument).
+        command: String,
+        /// containerd's message.
+        detail: String,
+    },
+    /// The run directory (with its FIFOs) could not be made or read.
     #[error("run directory {}: {source}", path.display())]
     RunDir {
+        /// The run directory.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// containerd went away (or stopped answering) while the task ran; the run's objects are
+    /// left for a later reclaim.
     #[error("run {id}: lost containerd during the run ({message}); its leftovers are reclaimed by the next run or `stockade gc`")]
-    Lost { id: String, message: String },
+    Lost {
+        /// The run's id.
+        id: String,
+        /// containerd's message.
+        message: String,
+    },
+    /// The task was still reported running [`KILL_GRACE`] after SIGKILL.
     #[error("run {id}: the task did not exit within {:?} of SIGKILL", KILL_GRACE)]
-    Unkillable { id: String },
+    Unkillable {
+        /// The run's id.
+        id: String,
+    },
+    /// The AppArmor profile could not be loaded.
     #[error("apparmor: {0}")]
     AppArmor(String),
     /// A bind source could not be staged, or the sandbox does not see what was checked.
     #[error(transparent)]
     Bind(#[from] crate::bind::BindError),
+    /// The sandbox's `oom_score_adj` could not be set from the host.
     #[error("sandbox pid {pid}: setting oom_score_adj to {value} from the host failed: {reason}")]
     OomScoreAdj {
+        /// Host pid of the sandbox's pid 1.
         pid: u32,
+        /// The value that was to be written.
         value: i32,
+        /// What failed.
         reason: String,
     },
+    /// The OCI runtime binary is refused.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// No UID of its own could be claimed for the sandbox.
     #[error("sandbox uid: {0}")]
     Uid(#[from] uids::UidError),
+    /// The sandbox's writes to host storage could not be bounded.
     #[error("{0}")]
     Disk(#[from] crate::disk::DiskError),
     /// The user namespace of an ID-mapped bind could not be made.
     #[error(transparent)]
     Idmap(#[from] crate::idmap::IdmapError),
+    /// The runner's configuration, or a request, is unacceptable; the text says which part.
     #[error("runner: {0}")]
     Config(String),
 }
@@ -190,7 +229,9 @@ pub enum Output {
     /// Forwarded live to these writers, each shut down (`poll_shutdown`) when its stream
     /// ends.
     Writers {
+        /// Receives the command's stdout (with a terminal, both streams).
         stdout: Box<dyn AsyncWrite + Send + Unpin>,
+        /// Receives the command's stderr.
         stderr: Box<dyn AsyncWrite + Send + Unpin>,
     },
 }
@@ -209,6 +250,7 @@ impl Default for Cancel {
 }
 
 impl Cancel {
+    /// A handle no run has been cancelled through yet.
     pub fn new() -> Cancel {
         Cancel {
             tx: Arc::new(tokio::sync::watch::channel(None).0),
@@ -227,15 +269,19 @@ impl Cancel {
 
 /// One run: what to run, under which policy, with which stdio.
 pub struct RunRequest {
+    /// The policy to run under.
     pub policy: ValidatedPolicy,
     /// The command and its arguments.
     pub args: Vec<String>,
     /// Run id; `stk-<random>` when absent. Must start with [`ID_PREFIX`].
     pub id: Option<String>,
+    /// What the command reads. Default [`Stdin::Null`].
     pub stdin: Stdin,
+    /// Where its output goes. Default [`Output::Capture`].
     pub output: Output,
     /// Allocate a pseudo-terminal (stdout and stderr arrive merged on stdout).
     pub terminal: bool,
+    /// Cancels the run from outside. Default: none.
     pub cancel: Option<Cancel>,
 }
 
@@ -256,22 +302,27 @@ impl RunRequest {
         }
     }
 
+    /// Sets the run id; it must start with [`ID_PREFIX`].
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
+    /// Sets what the command reads.
     pub fn stdin(mut self, stdin: Stdin) -> Self {
         self.stdin = stdin;
         self
     }
+    /// Sets where its output goes.
     pub fn output(mut self, output: Output) -> Self {
         self.output = output;
         self
     }
+    /// Allocates a pseudo-terminal, or not.
     pub fn terminal(mut self, terminal: bool) -> Self {
         self.terminal = terminal;
         self
     }
+    /// Lets `cancel` cancel the run.
     pub fn cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = Some(cancel);
         self
@@ -285,10 +336,13 @@ impl RunRequest {
 /// open until then, or the shim sees stdin end).
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Prepared {
+    /// The run id it will have (`stk-<random>`).
     pub id: String,
+    /// The image it was made from.
     pub image: BaseImage,
     /// [`ValidatedPolicy::hash`] of the policy it was prepared with.
     pub policy_hash: String,
+    /// Its run directory and FIFOs.
     pub fifos: fifo::RunDir,
     /// Host pid of the task's pid 1 (its parent is the task's shim).
     pub pid: u32,
@@ -296,6 +350,7 @@ pub struct Prepared {
     /// process reusing the pid. Recorded by the pool; `None` when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
+    /// When it was made, unix milliseconds.
     pub created_unix_ms: u64,
     /// Our ends of the FIFOs, when this process opened them.
     #[serde(skip)]
@@ -371,13 +426,16 @@ pub struct Phases {
 /// Which streams lost output to the cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Truncated {
+    /// Stdout lost output.
     pub stdout: bool,
+    /// Stderr lost output.
     pub stderr: bool,
 }
 
 /// What a run did: the `stockade run --json` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// The run id.
     pub id: String,
     /// The exit code stockade exits with (see [`exit`]).
     pub exit_code: u8,
@@ -385,7 +443,9 @@ pub struct RunResult {
     pub pooled: bool,
     /// The signal that ended the command, when its status was 128+N.
     pub signal: Option<i32>,
+    /// The run hit its timeout (exit code 124).
     pub timed_out: bool,
+    /// The sandbox ran out of memory and the kernel killed a process in it.
     pub oom_killed: bool,
     /// The signal stockade received that made it kill the run, if that happened.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,18 +454,25 @@ pub struct RunResult {
     pub stdout: String,
     /// Captured stderr; empty when forwarded or with a terminal.
     pub stderr: String,
+    /// Which streams lost output to the cap.
     pub truncated: Truncated,
     /// Bytes the command wrote to stdout, kept or not.
     pub stdout_bytes: u64,
+    /// Bytes the command wrote to stderr, kept or not.
     pub stderr_bytes: u64,
     /// From the request to the result, in milliseconds.
     pub duration_ms: f64,
+    /// How long each step of the run took.
     pub phases: Phases,
+    /// What the sandbox used (peak memory, CPU time).
     pub usage: Usage,
+    /// The image name as the policy gives it.
     pub image: String,
     /// The image's manifest digest, when the image source knows it.
     pub image_digest: Option<String>,
+    /// [`ValidatedPolicy::hash`] of the run's policy.
     pub policy_hash: String,
+    /// [`crate::spec::digest`] of the OCI spec the run used.
     pub spec_digest: String,
     /// The OCI runtime binary the shim ran (path, digest, whether it is the default runc);
     /// absent only when the default could not be identified (a warning says why).
@@ -421,6 +488,7 @@ pub struct RunResult {
     pub warnings: Vec<String>,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
+    /// When the run started, unix milliseconds (the same instant as `started_at`).
     #[serde(skip)]
     pub started_at_unix_ms: u64,
 }
@@ -479,6 +547,7 @@ struct Inner {
 }
 
 impl Runner {
+    /// A builder with every setting at its default.
     pub fn builder() -> RunnerBuilder {
         RunnerBuilder::default()
     }
