@@ -29,7 +29,7 @@ use super::{Sandbox, SandboxError};
 use crate::containerd::{Containerd, TaskStatus};
 use crate::runner::engine::{exec_error, next_cancel, sinks, spawn_stdin};
 use crate::runner::exit::{self, Outcome};
-use crate::runner::output::{pump, Pumped};
+use crate::runner::output::{pump, Pumped, Reported};
 use crate::runner::session::touch_activity;
 use crate::runner::{fifo, Cancel, Output, RunError, Stdin, Truncated, DRAIN_GRACE, KILL_GRACE};
 
@@ -496,6 +496,7 @@ async fn drive(
         oom_killed: false,
         cancelled_by,
     };
+    let out = Reported::of(&o, &e);
     Ok(ExecResult {
         id: id.to_string(),
         exec_id: exec_id.to_string(),
@@ -503,14 +504,11 @@ async fn drive(
         signal: exit::signal_of(status),
         timed_out,
         cancelled_by,
-        stdout: String::from_utf8_lossy(&o.captured).into_owned(),
-        stderr: String::from_utf8_lossy(&e.captured).into_owned(),
-        truncated: Truncated {
-            stdout: o.truncated,
-            stderr: e.truncated,
-        },
-        stdout_bytes: o.total,
-        stderr_bytes: e.total,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        truncated: out.truncated,
+        stdout_bytes: out.stdout_bytes,
+        stderr_bytes: out.stderr_bytes,
         pid,
         duration_ms: 0.0,
     })
