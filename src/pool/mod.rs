@@ -48,8 +48,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::policy::ValidatedPolicy;
+use crate::runner::session::now_ms;
 use crate::runner::{Prepared, RunError, RunRequest, RunResult, Runner};
-use refill::{memory_room, refill_loop, unix_ms};
+use refill::{memory_room, refill_loop};
 
 /// Label on a pooled sandbox's container and snapshot: the policy hash it was made for.
 pub const LABEL_POOL: &str = "stockade.pool";
@@ -329,7 +330,7 @@ impl Pool {
     /// What the pool holds and has done so far.
     pub fn status(&self) -> PoolStatus {
         let i = &self.inner;
-        let now = unix_ms();
+        let now = now_ms();
         let idle = i.last_take.lock().expect("pool lock").elapsed() > i.config.idle_expiry;
         let memory = i.ready_memory();
         let st = i.state.lock().expect("pool lock");

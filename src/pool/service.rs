@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! → {"op":"take","image":"busybox","policy_hash":"sha256:…","address":"/run/…/containerd.sock",
-//!    "namespace":"stockade","fifo_root":"/run/stockade/fifo"}
-//! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","mounts":[…],…}}
+//!    "namespace":"stockade","fifo_root":"/run/stockade/fifo","runc_binary":"…"}
+//!                       ("runc_binary" only when not the default runc)
+//! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","fifos":{…},"pid":…,…}}
 //! → {"op":"taken"}    (the caller has opened its FIFO ends; the service then closes its own)
-//! ← {"sandbox":null,"reason":"empty"}
-//! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"address":…,"namespace":…}
+//!   or, with no sandbox to give:
+//! ← {"sandbox":null,"reason":"empty"}   (or why the image, policy or place differs)
+//! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"runtime":{…},"address":…,
+//!                        "namespace":…,"fifo_root":…}
 //! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
-//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}
+//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}  or  {"removing":false,"reason":"…"}
+//! → (a line that is no request)   ← {"error":"bad request: …"}
 //! ```
 //!
 //! `remove` hands a finished run back for removal: the service accepts only a run whose
