@@ -336,7 +336,7 @@ impl Runner {
     }
 }
 
-/// What is known of a run so far, for the audit line of a run that fails.
+/// What is known of a run so far, for the run-log line of a run that fails.
 #[derive(Debug, Default, Clone)]
 pub struct Attempt {
     pub started_at_unix_ms: u64,

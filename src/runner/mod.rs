@@ -1,6 +1,6 @@
 //! One-shot sandbox runs through containerd's gRPC API: a copy-on-write snapshot on a
 //! cached base, a container whose spec comes from the policy, a runc task wired to stdio
-//! FIFOs, a timeout, OOM detection, usage figures, an audit line, and removal of everything
+//! FIFOs, a timeout, OOM detection, usage figures, a run-log line, and removal of everything
 //! the run created on every path.
 //!
 //! ```no_run
@@ -28,7 +28,7 @@
 //! ```text
 //! resolve image (cached) ─┬─ Snapshots.Prepare ──────┬─ Tasks.Create ─ Tasks.Wait ∥ Tasks.Start
 //! build spec, FIFOs       └─ Containers.Create ──────┘     … exit / timeout → Kill / cancel → Kill
-//! read usage + OOM from the cgroup ─ drain output ─ result ─ audit line
+//! read usage + OOM from the cgroup ─ drain output ─ result ─ run-log line
 //! cleanup (inline, background, or left to the caller): Tasks.Delete ─ Containers.Delete ∥
 //!   Snapshots.Remove ─ cgroup leftovers ─ FIFO directory
 //! ```
@@ -37,6 +37,7 @@ mod builder;
 mod cgroup;
 mod cleanup;
 pub(crate) mod engine;
+mod error;
 pub mod escapes;
 pub mod exit;
 pub(crate) mod fifo;
@@ -55,21 +56,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::apparmor::LoadContext;
-use crate::containerd::{Containerd, ContainerdError};
+use crate::containerd::Containerd;
 use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 use crate::procfs::ProcStat;
-use crate::spec::{NotEnforced, SpecError};
+use crate::spec::NotEnforced;
 
 pub use builder::{RunnerBuilder, DEFAULT_APPARMOR_STATE, RUNC_OPTIONS_TYPE_URL};
 pub use cgroup::{CgroupFs, Usage};
 pub use cleanup::{
     reclaim_crashed, reconcile, remove_run, CleanupTarget, ReconcileOptions, Reconciled,
 };
+pub use error::RunError;
 pub use fifo::{read_owner, write_owner, RunDir, DEFAULT_FIFO_ROOT};
 pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
 pub use pooled::{pool_eligible, PoolChoice, Ran};
@@ -105,106 +106,6 @@ pub const TRAMPOLINE: &str = "N='\n'; IFS= read -r c || exit 125; eval \"exec $c
 pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed task may take to be reported gone.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Errors of a run (or of the runner's configuration). Each renders as one line.
-#[derive(Debug, Error)]
-pub enum RunError {
-    /// Talking to containerd failed.
-    #[error("{0}")]
-    Containerd(#[from] ContainerdError),
-    /// The image cannot be used; `reason` names it.
-    #[error("{reason}")]
-    Image {
-        /// The image name as the policy gives it.
-        name: String,
-        /// Why it cannot be used (one line, naming the image).
-        reason: String,
-    },
-    /// The policy cannot be turned into an OCI spec on this host.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// runc could not find the command (exit 127).
-    #[error("{command}: command not found")]
-    CommandNotFound {
-        /// The command as given (the first argument).
-        command: String,
-        /// containerd's message.
-        detail: String,
-    },
-    /// runc found the command but could not execute it (exit 126).
-    #[error("{command}: permission denied (cannot execute)")]
-    CommandNotExecutable {
-        /// The command as given (the first argument).
-        command: String,
-        /// containerd's message.
-        detail: String,
-    },
-    /// The run directory (with its FIFOs) could not be made or read.
-    #[error("run directory {}: {source}", path.display())]
-    RunDir {
-        /// The run directory.
-        path: PathBuf,
-        /// What failed.
-        source: std::io::Error,
-    },
-    /// containerd went away (or stopped answering) while the task ran; the run's objects are
-    /// left for a later reclaim.
-    #[error("run {id}: lost containerd during the run ({message}); its leftovers are reclaimed by the next run or `stockade gc`")]
-    Lost {
-        /// The run's id.
-        id: String,
-        /// containerd's message.
-        message: String,
-    },
-    /// The task was still reported running [`KILL_GRACE`] after SIGKILL.
-    #[error("run {id}: the task did not exit within {:?} of SIGKILL", KILL_GRACE)]
-    Unkillable {
-        /// The run's id.
-        id: String,
-    },
-    /// The AppArmor profile could not be loaded.
-    #[error("apparmor: {0}")]
-    AppArmor(String),
-    /// A bind source could not be staged, or the sandbox does not see what was checked.
-    #[error(transparent)]
-    Bind(#[from] crate::bind::BindError),
-    /// The sandbox's `oom_score_adj` could not be set from the host.
-    #[error("sandbox pid {pid}: setting oom_score_adj to {value} from the host failed: {reason}")]
-    OomScoreAdj {
-        /// Host pid of the sandbox's pid 1.
-        pid: u32,
-        /// The value that was to be written.
-        value: i32,
-        /// What failed.
-        reason: String,
-    },
-    /// The OCI runtime binary is refused.
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// No UID of its own could be claimed for the sandbox.
-    #[error("sandbox uid: {0}")]
-    Uid(#[from] uids::UidError),
-    /// The sandbox's writes to host storage could not be bounded.
-    #[error("{0}")]
-    Disk(#[from] crate::disk::DiskError),
-    /// The user namespace of an ID-mapped bind could not be made.
-    #[error(transparent)]
-    Idmap(#[from] crate::idmap::IdmapError),
-    /// The runner's configuration, or a request, is unacceptable; the text says which part.
-    #[error("runner: {0}")]
-    Config(String),
-}
-
-impl RunError {
-    /// The exit code `stockade run` uses for this error: 127, 126, or 125.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunError::CommandNotFound { .. } => exit::EXIT_NOT_FOUND,
-            RunError::CommandNotExecutable { .. } => exit::EXIT_NOT_EXECUTABLE,
-            _ => exit::EXIT_STOCKADE_FAILED,
-        }
-    }
-}
 
 /// The sandbox's standard input.
 pub enum Stdin {
