@@ -25,28 +25,10 @@ pub mod init;
 pub mod k8s;
 pub mod network;
 pub mod policy;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod pool;
 pub mod procfs;
 pub mod rfc3339;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
 pub mod runner;
-#[allow(
-    missing_docs,
-    reason = "public items not yet documented; document them and drop this"
-)]
-#[allow(
-    clippy::redundant_closure_for_method_calls,
-    clippy::semicolon_if_nothing_returned,
-    clippy::unnested_or_patterns,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 pub mod sandbox;
 pub mod seccomp;
 pub mod serve;

@@ -1,7 +1,8 @@
 //! The one reader of `/proc`: `/proc/<pid>/stat` lines for the liveness and parentage checks
 //! of the daemon, the runner's crash reclaim and the pool, and the benchmark's CPU
 //! accounting; `/proc/<pid>/cmdline` and the list of processes for the daemon's checks and
-//! its shim scan. The proc root is a parameter ([`DEFAULT_PROC_ROOT`] on a normal host).
+//! its shim scan; the resident size in `/proc/<pid>/status` for the pool's memory cap. The
+//! proc root is a parameter ([`DEFAULT_PROC_ROOT`] on a normal host).
 
 use std::path::Path;
 
@@ -84,6 +85,21 @@ pub fn pids(proc_root: &Path) -> Vec<u32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
         .collect()
+}
+
+/// Resident memory of process `pid` in bytes: the `VmRSS` line of
+/// `<proc_root>/<pid>/status`. `None` when the process is gone or has no such line (a
+/// kernel thread, a zombie).
+pub fn rss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
+    parse_rss(&status)
+}
+
+/// The `VmRSS` of a `/proc/<pid>/status` text (in kB there), in bytes.
+pub fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]
@@ -181,5 +197,24 @@ mod tests {
         assert!(!s.has_exited());
         assert!(s.ppid.is_some() && s.start_time.is_some(), "{s:?}");
         assert_eq!(ProcStat::read(Path::new("/nonexistent"), 1), None);
+    }
+
+    #[test]
+    fn the_resident_size_is_the_vmrss_line_in_bytes() {
+        let table: &[(&str, Option<u64>)] = &[
+            (
+                "Name:\tsh\nVmPeak:\t  9000 kB\nVmRSS:\t  1532 kB\n",
+                Some(1532 * 1024),
+            ),
+            ("VmRSS:\t0 kB", Some(0)),
+            ("Name:\tkthreadd\nState:\tS (sleeping)\n", None),
+            ("VmRSS:\tmany kB", None),
+            ("VmRSS:", None),
+        ];
+        for &(text, want) in table {
+            assert_eq!(parse_rss(text), want, "{text:?}");
+        }
+        assert!(rss_bytes(Path::new("/proc"), std::process::id()).is_some_and(|b| b > 0));
+        assert_eq!(rss_bytes(Path::new("/nonexistent"), 1), None);
     }
 }

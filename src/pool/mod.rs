@@ -48,8 +48,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::policy::ValidatedPolicy;
+use crate::runner::session::now_ms;
 use crate::runner::{Prepared, RunError, RunRequest, RunResult, Runner};
-use refill::{memory_room, refill_loop, unix_ms};
+use refill::{memory_room, refill_loop};
 
 /// Label on a pooled sandbox's container and snapshot: the policy hash it was made for.
 pub const LABEL_POOL: &str = "stockade.pool";
@@ -61,17 +62,28 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Errors of a pool or of its service.
 #[derive(Debug, Error)]
 pub enum PoolError {
+    /// A run (preparing, removing or running a sandbox) failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The pool's configuration is unacceptable; the text says which setting.
     #[error("pool: {0}")]
     Config(String),
+    /// Reading or writing the pool service's socket failed.
     #[error("pool socket {}: {source}", path.display())]
     Io {
+        /// The socket.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// The pool service answered what the protocol does not allow, or nothing in time.
     #[error("pool socket {}: {message}", path.display())]
-    Protocol { path: PathBuf, message: String },
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What was wrong with the answer.
+        message: String,
+    },
 }
 
 /// How a pool behaves. Every field has a default, documented on it.
@@ -110,15 +122,19 @@ impl Default for PoolConfig {
 /// What a pool holds and has done: `stockade pool ls`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolStatus {
+    /// The image the pool's sandboxes are made from.
     pub image: String,
+    /// [`ValidatedPolicy::hash`] of the policy they are made with.
     pub policy_hash: String,
     /// Configured size.
     pub size: usize,
+    /// Ready sandboxes, waiting to be taken.
     pub ready: usize,
     /// Being prepared right now.
     pub preparing: usize,
     /// Milliseconds since each ready sandbox was made, oldest first.
     pub idle_ages_ms: Vec<u64>,
+    /// The configured idle expiry ([`PoolConfig::idle_expiry`]), milliseconds.
     pub idle_expiry_ms: u64,
     /// Runs that took a pooled sandbox.
     pub taken: u64,
@@ -128,7 +144,9 @@ pub struct PoolStatus {
     pub prepared: u64,
     /// Sandboxes removed unused after the idle expiry.
     pub expired: u64,
+    /// Sandboxes that failed to be prepared, or died while waiting.
     pub failures: u64,
+    /// The last failure's message, if any.
     pub last_error: Option<String>,
     /// Memory the ready sandboxes hold: resident size of each one's waiting pid 1 (the
     /// trampoline shell) and of its shim.
@@ -214,6 +232,7 @@ impl Pool {
         })
     }
 
+    /// The policy every sandbox of the pool is prepared with.
     pub fn policy(&self) -> &ValidatedPolicy {
         &self.inner.policy
     }
@@ -223,6 +242,7 @@ impl Pool {
         &self.inner.policy_hash
     }
 
+    /// The runner that prepares the pool's sandboxes and runs them.
     pub fn runner(&self) -> &Runner {
         &self.inner.runner
     }
@@ -307,9 +327,10 @@ impl Pool {
         }
     }
 
+    /// What the pool holds and has done so far.
     pub fn status(&self) -> PoolStatus {
         let i = &self.inner;
-        let now = unix_ms();
+        let now = now_ms();
         let idle = i.last_take.lock().expect("pool lock").elapsed() > i.config.idle_expiry;
         let memory = i.ready_memory();
         let st = i.state.lock().expect("pool lock");

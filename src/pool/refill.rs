@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::{Inner, LABEL_POOL, RETRY_AFTER_FAILURE};
 use crate::procfs::ProcStat;
+use crate::runner::session::now_ms;
 use crate::runner::Prepared;
 
 /// How many more sandboxes may be prepared under the cap `max`, given the `memory` that
@@ -73,22 +74,8 @@ pub(super) fn memory_of(proc_root: &Path, pids: impl Iterator<Item = u32>) -> u6
         }
     }
     seen.into_iter()
-        .filter_map(|p| rss_bytes(proc_root, p))
+        .filter_map(|p| crate::procfs::rss_bytes(proc_root, p))
         .sum()
-}
-
-fn rss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-pub(super) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Keeps the pool at its size while it is in use, expires idle sandboxes, and on shutdown
@@ -118,7 +105,7 @@ pub(super) async fn refill_loop(inner: Arc<Inner>) {
                     st.last_error = Some(why.clone());
                 }
             }
-            let now = unix_ms();
+            let now = now_ms();
             let limit = expiry.as_millis() as u64;
             while st
                 .ready

@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! → {"op":"take","image":"busybox","policy_hash":"sha256:…","address":"/run/…/containerd.sock",
-//!    "namespace":"stockade","fifo_root":"/run/stockade/fifo"}
-//! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","mounts":[…],…}}
+//!    "namespace":"stockade","fifo_root":"/run/stockade/fifo","runc_binary":"…"}
+//!                       ("runc_binary" only when not the default runc)
+//! ← {"sandbox":{"id":"stk-…","image":{…},"policy_hash":"sha256:…","fifos":{…},"pid":…,…}}
 //! → {"op":"taken"}    (the caller has opened its FIFO ends; the service then closes its own)
-//! ← {"sandbox":null,"reason":"empty"}
-//! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"address":…,"namespace":…}
+//!   or, with no sandbox to give:
+//! ← {"sandbox":null,"reason":"empty"}   (or why the image, policy or place differs)
+//! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"runtime":{…},"address":…,
+//!                        "namespace":…,"fifo_root":…}
 //! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
-//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}
+//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}  or  {"removing":false,"reason":"…"}
+//! → (a line that is no request)   ← {"error":"bad request: …"}
 //! ```
 //!
 //! `remove` hands a finished run back for removal: the service accepts only a run whose
@@ -46,8 +50,11 @@ const MAX_LINE: u64 = 64 * 1024;
 /// Where the service's sandboxes live; a take must name the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Place {
+    /// The containerd socket.
     pub address: PathBuf,
+    /// The containerd namespace.
     pub namespace: String,
+    /// Parent of the run directories (see [`crate::runner::fifo::DEFAULT_FIFO_ROOT`]).
     pub fifo_root: PathBuf,
     /// The runtime binary the sandboxes run under (`None`: runc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,15 +65,23 @@ pub struct Place {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
+    /// Asks for a ready sandbox; answered by a [`TakeReply`].
     Take {
+        /// The image the caller's run uses.
         image: String,
+        /// [`crate::policy::ValidatedPolicy::hash`] of the caller's policy.
         policy_hash: String,
+        /// Where the caller runs its sandboxes: must be the service's own.
         #[serde(flatten)]
         place: Place,
     },
+    /// Asks what the pool holds; answered by a [`StatusReply`].
     Status,
+    /// Asks the service to remove its ready sandboxes and stop; answered by a [`DrainReply`].
     Drain,
+    /// Hands a finished run back for removal; answered by a [`RemoveReply`].
     Remove {
+        /// The run's id.
         id: String,
     },
 }
@@ -74,7 +89,9 @@ pub enum Request {
 /// The answer to a take.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TakeReply {
+    /// The sandbox, now the caller's; `None` when the service has none to give.
     pub sandbox: Option<Prepared>,
+    /// Why there is no sandbox: `empty`, or the image, policy or place differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -82,11 +99,14 @@ pub struct TakeReply {
 /// The answer to a status request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReply {
+    /// What the pool holds and has done.
     pub status: PoolStatus,
+    /// The service's process id.
     pub pid: u32,
     /// The OCI runtime binary the pool's sandboxes run under, when identified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runner::RuntimeBinary>,
+    /// Where the service's sandboxes live.
     #[serde(flatten)]
     pub place: Place,
 }
@@ -94,7 +114,9 @@ pub struct StatusReply {
 /// The answer to a remove.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoveReply {
+    /// Whether the service removes the run (the caller then need not).
     pub removing: bool,
+    /// Why it refused, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -102,6 +124,7 @@ pub struct RemoveReply {
 /// The answer to a drain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrainReply {
+    /// Ready sandboxes removed.
     pub removed: usize,
 }
 

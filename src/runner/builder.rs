@@ -171,6 +171,8 @@ impl RunnerBuilder {
         self
     }
 
+    /// The runner. Fails when no containerd client was given, or the runtime binary is refused
+    /// ([`RuntimeError`](super::RuntimeError)).
     pub fn build(self) -> Result<Runner, RunError> {
         let containerd = self
             .containerd

@@ -53,10 +53,12 @@ const V1_CONTROLLERS: &[&str] = &[
 ];
 
 impl CgroupFs {
+    /// The cgroup filesystem mounted at `root` (normally `/sys/fs/cgroup`).
     pub fn new(root: impl Into<PathBuf>) -> CgroupFs {
         CgroupFs { root: root.into() }
     }
 
+    /// Where the cgroup filesystem is mounted.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -26,9 +26,13 @@ use crate::spec::cgroups_path;
 /// root and the cgroup mount.
 #[derive(Clone)]
 pub struct CleanupTarget {
+    /// The containerd client, in the namespace runs live in.
     pub containerd: Arc<dyn Containerd>,
+    /// The snapshotter runs' snapshots were made with.
     pub snapshotter: String,
+    /// Parent of the run directories (see [`super::fifo::DEFAULT_FIFO_ROOT`]).
     pub fifo_root: PathBuf,
+    /// The cgroup mount the runs' cgroups live under.
     pub cgroups: CgroupFs,
     /// Where sandbox UIDs are claimed (see [`super::uids`]).
     pub uid_claims: PathBuf,
@@ -318,7 +322,9 @@ async fn reclaim(
             out.kept.push(id);
         }
     }
-    let results = futures_join_all(doomed.iter().map(|id| remove_run(t, id, true))).await;
+    // In the order of `doomed`, concurrently; few runs are ever reclaimed at once.
+    let results =
+        futures_util::future::join_all(doomed.iter().map(|id| remove_run(t, id, true))).await;
     for (id, r) in doomed.into_iter().zip(results) {
         match r {
             Ok(()) => out.removed.push(id),
@@ -326,40 +332,6 @@ async fn reclaim(
         }
     }
     out
-}
-
-/// Awaits futures concurrently, keeping their order.
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let futs: Vec<_> = futs.map(Box::pin).collect();
-    let mut outs = Vec::with_capacity(futs.len());
-    // Few runs are ever reclaimed at once; polling them through one join keeps them
-    // concurrent without spawning.
-    let mut pending: Vec<_> = futs.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, slot) in pending.iter_mut().enumerate() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        results[i] = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    for r in results {
-        outs.push(r.expect("every future completed"));
-    }
-    outs
 }
 
 /// `stockade gc`: finds every run through the API (containers, tasks and snapshots carrying
@@ -548,16 +520,6 @@ mod tests {
         assert_eq!(found["stk-b"].owner, None);
         assert!(found["stk-b"].created.is_some());
         assert!(scan_fifo_root(&t.path().join("missing")).is_empty());
-    }
-
-    #[tokio::test]
-    async fn join_all_keeps_order() {
-        let outs = futures_join_all((0..5u64).map(|i| async move {
-            tokio::time::sleep(Duration::from_millis(10 * (5 - i))).await;
-            i
-        }))
-        .await;
-        assert_eq!(outs, [0, 1, 2, 3, 4]);
     }
 
     #[test]

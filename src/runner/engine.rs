@@ -15,9 +15,10 @@ use prepare::command_line;
 pub(crate) use prepare::Pid1;
 
 use super::exit::{self, Outcome};
+use super::output::Reported;
 use super::{
     fifo, journal, uids, BaseImage, CleanupMode, Phases, Prepared, RunError, RunRequest, RunResult,
-    Runner, Stdin, Truncated, ID_PREFIX,
+    Runner, Stdin, ID_PREFIX,
 };
 use crate::disk;
 use crate::policy::ValidatedPolicy;
@@ -270,6 +271,13 @@ impl Runner {
             oom_killed,
             cancelled_by: ended.cancelled_by,
         };
+        let Reported {
+            stdout,
+            stderr,
+            truncated,
+            stdout_bytes,
+            stderr_bytes,
+        } = Reported::of(&pumped_out, &pumped_err);
         let mut result = RunResult {
             id: id.clone(),
             exit_code: exit::exit_code(&outcome),
@@ -278,14 +286,11 @@ impl Runner {
             timed_out: ended.timed_out,
             oom_killed,
             cancelled_by: ended.cancelled_by,
-            stdout: String::from_utf8_lossy(&pumped_out.captured).into_owned(),
-            stderr: String::from_utf8_lossy(&pumped_err.captured).into_owned(),
-            truncated: Truncated {
-                stdout: pumped_out.truncated,
-                stderr: pumped_err.truncated,
-            },
-            stdout_bytes: pumped_out.total,
-            stderr_bytes: pumped_err.total,
+            stdout,
+            stderr,
+            truncated,
+            stdout_bytes,
+            stderr_bytes,
             duration_ms: 0.0,
             phases: Phases::default(),
             usage,
@@ -331,7 +336,7 @@ impl Runner {
     }
 }
 
-/// What is known of a run so far, for the audit line of a run that fails.
+/// What is known of a run so far, for the run-log line of a run that fails.
 #[derive(Debug, Default, Clone)]
 pub struct Attempt {
     pub started_at_unix_ms: u64,

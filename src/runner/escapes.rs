@@ -166,6 +166,8 @@ pub struct Neutralized<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Neutralized<W> {
+    /// A writer that neutralises for a terminal whose character set is UTF-8 (`utf8`) or not
+    /// (see [`Neutralizer::new`]).
     pub fn new(inner: W, utf8: bool) -> Neutralized<W> {
         Neutralized {
             inner,

@@ -24,6 +24,7 @@ pub enum ExecFailure {
 }
 
 impl ExecFailure {
+    /// The exit code stockade reports for it: 127 or 126.
     pub fn exit_code(self) -> u8 {
         match self {
             ExecFailure::NotFound => EXIT_NOT_FOUND,

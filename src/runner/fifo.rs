@@ -17,7 +17,9 @@ pub const OWNER_FILE: &str = "owner";
 /// A run directory and the FIFOs in it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunDir {
+    /// The stdin FIFO; absent when the run has no stdin.
     pub stdin: Option<PathBuf>,
+    /// The stdout FIFO (with a terminal, it carries both streams).
     pub stdout: PathBuf,
     /// Absent with a terminal: the pty carries both streams.
     pub stderr: Option<PathBuf>,

@@ -19,20 +19,32 @@ pub const DEFAULT_RUN_LOG: &str = "/var/log/stockade/runs.jsonl";
 pub struct RunRecord<'a> {
     /// When the run started, RFC 3339 UTC with milliseconds.
     pub time: String,
+    /// The run's id.
     pub id: &'a str,
     /// The real uid of the process that asked for the run.
     pub uid: u32,
+    /// The image name as the policy gives it.
     pub image: &'a str,
+    /// The image's manifest digest, when the image source knows it.
     pub image_digest: Option<&'a str>,
+    /// [`crate::policy::ValidatedPolicy::hash`] of the run's policy.
     pub policy_hash: &'a str,
+    /// [`crate::spec::digest`] of the OCI spec the run used; empty when it failed before one was
+    /// built.
     pub spec_digest: &'a str,
     /// The OCI runtime binary (path, digest, default or not), when identified.
     pub runtime: Option<&'a RuntimeBinary>,
+    /// The command and its arguments.
     pub argv: &'a [String],
+    /// The exit code stockade exited with (see [`super::exit`]).
     pub exit_code: u8,
+    /// The signal that ended the command, when its status was 128+N.
     pub signal: Option<i32>,
+    /// The run hit its timeout.
     pub timed_out: bool,
+    /// The sandbox ran out of memory and the kernel killed a process in it.
     pub oom_killed: bool,
+    /// From the request to the result, in milliseconds.
     pub duration_ms: f64,
     /// Absent for a run that failed before it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +55,7 @@ pub struct RunRecord<'a> {
 }
 
 impl<'a> RunRecord<'a> {
+    /// The record of finished run `r` of command `argv`, asked for by real uid `uid`.
     pub fn from_result(r: &'a RunResult, argv: &'a [String], uid: u32) -> RunRecord<'a> {
         RunRecord {
             time: rfc3339_millis(r.started_at_unix_ms),
@@ -123,7 +136,9 @@ pub fn append(path: &Path, line: &str) -> Result<(), JournalError> {
 #[derive(Debug, thiserror::Error)]
 #[error("run log {}: {message}", path.display())]
 pub struct JournalError {
+    /// The run log file.
     pub path: PathBuf,
+    /// What failed.
     pub message: String,
 }
 

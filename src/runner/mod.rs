@@ -1,6 +1,6 @@
 //! One-shot sandbox runs through containerd's gRPC API: a copy-on-write snapshot on a
 //! cached base, a container whose spec comes from the policy, a runc task wired to stdio
-//! FIFOs, a timeout, OOM detection, usage figures, an audit line, and removal of everything
+//! FIFOs, a timeout, OOM detection, usage figures, a run-log line, and removal of everything
 //! the run created on every path.
 //!
 //! ```no_run
@@ -28,7 +28,7 @@
 //! ```text
 //! resolve image (cached) ─┬─ Snapshots.Prepare ──────┬─ Tasks.Create ─ Tasks.Wait ∥ Tasks.Start
 //! build spec, FIFOs       └─ Containers.Create ──────┘     … exit / timeout → Kill / cancel → Kill
-//! read usage + OOM from the cgroup ─ drain output ─ result ─ audit line
+//! read usage + OOM from the cgroup ─ drain output ─ result ─ run-log line
 //! cleanup (inline, background, or left to the caller): Tasks.Delete ─ Containers.Delete ∥
 //!   Snapshots.Remove ─ cgroup leftovers ─ FIFO directory
 //! ```
@@ -37,6 +37,7 @@ mod builder;
 mod cgroup;
 mod cleanup;
 pub(crate) mod engine;
+mod error;
 pub mod escapes;
 pub mod exit;
 pub(crate) mod fifo;
@@ -55,21 +56,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::apparmor::LoadContext;
-use crate::containerd::{Containerd, ContainerdError};
+use crate::containerd::Containerd;
 use crate::host::HostFacts;
 use crate::policy::ValidatedPolicy;
 use crate::procfs::ProcStat;
-use crate::spec::{NotEnforced, SpecError};
+use crate::spec::NotEnforced;
 
 pub use builder::{RunnerBuilder, DEFAULT_APPARMOR_STATE, RUNC_OPTIONS_TYPE_URL};
 pub use cgroup::{CgroupFs, Usage};
 pub use cleanup::{
     reclaim_crashed, reconcile, remove_run, CleanupTarget, ReconcileOptions, Reconciled,
 };
+pub use error::RunError;
 pub use fifo::{read_owner, write_owner, RunDir, DEFAULT_FIFO_ROOT};
 pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
 pub use pooled::{pool_eligible, PoolChoice, Ran};
@@ -106,67 +107,6 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long a killed task may take to be reported gone.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// Errors of a run (or of the runner's configuration). Each renders as one line.
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error("{0}")]
-    Containerd(#[from] ContainerdError),
-    /// The image cannot be used; `reason` names it.
-    #[error("{reason}")]
-    Image { name: String, reason: String },
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// runc could not find the command (exit 127).
-    #[error("{command}: command not found")]
-    CommandNotFound { command: String, detail: String },
-    /// runc found the command but could not execute it (exit 126).
-    #[error("{command}: permission denied (cannot execute)")]
-    CommandNotExecutable { command: String, detail: String },
-    #[error("run directory {}: {source}", path.display())]
-    RunDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("run {id}: lost containerd during the run ({message}); its leftovers are reclaimed by the next run or `stockade gc`")]
-    Lost { id: String, message: String },
-    #[error("run {id}: the task did not exit within {:?} of SIGKILL", KILL_GRACE)]
-    Unkillable { id: String },
-    #[error("apparmor: {0}")]
-    AppArmor(String),
-    /// A bind source could not be staged, or the sandbox does not see what was checked.
-    #[error(transparent)]
-    Bind(#[from] crate::bind::BindError),
-    #[error("sandbox pid {pid}: setting oom_score_adj to {value} from the host failed: {reason}")]
-    OomScoreAdj {
-        pid: u32,
-        value: i32,
-        reason: String,
-    },
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    /// No UID of its own could be claimed for the sandbox.
-    #[error("sandbox uid: {0}")]
-    Uid(#[from] uids::UidError),
-    #[error("{0}")]
-    Disk(#[from] crate::disk::DiskError),
-    /// The user namespace of an ID-mapped bind could not be made.
-    #[error(transparent)]
-    Idmap(#[from] crate::idmap::IdmapError),
-    #[error("runner: {0}")]
-    Config(String),
-}
-
-impl RunError {
-    /// The exit code `stockade run` uses for this error: 127, 126, or 125.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunError::CommandNotFound { .. } => exit::EXIT_NOT_FOUND,
-            RunError::CommandNotExecutable { .. } => exit::EXIT_NOT_EXECUTABLE,
-            _ => exit::EXIT_STOCKADE_FAILED,
-        }
-    }
-}
-
 /// The sandbox's standard input.
 pub enum Stdin {
     /// None: reads see end of file.
@@ -190,7 +130,9 @@ pub enum Output {
     /// Forwarded live to these writers, each shut down (`poll_shutdown`) when its stream
     /// ends.
     Writers {
+        /// Receives the command's stdout (with a terminal, both streams).
         stdout: Box<dyn AsyncWrite + Send + Unpin>,
+        /// Receives the command's stderr.
         stderr: Box<dyn AsyncWrite + Send + Unpin>,
     },
 }
@@ -209,6 +151,7 @@ impl Default for Cancel {
 }
 
 impl Cancel {
+    /// A handle no run has been cancelled through yet.
     pub fn new() -> Cancel {
         Cancel {
             tx: Arc::new(tokio::sync::watch::channel(None).0),
@@ -227,15 +170,19 @@ impl Cancel {
 
 /// One run: what to run, under which policy, with which stdio.
 pub struct RunRequest {
+    /// The policy to run under.
     pub policy: ValidatedPolicy,
     /// The command and its arguments.
     pub args: Vec<String>,
     /// Run id; `stk-<random>` when absent. Must start with [`ID_PREFIX`].
     pub id: Option<String>,
+    /// What the command reads. Default [`Stdin::Null`].
     pub stdin: Stdin,
+    /// Where its output goes. Default [`Output::Capture`].
     pub output: Output,
     /// Allocate a pseudo-terminal (stdout and stderr arrive merged on stdout).
     pub terminal: bool,
+    /// Cancels the run from outside. Default: none.
     pub cancel: Option<Cancel>,
 }
 
@@ -256,22 +203,27 @@ impl RunRequest {
         }
     }
 
+    /// Sets the run id; it must start with [`ID_PREFIX`].
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
+    /// Sets what the command reads.
     pub fn stdin(mut self, stdin: Stdin) -> Self {
         self.stdin = stdin;
         self
     }
+    /// Sets where its output goes.
     pub fn output(mut self, output: Output) -> Self {
         self.output = output;
         self
     }
+    /// Allocates a pseudo-terminal, or not.
     pub fn terminal(mut self, terminal: bool) -> Self {
         self.terminal = terminal;
         self
     }
+    /// Lets `cancel` cancel the run.
     pub fn cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = Some(cancel);
         self
@@ -285,10 +237,13 @@ impl RunRequest {
 /// open until then, or the shim sees stdin end).
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub struct Prepared {
+    /// The run id it will have (`stk-<random>`).
     pub id: String,
+    /// The image it was made from.
     pub image: BaseImage,
     /// [`ValidatedPolicy::hash`] of the policy it was prepared with.
     pub policy_hash: String,
+    /// Its run directory and FIFOs.
     pub fifos: fifo::RunDir,
     /// Host pid of the task's pid 1 (its parent is the task's shim).
     pub pid: u32,
@@ -296,6 +251,7 @@ pub struct Prepared {
     /// process reusing the pid. Recorded by the pool; `None` when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_start: Option<u64>,
+    /// When it was made, unix milliseconds.
     pub created_unix_ms: u64,
     /// Our ends of the FIFOs, when this process opened them.
     #[serde(skip)]
@@ -371,13 +327,16 @@ pub struct Phases {
 /// Which streams lost output to the cap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Truncated {
+    /// Stdout lost output.
     pub stdout: bool,
+    /// Stderr lost output.
     pub stderr: bool,
 }
 
 /// What a run did: the `stockade run --json` document.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
+    /// The run id.
     pub id: String,
     /// The exit code stockade exits with (see [`exit`]).
     pub exit_code: u8,
@@ -385,7 +344,9 @@ pub struct RunResult {
     pub pooled: bool,
     /// The signal that ended the command, when its status was 128+N.
     pub signal: Option<i32>,
+    /// The run hit its timeout (exit code 124).
     pub timed_out: bool,
+    /// The sandbox ran out of memory and the kernel killed a process in it.
     pub oom_killed: bool,
     /// The signal stockade received that made it kill the run, if that happened.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,18 +355,25 @@ pub struct RunResult {
     pub stdout: String,
     /// Captured stderr; empty when forwarded or with a terminal.
     pub stderr: String,
+    /// Which streams lost output to the cap.
     pub truncated: Truncated,
     /// Bytes the command wrote to stdout, kept or not.
     pub stdout_bytes: u64,
+    /// Bytes the command wrote to stderr, kept or not.
     pub stderr_bytes: u64,
     /// From the request to the result, in milliseconds.
     pub duration_ms: f64,
+    /// How long each step of the run took.
     pub phases: Phases,
+    /// What the sandbox used (peak memory, CPU time).
     pub usage: Usage,
+    /// The image name as the policy gives it.
     pub image: String,
     /// The image's manifest digest, when the image source knows it.
     pub image_digest: Option<String>,
+    /// [`ValidatedPolicy::hash`] of the run's policy.
     pub policy_hash: String,
+    /// [`crate::spec::digest`] of the OCI spec the run used.
     pub spec_digest: String,
     /// The OCI runtime binary the shim ran (path, digest, whether it is the default runc);
     /// absent only when the default could not be identified (a warning says why).
@@ -421,6 +389,7 @@ pub struct RunResult {
     pub warnings: Vec<String>,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
+    /// When the run started, unix milliseconds (the same instant as `started_at`).
     #[serde(skip)]
     pub started_at_unix_ms: u64,
 }
@@ -479,6 +448,7 @@ struct Inner {
 }
 
 impl Runner {
+    /// A builder with every setting at its default.
     pub fn builder() -> RunnerBuilder {
         RunnerBuilder::default()
     }

@@ -4,6 +4,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::Truncated;
+
 /// Where one stream goes.
 pub enum Sink {
     /// Kept in memory and returned in the result.
@@ -32,6 +34,37 @@ pub struct Pumped {
     pub truncated: bool,
     /// The destination failed (e.g. a closed terminal); the rest was drained and dropped.
     pub sink_error: Option<String>,
+}
+
+/// What a run's or an exec's result says of its two output streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reported {
+    /// Captured stdout, UTF-8 with invalid bytes replaced.
+    pub stdout: String,
+    /// Captured stderr, likewise.
+    pub stderr: String,
+    /// Which streams lost output to the cap.
+    pub truncated: Truncated,
+    /// Bytes written to stdout, kept or not.
+    pub stdout_bytes: u64,
+    /// Bytes written to stderr, kept or not.
+    pub stderr_bytes: u64,
+}
+
+impl Reported {
+    /// The report of the copies of stdout (`out`) and stderr (`err`).
+    pub(crate) fn of(out: &Pumped, err: &Pumped) -> Reported {
+        Reported {
+            stdout: String::from_utf8_lossy(&out.captured).into_owned(),
+            stderr: String::from_utf8_lossy(&err.captured).into_owned(),
+            truncated: Truncated {
+                stdout: out.truncated,
+                stderr: err.truncated,
+            },
+            stdout_bytes: out.total,
+            stderr_bytes: err.total,
+        }
+    }
 }
 
 /// Copies `src` to `sink` until end of file, keeping at most `cap` bytes. Read errors end
@@ -237,5 +270,31 @@ mod tests {
         let got = pump(src, Sink::Forward(Box::new(Broken)), 1 << 20).await;
         assert_eq!(got.total, 10_000, "the whole stream was read");
         assert!(got.sink_error.is_some());
+    }
+
+    #[test]
+    fn a_report_replaces_invalid_utf8_and_keeps_each_streams_counts() {
+        let out = Pumped {
+            captured: b"ok \xff".to_vec(),
+            total: 10,
+            truncated: true,
+            sink_error: None,
+        };
+        let err = Pumped {
+            captured: b"warn".to_vec(),
+            total: 4,
+            ..Pumped::default()
+        };
+        let want = Reported {
+            stdout: "ok \u{fffd}".into(),
+            stderr: "warn".into(),
+            truncated: Truncated {
+                stdout: true,
+                stderr: false,
+            },
+            stdout_bytes: 10,
+            stderr_bytes: 4,
+        };
+        assert_eq!(Reported::of(&out, &err), want);
     }
 }

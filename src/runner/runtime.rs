@@ -77,33 +77,65 @@ pub enum RuntimeError {
     #[error(
         "{requested}: a relative path; give an absolute path or a bare name looked up on PATH"
     )]
-    Relative { requested: Requested },
+    /// The binary was named by a relative path.
+    Relative {
+        /// What was asked for.
+        requested: Requested,
+    },
+    /// A bare name that is in no directory of `PATH`.
     #[error("{requested}: not found on PATH ({path})")]
-    NotFound { requested: Requested, path: String },
+    NotFound {
+        /// What was asked for.
+        requested: Requested,
+        /// The `PATH` searched.
+        path: String,
+    },
+    /// The binary could not be inspected.
     #[error("{requested}: {}: {source}", path.display())]
     Io {
+        /// What was asked for.
         requested: Requested,
+        /// The binary's path.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// The path is not a regular file.
     #[error("{requested}: {}: not a regular file", path.display())]
-    NotRegular { requested: Requested, path: PathBuf },
+    NotRegular {
+        /// What was asked for.
+        requested: Requested,
+        /// The binary's path.
+        path: PathBuf,
+    },
+    /// The file has no execute bit.
     #[error("{requested}: {}: not executable (mode {mode:04o})", path.display())]
     NotExecutable {
+        /// What was asked for.
         requested: Requested,
+        /// The binary's path.
         path: PathBuf,
+        /// Its permission bits.
         mode: u32,
     },
+    /// The file is not owned by root.
     #[error("{requested}: {}: owned by uid {uid}, not root", path.display())]
     NotRootOwned {
+        /// What was asked for.
         requested: Requested,
+        /// The binary's path.
         path: PathBuf,
+        /// Its owner.
         uid: u32,
     },
+    /// Someone other than its owner may write the file.
     #[error("{requested}: {}: writable by group or others (mode {mode:04o})", path.display())]
     Writable {
+        /// What was asked for.
         requested: Requested,
+        /// The binary's path.
         path: PathBuf,
+        /// Its permission bits.
         mode: u32,
     },
 }

@@ -64,8 +64,11 @@ pub struct SessionRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionLimits {
+    /// Memory limit of the sandbox, bytes.
     pub memory_bytes: u64,
+    /// CPU quota of the sandbox, thousandths of a core.
     pub cpu_millis: u32,
+    /// Most processes and threads the sandbox may hold at once.
     pub pids: i64,
     /// Default per-exec timeout, milliseconds.
     pub exec_timeout_ms: u64,
@@ -137,6 +140,7 @@ pub fn now_ms() -> u64 {
 /// When a session expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {
+    /// When the session was created, unix milliseconds.
     pub created_unix_ms: u64,
     /// Hard limit from creation.
     pub lifetime: Option<Duration>,
@@ -160,7 +164,10 @@ pub enum Expiry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Keep it; look again at this unix millisecond (none: it never expires on its own).
-    Keep { until_ms: Option<u64> },
+    Keep {
+        /// When to look again, unix milliseconds.
+        until_ms: Option<u64>,
+    },
     /// Remove it.
     Remove(Expiry),
 }

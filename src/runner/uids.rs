@@ -42,15 +42,22 @@ pub const UID_FILE: &str = "uid";
 /// Errors of claiming a UID. Each renders as one line.
 #[derive(Debug, Error)]
 pub enum UidError {
+    /// A claim file or its directory could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
+    /// Every UID of the range is claimed.
     #[error("all {count} sandbox UIDs from {first} are in use (claims in {})", dir.display())]
     Exhausted {
+        /// First UID of the range.
         first: u32,
+        /// UIDs in the range.
         count: u32,
+        /// Where the claims are.
         dir: PathBuf,
     },
 }
@@ -58,7 +65,9 @@ pub enum UidError {
 /// The UIDs sandboxes may be given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UidRange {
+    /// The first UID. Default [`DEFAULT_FIRST_UID`].
     pub first: u32,
+    /// How many UIDs from `first`. Default [`DEFAULT_UID_COUNT`].
     pub count: u32,
 }
 
@@ -81,6 +90,7 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// The claimed UID.
     pub fn uid(&self) -> u32 {
         self.uid
     }

@@ -109,19 +109,8 @@ pub(super) async fn put<R: Read + Send + 'static>(
         },
         archive_owner,
     };
-    let id = sb.id().to_string();
     let dst = dst.to_string();
-    tokio::task::spawn_blocking(move || {
-        let r = files::put(&t.root, &dst, archive, &opts);
-        drop(t.mounted);
-        r
-    })
-    .await
-    .map_err(|e| joined(&id, e))?
-    .map_err(|source| SandboxError::Files {
-        id: sb.id().to_string(),
-        source,
-    })
+    on_root(sb, t, move |root| files::put(root, &dst, archive, &opts)).await
 }
 
 /// Writes `src` of the sandbox to `out` as a tar stream (see [`Sandbox::get`]).
@@ -141,41 +130,38 @@ pub(super) async fn get<W: Write + Send + 'static>(
         },
         proc_root: sb.runner().proc_root().to_path_buf(),
     };
-    let id = sb.id().to_string();
     let src = src.to_string();
-    tokio::task::spawn_blocking(move || {
-        let r = files::get(&t.root, &src, out, &opts);
+    on_root(sb, t, move |root| files::get(root, &src, out, &opts)).await
+}
+
+/// Runs the copy `op` on the target's root on a blocking thread, then unmounts what
+/// [`target`] mounted for it; its errors become the sandbox's.
+async fn on_root<T: Send + 'static>(
+    sb: &Sandbox,
+    t: Target,
+    op: impl FnOnce(&OwnedFd) -> Result<T, files::FilesError> + Send + 'static,
+) -> Result<T, SandboxError> {
+    let id = sb.id().to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        let r = op(&t.root);
         drop(t.mounted);
         r
     })
-    .await
-    .map_err(|e| joined(&id, e))?
-    .map_err(|source| SandboxError::Files {
-        id: sb.id().to_string(),
-        source,
-    })
-}
-
-fn joined(id: &str, e: tokio::task::JoinError) -> SandboxError {
-    SandboxError::State {
-        path: std::path::PathBuf::from(id),
-        source: std::io::Error::other(format!("the copy's thread ended: {e}")),
+    .await;
+    match r {
+        Ok(r) => r.map_err(|source| SandboxError::Files { id, source }),
+        Err(e) => Err(SandboxError::State {
+            path: std::path::PathBuf::from(id),
+            source: std::io::Error::other(format!("the copy's thread ended: {e}")),
+        }),
     }
 }
 
 /// What `path` of the sandbox is, as [`crate::files::stat`] tells (see [`Sandbox::stat`]).
 pub(super) async fn stat(sb: &Sandbox, path: &str) -> Result<files::PathStat, SandboxError> {
     let t = target(sb, Intent::Read).await?;
-    let id = sb.id().to_string();
     let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        let r = files::stat(&t.root, &path);
-        drop(t.mounted);
-        r
-    })
-    .await
-    .map_err(|e| joined(&id, e))?
-    .map_err(|source| SandboxError::Files { id, source })
+    on_root(sb, t, move |root| files::stat(root, &path)).await
 }
 
 /// Refuses a copy into `dst` when it lies on a read-only root or in a read-only bind of

@@ -17,55 +17,106 @@ pub enum SandboxError {
     NotFound(String),
     /// Another sandbox holds the name.
     #[error("the name `{name}` is taken by sandbox {id}")]
-    NameTaken { name: String, id: String },
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The sandbox that has it.
+        id: String,
+    },
     /// The sandbox is not running (stopped, or its init died).
     #[error("sandbox {id} is not running (state: {state})")]
-    NotRunning { id: String, state: String },
+    NotRunning {
+        /// The sandbox's id.
+        id: String,
+        /// What containerd says of its init (e.g. `stopped`).
+        state: String,
+    },
     /// Files cannot be copied into or out of the sandbox in this state (paused, or a
     /// tmpfs of a stopped sandbox).
     #[error("sandbox {id}: files cannot be copied (state: {state})")]
-    CopyNotRunning { id: String, state: String },
+    CopyNotRunning {
+        /// The sandbox's id.
+        id: String,
+        /// What containerd says of its init (e.g. `paused`).
+        state: String,
+    },
     /// A copy into a read-only place (the root filesystem, a read-only bind).
     #[error("sandbox {id}: {path}: {what}")]
     ReadOnly {
+        /// The sandbox's id.
         id: String,
+        /// The path inside the sandbox.
         path: String,
+        /// Why it is read-only.
         what: String,
     },
     /// Copying files into or out of it failed (see [`crate::files::FilesError::class`]).
     #[error("sandbox {id}: {source}")]
     Files {
+        /// The sandbox's id.
         id: String,
+        /// What failed.
         source: crate::files::FilesError,
     },
     /// Its main command cannot be started (it was started before).
     #[error("sandbox {id} cannot be started (state: {state}); its main command runs once")]
-    NotStartable { id: String, state: String },
+    NotStartable {
+        /// The sandbox's id.
+        id: String,
+        /// What containerd says of its init.
+        state: String,
+    },
     /// The sandbox runs and removal was not forced.
     #[error("sandbox {id} is running; stop it first or remove it with force")]
-    Running { id: String },
+    Running {
+        /// The sandbox's id.
+        id: String,
+    },
     /// A field of the request is unacceptable.
     #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// The request field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The container's stored spec cannot be read back.
     #[error("sandbox {id}: its stored spec is unreadable: {reason}")]
-    CorruptSpec { id: String, reason: String },
+    CorruptSpec {
+        /// The sandbox's id.
+        id: String,
+        /// Why it could not be read back.
+        reason: String,
+    },
     /// A file of the sandbox's state could not be read or written.
     #[error("{}: {source}", path.display())]
     State {
+        /// The file.
         path: PathBuf,
+        /// What failed.
         source: std::io::Error,
     },
     /// The sandbox's image has no interpreter for a language of
     /// [`super::Sandbox::run_code`].
     #[error("sandbox {id} has no {language} interpreter (no `python3` in its image; use an image with it, e.g. stockade/python)")]
-    NoInterpreter { id: String, language: &'static str },
+    NoInterpreter {
+        /// The sandbox's id.
+        id: String,
+        /// The language asked for.
+        language: &'static str,
+    },
     /// The sandbox's interpreter failed or answered what stockade refuses.
     #[error("sandbox {id}: the code interpreter failed: {reason}")]
-    Interpreter { id: String, reason: String },
+    Interpreter {
+        /// The sandbox's id.
+        id: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The init could not be installed.
     #[error(transparent)]
     Init(#[from] crate::init::InitError),
+    /// Talking to containerd failed.
     #[error(transparent)]
     Containerd(#[from] ContainerdError),
     /// From the run path (making the sandbox, a command not found or not executable).
@@ -109,11 +160,11 @@ impl SandboxError {
             },
             SandboxError::Invalid { .. } => ErrorKind::Invalid,
             SandboxError::ReadOnly { .. } => ErrorKind::Forbidden,
-            SandboxError::Run(RunError::CommandNotFound { .. })
-            | SandboxError::Run(RunError::CommandNotExecutable { .. })
-            | SandboxError::Run(RunError::Bind(crate::bind::BindError::NotWritable { .. })) => {
-                ErrorKind::Invalid
-            }
+            SandboxError::Run(
+                RunError::CommandNotFound { .. }
+                | RunError::CommandNotExecutable { .. }
+                | RunError::Bind(crate::bind::BindError::NotWritable { .. }),
+            ) => ErrorKind::Invalid,
             _ => ErrorKind::Internal,
         }
     }

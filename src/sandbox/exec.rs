@@ -29,7 +29,7 @@ use super::{Sandbox, SandboxError};
 use crate::containerd::{Containerd, TaskStatus};
 use crate::runner::engine::{exec_error, next_cancel, sinks, spawn_stdin};
 use crate::runner::exit::{self, Outcome};
-use crate::runner::output::{pump, Pumped};
+use crate::runner::output::{pump, Pumped, Reported};
 use crate::runner::session::touch_activity;
 use crate::runner::{fifo, Cancel, Output, RunError, Stdin, Truncated, DRAIN_GRACE, KILL_GRACE};
 
@@ -92,20 +92,30 @@ impl ExecRequest {
 pub struct ExecResult {
     /// The sandbox's id.
     pub id: String,
+    /// The exec's id within the sandbox.
     pub exec_id: String,
     /// As for run: the command's code, 124 on timeout, 128+N for signal N.
     pub exit_code: u8,
+    /// The signal that ended the command, when its status was 128+N.
     pub signal: Option<i32>,
+    /// The exec hit its timeout (exit code 124).
     pub timed_out: bool,
+    /// The signal stockade received that made it kill the exec, if that happened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<i32>,
+    /// Captured stdout (UTF-8, invalid bytes replaced); empty when forwarded.
     pub stdout: String,
+    /// Captured stderr; empty when forwarded or with a terminal.
     pub stderr: String,
+    /// Which streams lost output to the cap.
     pub truncated: Truncated,
+    /// Bytes the command wrote to stdout, kept or not.
     pub stdout_bytes: u64,
+    /// Bytes the command wrote to stderr, kept or not.
     pub stderr_bytes: u64,
     /// Host pid the process had.
     pub pid: u32,
+    /// From the request to the result, in milliseconds.
     pub duration_ms: f64,
 }
 
@@ -385,12 +395,10 @@ async fn drive(
     })
     .await
     .map_err(|e| match e.code() {
-        Some(tonic::Code::FailedPrecondition) | Some(tonic::Code::NotFound) => {
-            SandboxError::NotRunning {
-                id: id.to_string(),
-                state: "stopped".into(),
-            }
-        }
+        Some(tonic::Code::FailedPrecondition | tonic::Code::NotFound) => SandboxError::NotRunning {
+            id: id.to_string(),
+            state: "stopped".into(),
+        },
         _ => e.into(),
     })?;
     *created = true;
@@ -492,6 +500,7 @@ async fn drive(
         oom_killed: false,
         cancelled_by,
     };
+    let out = Reported::of(&o, &e);
     Ok(ExecResult {
         id: id.to_string(),
         exec_id: exec_id.to_string(),
@@ -499,14 +508,11 @@ async fn drive(
         signal: exit::signal_of(status),
         timed_out,
         cancelled_by,
-        stdout: String::from_utf8_lossy(&o.captured).into_owned(),
-        stderr: String::from_utf8_lossy(&e.captured).into_owned(),
-        truncated: Truncated {
-            stdout: o.truncated,
-            stderr: e.truncated,
-        },
-        stdout_bytes: o.total,
-        stderr_bytes: e.total,
+        stdout: out.stdout,
+        stderr: out.stderr,
+        truncated: out.truncated,
+        stdout_bytes: out.stdout_bytes,
+        stderr_bytes: out.stderr_bytes,
         pid,
         duration_ms: 0.0,
     })

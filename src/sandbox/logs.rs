@@ -31,16 +31,20 @@ const CHUNK: usize = 32 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
+    /// The command's stdout (with a terminal, both streams).
     Stdout = 1,
+    /// The command's stderr.
     Stderr = 2,
 }
 
 /// One read from the main command's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The stream it came from.
     pub stream: Stream,
     /// When it was read, nanoseconds since the Unix epoch.
     pub unix_nanos: u64,
+    /// The bytes read.
     pub data: Vec<u8>,
 }
 

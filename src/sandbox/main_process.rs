@@ -51,6 +51,7 @@ pub struct MainIo {
     /// Write end of its stdin (when asked for). Dropping it does not close the command's
     /// stdin: [`Sandbox::close_main_stdin`] does.
     pub stdin: Option<pipe::Sender>,
+    /// Read end of its stdout (with a terminal, both streams).
     pub stdout: pipe::Receiver,
     /// Absent with a terminal.
     pub stderr: Option<pipe::Receiver>,
@@ -60,7 +61,9 @@ pub struct MainIo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MainState {
+    /// The command and its arguments.
     pub argv: Vec<String>,
+    /// It runs with a terminal.
     pub tty: bool,
     /// When it was started, unix ms; none before.
     #[serde(default)]
@@ -95,7 +98,7 @@ impl Sandboxes {
         req: CreateRequest,
         main: MainProcess,
     ) -> Result<(Sandbox, MainIo), SandboxError> {
-        if main.argv.first().is_none_or(|a| a.is_empty()) {
+        if main.argv.first().is_none_or(String::is_empty) {
             return Err(SandboxError::Invalid {
                 field: "command",
                 reason: "empty".into(),

@@ -85,6 +85,7 @@ pub const LABEL_IDLE_TIMEOUT: &str = "stockade.idle-timeout";
 
 /// A new sandbox.
 pub struct CreateRequest {
+    /// The policy the sandbox runs under.
     pub policy: ValidatedPolicy,
     /// A name to find it by besides its id. Default: none.
     pub name: Option<String>,
@@ -118,28 +119,37 @@ impl CreateRequest {
 /// One sandbox as [`Sandbox::inspect`] and [`Sandboxes::list`] report it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SandboxInfo {
+    /// The sandbox's id.
     pub id: String,
+    /// Its name, if it was given one.
     pub name: Option<String>,
     /// What containerd says of its init.
     pub state: TaskStatus,
     /// Host pid of its init.
     pub pid: u32,
+    /// The image name as the policy gives it.
     pub image: String,
     /// RFC 3339 UTC.
     pub created: String,
+    /// When it was created, unix milliseconds.
     pub created_unix_ms: u64,
     /// The last exec's start or end, unix ms; none before the first.
     pub last_activity_unix_ms: Option<u64>,
     /// When the lifetime ends, unix ms; none without a lifetime.
     pub expires_unix_ms: Option<u64>,
+    /// The idle timeout, milliseconds; none without one.
     pub idle_timeout_ms: Option<u64>,
+    /// [`ValidatedPolicy::hash`] of its policy.
     pub policy_hash: String,
+    /// [`crate::spec::digest`] of its OCI spec.
     pub spec_digest: String,
     /// The UID its processes run as.
     pub uid: u32,
+    /// Its limits, as execs apply them.
     pub limits: SessionLimits,
     /// Peak memory and CPU time of the sandbox as a whole so far.
     pub usage: Usage,
+    /// The caller's labels given at creation.
     pub labels: BTreeMap<String, String>,
     /// Protections its policy asked for that this host could not enforce.
     pub not_enforced: Vec<crate::spec::NotEnforced>,

@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(holder(&root, "web").as_deref(), Some("stk-a"));
         match claim(&root, "web", "stk-b") {
             Err(SandboxError::NameTaken { name, id }) => {
-                assert_eq!((&*name, &*id), ("web", "stk-a"))
+                assert_eq!((&*name, &*id), ("web", "stk-a"));
             }
             other => panic!("{other:?}"),
         }

@@ -391,7 +391,7 @@ pub(super) fn place(spec: &Spec, path: &str) -> Place {
         let read_only = spec
             .root()
             .as_ref()
-            .and_then(|r| r.readonly())
+            .and_then(oci_spec::runtime::Root::readonly)
             .unwrap_or(false);
         return Place::Root { read_only };
     };

@@ -77,7 +77,7 @@ fn spec(root_ro: bool) -> Spec {
             .destination(dest)
             .typ(typ)
             .source("/src")
-            .options(opts.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .options(opts.iter().map(ToString::to_string).collect::<Vec<_>>())
             .build()
             .unwrap()
     };

@@ -38,7 +38,7 @@ fn sandbox_process(uid: u32, gid: u32) -> Process {
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(ToString::to_string).collect()
 }
 
 #[test]
