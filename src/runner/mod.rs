@@ -40,6 +40,7 @@ pub(crate) mod engine;
 pub mod escapes;
 pub mod exit;
 pub(crate) mod fifo;
+pub mod handoff;
 mod images;
 pub mod journal;
 pub(crate) mod output;
