@@ -66,13 +66,18 @@ pub enum Contender {
     /// `docker exec` into one long-lived container per image of that private dockerd, made
     /// before the first burst (not timed).
     DockerExec,
+    /// `docker exec` into one long-lived container per image made with `docker run -d`
+    /// through the Docker API of a `stockade serve --docker-socket` the benchmark starts
+    /// before the first burst (and stops by its PID): `docker-exec`'s client and command
+    /// against stockade's server.
+    StockadeDockerExec,
     /// `podman run --rm --network none` (own storage root and run root, cgroupfs, runc) on
     /// the same image; skipped when `podman` is not installed.
     PodmanRun,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 13] = [
+    pub const ALL: [Contender; 14] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -85,6 +90,7 @@ impl Contender {
         Contender::StockadeHttp,
         Contender::DockerRun,
         Contender::DockerExec,
+        Contender::StockadeDockerExec,
         Contender::PodmanRun,
     ];
 
@@ -102,6 +108,7 @@ impl Contender {
             Contender::StockadeHttp => "stockade-http",
             Contender::DockerRun => "docker-run",
             Contender::DockerExec => "docker-exec",
+            Contender::StockadeDockerExec => "stockade-docker-exec",
             Contender::PodmanRun => "podman-run",
         }
     }
@@ -122,6 +129,7 @@ impl Contender {
             | Contender::Runc
             | Contender::DockerRun
             | Contender::DockerExec
+            | Contender::StockadeDockerExec
             | Contender::PodmanRun => false,
         }
     }
@@ -299,7 +307,10 @@ pub const RATIO_PAIRS: &[(&[Contender], &[Contender])] = &[
             Contender::PodmanRun,
         ],
     ),
-    (&[Contender::StockadeExec], &[Contender::DockerExec]),
+    (
+        &[Contender::StockadeExec, Contender::StockadeDockerExec],
+        &[Contender::DockerExec],
+    ),
 ];
 
 /// stockade's p50 (and CPU per run) over the other engines', per workload and concurrency,

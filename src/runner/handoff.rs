@@ -153,7 +153,9 @@ mod tests {
     #[test]
     fn the_pool_a_run_came_from_is_asked_first_then_removal_sockets_then_pools() {
         let p = |s: &str| PathBuf::from(s);
-        let table: &[(Option<&str>, &[&str], &[&str], &[&str])] = &[
+        // (the pool the run came from, removal sockets, pool sockets) → the order asked
+        type Case<'a> = (Option<&'a str>, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let table: &[Case] = &[
             (None, &[], &[], &[]),
             (
                 None,
