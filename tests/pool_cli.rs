@@ -1,6 +1,8 @@
 //! `stockade pool fill|ls|drain` and `stockade run` through a pool service, against a
 //! private containerd: a run takes a pooled sandbox unless `--cold`, `pool ls` reports it,
 //! `pool drain` removes every pooled sandbox and stops the service, and nothing is left.
+//! A finished run's removal, pooled or cold, goes to a running pool service or `stockade
+//! serve` instead of a helper process, and to the helper when none runs.
 
 mod common;
 mod run_support;
@@ -61,7 +63,7 @@ fn run_json(
 struct Setup {
     c: PrivateContainerd,
     client: stockade::containerd::Client,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     fifo: std::path::PathBuf,
     sockets: std::path::PathBuf,
 }
@@ -76,7 +78,7 @@ impl Setup {
         Setup {
             c,
             client,
-            _dir: dir,
+            dir,
             fifo,
             sockets,
         }
@@ -114,6 +116,49 @@ impl Setup {
     fn run_json(&self, extra: &[&str], cmd: &[&str]) -> serde_json::Value {
         let (socket, fifo, sockets) = self.strs();
         run_json(socket, fifo, sockets, extra, cmd)
+    }
+
+    /// `stockade -vv run --json [extra] -- true` with the removal handed off after exit
+    /// (the default), removal sockets looked for under `removal`; the stderr line saying
+    /// who took the removal, once the run's directory is gone.
+    fn run_handed_off(&self, removal: &Path, extra: &[&str]) -> String {
+        let (socket, fifo, sockets) = self.strs();
+        let mut args = vec![
+            "-vv",
+            "run",
+            "--json",
+            "--no-run-log",
+            "--address",
+            socket,
+            "--fifo-root",
+            fifo,
+            "--pool-dir",
+            sockets,
+            "--removal-dir",
+            removal.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "true"]);
+        let out = stockade(&args);
+        assert!(out.status.success(), "{out:?}");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+        assert_eq!(r["exit_code"], 0, "{r}");
+        let dir = self.fifo.join(r["id"].as_str().unwrap());
+        let start = Instant::now();
+        while dir.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} was not removed",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        stderr
+            .lines()
+            .find(|l| l.contains("removal of stk-"))
+            .unwrap_or_else(|| panic!("nobody took the removal: {stderr}"))
+            .to_string()
     }
 
     fn drain(&self) -> Output {
@@ -214,6 +259,19 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // A cold run's removal is taken by the running pool service too (it serves the same
+    // containerd and FIFO root): no helper process is started.
+    let removal = s.dir.path().join("removal");
+    let pool_socket = stockade::pool::service::sockets(&s.sockets).remove(0);
+    let who = s.run_handed_off(&removal, &["--cold"]);
+    assert!(
+        who.contains(&format!(
+            "handed to the process at {}",
+            pool_socket.display()
+        )),
+        "{who}"
+    );
+
     let out = s.drain();
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("2 removed"),
@@ -232,6 +290,107 @@ async fn runs_take_pooled_sandboxes_from_the_service_and_drain_removes_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(ls(sockets_s).as_array().unwrap().is_empty());
+    // With no long-lived process left, the removal falls back to the helper.
+    let who = s.run_handed_off(&removal, &["--cold"]);
+    assert!(who.contains("handed to cleanup helper"), "{who}");
+    s.assert_no_leftovers().await;
+}
+
+/// `stockade serve` takes `stockade run`'s removals on `<removal dir>/<pid>.sock` while it
+/// runs, removes the socket when stopped, and the next run falls back to the helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_takes_cold_runs_removals_and_the_helper_does_without_it() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let s = Setup::new().await;
+    let (socket, fifo, _) = s.strs();
+    let removal = s.dir.path().join("removal");
+    let api = s.dir.path().join("api.sock");
+    let tokens = s.dir.path().join("tokens");
+    std::fs::write(&tokens, "0123456789abcdef0123456789abcdef tester\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let http = format!("unix:{}", api.display());
+    let out = stockade(&[
+        "serve",
+        "--http",
+        &http,
+        "--token-file",
+        tokens.to_str().unwrap(),
+        "--address",
+        socket,
+        "--fifo-root",
+        fifo,
+        "--removal-dir",
+        removal.to_str().unwrap(),
+        "--detach",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let server_socket = removal.join(format!("{pid}.sock"));
+
+    for _ in 0..2 {
+        let who = s.run_handed_off(&removal, &[]);
+        assert!(
+            who.contains(&format!(
+                "handed to the process at {}",
+                server_socket.display()
+            )),
+            "{who}"
+        );
+    }
+
+    // A run in another FIFO root is not the server's to remove: the helper takes it.
+    let other_fifo = s.dir.path().join("fifo-other");
+    let out = stockade(&[
+        "-vv",
+        "run",
+        "--no-run-log",
+        "--address",
+        socket,
+        "--fifo-root",
+        other_fifo.to_str().unwrap(),
+        "--removal-dir",
+        removal.to_str().unwrap(),
+        "--pool-dir",
+        s.strs().2,
+        "--",
+        "true",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("handed to cleanup helper"), "{stderr}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|st| !st.contains("State:\tZ"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server {pid} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !server_socket.exists(),
+        "the removal socket outlived the server"
+    );
+    let who = s.run_handed_off(&removal, &[]);
+    assert!(who.contains("handed to cleanup helper"), "{who}");
+    let start = Instant::now();
+    while std::fs::read_dir(&other_fifo).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the other FIFO root's run was not removed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     s.assert_no_leftovers().await;
 }
 

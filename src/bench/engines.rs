@@ -16,7 +16,7 @@ use super::{BenchConfig, BenchError, Contender, Sample, Workload};
 use crate::containerd::Client;
 
 /// Runs `cmd` to completion, untimed, for setup; returns its stdout.
-async fn setup_cmd(cmd: Command, what: &str) -> Result<String, BenchError> {
+pub(super) async fn setup_cmd(cmd: Command, what: &str) -> Result<String, BenchError> {
     let (_, out) = timed(cmd, what).await?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }

@@ -8,6 +8,7 @@
 mod api;
 mod bundle;
 pub mod cpu;
+mod docker_api;
 mod engines;
 mod external;
 pub mod meter;
@@ -56,6 +57,9 @@ struct Contenders {
     session_cli: api::SessionCli,
     /// The HTTP API's server, for `stockade-http`.
     http: Option<api::HttpServer>,
+    /// `stockade serve --docker-socket` and its exec containers, for
+    /// `stockade-docker-exec`.
+    docker_api: Option<docker_api::DockerApiServer>,
     /// The private dockerd, for `docker-run` and `docker-exec`.
     docker: Option<engines::Docker>,
     /// podman with private storage, for `podman-run`.
@@ -211,6 +215,12 @@ impl Contenders {
                 Some(d) => d.exec(w).await,
                 None => Err(BenchError::Setup("no private dockerd".into())),
             },
+            Contender::StockadeDockerExec => match &self.docker_api {
+                Some(d) => d.exec(w).await,
+                None => Err(BenchError::Setup(
+                    "no stockade serve --docker-socket".into(),
+                )),
+            },
             Contender::PodmanRun => match &self.podman {
                 Some(p) => p.run(w).await,
                 None => Err(BenchError::Setup("podman not prepared".into())),
@@ -338,6 +348,7 @@ pub async fn run(
             runtime_flags: runtime_flags.clone(),
         },
         http: None,
+        docker_api: None,
         docker,
         podman,
         lib,

@@ -83,6 +83,11 @@ pub enum Contender {
     /// `docker exec` into one long-lived container per image of that private dockerd, made
     /// before the first burst (not timed).
     DockerExec,
+    /// `docker exec` into one long-lived container per image made with `docker run -d`
+    /// through the Docker API of a `stockade serve --docker-socket` the benchmark starts
+    /// before the first burst (and stops by its PID): `docker-exec`'s client and command
+    /// against stockade's server.
+    StockadeDockerExec,
     /// `podman run --rm --network none` (own storage root and run root, cgroupfs, runc) on
     /// the same image; skipped when `podman` is not installed.
     PodmanRun,
@@ -90,7 +95,7 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in the order reports list them.
-    pub const ALL: [Contender; 14] = [
+    pub const ALL: [Contender; 15] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
@@ -104,6 +109,7 @@ impl Contender {
         Contender::StockadeHttp,
         Contender::DockerRun,
         Contender::DockerExec,
+        Contender::StockadeDockerExec,
         Contender::PodmanRun,
     ];
 
@@ -123,6 +129,7 @@ impl Contender {
             Contender::StockadeHttp => "stockade-http",
             Contender::DockerRun => "docker-run",
             Contender::DockerExec => "docker-exec",
+            Contender::StockadeDockerExec => "stockade-docker-exec",
             Contender::PodmanRun => "podman-run",
         }
     }
@@ -144,6 +151,7 @@ impl Contender {
             | Contender::Runc
             | Contender::DockerRun
             | Contender::DockerExec
+            | Contender::StockadeDockerExec
             | Contender::PodmanRun => false,
         }
     }
@@ -354,7 +362,7 @@ pub const RATIO_PAIRS: &[(&[Contender], &[Contender])] = &[
         ],
     ),
     (
-        &[Contender::StockadeExec, Contender::StockadeExecCli],
+        &[Contender::StockadeExec, Contender::StockadeExecCli, Contender::StockadeDockerExec],
         &[Contender::DockerExec],
     ),
 ];

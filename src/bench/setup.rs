@@ -89,6 +89,25 @@ pub(super) async fn start(
         }
         contenders.http = Some(server);
     }
+    if config.contenders.contains(&Contender::StockadeDockerExec) && contenders.docker_api.is_none()
+    {
+        progress("starting stockade serve --docker-socket and its exec containers");
+        let mut images: Vec<String> = ctx.workloads.iter().map(|w| w.image.clone()).collect();
+        images.dedup();
+        let server = super::docker_api::DockerApiServer::start(
+            &config.stockade_bin,
+            ctx.client.address(),
+            ctx.client.namespace(),
+            ctx.runtime_flags,
+            &config.work_dir.join("docker-api"),
+            &images,
+        )
+        .await?;
+        if let Some(pid) = server.pid() {
+            started.daemons.push(pid);
+        }
+        contenders.docker_api = Some(server);
+    }
     if config.contenders.contains(&Contender::StockadeExec)
         || config.contenders.contains(&Contender::StockadeExecCli)
     {
@@ -212,6 +231,9 @@ pub(super) async fn stop(
     }
     if let Some(h) = &contenders.http {
         h.stop().await;
+    }
+    if let Some(d) = &contenders.docker_api {
+        notes.extend(d.stop().await);
     }
     for mut child in started.services {
         let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;

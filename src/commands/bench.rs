@@ -33,12 +33,14 @@ pub struct BenchArgs {
     /// through the library, to compare with stockade-lib), stockade-session-cli (`stockade
     /// create` + `exec` + `rm -f`), stockade-http (the same through the HTTP API of a
     /// `stockade serve --http` the benchmark starts), ctr, runc, docker-run and
-    /// docker-exec (against a private dockerd the benchmark starts), podman-run. A contender
+    /// docker-exec (against a private dockerd the benchmark starts), stockade-docker-exec
+    /// (`docker exec` against the Docker API of a `stockade serve --docker-socket` the
+    /// benchmark starts), podman-run. A contender
     /// whose program is not installed is skipped, with a note saying so.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,stockade-exec,ctr,runc,docker-run,docker-exec,podman-run"
+        default_value = "stockade-lib,stockade-cli,stockade-warm,stockade-warm-cli,stockade-exec,ctr,runc,docker-run,docker-exec,stockade-docker-exec,podman-run"
     )]
     pub contenders: Vec<String>,
     /// Measure nothing: read a report saved with `--out` and print its table (and, with
@@ -93,9 +95,10 @@ fn contender(name: &str) -> Result<Contender> {
         "stockade-http" | "http" => Contender::StockadeHttp,
         "docker-run" | "docker" => Contender::DockerRun,
         "docker-exec" => Contender::DockerExec,
+        "stockade-docker-exec" => Contender::StockadeDockerExec,
         "podman-run" | "podman" => Contender::PodmanRun,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-exec-cli, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, podman-run)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-exec-cli, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, stockade-docker-exec, podman-run)"
         ),
     })
 }

@@ -39,7 +39,9 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
             std::path::Path::new("/proc"),
             &stockade::network::DEFAULT_RANGE,
         );
+        let crun = crun_facts(facts.cgroup);
         doctor::report(facts, &SystemEffects, &socket)
+            .with_crun(&crun)
             .with_disk(&disk, disk_root)
             .with_network(&net)
     })
@@ -52,6 +54,30 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
     };
     write_stdout(&text)?;
     Ok(if report.usable { 0 } else { 1 })
+}
+
+/// What decides the `crun` line: crun's version (through `SystemEffects`), the hybrid
+/// layout's v2 controllers and `STOCKADE_RUNC_BINARY`.
+fn crun_facts(cgroup: stockade::host::CgroupMode) -> doctor::CrunFacts {
+    use doctor::DoctorEffects;
+    let version = SystemEffects
+        .run("crun", &["--version"])
+        .ok()
+        .and_then(|out| out.lines().next().map(str::to_string));
+    let unified_controllers = match cgroup {
+        stockade::host::CgroupMode::Hybrid => {
+            std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+                .map(|t| doctor::controllers(&t))
+                .unwrap_or_default()
+        }
+        stockade::host::CgroupMode::V1 | stockade::host::CgroupMode::V2 => Vec::new(),
+    };
+    doctor::CrunFacts {
+        version,
+        cgroup,
+        unified_controllers,
+        selected: std::env::var("STOCKADE_RUNC_BINARY").ok(),
+    }
 }
 
 /// Writes to stdout; a reader that went away (`| head`) is not an error.

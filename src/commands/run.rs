@@ -1,9 +1,11 @@
 //! `stockade run`: run one command in a new sandbox and exit with its exit code.
 //!
 //! The user gets the exit code when this process exits, so the removal of the finished
-//! run's task, container and snapshot (≈25 ms of RPCs) is handed to a detached helper
-//! (`stockade gc --run ID --take-over`) once the output is out; the helper records itself
-//! as the run's owner, and if it dies too, the next run or `stockade gc` reclaims the run.
+//! run's task, container and snapshot (≈25 ms of RPCs) is handed on once the output is
+//! out: to a running pool service or `stockade serve` when one takes it
+//! (`stockade::runner::handoff`), else to a detached helper (`stockade gc --run ID
+//! --take-over`); the taker records itself as the run's owner, and if it dies too, the
+//! next run or `stockade gc` reclaims the run.
 //! `--cleanup inline` removes it before exiting instead.
 
 use std::path::PathBuf;
@@ -51,6 +53,10 @@ pub struct RunArgs {
     /// Directory of the pool sockets asked for a prepared sandbox.
     #[arg(long, value_name = "DIR", default_value = stockade::pool::DEFAULT_SOCKET_DIR, hide = true)]
     pub pool_dir: PathBuf,
+    /// Directory of the sockets of long-lived stockade processes (`stockade serve`) that
+    /// take a finished run's removal.
+    #[arg(long, value_name = "DIR", default_value = stockade::runner::handoff::DEFAULT_REMOVAL_DIR, hide = true)]
+    pub removal_dir: PathBuf,
     /// When the finished run's objects are removed: after exit by a detached helper, or
     /// before exit.
     #[arg(long, value_enum, default_value_t = CleanupWhen::Detach, hide = true)]
@@ -334,21 +340,26 @@ pub(crate) fn stdin_chunks() -> Stdin {
     Stdin::Chunks(rx)
 }
 
-/// Hands the finished run's removal on: back to the pool service it came from (one request
-/// on its socket), else to `stockade gc --run ID --take-over` started detached (own process
-/// group, no stdio) and recorded as the run's owner. If neither works, removes the run here.
+/// Hands the finished run's removal on: to a long-lived stockade process that takes it (the
+/// pool service the sandbox came from, `stockade serve`, any pool service:
+/// [`Runner::hand_off_removal`]), else to `stockade gc --run ID --take-over` started
+/// detached (own process group, no stdio) and recorded as the run's owner. If neither
+/// works, removes the run here.
 async fn hand_off_cleanup(
     runner: &Runner,
     id: &str,
     pool_socket: Option<&std::path::Path>,
     args: &RunArgs,
 ) {
-    if let Some(socket) = pool_socket {
-        match stockade::pool::service::hand_back(socket, id).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::debug!("{e}; starting the cleanup helper"),
-        }
+    if let Some(socket) = runner
+        .hand_off_removal(id, pool_socket, &args.removal_dir, &args.pool_dir)
+        .await
+    {
+        tracing::debug!(
+            "removal of {id} handed to the process at {}",
+            socket.display()
+        );
+        return;
     }
     let client = runner.containerd();
     match super::spawn_run_owner(
@@ -357,7 +368,7 @@ async fn hand_off_cleanup(
         &args.fifo_root,
         id,
     ) {
-        Ok(_) => {}
+        Ok(pid) => tracing::debug!("removal of {id} handed to cleanup helper {pid}"),
         Err(e) => {
             tracing::warn!("starting the cleanup helper: {e}; cleaning up inline");
             if let Err(e) = runner.cleanup(id).await {

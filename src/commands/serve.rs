@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// OCI runtime binary the runc shim drives instead of runc [default: runc].
     #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
     pub runc_binary: Option<String>,
+    /// Directory of the socket on which this server takes finished `stockade run`s'
+    /// removals (`<pid>.sock`).
+    #[arg(long, value_name = "DIR", default_value = stockade::runner::handoff::DEFAULT_REMOVAL_DIR, hide = true)]
+    pub removal_dir: PathBuf,
     #[command(flatten)]
     pub place: Place,
 }
@@ -204,6 +208,17 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    // Bound before the API sockets, so it is up when `--detach` sees them answer.
+    // `stockade run` hands its finished runs' removal here instead of starting a helper.
+    match stockade::runner::handoff::bind_removals(&args.removal_dir).await {
+        Ok((listener, path)) => {
+            let (runner, shutdown) = (sandboxes.runner().clone(), stopped());
+            servers.spawn(stockade::runner::handoff::serve_removals(
+                runner, listener, path, shutdown,
+            ));
+        }
+        Err(e) => tracing::warn!("{e}; `stockade run` removes its runs itself"),
+    }
     if let Some(HttpServing { addr, config, tls }) = http {
         let api = Arc::new(HttpApi::new(sandboxes.clone(), server.clone(), config));
         for id in api.reclaim_leftovers().await {

@@ -178,8 +178,11 @@ impl Client {
         self.lease.as_deref()
     }
 
-    /// Wraps a message in a request carrying the namespace (and lease) headers.
+    /// Wraps a message in a request carrying the namespace (and lease) headers. Every RPC
+    /// is logged at trace level under `stockade::containerd` by its message type
+    /// (`STOCKADE_LOG=stockade::containerd=trace` lists a command's RPCs).
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        tracing::trace!(rpc = short_type_name::<T>(), "containerd request");
         let mut req = tonic::Request::new(message);
         let md = req.metadata_mut();
         if let Ok(v) = MetadataValue::try_from(self.namespace.as_str()) {
@@ -247,6 +250,12 @@ impl Client {
 }
 
 /// A transport error and its causes on one line.
+/// The last path segment of `T`'s name (`CreateTaskRequest`).
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();

@@ -11,6 +11,9 @@ use serde::Serialize;
 use super::version::{self, RuncVersion, Version};
 use super::{CgroupMode, HostFacts};
 
+mod crun;
+pub use crun::{controllers, crun_check, CrunFacts};
+
 /// containerd's default socket.
 pub const DEFAULT_CONTAINERD_ADDRESS: &str = "/run/containerd/containerd.sock";
 
@@ -462,6 +465,12 @@ impl DoctorReport {
 }
 
 impl DoctorReport {
+    /// Adds the `crun` check: whether crun could run sandboxes here ([`crun_check`]).
+    pub fn with_crun(mut self, facts: &CrunFacts) -> Self {
+        self.checks.push(crun_check(facts));
+        self
+    }
+
     /// Adds the `network` check: what `egress` needs (see [`crate::network::doctor`]).
     pub fn with_network(mut self, facts: &crate::network::doctor::NetFacts) -> Self {
         let range = crate::network::DEFAULT_RANGE;

@@ -12,14 +12,15 @@
 //! → {"op":"status"}   ← {"status":{…PoolStatus…},"pid":123,"runtime":{…},"address":…,
 //!                        "namespace":…,"fifo_root":…}
 //! → {"op":"drain"}    ← {"removed":4}     (the service then stops)
-//! → {"op":"remove","id":"stk-…"}  ← {"removing":true}  or  {"removing":false,"reason":"…"}
+//! → {"op":"remove","id":"stk-…","address":…,"namespace":…,"fifo_root":…}
+//!   ← {"removing":true}  or  {"removing":false,"reason":"…"}
 //! → (a line that is no request)   ← {"error":"bad request: …"}
 //! ```
 //!
-//! `remove` hands a finished run back for removal: the service accepts only a run whose
-//! directory names the caller (by its peer credentials) as owner, makes itself the owner
-//! and removes the run in the background, so that `stockade run` need not start a helper
-//! process for it.
+//! `remove` hands a finished run over for removal, pooled or cold: the service accepts
+//! only a run in its own containerd, namespace and FIFO root whose directory names the
+//! caller (by its peer credentials) as owner, makes itself the owner and removes the run in
+//! the background, so that `stockade run` need not start a helper process for it.
 //!
 //! A handed-over sandbox's task is already running, its pid 1 the trampoline waiting for a
 //! command line on its stdin FIFO; the service keeps its own FIFO ends open until the
@@ -61,6 +62,16 @@ pub struct Place {
     pub runc_binary: Option<String>,
 }
 
+impl Place {
+    /// Whether `other` names the same containerd, namespace and FIFO root: the runtime
+    /// binary does not matter for removing a run.
+    pub fn same_objects(&self, other: &Place) -> bool {
+        self.address == other.address
+            && self.namespace == other.namespace
+            && self.fifo_root == other.fifo_root
+    }
+}
+
 /// A request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -83,6 +94,8 @@ pub enum Request {
     Remove {
         /// The run's id.
         id: String,
+        #[serde(flatten)]
+        place: Place,
     },
 }
 
@@ -211,15 +224,8 @@ async fn answer(
             runtime: pool.runner().runtime_binary().cloned(),
             place: place.clone(),
         })?,
-        Ok(Request::Remove { id }) => {
-            let reason = removal_refused(place, &id, peer);
-            if reason.is_none() {
-                pool.runner().remove_later(&id).await;
-            }
-            serde_json::to_value(RemoveReply {
-                removing: reason.is_none(),
-                reason,
-            })?
+        Ok(Request::Remove { id, place: theirs }) => {
+            serde_json::to_value(remove(pool.runner(), place, &theirs, &id, peer).await)?
         }
         Ok(Request::Drain) => {
             let removed = pool.drain().await;
@@ -271,6 +277,30 @@ async fn answer(
     text.push('\n');
     w.write_all(text.as_bytes()).await?;
     w.shutdown().await
+}
+
+/// Answers a `remove` of run `id` in `theirs` from `peer` for a process serving `place`
+/// through `runner`: refused unless the places name the same objects and
+/// [`removal_refused`] finds nothing; else the run is removed in `runner`'s background.
+pub(crate) async fn remove(
+    runner: &crate::runner::Runner,
+    place: &Place,
+    theirs: &Place,
+    id: &str,
+    peer: Option<i32>,
+) -> RemoveReply {
+    let reason = if theirs.same_objects(place) {
+        removal_refused(place, id, peer)
+    } else {
+        Some("this process serves another containerd, namespace or FIFO root".into())
+    };
+    if reason.is_none() {
+        runner.remove_later(id).await;
+    }
+    RemoveReply {
+        removing: reason.is_none(),
+        reason,
+    }
 }
 
 /// Why run `id` may not be handed back by `peer`, or `None` after making this process its
@@ -347,15 +377,14 @@ pub async fn request<T: for<'de> Deserialize<'de>>(
         .map_err(|_| fail(format!("no answer within {timeout:?}")))?
 }
 
-/// Hands finished run `id` back to the service at `path` for removal; `Ok(false)` when it
-/// refuses (the caller then removes the run itself).
-pub async fn hand_back(path: &Path, id: &str) -> Result<bool, PoolError> {
-    let reply: RemoveReply = request(
-        path,
-        &Request::Remove { id: id.to_string() },
-        CLIENT_TIMEOUT,
-    )
-    .await?;
+/// Hands finished run `id` (in `place`) over to the service at `path` for removal;
+/// `Ok(false)` when it refuses (the caller then removes the run itself or asks another).
+pub async fn hand_back(path: &Path, id: &str, place: &Place) -> Result<bool, PoolError> {
+    let req = Request::Remove {
+        id: id.to_string(),
+        place: place.clone(),
+    };
+    let reply: RemoveReply = request(path, &req, CLIENT_TIMEOUT).await?;
     if let Some(why) = &reply.reason {
         tracing::debug!("pool service would not remove {id}: {why}");
     }
@@ -481,7 +510,7 @@ mod tests {
                 Request::Take {
                     image: "busybox".into(),
                     policy_hash: "sha256:ab".into(),
-                    place,
+                    place: place.clone(),
                 },
                 r#"{"op":"take","image":"busybox","policy_hash":"sha256:ab","address":"/run/c.sock","namespace":"ns","fifo_root":"/run/f"}"#,
             ),
@@ -490,8 +519,14 @@ mod tests {
             (
                 Request::Remove {
                     id: "stk-0a".into(),
+                    place: Place {
+                        address: "/run/c.sock".into(),
+                        namespace: "ns".into(),
+                        fifo_root: "/run/f".into(),
+                        runc_binary: None,
+                    },
                 },
-                r#"{"op":"remove","id":"stk-0a"}"#,
+                r#"{"op":"remove","id":"stk-0a","address":"/run/c.sock","namespace":"ns","fifo_root":"/run/f"}"#,
             ),
         ];
         for (req, want) in cases {

@@ -41,6 +41,7 @@ mod error;
 pub mod escapes;
 pub mod exit;
 pub(crate) mod fifo;
+pub mod handoff;
 mod images;
 pub mod journal;
 pub(crate) mod output;

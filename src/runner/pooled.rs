@@ -74,12 +74,7 @@ impl Runner {
             return None;
         }
         let hash = req.policy.hash();
-        let place = service::Place {
-            address: self.containerd().address().to_path_buf(),
-            namespace: self.containerd().namespace().to_string(),
-            fifo_root: self.fifo_root().to_path_buf(),
-            runc_binary: self.pool_runtime_key(),
-        };
+        let place = self.place();
         let socket = crate::pool::socket_path(&choice.socket_dir, &hash);
         match service::take(&socket, &req.policy.image, &hash, &place).await {
             Ok(p) => p.map(|p| (p, socket)),

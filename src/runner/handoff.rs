@@ -1,0 +1,190 @@
+//! Handing a finished one-shot run's removal to a long-lived stockade process, so that
+//! `stockade run` neither waits for it nor starts a helper process for it.
+//!
+//! Who takes a removal: the pool service the sandbox came from, else any process answering
+//! on a socket in the removal directory ([`DEFAULT_REMOVAL_DIR`]; `stockade serve` listens
+//! there as `<pid>.sock`), else any pool service ([`crate::pool::DEFAULT_SOCKET_DIR`]). Each
+//! accepts only a run in its own containerd, namespace and FIFO root whose directory names
+//! the caller as owner, and becomes its owner before answering (the protocol is
+//! [`crate::pool::service`]'s `remove`). When none takes it, the caller removes the run its
+//! own way (the CLI starts `stockade gc --run ID --take-over`). Either way a process that
+//! dies with the run still to remove leaves it to crash reclaim, as before.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+use super::Runner;
+use crate::pool::service::{self, Place, Request};
+
+/// Where long-lived stockade processes other than pool services (`stockade serve`) listen
+/// for removals, one `<pid>.sock` each.
+pub const DEFAULT_REMOVAL_DIR: &str = "/run/stockade/removal";
+
+/// Longest request line a removal socket reads.
+const MAX_LINE: u64 = 4096;
+
+/// The socket a process with pid `pid` takes removals on under `dir`.
+pub fn removal_socket(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("{pid}.sock"))
+}
+
+/// The order sockets are asked to take a removal in: `first` (the pool the sandbox came
+/// from), then the sockets of `removal_dir`, then those of `pool_dir`, each once. Pure.
+pub fn candidates(first: Option<&Path>, removal: &[PathBuf], pools: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in first
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(removal.iter().cloned())
+        .chain(pools.iter().cloned())
+    {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+impl Runner {
+    /// This runner's containerd, namespace, FIFO root and runtime binary, as the pool and
+    /// removal sockets compare them.
+    pub fn place(&self) -> Place {
+        Place {
+            address: self.containerd().address().to_path_buf(),
+            namespace: self.containerd().namespace().to_string(),
+            fifo_root: self.fifo_root().to_path_buf(),
+            runc_binary: self.pool_runtime_key(),
+        }
+    }
+
+    /// Hands the removal of finished run `id` (owned by this process) to a long-lived
+    /// stockade process, asking the sockets in [`candidates`] order; the socket that took
+    /// it, or `None` when none did (the caller then removes the run itself).
+    pub async fn hand_off_removal(
+        &self,
+        id: &str,
+        first: Option<&Path>,
+        removal_dir: &Path,
+        pool_dir: &Path,
+    ) -> Option<PathBuf> {
+        let place = self.place();
+        let all = candidates(
+            first,
+            &service::sockets(removal_dir),
+            &service::sockets(pool_dir),
+        );
+        for socket in all {
+            match service::hand_back(&socket, id, &place).await {
+                Ok(true) => return Some(socket),
+                Ok(false) => {}
+                Err(e) => tracing::debug!("{e}"),
+            }
+        }
+        None
+    }
+}
+
+/// Takes removals for `runner` on `listener` (bound at `path`, mode 0600) until `stop`
+/// completes, then removes the socket; removals already accepted finish in `runner`'s
+/// background (see [`Runner::wait_cleanups`]). Only `remove` requests are answered.
+pub async fn serve_removals(
+    runner: Runner,
+    listener: UnixListener,
+    path: PathBuf,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let place = runner.place();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let (runner, place) = (runner.clone(), place.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = answer(&runner, &place, stream).await {
+                        tracing::debug!("removal socket: {e}");
+                    }
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn answer(
+    runner: &Runner,
+    place: &Place,
+    stream: tokio::net::UnixStream,
+) -> std::io::Result<()> {
+    let peer = stream.peer_cred()?.pid();
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::AsyncReadExt::take(BufReader::new(r), MAX_LINE)
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Remove { id, place: theirs }) => {
+            serde_json::to_value(service::remove(runner, place, &theirs, &id, peer).await)?
+        }
+        Ok(_) => serde_json::json!({ "error": "this socket only takes removals" }),
+        Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
+    };
+    let mut text = serde_json::to_string(&reply)?;
+    text.push('\n');
+    w.write_all(text.as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// Binds the removal socket of this process under `dir` (mode 0600, `dir` 0700 when
+/// made), replacing a stale one.
+pub async fn bind_removals(dir: &Path) -> Result<(UnixListener, PathBuf), crate::pool::PoolError> {
+    let path = removal_socket(dir, std::process::id());
+    let l = service::bind(&path).await?;
+    Ok((l, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_a_run_came_from_is_asked_first_then_removal_sockets_then_pools() {
+        let p = |s: &str| PathBuf::from(s);
+        // (the pool the run came from, removal sockets, pool sockets) → the order asked
+        type Case<'a> = (Option<&'a str>, &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let table: &[Case] = &[
+            (None, &[], &[], &[]),
+            (
+                None,
+                &["/r/1.sock"],
+                &["/p/a.sock"],
+                &["/r/1.sock", "/p/a.sock"],
+            ),
+            (
+                Some("/p/b.sock"),
+                &["/r/1.sock"],
+                &["/p/a.sock", "/p/b.sock"],
+                &["/p/b.sock", "/r/1.sock", "/p/a.sock"],
+            ),
+            (Some("/p/a.sock"), &[], &["/p/a.sock"], &["/p/a.sock"]),
+        ];
+        for &(first, removal, pools, want) in table {
+            let removal: Vec<PathBuf> = removal.iter().map(|s| p(s)).collect();
+            let pools: Vec<PathBuf> = pools.iter().map(|s| p(s)).collect();
+            let got = candidates(first.map(Path::new), &removal, &pools);
+            let want: Vec<PathBuf> = want.iter().map(|s| p(s)).collect();
+            assert_eq!(got, want, "{first:?} {removal:?} {pools:?}");
+        }
+    }
+
+    #[test]
+    fn a_process_removal_socket_is_named_by_its_pid() {
+        assert_eq!(
+            removal_socket(Path::new("/run/stockade/removal"), 42),
+            Path::new("/run/stockade/removal/42.sock")
+        );
+    }
+}
