@@ -362,7 +362,11 @@ pub const RATIO_PAIRS: &[(&[Contender], &[Contender])] = &[
         ],
     ),
     (
-        &[Contender::StockadeExec, Contender::StockadeExecCli, Contender::StockadeDockerExec],
+        &[
+            Contender::StockadeExec,
+            Contender::StockadeExecCli,
+            Contender::StockadeDockerExec,
+        ],
         &[Contender::DockerExec],
     ),
 ];

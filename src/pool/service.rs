@@ -94,6 +94,7 @@ pub enum Request {
     Remove {
         /// The run's id.
         id: String,
+        /// Where the caller ran it: must be the service's own (the runtime binary aside).
         #[serde(flatten)]
         place: Place,
     },

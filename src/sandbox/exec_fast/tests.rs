@@ -19,7 +19,7 @@ fn base() -> Process {
 }
 
 fn spec(argv: &[&str], user: Option<&str>) -> Process {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    let argv: Vec<String> = argv.iter().map(ToString::to_string).collect();
     super::super::exec::process_spec(&base(), &argv, &["A=1".into()], Some("/tmp"), user, None)
         .unwrap()
 }
