@@ -47,7 +47,29 @@ fn installed() -> (tempfile::TempDir, Installed) {
     )
     .unwrap();
     let i = init::install(&t.path().join("init")).expect("install the init");
+    settled(&i.path);
     (t, i)
+}
+
+/// Waits (bounded) until `path` can be executed. A process another test thread forked
+/// while the install held the file open for writing keeps that descriptor until it execs,
+/// and until then executing the file fails with ETXTBSY; once one exec has succeeded no
+/// such descriptor is left, as nothing writes the file again.
+fn settled(path: &Path) {
+    const ETXTBSY: i32 = 26;
+    for _ in 0..500 {
+        match Command::new(path).arg("--help").stdout(Stdio::null()).status() {
+            Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot execute the installed init {}: {e}", path.display()),
+            Ok(status) => {
+                assert!(status.success(), "the installed init's --help: {status}");
+                return;
+            }
+        }
+    }
+    panic!("{} stayed busy (ETXTBSY) for 5 s", path.display());
 }
 
 /// One field of `/proc/<pid>/stat` after the command name: state (0), ppid (1).
