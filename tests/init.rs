@@ -58,7 +58,11 @@ fn installed() -> (tempfile::TempDir, Installed) {
 fn settled(path: &Path) {
     const ETXTBSY: i32 = 26;
     for _ in 0..500 {
-        match Command::new(path).arg("--help").stdout(Stdio::null()).status() {
+        match Command::new(path)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .status()
+        {
             Err(e) if e.raw_os_error() == Some(ETXTBSY) => {
                 std::thread::sleep(Duration::from_millis(10));
             }
