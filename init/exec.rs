@@ -30,12 +30,11 @@ use std::ffi::OsString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::raw::{c_int, c_long, c_short, c_void};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::{kill, set_of, sigprocmask, SIG_SETMASK};
+use crate::kill;
 
 /// The host's end of the door.
 pub const DOOR_FD: RawFd = 3;
@@ -411,18 +410,7 @@ fn serve_exec(conn: &OwnedFd) {
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
-    let empty = set_of(&[]);
-    // SAFETY: the closure runs in the forked child before exec and makes one
-    // async-signal-safe call (`sigprocmask`) on a set built before the fork.
-    unsafe {
-        command.pre_exec(move || {
-            if sigprocmask(SIG_SETMASK, &empty, std::ptr::null_mut()) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    crate::unblock_in_child(&mut command);
     let pid = {
         let mut reg = registry();
         match command.spawn() {

@@ -174,13 +174,10 @@ fn set_of(signals: &[c_int]) -> SigSet {
     set
 }
 
-/// Starts the command with the init's stdio and environment and an empty signal mask; on
-/// failure says why and exits as a shell would (127 not found, 126 otherwise).
-fn spawn(program: &OsString, args: &[OsString]) -> i32 {
-    // The child starts with nothing blocked: the mask survives exec.
+/// Has `command`'s child start with nothing blocked (the init blocks the signals it
+/// waits for, and a signal mask survives exec).
+fn unblock_in_child(command: &mut Command) {
     let empty = set_of(&[]);
-    let mut command = Command::new(program);
-    command.args(args);
     // SAFETY: the closure runs in the forked child before exec and makes one
     // async-signal-safe call (`sigprocmask`) on a set built before the fork; it allocates
     // nothing and takes no lock.
@@ -193,6 +190,14 @@ fn spawn(program: &OsString, args: &[OsString]) -> i32 {
             }
         });
     }
+}
+
+/// Starts the command with the init's stdio and environment and an empty signal mask; on
+/// failure says why and exits as a shell would (127 not found, 126 otherwise).
+fn spawn(program: &OsString, args: &[OsString]) -> i32 {
+    let mut command = Command::new(program);
+    command.args(args);
+    unblock_in_child(&mut command);
     match command.spawn() {
         // Dropping the handle neither waits for nor kills the child; `reap` collects it.
         Ok(child) => child.id() as i32,

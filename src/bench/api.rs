@@ -97,29 +97,24 @@ impl HttpServer {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).map_err(setup)?;
         let socket = work_dir.join("http.sock");
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg("--http")
-            .arg(format!("unix:{}", socket.display()))
-            .arg("--token-file")
-            .arg(&tokens)
-            .arg("--http-max-sandboxes")
-            .arg(max_sandboxes.to_string())
-            .args(["--http-max-memory", "1Ti"])
-            .arg("--address")
-            .arg(address)
-            .arg("--namespace")
-            .arg(namespace)
-            .args(runtime_flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| BenchError::Spawn {
-                what: "stockade serve --http".into(),
-                message: e.to_string(),
-            })?;
+        let listen: Vec<std::ffi::OsString> = vec![
+            "--http".into(),
+            format!("unix:{}", socket.display()).into(),
+            "--token-file".into(),
+            tokens.clone().into(),
+            "--http-max-sandboxes".into(),
+            max_sandboxes.to_string().into(),
+            "--http-max-memory".into(),
+            "1Ti".into(),
+        ];
+        let child = spawn_serve(
+            binary,
+            &listen,
+            address,
+            namespace,
+            runtime_flags,
+            "stockade serve --http",
+        )?;
         let server = HttpServer {
             socket,
             child: std::sync::Mutex::new(Some(child)),
@@ -262,4 +257,33 @@ impl HttpServer {
             let _ = child.kill().await;
         }
     }
+}
+
+/// Starts `stockade serve LISTEN… --address ADDRESS --namespace NAMESPACE RUNTIME_FLAGS…`
+/// with no stdio, killed if dropped; `what` names it in the error when it cannot start.
+pub(super) fn spawn_serve(
+    binary: &Path,
+    listen: &[std::ffi::OsString],
+    address: &Path,
+    namespace: &str,
+    runtime_flags: &[String],
+    what: &str,
+) -> Result<tokio::process::Child, BenchError> {
+    Command::new(binary)
+        .arg("serve")
+        .args(listen)
+        .arg("--address")
+        .arg(address)
+        .arg("--namespace")
+        .arg(namespace)
+        .args(runtime_flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Spawn {
+            what: what.into(),
+            message: e.to_string(),
+        })
 }

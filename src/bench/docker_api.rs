@@ -6,12 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use super::external::{check_output, have, timed};
+use super::external::have;
 use super::{BenchError, Sample, Workload};
 
 /// A `stockade serve --docker-socket` on a socket of the benchmark's work directory, and
@@ -44,24 +43,14 @@ impl DockerApiServer {
         let setup = |e: std::io::Error| BenchError::Setup(format!("stockade serve: {e}"));
         std::fs::create_dir_all(work_dir).map_err(setup)?;
         let socket = work_dir.join("docker-api.sock");
-        let child = Command::new(binary)
-            .arg("serve")
-            .arg("--docker-socket")
-            .arg(&socket)
-            .arg("--address")
-            .arg(address)
-            .arg("--namespace")
-            .arg(namespace)
-            .args(runtime_flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| BenchError::Spawn {
-                what: "stockade serve --docker-socket".into(),
-                message: e.to_string(),
-            })?;
+        let child = super::api::spawn_serve(
+            binary,
+            &["--docker-socket".into(), socket.clone().into()],
+            address,
+            namespace,
+            runtime_flags,
+            "stockade serve --docker-socket",
+        )?;
         let mut server = DockerApiServer {
             socket,
             child: std::sync::Mutex::new(Some(child)),
@@ -128,14 +117,7 @@ impl DockerApiServer {
 
     /// `docker exec CONTAINER ARGS…` into the image's long-lived container.
     pub async fn exec(&self, w: &Workload) -> Result<Sample, BenchError> {
-        let id = self.exec.get(&w.image).ok_or_else(|| {
-            BenchError::Setup(format!("no stockade serve container for {}", w.image))
-        })?;
-        let mut cmd = self.cli();
-        cmd.arg("exec").arg(id).args(&w.args);
-        let (dt, out) = timed(cmd, "docker exec (stockade serve)").await?;
-        check_output(w, &out, "docker exec (stockade serve)")?;
-        Ok(Sample::end_to_end(dt))
+        super::engines::docker_exec(self.cli(), &self.exec, w, "docker exec (stockade serve)").await
     }
 
     /// Removes the exec containers (`docker rm -f`), then SIGTERM to the server by PID (it
@@ -143,13 +125,8 @@ impl DockerApiServer {
     /// Returns what could not be done.
     pub async fn stop(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        for id in self.exec.values() {
-            let mut cmd = self.cli();
-            cmd.args(["rm", "-f", id]);
-            if let Err(e) = super::engines::setup_cmd(cmd, "docker rm (stockade serve)").await {
-                notes.push(format!("stockade serve container {id}: {e}"));
-            }
-        }
+        super::engines::remove_containers(|| self.cli(), &self.exec, "stockade serve", &mut notes)
+            .await;
         let child = self
             .child
             .lock()

@@ -207,28 +207,14 @@ impl Docker {
 
     /// `docker exec CONTAINER ARGS…` into the image's long-lived container.
     pub async fn exec(&self, w: &Workload) -> Result<Sample, BenchError> {
-        let id = self
-            .exec
-            .get(&w.image)
-            .ok_or_else(|| BenchError::Setup(format!("no docker container for {}", w.image)))?;
-        let mut cmd = self.cli();
-        cmd.arg("exec").arg(id).args(&w.args);
-        let (dt, out) = timed(cmd, "docker exec").await?;
-        check_output(w, &out, "docker exec")?;
-        Ok(Sample::end_to_end(dt))
+        docker_exec(self.cli(), &self.exec, w, "docker exec").await
     }
 
     /// Removes the exec containers, stops dockerd (SIGTERM to its PID, then SIGKILL after
     /// 30 s) and removes its directory. Returns what could not be done.
     pub async fn stop(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        for id in self.exec.values() {
-            let mut cmd = self.cli();
-            cmd.args(["rm", "-f", id]);
-            if let Err(e) = setup_cmd(cmd, "docker rm").await {
-                notes.push(format!("docker exec container {id}: {e}"));
-            }
-        }
+        remove_containers(|| self.cli(), &self.exec, "docker exec", &mut notes).await;
         let child = self
             .daemon
             .lock()
@@ -429,6 +415,41 @@ fn skip(config: &mut BenchConfig, notes: &mut Vec<String>, which: &[Contender], 
         notes.push(format!("{} skipped: {why}", c.name()));
     }
     config.contenders.retain(|c| !which.contains(c));
+}
+
+/// `docker exec CONTAINER ARGS…` through `cli` (a docker CLI command aimed at one server)
+/// into the long-lived container `containers` holds for `w`'s image, timed end to end;
+/// `what` names the contender in errors.
+pub(super) async fn docker_exec(
+    mut cli: Command,
+    containers: &BTreeMap<String, String>,
+    w: &Workload,
+    what: &str,
+) -> Result<Sample, BenchError> {
+    let id = containers
+        .get(&w.image)
+        .ok_or_else(|| BenchError::Setup(format!("{what}: no container for {}", w.image)))?;
+    cli.arg("exec").arg(id).args(&w.args);
+    let (dt, out) = timed(cli, what).await?;
+    check_output(w, &out, what)?;
+    Ok(Sample::end_to_end(dt))
+}
+
+/// `docker rm -f` of every container in `containers`, each through a fresh `cli()`; what
+/// could not be removed is added to `notes`.
+pub(super) async fn remove_containers(
+    cli: impl Fn() -> Command,
+    containers: &BTreeMap<String, String>,
+    what: &str,
+    notes: &mut Vec<String>,
+) {
+    for id in containers.values() {
+        let mut cmd = cli();
+        cmd.args(["rm", "-f", id]);
+        if let Err(e) = setup_cmd(cmd, "docker rm").await {
+            notes.push(format!("{what} container {id}: {e}"));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod prepare;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub(crate) use live::{next_cancel, sinks, spawn_stdin};
+pub(crate) use live::{feed, next_cancel, sinks, spawn_stdin};
 pub(crate) use objects::exec_error;
 use prepare::command_line;
 pub(crate) use prepare::Pid1;

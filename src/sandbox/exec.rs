@@ -494,14 +494,40 @@ async fn drive(
     })
     .await;
     let (o, e) = drained.unwrap_or_default();
+    Ok(finished(
+        id,
+        exec_id,
+        status,
+        timed_out,
+        cancelled_by,
+        &o,
+        &e,
+        pid,
+    ))
+}
+
+/// The result of an exec that has ended, by either path: its status and why it ended,
+/// mapped to the exit code the user sees, and its pumped output. `duration_ms` is left for
+/// the caller to fill in.
+#[allow(clippy::too_many_arguments, reason = "one field of the result each")]
+pub(super) fn finished(
+    id: &str,
+    exec_id: &str,
+    status: u32,
+    timed_out: bool,
+    cancelled_by: Option<i32>,
+    o: &Pumped,
+    e: &Pumped,
+    pid: u32,
+) -> ExecResult {
     let outcome = Outcome {
         status,
         timed_out,
         oom_killed: false,
         cancelled_by,
     };
-    let out = Reported::of(&o, &e);
-    Ok(ExecResult {
+    let out = Reported::of(o, e);
+    ExecResult {
         id: id.to_string(),
         exec_id: exec_id.to_string(),
         exit_code: exit::exit_code(&outcome),
@@ -515,7 +541,7 @@ async fn drive(
         stderr_bytes: out.stderr_bytes,
         pid,
         duration_ms: 0.0,
-    })
+    }
 }
 
 /// `signal` to the exec'd process alone.

@@ -38,18 +38,16 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
-use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 
 use super::exec::{ExecRequest, ExecResult};
 use super::SandboxError;
-use crate::runner::engine::{next_cancel, sinks};
-use crate::runner::exit::{self, Outcome};
+use crate::runner::engine::{feed, next_cancel, sinks};
 use crate::runner::output::{pump, Pumped};
 use crate::runner::session::SessionLimits;
-use crate::runner::{Cancel, RunError, Stdin, Truncated, DRAIN_GRACE, KILL_GRACE};
+use crate::runner::{Cancel, RunError, Stdin, DRAIN_GRACE, KILL_GRACE};
 
 /// Environment variable choosing the exec path: `runtime` forces containerd's Tasks.Exec
 /// (a runtime process per exec); unset, empty or `auto` lets [`route`] choose.
@@ -458,30 +456,16 @@ async fn drive(
     .await;
     let (o, e): (Pumped, Pumped) = drained.unwrap_or_default();
     let status = status_of(wait_status);
-    let outcome = Outcome {
+    Ok(super::exec::finished(
+        id,
+        exec_id,
         status,
         timed_out,
-        oom_killed: false,
         cancelled_by,
-    };
-    Ok(ExecResult {
-        id: id.to_string(),
-        exec_id: exec_id.to_string(),
-        exit_code: exit::exit_code(&outcome),
-        signal: exit::signal_of(status),
-        timed_out,
-        cancelled_by,
-        stdout: String::from_utf8_lossy(&o.captured).into_owned(),
-        stderr: String::from_utf8_lossy(&e.captured).into_owned(),
-        truncated: Truncated {
-            stdout: o.truncated,
-            stderr: e.truncated,
-        },
-        stdout_bytes: o.total,
-        stderr_bytes: e.total,
+        &o,
+        &e,
         pid,
-        duration_ms: 0.0,
-    })
+    ))
 }
 
 /// Sleeps until `at`, or forever when it is `None`.
@@ -489,26 +473,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Writes `stdin` to the command's stdin, then closes it (end of file).
-async fn feed(mut tx: pipe::Sender, stdin: Stdin) {
-    match stdin {
-        Stdin::Null => {}
-        Stdin::Bytes(b) => {
-            let _ = tx.write_all(&b).await;
-        }
-        Stdin::Reader(mut r) => {
-            let _ = tokio::io::copy(&mut r, &mut tx).await;
-        }
-        Stdin::Chunks(mut rx) => {
-            while let Some(chunk) = rx.recv().await {
-                if tx.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-        }
     }
 }
 

@@ -244,6 +244,27 @@ pub(crate) fn sinks(output: Output) -> (Sink, Sink) {
     }
 }
 
+/// Writes `stdin` into the pipe `tx` (a FIFO's or a host pipe's write end), then closes it,
+/// so the reader sees end of file. Write errors (the reader has gone) end it quietly.
+pub(crate) async fn feed(mut tx: tokio::net::unix::pipe::Sender, stdin: Stdin) {
+    match stdin {
+        Stdin::Null => {}
+        Stdin::Bytes(b) => {
+            let _ = tx.write_all(&b).await;
+        }
+        Stdin::Reader(mut r) => {
+            let _ = tokio::io::copy(&mut r, &mut tx).await;
+        }
+        Stdin::Chunks(mut rx) => {
+            while let Some(chunk) = rx.recv().await {
+                if tx.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Forwards the request's stdin into the FIFO; at its end, closes our end and asks the
 /// shim to close the process's stdin (the task's, or exec process `exec_id`'s), so that
 /// the command sees end of file.
@@ -261,23 +282,7 @@ pub(crate) fn spawn_stdin(
                 return;
             }
         }
-        match stdin {
-            Stdin::Null => {}
-            Stdin::Bytes(b) => {
-                let _ = tx.write_all(&b).await;
-            }
-            Stdin::Reader(mut r) => {
-                let _ = tokio::io::copy(&mut r, &mut tx).await;
-            }
-            Stdin::Chunks(mut rx) => {
-                while let Some(chunk) = rx.recv().await {
-                    if tx.write_all(&chunk).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        drop(tx);
+        feed(tx, stdin).await;
         let _ = match exec_id {
             Some(e) => c.close_process_stdin(&id, &e).await,
             None => c.close_stdin(&id).await,
