@@ -124,12 +124,7 @@ impl HttpServer {
             if let Ok((200, _)) = server.call("GET", "/v1/health", "").await {
                 return Ok(server);
             }
-            let exited = server
-                .child
-                .lock()
-                .expect("child lock")
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            let exited = has_exited(&server.child);
             if Instant::now() > deadline || exited {
                 server.stop().await;
                 return Err(BenchError::Setup(
@@ -257,6 +252,15 @@ impl HttpServer {
             let _ = child.kill().await;
         }
     }
+}
+
+/// Whether the server process in `child` has exited (or was already taken).
+pub(super) fn has_exited(child: &std::sync::Mutex<Option<tokio::process::Child>>) -> bool {
+    child
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_mut()
+        .is_none_or(|c| c.try_wait().ok().flatten().is_some())
 }
 
 /// Starts `stockade serve LISTEN… --address ADDRESS --namespace NAMESPACE RUNTIME_FLAGS…`

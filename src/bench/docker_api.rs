@@ -67,12 +67,7 @@ impl DockerApiServer {
             if answered {
                 break;
             }
-            let exited = server
-                .child
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            let exited = super::api::has_exited(&server.child);
             if Instant::now() > deadline || exited {
                 server.stop().await;
                 return Err(BenchError::Setup(
