@@ -2,11 +2,6 @@
 //! to an exit code. Errors from stockade itself exit 125 with one line on stderr.
 
 mod cli;
-#[allow(
-    clippy::semicolon_if_nothing_returned,
-    clippy::bool_to_int_with_if,
-    reason = "the few hits are fixed where the module's other changes land"
-)]
 mod commands;
 
 use std::process::ExitCode;

@@ -107,7 +107,7 @@ pub async fn run(cmd: AppArmorCommand) -> Result<u8> {
             let done = apparmor::ensure_loaded(&SystemParser::find(), &ctx, params.name(), &text)?;
             match done {
                 Loaded::AlreadyLoaded => {
-                    write_stdout(&format!("{}: already loaded\n", params.name()))?
+                    write_stdout(&format!("{}: already loaded\n", params.name()))?;
                 }
                 Loaded::Loaded => write_stdout(&format!("{}: loaded\n", params.name()))?,
             }

@@ -53,7 +53,7 @@ pub async fn run(args: DoctorArgs) -> Result<u8> {
         report.to_text()
     };
     write_stdout(&text)?;
-    Ok(if report.usable { 0 } else { 1 })
+    Ok(u8::from(!report.usable))
 }
 
 /// What decides the `crun` line: crun's version (through `SystemEffects`), the hybrid

@@ -125,5 +125,5 @@ pub async fn run(args: GcArgs) -> Result<u8> {
             eprintln!("stockade: gc: {id}: {why}");
         }
     }
-    Ok(if done.failed.is_empty() { 0 } else { 1 })
+    Ok(u8::from(!done.failed.is_empty()))
 }
