@@ -83,8 +83,8 @@ pub const DEFAULT_RUNTIME: &str = "io.containerd.runc.v2";
 pub const DEFAULT_SNAPSHOTTER: &str = "overlayfs";
 /// Where the cgroup filesystem is mounted.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Where procfs is mounted.
-pub const DEFAULT_PROC_ROOT: &str = "/proc";
+/// Where procfs is mounted (the one constant, owned by [`crate::procfs`]).
+pub use crate::procfs::DEFAULT_PROC_ROOT;
 /// The type URL containerd expects on an OCI spec carried as `Any`.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 /// Every run id starts with this; `gc` touches nothing else.
