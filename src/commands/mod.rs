@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod network;
 pub mod pool;
 pub mod run;
+mod run_served;
 pub mod sandbox;
 pub mod seccomp;
 pub mod serve;
@@ -164,29 +165,44 @@ impl PolicyInputs {
 
     /// [`PolicyInputs::with_image`] with the image's config already read.
     pub fn merge(
-        mut self,
+        self,
         config: &ImageConfig,
         requested: Option<&Requested>,
     ) -> Result<(PolicyInputs, Vec<String>)> {
+        let (inputs, argv, warnings) = self.merge_quiet(config, requested)?;
+        for w in &warnings {
+            eprintln!("stockade: warning: {w}");
+        }
+        Ok((inputs, argv))
+    }
+
+    /// [`PolicyInputs::merge`], returning its warnings instead of printing them.
+    pub fn merge_quiet(
+        mut self,
+        config: &ImageConfig,
+        requested: Option<&Requested>,
+    ) -> Result<(PolicyInputs, Vec<String>, Vec<String>)> {
         let name = self.image().to_string();
         let merged = match requested {
             Some(r) => config_merge::merge(&name, config, r, &self.policy, &self.overrides)?,
             None => config_merge::merge_process(&name, config, &self.policy, &self.overrides)?,
         };
-        for w in &merged.warnings {
-            eprintln!("stockade: warning: {w}");
-        }
         self.policy = merged.policy;
-        Ok((self, merged.argv))
+        Ok((self, merged.argv, merged.warnings))
     }
 
     /// Applies the flags and validates, printing nothing: a flag's error is found before
     /// containerd is asked for the image's config.
     pub fn check(&self) -> Result<ValidatedPolicy> {
+        self.check_in(&HostPolicyEnv)
+    }
+
+    /// [`PolicyInputs::check`] with the filesystem as `env` says (a served client's).
+    pub fn check_in(&self, env: &dyn stockade::policy::PolicyEnv) -> Result<ValidatedPolicy> {
         Ok(self
             .policy
             .clone()
-            .validate(self.file.as_deref(), &self.overrides, &HostPolicyEnv)?)
+            .validate(self.file.as_deref(), &self.overrides, env)?)
     }
 
     /// Applies the flags and validates. Warnings about loosened protections go to stderr.

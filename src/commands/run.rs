@@ -16,10 +16,10 @@ use clap::{Args, ValueEnum};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::images::config_merge::Requested;
 use stockade::images::ImageConfig;
-use stockade::policy::ValidatedPolicy;
+use stockade::policy::{HostPolicyEnv, PolicyEnv, ValidatedPolicy};
 use stockade::runner::{
     escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
-    ReconcileOptions, RunError, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
+    ReconcileOptions, RunError, RunLog, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
 #[derive(Debug, Args)]
@@ -46,6 +46,11 @@ pub struct RunArgs {
     /// still accepted).
     #[arg(long, alias = "no-audit-log")]
     pub no_run_log: bool,
+    /// Run in this process even when a `stockade serve` could run it (by default a running
+    /// server that sees the same files and uses the same containerd runs it, with the same
+    /// results and exit code).
+    #[arg(long, env = "STOCKADE_STANDALONE")]
+    pub standalone: bool,
     /// Start from the base snapshot, never from a sandbox a pool (`stockade pool fill`)
     /// prepared ahead of time.
     #[arg(long)]
@@ -87,55 +92,50 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     // `-vv` logs where a run's time goes outside the phases its result reports.
     let t0 = std::time::Instant::now();
     let since = move || format!("{:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+    // A running `stockade serve` runs it when it can run it exactly as this process would.
+    let local = if super::run_served::eligible(&args) {
+        let local = local_inputs(&args, false).await?;
+        if let Some(code) = super::run_served::offer(&args, &local).await? {
+            tracing::debug!(at = since(), "served");
+            return Ok(code);
+        }
+        Some(local)
+    } else {
+        None
+    };
     // The policy (seccomp profile included) and the host probe are read on a blocking
     // thread while the connection to containerd is made.
     // A runtime binary asked for is checked and hashed there too, before anything is
     // created (the default one is identified by the runner, from containerd's PATH).
-    let policy_args = args.policy.clone();
-    let requested = args.runner.runc_binary.clone();
-    let local = tokio::task::spawn_blocking(move || {
-        let runtime = super::requested_runtime(requested.as_deref())?;
-        let inputs = super::policy_inputs(&policy_args)?;
-        let checked = inputs.check()?;
-        let host = super::doctor::host_facts_for_spec()?;
-        anyhow::Ok((inputs, checked, host, runtime))
-    });
     let daemon_paths = DaemonPaths::system();
     let client = connect_or_start(
         args.runner.address.as_deref(),
         &args.runner.namespace,
         &daemon_paths,
     );
-    let (local, client) = tokio::join!(local, client);
-    let (inputs, checked, host, runtime) = local.context("reading the policy")??;
-    let client = client?;
+    let (local, client) = match local {
+        Some(local) => {
+            let host = tokio::task::spawn_blocking(super::doctor::host_facts_for_spec);
+            let (host, client) = tokio::join!(host, client);
+            let host = host.context("probing the host")??;
+            (
+                Ok(Local {
+                    host: Some(host),
+                    ..local
+                }),
+                client,
+            )
+        }
+        None => tokio::join!(local_inputs(&args, true), client),
+    };
+    let (local, client) = (local?, client?);
     tracing::debug!(
         at = since(),
         "policy read, host probed, containerd connected"
     );
-    // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER, merged by the one rule.
-    let requested = Requested {
-        command: args.command.clone(),
-        entrypoint: args.entrypoint.as_ref().map(|e| {
-            vec![e.clone()]
-                .into_iter()
-                .filter(|e| !e.is_empty())
-                .collect()
-        }),
-    };
-    let (policy, argv) = match stockade::images::resolve(&client, inputs.image()).await {
-        Ok(image) => merged(inputs, checked, &image.config, &requested).await?,
-        // An image that cannot be resolved fails the run in the runner, as every run's
-        // failure does (one line, exit 125, and its run log line).
-        Err(e) if !args.command.is_empty() => {
-            tracing::debug!("image config: {e}");
-            (checked, args.command.clone())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    tracing::debug!(at = since(), "image config merged");
-    let mut builder = Runner::builder().client(client).host(host);
-    if let Some(rb) = runtime {
+    let host = local.host.context("the host was not probed")?;
+    let mut builder = Runner::builder().client(client.clone()).host(host);
+    if let Some(rb) = local.runtime.clone() {
         builder = builder.runtime_binary(rb);
     }
     let runner = builder
@@ -149,7 +149,8 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         })
         .build()?;
 
-    super::report_runtime(&runner);
+    let mut console = Console::stdio();
+    report_runtime_to(&runner, &mut console).await;
 
     // Leftovers of crashed runs: a directory scan, and RPCs only when one is found.
     let target = runner.cleanup_target();
@@ -158,28 +159,12 @@ pub async fn run(args: RunArgs) -> Result<u8> {
 
     let cancel = Cancel::new();
     let signals = watch_signals(cancel.clone())?;
-    let stdin = if args.interactive {
-        stdin_chunks()
-    } else {
-        Stdin::Null
-    };
-    let output = if args.json {
-        Output::Capture
-    } else {
-        forwarded(args.tty)
-    };
-    let publishes = !policy.network_rules.publish.is_empty();
-    let mut req = RunRequest::new(policy, argv.clone())
-        .stdin(stdin)
-        .output(output)
-        .terminal(args.tty)
-        .cancel(cancel);
     // Published ports are said on stderr as soon as they listen (a HOSTPORT of 0 is chosen
     // then).
-    let announce = publishes.then(|| {
-        let id = stockade::runner::new_id();
+    let publishes = !local.checked.network_rules.publish.is_empty();
+    let id = publishes.then(stockade::runner::new_id);
+    let announce = id.clone().map(|id| {
         let dir = args.fifo_root.join(&id);
-        req.id = Some(id);
         tokio::spawn(async move {
             let limit = std::time::Duration::from_secs(600);
             for p in stockade::network::publish::wait_published(&dir, None, limit).await {
@@ -187,52 +172,43 @@ pub async fn run(args: RunArgs) -> Result<u8> {
             }
         })
     });
-    let choice = stockade::runner::PoolChoice {
-        cold: args.cold,
-        socket_dir: args.pool_dir.clone(),
+    let job = Job {
+        inputs: local.inputs,
+        checked: local.checked,
+        env: std::sync::Arc::new(HostPolicyEnv),
+        requested: requested(&args),
+        command: args.command.clone(),
+        json: args.json,
+        tty: args.tty,
+        stdin: if args.interactive {
+            stdin_chunks()
+        } else {
+            Stdin::Null
+        },
+        output: if args.json {
+            Output::Capture
+        } else {
+            forwarded(args.tty)
+        },
+        cancel,
+        choice: stockade::runner::PoolChoice {
+            cold: args.cold,
+            socket_dir: args.pool_dir.clone(),
+        },
+        run_log: RunLog::Runner,
+        id,
     };
-    let outcome = runner.run_pooled_or_cold(req, &choice).await;
+    let done = execute(&runner, &client, job, &mut console).await;
     tracing::debug!(at = since(), "run finished");
     signals.abort();
     if let Some(a) = announce {
         a.abort();
     }
-
-    let code = match outcome {
-        Ok(stockade::runner::Ran {
-            result,
-            pool_socket,
-        }) => {
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
-            } else {
-                for n in &result.not_enforced {
-                    tracing::info!("not enforced on this host: {}: {}", n.protection, n.reason);
-                }
-                if result.timed_out {
-                    eprintln!("stockade: {}: timed out, killed", argv[0]);
-                } else if result.oom_killed {
-                    eprintln!("stockade: {}: killed: out of memory", argv[0]);
-                }
-                if result.truncated.stdout || result.truncated.stderr {
-                    eprintln!("stockade: output truncated at --max-output");
-                }
-            }
-            for w in result.warnings.iter().filter(|w| w.starts_with("run log")) {
-                eprintln!("stockade: warning: {w}");
-            }
-            if args.cleanup == CleanupWhen::Detach {
-                hand_off_cleanup(&runner, &result.id, pool_socket.as_deref(), &args).await;
-                tracing::debug!(at = since(), "removal handed off");
-            }
-            result.exit_code
-        }
-        Err(e @ (RunError::CommandNotFound { .. } | RunError::CommandNotExecutable { .. })) => {
-            eprintln!("stockade: {e}");
-            e.exit_code()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let done = done?;
+    if let (Some((id, pool_socket)), CleanupWhen::Detach) = (&done.finished, args.cleanup) {
+        hand_off_cleanup(&runner, id, pool_socket.as_deref(), &args).await;
+        tracing::debug!(at = since(), "removal handed off");
+    }
     // Leftovers found at start are removed before exit (rare; usually nothing to wait for).
     if let Ok(r) = reclaim.await {
         for (id, why) in &r.failed {
@@ -240,28 +216,259 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         }
     }
     tracing::debug!(at = since(), "done");
-    Ok(code)
+    Ok(done.code)
+}
+
+/// What a run reads before it meets containerd: the runtime binary asked for (checked and
+/// hashed), the policy file and flags (checked), and (`probe`) the host.
+pub(crate) struct Local {
+    pub runtime: Option<stockade::runner::RuntimeBinary>,
+    pub inputs: super::PolicyInputs,
+    pub checked: ValidatedPolicy,
+    /// `None` until probed.
+    pub host: Option<stockade::host::HostFacts>,
+}
+
+async fn local_inputs(args: &RunArgs, probe: bool) -> Result<Local> {
+    let policy_args = args.policy.clone();
+    let requested = args.runner.runc_binary.clone();
+    tokio::task::spawn_blocking(move || {
+        let runtime = super::requested_runtime(requested.as_deref())?;
+        let inputs = super::policy_inputs(&policy_args)?;
+        let checked = inputs.check()?;
+        let host = if probe {
+            Some(super::doctor::host_facts_for_spec()?)
+        } else {
+            None
+        };
+        anyhow::Ok(Local {
+            runtime,
+            inputs,
+            checked,
+            host,
+        })
+    })
+    .await
+    .context("reading the policy")?
+}
+
+/// `--entrypoint` and the command, as the image's config is merged with them.
+pub(crate) fn requested(args: &RunArgs) -> Requested {
+    requested_from(&args.command, args.entrypoint.as_deref())
+}
+
+pub(crate) fn requested_from(command: &[String], entrypoint: Option<&str>) -> Requested {
+    Requested {
+        command: command.to_vec(),
+        entrypoint: entrypoint.map(|e| {
+            Some(e.to_string())
+                .into_iter()
+                .filter(|e| !e.is_empty())
+                .collect()
+        }),
+    }
+}
+
+/// Where a run's own messages and its JSON result go: this process's stdout and stderr,
+/// or a served client's.
+pub(crate) struct Console {
+    out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    err: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+}
+
+impl Console {
+    pub(crate) fn stdio() -> Console {
+        Console::new(Box::new(tokio::io::stdout()), Box::new(tokio::io::stderr()))
+    }
+
+    pub(crate) fn new(
+        out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+        err: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    ) -> Console {
+        Console { out, err }
+    }
+
+    /// Writes `line` and a newline to stdout, flushed.
+    pub(crate) async fn out_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.out.write_all(format!("{line}\n").as_bytes()).await;
+        let _ = self.out.flush().await;
+    }
+
+    /// Writes `line` and a newline to stderr, flushed.
+    pub(crate) async fn err_line(&mut self, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.err.write_all(format!("{line}\n").as_bytes()).await;
+        let _ = self.err.flush().await;
+    }
+
+    /// Flushes and closes both streams.
+    pub(crate) async fn close(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.out.shutdown().await;
+        let _ = self.err.shutdown().await;
+    }
+}
+
+/// The runner's runtime binary logged (`-v`) and its warnings written, one line each.
+pub(crate) async fn report_runtime_to(runner: &Runner, console: &mut Console) {
+    if let Some(rb) = runner.runtime_binary() {
+        tracing::info!(
+            path = %rb.path.display(),
+            sha256 = %rb.sha256,
+            default = rb.default,
+            "OCI runtime"
+        );
+    }
+    for w in runner.runtime_warnings() {
+        console.err_line(&format!("stockade: warning: {w}")).await;
+    }
+}
+
+/// One run as `stockade run` makes it, standalone or served.
+pub(crate) struct Job {
+    pub inputs: super::PolicyInputs,
+    /// `inputs` validated.
+    pub checked: ValidatedPolicy,
+    /// The filesystem as the caller sees it, for validating again after the image's
+    /// config is merged.
+    pub env: std::sync::Arc<dyn PolicyEnv + Send + Sync>,
+    pub requested: Requested,
+    /// The command after `--`.
+    pub command: Vec<String>,
+    pub json: bool,
+    pub tty: bool,
+    pub stdin: Stdin,
+    pub output: Output,
+    pub cancel: Cancel,
+    pub choice: stockade::runner::PoolChoice,
+    pub run_log: RunLog,
+    /// The run's id, when the caller needs it first (published ports).
+    pub id: Option<String>,
+}
+
+/// A run's end: the exit code and, when it finished, its id and the pool service its
+/// sandbox came from (for the removal's hand-off).
+pub(crate) struct Done {
+    pub code: u8,
+    pub finished: Option<(String, Option<PathBuf>)>,
+}
+
+/// Merges the image's config into the policy, runs (pooled or cold) and writes the run's
+/// messages (or its JSON result) to `console`.
+pub(crate) async fn execute(
+    runner: &Runner,
+    client: &stockade::containerd::Client,
+    job: Job,
+    console: &mut Console,
+) -> Result<Done> {
+    let Job {
+        inputs,
+        checked,
+        env,
+        requested,
+        command,
+        json,
+        tty,
+        stdin,
+        output,
+        cancel,
+        choice,
+        run_log,
+        id,
+    } = job;
+    // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER, merged by the one rule.
+    let (policy, argv) = match stockade::images::resolve(client, inputs.image()).await {
+        Ok(image) => merged(inputs, checked, &image.config, &requested, env, console).await?,
+        // An image that cannot be resolved fails the run in the runner, as every run's
+        // failure does (one line, exit 125, and its run log line).
+        Err(e) if !command.is_empty() => {
+            tracing::debug!("image config: {e}");
+            (checked, command.clone())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::debug!("image config merged");
+    let mut req = RunRequest::new(policy, argv.clone())
+        .stdin(stdin)
+        .output(output)
+        .terminal(tty)
+        .cancel(cancel)
+        .run_log(run_log);
+    req.id = id;
+    match runner.run_pooled_or_cold(req, &choice).await {
+        Ok(stockade::runner::Ran {
+            result,
+            pool_socket,
+        }) => {
+            if json {
+                console
+                    .out_line(&serde_json::to_string_pretty(&result)?)
+                    .await;
+            } else {
+                for n in &result.not_enforced {
+                    tracing::info!("not enforced on this host: {}: {}", n.protection, n.reason);
+                }
+                if result.timed_out {
+                    console
+                        .err_line(&format!("stockade: {}: timed out, killed", argv[0]))
+                        .await;
+                } else if result.oom_killed {
+                    console
+                        .err_line(&format!("stockade: {}: killed: out of memory", argv[0]))
+                        .await;
+                }
+                if result.truncated.stdout || result.truncated.stderr {
+                    console
+                        .err_line("stockade: output truncated at --max-output")
+                        .await;
+                }
+            }
+            for w in result.warnings.iter().filter(|w| w.starts_with("run log")) {
+                console.err_line(&format!("stockade: warning: {w}")).await;
+            }
+            Ok(Done {
+                code: result.exit_code,
+                finished: Some((result.id, pool_socket)),
+            })
+        }
+        Err(e @ (RunError::CommandNotFound { .. } | RunError::CommandNotExecutable { .. })) => {
+            console.err_line(&format!("stockade: {e}")).await;
+            Ok(Done {
+                code: e.exit_code(),
+                finished: None,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The policy and command with the image's config merged in; the policy validated again
-/// only when the image changed it (`checked` is the policy validated without it).
+/// (in `env`) only when the image changed it (`checked` is the policy validated without
+/// it). Warnings go to `console`.
 async fn merged(
     inputs: super::PolicyInputs,
     checked: ValidatedPolicy,
     config: &ImageConfig,
     requested: &Requested,
+    env: std::sync::Arc<dyn PolicyEnv + Send + Sync>,
+    console: &mut Console,
 ) -> Result<(ValidatedPolicy, Vec<String>)> {
     let before = inputs.policy.clone();
-    let (inputs, argv) = inputs.merge(config, Some(requested))?;
-    if inputs.policy == before {
-        for w in &checked.warnings {
-            eprintln!("stockade: warning: {w}");
-        }
-        return Ok((checked, argv));
+    let (inputs, argv, warnings) = inputs.merge_quiet(config, Some(requested))?;
+    for w in &warnings {
+        console.err_line(&format!("stockade: warning: {w}")).await;
     }
-    let policy = tokio::task::spawn_blocking(move || inputs.validate())
-        .await
-        .context("validating the policy")??;
+    let policy = if inputs.policy == before {
+        checked
+    } else {
+        tokio::task::spawn_blocking(move || inputs.check_in(env.as_ref()))
+            .await
+            .context("validating the policy")??
+    };
+    for w in &policy.warnings {
+        console.err_line(&format!("stockade: warning: {w}")).await;
+    }
     Ok((policy, argv))
 }
 

@@ -212,9 +212,15 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     // `stockade run` hands its finished runs' removal here instead of starting a helper.
     match stockade::runner::handoff::bind_removals(&args.removal_dir).await {
         Ok((listener, path)) => {
+            // … and its runs, when it can run them as they would run themselves.
             let (runner, shutdown) = (sandboxes.runner().clone(), stopped());
+            let runs = super::run_served::handler(runner.clone());
             servers.spawn(stockade::runner::handoff::serve_removals(
-                runner, listener, path, shutdown,
+                runner,
+                listener,
+                path,
+                Some(runs),
+                shutdown,
             ));
         }
         Err(e) => tracing::warn!("{e}; `stockade run` removes its runs itself"),

@@ -234,6 +234,21 @@ impl DaemonStatus {
     }
 }
 
+/// The socket [`connect_or_start`] would connect to, found without connecting: the one
+/// named (flag, else `$CONTAINERD_ADDRESS`), else the default socket when it exists, else
+/// the private daemon's under `paths`. (A default socket that exists but does not answer
+/// sends [`connect_or_start`] to the private daemon; this still says the default one.)
+pub fn expected_address(address_flag: Option<&Path>, paths: &DaemonPaths) -> PathBuf {
+    let explicit = address_flag.is_some()
+        || std::env::var_os("CONTAINERD_ADDRESS").is_some_and(|v| !v.is_empty());
+    let address = resolve_address(address_flag);
+    if explicit || address.exists() {
+        address
+    } else {
+        paths.socket.clone()
+    }
+}
+
 /// Connects to the containerd named by `address_flag` (else `$CONTAINERD_ADDRESS`, else the
 /// default socket). If nothing answers there and the address was not named explicitly (flag
 /// or environment), connects to the private daemon under `paths`, starting it if needed.

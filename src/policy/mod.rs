@@ -211,7 +211,9 @@ pub struct UserNamespaceSection {
 }
 
 /// Values given on the command line; each one replaces the policy file's value.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Serializable, so that `stockade run` can hand its flags to a running `stockade serve`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyOverrides {
     /// `--image`: replaces `image`.
     pub image: Option<String>,
@@ -331,16 +333,47 @@ impl PolicyEnv for HostPolicyEnv {
             path: path.to_path_buf(),
             reason: format!("the current directory is unusable: {e}"),
         })?;
-        let abs = crate::bind::absolute(path, &cwd).ok_or_else(|| BindError::Resolve {
-            path: path.to_path_buf(),
-            reason: "`..` is not allowed in a bind source (give the real path)".to_string(),
-        })?;
-        crate::bind::resolve(&abs)
+        bind_dir_from(path, &cwd)
     }
 
     fn bind_roots(&self) -> Vec<PathBuf> {
         crate::bind::roots_from(std::env::var(crate::bind::BIND_ROOTS_ENV).ok().as_deref())
     }
+}
+
+/// The real filesystem as another process on this host sees it: relative paths resolved
+/// against its working directory and bind roots from its `STOCKADE_BIND_ROOTS`. A server
+/// validating a client's policy uses it, so that the policy means what it would have meant
+/// had the client validated it itself (both in one mount namespace, checked by the server).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPolicyEnv {
+    /// The client's working directory (absolute).
+    pub cwd: PathBuf,
+    /// The client's `STOCKADE_BIND_ROOTS`, if set.
+    pub bind_roots: Option<String>,
+}
+
+impl PolicyEnv for ClientPolicyEnv {
+    fn read_file(&self, path: &std::path::Path) -> std::io::Result<String> {
+        std::fs::read_to_string(self.cwd.join(path))
+    }
+
+    fn bind_dir(&self, path: &std::path::Path) -> Result<HostDir, BindError> {
+        bind_dir_from(path, &self.cwd)
+    }
+
+    fn bind_roots(&self) -> Vec<PathBuf> {
+        crate::bind::roots_from(self.bind_roots.as_deref())
+    }
+}
+
+/// Resolves bind source `path` made absolute against `cwd`.
+fn bind_dir_from(path: &std::path::Path, cwd: &std::path::Path) -> Result<HostDir, BindError> {
+    let abs = crate::bind::absolute(path, cwd).ok_or_else(|| BindError::Resolve {
+        path: path.to_path_buf(),
+        reason: "`..` is not allowed in a bind source (give the real path)".to_string(),
+    })?;
+    crate::bind::resolve(&abs)
 }
 
 /// Where a value came from, for error messages.

@@ -7,6 +7,7 @@ mod live;
 mod objects;
 mod prepare;
 
+use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub(crate) use live::{feed, next_cancel, sinks, spawn_stdin};
@@ -17,8 +18,8 @@ pub(crate) use prepare::Pid1;
 use super::exit::{self, Outcome};
 use super::output::Reported;
 use super::{
-    fifo, journal, uids, BaseImage, CleanupMode, Phases, Prepared, RunError, RunRequest, RunResult,
-    Runner, Stdin, ID_PREFIX,
+    fifo, journal, uids, BaseImage, CleanupMode, Phases, Prepared, RunError, RunLog, RunRequest,
+    RunResult, Runner, Stdin, ID_PREFIX,
 };
 use crate::disk;
 use crate::policy::ValidatedPolicy;
@@ -67,7 +68,8 @@ impl Runner {
         let mut fail = Attempt::default();
         let t0 = Instant::now();
         let pooled_id = prepared.as_ref().map(|p| p.id.clone());
-        let r = self.run_inner(req, prepared, &mut fail).await;
+        let log = self.log_for(&req.run_log);
+        let r = self.run_inner(req, prepared, &mut fail, log.as_ref()).await;
         if let (Err(e), Some(id)) = (&r, &pooled_id) {
             // A prepared sandbox is never handed out twice: whatever failed, it goes.
             if !matches!(e, RunError::Lost { .. }) {
@@ -76,7 +78,7 @@ impl Runner {
                 }
             }
         }
-        if let (Err(e), Some(log)) = (&r, &self.inner.run_log) {
+        if let (Err(e), Some((log, _))) = (&r, &log) {
             // A run that never got to exit is logged too, with the exit code it maps to.
             if !fail.id.is_empty() {
                 let record = journal::RunRecord::failed(&fail, e, ms(t0.elapsed()));
@@ -93,6 +95,7 @@ impl Runner {
         req: RunRequest,
         prepared: Option<Prepared>,
         fail: &mut Attempt,
+        log: Option<&(PathBuf, u32)>,
     ) -> Result<RunResult, RunError> {
         let t0 = Instant::now();
         let RunRequest {
@@ -103,6 +106,7 @@ impl Runner {
             output,
             terminal,
             cancel,
+            run_log: _,
         } = req;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -309,15 +313,26 @@ impl Runner {
         self.dispose(&id, &mut phases).await;
         result.phases = phases;
         result.duration_ms = ms(t0.elapsed());
-        if let Some(log) = &self.inner.run_log {
-            let uid = nix::unistd::getuid().as_raw();
-            let line = journal::RunRecord::from_result(&result, &args, uid).to_line();
+        if let Some((log, uid)) = log {
+            let line = journal::RunRecord::from_result(&result, &args, *uid).to_line();
             if let Err(e) = journal::append(log, &line) {
                 tracing::warn!("{e}");
                 result.warnings.push(e.to_string());
             }
         }
         Ok(result)
+    }
+
+    /// The file run `log` asks for, with the caller's UID; `None` when nothing is logged.
+    fn log_for(&self, log: &RunLog) -> Option<(PathBuf, u32)> {
+        match log {
+            RunLog::Runner => {
+                let uid = nix::unistd::getuid().as_raw();
+                self.inner.run_log.clone().map(|p| (p, uid))
+            }
+            RunLog::Off => None,
+            RunLog::File { path, uid } => Some((path.clone(), *uid)),
+        }
     }
 
     /// Removes run `id` as the cleanup mode says.

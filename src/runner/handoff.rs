@@ -12,18 +12,16 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixListener;
 
-use super::Runner;
+use super::served::{self, ServedRun};
+use super::{BoxFuture, Runner};
 use crate::pool::service::{self, Place, Request};
 
 /// Where long-lived stockade processes other than pool services (`stockade serve`) listen
 /// for removals, one `<pid>.sock` each.
 pub const DEFAULT_REMOVAL_DIR: &str = "/run/stockade/removal";
-
-/// Longest request line a removal socket reads.
-const MAX_LINE: u64 = 4096;
 
 /// The socket a process with pid `pid` takes removals on under `dir`.
 pub fn removal_socket(dir: &Path, pid: u32) -> PathBuf {
@@ -72,7 +70,7 @@ impl Runner {
         let place = self.place();
         let all = candidates(
             first,
-            &service::sockets(removal_dir),
+            &live_sockets(removal_dir, self.proc_root()),
             &service::sockets(pool_dir),
         );
         for socket in all {
@@ -86,13 +84,19 @@ impl Runner {
     }
 }
 
+/// What a server does with a run order it accepted ([`super::served`]).
+pub type RunHandler = std::sync::Arc<dyn Fn(ServedRun) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Takes removals for `runner` on `listener` (bound at `path`, mode 0600) until `stop`
 /// completes, then removes the socket; removals already accepted finish in `runner`'s
-/// background (see [`Runner::wait_cleanups`]). Only `remove` requests are answered.
+/// background (see [`Runner::wait_cleanups`]). With `runs`, run orders
+/// ([`super::served`]) are answered too, and each accepted one handed to it; without,
+/// only `remove` requests are.
 pub async fn serve_removals(
     runner: Runner,
     listener: UnixListener,
     path: PathBuf,
+    runs: Option<RunHandler>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let place = runner.place();
@@ -102,9 +106,9 @@ pub async fn serve_removals(
             () = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let (runner, place) = (runner.clone(), place.clone());
+                let (runner, place, runs) = (runner.clone(), place.clone(), runs.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&runner, &place, stream).await {
+                    if let Err(e) = answer(&runner, &place, runs.as_ref(), stream).await {
                         tracing::debug!("removal socket: {e}");
                     }
                 });
@@ -117,19 +121,38 @@ pub async fn serve_removals(
 async fn answer(
     runner: &Runner,
     place: &Place,
+    runs: Option<&RunHandler>,
     stream: tokio::net::UnixStream,
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?.pid();
-    let (r, mut w) = stream.into_split();
-    let mut line = String::new();
-    tokio::io::AsyncReadExt::take(BufReader::new(r), MAX_LINE)
-        .read_line(&mut line)
-        .await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
+    let (line, fds) = served::read_first(&stream).await?;
+    if served::is_order(&line) {
+        let Some(handler) = runs else {
+            let (_, mut w) = stream.into_split();
+            w.write_all(
+                b"{\"accepted\":false,\"reason\":\"this process takes no runs\",\"pid\":0}\n",
+            )
+            .await?;
+            return w.shutdown().await;
+        };
+        let serving = served::Serving {
+            place: place.clone(),
+            disk_root: runner.disk_root().to_path_buf(),
+            proc_root: runner.proc_root().to_path_buf(),
+        };
+        if let Some(run) = served::accept(&serving, stream, &line, fds).await? {
+            tracing::debug!(pid = run.peer.pid, "serving a run");
+            handler(run).await;
+        }
+        return Ok(());
+    }
+    drop(fds);
+    let (_, mut w) = stream.into_split();
+    let reply = match serde_json::from_slice::<Request>(&line) {
         Ok(Request::Remove { id, place: theirs }) => {
             serde_json::to_value(service::remove(runner, place, &theirs, &id, peer).await)?
         }
-        Ok(_) => serde_json::json!({ "error": "this socket only takes removals" }),
+        Ok(_) => serde_json::json!({ "error": "this socket only takes removals and runs" }),
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     let mut text = serde_json::to_string(&reply)?;
@@ -138,9 +161,29 @@ async fn answer(
     w.shutdown().await
 }
 
+/// The sockets under `dir` whose process (named by the file, `<pid>.sock`) is alive, as
+/// `proc_root` shows; sorted.
+pub fn live_sockets(dir: &Path, proc_root: &Path) -> Vec<PathBuf> {
+    let mut out = service::sockets(dir);
+    out.retain(|p| socket_pid(p).is_some_and(|pid| proc_root.join(pid.to_string()).exists()));
+    out
+}
+
+/// The pid a removal socket's name carries.
+fn socket_pid(path: &Path) -> Option<u32> {
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
 /// Binds the removal socket of this process under `dir` (mode 0600, `dir` 0700 when
-/// made), replacing a stale one.
+/// made), replacing a stale one; the sockets of processes that are gone (a server killed
+/// outright) are removed.
 pub async fn bind_removals(dir: &Path) -> Result<(UnixListener, PathBuf), crate::pool::PoolError> {
+    let proc_root = Path::new(crate::procfs::DEFAULT_PROC_ROOT);
+    for stale in service::sockets(dir) {
+        if socket_pid(&stale).is_some_and(|pid| !proc_root.join(pid.to_string()).exists()) {
+            let _ = std::fs::remove_file(&stale);
+        }
+    }
     let path = removal_socket(dir, std::process::id());
     let l = service::bind(&path).await?;
     Ok((l, path))
@@ -178,6 +221,18 @@ mod tests {
             let want: Vec<PathBuf> = want.iter().map(|s| p(s)).collect();
             assert_eq!(got, want, "{first:?} {removal:?} {pools:?}");
         }
+    }
+
+    #[test]
+    fn only_the_sockets_of_live_processes_are_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let (dir, proc_root) = (t.path().join("removal"), t.path().join("proc"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(proc_root.join("7")).unwrap();
+        for name in ["7.sock", "8.sock", "x.sock", "7.txt"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        assert_eq!(live_sockets(&dir, &proc_root), vec![dir.join("7.sock")]);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub(crate) mod output;
 mod pooled;
 pub mod runtime;
 mod seal;
+pub mod served;
 pub mod session;
 pub mod uids;
 
@@ -185,6 +186,26 @@ pub struct RunRequest {
     pub terminal: bool,
     /// Cancels the run from outside. Default: none.
     pub cancel: Option<Cancel>,
+    /// Where the run's record goes. Default [`RunLog::Runner`].
+    pub run_log: RunLog,
+}
+
+/// Where a run's record (one JSON line of the run log) goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RunLog {
+    /// The runner's run log ([`RunnerBuilder::run_log`]), naming this process's UID as the
+    /// caller's. Default.
+    #[default]
+    Runner,
+    /// Nowhere.
+    Off,
+    /// Appended to `path`, naming `uid` as the caller's (a server running a client's run).
+    File {
+        /// The run log file.
+        path: PathBuf,
+        /// The UID of whoever asked for the run.
+        uid: u32,
+    },
 }
 
 impl RunRequest {
@@ -201,6 +222,7 @@ impl RunRequest {
             output: Output::Capture,
             terminal: false,
             cancel: None,
+            run_log: RunLog::Runner,
         }
     }
 
@@ -227,6 +249,11 @@ impl RunRequest {
     /// Lets `cancel` cancel the run.
     pub fn cancel(mut self, cancel: Cancel) -> Self {
         self.cancel = Some(cancel);
+        self
+    }
+    /// Sets where the run's record goes.
+    pub fn run_log(mut self, run_log: RunLog) -> Self {
+        self.run_log = run_log;
         self
     }
 }
@@ -472,6 +499,11 @@ impl Runner {
     /// Where run directories live.
     pub fn fifo_root(&self) -> &Path {
         &self.inner.fifo_root
+    }
+
+    /// Where this runner makes sandbox disk images.
+    pub fn disk_root(&self) -> &Path {
+        &self.inner.disk_root
     }
 
     /// The procfs root the runner reads.

@@ -70,13 +70,28 @@ impl Runner {
         req: &RunRequest,
         choice: &PoolChoice,
     ) -> Option<(Prepared, PathBuf)> {
+        let ask = self.pool_ask(req, choice)?;
+        self.take_asked(ask).await
+    }
+
+    /// What to ask which pool service for `req`: its socket, image and policy hash; `None`
+    /// when `req` is not eligible. Nothing of `req` is held while the pool answers, so a
+    /// run's future stays `Send` whatever its stdin and output are.
+    fn pool_ask(&self, req: &RunRequest, choice: &PoolChoice) -> Option<(PathBuf, String, String)> {
         if !pool_eligible(req, choice) {
             return None;
         }
         let hash = req.policy.hash();
-        let place = self.place();
         let socket = crate::pool::socket_path(&choice.socket_dir, &hash);
-        match service::take(&socket, &req.policy.image, &hash, &place).await {
+        Some((socket, req.policy.image.clone(), hash))
+    }
+
+    async fn take_asked(
+        &self,
+        (socket, image, hash): (PathBuf, String, String),
+    ) -> Option<(Prepared, PathBuf)> {
+        let place = self.place();
+        match service::take(&socket, &image, &hash, &place).await {
             Ok(p) => p.map(|p| (p, socket)),
             Err(e) => {
                 tracing::warn!("{e}; starting cold");
@@ -92,7 +107,12 @@ impl Runner {
         req: RunRequest,
         choice: &PoolChoice,
     ) -> Result<Ran, RunError> {
-        match self.take_pooled(&req, choice).await {
+        let ask = self.pool_ask(&req, choice);
+        let taken = match ask {
+            Some(ask) => self.take_asked(ask).await,
+            None => None,
+        };
+        match taken {
             Some((p, socket)) => {
                 tracing::debug!(id = %p.id, "took a pooled sandbox");
                 let result = self.run_prepared(p, req).await?;

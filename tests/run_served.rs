@@ -1,0 +1,354 @@
+//! `stockade run` as a thin client of a running `stockade serve`, against a private
+//! containerd: a run the server can make exactly as the CLI would is made there (the
+//! server's log says so), with the same exit code, stdout and stderr as the same run
+//! standalone; the client's signals cancel it; a client killed outright leaves nothing
+//! behind; a run the server would make differently (another FIFO root) stays standalone.
+
+mod common;
+mod run_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli::{output, CliHost, Out};
+use common::{kill_server, require_root_or_skip, terminate_server};
+use run_support::assert_no_leftovers;
+
+/// A server on the host's containerd, logging at debug level to a file.
+struct Served {
+    host: CliHost,
+    server: Child,
+    removal: PathBuf,
+    log: PathBuf,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let host = CliHost::start().await;
+        let removal = host.dir.path().join("removal");
+        let log = host.dir.path().join("serve.log");
+        let server = Command::new(common::cli::BIN)
+            .arg("serve")
+            .arg("--docker-socket")
+            .arg(host.dir.path().join("docker.sock"))
+            .arg("--address")
+            .arg(host.address())
+            .arg("--fifo-root")
+            .arg(host.fifo())
+            .arg("--removal-dir")
+            .arg(&removal)
+            .env("STOCKADE_LOG", "stockade=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start stockade serve");
+        let socket = removal.join(format!("{}.sock", server.id()));
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no removal socket: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Served {
+            host,
+            server,
+            removal,
+            log,
+        }
+    }
+
+    /// How many runs the server has taken so far.
+    fn served(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("serving a run")
+            .count()
+    }
+
+    /// `stockade run --removal-dir … --no-run-log ARGS…`, to add to.
+    fn run(&self, args: &[&str]) -> Command {
+        let mut c = self.host.command("run");
+        c.arg("--removal-dir")
+            .arg(&self.removal)
+            .arg("--no-run-log")
+            .args(args)
+            .env_remove("STOCKADE_LOG")
+            .env_remove("STOCKADE_STANDALONE");
+        c
+    }
+
+    /// Runs `args` served and standalone with `stdin`; both outcomes, the served one
+    /// proven served (unless `reaches` is false: the client refuses it before asking) and
+    /// the standalone one proven not.
+    fn both(&self, args: &[&str], stdin: &[u8], cwd: &Path, reaches: bool) -> (Out, Out) {
+        let before = self.served();
+        let served = output(self.run(args).current_dir(cwd), stdin);
+        let before = before + usize::from(reaches);
+        assert_eq!(self.served(), before, "{args:?}: served {reaches} expected");
+        let mut standalone_args = vec!["--standalone"];
+        standalone_args.extend_from_slice(args);
+        let alone = output(self.run(&standalone_args).current_dir(cwd), stdin);
+        assert_eq!(self.served(), before, "--standalone was served");
+        (served, alone)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        kill_server(&mut self.server, self.host.dir.path());
+    }
+}
+
+/// The fields of a `--json` result that do not name the run itself (its id, times, usage
+/// and UID differ between any two runs).
+fn comparable(json: &[u8]) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(json).expect("a JSON result");
+    let keep = [
+        "exit_code",
+        "signal",
+        "timed_out",
+        "oom_killed",
+        "stdout",
+        "stderr",
+        "truncated",
+        "stdout_bytes",
+        "stderr_bytes",
+        "image",
+        "image_digest",
+        "policy_hash",
+        "runtime",
+        "not_enforced",
+        "warnings",
+    ];
+    serde_json::Value::Object(
+        keep.iter()
+            .map(|k| (k.to_string(), v[*k].clone()))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_run_gives_what_the_same_run_gives_standalone() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let s = Served::start().await;
+    let cwd = s.host.dir.path().join("cwd");
+    std::fs::create_dir_all(cwd.join("ws")).unwrap();
+    std::fs::write(
+        cwd.join("policy.toml"),
+        "[limits]\nmemory = \"64Mi\"\n[process]\nenv = [\"FROM_POLICY=yes\"]\n",
+    )
+    .unwrap();
+    // (what, arguments, stdin, whether the client gets as far as asking the server: a
+    // flag or policy the client finds wrong ends the run before)
+    let table: &[(&str, &[&str], &[u8], bool)] = &[
+        (
+            "exit code and both streams",
+            &["--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+            b"",
+            true,
+        ),
+        (
+            "stdin with -i",
+            &["-i", "--", "sh", "-c", "cat; exit 0"],
+            b"fed\nthrough\n",
+            true,
+        ),
+        ("no -i: no stdin", &["--", "cat"], b"never read", true),
+        (
+            "a command that does not exist",
+            &["--", "no-such-command"],
+            b"",
+            true,
+        ),
+        (
+            "a bad flag value",
+            &["--memory", "12x", "--", "true"],
+            b"",
+            false,
+        ),
+        (
+            "a relative policy file, read in the client's directory",
+            &["--policy", "policy.toml", "--", "sh", "-c", "echo $FROM_POLICY; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"],
+            b"",
+            true,
+        ),
+        (
+            "a relative workspace, resolved in the client's directory",
+            &["--workspace", "ws", "--workspace-owner", "sandbox", "--", "sh", "-c", "echo hi > /workspace/f && cat /workspace/f"],
+            b"",
+            true,
+        ),
+        (
+            "a missing workspace",
+            &["--workspace", "nowhere", "--", "true"],
+            b"",
+            false,
+        ),
+        (
+            "the output cap",
+            &["--max-output", "10", "--", "sh", "-c", "echo 0123456789abcdef"],
+            b"",
+            true,
+        ),
+        (
+            "the timeout",
+            &["--timeout", "1s", "--", "sleep", "30"],
+            b"",
+            true,
+        ),
+        (
+            "the image's entrypoint replaced",
+            &["--entrypoint", "echo", "--", "via", "entrypoint"],
+            b"",
+            true,
+        ),
+    ];
+    for (what, args, stdin, reaches) in table {
+        let (served, alone) = s.both(args, stdin, &cwd, *reaches);
+        assert_eq!(
+            served.code, alone.code,
+            "{what}: exit code\n{served:?}\n{alone:?}"
+        );
+        assert_eq!(served.text(), alone.text(), "{what}: stdout");
+        assert_eq!(served.stderr, alone.stderr, "{what}: stderr");
+    }
+    // The workspace file was written through the served run too (both runs wrote "hi").
+    assert_eq!(std::fs::read_to_string(cwd.join("ws/f")).unwrap(), "hi\n");
+    // The JSON result, apart from what names the run.
+    let (served, alone) = s.both(
+        &["--json", "--", "sh", "-c", "echo j; exit 4"],
+        b"",
+        &cwd,
+        true,
+    );
+    assert_eq!(served.code, 4, "{served:?}");
+    assert_eq!(comparable(&served.stdout), comparable(&alone.stdout));
+    assert_no_leftovers(
+        &s.host.client,
+        s.host.address(),
+        &s.host.fifo(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut s = s;
+    terminate_server(&mut s.server, Duration::from_secs(30));
+}
+
+/// Starts `stockade run ARGS…` served, in the background, once the server has taken it and
+/// its task runs.
+async fn started(s: &Served, args: &[&str]) -> Child {
+    let before = s.served();
+    let child = s
+        .run(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start stockade run");
+    let start = Instant::now();
+    while s.served() == before {
+        assert!(start.elapsed() < Duration::from_secs(30), "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::census::wait_for_running_task(&s.host.client, Duration::from_secs(30)).await;
+    child
+}
+
+fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_to_the_client_cancel_the_served_run_and_a_killed_client_leaves_nothing() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let mut s = Served::start().await;
+    // SIGTERM, SIGINT and SIGHUP end a run with 128+N, as they end a standalone one.
+    use nix::sys::signal::Signal;
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let child = started(&s, &["--cold", "--", "sleep", "60"]).await;
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(128 + sig as i32),
+            "{sig}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_no_leftovers(
+            &s.host.client,
+            s.host.address(),
+            &s.host.fifo(),
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    // A client killed outright cannot say anything: the server sees it go and ends the run.
+    let mut child = started(&s, &["--cold", "--", "sleep", "60"]).await;
+    signal(&child, Signal::SIGKILL);
+    child.wait().unwrap();
+    assert_no_leftovers(
+        &s.host.client,
+        s.host.address(),
+        &s.host.fifo(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    terminate_server(&mut s.server, Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_the_server_would_make_elsewhere_stays_standalone() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let mut s = Served::start().await;
+    let other = s.host.dir.path().join("fifo-other");
+    let before = s.served();
+    let mut elsewhere = Command::new(common::cli::BIN);
+    elsewhere
+        .arg("run")
+        .arg("--address")
+        .arg(s.host.address())
+        .arg("--fifo-root")
+        .arg(&other)
+        .arg("--removal-dir")
+        .arg(&s.removal)
+        .args(["--no-run-log", "--", "echo", "alone"])
+        .env_remove("STOCKADE_LOG")
+        .env_remove("STOCKADE_STANDALONE");
+    let out = output(&mut elsewhere, b"");
+    assert_eq!((out.code, out.text().as_str()), (0, "alone\n"), "{out:?}");
+    assert_eq!(s.served(), before, "another FIFO root was served");
+    // Asking for a log (`-v`) keeps the run standalone too: the log lines are its own.
+    let out = output(
+        s.run(&["--", "echo", "logged"]).env("STOCKADE_LOG", "info"),
+        b"",
+    );
+    assert_eq!((out.code, out.text().as_str()), (0, "logged\n"), "{out:?}");
+    assert_eq!(s.served(), before, "a run with a log was served");
+    // The same run without either is served.
+    let out = output(&mut s.run(&["--", "echo", "served"]), b"");
+    assert_eq!((out.code, out.text().as_str()), (0, "served\n"), "{out:?}");
+    assert_eq!(s.served(), before + 1);
+    assert_no_leftovers(
+        &s.host.client,
+        s.host.address(),
+        &other,
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
+    terminate_server(&mut s.server, Duration::from_secs(30));
+}
