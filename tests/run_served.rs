@@ -25,6 +25,10 @@ struct Served {
 
 impl Served {
     async fn start() -> Served {
+        Served::start_with(&[]).await
+    }
+
+    async fn start_with(flags: &[&str]) -> Served {
         let host = CliHost::start().await;
         let removal = host.dir.path().join("removal");
         let log = host.dir.path().join("serve.log");
@@ -38,6 +42,7 @@ impl Served {
             .arg(host.fifo())
             .arg("--removal-dir")
             .arg(&removal)
+            .args(flags)
             .env("STOCKADE_LOG", "stockade=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -351,4 +356,53 @@ async fn a_run_the_server_would_make_elsewhere_stays_standalone() {
     )
     .await;
     terminate_server(&mut s.server, Duration::from_secs(30));
+}
+
+/// With `--pool-size`, the server keeps a pool for each policy it has been asked to run
+/// under: the first run is cold, later ones take a prepared sandbox and give what a
+/// standalone run gives; stopping the server removes the pool's sandboxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_pools_serves_later_runs_from_a_pool_of_its_own() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let mut s = Served::start_with(&["--pool-size", "2"]).await;
+    let cwd = s.host.dir.path().to_path_buf();
+    let args = ["--json", "--", "sh", "-c", "echo pooled $$; exit 5"];
+    let pooled = |out: &Out| {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        v["pooled"].as_bool().expect("pooled")
+    };
+    let first = output(&mut s.run(&args), b"");
+    assert_eq!(first.code, 5, "{first:?}");
+    assert!(
+        !pooled(&first),
+        "the first run has no pool to take from yet"
+    );
+    // The pool fills in the background: ask until a run is pooled (bounded).
+    let mut got = None;
+    for _ in 0..100 {
+        let out = output(&mut s.run(&args), b"");
+        assert_eq!(out.code, 5, "{out:?}");
+        if pooled(&out) {
+            got = Some(out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let served = got.expect("no run was pooled");
+    // A pooled run's command is pid 1, as a cold one's.
+    let v: serde_json::Value = serde_json::from_slice(&served.stdout).unwrap();
+    assert_eq!(v["stdout"], "pooled 1\n");
+    let (_, alone) = s.both(&args, b"", &cwd, true);
+    assert_eq!(comparable(&alone.stdout)["stdout"], v["stdout"]);
+    terminate_server(&mut s.server, Duration::from_secs(60));
+    assert_no_leftovers(
+        &s.host.client,
+        s.host.address(),
+        &s.host.fifo(),
+        None,
+        Duration::from_secs(30),
+    )
+    .await;
 }

@@ -49,7 +49,7 @@ pub struct RunArgs {
     /// Run in this process even when a `stockade serve` could run it (by default a running
     /// server that sees the same files and uses the same containerd runs it, with the same
     /// results and exit code).
-    #[arg(long, env = "STOCKADE_STANDALONE")]
+    #[arg(long, env = "STOCKADE_STANDALONE", value_parser = clap::builder::BoolishValueParser::new())]
     pub standalone: bool,
     /// Start from the base snapshot, never from a sandbox a pool (`stockade pool fill`)
     /// prepared ahead of time.
@@ -197,6 +197,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         },
         run_log: RunLog::Runner,
         id,
+        pools: None,
     };
     let done = execute(&runner, &client, job, &mut console).await;
     tracing::debug!(at = since(), "run finished");
@@ -345,6 +346,9 @@ pub(crate) struct Job {
     pub run_log: RunLog,
     /// The run's id, when the caller needs it first (published ports).
     pub id: Option<String>,
+    /// The pools this process keeps (a server's): a sandbox of the one for the run's
+    /// policy is taken first, before any pool service's.
+    pub pools: Option<std::sync::Arc<stockade::pool::Pools>>,
 }
 
 /// A run's end: the exit code and, when it finished, its id and the pool service its
@@ -376,6 +380,7 @@ pub(crate) async fn execute(
         choice,
         run_log,
         id,
+        pools,
     } = job;
     // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER, merged by the one rule.
     let (policy, argv) = match stockade::images::resolve(client, inputs.image()).await {
@@ -396,7 +401,23 @@ pub(crate) async fn execute(
         .cancel(cancel)
         .run_log(run_log);
     req.id = id;
-    match runner.run_pooled_or_cold(req, &choice).await {
+    // A pool of this process's first (made for this policy on its first run), then the pool
+    // services, then cold.
+    let kept = pools
+        .filter(|_| stockade::runner::pool_eligible(&req, &choice))
+        .and_then(|p| p.for_policy(&req.policy))
+        .and_then(|p| p.take());
+    let outcome = match kept {
+        Some(p) => runner
+            .run_prepared(p, req)
+            .await
+            .map(|result| stockade::runner::Ran {
+                result,
+                pool_socket: None,
+            }),
+        None => runner.run_pooled_or_cold(req, &choice).await,
+    };
+    match outcome {
         Ok(stockade::runner::Ran {
             result,
             pool_socket,

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use stockade::containerd::daemon::{expected_address, DaemonPaths};
 use stockade::policy::ClientPolicyEnv;
 use stockade::pool::service::Place;
+use stockade::pool::Pools;
 use stockade::runner::handoff::RunHandler;
 use stockade::runner::served::{self, RunOrder, ServedRun};
 use stockade::runner::{escapes, Cancel, Output, PoolChoice, RunLog, Runner, Stdin};
@@ -111,15 +112,16 @@ fn forward_signals(
     }))
 }
 
-/// What `stockade serve` does with an accepted run order: runs it with `runner`.
-pub(crate) fn handler(runner: Runner) -> RunHandler {
+/// What `stockade serve` does with an accepted run order: runs it with `runner`, taking
+/// sandboxes from `pools` when it keeps them.
+pub(crate) fn handler(runner: Runner, pools: Option<Arc<Pools>>) -> RunHandler {
     Arc::new(move |run| {
-        let runner = runner.clone();
-        Box::pin(async move { serve_one(runner, run).await })
+        let (runner, pools) = (runner.clone(), pools.clone());
+        Box::pin(async move { serve_one(runner, pools, run).await })
     })
 }
 
-async fn serve_one(runner: Runner, run: ServedRun) {
+async fn serve_one(runner: Runner, pools: Option<Arc<Pools>>, run: ServedRun) {
     let ServedRun {
         order,
         stdin,
@@ -142,6 +144,7 @@ async fn serve_one(runner: Runner, run: ServedRun) {
     };
     let code = match run_order(
         &runner,
+        pools,
         order,
         peer.uid,
         output,
@@ -169,6 +172,7 @@ async fn serve_one(runner: Runner, run: ServedRun) {
 #[allow(clippy::too_many_arguments)]
 async fn run_order(
     runner: &Runner,
+    pools: Option<Arc<Pools>>,
     order: RunOrder,
     uid: u32,
     output: Output,
@@ -222,6 +226,7 @@ async fn run_order(
             None => RunLog::Off,
         },
         id: None,
+        pools,
     };
     Ok(super::run::execute(runner, &client, job, console)
         .await?

@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// OCI runtime binary the runc shim drives instead of runc [default: runc].
     #[arg(long, value_name = "BIN", env = "STOCKADE_RUNC_BINARY")]
     pub runc_binary: Option<String>,
+    /// Keep N sandboxes ready for each policy `stockade run` has been served with (a pool
+    /// per policy, made on its first run, at most 8 policies; a pool nobody takes from for
+    /// 10 minutes empties) [default: 0, no pools].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub pool_size: usize,
     /// Directory of the socket on which this server takes finished `stockade run`s'
     /// removals (`<pid>.sock`).
     #[arg(long, value_name = "DIR", default_value = stockade::runner::handoff::DEFAULT_REMOVAL_DIR, hide = true)]
@@ -87,6 +92,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub place: Place,
 }
+
+/// The most policies `--pool-size` keeps a pool for.
+const MAX_RUN_POOLS: usize = 8;
 
 fn group_id(g: &str) -> Result<u32> {
     if let Ok(n) = g.parse::<u32>() {
@@ -208,13 +216,24 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    let pools = (args.pool_size > 0).then(|| {
+        let config = stockade::pool::PoolConfig {
+            size: args.pool_size,
+            ..Default::default()
+        };
+        Arc::new(stockade::pool::Pools::new(
+            sandboxes.runner().clone(),
+            config,
+            MAX_RUN_POOLS,
+        ))
+    });
     // Bound before the API sockets, so it is up when `--detach` sees them answer.
     // `stockade run` hands its finished runs' removal here instead of starting a helper.
     match stockade::runner::handoff::bind_removals(&args.removal_dir).await {
         Ok((listener, path)) => {
             // … and its runs, when it can run them as they would run themselves.
             let (runner, shutdown) = (sandboxes.runner().clone(), stopped());
-            let runs = super::run_served::handler(runner.clone());
+            let runs = super::run_served::handler(runner.clone(), pools.clone());
             servers.spawn(stockade::runner::handoff::serve_removals(
                 runner,
                 listener,
@@ -274,6 +293,9 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     }
     stop_tx.send_replace(true);
     while servers.join_next().await.is_some() {}
+    if let Some(p) = &pools {
+        p.drain().await;
+    }
     sandboxes.runner().wait_cleanups().await;
     Ok(0)
 }

@@ -36,8 +36,11 @@
 //! `stockade pool fill` and `stockade run`. The refill loop, background removals and the
 //! ready sandboxes' memory are in `refill.rs`.
 
+mod pools;
 mod refill;
 pub mod service;
+
+pub use pools::Pools;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
