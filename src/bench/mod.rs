@@ -14,6 +14,7 @@ mod external;
 pub mod meter;
 mod model;
 mod report;
+mod served;
 mod setup;
 pub mod stats;
 mod sustained;
@@ -45,6 +46,8 @@ struct Contenders {
     warm: BTreeMap<String, crate::pool::Pool>,
     /// The CLI with pool services, and each image's service socket.
     warm_cli: Option<(external::StockadeCli, BTreeMap<String, PathBuf>)>,
+    /// The server `stockade run` is a thin client of, for the served contenders.
+    served: Option<served::ServedServer>,
     policy: ValidatedPolicy,
     cli: external::StockadeCli,
     ctr: Option<external::Ctr>,
@@ -80,6 +83,9 @@ impl Contenders {
         }
         if let Some(sock) = self.warm_cli.as_ref().and_then(|(_, s)| s.get(&w.image)) {
             setup::service_ready(sock, level, SETTLE_TIMEOUT).await;
+        }
+        if let Some(s) = &self.served {
+            s.pool_ready(&w.image, level, SETTLE_TIMEOUT).await;
         }
         self.lib.wait_cleanups().await;
         let c = self.lib.containerd();
@@ -140,6 +146,13 @@ impl Contenders {
                 Some((cli, _)) => cli.run(w).await,
                 None => Err(BenchError::Setup("no pool service".into())),
             },
+            Contender::StockadeServedCli | Contender::StockadeServedWarmCli => {
+                match &self.served {
+                    Some(s) if c == Contender::StockadeServedCli => s.cold.run(w).await,
+                    Some(s) => s.warm.run(w).await,
+                    None => Err(BenchError::Setup("no stockade serve".into())),
+                }
+            }
             Contender::Ctr => match &self.ctr {
                 Some(ctr) => {
                     ctr.run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))
@@ -293,7 +306,9 @@ pub async fn run(
         binary: config.stockade_bin.clone(),
         address: client.address().to_path_buf(),
         namespace: client.namespace().to_string(),
-        flags: runtime_flags.clone(),
+        // The CLI on its own, never served by a `stockade serve` that happens to run (the
+        // served contenders measure that).
+        flags: [vec!["--standalone".to_string()], runtime_flags.clone()].concat(),
     };
     let ctr = if external::have("ctr") {
         Some(external::Ctr {
@@ -354,6 +369,7 @@ pub async fn run(
         lib,
         warm: BTreeMap::new(),
         warm_cli: None,
+        served: None,
         policy,
         cli,
         ctr,

@@ -52,6 +52,14 @@ pub enum Contender {
     /// by the benchmark, as large as the highest concurrency): what a shell user sees with
     /// a pool. Each burst starts with the pool refilled (the wait is not timed).
     StockadeWarmCli,
+    /// `stockade run --cold` as a thin client of a `stockade serve` the benchmark starts
+    /// (and stops by its PID): the server holds the containerd connection, the image
+    /// cache and the removal.
+    StockadeServedCli,
+    /// `stockade run` served by the same server from its own pool for the run's policy
+    /// (`--pool-size` the highest concurrency). Each burst starts with that pool refilled
+    /// (the wait is not timed).
+    StockadeServedWarmCli,
     /// `ctr run --rm` on the same image in the same containerd.
     Ctr,
     /// `runc run` on a prepared bundle: no containerd at all.
@@ -95,11 +103,13 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in the order reports list them.
-    pub const ALL: [Contender; 15] = [
+    pub const ALL: [Contender; 17] = [
         Contender::StockadeLib,
         Contender::StockadeCli,
         Contender::StockadeWarm,
         Contender::StockadeWarmCli,
+        Contender::StockadeServedCli,
+        Contender::StockadeServedWarmCli,
         Contender::Ctr,
         Contender::Runc,
         Contender::StockadeExec,
@@ -120,6 +130,8 @@ impl Contender {
             Contender::StockadeCli => "stockade-cli",
             Contender::StockadeWarm => "stockade-warm",
             Contender::StockadeWarmCli => "stockade-warm-cli",
+            Contender::StockadeServedCli => "stockade-served-cli",
+            Contender::StockadeServedWarmCli => "stockade-served-warm-cli",
             Contender::Ctr => "ctr-run",
             Contender::Runc => "runc-run",
             Contender::StockadeExec => "stockade-exec",
@@ -144,6 +156,8 @@ impl Contender {
             | Contender::StockadeSession => true,
             Contender::StockadeCli
             | Contender::StockadeWarmCli
+            | Contender::StockadeServedCli
+            | Contender::StockadeServedWarmCli
             | Contender::StockadeExecCli
             | Contender::StockadeSessionCli
             | Contender::StockadeHttp

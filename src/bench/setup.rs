@@ -73,6 +73,10 @@ pub(super) async fn start(
     if config.contenders.contains(&Contender::StockadeWarmCli) {
         start_services(contenders, started, ctx, size, progress).await?;
     }
+    let served = [Contender::StockadeServedCli, Contender::StockadeServedWarmCli];
+    if served.iter().any(|c| config.contenders.contains(c)) && contenders.served.is_none() {
+        start_served(contenders, started, ctx, size, progress).await?;
+    }
     if config.contenders.contains(&Contender::StockadeHttp) && contenders.http.is_none() {
         progress("starting stockade serve --http");
         let server = super::api::HttpServer::start(
@@ -125,6 +129,37 @@ pub(super) async fn start(
     Ok(())
 }
 
+/// The server the served contenders are clients of; with the warm one, one served run per
+/// image first (untimed), which makes the server's pool for it, then filled.
+async fn start_served(
+    contenders: &mut Contenders,
+    started: &mut Started,
+    ctx: &Context<'_>,
+    size: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), BenchError> {
+    progress("starting stockade serve for the served runs");
+    let server = super::served::ServedServer::start(
+        &contenders.cli,
+        ctx.runtime_flags,
+        &ctx.config.work_dir.join("served"),
+        size,
+    )
+    .await?;
+    if let Some(pid) = server.pid() {
+        started.daemons.push(pid);
+    }
+    let server = contenders.served.insert(server);
+    if ctx.config.contenders.contains(&Contender::StockadeServedWarmCli) {
+        progress(&format!("filling the server's pools ({size} sandboxes each)"));
+        for w in ctx.workloads {
+            server.warm.run(w).await?;
+            server.pool_ready(&w.image, size, Duration::from_secs(60)).await;
+        }
+    }
+    Ok(())
+}
+
 /// One `stockade pool fill` service per image, and the CLI contender that uses them.
 async fn start_services(
     contenders: &mut Contenders,
@@ -140,7 +175,11 @@ async fn start_services(
         address: ctx.client.address().to_path_buf(),
         namespace: ctx.client.namespace().to_string(),
         flags: [
-            vec!["--pool-dir".into(), dir.to_string_lossy().into_owned()],
+            vec![
+                "--standalone".into(),
+                "--pool-dir".into(),
+                dir.to_string_lossy().into_owned(),
+            ],
             ctx.runtime_flags.to_vec(),
         ]
         .concat(),
@@ -231,6 +270,10 @@ pub(super) async fn stop(
     }
     if let Some(h) = &contenders.http {
         h.stop().await;
+    }
+    if let Some(s) = &contenders.served {
+        notes.extend(s.notes().await);
+        s.stop().await;
     }
     if let Some(d) = &contenders.docker_api {
         notes.extend(d.stop().await);

@@ -86,6 +86,8 @@ fn contender(name: &str) -> Result<Contender> {
         "stockade-cli" | "cli" => Contender::StockadeCli,
         "stockade-warm" | "warm" => Contender::StockadeWarm,
         "stockade-warm-cli" | "warm-cli" => Contender::StockadeWarmCli,
+        "stockade-served-cli" | "served-cli" => Contender::StockadeServedCli,
+        "stockade-served-warm-cli" | "served-warm-cli" => Contender::StockadeServedWarmCli,
         "ctr" | "ctr-run" => Contender::Ctr,
         "runc" | "runc-run" => Contender::Runc,
         "stockade-exec" | "exec" => Contender::StockadeExec,
@@ -98,7 +100,7 @@ fn contender(name: &str) -> Result<Contender> {
         "stockade-docker-exec" => Contender::StockadeDockerExec,
         "podman-run" | "podman" => Contender::PodmanRun,
         other => bail!(
-            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-exec, stockade-exec-cli, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, stockade-docker-exec, podman-run)"
+            "--contenders: unknown contender `{other}` (stockade-lib, stockade-cli, stockade-warm, stockade-warm-cli, stockade-served-cli, stockade-served-warm-cli, stockade-exec, stockade-exec-cli, stockade-session, stockade-session-cli, stockade-http, ctr, runc, docker-run, docker-exec, stockade-docker-exec, podman-run)"
         ),
     })
 }

@@ -233,13 +233,12 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         Ok((listener, path)) => {
             // … and its runs, when it can run them as they would run themselves.
             let (runner, shutdown) = (sandboxes.runner().clone(), stopped());
-            let runs = super::run_served::handler(runner.clone(), pools.clone());
+            let serves = stockade::runner::handoff::Serves {
+                runs: Some(super::run_served::handler(runner.clone(), pools.clone())),
+                pools: pools.clone(),
+            };
             servers.spawn(stockade::runner::handoff::serve_removals(
-                runner,
-                listener,
-                path,
-                Some(runs),
-                shutdown,
+                runner, listener, path, serves, shutdown,
             ));
         }
         Err(e) => tracing::warn!("{e}; `stockade run` removes its runs itself"),

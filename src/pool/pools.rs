@@ -52,6 +52,12 @@ impl Pools {
         }
     }
 
+    /// What each pool kept holds and has done.
+    pub fn statuses(&self) -> Vec<super::PoolStatus> {
+        let pools: Vec<Pool> = self.pools.lock().expect("pools lock").clone();
+        pools.iter().map(Pool::status).collect()
+    }
+
     /// How many pools are kept.
     pub fn len(&self) -> usize {
         self.pools.lock().expect("pools lock").len()

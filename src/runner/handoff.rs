@@ -87,16 +87,35 @@ impl Runner {
 /// What a server does with a run order it accepted ([`super::served`]).
 pub type RunHandler = std::sync::Arc<dyn Fn(ServedRun) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// What a server's removal socket serves besides removals: run orders, and the status of
+/// the pools it keeps for them.
+#[derive(Clone, Default)]
+pub struct Serves {
+    /// Runs accepted orders; without it, orders are refused.
+    pub runs: Option<RunHandler>,
+    /// The pools served runs take from, reported by a `status` request.
+    pub pools: Option<std::sync::Arc<crate::pool::Pools>>,
+}
+
+/// The answer to a `status` request on a removal socket.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ServerStatus {
+    /// The server's pid.
+    pub pid: u32,
+    /// The pools it keeps for served runs.
+    pub pools: Vec<crate::pool::PoolStatus>,
+}
+
 /// Takes removals for `runner` on `listener` (bound at `path`, mode 0600) until `stop`
 /// completes, then removes the socket; removals already accepted finish in `runner`'s
-/// background (see [`Runner::wait_cleanups`]). With `runs`, run orders
-/// ([`super::served`]) are answered too, and each accepted one handed to it; without,
-/// only `remove` requests are.
+/// background (see [`Runner::wait_cleanups`]). `status` requests are answered with
+/// [`ServerStatus`]; with [`Serves::runs`], run orders ([`super::served`]) are answered
+/// too, and each accepted one handed to it.
 pub async fn serve_removals(
     runner: Runner,
     listener: UnixListener,
     path: PathBuf,
-    runs: Option<RunHandler>,
+    serves: Serves,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let place = runner.place();
@@ -106,9 +125,9 @@ pub async fn serve_removals(
             () = &mut stop => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let (runner, place, runs) = (runner.clone(), place.clone(), runs.clone());
+                let (runner, place, serves) = (runner.clone(), place.clone(), serves.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&runner, &place, runs.as_ref(), stream).await {
+                    if let Err(e) = answer(&runner, &place, &serves, stream).await {
                         tracing::debug!("removal socket: {e}");
                     }
                 });
@@ -121,13 +140,13 @@ pub async fn serve_removals(
 async fn answer(
     runner: &Runner,
     place: &Place,
-    runs: Option<&RunHandler>,
+    serves: &Serves,
     stream: tokio::net::UnixStream,
 ) -> std::io::Result<()> {
     let peer = stream.peer_cred()?.pid();
     let (line, fds) = served::read_first(&stream).await?;
     if served::is_order(&line) {
-        let Some(handler) = runs else {
+        let Some(handler) = &serves.runs else {
             let (_, mut w) = stream.into_split();
             w.write_all(
                 b"{\"accepted\":false,\"reason\":\"this process takes no runs\",\"pid\":0}\n",
@@ -152,7 +171,15 @@ async fn answer(
         Ok(Request::Remove { id, place: theirs }) => {
             serde_json::to_value(service::remove(runner, place, &theirs, &id, peer).await)?
         }
-        Ok(_) => serde_json::json!({ "error": "this socket only takes removals and runs" }),
+        Ok(Request::Status) => serde_json::to_value(ServerStatus {
+            pid: std::process::id(),
+            pools: serves
+                .pools
+                .as_ref()
+                .map(|p| p.statuses())
+                .unwrap_or_default(),
+        })?,
+        Ok(_) => serde_json::json!({ "error": "this socket only takes removals, runs and status" }),
         Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
     };
     let mut text = serde_json::to_string(&reply)?;
