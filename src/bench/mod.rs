@@ -146,13 +146,11 @@ impl Contenders {
                 Some((cli, _)) => cli.run(w).await,
                 None => Err(BenchError::Setup("no pool service".into())),
             },
-            Contender::StockadeServedCli | Contender::StockadeServedWarmCli => {
-                match &self.served {
-                    Some(s) if c == Contender::StockadeServedCli => s.cold.run(w).await,
-                    Some(s) => s.warm.run(w).await,
-                    None => Err(BenchError::Setup("no stockade serve".into())),
-                }
-            }
+            Contender::StockadeServedCli | Contender::StockadeServedWarmCli => match &self.served {
+                Some(s) if c == Contender::StockadeServedCli => s.cold.run(w).await,
+                Some(s) => s.warm.run(w).await,
+                None => Err(BenchError::Setup("no stockade serve".into())),
+            },
             Contender::Ctr => match &self.ctr {
                 Some(ctr) => {
                     ctr.run(w, &format!("bench-ctr-{}-{seq}", std::process::id()))

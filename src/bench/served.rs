@@ -54,7 +54,10 @@ impl ServedServer {
             address: cli.address.clone(),
             namespace: cli.namespace.clone(),
             flags: [
-                vec!["--removal-dir".into(), removal.to_string_lossy().into_owned()],
+                vec![
+                    "--removal-dir".into(),
+                    removal.to_string_lossy().into_owned(),
+                ],
                 extra.iter().map(ToString::to_string).collect(),
                 runtime_flags.to_vec(),
             ]

@@ -73,7 +73,10 @@ pub(super) async fn start(
     if config.contenders.contains(&Contender::StockadeWarmCli) {
         start_services(contenders, started, ctx, size, progress).await?;
     }
-    let served = [Contender::StockadeServedCli, Contender::StockadeServedWarmCli];
+    let served = [
+        Contender::StockadeServedCli,
+        Contender::StockadeServedWarmCli,
+    ];
     if served.iter().any(|c| config.contenders.contains(c)) && contenders.served.is_none() {
         start_served(contenders, started, ctx, size, progress).await?;
     }
@@ -150,11 +153,19 @@ async fn start_served(
         started.daemons.push(pid);
     }
     let server = contenders.served.insert(server);
-    if ctx.config.contenders.contains(&Contender::StockadeServedWarmCli) {
-        progress(&format!("filling the server's pools ({size} sandboxes each)"));
+    if ctx
+        .config
+        .contenders
+        .contains(&Contender::StockadeServedWarmCli)
+    {
+        progress(&format!(
+            "filling the server's pools ({size} sandboxes each)"
+        ));
         for w in ctx.workloads {
             server.warm.run(w).await?;
-            server.pool_ready(&w.image, size, Duration::from_secs(60)).await;
+            server
+                .pool_ready(&w.image, size, Duration::from_secs(60))
+                .await;
         }
     }
     Ok(())

@@ -405,16 +405,17 @@ pub(crate) async fn execute(
     // services, then cold.
     let kept = pools
         .filter(|_| stockade::runner::pool_eligible(&req, &choice))
-        .and_then(|p| p.for_policy(&req.policy))
-        .and_then(|p| p.take());
+        .and_then(|pools| pools.for_policy(&req.policy))
+        .and_then(|pool| pool.take_held().map(|p| (pool, p)));
     let outcome = match kept {
-        Some(p) => runner
-            .run_prepared(p, req)
-            .await
-            .map(|result| stockade::runner::Ran {
+        Some((pool, p)) => {
+            let r = runner.run_prepared(p, req).await;
+            pool.run_ended();
+            r.map(|result| stockade::runner::Ran {
                 result,
                 pool_socket: None,
-            }),
+            })
+        }
         None => runner.run_pooled_or_cold(req, &choice).await,
     };
     match outcome {

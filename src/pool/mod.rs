@@ -175,6 +175,23 @@ struct State {
     failures: u64,
     last_error: Option<String>,
     shutting_down: bool,
+    /// Runs going on in sandboxes taken with [`Pool::take_held`], which the refill waits
+    /// for (see [`REFILL_HOLD`]).
+    holds: usize,
+    /// Until when the refill waits for them at most.
+    hold_until: Option<Instant>,
+}
+
+/// The longest a refill waits for the runs that took from the pool with
+/// [`Pool::take_held`] to end ([`Pool::run_ended`]): on a small host, making a sandbox
+/// (a shim started, `runc create` and `runc start`) competes for the CPU with the run the
+/// caller is waiting for, so the replacement is made just after it rather than during it.
+pub const REFILL_HOLD: Duration = Duration::from_secs(1);
+
+/// Whether the refill waits now: runs taken with a hold are still going on and the hold
+/// has not run out. Pure.
+pub(crate) fn refill_held(holds: usize, hold_until: Option<Instant>, now: Instant) -> bool {
+    holds > 0 && hold_until.is_some_and(|t| now < t)
 }
 
 struct Inner {
@@ -260,6 +277,29 @@ impl Pool {
     /// [`Runner::run_prepared`] or remove it. Sandboxes found dead on the way (their
     /// trampoline killed from outside) are removed and counted as failures.
     pub fn take(&self) -> Option<Prepared> {
+        self.take_as(false)
+    }
+
+    /// [`Pool::take`] for a run the caller reports the end of with [`Pool::run_ended`]: the
+    /// refill waits for that (at most [`REFILL_HOLD`]) before making the replacement.
+    pub fn take_held(&self) -> Option<Prepared> {
+        self.take_as(true)
+    }
+
+    /// A run in a sandbox taken with [`Pool::take_held`] has ended: the refill goes on
+    /// once no other such run is going on.
+    pub fn run_ended(&self) {
+        {
+            let mut st = self.inner.state.lock().expect("pool lock");
+            st.holds = st.holds.saturating_sub(1);
+            if st.holds == 0 {
+                st.hold_until = None;
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    fn take_as(&self, hold: bool) -> Option<Prepared> {
         *self.inner.last_take.lock().expect("pool lock") = Instant::now();
         let proc_root = &self.inner.config.proc_root;
         let mut dead = Vec::new();
@@ -290,6 +330,10 @@ impl Pool {
             }
             if got.is_some() {
                 st.taken += 1;
+                if hold {
+                    st.holds += 1;
+                    st.hold_until = Some(Instant::now() + REFILL_HOLD);
+                }
             } else {
                 st.misses += 1;
             }
@@ -311,8 +355,10 @@ impl Pool {
     pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
         let plain_name = req.args.first().is_some_and(|a| !a.contains('='));
         if req.id.is_none() && !req.terminal && plain_name && self.matches(&req.policy) {
-            if let Some(p) = self.take() {
-                return self.inner.runner.run_prepared(p, req).await;
+            if let Some(p) = self.take_held() {
+                let r = self.inner.runner.run_prepared(p, req).await;
+                self.run_ended();
+                return r;
             }
         }
         self.inner.runner.run(req).await
@@ -462,6 +508,24 @@ mod tests {
                 want,
                 "cap {cap:?}, {mem} bytes in {ready} ready, {prep} preparing"
             );
+        }
+    }
+
+    #[test]
+    fn the_refill_waits_for_held_runs_only_until_the_hold_runs_out() {
+        let now = Instant::now();
+        let later = now + REFILL_HOLD;
+        // (runs held, hold until, now) → the refill waits
+        let table = [
+            (0, None, now, false),
+            (0, Some(later), now, false),
+            (1, Some(later), now, true),
+            (3, Some(later), now, true),
+            (1, Some(later), later, false),
+            (1, None, now, false),
+        ];
+        for (holds, until, at, want) in table {
+            assert_eq!(refill_held(holds, until, at), want, "{holds} {until:?}");
         }
     }
 

@@ -120,7 +120,8 @@ pub(super) async fn refill_loop(inner: Arc<Inner>) {
             } else {
                 inner.config.size
             };
-            let backing_off = backoff_until.is_some_and(|t| Instant::now() < t);
+            let backing_off = backoff_until.is_some_and(|t| Instant::now() < t)
+                || super::refill_held(st.holds, st.hold_until, Instant::now());
             let room = want.saturating_sub(st.ready.len() + st.preparing);
             let slots = inner.config.refill_concurrency.saturating_sub(st.preparing);
             let fits = memory_room(
@@ -166,7 +167,16 @@ pub(super) async fn refill_loop(inner: Arc<Inner>) {
                 }
             });
         }
-        let tick = Duration::from_millis(500).min(expiry);
+        let hold_left = {
+            let st = inner.state.lock().expect("pool lock");
+            st.hold_until
+                .map(|t| t.saturating_duration_since(Instant::now()))
+        };
+        let tick = Duration::from_millis(500).min(expiry).min(
+            hold_left
+                .unwrap_or(Duration::MAX)
+                .max(Duration::from_millis(1)),
+        );
         tokio::select! {
             _ = inner.wake.notified() => {}
             Some(done) = preparing.join_next(), if !preparing.is_empty() => {

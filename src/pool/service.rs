@@ -226,7 +226,10 @@ async fn answer(
             place: place.clone(),
         })?,
         Ok(Request::Remove { id, place: theirs }) => {
-            serde_json::to_value(remove(pool.runner(), place, &theirs, &id, peer).await)?
+            let reply = remove(pool.runner(), place, &theirs, &id, peer).await;
+            // A run handed back has ended: a refill waiting for it goes on.
+            pool.run_ended();
+            serde_json::to_value(reply)?
         }
         Ok(Request::Drain) => {
             let removed = pool.drain().await;
@@ -248,7 +251,9 @@ async fn answer(
             };
             let got = match why_not {
                 Some(reason) => Err(reason.to_string()),
-                None => pool.take().ok_or_else(|| "empty".to_string()),
+                // The caller hands the run back for removal when it ends: the refill waits
+                // for that (`Pool::take_held`).
+                None => pool.take_held().ok_or_else(|| "empty".to_string()),
             };
             match got {
                 Err(reason) => serde_json::to_value(TakeReply {

@@ -139,9 +139,13 @@ impl Runner {
     ) -> Result<RunResult, RunError> {
         let taken = pool
             .filter(|p| pool_eligible(&req, &PoolChoice::default()) && p.matches(&req.policy))
-            .and_then(Pool::take);
+            .and_then(|pool| pool.take_held().map(|p| (pool, p)));
         match taken {
-            Some(p) => self.run_prepared(p, req).await,
+            Some((pool, p)) => {
+                let r = self.run_prepared(p, req).await;
+                pool.run_ended();
+                r
+            }
             None => self.run(req).await,
         }
     }
