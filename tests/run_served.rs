@@ -67,6 +67,18 @@ impl Served {
         }
     }
 
+    /// Waits (at most 30 s) until nothing of any run under `fifo_root` is left.
+    async fn assert_clean(&self, fifo_root: &Path) {
+        assert_no_leftovers(
+            &self.host.client,
+            self.host.address(),
+            fifo_root,
+            None,
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
     /// How many runs the server has taken so far.
     fn served(&self) -> usize {
         std::fs::read_to_string(&self.log)
@@ -235,14 +247,7 @@ async fn a_served_run_gives_what_the_same_run_gives_standalone() {
     );
     assert_eq!(served.code, 4, "{served:?}");
     assert_eq!(comparable(&served.stdout), comparable(&alone.stdout));
-    assert_no_leftovers(
-        &s.host.client,
-        s.host.address(),
-        &s.host.fifo(),
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    s.assert_clean(&s.host.fifo()).await;
     let mut s = s;
     terminate_server(&mut s.server, Duration::from_secs(30));
 }
@@ -289,27 +294,13 @@ async fn signals_to_the_client_cancel_the_served_run_and_a_killed_client_leaves_
             "{sig}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_no_leftovers(
-            &s.host.client,
-            s.host.address(),
-            &s.host.fifo(),
-            None,
-            Duration::from_secs(30),
-        )
-        .await;
+        s.assert_clean(&s.host.fifo()).await;
     }
     // A client killed outright cannot say anything: the server sees it go and ends the run.
     let mut child = started(&s, &["--cold", "--", "sleep", "60"]).await;
     signal(&child, Signal::SIGKILL);
     child.wait().unwrap();
-    assert_no_leftovers(
-        &s.host.client,
-        s.host.address(),
-        &s.host.fifo(),
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    s.assert_clean(&s.host.fifo()).await;
     terminate_server(&mut s.server, Duration::from_secs(30));
 }
 
@@ -347,14 +338,7 @@ async fn a_run_the_server_would_make_elsewhere_stays_standalone() {
     let out = output(&mut s.run(&["--", "echo", "served"]), b"");
     assert_eq!((out.code, out.text().as_str()), (0, "served\n"), "{out:?}");
     assert_eq!(s.served(), before + 1);
-    assert_no_leftovers(
-        &s.host.client,
-        s.host.address(),
-        &other,
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    s.assert_clean(&other).await;
     terminate_server(&mut s.server, Duration::from_secs(30));
 }
 
@@ -397,12 +381,5 @@ async fn a_server_with_pools_serves_later_runs_from_a_pool_of_its_own() {
     let (_, alone) = s.both(&args, b"", &cwd, true);
     assert_eq!(comparable(&alone.stdout)["stdout"], v["stdout"]);
     terminate_server(&mut s.server, Duration::from_secs(60));
-    assert_no_leftovers(
-        &s.host.client,
-        s.host.address(),
-        &s.host.fifo(),
-        None,
-        Duration::from_secs(30),
-    )
-    .await;
+    s.assert_clean(&s.host.fifo()).await;
 }

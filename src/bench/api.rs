@@ -137,11 +137,7 @@ impl HttpServer {
 
     /// The server's PID (a daemon whose CPU is counted).
     pub fn pid(&self) -> Option<u32> {
-        self.child
-            .lock()
-            .expect("child lock")
-            .as_ref()
-            .and_then(tokio::process::Child::id)
+        child_pid(&self.child)
     }
 
     /// One request on a connection of its own; the status and the body.
@@ -236,22 +232,37 @@ impl HttpServer {
     /// SIGTERM by PID (the server removes what it made), then waits at most 30 s for it to
     /// exit; killed if it has not.
     pub async fn stop(&self) {
-        let Some(mut child) = self.child.lock().expect("child lock").take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+        stop_child(&self.child, Duration::from_secs(30)).await;
     }
+}
+
+/// SIGTERM by PID to the server in `child` (taken out of it), then waits at most
+/// `patience` for it to exit before killing it.
+pub(super) async fn stop_child(
+    child: &std::sync::Mutex<Option<tokio::process::Child>>,
+    patience: Duration,
+) {
+    let Some(mut child) = child.lock().expect("child lock").take() else {
+        return;
+    };
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(patience, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+/// The pid of the server in `child`, while it runs.
+pub(super) fn child_pid(child: &std::sync::Mutex<Option<tokio::process::Child>>) -> Option<u32> {
+    child
+        .lock()
+        .expect("child lock")
+        .as_ref()
+        .and_then(tokio::process::Child::id)
 }
 
 /// Whether the server process in `child` has exited (or was already taken).

@@ -86,11 +86,7 @@ impl ServedServer {
 
     /// The server's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child
-            .lock()
-            .expect("child lock")
-            .as_ref()
-            .and_then(tokio::process::Child::id)
+        super::api::child_pid(&self.child)
     }
 
     /// What the server's pools hold; `None` when it does not answer.
@@ -142,20 +138,6 @@ impl ServedServer {
     /// SIGTERM to the server by its PID (it drains its pools and removes what it made),
     /// waiting at most 60 s before killing it.
     pub async fn stop(&self) {
-        let Some(mut child) = self.child.lock().expect("child lock").take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(60), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+        super::api::stop_child(&self.child, Duration::from_secs(60)).await;
     }
 }

@@ -228,6 +228,13 @@ pub fn requested_runtime(binary: Option<&str>) -> Result<Option<stockade::runner
 
 /// Logs the runner's runtime binary (`-v`) and prints its warnings, one line each.
 pub fn report_runtime(runner: &stockade::runner::Runner) {
+    for line in runtime_report(runner) {
+        eprintln!("{line}");
+    }
+}
+
+/// Logs the runner's runtime binary (`-v`); its warnings as the lines to print.
+pub fn runtime_report(runner: &stockade::runner::Runner) -> Vec<String> {
     if let Some(rb) = runner.runtime_binary() {
         tracing::info!(
             path = %rb.path.display(),
@@ -236,9 +243,11 @@ pub fn report_runtime(runner: &stockade::runner::Runner) {
             "OCI runtime"
         );
     }
-    for w in runner.runtime_warnings() {
-        eprintln!("stockade: warning: {w}");
-    }
+    runner
+        .runtime_warnings()
+        .iter()
+        .map(|w| format!("stockade: warning: {w}"))
+        .collect()
 }
 
 /// What a pool and its callers compare to tell their runtimes apart: the resolved path of

@@ -313,16 +313,8 @@ impl Console {
 
 /// The runner's runtime binary logged (`-v`) and its warnings written, one line each.
 pub(crate) async fn report_runtime_to(runner: &Runner, console: &mut Console) {
-    if let Some(rb) = runner.runtime_binary() {
-        tracing::info!(
-            path = %rb.path.display(),
-            sha256 = %rb.sha256,
-            default = rb.default,
-            "OCI runtime"
-        );
-    }
-    for w in runner.runtime_warnings() {
-        console.err_line(&format!("stockade: warning: {w}")).await;
+    for line in super::runtime_report(runner) {
+        console.err_line(&line).await;
     }
 }
 
