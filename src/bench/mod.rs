@@ -70,8 +70,8 @@ struct Contenders {
 }
 
 impl Contenders {
-    /// Before each measured burst, untimed: the warm pools (library and service) for the
-    /// workload's image hold `level` ready sandboxes, and nothing of an earlier burst is
+    /// Before each measured burst, untimed: the warm pools (library, service and server)
+    /// for the workload's image hold `level` ready sandboxes (their full size), and nothing of an earlier burst is
     /// still being removed (the library's background removals, and the detached helper of
     /// each `stockade run`: no stockade container but pooled ones is left). Each burst so
     /// measures start latency on a settled host rather than against the previous
@@ -84,7 +84,7 @@ impl Contenders {
         if let Some(sock) = self.warm_cli.as_ref().and_then(|(_, s)| s.get(&w.image)) {
             setup::service_ready(sock, level, SETTLE_TIMEOUT).await;
         }
-        if let Some(s) = &self.served {
+        if let Some(s) = self.served.as_ref().filter(|s| s.pooled) {
             s.pool_ready(&w.image, level, SETTLE_TIMEOUT).await;
         }
         self.lib.wait_cleanups().await;
@@ -454,6 +454,9 @@ async fn measure(
         }
     }
 
+    // Every pool is as large as the highest concurrency; a burst starts with each full
+    // again, so that no contender's run overlaps the refill of one that ran before it.
+    let full = config.concurrency.iter().copied().max().unwrap_or(1);
     for &level in &config.concurrency {
         let rounds = if level == 1 {
             config.iterations
@@ -467,7 +470,7 @@ async fn measure(
                 let len = order.len().max(1);
                 order.rotate_left(round % len);
                 for c in order {
-                    contenders.settle(w, level).await;
+                    contenders.settle(w, full).await;
                     let adopted = meter.adopted_alive();
                     let cpu0 = meter.read();
                     let t0 = Instant::now();
@@ -497,7 +500,7 @@ async fn measure(
                     a.runs += level;
                     // Untimed: the burst's removals, refills and reparented processes
                     // (shims, removal helpers) finish, so that all its CPU is counted here.
-                    contenders.settle(w, level).await;
+                    contenders.settle(w, full).await;
                     meter.wait_adopted(adopted, SETTLE_TIMEOUT).await;
                     a.cpu
                         .add(cpu::Cpu::between(&cpu0, &meter.read(), c.in_process()));

@@ -16,6 +16,8 @@ pub(super) struct ServedServer {
     /// The CLI contenders pointed at it: cold, and from its pools.
     pub cold: external::StockadeCli,
     pub warm: external::StockadeCli,
+    /// Whether the warm contender runs, so that the server keeps a pool to wait for.
+    pub pooled: bool,
     child: std::sync::Mutex<Option<tokio::process::Child>>,
 }
 
@@ -67,6 +69,7 @@ impl ServedServer {
             socket,
             cold: with(&["--cold"]),
             warm: with(&[]),
+            pooled: false,
             child: std::sync::Mutex::new(Some(child)),
         };
         let deadline = Instant::now() + Duration::from_secs(60);

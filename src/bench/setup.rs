@@ -153,6 +153,10 @@ async fn start_served(
         started.daemons.push(pid);
     }
     let server = contenders.served.insert(server);
+    server.pooled = ctx
+        .config
+        .contenders
+        .contains(&Contender::StockadeServedWarmCli);
     if ctx
         .config
         .contenders
