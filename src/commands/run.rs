@@ -93,15 +93,16 @@ pub async fn run(args: RunArgs) -> Result<u8> {
     let t0 = std::time::Instant::now();
     let since = move || format!("{:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
     // A running `stockade serve` runs it when it can run it exactly as this process would.
-    let local = if super::run_served::eligible(&args) {
+    let servers = super::run_served::servers(&args);
+    let local = if servers.is_empty() {
+        None
+    } else {
         let local = local_inputs(&args, false).await?;
-        if let Some(code) = super::run_served::offer(&args, &local).await? {
+        if let Some(code) = super::run_served::offer(&args, &servers, &local).await? {
             tracing::debug!(at = since(), "served");
             return Ok(code);
         }
         Some(local)
-    } else {
-        None
     };
     // The policy (seccomp profile included) and the host probe are read on a blocking
     // thread while the connection to containerd is made.
@@ -518,17 +519,32 @@ pub(crate) fn forwarded(tty: bool) -> Output {
 /// SIGINT / SIGTERM / SIGHUP to stockade cancel the run: the sandbox is killed and removed
 /// and stockade exits 128+N.
 pub(crate) fn watch_signals(cancel: Cancel) -> Result<tokio::task::JoinHandle<()>> {
+    on_signals(move |sig| {
+        cancel.cancel(sig);
+        false
+    })
+}
+
+/// Calls `each` with every SIGINT, SIGTERM or SIGHUP this process gets, for as long as it
+/// returns true.
+pub(crate) fn on_signals(
+    mut each: impl FnMut(i32) -> bool + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     Ok(tokio::spawn(async move {
-        let sig = tokio::select! {
-            _ = int.recv() => libc_signal::SIGINT,
-            _ = term.recv() => libc_signal::SIGTERM,
-            _ = hup.recv() => libc_signal::SIGHUP,
-        };
-        cancel.cancel(sig);
+        loop {
+            let sig = tokio::select! {
+                _ = int.recv() => libc_signal::SIGINT,
+                _ = term.recv() => libc_signal::SIGTERM,
+                _ = hup.recv() => libc_signal::SIGHUP,
+            };
+            if !each(sig) {
+                return;
+            }
+        }
     }))
 }
 
@@ -542,13 +558,44 @@ mod libc_signal {
 /// Reads this process's stdin on a thread of its own (a blocked read there does not keep
 /// the process from exiting) and hands the chunks to the run.
 pub(crate) fn stdin_chunks() -> Stdin {
+    use std::os::fd::AsFd;
+    match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => fd_chunks(fd, None),
+        // No stdin to read: the command sees end of file, as it would after a failed read.
+        Err(_) => Stdin::Null,
+    }
+}
+
+/// Reads `fd` on a thread of its own and hands the chunks to the run, until end of file,
+/// an error, or (with `stop`) the flag being set: the thread then polls, so that it ends
+/// within 200 ms of it even when `fd` never reaches end of file (a client's terminal).
+pub(crate) fn fd_chunks(
+    fd: std::os::fd::OwnedFd,
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Stdin {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::sync::atomic::Ordering;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stdin = std::io::stdin().lock();
+        let tick = Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            match stdin.read(&mut buf) {
+            if let Some(stop) = &stop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+                match poll(&mut fds, Some(&tick)) {
+                    Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            match rustix::io::read(&fd, &mut buf) {
+                Err(rustix::io::Errno::INTR) => continue,
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if tx.blocking_send(buf[..n].to_vec()).is_err() {

@@ -19,31 +19,34 @@ use stockade::runner::{escapes, Cancel, Output, PoolChoice, RunLog, Runner, Stdi
 
 use super::run::{CleanupWhen, Console, Job, Local, RunArgs};
 
-/// Whether a server could run `args` exactly as this process would: no terminal (the
-/// server has none to give), no published ports (their announcement is this process's),
-/// the removal handed off (not `--cleanup inline`), no log asked for beyond warnings (the
-/// log lines would be the server's), not `--standalone`, and a server's socket present.
-pub(super) fn eligible(args: &RunArgs) -> bool {
-    !args.standalone
+/// The live servers that could run `args` exactly as this process would; none when it is
+/// not eligible: no terminal (the server has none to give), no published ports (their
+/// announcement is this process's), the removal handed off (not `--cleanup inline`), no
+/// log asked for beyond warnings (the log lines would be the server's), not
+/// `--standalone`. Read once per run: the sockets of `--removal-dir` whose process lives.
+pub(super) fn servers(args: &RunArgs) -> Vec<std::path::PathBuf> {
+    let eligible = !args.standalone
         && !args.tty
         && args.policy.publish.is_empty()
         && args.cleanup == CleanupWhen::Detach
-        && tracing::level_filters::LevelFilter::current() <= tracing::Level::WARN
-        && !servers(args).is_empty()
-}
-
-/// The sockets of the live servers in `--removal-dir`.
-fn servers(args: &RunArgs) -> Vec<std::path::PathBuf> {
+        && tracing::level_filters::LevelFilter::current() <= tracing::Level::WARN;
+    if !eligible {
+        return Vec::new();
+    }
     stockade::runner::handoff::live_sockets(
         &args.removal_dir,
         std::path::Path::new(stockade::runner::DEFAULT_PROC_ROOT),
     )
 }
 
-/// Offers the run to the servers in `--removal-dir`; the exit code when one ran it,
-/// `None` when none would (the run is then this process's). Signals this process gets
-/// while the server runs it cancel the run there.
-pub(super) async fn offer(args: &RunArgs, local: &Local) -> Result<Option<u8>> {
+/// Offers the run to `servers` ([`servers`]); the exit code when one ran it, `None` when
+/// none would (the run is then this process's). Signals this process gets while the
+/// server runs it cancel the run there.
+pub(super) async fn offer(
+    args: &RunArgs,
+    servers: &[std::path::PathBuf],
+    local: &Local,
+) -> Result<Option<u8>> {
     let Ok(cwd) = std::env::current_dir() else {
         return Ok(None);
     };
@@ -77,10 +80,10 @@ pub(super) async fn offer(args: &RunArgs, local: &Local) -> Result<Option<u8>> {
     // Signals are caught before the offer, so that one arriving while the server starts the
     // run cancels it there rather than killing this process alone.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let signals = forward_signals(tx)?;
+    let signals = super::run::on_signals(move |sig| tx.send(sig).is_ok())?;
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     let stdio: [BorrowedFd<'_>; 3] = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()];
-    let Some(session) = served::offer(&servers(args), &order, stdio).await else {
+    let Some(session) = served::offer(servers, &order, stdio).await else {
         signals.abort();
         return Ok(None);
     };
@@ -88,28 +91,6 @@ pub(super) async fn offer(args: &RunArgs, local: &Local) -> Result<Option<u8>> {
     let code = session.finish(rx).await;
     signals.abort();
     Ok(Some(code?))
-}
-
-/// SIGINT, SIGTERM and SIGHUP, each sent on `tx` (as a standalone run cancels on them).
-fn forward_signals(
-    tx: tokio::sync::mpsc::UnboundedSender<i32>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let sig = tokio::select! {
-                _ = int.recv() => nix::sys::signal::Signal::SIGINT,
-                _ = term.recv() => nix::sys::signal::Signal::SIGTERM,
-                _ = hup.recv() => nix::sys::signal::Signal::SIGHUP,
-            };
-            if tx.send(sig as i32).is_err() {
-                return;
-            }
-        }
-    }))
 }
 
 /// What `stockade serve` does with an accepted run order: runs it with `runner`, taking
@@ -211,7 +192,7 @@ async fn run_order(
         json: order.json,
         tty: false,
         stdin: if order.interactive {
-            chunks(stdin, stop_stdin.clone())
+            super::run::fd_chunks(stdin, Some(stop_stdin.clone()))
         } else {
             Stdin::Null
         },
@@ -266,36 +247,4 @@ fn client_stdio(
         }
     };
     Ok((console, output))
-}
-
-/// The client's stdin, read on a thread of its own that polls so that it ends once `stop`
-/// is set (a client's terminal may never reach end of file), in chunks for the run.
-fn chunks(fd: OwnedFd, stop: Arc<AtomicBool>) -> Stdin {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-    std::thread::spawn(move || {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
-        let tick = Timespec {
-            tv_sec: 0,
-            tv_nsec: 200_000_000,
-        };
-        let mut buf = vec![0u8; 16 * 1024];
-        while !stop.load(Ordering::Relaxed) {
-            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&tick)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => break,
-            }
-            match rustix::io::read(&fd, &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    Stdin::Chunks(rx)
 }

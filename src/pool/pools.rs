@@ -58,16 +58,6 @@ impl Pools {
         pools.iter().map(Pool::status).collect()
     }
 
-    /// How many pools are kept.
-    pub fn len(&self) -> usize {
-        self.pools.lock().expect("pools lock").len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Drains every pool (see [`Pool::drain`]); the sandboxes removed.
     pub async fn drain(&self) -> usize {
         let pools: Vec<Pool> = std::mem::take(&mut *self.pools.lock().expect("pools lock"));

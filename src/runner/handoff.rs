@@ -147,11 +147,15 @@ async fn answer(
     let (line, fds) = served::read_first(&stream).await?;
     if served::is_order(&line) {
         let Some(handler) = &serves.runs else {
+            let refused = served::Verdict {
+                accepted: false,
+                reason: Some("this process takes no runs".into()),
+                pid: std::process::id(),
+            };
+            let mut text = serde_json::to_string(&refused)?;
+            text.push('\n');
             let (_, mut w) = stream.into_split();
-            w.write_all(
-                b"{\"accepted\":false,\"reason\":\"this process takes no runs\",\"pid\":0}\n",
-            )
-            .await?;
+            w.write_all(text.as_bytes()).await?;
             return w.shutdown().await;
         };
         let serving = served::Serving {
