@@ -38,7 +38,7 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let runner = Runner::builder()
             .client(client)
-            .images(Arc::new(StoreImages))
+            .images(Arc::new(StoreImages::default()))
             .fifo_root(dir.path().join("fifo"))
             .uid_claims(dir.path().join("uids"))
             .build()

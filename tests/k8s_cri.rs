@@ -105,7 +105,7 @@ async fn stockade_view(node: &CriNode, policy: &ValidatedPolicy) -> View {
     let runner = Runner::builder()
         .client(client)
         .host(host::probe(&HostPaths::system()).expect("probe host"))
-        .images(Arc::new(StoreImages))
+        .images(Arc::new(StoreImages::default()))
         .fifo_root(fifos.path())
         .cleanup(CleanupMode::Inline)
         .build()

@@ -160,7 +160,7 @@ async fn group_members_reach_each_other_by_name_and_nothing_else() {
     let runner = Runner::builder()
         .client(client.clone())
         .host(stockade::host::probe(&stockade::host::HostPaths::system()).expect("probe"))
-        .images(Arc::new(StoreImages))
+        .images(Arc::new(StoreImages::default()))
         .fifo_root(&fifo)
         .uid_claims(dir.path().join("uids"))
         .build()

@@ -41,7 +41,7 @@ async fn runner(c: &PrivateContainerd, fifo_root: &Path) -> (Client, Runner, Hos
     let runner = Runner::builder()
         .client(client.clone())
         .host(host.clone())
-        .images(Arc::new(StoreImages))
+        .images(Arc::new(StoreImages::default()))
         .fifo_root(fifo_root)
         .cleanup(CleanupMode::Inline)
         .build()
@@ -616,6 +616,84 @@ async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
         (0, "warm\n", true),
         "{r:?}"
     );
+    pool.drain().await;
+    runner.wait_cleanups().await;
+    assert_no_leftovers(
+        &client,
+        c.address(),
+        fifo.path(),
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// The mark the image `stockade/marked` holds in `/mark`, as one run of `policy` reads it.
+async fn mark_seen(pool: &Pool, policy: &ValidatedPolicy, client: &Client) -> (String, bool) {
+    let base = stockade::images::resolve(client, &policy.image)
+        .await
+        .expect("resolve the marked image");
+    let r = pool
+        .run(RunRequest::new(policy.clone(), ["cat", "/mark"]).image((&base).into()))
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    (r.stdout, r.pooled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_rebuilt_under_the_pool_is_never_served_from_the_old_snapshot() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let c = PrivateContainerd::start().await;
+    let fifo = tempfile::tempdir().unwrap();
+    let (client, runner, _) = runner(&c, fifo.path()).await;
+    let name = "stockade/marked";
+    common::layered::busybox_plus(&client, name, &[("mark", b"one")]).await;
+    let p = policy(PolicyOverrides {
+        image: Some(name.into()),
+        ..Default::default()
+    });
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+    assert_eq!(mark_seen(&pool, &p, &client).await, ("one".into(), true));
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+
+    // The name now points at another image: the ready sandbox holds the old one.
+    common::layered::busybox_plus(&client, name, &[("mark", b"two")]).await;
+    assert_eq!(
+        mark_seen(&pool, &p, &client).await,
+        ("two".into(), false),
+        "the sandbox made from the old image must not be served"
+    );
+    let st = pool.status();
+    assert!(
+        st.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains(name) && e.contains("removed")),
+        "{st:?}"
+    );
+    // The refill makes sandboxes of the image the name points at now.
+    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+    assert_eq!(mark_seen(&pool, &p, &client).await, ("two".into(), true));
+
+    // A long-lived runner asked by name (no image handed over) sees the new image too.
+    common::layered::busybox_plus(&client, name, &[("mark", b"three")]).await;
+    let r = runner
+        .run(RunRequest::new(p.clone(), ["cat", "/mark"]))
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, "three");
+
     pool.drain().await;
     runner.wait_cleanups().await;
     assert_no_leftovers(

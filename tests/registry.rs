@@ -12,8 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{busybox_image, require_or_skip, PrivateContainerd};
-use stockade::images::oci::{self, Descriptor, Manifest, MEDIA_MANIFEST};
-use stockade::images::store::{self, BlobSource, LayerSource, PreparedImage};
+use stockade::images::oci::{self, Descriptor};
+use stockade::images::store;
 use stockade::images::{self, NoProgress};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stockade");
@@ -229,32 +229,23 @@ fn refused(out: &Output, needle: &str) {
 /// A layer holding one file `/<name>` with `content`, zstd-compressed (by the `zstd`
 /// tool) when `zstd`, else gzip: (blob, diff id).
 fn layer(name: &str, content: &[u8], zstd: bool) -> (Vec<u8>, String) {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, name, content).unwrap();
-    let tar = tar.into_inner().unwrap();
+    let tar = common::layered::tar_of(&[(name, content)]);
     let diff_id = oci::sha256_digest(&tar);
-    if zstd {
-        let mut child = Command::new("zstd")
-            .args(["-q", "-c", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("zstd");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = tar.clone();
-        let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        assert!(out.status.success());
-        return (out.stdout, diff_id);
+    if !zstd {
+        return (common::layered::gzip(&tar), diff_id);
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    (gz.finish().unwrap(), diff_id)
+    let mut child = Command::new("zstd")
+        .args(["-q", "-c", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("zstd");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&tar).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    (out.stdout, diff_id)
 }
 
 /// The built-in busybox plus `extra` layers, each adding `/layer<i>.txt` (`size` bytes of
@@ -269,8 +260,8 @@ async fn multi_layer_image(
     let base = images::archive::export(client, "stockade/busybox")
         .await
         .unwrap();
-    let mut prepared: PreparedImage = base.clone();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut layers = Vec::new();
     for i in 0..extra {
         let data: Vec<u8> = (0..size)
             .map(|_| {
@@ -288,29 +279,9 @@ async fn multi_layer_image(
         } else {
             oci::MEDIA_LAYER_GZIP
         };
-        prepared.config_file.rootfs.diff_ids.push(diff_id.clone());
-        prepared.layers.push(LayerSource {
-            descriptor: Descriptor::new(media_type, &blob),
-            diff_id,
-            source: BlobSource::Bytes(blob),
-        });
+        layers.push((blob, diff_id, media_type));
     }
-    prepared.config = serde_json::to_vec(&prepared.config_file).unwrap();
-    prepared.config_descriptor =
-        Descriptor::new(&base.config_descriptor.media_type, &prepared.config);
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_MANIFEST.into()),
-        config: prepared.config_descriptor.clone(),
-        layers: prepared
-            .layers
-            .iter()
-            .map(|l| l.descriptor.clone())
-            .collect(),
-        annotations: Default::default(),
-    };
-    prepared.manifest = serde_json::to_vec(&manifest).unwrap();
-    prepared.manifest_descriptor = Descriptor::new(MEDIA_MANIFEST, &prepared.manifest);
+    let prepared = common::layered::with_layers(&base, layers);
     let canonical = images::normalize_name(name).unwrap();
     store::store_image(client, &canonical, &prepared, &NoProgress)
         .await

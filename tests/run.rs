@@ -31,7 +31,7 @@ async fn runner(c: &PrivateContainerd, fifo_root: &Path, mode: CleanupMode) -> (
     let runner = Runner::builder()
         .client(client.clone())
         .host(host::probe(&HostPaths::system()).expect("probe host"))
-        .images(Arc::new(StoreImages))
+        .images(Arc::new(StoreImages::default()))
         .fifo_root(fifo_root)
         .cleanup(mode)
         .build()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use stockade::containerd::fake::{Behaviour, FakeContainerd, Op, Reply};
 use stockade::policy::{HostPolicyEnv, Policy, PolicyOverrides, ValidatedPolicy};
 use stockade::runner::{
-    reconcile, Cancel, CleanupMode, ReconcileOptions, RunError, RunRequest, Runner,
+    reconcile, BaseImage, Cancel, CleanupMode, ReconcileOptions, RunError, RunRequest, Runner,
 };
 use tonic::Code;
 
@@ -289,6 +289,32 @@ async fn a_missing_image_is_refused_before_anything_is_made() {
     let e = r.runner.run(req).await.unwrap_err();
     assert!(matches!(e, RunError::Image { .. }), "{e}");
     assert_eq!(r.fake.ops(), [Op::StatSnapshot]);
+    r.assert_clean();
+}
+
+#[tokio::test]
+async fn an_image_the_caller_resolved_is_not_asked_for_again_and_a_name_is_asked_every_run() {
+    let r = rig(CleanupMode::Inline, "10s");
+    r.fake.behaviour(exits(0, 5, b""));
+    let stats = || r.fake.count(Op::StatSnapshot);
+    let base = |name: &str| BaseImage {
+        name: name.into(),
+        snapshot: name.into(),
+        digest: None,
+    };
+    // Handed over with the request: the run makes no Snapshots.Stat of its own.
+    let req = r.request(&["true"]).image(base(&r.policy.image));
+    r.runner.run(req).await.unwrap();
+    assert_eq!(stats(), 0);
+    // By name only: asked on every run, since a name may be re-pointed between runs.
+    for n in 1..=2 {
+        r.runner.run(r.request(&["true"])).await.unwrap();
+        assert_eq!(stats(), n);
+    }
+    // Handed over for another image: not used; the policy's image is asked for.
+    let req = r.request(&["true"]).image(base("other"));
+    r.runner.run(req).await.unwrap();
+    assert_eq!(stats(), 3);
     r.assert_clean();
 }
 

@@ -294,7 +294,7 @@ async fn sixteen_sessions_with_twenty_execs_each_at_once_leave_nothing() {
     let uids = env.dir.path().join("uids");
     let runner = Runner::builder()
         .client(client.clone())
-        .images(Arc::new(StoreImages))
+        .images(Arc::new(StoreImages::default()))
         .fifo_root(env.fifo())
         .uid_claims(&uids)
         .build()

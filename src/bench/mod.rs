@@ -275,7 +275,7 @@ pub async fn run(
         .client(client.clone())
         .host(host.clone())
         .runc_binary(config.runc_binary.clone())
-        .images(Arc::new(crate::runner::StoreImages))
+        .images(Arc::new(crate::runner::StoreImages::default()))
         .build()?;
     let runtime_flags: Vec<String> = match &config.runc_binary {
         Some(b) => vec!["--runc-binary".into(), b.clone()],

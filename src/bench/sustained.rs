@@ -46,7 +46,7 @@ pub async fn sustained(
         .client(client)
         .host(host)
         .runc_binary(runc_binary)
-        .images(Arc::new(crate::runner::StoreImages))
+        .images(Arc::new(crate::runner::StoreImages::default()))
         .build()?;
     let pool = if pool_size > 0 {
         let p = crate::pool::Pool::start(

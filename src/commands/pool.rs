@@ -116,7 +116,7 @@ async fn fill(args: FillArgs) -> Result<u8> {
         builder = builder.runtime_binary(rb);
     }
     let runner = builder
-        .images(std::sync::Arc::new(StoreImages))
+        .images(std::sync::Arc::new(StoreImages::default()))
         .fifo_root(&args.fifo_root)
         .disk_root(&args.disk_root)
         .cleanup(CleanupMode::Background)

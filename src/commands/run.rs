@@ -18,7 +18,7 @@ use stockade::images::config_merge::Requested;
 use stockade::images::ImageConfig;
 use stockade::policy::{HostPolicyEnv, PolicyEnv, ValidatedPolicy};
 use stockade::runner::{
-    escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, Cancel, CleanupMode, Output,
+    escapes, journal::DEFAULT_RUN_LOG, reclaim_crashed, BaseImage, Cancel, CleanupMode, Output,
     ReconcileOptions, RunError, RunLog, RunRequest, Runner, Stdin, StoreImages, DEFAULT_FIFO_ROOT,
 };
 
@@ -140,7 +140,7 @@ pub async fn run(args: RunArgs) -> Result<u8> {
         builder = builder.runtime_binary(rb);
     }
     let runner = builder
-        .images(std::sync::Arc::new(StoreImages))
+        .images(std::sync::Arc::new(StoreImages::default()))
         .fifo_root(&args.fifo_root)
         .disk_root(&args.disk_root)
         .run_log((!args.no_run_log).then(|| args.run_log.clone()))
@@ -376,13 +376,18 @@ pub(crate) async fn execute(
         pools,
     } = job;
     // The image's ENTRYPOINT, CMD, ENV, WORKDIR and USER, merged by the one rule.
-    let (policy, argv) = match stockade::images::resolve(client, inputs.image()).await {
-        Ok(image) => merged(inputs, checked, &image.config, &requested, env, console).await?,
+    // The run is handed the image resolved here, so it is read from containerd once.
+    let (policy, argv, base) = match stockade::images::resolve(client, inputs.image()).await {
+        Ok(image) => {
+            let (policy, argv) =
+                merged(inputs, checked, &image.config, &requested, env, console).await?;
+            (policy, argv, Some(BaseImage::from(&image)))
+        }
         // An image that cannot be resolved fails the run in the runner, as every run's
         // failure does (one line, exit 125, and its run log line).
         Err(e) if !command.is_empty() => {
             tracing::debug!("image config: {e}");
-            (checked, command.clone())
+            (checked, command.clone(), None)
         }
         Err(e) => return Err(e.into()),
     };
@@ -394,12 +399,16 @@ pub(crate) async fn execute(
         .cancel(cancel)
         .run_log(run_log);
     req.id = id;
+    req.image = base;
     // A pool of this process's first (made for this policy on its first run), then the pool
     // services, then cold.
     let kept = pools
         .filter(|_| stockade::runner::pool_eligible(&req, &choice))
         .and_then(|pools| pools.for_policy(&req.policy))
-        .and_then(|pool| pool.take_held().map(|p| (pool, p)));
+        .and_then(|pool| {
+            let snapshot = req.image.as_ref().map(|b| b.snapshot.as_str());
+            pool.take_held(snapshot).map(|p| (pool, p))
+        });
     let outcome = match kept {
         Some((pool, p)) => {
             let r = runner.run_prepared(p, req).await;

@@ -135,7 +135,7 @@ pub async fn sandboxes(
         builder = builder.runtime_binary(rb);
     }
     let runner = builder
-        .images(std::sync::Arc::new(StoreImages))
+        .images(std::sync::Arc::new(StoreImages::default()))
         .fifo_root(&place.fifo_root)
         .build()?;
     Ok(Sandboxes::new(runner).init_dir(&place.init_dir))

@@ -171,6 +171,17 @@ pub(crate) fn not_found(client: &Client, name: &str) -> ImageError {
 /// Images.Get and one Snapshots.Stat when the record carries the cached config (every
 /// image stockade stored does); otherwise it also reads the manifest and config blobs.
 pub async fn resolve(client: &Client, name: &str) -> Result<ImageRef, ImageError> {
+    resolve_known(client, name, &|_| false).await
+}
+
+/// [`resolve`], without the Snapshots.Stat when `committed(chain_id)` says that snapshot
+/// was already seen committed. A chain id names its content, so a long-lived process may
+/// remember it; the image record itself is always read, since a name can be re-pointed.
+pub async fn resolve_known(
+    client: &Client,
+    name: &str,
+    committed: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<ImageRef, ImageError> {
     let full = normalize_name(name)?;
     let image = match client
         .images()
@@ -196,14 +207,17 @@ pub async fn resolve(client: &Client, name: &str) -> Result<ImageRef, ImageError
         (Some(chain), Some(config)) => (chain.clone(), config),
         _ => read_from_content(client, &full, &target.digest).await?,
     };
-    match store::stat_snapshot(client, &chain_id).await? {
-        Some(info)
-            if info.kind == containerd_client::services::v1::snapshots::Kind::Committed as i32 => {}
-        _ => {
-            return Err(ImageError::NotUnpacked {
-                name: full,
-                chain_id,
-            })
+    if !committed(&chain_id) {
+        match store::stat_snapshot(client, &chain_id).await? {
+            Some(info)
+                if info.kind
+                    == containerd_client::services::v1::snapshots::Kind::Committed as i32 => {}
+            _ => {
+                return Err(ImageError::NotUnpacked {
+                    name: full,
+                    chain_id,
+                })
+            }
         }
     }
     Ok(ImageRef {

@@ -277,13 +277,17 @@ impl Pool {
     /// [`Runner::run_prepared`] or remove it. Sandboxes found dead on the way (their
     /// trampoline killed from outside) are removed and counted as failures.
     pub fn take(&self) -> Option<Prepared> {
-        self.take_as(false)
+        self.take_as(false, None)
     }
 
     /// [`Pool::take`] for a run the caller reports the end of with [`Pool::run_ended`]: the
     /// refill waits for that (at most [`REFILL_HOLD`]) before making the replacement.
-    pub fn take_held(&self) -> Option<Prepared> {
-        self.take_as(true)
+    ///
+    /// `snapshot`: the base snapshot the pool's image names now, as the caller resolved it
+    /// for its run. Ready sandboxes made from another one (the image was rebuilt or pulled
+    /// again since) are removed rather than served; refills resolve the image afresh.
+    pub fn take_held(&self, snapshot: Option<&str>) -> Option<Prepared> {
+        self.take_as(true, snapshot)
     }
 
     /// A run in a sandbox taken with [`Pool::take_held`] has ended: the refill goes on
@@ -299,7 +303,7 @@ impl Pool {
         self.inner.wake.notify_one();
     }
 
-    fn take_as(&self, hold: bool) -> Option<Prepared> {
+    fn take_as(&self, hold: bool, snapshot: Option<&str>) -> Option<Prepared> {
         *self.inner.last_take.lock().expect("pool lock") = Instant::now();
         let proc_root = &self.inner.config.proc_root;
         let mut dead = Vec::new();
@@ -314,6 +318,22 @@ impl Pool {
             if let Some(why) = stale {
                 stale_ready.extend(st.ready.drain(..));
                 st.last_error = Some(why);
+            }
+            if let Some(now) = snapshot {
+                let before = stale_ready.len();
+                let (old, current) = std::mem::take(&mut st.ready)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|p| p.image.snapshot != now);
+                st.ready = current.into();
+                stale_ready.extend(old);
+                let removed = stale_ready.len() - before;
+                if removed > 0 {
+                    st.last_error = Some(format!(
+                        "image `{}` now names snapshot {now}: {removed} ready sandbox(es) made \
+                         from the one before removed",
+                        self.inner.policy.image
+                    ));
+                }
             }
             let mut got = None;
             while let Some(p) = st.ready.pop_front() {
@@ -355,7 +375,7 @@ impl Pool {
     pub async fn run(&self, req: RunRequest) -> Result<RunResult, RunError> {
         let plain_name = req.args.first().is_some_and(|a| !a.contains('='));
         if req.id.is_none() && !req.terminal && plain_name && self.matches(&req.policy) {
-            if let Some(p) = self.take_held() {
+            if let Some(p) = self.take_held(req.image.as_ref().map(|b| b.snapshot.as_str())) {
                 let r = self.inner.runner.run_prepared(p, req).await;
                 self.run_ended();
                 return r;

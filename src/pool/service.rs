@@ -82,6 +82,10 @@ pub enum Request {
         image: String,
         /// [`crate::policy::ValidatedPolicy::hash`] of the caller's policy.
         policy_hash: String,
+        /// The base snapshot the image names as the caller resolved it: ready sandboxes
+        /// made from another are removed, not given ([`Pool::take_held`]). Absent: any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<String>,
         /// Where the caller runs its sandboxes: must be the service's own.
         #[serde(flatten)]
         place: Place,
@@ -239,6 +243,7 @@ async fn answer(
         Ok(Request::Take {
             image,
             policy_hash,
+            snapshot,
             place: theirs,
         }) => {
             let policy = pool.policy();
@@ -253,7 +258,9 @@ async fn answer(
                 Some(reason) => Err(reason.to_string()),
                 // The caller hands the run back for removal when it ends: the refill waits
                 // for that (`Pool::take_held`).
-                None => pool.take_held().ok_or_else(|| "empty".to_string()),
+                None => pool
+                    .take_held(snapshot.as_deref())
+                    .ok_or_else(|| "empty".to_string()),
             };
             match got {
                 Err(reason) => serde_json::to_value(TakeReply {
@@ -403,6 +410,7 @@ pub async fn take(
     path: &Path,
     image: &str,
     policy_hash: &str,
+    snapshot: Option<&str>,
     place: &Place,
 ) -> Result<Option<Prepared>, PoolError> {
     if !path.exists() {
@@ -411,6 +419,7 @@ pub async fn take(
     let req = Request::Take {
         image: image.to_string(),
         policy_hash: policy_hash.to_string(),
+        snapshot: snapshot.map(str::to_string),
         place: place.clone(),
     };
     match take_exchange(path, &req).await {
@@ -516,9 +525,19 @@ mod tests {
                 Request::Take {
                     image: "busybox".into(),
                     policy_hash: "sha256:ab".into(),
+                    snapshot: None,
                     place: place.clone(),
                 },
                 r#"{"op":"take","image":"busybox","policy_hash":"sha256:ab","address":"/run/c.sock","namespace":"ns","fifo_root":"/run/f"}"#,
+            ),
+            (
+                Request::Take {
+                    image: "busybox".into(),
+                    policy_hash: "sha256:ab".into(),
+                    snapshot: Some("sha256:c1".into()),
+                    place: place.clone(),
+                },
+                r#"{"op":"take","image":"busybox","policy_hash":"sha256:ab","snapshot":"sha256:c1","address":"/run/c.sock","namespace":"ns","fifo_root":"/run/f"}"#,
             ),
             (Request::Status, r#"{"op":"status"}"#),
             (Request::Drain, r#"{"op":"drain"}"#),
@@ -552,7 +571,7 @@ mod tests {
             fifo_root: "/f".into(),
             runc_binary: None,
         };
-        let got = take(&t.path().join("none.sock"), "busybox", "h", &place)
+        let got = take(&t.path().join("none.sock"), "busybox", "h", None, &place)
             .await
             .unwrap();
         assert!(got.is_none());

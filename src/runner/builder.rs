@@ -230,8 +230,9 @@ impl RunnerBuilder {
                 network: self.network.unwrap_or_default(),
                 idmap_support: Mutex::new(HashMap::new()),
                 proc_root,
-                images: self.images.unwrap_or_else(|| Arc::new(StoreImages)),
-                image_cache: Mutex::new(HashMap::new()),
+                images: self
+                    .images
+                    .unwrap_or_else(|| Arc::new(StoreImages::default())),
                 run_log: self.run_log,
                 cleanup: self.cleanup,
                 pending: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),

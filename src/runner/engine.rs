@@ -107,6 +107,7 @@ impl Runner {
             terminal,
             cancel,
             run_log: _,
+            image,
         } = req;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -160,7 +161,7 @@ impl Runner {
         let t = Instant::now();
         let base = match &prepared {
             Some(p) => p.image.clone(),
-            None => self.base_image(&policy.image).await?,
+            None => self.base_image_or(&policy.image, image).await?,
         };
         phases.resolve_image_ms = ms(t.elapsed());
         fail.image = base.name.clone();
@@ -254,7 +255,7 @@ impl Runner {
             Ok(v) => v,
             Err(e) => {
                 if matches!(e, RunError::Image { .. }) {
-                    self.forget_image(&policy.image);
+                    self.forget_image(&base);
                 }
                 // A failed run is removed before the error is returned, whatever the
                 // cleanup mode, except that a lost containerd leaves it to the next

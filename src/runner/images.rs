@@ -1,6 +1,12 @@
 //! How an image name becomes the committed snapshot a run is prepared on. The runner asks
-//! an [`ImageSource`] once per name and caches the answer; if the snapshot has since gone,
-//! Snapshots.Prepare fails, the cache entry is dropped and the source is asked again.
+//! an [`ImageSource`] on every run that was not handed its image already, so a name that
+//! was re-pointed (an image rebuilt or pulled again) is seen on the next run, also in a
+//! long-lived server. What a source may remember is only what cannot change: that a
+//! content-addressed snapshot is committed. If that snapshot has since gone,
+//! Snapshots.Prepare fails and the runner tells the source to forget it.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use containerd_client::services::v1::snapshots::Kind;
 
@@ -28,6 +34,10 @@ pub trait ImageSource: Send + Sync {
         snapshotter: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<BaseImage, String>>;
+
+    /// Drops whatever was remembered about `base`: a run found its snapshot unusable.
+    /// Default: nothing is remembered.
+    fn forget(&self, _base: &BaseImage) {}
 }
 
 /// Treats an image name as the key of a committed snapshot (as `stockade image` stores
@@ -68,8 +78,42 @@ impl ImageSource for SnapshotImages {
 /// record names its manifest digest and the chain id of its committed snapshot. The store
 /// is read over the gRPC connection behind the seam ([`Containerd::client`]); a fake has
 /// none, so it has no image store either.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StoreImages;
+///
+/// The record is read on every call (one Images.Get); the Snapshots.Stat that checks its
+/// snapshot is committed is made once per chain id and remembered, at most
+/// [`REMEMBERED_CHAINS`] of them.
+#[derive(Debug, Default)]
+pub struct StoreImages {
+    committed: Mutex<HashSet<String>>,
+}
+
+/// How many committed chain ids a [`StoreImages`] remembers before it starts over, so a
+/// long-lived process that sees image after image keeps a bounded set.
+pub const REMEMBERED_CHAINS: usize = 256;
+
+impl StoreImages {
+    fn knows(&self, chain_id: &str) -> bool {
+        self.committed.lock().expect("chain set").contains(chain_id)
+    }
+
+    fn remember(&self, chain_id: &str) {
+        let mut set = self.committed.lock().expect("chain set");
+        if set.len() >= REMEMBERED_CHAINS {
+            set.clear();
+        }
+        set.insert(chain_id.to_string());
+    }
+}
+
+impl From<&crate::images::ImageRef> for BaseImage {
+    fn from(r: &crate::images::ImageRef) -> BaseImage {
+        BaseImage {
+            name: r.name.clone(),
+            snapshot: r.chain_id.clone(),
+            digest: Some(r.manifest_digest.clone()),
+        }
+    }
+}
 
 impl ImageSource for StoreImages {
     fn resolve<'a>(
@@ -84,14 +128,19 @@ impl ImageSource for StoreImages {
                     "image `{name}`: the image store needs a connection to containerd"
                 ));
             };
-            let r = crate::images::resolve(client, name)
+            let known = |chain: &str| self.knows(chain);
+            let r = crate::images::resolve_known(client, name, &known)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(BaseImage {
-                name: r.name,
-                snapshot: r.chain_id,
-                digest: Some(r.manifest_digest),
-            })
+            self.remember(&r.chain_id);
+            Ok(BaseImage::from(&r))
         })
+    }
+
+    fn forget(&self, base: &BaseImage) {
+        self.committed
+            .lock()
+            .expect("chain set")
+            .remove(&base.snapshot);
     }
 }

@@ -74,7 +74,9 @@ pub use cleanup::{
 };
 pub use error::RunError;
 pub use fifo::{read_owner, write_owner, RunDir, DEFAULT_FIFO_ROOT};
-pub use images::{BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages};
+pub use images::{
+    BaseImage, BoxFuture, ImageSource, SnapshotImages, StoreImages, REMEMBERED_CHAINS,
+};
 pub use pooled::{pool_eligible, PoolChoice, Ran};
 pub use runtime::{RuntimeBinary, RuntimeError};
 
@@ -188,6 +190,10 @@ pub struct RunRequest {
     pub cancel: Option<Cancel>,
     /// Where the run's record goes. Default [`RunLog::Runner`].
     pub run_log: RunLog,
+    /// The base image of `policy.image` as the caller already resolved it (to merge its
+    /// config into the policy), so the run does not ask the image source again. Default:
+    /// none, the runner resolves it. Ignored when it names another image.
+    pub image: Option<BaseImage>,
 }
 
 /// Where a run's record (one JSON line of the run log) goes.
@@ -223,6 +229,7 @@ impl RunRequest {
             terminal: false,
             cancel: None,
             run_log: RunLog::Runner,
+            image: None,
         }
     }
 
@@ -254,6 +261,11 @@ impl RunRequest {
     /// Sets where the run's record goes.
     pub fn run_log(mut self, run_log: RunLog) -> Self {
         self.run_log = run_log;
+        self
+    }
+    /// Hands over the base image of the policy's image, already resolved.
+    pub fn image(mut self, base: BaseImage) -> Self {
+        self.image = Some(base);
         self
     }
 }
@@ -469,7 +481,6 @@ struct Inner {
     /// Per filesystem (device) of a bind source: whether it can be mounted ID-mapped.
     idmap_support: Mutex<HashMap<u64, bool>>,
     images: Arc<dyn ImageSource>,
-    image_cache: Mutex<HashMap<String, BaseImage>>,
     run_log: Option<PathBuf>,
     cleanup: CleanupMode,
     pending: tokio::sync::Mutex<tokio::task::JoinSet<()>>,

@@ -53,6 +53,15 @@ pub fn pool_eligible(req: &RunRequest, choice: &PoolChoice) -> bool {
         && req.args.first().is_some_and(|a| !a.contains('='))
 }
 
+/// What a run asks a pool service for: at `socket`, a sandbox for `image` and policy
+/// `hash`, made from `snapshot` when the caller resolved the image.
+struct Ask {
+    socket: PathBuf,
+    image: String,
+    hash: String,
+    snapshot: Option<String>,
+}
+
 impl Runner {
     /// The runtime binary a pool service must run its sandboxes under to serve this
     /// runner: `None` for the default runc.
@@ -74,24 +83,31 @@ impl Runner {
         self.take_asked(ask).await
     }
 
-    /// What to ask which pool service for `req`: its socket, image and policy hash; `None`
-    /// when `req` is not eligible. Nothing of `req` is held while the pool answers, so a
-    /// run's future stays `Send` whatever its stdin and output are.
-    fn pool_ask(&self, req: &RunRequest, choice: &PoolChoice) -> Option<(PathBuf, String, String)> {
+    /// What to ask which pool service for `req`; `None` when `req` is not eligible.
+    /// Nothing of `req` is held while the pool answers, so a run's future stays `Send`
+    /// whatever its stdin and output are.
+    fn pool_ask(&self, req: &RunRequest, choice: &PoolChoice) -> Option<Ask> {
         if !pool_eligible(req, choice) {
             return None;
         }
         let hash = req.policy.hash();
-        let socket = crate::pool::socket_path(&choice.socket_dir, &hash);
-        Some((socket, req.policy.image.clone(), hash))
+        Some(Ask {
+            socket: crate::pool::socket_path(&choice.socket_dir, &hash),
+            image: req.policy.image.clone(),
+            hash,
+            snapshot: req.image.as_ref().map(|b| b.snapshot.clone()),
+        })
     }
 
-    async fn take_asked(
-        &self,
-        (socket, image, hash): (PathBuf, String, String),
-    ) -> Option<(Prepared, PathBuf)> {
+    async fn take_asked(&self, ask: Ask) -> Option<(Prepared, PathBuf)> {
         let place = self.place();
-        match service::take(&socket, &image, &hash, &place).await {
+        let Ask {
+            socket,
+            image,
+            hash,
+            snapshot,
+        } = ask;
+        match service::take(&socket, &image, &hash, snapshot.as_deref(), &place).await {
             Ok(p) => p.map(|p| (p, socket)),
             Err(e) => {
                 tracing::warn!("{e}; starting cold");
@@ -139,7 +155,10 @@ impl Runner {
     ) -> Result<RunResult, RunError> {
         let taken = pool
             .filter(|p| pool_eligible(&req, &PoolChoice::default()) && p.matches(&req.policy))
-            .and_then(|pool| pool.take_held().map(|p| (pool, p)));
+            .and_then(|pool| {
+                let snapshot = req.image.as_ref().map(|b| b.snapshot.as_str());
+                pool.take_held(snapshot).map(|p| (pool, p))
+            });
         match taken {
             Some((pool, p)) => {
                 let r = self.run_prepared(p, req).await;

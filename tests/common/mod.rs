@@ -6,6 +6,7 @@
 
 pub mod census;
 pub mod cli;
+pub mod layered;
 pub mod policy_env;
 
 use std::path::{Path, PathBuf};

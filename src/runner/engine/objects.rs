@@ -31,33 +31,39 @@ fn labels(now: u64) -> HashMap<String, String> {
 }
 
 impl Runner {
-    /// Resolves an image through the cache, asking the image source on a miss.
+    /// Resolves an image through the image source.
     pub(super) async fn base_image(&self, name: &str) -> Result<BaseImage, RunError> {
-        if let Some(b) = self.inner.image_cache.lock().expect("cache lock").get(name) {
-            return Ok(b.clone());
-        }
         let i = &self.inner;
-        let base = i
-            .images
+        i.images
             .resolve(i.containerd.as_ref(), &i.snapshotter, name)
             .await
             .map_err(|reason| RunError::Image {
                 name: name.to_string(),
                 reason,
-            })?;
-        i.image_cache
-            .lock()
-            .expect("cache lock")
-            .insert(name.to_string(), base.clone());
-        Ok(base)
+            })
     }
 
-    pub(super) fn forget_image(&self, name: &str) {
-        self.inner
-            .image_cache
-            .lock()
-            .expect("cache lock")
-            .remove(name);
+    /// `base`, when the caller handed it over for `name`; otherwise resolved.
+    pub(super) async fn base_image_or(
+        &self,
+        name: &str,
+        base: Option<BaseImage>,
+    ) -> Result<BaseImage, RunError> {
+        match base {
+            // The caller resolved the name the policy names (bare or full).
+            Some(b)
+                if b.name == name
+                    || crate::images::normalize_name(name).is_ok_and(|full| full == b.name) =>
+            {
+                Ok(b)
+            }
+            _ => self.base_image(name).await,
+        }
+    }
+
+    /// Tells the image source a run found `base`'s snapshot unusable.
+    pub(super) fn forget_image(&self, base: &BaseImage) {
+        self.inner.images.forget(base);
     }
 
     /// The spec of run `id` as containerd gets it: built from the policy, its binds pointed

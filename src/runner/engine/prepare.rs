@@ -148,7 +148,7 @@ impl Runner {
             Ok(p) => Ok(p),
             Err(e) => {
                 if matches!(e, RunError::Image { .. }) {
-                    self.forget_image(&policy.image);
+                    self.forget_image(&base);
                 }
                 if let Err(c) = self.cleanup(&id).await {
                     tracing::warn!("{c}");
