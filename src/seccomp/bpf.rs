@@ -106,7 +106,7 @@ pub fn compile(filter: &LinuxSeccomp, arch: TargetArch) -> Result<ScmpFilterCont
                     return Err(compile_err(
                         arch,
                         at.clone(),
-                        format!("unknown syscall \"{name}\""),
+                        format!("unknown syscall {name:?}"),
                     ))
                 }
             };

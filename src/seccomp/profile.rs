@@ -277,7 +277,7 @@ impl Profile {
             .enumerate()
             .map(|(i, f)| {
                 parse_flag(f)
-                    .ok_or_else(|| invalid(format!("flags[{i}]"), format!("unknown flag \"{f}\"")))
+                    .ok_or_else(|| invalid(format!("flags[{i}]"), format!("unknown flag {f:?}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -309,7 +309,7 @@ impl Profile {
 fn check_scmp_arch(at: &str, s: &str) -> Result<(), SeccompError> {
     s.parse::<libseccomp::ScmpArch>()
         .map(|_| ())
-        .map_err(|_| invalid(at, format!("unknown architecture \"{s}\"")))
+        .map_err(|_| invalid(at, format!("unknown architecture {s:?}")))
 }
 
 fn condition_from_doc(at: &str, f: Option<FilterDoc>) -> Result<Condition, SeccompError> {
@@ -318,7 +318,7 @@ fn condition_from_doc(at: &str, f: Option<FilterDoc>) -> Result<Condition, Secco
         if !DOCKER_ARCH_NAMES.contains(&a.as_str()) {
             return Err(invalid(
                 format!("{at}.arches[{k}]"),
-                format!("unknown architecture \"{a}\""),
+                format!("unknown architecture {a:?}"),
             ));
         }
     }
@@ -329,7 +329,7 @@ fn condition_from_doc(at: &str, f: Option<FilterDoc>) -> Result<Condition, Secco
         if !ok {
             return Err(invalid(
                 format!("{at}.caps[{k}]"),
-                format!("not a capability name: \"{c}\""),
+                format!("not a capability name: {c:?}"),
             ));
         }
     }
@@ -338,7 +338,7 @@ fn condition_from_doc(at: &str, f: Option<FilterDoc>) -> Result<Condition, Secco
         Some(s) => Some(KernelVersion::parse(s).ok_or_else(|| {
             invalid(
                 format!("{at}.minKernel"),
-                format!("not a kernel version: \"{s}\""),
+                format!("not a kernel version: {s:?}"),
             )
         })?),
     };

@@ -142,6 +142,16 @@ fn parse_errors_name_what_and_where() {
             want: r#"archMap[0].subArchitectures[0]: unknown architecture "SCMP_ARCH_I386""#,
         },
         Case {
+            name: "architecture with a line break stays on one line",
+            input: r#"{"architectures":["a\nb"],"defaultAction":"SCMP_ACT_ALLOW","syscalls":[]}"#.into(),
+            want: r#"architectures[0]: unknown architecture "a\nb""#,
+        },
+        Case {
+            name: "syscall name with a line break stays on one line",
+            input: with_rules(r#"{"names":["re\nad"],"action":"SCMP_ACT_ALLOW"}"#),
+            want: r#"syscalls[0].names[0]: unknown syscall "re\nad""#,
+        },
+        Case {
             name: "unknown flag",
             input: r#"{"defaultAction":"SCMP_ACT_ERRNO","flags":["SECCOMP_FILTER_FLAG_FAST"]}"#.into(),
             want: r#"flags[0]: unknown flag "SECCOMP_FILTER_FLAG_FAST""#,
