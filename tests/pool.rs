@@ -34,6 +34,33 @@ fn policy(o: PolicyOverrides) -> ValidatedPolicy {
         .expect("valid policy")
 }
 
+/// A pool of `size` sandboxes of `p`, started on `runner`, once every one of them is ready.
+async fn ready_pool(runner: &Runner, p: &ValidatedPolicy, size: usize) -> Pool {
+    let pool = Pool::start(
+        runner.clone(),
+        p.clone(),
+        PoolConfig {
+            size,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(pool.wait_ready(size, READY_PATIENCE).await, size);
+    pool
+}
+
+/// Asserts that nothing a run or pool made is left in `c` or under `fifo_root` (10 s to settle).
+async fn nothing_left(client: &Client, c: &PrivateContainerd, fifo_root: &Path) {
+    assert_no_leftovers(
+        client,
+        c.address(),
+        fifo_root,
+        None,
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 async fn runner(c: &PrivateContainerd, fifo_root: &Path) -> (Client, Runner, HostFacts) {
     let client = c.client("stockade").await;
     busybox_image(&client).await;
@@ -171,16 +198,7 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
         ..Default::default()
     });
     let args: Vec<String> = ["sh", "-c", PROBE].map(String::from).to_vec();
-    let pool = Pool::start(
-        runner.clone(),
-        p.clone(),
-        PoolConfig {
-            size: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+    let pool = ready_pool(&runner, &p, 1).await;
 
     // The pooled sandbox: its container and task exist ahead of the run, labelled as
     // pooled, pid 1 the trampoline waiting for its command.
@@ -297,14 +315,7 @@ async fn a_pooled_run_is_confined_exactly_like_a_cold_run() {
     );
 
     pool.drain().await;
-    assert_no_leftovers(
-        &client,
-        c.address(),
-        fifo.path(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await;
+    nothing_left(&client, &c, fifo.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,16 +368,7 @@ async fn a_pooled_sandbox_is_never_reused_and_nothing_leaks() {
     assert_eq!(st.idle_ages_ms.len(), 2);
 
     // 32 at once through a pool of 8: 8 warm, the rest cold, all succeed.
-    let pool8 = Pool::start(
-        runner.clone(),
-        p.clone(),
-        PoolConfig {
-            size: 8,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(pool8.wait_ready(8, READY_PATIENCE).await, 8);
+    let pool8 = ready_pool(&runner, &p, 8).await;
     let mut set = tokio::task::JoinSet::new();
     for i in 0..32 {
         let (pool, p) = (pool8.clone(), p.clone());
@@ -483,14 +485,7 @@ async fn the_command_line_reaches_the_pooled_sandbox_verbatim() {
         );
     }
     pool.drain().await;
-    assert_no_leftovers(
-        &client,
-        c.address(),
-        fifo.path(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await;
+    nothing_left(&client, &c, fifo.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -529,14 +524,7 @@ async fn a_mismatched_policy_runs_cold_and_idle_sandboxes_expire() {
     assert_eq!((st.ready, st.expired), (0, 1), "{st:?}");
     assert!(st.idle);
     runner.wait_cleanups().await;
-    assert_no_leftovers(
-        &client,
-        c.address(),
-        fifo.path(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await;
+    nothing_left(&client, &c, fifo.path()).await;
     pool.drain().await;
 }
 
@@ -548,16 +536,7 @@ async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
     let c = PrivateContainerd::start().await;
     let fifo = tempfile::tempdir().unwrap();
     let (client, runner, _) = runner(&c, fifo.path()).await;
-    let pool = Pool::start(
-        runner.clone(),
-        policy(PolicyOverrides::default()),
-        PoolConfig {
-            size: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+    let pool = ready_pool(&runner, &policy(PolicyOverrides::default()), 1).await;
 
     // Someone outside kills the waiting trampoline.
     let tasks = client
@@ -618,14 +597,7 @@ async fn a_sandbox_whose_pid_1_died_while_waiting_is_never_handed_out() {
     );
     pool.drain().await;
     runner.wait_cleanups().await;
-    assert_no_leftovers(
-        &client,
-        c.address(),
-        fifo.path(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await;
+    nothing_left(&client, &c, fifo.path()).await;
 }
 
 /// The mark the image `stockade/marked` holds in `/mark`, as one run of `policy` reads it.
@@ -655,16 +627,7 @@ async fn an_image_rebuilt_under_the_pool_is_never_served_from_the_old_snapshot()
         image: Some(name.into()),
         ..Default::default()
     });
-    let pool = Pool::start(
-        runner.clone(),
-        p.clone(),
-        PoolConfig {
-            size: 1,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
+    let pool = ready_pool(&runner, &p, 1).await;
     assert_eq!(mark_seen(&pool, &p, &client).await, ("one".into(), true));
     assert_eq!(pool.wait_ready(1, READY_PATIENCE).await, 1);
 
@@ -696,12 +659,5 @@ async fn an_image_rebuilt_under_the_pool_is_never_served_from_the_old_snapshot()
 
     pool.drain().await;
     runner.wait_cleanups().await;
-    assert_no_leftovers(
-        &client,
-        c.address(),
-        fifo.path(),
-        None,
-        Duration::from_secs(10),
-    )
-    .await;
+    nothing_left(&client, &c, fifo.path()).await;
 }

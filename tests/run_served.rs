@@ -381,6 +381,38 @@ async fn a_server_with_pools_serves_later_runs_from_a_pool_of_its_own() {
     assert_eq!(v["stdout"], "pooled 1\n");
     let (_, alone) = s.both(&args, b"", &cwd, true);
     assert_eq!(comparable(&alone.stdout)["stdout"], v["stdout"]);
+
+    // `stockade pool ls` shows the server's pool beside the pool services' (none here).
+    let services = s.host.dir.path().join("no-pool-services");
+    let ls = |json: bool| {
+        let mut c = Command::new(common::cli::BIN);
+        c.args(["pool", "ls", "--socket-dir"])
+            .arg(&services)
+            .arg("--removal-dir")
+            .arg(&s.removal);
+        if json {
+            c.arg("--json");
+        }
+        output(&mut c, b"")
+    };
+    let listed = ls(true);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let v: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let entries = v.as_array().expect("a list");
+    assert_eq!(entries.len(), 1, "{v}");
+    let server = &entries[0]["server"];
+    assert_eq!(server["pid"], s.server.id(), "{v}");
+    let pools = server["pools"].as_array().expect("pools");
+    assert_eq!(pools.len(), 1, "one policy was run: {v}");
+    assert_eq!(pools[0]["size"], 2, "{v}");
+    assert!(pools[0]["taken"].as_u64().unwrap() >= 1, "{v}");
+    let text = String::from_utf8(ls(false).stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&s.server.id().to_string()))
+        .unwrap_or_else(|| panic!("no row for the server:\n{text}"));
+    assert!(row.ends_with("(stockade serve)"), "{row}");
+
     terminate_server(&mut s.server, Duration::from_secs(60));
     s.assert_clean(&s.host.fifo()).await;
 }

@@ -11,17 +11,21 @@ use clap::{Args, Subcommand};
 use stockade::containerd::daemon::{connect_or_start, DaemonPaths};
 use stockade::policy::{parse_duration, parse_size};
 use stockade::pool::service::{self, DrainReply, Place, Request, StatusReply};
+use stockade::pool::PoolStatus;
 use stockade::pool::{socket_path, Pool, PoolConfig, DEFAULT_SOCKET_DIR};
-use stockade::runner::{CleanupMode, Runner, StoreImages, DEFAULT_FIFO_ROOT};
+use stockade::runner::handoff::{live_sockets, ServerStatus, DEFAULT_REMOVAL_DIR};
+use stockade::runner::{CleanupMode, Runner, StoreImages, DEFAULT_FIFO_ROOT, DEFAULT_PROC_ROOT};
 
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
     /// Keep SIZE sandboxes ready for the image and policy; serve them to `stockade run`.
     Fill(Box<FillArgs>),
-    /// Show every pool: size, ready sandboxes, their idle ages, memory they hold.
+    /// Show every pool: size, ready sandboxes, their idle ages, memory they hold; the pool
+    /// services' and those a running `stockade serve --pool-size` keeps.
     Ls(LsArgs),
-    /// Remove every pooled sandbox and stop the pool services.
-    Drain(LsArgs),
+    /// Remove every pooled sandbox and stop the pool services (a server's own pools go
+    /// when the server stops).
+    Drain(DrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +65,19 @@ pub struct FillArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Directory of the pool sockets.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
+    pub socket_dir: PathBuf,
+    /// Directory of the running servers' sockets, asked for the pools they keep.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_REMOVAL_DIR, hide = true)]
+    pub removal_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
     /// Directory of the pool sockets.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
@@ -198,10 +215,13 @@ async fn detach(path: &std::path::Path) -> Result<u8> {
     )
 }
 
-async fn statuses(dir: &std::path::Path) -> Vec<(PathBuf, Result<StatusReply, String>)> {
+/// Each socket in `sockets` with its answer to a status request (or why there is none).
+async fn statuses<T: for<'de> serde::Deserialize<'de>>(
+    sockets: Vec<PathBuf>,
+) -> Vec<(PathBuf, Result<T, String>)> {
     let mut out = Vec::new();
-    for s in service::sockets(dir) {
-        let r = service::request::<StatusReply>(&s, &Request::Status, Duration::from_secs(2))
+    for s in sockets {
+        let r = service::request::<T>(&s, &Request::Status, Duration::from_secs(2))
             .await
             .map_err(|e| e.to_string());
         out.push((s, r));
@@ -210,15 +230,25 @@ async fn statuses(dir: &std::path::Path) -> Vec<(PathBuf, Result<StatusReply, St
 }
 
 async fn ls(args: LsArgs) -> Result<u8> {
-    let all = statuses(&args.socket_dir).await;
+    let services: Vec<(PathBuf, Result<StatusReply, String>)> =
+        statuses(service::sockets(&args.socket_dir)).await;
+    let servers: Vec<(PathBuf, Result<ServerStatus, String>)> = statuses(live_sockets(
+        &args.removal_dir,
+        std::path::Path::new(DEFAULT_PROC_ROOT),
+    ))
+    .await;
     if args.json {
-        let v: Vec<_> = all
+        let mut v: Vec<_> = services
             .iter()
             .map(|(s, r)| match r {
                 Ok(st) => serde_json::json!({ "socket": s, "pool": st }),
                 Err(e) => serde_json::json!({ "socket": s, "error": e }),
             })
             .collect();
+        v.extend(servers.iter().map(|(s, r)| match r {
+            Ok(st) => serde_json::json!({ "socket": s, "server": st }),
+            Err(e) => serde_json::json!({ "socket": s, "error": e }),
+        }));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
@@ -236,47 +266,17 @@ async fn ls(args: LsArgs) -> Result<u8> {
         "EXPIRY",
         "IDLE AGES"
     );
-    for (s, r) in &all {
+    for (s, r) in &services {
+        match r {
+            Ok(x) => print_pool(x.pid, &x.status, ""),
+            Err(e) => println!("{}: {e}", s.display()),
+        }
+    }
+    for (s, r) in &servers {
         match r {
             Ok(x) => {
-                let st = &x.status;
-                let ages: Vec<String> = st
-                    .idle_ages_ms
-                    .iter()
-                    .map(|ms| format!("{:.1}s", *ms as f64 / 1000.0))
-                    .collect();
-                println!(
-                    "{:<8} {:<24} {:<14} {:>4} {:>5} {:>5} {:>7}M {:>6} {:>6} {:>8}s {}{}",
-                    x.pid,
-                    st.image,
-                    &st.policy_hash[..st.policy_hash.len().min(14)],
-                    st.size,
-                    st.ready,
-                    st.preparing,
-                    st.memory_bytes >> 20,
-                    st.taken,
-                    st.misses,
-                    st.idle_expiry_ms / 1000,
-                    ages.join(" "),
-                    if st.idle {
-                        " (idle: not refilling)"
-                    } else {
-                        ""
-                    }
-                );
-                if let Some(cap) = st.max_memory_bytes {
-                    println!(
-                        "         memory cap {}M{}",
-                        cap >> 20,
-                        if st.memory_limited {
-                            ": holding the pool below its size"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                if let Some(e) = &st.last_error {
-                    println!("         last error: {e}");
+                for st in &x.pools {
+                    print_pool(x.pid, st, " (stockade serve)");
                 }
             }
             Err(e) => println!("{}: {e}", s.display()),
@@ -285,7 +285,49 @@ async fn ls(args: LsArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn drain(args: LsArgs) -> Result<u8> {
+/// One `pool ls` row for a pool held by process `pid`, and its notes below it.
+fn print_pool(pid: u32, st: &PoolStatus, holder: &str) {
+    let ages: Vec<String> = st
+        .idle_ages_ms
+        .iter()
+        .map(|ms| format!("{:.1}s", *ms as f64 / 1000.0))
+        .collect();
+    println!(
+        "{:<8} {:<24} {:<14} {:>4} {:>5} {:>5} {:>7}M {:>6} {:>6} {:>8}s {}{}{holder}",
+        pid,
+        st.image,
+        &st.policy_hash[..st.policy_hash.len().min(14)],
+        st.size,
+        st.ready,
+        st.preparing,
+        st.memory_bytes >> 20,
+        st.taken,
+        st.misses,
+        st.idle_expiry_ms / 1000,
+        ages.join(" "),
+        if st.idle {
+            " (idle: not refilling)"
+        } else {
+            ""
+        }
+    );
+    if let Some(cap) = st.max_memory_bytes {
+        println!(
+            "         memory cap {}M{}",
+            cap >> 20,
+            if st.memory_limited {
+                ": holding the pool below its size"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(e) = &st.last_error {
+        println!("         last error: {e}");
+    }
+}
+
+async fn drain(args: DrainArgs) -> Result<u8> {
     let mut total = 0;
     let mut failed = false;
     for s in service::sockets(&args.socket_dir) {
