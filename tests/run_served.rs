@@ -519,3 +519,62 @@ async fn a_server_s_memory_threads_and_descriptors_stay_flat_across_served_runs(
         "memory grew: {before:?} → {after:?}"
     );
 }
+
+/// Longer than tokio keeps an idle blocking thread (10 s).
+const IDLE_THREADS_GONE: Duration = Duration::from_secs(11);
+
+/// A client killed while its stdout is a full pipe that nobody reads: the server still ends
+/// the run and removes it, and keeps no thread blocked writing to that pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_behind_a_full_pipe_holds_nothing_of_the_server() {
+    if !require_root_or_skip("runs sandboxes through containerd") {
+        return;
+    }
+    let mut s = Served::start().await;
+    let warm = output(&mut s.run(&["--", "true"]), b"");
+    assert_eq!(warm.code, 0, "{warm:?}");
+    // Past tokio's 10 s for idle blocking threads, so only a blocked one can remain.
+    tokio::time::sleep(IDLE_THREADS_GONE).await;
+    let before = settled(s.server.id()).await;
+
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    let served = s.served();
+    let mut client = s
+        .run(&[
+            "--cold",
+            "--",
+            "sh",
+            "-c",
+            "yes stalled | head -c 1000000; sleep 60",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start stockade run");
+    let start = Instant::now();
+    while s.served() == served {
+        assert!(start.elapsed() < Duration::from_secs(30), "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    common::census::wait_for_running_task(&s.host.client, Duration::from_secs(30)).await;
+    // The pipe (64 KiB) fills long before the command has written its megabyte.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&client, nix::sys::signal::Signal::SIGKILL);
+    client.wait().unwrap();
+
+    // The reader is still open and never reads: nothing may wait for it.
+    s.assert_clean(&s.host.fifo()).await;
+    tokio::time::sleep(IDLE_THREADS_GONE).await;
+    let after = settled(s.server.id()).await;
+    assert!(
+        after.threads <= before.threads,
+        "a server thread stays blocked on the client's pipe: {before:?} → {after:?}"
+    );
+    assert!(
+        after.fds <= before.fds,
+        "the server still holds the client's pipe: {before:?} → {after:?}"
+    );
+    drop(reader);
+    terminate_server(&mut s.server, Duration::from_secs(30));
+}

@@ -5,6 +5,7 @@ pub mod apparmor;
 pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bench;
+mod client_writer;
 pub mod code;
 pub mod cp;
 pub mod daemon;

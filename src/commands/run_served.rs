@@ -17,6 +17,7 @@ use stockade::runner::handoff::RunHandler;
 use stockade::runner::served::{self, RunOrder, ServedRun};
 use stockade::runner::{escapes, Cancel, Output, PoolChoice, RunLog, Runner, Stdin};
 
+use super::client_writer::ClientWriter;
 use super::run::{CleanupWhen, Console, Job, Local, RunArgs};
 
 /// The live servers that could run `args` exactly as this process would; none when it is
@@ -114,7 +115,7 @@ async fn serve_one(runner: Runner, pools: Option<Arc<Pools>>, run: ServedRun) {
     let cancel = Cancel::new();
     let cancels = control.forward_cancels(cancel.clone());
     let stop_stdin = Arc::new(AtomicBool::new(false));
-    let (mut console, output) = match client_stdio(&stdout, &stderr, order.json, order.utf8) {
+    let (mut console, output) = match client_stdio(&stdout, &stderr, &order, &cancel) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!("served run: the client's descriptors: {e}");
@@ -216,29 +217,28 @@ async fn run_order(
 
 /// The console and the run's output on the client's stdout and stderr: each through
 /// [`escapes::Neutralized`] when it is a terminal, as a standalone run's are; the JSON
-/// result (`json`) captures the output instead.
+/// result (`order.json`) captures the output instead. Every write gives up on a descriptor
+/// that takes nothing once the run is cancelled ([`ClientWriter`]).
 fn client_stdio(
     stdout: &OwnedFd,
     stderr: &OwnedFd,
-    json: bool,
-    utf8: bool,
+    order: &RunOrder,
+    cancel: &Cancel,
 ) -> std::io::Result<(Console, Output)> {
     type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
-    let file = |fd: &OwnedFd| -> std::io::Result<tokio::fs::File> {
-        Ok(tokio::fs::File::from_std(std::fs::File::from(
-            fd.try_clone()?,
-        )))
+    let file = |fd: &OwnedFd| -> std::io::Result<ClientWriter> {
+        Ok(ClientWriter::new(fd.try_clone()?, cancel.clone()))
     };
     let wrap = |fd: &OwnedFd| -> std::io::Result<Writer> {
         let f = file(fd)?;
         Ok(if rustix::termios::isatty(fd) {
-            Box::new(escapes::Neutralized::new(f, utf8))
+            Box::new(escapes::Neutralized::new(f, order.utf8))
         } else {
             Box::new(f)
         })
     };
     let console = Console::new(Box::new(file(stdout)?), Box::new(file(stderr)?));
-    let output = if json {
+    let output = if order.json {
         Output::Capture
     } else {
         Output::Writers {

@@ -167,6 +167,11 @@ impl Cancel {
         self.tx.send_replace(Some(signal));
     }
 
+    /// The signal a run holding this handle was cancelled with, if it was.
+    pub fn reason(&self) -> Option<i32> {
+        *self.tx.borrow()
+    }
+
     pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<i32>> {
         self.tx.subscribe()
     }
