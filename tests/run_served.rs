@@ -256,12 +256,17 @@ async fn a_served_run_gives_what_the_same_run_gives_standalone() {
 /// Starts `stockade run ARGS…` served, in the background, once the server has taken it and
 /// its task runs.
 async fn started(s: &Served, args: &[&str]) -> Child {
+    started_with(s, args, Stdio::piped(), Stdio::piped()).await
+}
+
+/// [`started`], with the client's stdout and stderr given.
+async fn started_with(s: &Served, args: &[&str], stdout: Stdio, stderr: Stdio) -> Child {
     let before = s.served();
     let child = s
         .run(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .expect("start stockade run");
     let start = Instant::now();
@@ -538,26 +543,19 @@ async fn a_client_killed_behind_a_full_pipe_holds_nothing_of_the_server() {
     let before = settled(s.server.id()).await;
 
     let (reader, writer) = nix::unistd::pipe().unwrap();
-    let served = s.served();
-    let mut client = s
-        .run(&[
+    let mut client = started_with(
+        &s,
+        &[
             "--cold",
             "--",
             "sh",
             "-c",
             "yes stalled | head -c 1000000; sleep 60",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start stockade run");
-    let start = Instant::now();
-    while s.served() == served {
-        assert!(start.elapsed() < Duration::from_secs(30), "never served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    common::census::wait_for_running_task(&s.host.client, Duration::from_secs(30)).await;
+        ],
+        Stdio::from(writer),
+        Stdio::null(),
+    )
+    .await;
     // The pipe (64 KiB) fills long before the command has written its megabyte.
     tokio::time::sleep(Duration::from_secs(2)).await;
     signal(&client, nix::sys::signal::Signal::SIGKILL);
