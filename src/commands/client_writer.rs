@@ -88,7 +88,8 @@ impl AsyncWrite for ClientWriter {
 
 /// Writes all of `bytes` to `fd`, at most [`CHUNK`] at a time and only once `fd` reports
 /// room; gives up with `BrokenPipe` when there is none and `give_up()` says so, or when
-/// the reader is gone.
+/// the reader is gone. Another writer filling a pipe between the `poll` and the write makes
+/// that one write wait until the pipe's reader reads or closes it.
 fn write_when_room(fd: &OwnedFd, bytes: &[u8], give_up: &dyn Fn() -> bool) -> io::Result<()> {
     let mut done = 0;
     let wait = Timespec::try_from(RECHECK).expect("a short duration");
