@@ -3,7 +3,8 @@
 //! server's log says so), with the same exit code, stdout and stderr as the same run
 //! standalone; the client's signals cancel it; a client killed outright leaves nothing
 //! behind; a run the server would make differently (another FIFO root) stays standalone;
-//! the server's memory, threads and descriptors stay flat across many served runs.
+//! the server's memory, threads and descriptors stay flat across many served runs, and a
+//! client killed behind a full pipe leaves no server thread blocked on it.
 
 mod common;
 mod run_support;
@@ -441,7 +442,7 @@ fn held(pid: u32) -> Held {
             .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
     };
     Held {
-        rss_kib: field("VmRSS:"),
+        rss_kib: stockade::procfs::parse_rss(&status).expect("a VmRSS line") / 1024,
         threads: field("Threads:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()

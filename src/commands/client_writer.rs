@@ -16,7 +16,7 @@ use tokio::io::AsyncWrite;
 use tokio::task::JoinHandle;
 
 /// The most one write asks of the descriptor once it reports room: `PIPE_BUF`, which a pipe
-/// reporting room always takes whole.
+/// reporting room takes whole (unless another writer filled it in between).
 const CHUNK: usize = 4096;
 
 /// The most one blocking task takes from the caller's buffer (written [`CHUNK`] at a time).
@@ -27,10 +27,10 @@ const RECHECK: Duration = Duration::from_millis(100);
 
 /// An [`AsyncWrite`] to one of a served client's descriptors. Up to [`TASK_BYTES`] at a time
 /// are written on a blocking thread that waits for room (`poll`, [`RECHECK`] at a time)
-/// and writes at most [`CHUNK`] bytes whenever there is some, so output keeps the pace of the client's reader as
-/// a standalone run's does; once the run is cancelled (the client asked, or its
-/// connection went), a write that finds no room fails with `BrokenPipe` instead of
-/// waiting, and the thread and the descriptor are let go.
+/// and writes at most [`CHUNK`] bytes whenever there is some, so output keeps the pace of
+/// the client's reader as a standalone run's does; once the run is cancelled (the client
+/// asked, or its connection went), a write that finds no room fails with `BrokenPipe`
+/// instead of waiting, and the thread and the descriptor are let go.
 pub(crate) struct ClientWriter {
     fd: Arc<OwnedFd>,
     cancelled: Cancel,

@@ -25,7 +25,7 @@ pub enum PoolCommand {
     Ls(LsArgs),
     /// Remove every pooled sandbox and stop the pool services (a server's own pools go
     /// when the server stops).
-    Drain(DrainArgs),
+    Drain(ServiceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,19 +65,16 @@ pub struct FillArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Directory of the pool sockets.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
-    pub socket_dir: PathBuf,
+    #[command(flatten)]
+    pub services: ServiceArgs,
     /// Directory of the running servers' sockets, asked for the pools they keep.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_REMOVAL_DIR, hide = true)]
     pub removal_dir: PathBuf,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
+/// Where the pool services listen, and how to print what they answer.
 #[derive(Debug, Args)]
-pub struct DrainArgs {
+pub struct ServiceArgs {
     /// Directory of the pool sockets.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_SOCKET_DIR)]
     pub socket_dir: PathBuf,
@@ -231,24 +228,15 @@ async fn statuses<T: for<'de> serde::Deserialize<'de>>(
 
 async fn ls(args: LsArgs) -> Result<u8> {
     let services: Vec<(PathBuf, Result<StatusReply, String>)> =
-        statuses(service::sockets(&args.socket_dir)).await;
+        statuses(service::sockets(&args.services.socket_dir)).await;
     let servers: Vec<(PathBuf, Result<ServerStatus, String>)> = statuses(live_sockets(
         &args.removal_dir,
         std::path::Path::new(DEFAULT_PROC_ROOT),
     ))
     .await;
-    if args.json {
-        let mut v: Vec<_> = services
-            .iter()
-            .map(|(s, r)| match r {
-                Ok(st) => serde_json::json!({ "socket": s, "pool": st }),
-                Err(e) => serde_json::json!({ "socket": s, "error": e }),
-            })
-            .collect();
-        v.extend(servers.iter().map(|(s, r)| match r {
-            Ok(st) => serde_json::json!({ "socket": s, "server": st }),
-            Err(e) => serde_json::json!({ "socket": s, "error": e }),
-        }));
+    if args.services.json {
+        let mut v: Vec<_> = services.iter().map(|a| listed("pool", a)).collect();
+        v.extend(servers.iter().map(|a| listed("server", a)));
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
@@ -283,6 +271,17 @@ async fn ls(args: LsArgs) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// One `pool ls --json` entry: the socket and its answer under `key`, or why there is none.
+fn listed<T: serde::Serialize>(
+    key: &str,
+    (socket, answer): &(PathBuf, Result<T, String>),
+) -> serde_json::Value {
+    match answer {
+        Ok(a) => serde_json::json!({ "socket": socket, key: a }),
+        Err(e) => serde_json::json!({ "socket": socket, "error": e }),
+    }
 }
 
 /// One `pool ls` row for a pool held by process `pid`, and its notes below it.
@@ -327,7 +326,7 @@ fn print_pool(pid: u32, st: &PoolStatus, holder: &str) {
     }
 }
 
-async fn drain(args: DrainArgs) -> Result<u8> {
+async fn drain(args: ServiceArgs) -> Result<u8> {
     let mut total = 0;
     let mut failed = false;
     for s in service::sockets(&args.socket_dir) {
